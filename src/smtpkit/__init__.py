@@ -1,0 +1,116 @@
+"""smtpkit: typed, pooled, retrying SMTP for Python applications.
+
+::
+
+    import smtpkit
+
+    config = smtpkit.SMTPConfig.from_url("smtps://me%40qq.com:AUTHCODE@smtp.qq.com")
+    with smtpkit.Mailer(config) as mailer:
+        mailer.send(smtpkit.Message(sender="me@qq.com", to="you@example.com",
+                                    subject="Hello", text="Hi!"))
+"""
+
+from __future__ import annotations
+
+from importlib.metadata import PackageNotFoundError, version
+
+from . import auth
+from ._config import DEFAULT_POOL_LIMITS, PROVIDERS, PoolLimits, SMTPConfig, TLSMode
+from ._exceptions import (
+    AuthenticationError,
+    ClosedError,
+    ConfigurationError,
+    ConnectError,
+    ConnectTimeoutError,
+    DataRefusedError,
+    GreetingRefusedError,
+    HeloRefusedError,
+    InvalidMessageError,
+    NetworkError,
+    NotSupportedError,
+    PoolTimeoutError,
+    ProtocolError,
+    ReadTimeoutError,
+    RecipientsRefusedError,
+    SenderRefusedError,
+    ServerDisconnectedError,
+    SMTPKitError,
+    SMTPReplyError,
+    SMTPTimeoutError,
+    TLSError,
+    TransportError,
+)
+from ._mailer import BulkProgress, Mailer, Sendable
+from ._message import Address, Attachment, Envelope, Message
+from ._ratelimit import RateLimit
+from ._reply import EnhancedStatus, ReplyCode, SMTPReply, parse_reply
+from ._retry import DEFAULT_RETRY_POLICY, RetryDetails, RetryHook, RetryPolicy
+from ._transports._connection import SMTPConnection
+from ._transports._pool import PoolStats
+from ._transports.base import RecipientResult, SendResult, Transport
+from ._transports.smtp import SMTPTransport
+
+try:
+    __version__ = version("smtpkit")
+except PackageNotFoundError:  # pragma: no cover - running from a source tree
+    __version__ = "0.0.0"
+
+__all__ = [
+    "DEFAULT_POOL_LIMITS",
+    "DEFAULT_RETRY_POLICY",
+    "PROVIDERS",
+    "Address",
+    "Attachment",
+    "AuthenticationError",
+    "BulkProgress",
+    "ClosedError",
+    "ConfigurationError",
+    "ConnectError",
+    "ConnectTimeoutError",
+    "DataRefusedError",
+    "EnhancedStatus",
+    "Envelope",
+    "GreetingRefusedError",
+    "HeloRefusedError",
+    "InvalidMessageError",
+    "Mailer",
+    "Message",
+    "NetworkError",
+    "NotSupportedError",
+    "PoolLimits",
+    "PoolStats",
+    "PoolTimeoutError",
+    "ProtocolError",
+    "RateLimit",
+    "ReadTimeoutError",
+    "RecipientResult",
+    "RecipientsRefusedError",
+    "ReplyCode",
+    "RetryDetails",
+    "RetryHook",
+    "RetryPolicy",
+    "SMTPConfig",
+    "SMTPConnection",
+    "SMTPKitError",
+    "SMTPReply",
+    "SMTPReplyError",
+    "SMTPTimeoutError",
+    "SMTPTransport",
+    "SendResult",
+    "Sendable",
+    "SenderRefusedError",
+    "ServerDisconnectedError",
+    "TLSError",
+    "TLSMode",
+    "Transport",
+    "TransportError",
+    "__version__",
+    "auth",
+    "parse_reply",
+]
+
+for _name in __all__:
+    _obj = globals()[_name]
+    if isinstance(_obj, type) and _obj.__module__.startswith("smtpkit._"):
+        _obj.__module__ = "smtpkit"
+del _name, _obj

@@ -1,0 +1,240 @@
+"""SASL mechanisms for SMTP AUTH (RFC 4954), as pure encoders.
+
+An :class:`Auth` object is an immutable, shareable description of how to log in.  Each
+login asks it for a fresh :data:`Responder`, a single-use callable that the transport
+feeds with the server's challenges.  No I/O happens here; the transport sends the
+bytes, base64-encodes them and bounds the exchange.
+"""
+
+from __future__ import annotations
+
+import abc
+import hashlib
+import hmac
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import ClassVar, Final
+
+from pydantic import SecretStr
+from typing_extensions import override
+
+__all__ = [
+    "Auth",
+    "CramMD5Auth",
+    "LoginAuth",
+    "OAuthBearerAuth",
+    "PlainAuth",
+    "Responder",
+    "TokenProvider",
+    "XOAuth2Auth",
+    "password_strategies",
+]
+
+Responder = Callable[[bytes | None], bytes | None]
+"""Answers one SASL step.
+
+Called first with ``None``: return the initial response, or ``None`` to send none.
+Then called with each decoded server challenge: return the answer (``b""`` allowed).
+"""
+
+TokenProvider = Callable[[], str]
+"""Returns a currently valid OAuth2 access token.
+
+Called at every login, and once more after a refused login, so a provider that caches
+tokens should refresh when it is called again shortly after a failure or when its
+token is close to expiry.
+"""
+
+
+def _secret(value: str | SecretStr) -> SecretStr:
+    return value if isinstance(value, SecretStr) else SecretStr(value)
+
+
+class Auth(abc.ABC):
+    """A SASL mechanism: subclass it to add one smtpkit does not ship.
+
+    Attributes:
+        mechanism: The SASL name the server advertises (``"PLAIN"``).
+        strength: Rank used to pick among configured strategies: when several are
+            advertised, the highest wins.
+    """
+
+    mechanism: ClassVar[str]
+    strength: ClassVar[int] = 0
+
+    def retries_after_failure(self) -> bool:
+        """Return True to get a new :meth:`responder` and log in once more after a 535.
+
+        Token providers use this to hand out a fresh token.
+        """
+        return False
+
+    @abc.abstractmethod
+    def responder(self) -> Responder:
+        """Return a fresh, single-use callable that answers this login's challenges."""
+
+
+@dataclass(frozen=True)
+class PlainAuth(Auth):
+    """SASL PLAIN (RFC 4616): username and password in one UTF-8 initial response."""
+
+    username: str
+    password: SecretStr
+    mechanism: ClassVar[str] = "PLAIN"
+    strength: ClassVar[int] = 20
+
+    def __init__(self, username: str, password: str | SecretStr) -> None:
+        object.__setattr__(self, "username", username)
+        object.__setattr__(self, "password", _secret(password))
+
+    def responder(self) -> Responder:
+        """Send ``\\0user\\0password`` as the initial response."""
+        payload = b"\0" + self.username.encode() + b"\0"
+        payload += self.password.get_secret_value().encode()
+
+        def respond(challenge: bytes | None) -> bytes | None:
+            # A server that ignores the initial response asks with an empty 334.
+            return payload
+
+        return respond
+
+
+@dataclass(frozen=True)
+class LoginAuth(Auth):
+    """The legacy LOGIN mechanism: username, then password, each on request."""
+
+    username: str
+    password: SecretStr
+    mechanism: ClassVar[str] = "LOGIN"
+    strength: ClassVar[int] = 10
+
+    def __init__(self, username: str, password: str | SecretStr) -> None:
+        object.__setattr__(self, "username", username)
+        object.__setattr__(self, "password", _secret(password))
+
+    def responder(self) -> Responder:
+        """Answer the first challenge with the username, the next with the password."""
+        answers = [self.username.encode(), self.password.get_secret_value().encode()]
+
+        def respond(challenge: bytes | None) -> bytes | None:
+            if challenge is None:
+                return None
+            # Servers word the prompts differently; the order is what is fixed.
+            return answers.pop(0) if answers else b""
+
+        return respond
+
+
+@dataclass(frozen=True)
+class CramMD5Auth(Auth):
+    """CRAM-MD5 (RFC 2195): the password never crosses the wire."""
+
+    username: str
+    password: SecretStr
+    mechanism: ClassVar[str] = "CRAM-MD5"
+    strength: ClassVar[int] = 30
+
+    def __init__(self, username: str, password: str | SecretStr) -> None:
+        object.__setattr__(self, "username", username)
+        object.__setattr__(self, "password", _secret(password))
+
+    def responder(self) -> Responder:
+        """Answer the challenge with ``user HMAC-MD5(password, challenge)``."""
+        key = self.password.get_secret_value().encode()
+        user = self.username.encode()
+
+        def respond(challenge: bytes | None) -> bytes | None:
+            if challenge is None:
+                return None
+            digest = hmac.new(key, challenge, hashlib.md5).hexdigest()
+            return user + b" " + digest.encode("ascii")
+
+        return respond
+
+
+@dataclass(frozen=True)
+class _TokenAuth(Auth):
+    username: str
+    token: SecretStr | None = None
+    token_provider: TokenProvider | None = field(default=None, repr=False)
+
+    strength: ClassVar[int] = 40
+
+    def __init__(
+        self,
+        username: str,
+        token: str | SecretStr | None = None,
+        *,
+        token_provider: TokenProvider | None = None,
+    ) -> None:
+        if (token is None) == (token_provider is None):
+            msg = (
+                f"{type(self).__name__} needs exactly one of token= or token_provider="
+            )
+            raise ValueError(msg)
+        object.__setattr__(self, "username", username)
+        object.__setattr__(self, "token", None if token is None else _secret(token))
+        object.__setattr__(self, "token_provider", token_provider)
+
+    @override
+    def retries_after_failure(self) -> bool:
+        """Retry once when a provider can hand out a fresh token."""
+        return self.token_provider is not None
+
+    def current_token(self) -> str:
+        """Return the configured token, or ask the provider for one."""
+        if self.token_provider is not None:
+            return self.token_provider()
+        assert self.token is not None  # noqa: S101 - guaranteed by __post_init__
+        return self.token.get_secret_value()
+
+
+@dataclass(frozen=True)
+class XOAuth2Auth(_TokenAuth):
+    """Google's and Microsoft's XOAUTH2 with an OAuth2 access token.
+
+    Args:
+        username: The mailbox address the token was issued for.
+        token: A fixed access token.
+        token_provider: A callable returning a valid token; asked at each login.
+    """
+
+    mechanism: ClassVar[str] = "XOAUTH2"
+
+    def responder(self) -> Responder:
+        """Send ``user=...^Aauth=Bearer ...^A^A``; answer an error challenge with nothing."""
+        payload = f"user={self.username}\x01auth=Bearer {self.current_token()}\x01\x01"
+
+        def respond(challenge: bytes | None) -> bytes | None:
+            # On failure the server sends a JSON error as a 334 challenge and expects
+            # an empty line before its final 535.
+            return payload.encode() if challenge is None else b""
+
+        return respond
+
+
+@dataclass(frozen=True)
+class OAuthBearerAuth(_TokenAuth):
+    """OAUTHBEARER (RFC 7628) with an OAuth2 access token."""
+
+    mechanism: ClassVar[str] = "OAUTHBEARER"
+    strength: ClassVar[int] = 41
+
+    def responder(self) -> Responder:
+        """Send the GS2 header and bearer token; answer an error challenge with ^A."""
+        user = self.username.replace("=", "=3D").replace(",", "=2C")  # RFC 5801 §5.1
+        payload = f"n,a={user},\x01auth=Bearer {self.current_token()}\x01\x01"
+
+        def respond(challenge: bytes | None) -> bytes | None:
+            # RFC 7628 §3.2.3: the client answers an error challenge with a lone %x01.
+            return payload.encode() if challenge is None else b"\x01"
+
+        return respond
+
+
+_PASSWORD_MECHANISMS: Final = (CramMD5Auth, PlainAuth, LoginAuth)
+
+
+def password_strategies(username: str, password: SecretStr) -> tuple[Auth, ...]:
+    """Return every password mechanism for these credentials, strongest first."""
+    return tuple(cls(username, password) for cls in _PASSWORD_MECHANISMS)

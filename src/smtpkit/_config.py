@@ -1,0 +1,339 @@
+"""Server settings as a frozen pydantic model: `SMTPConfig`, `TLSMode`, `PoolLimits`.
+
+Values only: nothing here opens a socket.  The transport turns these settings into
+connections.
+"""
+
+from __future__ import annotations
+
+import os
+import ssl
+from collections.abc import Mapping
+from enum import Enum
+from typing import Any, Final, Literal
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
+from typing_extensions import Self
+
+from ._auth import Auth, password_strategies
+from ._exceptions import ConfigurationError
+
+__all__ = ["DEFAULT_POOL_LIMITS", "PROVIDERS", "PoolLimits", "SMTPConfig", "TLSMode"]
+
+
+class TLSMode(str, Enum):
+    """How the connection is protected.
+
+    Attributes:
+        IMPLICIT: TLS from the first byte ("SMTPS", port 465, RFC 8314).
+        STARTTLS: Plain connect, then STARTTLS, which is required: a server that
+            does not offer it, or refuses it, fails the connection before any
+            credential or message is sent (port 587).
+        NONE: No TLS at all (port 25; local relays and tests).
+    """
+
+    IMPLICIT = "implicit"
+    STARTTLS = "starttls"
+    NONE = "none"
+
+
+_DEFAULT_PORTS: Final = {TLSMode.IMPLICIT: 465, TLSMode.STARTTLS: 587, TLSMode.NONE: 25}
+
+
+class PoolLimits(BaseModel):
+    """Limits of the connection pool inside ``SMTPTransport``.
+
+    Attributes:
+        max_connections: Connections open at once (each one is a server session).
+        max_messages_per_connection: Messages sent on one connection before it is
+            closed with QUIT and replaced; providers cap this (often at 100).
+        idle_timeout: Seconds a connection may sit unused in the pool before it is
+            closed; below the 5-minute server timeout of RFC 5321 §4.5.3.2.
+        max_lifetime: Seconds a connection may live in total, or None for no limit.
+        acquire_timeout: Seconds to wait for a free connection when all are busy,
+            after which ``PoolTimeoutError`` is raised.
+        check_after_idle: A connection idle for longer than this many seconds is
+            checked with NOOP before reuse.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    max_connections: int = Field(default=4, ge=1)
+    max_messages_per_connection: int = Field(default=100, ge=1)
+    idle_timeout: float = Field(default=60.0, gt=0)
+    max_lifetime: float | None = Field(default=None, gt=0)
+    acquire_timeout: float = Field(default=10.0, ge=0)
+    check_after_idle: float = Field(default=5.0, ge=0)
+
+
+DEFAULT_POOL_LIMITS: Final = PoolLimits()
+
+_PresetValue = str | int | TLSMode
+PROVIDERS: Final[Mapping[str, Mapping[str, _PresetValue]]] = {
+    # Chinese providers want implicit TLS on 465 and an "authorization code"
+    # (授权码) generated in the web settings instead of the login password.
+    "qq": {"host": "smtp.qq.com", "port": 465, "tls": TLSMode.IMPLICIT},
+    "exmail": {"host": "smtp.exmail.qq.com", "port": 465, "tls": TLSMode.IMPLICIT},
+    "163": {"host": "smtp.163.com", "port": 465, "tls": TLSMode.IMPLICIT},
+    "126": {"host": "smtp.126.com", "port": 465, "tls": TLSMode.IMPLICIT},
+    "aliyun": {"host": "smtp.aliyun.com", "port": 465, "tls": TLSMode.IMPLICIT},
+    "aliyun_qiye": {
+        "host": "smtp.qiye.aliyun.com",
+        "port": 465,
+        "tls": TLSMode.IMPLICIT,
+    },
+    "aliyun_directmail": {
+        "host": "smtpdm.aliyun.com",
+        "port": 465,
+        "tls": TLSMode.IMPLICIT,
+    },
+    "gmail": {"host": "smtp.gmail.com", "port": 587, "tls": TLSMode.STARTTLS},
+    "outlook": {"host": "smtp-mail.outlook.com", "port": 587, "tls": TLSMode.STARTTLS},
+    "office365": {"host": "smtp.office365.com", "port": 587, "tls": TLSMode.STARTTLS},
+    "ses": {
+        "host": "email-smtp.{region}.amazonaws.com",
+        "port": 587,
+        "tls": TLSMode.STARTTLS,
+    },
+    "sendgrid": {"host": "smtp.sendgrid.net", "port": 587, "tls": TLSMode.STARTTLS},
+}
+"""Host, port and TLS mode of well-known providers, for :meth:`SMTPConfig.for_provider`."""
+
+_ENV_FIELDS: Final = (
+    "host",
+    "port",
+    "tls",
+    "username",
+    "password",
+    "timeout",
+    "connect_timeout",
+    "local_hostname",
+    "allow_insecure_auth",
+    "ca_file",
+    "ca_path",
+    "client_cert",
+    "client_key",
+    "tls_min_version",
+)
+
+
+def _no_line_breaks(value: str | None, what: str) -> str | None:
+    if value is not None and any(ch in value for ch in "\r\n\0"):
+        msg = f"{what} must not contain CR, LF or NUL"
+        raise ValueError(msg)
+    return value
+
+
+class SMTPConfig(BaseModel):
+    """Everything needed to reach and log in to one SMTP server.
+
+    Secrets are ``SecretStr``: they never appear in ``repr()``, ``str()``, logs,
+    exceptions or ``model_dump()`` (use ``model_dump(mode="python")`` and
+    ``get_secret_value()`` to reveal them on purpose).
+
+    Attributes:
+        host: Server name or IP address.
+        port: TCP port; defaults from ``tls`` (465, 587 or 25).
+        tls: ``TLSMode`` (default ``STARTTLS``, required, never downgraded).
+        username: Login name (UTF-8 allowed); needs ``password``.
+        password: Password or provider "authorization code".
+        auth: Explicit SASL strategies.  When empty and a username is set, the
+            strongest of CRAM-MD5, PLAIN and LOGIN that the server offers is used.
+        allow_insecure_auth: Permit AUTH on a connection without TLS.
+        timeout: Seconds allowed for each server reply.
+        connect_timeout: Seconds allowed to connect and read the greeting;
+            defaults to ``timeout``.
+        local_hostname: Name sent with EHLO; defaults to the local FQDN.
+        ca_file: PEM bundle of CAs to trust instead of the system ones.
+        ca_path: Directory of hashed CA certificates to trust.
+        client_cert: PEM client certificate (and key, unless ``client_key``).
+        client_key: PEM private key for ``client_cert``.
+        tls_min_version: Lowest TLS version accepted, ``"1.2"`` or ``"1.3"``.
+        ssl_context: A ready ``ssl.SSLContext``; excludes the other TLS fields.
+        pool: Connection pool limits.
+        pipelining: Use RFC 2920 PIPELINING when the server offers it.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid", arbitrary_types_allowed=True)
+
+    host: str = Field(min_length=1)
+    port: int = Field(ge=1, le=65535)
+    tls: TLSMode = TLSMode.STARTTLS
+    username: str | None = None
+    password: SecretStr | None = None
+    auth: tuple[Auth, ...] = ()
+    allow_insecure_auth: bool = False
+    timeout: float = Field(default=30.0, gt=0)
+    connect_timeout: float | None = Field(default=None, gt=0)
+    local_hostname: str | None = None
+    ca_file: str | None = None
+    ca_path: str | None = None
+    client_cert: str | None = None
+    client_key: str | None = None
+    tls_min_version: Literal["1.2", "1.3"] | None = None
+    ssl_context: ssl.SSLContext | None = None
+    pool: PoolLimits = DEFAULT_POOL_LIMITS
+    pipelining: bool = True
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_port(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("port") is None:
+            tls = TLSMode(data.get("tls", TLSMode.STARTTLS))
+            data = {**data, "port": _DEFAULT_PORTS[tls]}
+        return data
+
+    @field_validator("auth", mode="before")
+    @classmethod
+    def _one_auth_is_a_tuple(cls, value: Any) -> Any:
+        return (value,) if isinstance(value, Auth) else value
+
+    @field_validator("host", "local_hostname", "username")
+    @classmethod
+    def _single_line(cls, value: str | None) -> str | None:
+        return _no_line_breaks(value, "value")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
+        if (self.username is None) != (self.password is None):
+            msg = "username and password must be given together"
+            raise ValueError(msg)
+        if (
+            self.tls is TLSMode.NONE
+            and self.wants_auth
+            and not self.allow_insecure_auth
+        ):
+            msg = (
+                "credentials would be sent in cleartext with tls='none'; use TLS, or "
+                "set allow_insecure_auth=True for a trusted local server"
+            )
+            raise ValueError(msg)
+        tls_files = (self.ca_file, self.ca_path, self.client_cert, self.client_key)
+        if self.ssl_context is not None and (
+            any(tls_files) or self.tls_min_version is not None
+        ):
+            msg = "ssl_context excludes ca_file, ca_path, client_cert, client_key, tls_min_version"
+            raise ValueError(msg)
+        if self.client_key is not None and self.client_cert is None:
+            msg = "client_key needs client_cert"
+            raise ValueError(msg)
+        return self
+
+    @property
+    def wants_auth(self) -> bool:
+        """True when the transport must log in."""
+        return bool(self.auth) or self.username is not None
+
+    def auth_strategies(self) -> tuple[Auth, ...]:
+        """Return the configured strategies, strongest first."""
+        strategies = self.auth
+        if not strategies and self.username is not None and self.password is not None:
+            strategies = password_strategies(self.username, self.password)
+        return tuple(sorted(strategies, key=lambda a: a.strength, reverse=True))
+
+    @classmethod
+    def from_url(cls, url: str, **overrides: Any) -> SMTPConfig:
+        """Build a config from a URL such as ``smtps://user:pass@smtp.qq.com``.
+
+        ``smtp://`` means STARTTLS (required) on port 587 and ``smtps://`` implicit
+        TLS on 465; ``?tls=none`` opts into cleartext.  Other options go in the
+        query (``?timeout=10&local_hostname=app.example``).  User and password are
+        percent-decoded as UTF-8, so ``@ : /`` and non-ASCII characters must be
+        percent-encoded in the URL.
+
+        Args:
+            url: The URL.
+            **overrides: Fields that win over the URL.
+
+        Raises:
+            ConfigurationError: The URL cannot be parsed.
+            pydantic.ValidationError: A value is invalid; the error names the field.
+        """
+        try:
+            parts = urlsplit(url)
+            port = parts.port
+        except ValueError as exc:
+            msg = f"invalid SMTP URL: {exc}"
+            raise ConfigurationError(msg) from None
+        schemes = {"smtp": TLSMode.STARTTLS, "smtps": TLSMode.IMPLICIT}
+        if parts.scheme not in schemes:
+            msg = f"SMTP URL scheme must be smtp:// or smtps://, not {parts.scheme!r}"
+            raise ConfigurationError(msg)
+        if not parts.hostname:
+            msg = "SMTP URL has no host"
+            raise ConfigurationError(msg)
+        fields: dict[str, Any] = {"host": parts.hostname, "tls": schemes[parts.scheme]}
+        if port is not None:
+            fields["port"] = port
+        if parts.username is not None:
+            fields["username"] = unquote(parts.username)
+        if parts.password is not None:
+            fields["password"] = unquote(parts.password)
+        fields.update(parse_qsl(parts.query, keep_blank_values=False))
+        fields.update(overrides)
+        return cls(**fields)
+
+    @classmethod
+    def from_env(
+        cls,
+        prefix: str = "SMTP_",
+        *,
+        environ: Mapping[str, str] | None = None,
+        **overrides: Any,
+    ) -> SMTPConfig:
+        """Build a config from environment variables.
+
+        ``{prefix}URL`` gives a whole URL (see :meth:`from_url`); the separate
+        variables ``{prefix}HOST``, ``PORT``, ``TLS``, ``USERNAME``, ``PASSWORD``,
+        ``TIMEOUT``, ``CONNECT_TIMEOUT``, ``LOCAL_HOSTNAME``, ``ALLOW_INSECURE_AUTH``,
+        ``CA_FILE``, ``CA_PATH``, ``CLIENT_CERT``, ``CLIENT_KEY`` and
+        ``TLS_MIN_VERSION`` set one field each and win over the URL.
+
+        Raises:
+            ConfigurationError: Neither ``{prefix}URL`` nor ``{prefix}HOST`` is set.
+        """
+        env = os.environ if environ is None else environ
+        fields = {
+            name: env[prefix + name.upper()]
+            for name in _ENV_FIELDS
+            if env.get(prefix + name.upper())
+        }
+        fields.update(overrides)
+        url = env.get(prefix + "URL")
+        if url:
+            return cls.from_url(url, **fields)
+        if "host" not in fields:
+            msg = f"set {prefix}URL or {prefix}HOST to configure SMTP"
+            raise ConfigurationError(msg)
+        return cls(**fields)
+
+    @classmethod
+    def for_provider(
+        cls, provider: str, *, region: str = "us-east-1", **fields: Any
+    ) -> SMTPConfig:
+        """Build a config for a well-known provider; credentials come from you.
+
+        Args:
+            provider: A key of :data:`PROVIDERS` (``"qq"``, ``"gmail"``, ``"ses"``...).
+            region: The AWS region, for ``"ses"`` only.
+            **fields: Credentials and any field to override.
+
+        Raises:
+            ConfigurationError: The provider is unknown.
+        """
+        try:
+            preset = dict(PROVIDERS[provider.lower()])
+        except KeyError:
+            known = ", ".join(sorted(PROVIDERS))
+            msg = f"unknown provider {provider!r}; known: {known}"
+            raise ConfigurationError(msg) from None
+        preset["host"] = str(preset["host"]).format(region=region)
+        return cls(**{**preset, **fields})

@@ -1,0 +1,261 @@
+"""The one exception hierarchy of smtpkit.
+
+::
+
+    SMTPKitError
+    ├── ConfigurationError (ValueError)        settings that cannot work together
+    ├── InvalidMessageError (ValueError)       a message that cannot be sent as given
+    ├── ClosedError (RuntimeError)             Mailer or transport used after close()
+    └── TransportError                         .is_transient .command .delivery_unknown .attempts
+        ├── NetworkError (ConnectionError)             transient
+        │   ├── ConnectError                           could not connect
+        │   └── ServerDisconnectedError                connection lost mid-session
+        ├── SMTPTimeoutError (TimeoutError)            transient
+        │   ├── ConnectTimeoutError (+ ConnectError)
+        │   └── ReadTimeoutError
+        ├── PoolTimeoutError                           no connection free in time
+        ├── TLSError                                   handshake or certificate failure
+        ├── ProtocolError                              malformed or oversize reply
+        ├── NotSupportedError                          STARTTLS, AUTH, SMTPUTF8 or SIZE missing
+        └── SMTPReplyError                             .reply; transient iff 4xx
+            ├── GreetingRefusedError                   banner was not 220
+            ├── HeloRefusedError
+            ├── AuthenticationError                    535 permanent, 454 transient
+            ├── SenderRefusedError                     .sender
+            ├── RecipientsRefusedError                 .refused; every recipient refused
+            └── DataRefusedError                       DATA or end-of-data not accepted
+
+Model validation raises :class:`pydantic.ValidationError` (a ``ValueError``) with the
+offending field named; everything smtpkit raises itself derives from
+:class:`SMTPKitError`.  Every exception here survives a pickle round trip, so errors
+can cross process boundaries (multiprocessing, Celery).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from ._reply import SMTPReply
+
+__all__ = [
+    "AuthenticationError",
+    "ClosedError",
+    "ConfigurationError",
+    "ConnectError",
+    "ConnectTimeoutError",
+    "DataRefusedError",
+    "GreetingRefusedError",
+    "HeloRefusedError",
+    "InvalidMessageError",
+    "NetworkError",
+    "NotSupportedError",
+    "PoolTimeoutError",
+    "ProtocolError",
+    "ReadTimeoutError",
+    "RecipientsRefusedError",
+    "SMTPKitError",
+    "SMTPReplyError",
+    "SMTPTimeoutError",
+    "SenderRefusedError",
+    "ServerDisconnectedError",
+    "TLSError",
+    "TransportError",
+]
+
+
+def _rebuild(
+    cls: type[SMTPKitError], args: tuple[Any, ...], state: dict[str, Any]
+) -> Any:
+    exc = cls.__new__(cls)
+    exc.args = args
+    exc.__dict__.update(state)
+    return exc
+
+
+class SMTPKitError(Exception):
+    """Base class of every error smtpkit raises; never raised itself."""
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Subclasses take keyword-only context; rebuild from args + __dict__ so that
+        # pickling never has to know each constructor's signature.
+        return (_rebuild, (type(self), self.args, dict(self.__dict__)))
+
+
+class ConfigurationError(SMTPKitError, ValueError):
+    """Settings that cannot work together, found when they meet."""
+
+
+class InvalidMessageError(SMTPKitError, ValueError):
+    """A message or envelope that cannot be sent as given (for example, no recipients)."""
+
+
+class ClosedError(SMTPKitError, RuntimeError):
+    """A Mailer or transport was used after ``close()``."""
+
+
+class TransportError(SMTPKitError):
+    """A delivery attempt failed.
+
+    Attributes:
+        command: The SMTP command that failed (``"MAIL"``, ``"DATA"``...), if known.
+        delivery_unknown: True when the connection failed after the message data
+            was sent but before the server's final reply (RFC 1047): the server may
+            have queued the message, so resending risks a duplicate.
+        attempts: How many attempts were made before this error was given up on.
+        history: The errors of the earlier attempts, oldest first.
+    """
+
+    transient_default: bool = False
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        command: str | None = None,
+        delivery_unknown: bool = False,
+    ) -> None:
+        super().__init__(message)
+        self.command = command
+        self.delivery_unknown = delivery_unknown
+        self.attempts = 1
+        self.history: tuple[TransportError, ...] = ()
+
+    @property
+    def is_transient(self) -> bool:
+        """True when the same attempt may succeed later."""
+        return self.transient_default
+
+
+class NetworkError(TransportError, ConnectionError):
+    """The TCP connection failed or was lost."""
+
+    transient_default = True
+
+
+class ConnectError(NetworkError):
+    """No connection to the server could be made."""
+
+
+class ServerDisconnectedError(NetworkError):
+    """The server closed the connection during a session."""
+
+
+class SMTPTimeoutError(TransportError, TimeoutError):
+    """The server did not answer within the configured timeout."""
+
+    transient_default = True
+
+
+class ConnectTimeoutError(SMTPTimeoutError, ConnectError):
+    """Connecting, or waiting for the greeting, took longer than the timeout."""
+
+
+class ReadTimeoutError(SMTPTimeoutError):
+    """A reply took longer than the timeout."""
+
+
+class PoolTimeoutError(TransportError):
+    """Every pooled connection stayed busy past the acquire timeout.
+
+    This is local back-pressure, so it is not retried: the caller decides.
+    """
+
+
+class TLSError(TransportError):
+    """The TLS handshake or certificate verification failed."""
+
+
+class ProtocolError(TransportError):
+    """The server broke the protocol: a malformed, oversize or unexpected reply."""
+
+
+class NotSupportedError(TransportError):
+    """The server lacks an extension this message or configuration needs."""
+
+
+class SMTPReplyError(TransportError):
+    """The server answered a command with an error reply.
+
+    Attributes:
+        reply: The server's reply (code, enhanced status code, decoded text).
+    """
+
+    def __init__(
+        self,
+        reply: SMTPReply,
+        *,
+        command: str | None = None,
+        message: str | None = None,
+        delivery_unknown: bool = False,
+    ) -> None:
+        text = message or f"{command or 'command'} refused: {reply}"
+        super().__init__(text, command=command, delivery_unknown=delivery_unknown)
+        self.reply = reply
+
+    @property
+    def code(self) -> int:
+        """The reply code."""
+        return self.reply.code
+
+    @property
+    def is_transient(self) -> bool:
+        """True for a 4xx reply."""
+        return self.reply.is_transient
+
+
+class GreetingRefusedError(SMTPReplyError):
+    """The server's banner was not 220 (for example 421 or 554)."""
+
+
+class HeloRefusedError(SMTPReplyError):
+    """The server refused both EHLO and HELO."""
+
+
+class AuthenticationError(SMTPReplyError):
+    """The server refused the credentials (535), or could not check them now (454)."""
+
+
+class SenderRefusedError(SMTPReplyError):
+    """The server refused MAIL FROM.
+
+    Attributes:
+        sender: The envelope sender that was refused.
+    """
+
+    def __init__(self, reply: SMTPReply, *, sender: str) -> None:
+        super().__init__(
+            reply, command="MAIL", message=f"sender <{sender}> refused: {reply}"
+        )
+        self.sender = sender
+
+
+class RecipientsRefusedError(SMTPReplyError):
+    """The server refused every recipient, so no message data was sent.
+
+    When only some recipients are refused, the send succeeds and the refusals are in
+    ``SendResult.refused`` instead.
+
+    Attributes:
+        refused: Each refused recipient with the server's reply to its RCPT TO.
+    """
+
+    def __init__(self, refused: Mapping[str, SMTPReply]) -> None:
+        if not refused:
+            msg = "RecipientsRefusedError needs at least one refused recipient"
+            raise ValueError(msg)
+        first = next(iter(refused.values()))
+        listed = ", ".join(f"<{addr}>: {reply}" for addr, reply in refused.items())
+        super().__init__(
+            first, command="RCPT", message=f"all recipients refused: {listed}"
+        )
+        self.refused = dict(refused)
+
+    @property
+    def is_transient(self) -> bool:
+        """True when at least one recipient got a 4xx, so a retry could deliver."""
+        return any(reply.is_transient for reply in self.refused.values())
+
+
+class DataRefusedError(SMTPReplyError):
+    """The server refused DATA, or did not accept the message after its data."""

@@ -1,0 +1,414 @@
+"""`Mailer`: turns messages into envelopes and bytes and sends them with retries."""
+
+from __future__ import annotations
+
+import collections
+import enum
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from email.message import EmailMessage
+from email.parser import BytesHeaderParser
+from types import TracebackType
+from typing import Final
+
+from typing_extensions import Self
+
+from ._config import SMTPConfig
+from ._exceptions import (
+    ClosedError,
+    ConfigurationError,
+    InvalidMessageError,
+    RecipientsRefusedError,
+    SMTPKitError,
+    TransportError,
+)
+from ._message import Envelope, Message
+from ._mime import envelope_of, render_email, render_email_message
+from ._ratelimit import RateLimit, TokenBucket
+from ._reply import SMTPReply
+from ._retry import (
+    DEFAULT_RETRY_POLICY,
+    RetryHook,
+    RetryPolicy,
+    SleepFn,
+    run_with_retries,
+)
+from ._transports.base import RecipientResult, SendResult, Transport
+
+__all__ = ["BulkProgress", "Mailer", "Sendable"]
+
+logger = logging.getLogger("smtpkit")
+
+Sendable = Message | EmailMessage | bytes
+"""What ``Mailer.send`` takes: a ``Message``, a pre-built ``EmailMessage``
+(forwarding), or raw bytes with an explicit envelope."""
+
+_PARSE_HEADERS: Final = BytesHeaderParser()
+
+
+class _State(enum.Enum):
+    UNOPENED = 1
+    OPENED = 2
+    CLOSED = 3
+
+
+@dataclass(frozen=True, slots=True)
+class BulkProgress:
+    """Counters passed to ``send_many``'s ``on_progress`` after each message.
+
+    Attributes:
+        done: Messages finished so far, sent or failed.
+        failed: Messages among ``done`` that failed (``result.error`` is set).
+    """
+
+    done: int
+    failed: int
+
+
+@dataclass(frozen=True, slots=True)
+class _Prepared:
+    envelope: Envelope
+    data: bytes
+    message_id: str | None
+
+
+class Mailer:
+    """Send messages through a transport, applying the retry policy to each one.
+
+    Safe to share between threads: the SMTP transport lends each thread its own
+    pooled connection.  The first send opens the mailer; a closed mailer stays
+    closed.  The mailer owns its transport and closes it.
+
+    Args:
+        config: Server settings; builds an ``SMTPTransport``.
+        transport: Any transport instead of *config* (``FakeTransport`` in tests).
+        retry: When to retry; ``RetryPolicy.never()`` disables retries.
+        rate_limit: Messages per second across all threads, or None.
+        on_retry: Called before each wait between attempts.
+        sleep: Waits between attempts and for the rate limit (injectable).
+        clock: Monotonic clock in seconds (injectable).
+        rng: Source of jitter (inject ``random.Random(seed)`` in tests).
+
+    Raises:
+        ConfigurationError: Neither or both of *config* and *transport* are given.
+    """
+
+    def __init__(
+        self,
+        config: SMTPConfig | None = None,
+        *,
+        transport: Transport | None = None,
+        retry: RetryPolicy = DEFAULT_RETRY_POLICY,
+        rate_limit: RateLimit | None = None,
+        on_retry: RetryHook | None = None,
+        sleep: SleepFn = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
+        rng: random.Random | None = None,
+    ) -> None:
+        if (config is None) == (transport is None):
+            msg = "pass exactly one of config= or transport="
+            raise ConfigurationError(msg)
+        if transport is None:
+            from ._transports.smtp import SMTPTransport  # noqa: PLC0415 - only the default needs smtplib
+
+            assert config is not None  # noqa: S101 - checked above
+            transport = SMTPTransport(config)
+        self._transport = transport
+        self._concurrency = config.pool.max_connections if config is not None else 4
+        self.retry = retry
+        self._bucket = (
+            TokenBucket(rate_limit, sleep=sleep, clock=clock) if rate_limit else None
+        )
+        self._on_retry = on_retry
+        self._sleep = sleep
+        self._clock = clock
+        self._rng = rng or random.Random()
+        self._state = _State.UNOPENED
+        self._state_lock = threading.Lock()
+
+    @property
+    def transport(self) -> Transport:
+        """The transport this mailer sends through."""
+        return self._transport
+
+    def __repr__(self) -> str:
+        return f"<Mailer {self._transport!r} {self._state.name.lower()}>"
+
+    # -- lifecycle --------------------------------------------------------------
+
+    def open(self) -> None:
+        """Open the transport now instead of at the first send.
+
+        Raises:
+            ClosedError: The mailer was closed.
+        """
+        with self._state_lock:
+            if self._state is _State.CLOSED:
+                msg = "this Mailer is closed; create a new one"
+                raise ClosedError(msg)
+            if self._state is _State.UNOPENED:
+                self._transport.open()
+                self._state = _State.OPENED
+
+    def close(self) -> None:
+        """Close the transport (QUIT pooled connections); idempotent."""
+        with self._state_lock:
+            if self._state is _State.CLOSED:
+                return
+            self._state = _State.CLOSED
+        self._transport.close()
+
+    def __enter__(self) -> Self:
+        self.open()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # -- sending ----------------------------------------------------------------
+
+    def send(
+        self, message: Sendable, *, envelope: Envelope | None = None
+    ) -> SendResult:
+        """Send one message, retrying transient failures per the policy.
+
+        Args:
+            message: A ``Message``, a pre-built ``EmailMessage``, or raw bytes.
+            envelope: MAIL FROM / RCPT TO; derived from the headers when omitted
+                (required for raw bytes).  The Bcc header is never transmitted.
+
+        Returns:
+            The result.  When some recipients were refused it lists them in
+            ``refused``; it is only an exception when nothing was delivered.
+
+        Raises:
+            InvalidMessageError: No recipient, or raw bytes without an envelope.
+            TransportError: Nothing was delivered; ``attempts`` and ``history``
+                tell what was tried.
+            ClosedError: The mailer was closed.
+        """
+        if self._state is not _State.OPENED:
+            self.open()
+        prepared = self._prepare(message, envelope)
+        return self._deliver(prepared)
+
+    def send_many(
+        self,
+        messages: Iterable[Sendable],
+        *,
+        concurrency: int | None = None,
+        on_progress: Callable[[BulkProgress], None] | None = None,
+    ) -> list[SendResult]:
+        """Send many messages concurrently; never raises for one bad message.
+
+        The iterable is consumed lazily with at most ``2 * concurrency`` messages in
+        flight, so a generator of 100,000 messages needs little memory beyond the
+        returned list.
+
+        Args:
+            messages: Messages (with envelopes derived from their headers).
+            concurrency: Threads sending at once; defaults to the pool size (4
+                for a transport given directly).
+            on_progress: Called in input order after each message finishes.
+
+        Returns:
+            One result per message, in input order; failed ones have ``error`` set.
+
+        Raises:
+            ClosedError: The mailer was closed.
+        """
+        if self._state is not _State.OPENED:
+            self.open()
+        workers = concurrency or self._concurrency
+        results: list[SendResult] = []
+        failed = 0
+        window: collections.deque[Future[SendResult]] = collections.deque()
+
+        def collect(future: Future[SendResult]) -> None:
+            nonlocal failed
+            result = future.result()
+            failed += result.error is not None
+            results.append(result)
+            if on_progress is not None:
+                on_progress(BulkProgress(done=len(results), failed=failed))
+
+        with ThreadPoolExecutor(
+            max_workers=workers, thread_name_prefix="smtpkit"
+        ) as pool:
+            for message in messages:
+                window.append(pool.submit(self._send_capturing, message))
+                if len(window) >= 2 * workers:
+                    collect(window.popleft())
+            while window:
+                collect(window.popleft())
+        return results
+
+    def _send_capturing(self, message: Sendable) -> SendResult:
+        prepared: _Prepared | None = None
+        try:
+            prepared = self._prepare(message, None)
+            return self._deliver(prepared)
+        except SMTPKitError as exc:
+            envelope = prepared.envelope if prepared is not None else None
+            message_id = prepared.message_id if prepared is not None else None
+            return SendResult(
+                envelope=envelope,
+                message_id=message_id,
+                error=exc,
+                attempts=getattr(exc, "attempts", 0),
+            )
+
+    def _prepare(self, message: Sendable, envelope: Envelope | None) -> _Prepared:
+        if isinstance(message, Message):
+            built = render_email_message(message)
+            envelope = envelope or message.to_envelope()
+            if message.needs_smtputf8 and not envelope.smtputf8:
+                envelope = envelope.model_copy(update={"smtputf8": True})
+            return _Prepared(envelope, built.as_bytes(), str(built["Message-ID"]))
+        if isinstance(message, EmailMessage):
+            envelope = envelope or envelope_of(message)
+            data = render_email(message, smtputf8=envelope.needs_smtputf8)
+            return _Prepared(envelope, data, message.get("Message-ID"))
+        if isinstance(message, bytes | bytearray | memoryview):
+            if envelope is None:
+                msg = "raw bytes need an explicit envelope=Envelope(sender=..., recipients=...)"
+                raise InvalidMessageError(msg)
+            data = bytes(message)
+            headers = _PARSE_HEADERS.parsebytes(data, headersonly=True)
+            return _Prepared(envelope, data, headers.get("Message-ID"))
+        # Reachable from untyped callers.
+        msg = f"cannot send {type(message).__name__}; pass a Message, EmailMessage or bytes"  # type: ignore[unreachable]
+        raise InvalidMessageError(msg)
+
+    def _deliver(self, prepared: _Prepared) -> SendResult:
+        attempt = _Attempt(self, prepared)
+        start = self._clock()
+        error: TransportError | None = None
+        try:
+            run_with_retries(
+                attempt,
+                self.retry,
+                sleep=self._sleep,
+                clock=self._clock,
+                rng=self._rng,
+                on_retry=self._on_retry,
+            )
+        except RecipientsRefusedError:
+            pass  # the recipients' last replies are in attempt.last
+        except TransportError as exc:
+            if not attempt.final:
+                raise
+            error = exc  # some recipients were delivered before this failure
+        result = attempt.result(elapsed=self._clock() - start, error=error)
+        if not result.accepted:
+            raise attempt.refused_error()
+        logger.info(
+            "sent %s to %d recipient(s): %s",
+            result.message_id,
+            len(result.accepted),
+            result.reply.text if result.reply else "",
+        )
+        return result
+
+
+class _Attempt:
+    """One message's state across attempts: who is delivered, who is still pending."""
+
+    def __init__(self, mailer: Mailer, prepared: _Prepared) -> None:
+        self.mailer = mailer
+        self.prepared = prepared
+        self.pending = prepared.envelope
+        self.counts: collections.Counter[str] = collections.Counter()
+        self.final: dict[str, RecipientResult] = {}
+        self.last: dict[str, SMTPReply] = {}
+        self.history: list[TransportError] = []
+        self.reply: SMTPReply | None = None
+        self.number = 0
+        self.possibly_duplicated = False
+
+    def __call__(self, number: int) -> None:
+        self.number = number
+        mailer = self.mailer
+        if mailer._bucket is not None:
+            mailer._bucket.acquire()
+        self.counts.update(self.pending.recipients)
+        try:
+            result = mailer.transport.send(self.pending, self.prepared.data)
+        except RecipientsRefusedError as exc:
+            replies = exc.refused
+        except TransportError as exc:
+            self._failed(exc)
+            if exc.delivery_unknown and mailer.retry.should_retry(exc):
+                self.possibly_duplicated = True
+            raise
+        else:
+            self.reply = result.reply
+            replies = {r: rr.reply for r, rr in result.recipients.items()}
+        retry = mailer.retry
+        pending = []
+        for rcpt, reply in replies.items():
+            self.last[rcpt] = reply
+            if 200 <= reply.code < 300 or not retry.should_retry_reply(reply):
+                self.final[rcpt] = RecipientResult(rcpt, reply, self.counts[rcpt])
+            else:
+                pending.append(rcpt)
+        if pending:
+            # Only the 4xx-refused recipients go round again; the accepted ones
+            # must never receive the message twice.
+            self.pending = self.pending.with_recipients(tuple(pending))
+            refusal = RecipientsRefusedError({r: replies[r] for r in pending})
+            self._failed(refusal)
+            raise refusal
+
+    def _failed(self, exc: TransportError) -> None:
+        exc.attempts = self.number
+        exc.history = tuple(self.history)
+        self.history.append(exc)
+
+    def result(self, *, elapsed: float, error: TransportError | None) -> SendResult:
+        recipients = {}
+        for rcpt in self.prepared.envelope.recipients:
+            if rcpt in self.final:
+                recipients[rcpt] = self.final[rcpt]
+            elif rcpt in self.last:
+                recipients[rcpt] = RecipientResult(
+                    rcpt, self.last[rcpt], self.counts[rcpt]
+                )
+        return SendResult(
+            envelope=self.prepared.envelope,
+            recipients=recipients,
+            reply=self.reply if any(r.accepted for r in recipients.values()) else None,
+            message_id=self.prepared.message_id,
+            elapsed=elapsed,
+            attempts=self.number,
+            error=error,
+            possibly_duplicated=self.possibly_duplicated,
+        )
+
+    def refused_error(self) -> TransportError:
+        """The error to raise when no recipient was delivered."""
+        last_error = self.history[-1] if self.history else None
+        if last_error is not None and not isinstance(
+            last_error, RecipientsRefusedError
+        ):
+            return last_error
+        exc = RecipientsRefusedError(
+            {
+                r: self.last[r]
+                for r in self.prepared.envelope.recipients
+                if r in self.last
+            }
+        )
+        exc.attempts = self.number
+        exc.history = tuple(self.history[:-1])
+        return exc

@@ -1,0 +1,403 @@
+"""What users send: `Address`, `Attachment`, `Message`, and the SMTP `Envelope`.
+
+Every model refuses CR, LF and NUL wherever a value reaches a header line or an SMTP
+command, so header and command injection is impossible by construction.  Rendering to
+MIME lives in ``_mime``.
+"""
+
+from __future__ import annotations
+
+import mimetypes
+import re
+from collections.abc import Mapping
+from datetime import datetime
+from email.utils import getaddresses
+from pathlib import Path
+from typing import Any, Final
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from ._exceptions import InvalidMessageError
+
+__all__ = ["Address", "AddressLike", "Attachment", "Envelope", "Message"]
+
+_FORBIDDEN: Final = frozenset("\r\n\0")
+# RFC 5322 §3.6.8: a field name is printable US-ASCII except the colon.
+_HEADER_NAME_RE: Final = re.compile(r"^[!-9;-~]+$")
+_CONTENT_TYPE_RE: Final = re.compile(r"^[\w.+-]+/[\w.+-]+$", re.ASCII)
+# Headers smtpkit writes from Message fields; setting them through ``headers`` would
+# produce duplicates or a broken MIME structure.
+_RESERVED_HEADERS: Final = frozenset(
+    {
+        "from", "to", "cc", "bcc", "reply-to", "subject", "date", "message-id",
+        "mime-version", "content-type", "content-transfer-encoding",
+        "content-disposition", "list-unsubscribe", "list-unsubscribe-post",
+    }
+)  # fmt: skip
+_MAX_LOCAL_PART: Final = 64  # RFC 5321 §4.5.3.1.1 (octets)
+_MAX_DOMAIN: Final = 255  # RFC 5321 §4.5.3.1.2
+
+
+def _check_single_line(value: str, what: str) -> str:
+    if _FORBIDDEN.intersection(value):
+        msg = f"{what} must not contain CR, LF or NUL: {value!r}"
+        raise ValueError(msg)
+    return value
+
+
+def _ascii_domain(domain: str) -> str:
+    if domain.isascii():
+        return domain
+    try:
+        return domain.encode("idna").decode("ascii")
+    except UnicodeError as exc:
+        msg = f"domain {domain!r} is not a valid internationalized domain name"
+        raise ValueError(msg) from exc
+
+
+def _check_mailbox(email: str) -> str:
+    _check_single_line(email, "email address")
+    if any(ch.isspace() or ch in "<>," for ch in email):
+        msg = f"email address must not contain spaces, '<', '>' or ',': {email!r}"
+        raise ValueError(msg)
+    local, sep, domain = email.rpartition("@")
+    if not sep or not local or not domain:
+        msg = f"email address must look like local@domain: {email!r}"
+        raise ValueError(msg)
+    if len(local.encode()) > _MAX_LOCAL_PART:
+        msg = f"local part of {email!r} is longer than {_MAX_LOCAL_PART} octets"
+        raise ValueError(msg)
+    if len(_ascii_domain(domain)) > _MAX_DOMAIN:
+        msg = f"domain of {email!r} is longer than {_MAX_DOMAIN} octets"
+        raise ValueError(msg)
+    return email
+
+
+class Address(BaseModel):
+    """A mailbox: an email address with an optional display name.
+
+    Build it from ``"张三 <zs@example.com>"``, ``("张三", "zs@example.com")``,
+    ``"zs@example.com"`` or with keywords.  Unicode display names are RFC 2047
+    encoded on the wire, IDN domains are sent as A-labels, and a non-ASCII local part
+    makes the message need SMTPUTF8 (RFC 6531).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    email: str
+    name: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _coerce(cls, data: Any) -> Any:
+        if isinstance(data, str):
+            _check_single_line(data, "address")
+            parsed = getaddresses([data])
+            if len(parsed) != 1 or not parsed[0][1]:
+                msg = f"expected exactly one address, got {data!r}"
+                raise ValueError(msg)
+            name, email = parsed[0]
+            return {"email": email, "name": name or None}
+        if isinstance(data, tuple) and len(data) == 2:
+            return {"name": data[0] or None, "email": data[1]}
+        return data
+
+    @field_validator("email")
+    @classmethod
+    def _valid_email(cls, value: str) -> str:
+        return _check_mailbox(value)
+
+    @field_validator("name")
+    @classmethod
+    def _valid_name(cls, value: str | None) -> str | None:
+        return None if value is None else _check_single_line(value, "display name")
+
+    @property
+    def local_part(self) -> str:
+        """The part before the last ``@``."""
+        return self.email.rpartition("@")[0]
+
+    @property
+    def domain(self) -> str:
+        """The part after the last ``@``, as given."""
+        return self.email.rpartition("@")[2]
+
+    @property
+    def ascii_email(self) -> str:
+        """The address with its domain IDNA-encoded (the local part is unchanged)."""
+        return f"{self.local_part}@{_ascii_domain(self.domain)}"
+
+    @property
+    def needs_smtputf8(self) -> bool:
+        """True when the local part is non-ASCII, which only SMTPUTF8 can carry."""
+        return not self.local_part.isascii()
+
+    def dedupe_key(self) -> str:
+        """Key for removing duplicates: local part as given, domain case-folded.
+
+        RFC 5321 §2.4: the local part may be case-sensitive, the domain is not.
+        """
+        return f"{self.local_part}@{_ascii_domain(self.domain).lower()}"
+
+    def __str__(self) -> str:
+        return f"{self.name} <{self.email}>" if self.name else self.email
+
+
+AddressLike = Address | str | tuple[str, str]
+"""Anything accepted where an address is expected."""
+
+
+def _as_tuple(value: Any) -> Any:
+    if isinstance(value, str | Address | dict) or (
+        isinstance(value, tuple)
+        and len(value) == 2
+        and all(isinstance(v, str) for v in value)
+    ):
+        return (value,)
+    return value
+
+
+class Attachment(BaseModel):
+    """A file attached to a message, or an inline image when ``content_id`` is set.
+
+    Attributes:
+        filename: The name mail clients show; non-ASCII names are encoded both as
+            RFC 2231 and RFC 2047 so that common clients display them.
+        content: The file's bytes.
+        content_type: ``type/subtype``; guessed from ``filename`` when omitted.
+        content_id: Makes this an inline part, referenced from HTML as
+            ``<img src="cid:CONTENT_ID">``.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    filename: str = Field(min_length=1)
+    content: bytes
+    content_type: str = ""
+    content_id: str | None = None
+
+    @field_validator("filename")
+    @classmethod
+    def _valid_filename(cls, value: str) -> str:
+        return _check_single_line(value, "filename")
+
+    @field_validator("content_id")
+    @classmethod
+    def _valid_cid(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"[!-;=?-~]+", value):
+            msg = f"content_id must be printable ASCII without '<', '>' or spaces: {value!r}"
+            raise ValueError(msg)
+        return value
+
+    @model_validator(mode="after")
+    def _guess_type(self) -> Attachment:
+        if not self.content_type:
+            guessed = mimetypes.guess_type(self.filename, strict=False)[0]
+            object.__setattr__(
+                self, "content_type", guessed or "application/octet-stream"
+            )
+        elif not _CONTENT_TYPE_RE.match(self.content_type):
+            msg = f"content_type must look like type/subtype: {self.content_type!r}"
+            raise ValueError(msg)
+        return self
+
+    @classmethod
+    def from_path(
+        cls,
+        path: str | Path,
+        *,
+        filename: str | None = None,
+        content_type: str = "",
+        content_id: str | None = None,
+    ) -> Attachment:
+        """Read a file from disk; the filename defaults to the path's last part."""
+        source = Path(path)
+        return cls(
+            filename=filename or source.name,
+            content=source.read_bytes(),
+            content_type=content_type,
+            content_id=content_id,
+        )
+
+    @property
+    def is_inline(self) -> bool:
+        """True when the part is referenced from the HTML body by its Content-ID."""
+        return self.content_id is not None
+
+
+class Envelope(BaseModel):
+    """The SMTP envelope: MAIL FROM and RCPT TO, independent of the headers.
+
+    Attributes:
+        sender: The reverse path; ``""`` is the null sender used for bounces.
+        recipients: One or more forward paths, deduplicated in order.
+        smtputf8: Ask for SMTPUTF8 even with ASCII addresses (for messages whose
+            headers are raw UTF-8); non-ASCII addresses imply it.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    sender: str
+    recipients: tuple[str, ...] = Field(min_length=1)
+    smtputf8: bool = False
+
+    @field_validator("sender")
+    @classmethod
+    def _valid_sender(cls, value: str) -> str:
+        return value if value == "" else _check_mailbox(value)
+
+    @field_validator("recipients")
+    @classmethod
+    def _valid_recipients(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(_check_mailbox(r) for r in value))
+
+    @property
+    def needs_smtputf8(self) -> bool:
+        """True when an address is non-ASCII, which only SMTPUTF8 can carry."""
+        return self.smtputf8 or not (
+            self.sender.isascii() and all(r.isascii() for r in self.recipients)
+        )
+
+    def with_recipients(self, recipients: tuple[str, ...]) -> Envelope:
+        """Return a copy for a subset of the recipients (used for retries)."""
+        return self.model_copy(update={"recipients": recipients})
+
+
+class Message(BaseModel):
+    """An email to render with the stdlib ``email`` package and send.
+
+    Attributes:
+        sender: The ``From`` mailbox.
+        to: ``To`` recipients.
+        cc: ``Cc`` recipients.
+        bcc: Recipients that get the message but never appear in its headers.
+        reply_to: ``Reply-To`` mailboxes.
+        subject: The subject; unicode is RFC 2047 encoded.
+        text: The plain-text body.
+        html: The HTML body; with ``text`` the message is multipart/alternative.
+        attachments: Files and inline images.
+        headers: Extra headers such as ``{"X-Campaign": "spring"}``.
+        message_id: ``Message-ID`` with its angle brackets; generated when absent.
+        date: ``Date``; the time of rendering when absent.
+        list_unsubscribe: Unsubscribe URIs (``https:`` or ``mailto:``) for the
+            ``List-Unsubscribe`` header.
+        list_unsubscribe_one_click: Add ``List-Unsubscribe-Post`` (RFC 8058) so
+            mail providers can offer a one-click unsubscribe button; needs an
+            ``https:`` URI in ``list_unsubscribe``.
+        envelope_sender: MAIL FROM (the bounce address) when it differs from
+            ``sender``.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    sender: Address
+    to: tuple[Address, ...] = ()
+    cc: tuple[Address, ...] = ()
+    bcc: tuple[Address, ...] = ()
+    reply_to: tuple[Address, ...] = ()
+    subject: str = ""
+    text: str | None = None
+    html: str | None = None
+    attachments: tuple[Attachment, ...] = ()
+    headers: Mapping[str, str] = Field(default_factory=dict)
+    message_id: str | None = None
+    date: datetime | None = None
+    list_unsubscribe: tuple[str, ...] = ()
+    list_unsubscribe_one_click: bool = False
+    envelope_sender: str | None = None
+
+    @field_validator("to", "cc", "bcc", "reply_to", "list_unsubscribe", mode="before")
+    @classmethod
+    def _one_is_many(cls, value: Any) -> Any:
+        return _as_tuple(value)
+
+    @field_validator("subject")
+    @classmethod
+    def _valid_subject(cls, value: str) -> str:
+        return _check_single_line(value, "subject")
+
+    @field_validator("headers")
+    @classmethod
+    def _valid_headers(cls, value: Mapping[str, str]) -> Mapping[str, str]:
+        for name, text in value.items():
+            if not _HEADER_NAME_RE.match(name):
+                msg = f"header name must be printable ASCII without ':' or spaces: {name!r}"
+                raise ValueError(msg)
+            if name.lower() in _RESERVED_HEADERS:
+                msg = f"header {name!r} is set from a Message field; use that field instead"
+                raise ValueError(msg)
+            _check_single_line(text, f"header {name}")
+        return dict(value)
+
+    @field_validator("message_id")
+    @classmethod
+    def _valid_message_id(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"<[!-;=?-~]+>", value):
+            msg = f"message_id must look like <id@domain> in printable ASCII: {value!r}"
+            raise ValueError(msg)
+        return value
+
+    @field_validator("list_unsubscribe")
+    @classmethod
+    def _valid_unsubscribe(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for uri in value:
+            _check_single_line(uri, "list_unsubscribe URI")
+            if not uri.startswith(("https://", "http://", "mailto:")) or any(
+                ch in uri for ch in "<> "
+            ):
+                msg = f"list_unsubscribe URIs must be http(s): or mailto: without '<>': {uri!r}"
+                raise ValueError(msg)
+        return value
+
+    @field_validator("envelope_sender")
+    @classmethod
+    def _valid_envelope_sender(cls, value: str | None) -> str | None:
+        return value if value in (None, "") else _check_mailbox(value)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Message:
+        if self.list_unsubscribe_one_click and not any(
+            uri.startswith("https://") for uri in self.list_unsubscribe
+        ):
+            msg = (
+                "list_unsubscribe_one_click needs an https:// URI in list_unsubscribe "
+                "(RFC 8058 §3.1)"
+            )
+            raise ValueError(msg)
+        return self
+
+    @property
+    def recipients(self) -> tuple[Address, ...]:
+        """To, Cc and Bcc without duplicates (domains compared case-insensitively)."""
+        unique: dict[str, Address] = {}
+        for address in (*self.to, *self.cc, *self.bcc):
+            unique.setdefault(address.dedupe_key(), address)
+        return tuple(unique.values())
+
+    @property
+    def needs_smtputf8(self) -> bool:
+        """True when an address has a non-ASCII local part."""
+        addresses = (self.sender, *self.to, *self.cc, *self.bcc, *self.reply_to)
+        return (
+            any(a.needs_smtputf8 for a in addresses)
+            or not (self.envelope_sender or "").isascii()
+        )
+
+    def to_envelope(self) -> Envelope:
+        """Derive the envelope: MAIL FROM from ``envelope_sender`` or ``sender``.
+
+        Raises:
+            InvalidMessageError: The message has no To, Cc or Bcc recipient.
+        """
+        recipients = tuple(a.ascii_email for a in self.recipients)
+        if not recipients:
+            msg = "message has no recipients: set to, cc or bcc, or pass an envelope"
+            raise InvalidMessageError(msg)
+        sender = (
+            self.envelope_sender
+            if self.envelope_sender is not None
+            else self.sender.ascii_email
+        )
+        return Envelope(
+            sender=sender, recipients=recipients, smtputf8=self.needs_smtputf8
+        )

@@ -1,0 +1,58 @@
+"""Client-side send rate limiting (a token bucket shared by a Mailer's threads)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = ["RateLimit", "TokenBucket"]
+
+
+class RateLimit(BaseModel):
+    """At most ``per_second`` messages per second on average, ``burst`` at once.
+
+    Providers throttle (Amazon SES starts at 14 messages/s, QQ Mail far lower);
+    staying under their limit is cheaper than being refused with 4xx and retried.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    per_second: float = Field(gt=0)
+    burst: int = Field(default=1, ge=1)
+
+
+class TokenBucket:
+    """Thread-safe token bucket; ``acquire`` blocks (through *sleep*) for a token."""
+
+    def __init__(
+        self,
+        limit: RateLimit,
+        *,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._limit = limit
+        self._sleep = sleep
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._tokens = float(limit.burst)
+        self._updated = clock()
+
+    def acquire(self) -> float:
+        """Take one token, waiting as needed; return the seconds waited."""
+        with self._lock:
+            now = self._clock()
+            rate = self._limit.per_second
+            self._tokens = min(
+                self._limit.burst, self._tokens + (now - self._updated) * rate
+            )
+            self._updated = now
+            self._tokens -= 1
+            # A negative balance is a reservation: this caller waits its turn.
+            wait = 0.0 if self._tokens >= 0 else -self._tokens / rate
+        if wait:
+            self._sleep(wait)
+        return wait

@@ -1,0 +1,208 @@
+"""Retry policy as a value, and the loop that applies it (tenacity underneath).
+
+In-process retries are for short blips: a busy server, a dropped connection, a
+rate-limit reply.  Greylisting and long deferrals (minutes to hours) belong in the
+caller's job queue, not in a thread that sleeps.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Final, Protocol, TypeVar
+
+import tenacity as _t
+from pydantic import BaseModel, ConfigDict, Field
+
+from ._exceptions import NetworkError, SMTPReplyError, SMTPTimeoutError, TransportError
+from ._reply import SMTPReply
+
+__all__ = [
+    "DEFAULT_RETRY_POLICY",
+    "RetryDetails",
+    "RetryHook",
+    "RetryPolicy",
+    "SleepFn",
+    "run_with_retries",
+]
+
+logger = logging.getLogger("smtpkit")
+T = TypeVar("T")
+
+
+class RetryPolicy(BaseModel):
+    """When and how long to wait before trying a failed send again.
+
+    Retried: 4xx replies at any step (421 included), and connection errors and
+    timeouts.  Never retried: 5xx replies, TLS, protocol and "not supported"
+    errors, and pool timeouts (local back-pressure).
+
+    Attributes:
+        attempts: Total attempts, the first one included (1 disables retries).
+        timeout: Seconds for all attempts and waits together; None for no limit.
+        wait_initial: Seconds before the first retry (before jitter).
+        wait_max: Upper bound of any single wait, in seconds.
+        wait_jitter: Up to this many random seconds are added to each wait.
+        wait_exp_base: Growth factor of the wait from one retry to the next.
+        retry_codes: Basic reply codes to retry; None means every 4xx.
+        no_retry_enhanced: RFC 3463 codes, or prefixes such as ``"4.7"``, whose
+            4xx replies are not retried (for example greylisting, ``"4.7.1"`` at
+            some providers, better left to a job queue).
+        retry_network_errors: Retry connection errors and timeouts.
+        retry_ambiguous: Also retry when the connection failed after the message
+            data was sent (RFC 1047).  The server may already have the message,
+            so this trades possible duplicates for fewer losses; results of such
+            retries are flagged ``possibly_duplicated``.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    attempts: int = Field(default=3, ge=1)
+    timeout: float | None = Field(default=60.0, gt=0)
+    wait_initial: float = Field(default=0.5, ge=0)
+    wait_max: float = Field(default=10.0, ge=0)
+    wait_jitter: float = Field(default=0.5, ge=0)
+    wait_exp_base: float = Field(default=2.0, ge=1)
+    retry_codes: frozenset[int] | None = None
+    no_retry_enhanced: frozenset[str] = frozenset()
+    retry_network_errors: bool = True
+    retry_ambiguous: bool = False
+
+    @classmethod
+    def never(cls) -> RetryPolicy:
+        """Return a policy that makes exactly one attempt."""
+        return cls(attempts=1)
+
+    def backoff(self, attempt: int, rng: random.Random) -> float:
+        """Return the seconds to wait after failed attempt number *attempt* (from 1).
+
+        ``min(wait_max, wait_initial * wait_exp_base ** (attempt - 1) + uniform(0, wait_jitter))``
+        """
+        jitter = rng.uniform(0, self.wait_jitter) if self.wait_jitter else 0.0
+        try:
+            grown = self.wait_initial * self.wait_exp_base ** (attempt - 1)
+        except OverflowError:
+            return self.wait_max
+        return min(self.wait_max, grown + jitter)
+
+    def should_retry_reply(self, reply: SMTPReply) -> bool:
+        """True when a refusal with *reply* is worth another attempt."""
+        if not reply.is_transient:
+            return False
+        if self.retry_codes is not None and reply.code not in self.retry_codes:
+            return False
+        enhanced = str(reply.enhanced) if reply.enhanced is not None else ""
+        return not any(
+            enhanced == code or enhanced.startswith(code + ".")
+            for code in self.no_retry_enhanced
+        )
+
+    def should_retry(self, exc: BaseException) -> bool:
+        """True when the attempt that raised *exc* is worth repeating."""
+        if not isinstance(exc, TransportError) or not exc.is_transient:
+            return False
+        if exc.delivery_unknown and not self.retry_ambiguous:
+            return False
+        if isinstance(exc, SMTPReplyError):
+            replies = getattr(exc, "refused", {exc.reply: exc.reply}).values()
+            return any(self.should_retry_reply(r) for r in replies)
+        if isinstance(exc, NetworkError | SMTPTimeoutError):
+            return self.retry_network_errors
+        return True  # pragma: no cover - every transient class is handled above
+
+
+DEFAULT_RETRY_POLICY: Final = RetryPolicy()
+
+
+@dataclass(frozen=True, slots=True)
+class RetryDetails:
+    """What a retry hook is told before each wait.
+
+    Attributes:
+        attempt: The number of the attempt that just failed (from 1).
+        wait: Seconds until the next attempt.
+        error: Why the attempt failed.
+        elapsed: Seconds since the first attempt started.
+    """
+
+    attempt: int
+    wait: float
+    error: BaseException
+    elapsed: float
+
+
+class RetryHook(Protocol):
+    """Called before every wait, e.g. to count retries in metrics."""
+
+    def __call__(self, details: RetryDetails, /) -> None:
+        """Observe one scheduled retry."""
+
+
+class SleepFn(Protocol):
+    """``time.sleep``-compatible; inject a recorder to make tests instant."""
+
+    def __call__(self, seconds: float, /) -> None:
+        """Wait *seconds*."""
+
+
+def run_with_retries(
+    attempt: Callable[[int], T],
+    policy: RetryPolicy,
+    *,
+    sleep: SleepFn = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
+    rng: random.Random | None = None,
+    on_retry: RetryHook | None = None,
+) -> T:
+    """Call ``attempt(n)`` for n = 1, 2, ... until it returns or the policy gives up.
+
+    The last error is re-raised unchanged once no retry is left.
+    """
+    randomness = rng or random.Random()
+    start = clock()
+    deadline = None if policy.timeout is None else start + policy.timeout
+
+    def stop(state: _t.RetryCallState) -> bool:
+        if state.attempt_number >= policy.attempts:
+            return True
+        return deadline is not None and clock() >= deadline
+
+    def wait(state: _t.RetryCallState) -> float:
+        seconds = policy.backoff(state.attempt_number, randomness)
+        return (
+            seconds if deadline is None else max(0.0, min(seconds, deadline - clock()))
+        )
+
+    def before_sleep(state: _t.RetryCallState) -> None:
+        assert state.outcome is not None  # noqa: S101 - tenacity sets it before sleeping
+        error = state.outcome.exception()
+        seconds = state.next_action.sleep if state.next_action else 0.0
+        logger.warning(
+            "attempt %d failed (%s); retrying in %.2f s",
+            state.attempt_number,
+            error,
+            seconds,
+        )
+        if on_retry is not None and error is not None:
+            on_retry(
+                RetryDetails(state.attempt_number, seconds, error, clock() - start)
+            )
+
+    retrying = _t.Retrying(
+        stop=stop,
+        wait=wait,
+        retry=_t.retry_if_exception(policy.should_retry),
+        sleep=sleep,
+        before_sleep=before_sleep,
+        reraise=True,
+    )
+    for try_ in retrying:
+        with try_:
+            result = attempt(try_.retry_state.attempt_number)
+        if not try_.retry_state.outcome or not try_.retry_state.outcome.failed:
+            return result
+    msg = "unreachable: tenacity re-raises the last error"
+    raise AssertionError(msg)  # pragma: no cover

@@ -1,0 +1,1 @@
+"""Transports: how an envelope and its bytes reach a server (or don't)."""

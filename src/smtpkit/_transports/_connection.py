@@ -1,0 +1,233 @@
+"""One SMTP session on top of ``smtplib.SMTP``, with a reply reader that cannot hang.
+
+smtplib reads replies with ``file.readline()``: a per-``recv`` timeout, one 8 KiB line
+limit and no limit on the number of lines.  A server that trickles a byte a second, or
+sends an endless multiline reply, holds the client forever.  ``SMTPConnection`` keeps
+smtplib's command, EHLO and STARTTLS machinery and replaces only the reader: every
+reply has a deadline and caps on line length, line count and total size.
+"""
+
+from __future__ import annotations
+
+import logging
+import smtplib
+import socket
+import ssl
+import time
+from typing import Final
+
+from typing_extensions import override
+
+from .._exceptions import (
+    ConnectTimeoutError,
+    ProtocolError,
+    ReadTimeoutError,
+    ServerDisconnectedError,
+)
+from .._reply import SMTPReply, parse_reply
+
+__all__ = ["MAX_REPLY_BYTES", "MAX_REPLY_LINE", "MAX_REPLY_LINES", "SMTPConnection"]
+
+logger = logging.getLogger("smtpkit")
+
+MAX_REPLY_LINE: Final = (
+    2048  # RFC 5321 §4.5.3.1.5 says 512; leave room for chatty servers
+)
+MAX_REPLY_LINES: Final = 128  # an EHLO lists a dozen or two extensions
+MAX_REPLY_BYTES: Final = 64 * 1024
+_RECV_SIZE: Final = 65536
+
+
+class SMTPConnection(smtplib.SMTP):
+    """An ``smtplib.SMTP`` whose replies are bounded in time and size.
+
+    Args:
+        timeout: Seconds allowed for each reply (a deadline, not a per-read timeout).
+        tls_context: When given, TLS starts before the greeting (implicit TLS).
+        local_hostname: Name for EHLO.
+    """
+
+    def __init__(
+        self,
+        *,
+        timeout: float,
+        local_hostname: str,
+        tls_context: ssl.SSLContext | None = None,
+    ) -> None:
+        self._rbuf = bytearray()
+        self._deadline: float | None = None
+        self._implicit_tls = tls_context
+        self.reply_timeout = timeout
+        self.is_tls = False
+        self.last_used = time.monotonic()
+        super().__init__(local_hostname=local_hostname, timeout=timeout)
+
+    def _get_socket(  # overrides smtplib's private hook, absent from typeshed
+        self, host: str, port: int, timeout: float
+    ) -> socket.socket:
+        sock = socket.create_connection((host, port), timeout)
+        if self._implicit_tls is not None:
+            try:
+                sock = self._implicit_tls.wrap_socket(sock, server_hostname=host)
+            except BaseException:
+                sock.close()
+                raise
+            self.is_tls = True
+        return sock
+
+    def open(self, host: str, port: int, connect_timeout: float) -> SMTPReply:
+        """Connect and return the greeting, all within *connect_timeout* seconds."""
+        self.timeout = connect_timeout
+        self._deadline = time.monotonic() + connect_timeout
+        try:
+            code, text = self.connect(host, port)
+        except ReadTimeoutError as exc:
+            msg = f"no greeting within {connect_timeout} s"
+            raise ConnectTimeoutError(msg) from exc
+        finally:
+            self._deadline = None
+        self.timeout = self.reply_timeout
+        return parse_reply(code, text)
+
+    def start_tls(self, context: ssl.SSLContext) -> SMTPReply:
+        """Run STARTTLS with *context* and check that nothing was injected before it."""
+        code, text = self.starttls(context=context)
+        if self._rbuf:
+            # Bytes that arrived after the 220 but before the handshake were not
+            # protected by TLS: a man in the middle injected them (CVE-2011-0411).
+            self.close()
+            msg = "server sent data after its STARTTLS reply, before the TLS handshake"
+            raise ProtocolError(msg, command="STARTTLS")
+        self.is_tls = True
+        return parse_reply(code, text)
+
+    @override
+    def putcmd(self, cmd: str, args: str = "") -> None:
+        # RFC 2920 §3.1 and response-injection defence: nothing may be waiting
+        # before a command goes out, or the next reply would be misattributed.
+        if self._rbuf:
+            msg = f"server sent {len(self._rbuf)} unexpected bytes before {cmd}"
+            raise ProtocolError(
+                msg,
+                command=cmd,
+            )
+        if logger.isEnabledFor(logging.DEBUG):
+            shown = args if cmd.upper() != "AUTH" else args.split(" ", 1)[0] + " ***"
+            logger.debug(">>> %s", f"{cmd} {shown}".rstrip())
+        super().putcmd(cmd, args)
+
+    def send_commands(self, commands: list[tuple[str, str]]) -> None:
+        """Send several commands in one write (RFC 2920 PIPELINING)."""
+        if self._rbuf:
+            msg = (
+                f"server sent {len(self._rbuf)} unexpected bytes before a command group"
+            )
+            raise ProtocolError(msg, command=commands[0][0])
+        lines = []
+        for cmd, args in commands:
+            logger.debug(">>> %s", f"{cmd} {args}".rstrip())
+            lines.append(f"{cmd} {args}\r\n" if args else f"{cmd}\r\n")
+        self.send("".join(lines))
+
+    def send_secret(self, line: str) -> None:
+        """Send one SASL response line; it is never logged."""
+        logger.debug(">>> *** (SASL response)")
+        self.send(line + "\r\n")
+
+    def read_reply(self) -> SMTPReply:
+        """Read one complete reply, bounded in time and size."""
+        code, text = self.getreply()
+        return parse_reply(code, text)
+
+    @override
+    def getreply(self) -> tuple[int, bytes]:
+        deadline = self._deadline or (time.monotonic() + self.reply_timeout)
+        lines: list[bytes] = []
+        total = 0
+        code = -1
+        while True:
+            line = self._readline(deadline)
+            total += len(line)
+            if len(lines) >= MAX_REPLY_LINES or total > MAX_REPLY_BYTES:
+                self.close()
+                msg = f"reply longer than {MAX_REPLY_LINES} lines or {MAX_REPLY_BYTES} bytes"
+                raise ProtocolError(msg)
+            head = line[:3]
+            if (
+                len(line) < 3
+                or not head.isdigit()
+                or line[3:4] not in (b" ", b"-", b"\r", b"\n")
+            ):
+                self.close()
+                msg_0 = f"malformed reply line: {line[:80]!r}"
+                raise ProtocolError(msg_0)
+            if lines and int(head) != code:
+                self.close()
+                msg_0 = f"reply code changed within a multiline reply: {line[:80]!r}"
+                raise ProtocolError(msg_0)
+            code = int(head)
+            lines.append(line[4:].strip(b" \t\r\n"))
+            if line[3:4] != b"-":
+                break
+        text = b"\n".join(lines)
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug("<<< %s %s", code, text.decode("utf-8", "replace"))
+        self.last_used = time.monotonic()
+        return code, text
+
+    def _readline(self, deadline: float) -> bytes:
+        buf = self._rbuf
+        start = 0
+        while True:
+            end = buf.find(b"\n", start)
+            if end >= 0:
+                line = bytes(buf[: end + 1])
+                del buf[: end + 1]
+                if len(line) > MAX_REPLY_LINE:
+                    self.close()
+                    msg = f"reply line longer than {MAX_REPLY_LINE} bytes"
+                    raise ProtocolError(msg)
+                return line
+            if len(buf) > MAX_REPLY_LINE:
+                self.close()
+                msg = f"reply line longer than {MAX_REPLY_LINE} bytes"
+                raise ProtocolError(msg)
+            start = len(buf)
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or self.sock is None:
+                self.close()
+                msg = f"no complete reply within {self.reply_timeout} s"
+                raise ReadTimeoutError(msg)
+            self.sock.settimeout(remaining)
+            try:
+                chunk = self.sock.recv(_RECV_SIZE)
+            except TimeoutError:
+                self.close()
+                msg = f"no complete reply within {self.reply_timeout} s"
+                raise ReadTimeoutError(msg) from None
+            except OSError as exc:
+                self.close()
+                msg = f"connection lost: {exc}"
+                raise ServerDisconnectedError(msg) from exc
+            if not chunk:
+                self.close()
+                msg = "server closed the connection"
+                raise ServerDisconnectedError(msg)
+            buf += chunk
+
+    def pending_bytes(self) -> int:
+        """How many received bytes no reply has consumed yet."""
+        return len(self._rbuf)
+
+    @override
+    def close(self) -> None:
+        self._rbuf.clear()
+        super().close()
+
+    def send_data(self, payload: bytes) -> None:
+        """Send the dot-stuffed message and its terminating ``.`` line."""
+        if self.sock is None:
+            msg = "not connected"
+            raise ServerDisconnectedError(msg)
+        self.sock.settimeout(max(self.reply_timeout, 1.0))
+        self.sock.sendall(payload)

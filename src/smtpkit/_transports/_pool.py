@@ -1,0 +1,214 @@
+"""A bounded, thread-safe, fork-aware LIFO pool of connections.
+
+Generic over the connection type so it can be tested with dummy objects.  The pool
+owns the *when* (limits, idle and lifetime expiry, checks after idleness); callables
+given by the transport own the *how* (connect, check, close).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
+
+from .._config import PoolLimits
+from .._exceptions import ClosedError, PoolTimeoutError
+
+__all__ = ["ConnectionPool", "PoolStats", "Pooled"]
+
+C = TypeVar("C")
+
+
+@dataclass(frozen=True, slots=True)
+class PoolStats:
+    """A snapshot of a pool's counters.
+
+    Attributes:
+        open: Connections currently open (idle plus in use).
+        idle: Open connections waiting in the pool.
+        in_use: Connections lent out to a send.
+        created: Connections opened since the pool started.
+        discarded: Connections closed because of an error, expiry or a failed check.
+    """
+
+    open: int
+    idle: int
+    in_use: int
+    created: int
+    discarded: int
+
+
+@dataclass(eq=False, slots=True)
+class Pooled(Generic[C]):
+    """A connection with the bookkeeping the pool needs."""
+
+    conn: C
+    created_at: float
+    last_used: float
+    messages: int = 0
+    reused: bool = False
+    pid: int = field(default_factory=os.getpid)
+
+
+class ConnectionPool(Generic[C]):
+    """Lend connections to one thread at a time, creating them on demand.
+
+    Args:
+        create: Opens a ready connection (connected, greeted, logged in).
+        dispose: Closes a connection; ``polite=True`` asks for a clean QUIT.
+        is_usable: Checks an idle connection (NOOP) before it is reused.
+        limits: The pool's limits.
+        clock: Monotonic clock in seconds (injectable for tests).
+    """
+
+    def __init__(
+        self,
+        *,
+        create: Callable[[], C],
+        dispose: Callable[[C, bool], None],
+        is_usable: Callable[[C], bool],
+        limits: PoolLimits,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._create = create
+        self._dispose = dispose
+        self._is_usable = is_usable
+        self._limits = limits
+        self._clock = clock
+        self._reset_state()
+
+    def _reset_state(self) -> None:
+        self._pid = os.getpid()
+        self._cond = threading.Condition(threading.Lock())
+        self._idle: list[Pooled[C]] = []
+        self._in_use = 0
+        self._created = 0
+        self._discarded = 0
+        self._closed = False
+
+    def _check_fork(self) -> None:
+        if self._pid != os.getpid():
+            # A forked child must never talk on the parent's sockets: forget them
+            # (their file descriptors close with the objects, which leaves the
+            # parent's sessions untouched) and start a pool of its own.
+            closed = self._closed
+            self._reset_state()
+            self._closed = closed
+
+    def acquire(self) -> Pooled[C]:
+        """Lend a connection, opening one if the pool is below its limit.
+
+        Raises:
+            PoolTimeoutError: Every connection stayed busy for ``acquire_timeout``.
+            ClosedError: The pool was closed.
+        """
+        self._check_fork()
+        deadline = self._clock() + self._limits.acquire_timeout
+        while True:
+            pooled = self._take_idle_or_reserve(deadline)
+            if pooled is None:
+                return self._open_reserved()
+            if self._expired(pooled):
+                self._discard(pooled, polite=True, counted=True)
+                continue
+            idle_for = self._clock() - pooled.last_used
+            if idle_for > self._limits.check_after_idle and not self._is_usable(
+                pooled.conn
+            ):
+                self._discard(pooled, polite=False, counted=True)
+                continue
+            pooled.reused = True
+            return pooled
+
+    def _take_idle_or_reserve(self, deadline: float) -> Pooled[C] | None:
+        with self._cond:
+            while True:
+                if self._closed:
+                    msg = "the connection pool is closed"
+                    raise ClosedError(msg)
+                self._in_use += 1
+                if self._idle:
+                    return self._idle.pop()  # LIFO: the warmest connection
+                if self._in_use <= self._limits.max_connections:
+                    return None  # a slot is reserved for a new connection
+                self._in_use -= 1
+                remaining = deadline - self._clock()
+                if remaining <= 0 or not self._cond.wait(remaining):
+                    msg = (
+                        f"all {self._limits.max_connections} connections stayed busy "
+                        f"for {self._limits.acquire_timeout} s"
+                    )
+                    raise PoolTimeoutError(msg)
+
+    def _open_reserved(self) -> Pooled[C]:
+        try:
+            conn = self._create()
+        except BaseException:
+            with self._cond:
+                self._in_use -= 1
+                self._cond.notify()
+            raise
+        now = self._clock()
+        with self._cond:
+            self._created += 1
+        return Pooled(conn=conn, created_at=now, last_used=now)
+
+    def _expired(self, pooled: Pooled[C]) -> bool:
+        now = self._clock()
+        lifetime = self._limits.max_lifetime
+        return now - pooled.last_used > self._limits.idle_timeout or (
+            lifetime is not None and now - pooled.created_at > lifetime
+        )
+
+    def release(self, pooled: Pooled[C], *, reusable: bool) -> None:
+        """Return a lent connection; it is closed instead when not reusable or spent."""
+        if pooled.pid != os.getpid():
+            return  # lent before a fork; the child's pool does not know it
+        pooled.last_used = self._clock()
+        keep = (
+            reusable
+            and pooled.messages < self._limits.max_messages_per_connection
+            and not self._expired(pooled)
+        )
+        with self._cond:
+            if keep and not self._closed:
+                self._idle.append(pooled)
+                self._in_use -= 1
+                self._cond.notify()
+                return
+        # A healthy connection ends with a clean QUIT; a broken one is just closed.
+        self._discard(pooled, polite=reusable, counted=not reusable)
+
+    def _discard(self, pooled: Pooled[C], *, polite: bool, counted: bool) -> None:
+        try:
+            self._dispose(pooled.conn, polite)
+        finally:
+            with self._cond:
+                self._in_use -= 1
+                self._discarded += counted
+                self._cond.notify()
+
+    def close(self) -> None:
+        """Close idle connections now and lent ones when they come back; idempotent."""
+        self._check_fork()
+        with self._cond:
+            self._closed = True
+            idle, self._idle = self._idle, []
+            self._in_use += len(idle)  # _discard balances each one
+        for pooled in idle:
+            self._discard(pooled, polite=True, counted=False)
+
+    def stats(self) -> PoolStats:
+        """Return the current counters."""
+        with self._cond:
+            idle = len(self._idle)
+            return PoolStats(
+                open=idle + self._in_use,
+                idle=idle,
+                in_use=self._in_use,
+                created=self._created,
+                discarded=self._discarded,
+            )

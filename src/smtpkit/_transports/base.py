@@ -1,0 +1,153 @@
+"""The transport contract: deliver one envelope and its bytes, return what happened."""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from types import TracebackType
+
+from typing_extensions import Self
+
+from .._exceptions import SMTPKitError
+from .._message import Envelope
+from .._reply import SMTPReply
+
+__all__ = ["RecipientResult", "SendResult", "Transport"]
+
+_OK = SMTPReply(250, "OK")
+
+
+@dataclass(frozen=True, slots=True)
+class RecipientResult:
+    """The final outcome for one envelope recipient.
+
+    Attributes:
+        address: The recipient as sent in RCPT TO.
+        reply: The last reply the server gave for it (to RCPT TO, or to the end of
+            data when the whole message was refused after its RCPT was accepted).
+        attempts: How many transactions included this recipient.
+    """
+
+    address: str
+    reply: SMTPReply
+    attempts: int = 1
+
+    @property
+    def accepted(self) -> bool:
+        """True when the server took responsibility for delivering to it."""
+        return 200 <= self.reply.code < 300
+
+
+@dataclass(frozen=True, slots=True)
+class SendResult:
+    """What happened to one message.
+
+    ``Mailer.send`` raises on failure; ``Mailer.send_many`` never raises for one
+    message and returns results with ``error`` set instead.
+
+    Attributes:
+        envelope: The envelope as first handed to the transport (None when the
+            message was invalid before an envelope could be made).
+        recipients: Each recipient's final outcome, in envelope order.
+        reply: The server's reply to the end of data (it usually carries the
+            queue id), or None when the message was not accepted.
+        message_id: The ``Message-ID`` header, when known.
+        elapsed: Seconds from the first attempt to the final outcome.
+        attempts: Transactions made, the first one included.
+        error: Why the message failed, for results of ``send_many``.
+        possibly_duplicated: The message was resent after an attempt whose
+            outcome was unknown (``RetryPolicy(retry_ambiguous=True)``).
+    """
+
+    envelope: Envelope | None
+    recipients: Mapping[str, RecipientResult] = field(default_factory=dict)
+    reply: SMTPReply | None = None
+    message_id: str | None = None
+    elapsed: float = 0.0
+    attempts: int = 1
+    error: SMTPKitError | None = None
+    possibly_duplicated: bool = False
+
+    @classmethod
+    def delivered(cls, envelope: Envelope, reply: SMTPReply = _OK) -> SendResult:
+        """Return a result in which every recipient was accepted with *reply*."""
+        recipients = {r: RecipientResult(r, reply) for r in envelope.recipients}
+        return cls(envelope=envelope, recipients=recipients, reply=reply)
+
+    @property
+    def accepted(self) -> tuple[str, ...]:
+        """Recipients the server accepted."""
+        return tuple(r.address for r in self.recipients.values() if r.accepted)
+
+    @property
+    def refused(self) -> dict[str, SMTPReply]:
+        """Recipients that were refused, each with the server's last reply."""
+        return {r.address: r.reply for r in self.recipients.values() if not r.accepted}
+
+    @property
+    def ok(self) -> bool:
+        """True when the message was accepted for every recipient."""
+        return self.error is None and self.reply is not None and not self.refused
+
+    def raise_for_error(self) -> Self:
+        """Raise ``error`` if the message failed; return the result otherwise."""
+        if self.error is not None:
+            raise self.error
+        return self
+
+    def with_updates(self, **changes: object) -> SendResult:
+        """Return a copy with some fields replaced."""
+        return replace(self, **changes)  # type: ignore[arg-type]  # dataclass fields
+
+
+class Transport(abc.ABC):
+    """Delivers one envelope per call; subclass it to send mail some other way.
+
+    The contract:
+
+    * ``send`` makes exactly **one** attempt: no retries and no sleeping.  The
+      ``Mailer`` applies the retry policy around every transport alike.
+    * It returns a :class:`SendResult` with one :class:`RecipientResult` per
+      envelope recipient, or raises a ``TransportError`` subclass (and nothing
+      else).  When every recipient is refused it raises ``RecipientsRefusedError``;
+      when only some are, it returns and lists them as refused.
+    * ``send`` may be called from several threads at once; a subclass says in its
+      docstring how it stays safe.  After ``close()`` it raises ``ClosedError``.
+    * ``open`` and ``close`` are optional; ``close`` is idempotent.
+    """
+
+    def open(self) -> None:  # noqa: B027 - optional hook, no-op by default
+        """Prepare for sending (connect early, warm a pool); optional."""
+
+    @abc.abstractmethod
+    def send(self, envelope: Envelope, data: bytes) -> SendResult:
+        """Make one delivery attempt of *data* to the envelope's recipients.
+
+        Args:
+            envelope: MAIL FROM and RCPT TO addresses.
+            data: The message: headers and body with CRLF line endings, not
+                dot-stuffed (the transport does that if its protocol needs it).
+
+        Returns:
+            Per-recipient replies and the final reply.
+
+        Raises:
+            TransportError: The attempt failed (see the exception's ``is_transient``).
+            ClosedError: The transport was closed.
+        """
+
+    def close(self) -> None:  # noqa: B027 - optional hook, no-op by default
+        """Release resources; idempotent."""
+
+    def __enter__(self) -> Self:
+        self.open()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()

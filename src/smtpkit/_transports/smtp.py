@@ -1,0 +1,502 @@
+"""`SMTPTransport`: pooled smtplib sessions, one SMTP transaction per ``send``.
+
+This is the only place where smtplib, ssl and socket exceptions become smtpkit
+exceptions (:func:`_map_errors`).
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import functools
+import logging
+import re
+import smtplib
+import socket
+import ssl
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Final
+
+from typing_extensions import override
+
+from .._auth import Auth
+from .._config import SMTPConfig, TLSMode
+from .._exceptions import (
+    AuthenticationError,
+    ClosedError,
+    ConfigurationError,
+    ConnectError,
+    ConnectTimeoutError,
+    DataRefusedError,
+    GreetingRefusedError,
+    HeloRefusedError,
+    NetworkError,
+    NotSupportedError,
+    ProtocolError,
+    RecipientsRefusedError,
+    SenderRefusedError,
+    ServerDisconnectedError,
+    SMTPKitError,
+    SMTPReplyError,
+    SMTPTimeoutError,
+    TLSError,
+    TransportError,
+)
+from .._message import Envelope
+from .._mime import normalize_line_endings
+from .._reply import SMTPReply, parse_reply
+from ._connection import SMTPConnection
+from ._pool import ConnectionPool, PoolStats
+from .base import RecipientResult, SendResult, Transport
+
+__all__ = ["SMTPTransport"]
+
+logger = logging.getLogger("smtpkit")
+
+_MAX_SASL_CHALLENGES: Final = 8
+_DOT_LINE_RE: Final = re.compile(rb"^\.", re.MULTILINE)
+_TLS_VERSIONS: Final = {"1.2": ssl.TLSVersion.TLSv1_2, "1.3": ssl.TLSVersion.TLSv1_3}
+
+
+@functools.cache
+def _local_fqdn() -> str:
+    # smtplib asks the resolver for every connection; once per process is enough.
+    fqdn = socket.getfqdn()
+    return fqdn if "." in fqdn else "localhost.localdomain"
+
+
+def dot_stuff(data: bytes) -> bytes:
+    """Normalise line endings, double leading dots and append the ``.`` line.
+
+    After this, no line of the message can be mistaken for the end of DATA
+    (RFC 5321 §4.5.2).
+    """
+    return _DOT_LINE_RE.sub(b"..", normalize_line_endings(data)) + b".\r\n"
+
+
+@dataclass(slots=True)
+class _Progress:
+    """How far one transaction got, for error reports and connection hygiene."""
+
+    command: str = "connect"
+    data_sent: bool = False
+    reusable: bool = False
+
+
+@contextlib.contextmanager
+def _map_errors(progress: _Progress) -> Iterator[None]:
+    """Translate smtplib, ssl and socket errors into smtpkit's hierarchy."""
+    try:
+        yield
+    except SMTPKitError as exc:
+        if isinstance(exc, TransportError) and exc.command is None:
+            exc.command = progress.command
+        _mark_ambiguous(exc, progress)
+        raise
+    except smtplib.SMTPServerDisconnected as exc:
+        cause = exc.__context__
+        err: TransportError = (
+            SMTPTimeoutError(f"timed out during {progress.command}")
+            if isinstance(cause, TimeoutError)
+            else ServerDisconnectedError(
+                f"server disconnected during {progress.command}: {exc}"
+            )
+        )
+        err.command = progress.command
+        _mark_ambiguous(err, progress)
+        raise err from exc
+    except smtplib.SMTPNotSupportedError as exc:
+        raise NotSupportedError(str(exc), command=progress.command) from exc
+    except smtplib.SMTPResponseException as exc:
+        reply = parse_reply(exc.smtp_code, exc.smtp_error)
+        raise SMTPReplyError(reply, command=progress.command) from exc
+    except smtplib.SMTPException as exc:
+        raise ProtocolError(str(exc), command=progress.command) from exc
+    except ssl.SSLError as exc:  # includes SSLCertVerificationError
+        msg = f"TLS failed: {exc}"
+        raise TLSError(msg, command=progress.command) from exc
+    except (
+        ssl.CertificateError
+    ) as exc:  # pragma: no cover - an alias of the above since 3.7
+        msg = f"TLS failed: {exc}"
+        raise TLSError(msg, command=progress.command) from exc
+    except TimeoutError as exc:
+        err = (
+            ConnectTimeoutError("timed out connecting")
+            if progress.command == "connect"
+            else SMTPTimeoutError(f"timed out during {progress.command}")
+        )
+        err.command = progress.command
+        _mark_ambiguous(err, progress)
+        raise err from exc
+    except OSError as exc:
+        err = (
+            ConnectError(f"cannot connect: {exc}")
+            if progress.command == "connect"
+            else ServerDisconnectedError(
+                f"connection lost during {progress.command}: {exc}"
+            )
+        )
+        err.command = progress.command
+        _mark_ambiguous(err, progress)
+        raise err from exc
+
+
+def _mark_ambiguous(exc: SMTPKitError, progress: _Progress) -> None:
+    # RFC 1047: lost after the final "." but before the reply, the server may
+    # already have queued the message.
+    if progress.data_sent and isinstance(exc, NetworkError | SMTPTimeoutError):
+        exc.delivery_unknown = True
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii") or "="
+
+
+class SMTPTransport(Transport):
+    """Send over SMTP with a pool of logged-in ``smtplib`` sessions.
+
+    Thread-safe: each session belongs to one thread at a time (the pool lends it).
+    Subclasses may override :meth:`create_connection`, :meth:`handshake` and
+    :meth:`is_usable`, e.g. for LMTP, a SOCKS proxy or extra checks.
+
+    Args:
+        config: Server, TLS, credentials and pool limits.
+
+    Raises:
+        ConfigurationError: The TLS files in *config* cannot be loaded.
+    """
+
+    def __init__(self, config: SMTPConfig) -> None:
+        self.config = config
+        self._tls_context = (
+            self._build_tls_context() if config.tls is not TLSMode.NONE else None
+        )
+        self._closed = False
+        self._pool: ConnectionPool[SMTPConnection] = ConnectionPool(
+            create=self._open_session,
+            dispose=self._dispose,
+            is_usable=self.is_usable,
+            limits=config.pool,
+        )
+
+    def __repr__(self) -> str:
+        cfg = self.config
+        return f"<{type(self).__name__} {cfg.host}:{cfg.port} tls={cfg.tls.value}>"
+
+    def _build_tls_context(self) -> ssl.SSLContext:
+        cfg = self.config
+        if cfg.ssl_context is not None:
+            return cfg.ssl_context
+        try:
+            context = ssl.create_default_context(cafile=cfg.ca_file, capath=cfg.ca_path)
+            if cfg.client_cert is not None:
+                context.load_cert_chain(cfg.client_cert, cfg.client_key)
+        except (OSError, ssl.SSLError) as exc:
+            msg = f"cannot load TLS certificates: {exc}"
+            raise ConfigurationError(msg) from exc
+        if cfg.tls_min_version is not None:
+            context.minimum_version = _TLS_VERSIONS[cfg.tls_min_version]
+        return context
+
+    # -- extension points -------------------------------------------------------
+
+    def create_connection(self) -> SMTPConnection:
+        """Connect and read the greeting (implicit TLS starts first).
+
+        Raises:
+            GreetingRefusedError: The greeting was not 220.
+        """
+        cfg = self.config
+        conn = SMTPConnection(
+            timeout=cfg.timeout,
+            local_hostname=cfg.local_hostname or _local_fqdn(),
+            tls_context=self._tls_context if cfg.tls is TLSMode.IMPLICIT else None,
+        )
+        try:
+            greeting = conn.open(cfg.host, cfg.port, cfg.connect_timeout or cfg.timeout)
+        except BaseException:
+            conn.close()
+            raise
+        if greeting.code != 220:
+            conn.close()
+            raise GreetingRefusedError(greeting, command="connect")
+        return conn
+
+    def handshake(self, conn: SMTPConnection) -> None:
+        """EHLO (HELO fallback), STARTTLS and a fresh EHLO, then AUTH.
+
+        Raises:
+            NotSupportedError: STARTTLS is required but not offered, or no
+                configured AUTH mechanism is offered.
+            AuthenticationError: The server refused the credentials.
+        """
+        self._greet(conn)
+        if self.config.tls is TLSMode.STARTTLS:
+            if not conn.has_extn("starttls"):
+                # Never fall back to cleartext: nothing has been sent yet.
+                msg = "server does not offer STARTTLS, which the configuration requires"
+                raise NotSupportedError(msg, command="STARTTLS")
+            assert self._tls_context is not None  # noqa: S101 - built for every TLS mode
+            conn.start_tls(self._tls_context)
+            self._greet(conn)  # RFC 3207 §4.2: forget everything learnt before TLS
+        if self.config.wants_auth:
+            self._login(conn)
+
+    def is_usable(self, conn: SMTPConnection) -> bool:
+        """Check an idle connection with NOOP; False when it no longer answers."""
+        try:
+            conn.putcmd("NOOP")
+            return conn.read_reply().code == 250
+        except (OSError, smtplib.SMTPException, SMTPKitError):
+            return False
+
+    # -- session setup ----------------------------------------------------------
+
+    def _greet(self, conn: SMTPConnection) -> None:
+        code, text = conn.ehlo()
+        if not 200 <= code < 300:
+            code, text = conn.helo()
+            if not 200 <= code < 300:
+                raise HeloRefusedError(parse_reply(code, text), command="HELO")
+
+    def _login(self, conn: SMTPConnection) -> None:
+        if not conn.is_tls and not self.config.allow_insecure_auth:
+            msg = "refusing to send credentials over a connection without TLS"
+            raise NotSupportedError(msg, command="AUTH")
+        if not conn.has_extn("auth"):
+            msg = "server does not offer AUTH, but credentials are configured"
+            raise NotSupportedError(msg, command="AUTH")
+        offered = set(conn.esmtp_features["auth"].upper().split())
+        strategies = self.config.auth_strategies()
+        chosen = next((s for s in strategies if s.mechanism in offered), None)
+        if chosen is None:
+            names = ", ".join(s.mechanism for s in strategies)
+            msg = f"server offers AUTH {' '.join(sorted(offered))}; configured: {names}"
+            raise NotSupportedError(msg, command="AUTH")
+        reply = self._sasl_exchange(conn, chosen)
+        if reply.code == 535 and chosen.retries_after_failure():
+            reply = self._sasl_exchange(conn, chosen)
+        if reply.code != 235:
+            raise AuthenticationError(reply, command="AUTH")
+        logger.debug("authenticated with %s", chosen.mechanism)
+
+    def _sasl_exchange(self, conn: SMTPConnection, auth: Auth) -> SMTPReply:
+        # Our own loop instead of smtplib.SMTP.auth: it encodes credentials as UTF-8
+        # (smtplib insists on ASCII), never logs them, and bounds the challenges.
+        respond = auth.responder()
+        initial = respond(None)
+        args = (
+            auth.mechanism if initial is None else f"{auth.mechanism} {_b64(initial)}"
+        )
+        conn.putcmd("AUTH", args)
+        reply = conn.read_reply()
+        for _ in range(_MAX_SASL_CHALLENGES):
+            if reply.code != 334:
+                return reply
+            try:
+                challenge = base64.b64decode(reply.text.encode("ascii"), validate=True)
+            except (ValueError, UnicodeEncodeError) as exc:
+                conn.send_secret("*")  # RFC 4954 §4: cancel the exchange
+                conn.read_reply()
+                msg = "server sent a SASL challenge that is not base64"
+                raise ProtocolError(msg, command="AUTH") from exc
+            conn.send_secret(_b64(respond(challenge) or b""))
+            reply = conn.read_reply()
+        msg = f"server sent more than {_MAX_SASL_CHALLENGES} SASL challenges"
+        raise ProtocolError(msg, command="AUTH")
+
+    def _open_session(self) -> SMTPConnection:
+        progress = _Progress()
+        with _map_errors(progress):
+            conn = self.create_connection()
+            progress.command = "EHLO"
+            try:
+                self.handshake(conn)
+            except BaseException:
+                conn.close()
+                raise
+        return conn
+
+    def _dispose(self, conn: SMTPConnection, polite: bool) -> None:
+        if polite and conn.sock is not None:
+            with contextlib.suppress(OSError, smtplib.SMTPException, SMTPKitError):
+                conn.reply_timeout = min(conn.reply_timeout, 5.0)
+                conn.putcmd("QUIT")
+                conn.read_reply()
+        conn.close()
+
+    # -- sending ----------------------------------------------------------------
+
+    @override
+    def send(self, envelope: Envelope, data: bytes) -> SendResult:
+        """Run one SMTP transaction on a pooled connection.
+
+        A reused connection that turns out to be dead before anything of the
+        message was sent is replaced once without counting as an attempt.
+
+        Raises:
+            TransportError: See the exception hierarchy; 4xx replies and network
+                errors are ``is_transient``.
+            ClosedError: The transport was closed.
+        """
+        if self._closed:
+            msg = "the transport is closed"
+            raise ClosedError(msg)
+        payload = dot_stuff(data)
+        while True:
+            pooled = self._pool.acquire()
+            progress = _Progress(command="MAIL")
+            try:
+                with _map_errors(progress):
+                    result = self._transaction(
+                        pooled.conn, envelope, data, payload, progress
+                    )
+            except TransportError as exc:
+                pooled.messages += 1
+                self._pool.release(pooled, reusable=progress.reusable)
+                if pooled.reused and _is_stale(exc, progress):
+                    logger.debug("pooled connection was stale; reconnecting")
+                    continue
+                raise
+            except BaseException:
+                self._pool.release(pooled, reusable=False)
+                raise
+            pooled.messages += 1
+            self._pool.release(pooled, reusable=True)
+            return result
+
+    def _mail_options(
+        self, conn: SMTPConnection, envelope: Envelope, data: bytes
+    ) -> str:
+        options = []
+        limit = conn.esmtp_features.get("size", "")
+        if limit.isdigit() and 0 < int(limit) < len(data):
+            msg = f"message is {len(data)} bytes; the server accepts at most {limit}"
+            raise NotSupportedError(msg, command="MAIL")
+        if "size" in conn.esmtp_features:
+            options.append(f"SIZE={len(data)}")
+        if not data.isascii():
+            if not conn.has_extn("8bitmime"):
+                msg = (
+                    "message contains 8-bit data but the server does not offer 8BITMIME"
+                )
+                raise NotSupportedError(msg, command="MAIL")
+            options.append("BODY=8BITMIME")
+        if envelope.needs_smtputf8:
+            if not conn.has_extn("smtputf8"):
+                msg = (
+                    "non-ASCII addresses need SMTPUTF8, which the server does not offer"
+                )
+                raise NotSupportedError(msg, command="MAIL")
+            options.append("SMTPUTF8")
+        conn.command_encoding = "utf-8" if envelope.needs_smtputf8 else "ascii"
+        return "".join(" " + o for o in options)
+
+    def _transaction(
+        self,
+        conn: SMTPConnection,
+        envelope: Envelope,
+        data: bytes,
+        payload: bytes,
+        progress: _Progress,
+    ) -> SendResult:
+        try:
+            options = self._mail_options(conn, envelope, data)
+        except NotSupportedError:
+            progress.reusable = True  # nothing was sent; the session is intact
+            raise
+        mail_command = f"FROM:<{envelope.sender}>{options}"
+        pipelined = self.config.pipelining and conn.has_extn("pipelining")
+        if pipelined:
+            # RFC 2920: MAIL, every RCPT and DATA in one write; replies in order.
+            conn.send_commands(
+                [("MAIL", mail_command)]
+                + [("RCPT", f"TO:<{r}>") for r in envelope.recipients]
+                + [("DATA", "")]
+            )
+        mail = self._reply_to(conn, "MAIL", mail_command, pipelined, progress)
+        replies: dict[str, SMTPReply] = {}
+        for rcpt in envelope.recipients:
+            if mail.code != 250 and not pipelined:
+                break
+            replies[rcpt] = self._reply_to(
+                conn, "RCPT", f"TO:<{rcpt}>", pipelined, progress
+            )
+        accepted = [r for r, reply in replies.items() if reply.code in (250, 251)]
+        data_reply = None
+        if pipelined or (mail.code == 250 and accepted):
+            data_reply = self._reply_to(conn, "DATA", "", pipelined, progress)
+        if mail.code != 250:
+            self._reset(conn, progress)
+            raise SenderRefusedError(mail, sender=envelope.sender)
+        if not accepted:
+            if data_reply is not None and data_reply.code == 354:
+                # RFC 2920 §3.1: DATA accepted despite no recipient; end it empty.
+                conn.send_data(b".\r\n")
+                conn.read_reply()
+            self._reset(conn, progress)
+            raise RecipientsRefusedError(replies)
+        assert data_reply is not None  # noqa: S101 - sent whenever a recipient was accepted
+        if data_reply.code != 354:
+            self._reset(conn, progress)
+            raise DataRefusedError(data_reply, command="DATA")
+        progress.command = "end of data"
+        progress.data_sent = True
+        conn.send_data(payload)
+        final = conn.read_reply()
+        # The transaction is over whatever the reply; only a 421 ends the session.
+        progress.reusable = final.code != 421
+        if not 200 <= final.code < 300:
+            raise DataRefusedError(final, command="end of data")
+        results = {
+            r: RecipientResult(r, final if r in accepted else reply)
+            for r, reply in replies.items()
+        }
+        return SendResult(envelope=envelope, recipients=results, reply=final)
+
+    def _reply_to(
+        self,
+        conn: SMTPConnection,
+        command: str,
+        args: str,
+        pipelined: bool,
+        progress: _Progress,
+    ) -> SMTPReply:
+        progress.command = command
+        if not pipelined:
+            conn.putcmd(command, args)
+        reply = conn.read_reply()
+        if reply.code == 421:
+            # RFC 5321 §3.8: the server is closing the session.
+            raise SMTPReplyError(reply, command=command)
+        return reply
+
+    def _reset(self, conn: SMTPConnection, progress: _Progress) -> None:
+        try:
+            conn.putcmd("RSET")
+            progress.reusable = conn.read_reply().code == 250
+        except (OSError, smtplib.SMTPException, SMTPKitError):
+            progress.reusable = False
+
+    # -- lifecycle --------------------------------------------------------------
+
+    def stats(self) -> PoolStats:
+        """Return the connection pool's counters."""
+        return self._pool.stats()
+
+    @override
+    def close(self) -> None:
+        """QUIT every idle connection; busy ones close when their send ends."""
+        self._closed = True
+        self._pool.close()
+
+
+def _is_stale(exc: TransportError, progress: _Progress) -> bool:
+    """True when a reused connection died before the transaction really started."""
+    if progress.command != "MAIL" or progress.data_sent:
+        return False
+    if isinstance(exc, SMTPReplyError):
+        return exc.reply.code == 421
+    return isinstance(exc, NetworkError)

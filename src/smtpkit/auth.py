@@ -1,0 +1,35 @@
+"""SMTP AUTH strategies (RFC 4954): the :class:`Auth` protocol and built-in mechanisms.
+
+Pass one or more to ``SMTPConfig(auth=...)``.  With only ``username`` and
+``password`` configured, smtpkit picks the strongest of CRAM-MD5, PLAIN and LOGIN
+that the server offers.
+"""
+
+from __future__ import annotations
+
+from ._auth import (
+    Auth,
+    CramMD5Auth,
+    LoginAuth,
+    OAuthBearerAuth,
+    PlainAuth,
+    Responder,
+    TokenProvider,
+    XOAuth2Auth,
+)
+
+__all__ = [
+    "Auth",
+    "CramMD5Auth",
+    "LoginAuth",
+    "OAuthBearerAuth",
+    "PlainAuth",
+    "Responder",
+    "TokenProvider",
+    "XOAuth2Auth",
+]
+
+for _name in __all__:
+    _obj = globals()[_name]
+    if isinstance(_obj, type):
+        _obj.__module__ = "smtpkit.auth"
