@@ -189,7 +189,7 @@ class _TokenAuth(Auth):
         return self.token.get_secret_value()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)  # keep _TokenAuth's validating __init__
 class XOAuth2Auth(_TokenAuth):
     """Google's and Microsoft's XOAUTH2 with an OAuth2 access token.
 
@@ -213,7 +213,7 @@ class XOAuth2Auth(_TokenAuth):
         return respond
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)  # keep _TokenAuth's validating __init__
 class OAuthBearerAuth(_TokenAuth):
     """OAUTHBEARER (RFC 7628) with an OAuth2 access token."""
 

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import collections
+import copy
 import enum
+import itertools
 import logging
 import random
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from email.message import EmailMessage
@@ -49,6 +51,20 @@ Sendable = Message | EmailMessage | bytes
 (forwarding), or raw bytes with an explicit envelope."""
 
 _PARSE_HEADERS: Final = BytesHeaderParser()
+_MAX_BATCH: Final = 32  # messages a worker pipelines on one connection per call
+
+
+def _batches(
+    messages: Iterator[Sendable], workers: int, batch_size: int
+) -> Iterator[list[Sendable]]:
+    """Cut the input into batches, reading at most ``workers * batch_size`` ahead.
+
+    Small inputs are spread over every worker instead of filling one batch.
+    """
+    while chunk := list(itertools.islice(messages, workers * batch_size)):
+        size = max(1, min(batch_size, -(-len(chunk) // workers)))
+        for start in range(0, len(chunk), size):
+            yield chunk[start : start + size]
 
 
 class _State(enum.Enum):
@@ -211,9 +227,12 @@ class Mailer:
     ) -> list[SendResult]:
         """Send many messages concurrently; never raises for one bad message.
 
-        The iterable is consumed lazily with at most ``2 * concurrency`` messages in
-        flight, so a generator of 100,000 messages needs little memory beyond the
-        returned list.
+        Each worker thread gets a batch of up to 32 messages and sends them on one
+        pooled connection, pipelined when the server offers PIPELINING (about one
+        round trip per message).  The iterable is consumed lazily, at most
+        ``2 * concurrency`` batches ahead, so a generator of 100,000 messages needs
+        little memory beyond the returned list.  Retries happen per message, as
+        with :meth:`send`.
 
         Args:
             messages: Messages (with envelopes derived from their headers).
@@ -230,43 +249,70 @@ class Mailer:
         if self._state is not _State.OPENED:
             self.open()
         workers = concurrency or self._concurrency
+        # A rate limit spaces messages out, so batching would only add bursts.
+        batch_size = 1 if self._bucket is not None else _MAX_BATCH
         results: list[SendResult] = []
         failed = 0
-        window: collections.deque[Future[SendResult]] = collections.deque()
+        window: collections.deque[Future[list[SendResult]]] = collections.deque()
 
-        def collect(future: Future[SendResult]) -> None:
+        def collect(future: Future[list[SendResult]]) -> None:
             nonlocal failed
-            result = future.result()
-            failed += result.error is not None
-            results.append(result)
-            if on_progress is not None:
-                on_progress(BulkProgress(done=len(results), failed=failed))
+            for result in future.result():
+                failed += result.error is not None
+                results.append(result)
+                if on_progress is not None:
+                    on_progress(BulkProgress(done=len(results), failed=failed))
 
         with ThreadPoolExecutor(
             max_workers=workers, thread_name_prefix="smtpkit"
         ) as pool:
-            for message in messages:
-                window.append(pool.submit(self._send_capturing, message))
+            for batch in _batches(iter(messages), workers, batch_size):
+                window.append(pool.submit(self._send_batch, batch))
                 if len(window) >= 2 * workers:
                     collect(window.popleft())
             while window:
                 collect(window.popleft())
         return results
 
-    def _send_capturing(self, message: Sendable) -> SendResult:
-        prepared: _Prepared | None = None
+    def _send_batch(self, messages: list[Sendable]) -> list[SendResult]:
+        """First attempts of a batch in one transport call, then per-message retries."""
+        prepared: list[_Prepared | SendResult] = []
+        for message in messages:
+            try:
+                prepared.append(self._prepare(message, None))
+            except SMTPKitError as exc:
+                prepared.append(SendResult(envelope=None, error=exc, attempts=0))
+        ready = [p for p in prepared if isinstance(p, _Prepared)]
+        if self._bucket is not None:
+            for _ in ready:
+                self._bucket.acquire()
+        outcomes: list[SendResult | SMTPKitError]
         try:
-            prepared = self._prepare(message, None)
-            return self._deliver(prepared)
-        except SMTPKitError as exc:
-            envelope = prepared.envelope if prepared is not None else None
-            message_id = prepared.message_id if prepared is not None else None
-            return SendResult(
-                envelope=envelope,
-                message_id=message_id,
-                error=exc,
-                attempts=getattr(exc, "attempts", 0),
+            outcomes = list(
+                self._transport.send_batch([(p.envelope, p.data) for p in ready])
             )
+        except SMTPKitError as exc:
+            outcomes = [
+                copy.copy(exc) for _ in ready
+            ]  # one copy per message's bookkeeping
+        first = dict(zip(map(id, ready), outcomes, strict=True))
+        results = []
+        for item in prepared:
+            if isinstance(item, SendResult):
+                results.append(item)
+                continue
+            try:
+                results.append(self._deliver(item, first=first[id(item)]))
+            except SMTPKitError as exc:
+                results.append(
+                    SendResult(
+                        envelope=item.envelope,
+                        message_id=item.message_id,
+                        error=exc,
+                        attempts=getattr(exc, "attempts", 0),
+                    )
+                )
+        return results
 
     def _prepare(self, message: Sendable, envelope: Envelope | None) -> _Prepared:
         if isinstance(message, Message):
@@ -290,8 +336,10 @@ class Mailer:
         msg = f"cannot send {type(message).__name__}; pass a Message, EmailMessage or bytes"  # type: ignore[unreachable]
         raise InvalidMessageError(msg)
 
-    def _deliver(self, prepared: _Prepared) -> SendResult:
-        attempt = _Attempt(self, prepared)
+    def _deliver(
+        self, prepared: _Prepared, *, first: SendResult | SMTPKitError | None = None
+    ) -> SendResult:
+        attempt = _Attempt(self, prepared, first)
         start = self._clock()
         error: TransportError | None = None
         try:
@@ -324,9 +372,15 @@ class Mailer:
 class _Attempt:
     """One message's state across attempts: who is delivered, who is still pending."""
 
-    def __init__(self, mailer: Mailer, prepared: _Prepared) -> None:
+    def __init__(
+        self,
+        mailer: Mailer,
+        prepared: _Prepared,
+        first: SendResult | SMTPKitError | None,
+    ) -> None:
         self.mailer = mailer
         self.prepared = prepared
+        self.first = first  # the outcome of attempt 1 when a batch already made it
         self.pending = prepared.envelope
         self.counts: collections.Counter[str] = collections.Counter()
         self.final: dict[str, RecipientResult] = {}
@@ -339,11 +393,9 @@ class _Attempt:
     def __call__(self, number: int) -> None:
         self.number = number
         mailer = self.mailer
-        if mailer._bucket is not None:
-            mailer._bucket.acquire()
         self.counts.update(self.pending.recipients)
         try:
-            result = mailer.transport.send(self.pending, self.prepared.data)
+            result = self._attempt(number)
         except RecipientsRefusedError as exc:
             replies = exc.refused
         except TransportError as exc:
@@ -369,6 +421,17 @@ class _Attempt:
             refusal = RecipientsRefusedError({r: replies[r] for r in pending})
             self._failed(refusal)
             raise refusal
+
+    def _attempt(self, number: int) -> SendResult:
+        first, self.first = self.first, None
+        if first is None:
+            mailer = self.mailer
+            if mailer._bucket is not None:
+                mailer._bucket.acquire()
+            return mailer.transport.send(self.pending, self.prepared.data)
+        if isinstance(first, SMTPKitError):
+            raise first
+        return first
 
     def _failed(self, exc: TransportError) -> None:
         exc.attempts = self.number

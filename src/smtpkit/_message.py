@@ -306,10 +306,16 @@ class Message(BaseModel):
     list_unsubscribe_one_click: bool = False
     envelope_sender: str | None = None
 
-    @field_validator("to", "cc", "bcc", "reply_to", "list_unsubscribe", mode="before")
+    @field_validator("to", "cc", "bcc", "reply_to", mode="before")
     @classmethod
     def _one_is_many(cls, value: Any) -> Any:
         return _as_tuple(value)
+
+    @field_validator("list_unsubscribe", mode="before")
+    @classmethod
+    def _one_uri_is_many(cls, value: Any) -> Any:
+        # Not _as_tuple: a pair of URIs is two URIs, not a (name, email) address.
+        return (value,) if isinstance(value, str) else value
 
     @field_validator("subject")
     @classmethod

@@ -111,23 +111,30 @@ class SMTPConnection(smtplib.SMTP):
                 msg,
                 command=cmd,
             )
-        if logger.isEnabledFor(logging.DEBUG):
-            shown = args if cmd.upper() != "AUTH" else args.split(" ", 1)[0] + " ***"
-            logger.debug(">>> %s", f"{cmd} {shown}".rstrip())
+        shown = args if cmd.upper() != "AUTH" else args.split(" ", 1)[0] + " ***"
+        self.log_command(cmd, shown)
         super().putcmd(cmd, args)
 
-    def send_commands(self, commands: list[tuple[str, str]]) -> None:
-        """Send several commands in one write (RFC 2920 PIPELINING)."""
-        if self._rbuf:
-            msg = (
-                f"server sent {len(self._rbuf)} unexpected bytes before a command group"
-            )
-            raise ProtocolError(msg, command=commands[0][0])
-        lines = []
-        for cmd, args in commands:
+    def log_command(self, cmd: str, args: str) -> None:
+        """Log a command at DEBUG (addresses only ever appear at this level)."""
+        if logger.isEnabledFor(logging.DEBUG):
             logger.debug(">>> %s", f"{cmd} {args}".rstrip())
-            lines.append(f"{cmd} {args}\r\n" if args else f"{cmd}\r\n")
-        self.send("".join(lines))
+
+    def send_raw(self, payload: bytes) -> None:
+        """Send queued commands and data in one write (RFC 2920 PIPELINING).
+
+        Raises:
+            ProtocolError: The server sent bytes nobody asked for, so the replies
+                to these commands could be misattributed.
+        """
+        if self._rbuf:
+            msg = f"server sent {len(self._rbuf)} unexpected bytes before a command"
+            raise ProtocolError(msg)
+        if self.sock is None:
+            msg_0 = "not connected"
+            raise ServerDisconnectedError(msg_0)
+        self.sock.settimeout(max(self.reply_timeout, 1.0))
+        self.sock.sendall(payload)
 
     def send_secret(self, line: str) -> None:
         """Send one SASL response line; it is never logged."""
@@ -223,11 +230,3 @@ class SMTPConnection(smtplib.SMTP):
     def close(self) -> None:
         self._rbuf.clear()
         super().close()
-
-    def send_data(self, payload: bytes) -> None:
-        """Send the dot-stuffed message and its terminating ``.`` line."""
-        if self.sock is None:
-            msg = "not connected"
-            raise ServerDisconnectedError(msg)
-        self.sock.settimeout(max(self.reply_timeout, 1.0))
-        self.sock.sendall(payload)

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import abc
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from types import TracebackType
 
 from typing_extensions import Self
 
-from .._exceptions import SMTPKitError
+from .._exceptions import SMTPKitError, TransportError
 from .._message import Envelope
 from .._reply import SMTPReply
 
@@ -136,6 +136,29 @@ class Transport(abc.ABC):
             TransportError: The attempt failed (see the exception's ``is_transient``).
             ClosedError: The transport was closed.
         """
+
+    def send_batch(
+        self, items: Sequence[tuple[Envelope, bytes]]
+    ) -> list[SendResult | TransportError]:
+        """Make one attempt for each message; failures are returned, not raised.
+
+        ``Mailer.send_many`` hands each worker thread a batch.  The default sends
+        them one by one; a transport that can do better (``SMTPTransport``
+        pipelines them on one connection) overrides this.
+
+        Returns:
+            One outcome per item, in order: a result, or the error of its attempt.
+
+        Raises:
+            ClosedError: The transport was closed.
+        """
+        outcomes: list[SendResult | TransportError] = []
+        for envelope, data in items:
+            try:
+                outcomes.append(self.send(envelope, data))
+            except TransportError as exc:
+                outcomes.append(exc)
+        return outcomes
 
     def close(self) -> None:  # noqa: B027 - optional hook, no-op by default
         """Release resources; idempotent."""

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import copy
 import functools
 import logging
 import re
 import smtplib
 import socket
 import ssl
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Final
 
@@ -28,14 +29,11 @@ from .._exceptions import (
     ConfigurationError,
     ConnectError,
     ConnectTimeoutError,
-    DataRefusedError,
     GreetingRefusedError,
     HeloRefusedError,
     NetworkError,
     NotSupportedError,
     ProtocolError,
-    RecipientsRefusedError,
-    SenderRefusedError,
     ServerDisconnectedError,
     SMTPKitError,
     SMTPReplyError,
@@ -47,8 +45,9 @@ from .._message import Envelope
 from .._mime import normalize_line_endings
 from .._reply import SMTPReply, parse_reply
 from ._connection import SMTPConnection
-from ._pool import ConnectionPool, PoolStats
-from .base import RecipientResult, SendResult, Transport
+from ._pool import ConnectionPool, Pooled, PoolStats
+from ._session import ConnectionLostError, Item, TransactionRunner
+from .base import SendResult, Transport
 
 __all__ = ["SMTPTransport"]
 
@@ -77,11 +76,9 @@ def dot_stuff(data: bytes) -> bytes:
 
 @dataclass(slots=True)
 class _Progress:
-    """How far one transaction got, for error reports and connection hygiene."""
+    """Which step a connection was at, for error reports."""
 
     command: str = "connect"
-    data_sent: bool = False
-    reusable: bool = False
 
 
 @contextlib.contextmanager
@@ -92,7 +89,6 @@ def _map_errors(progress: _Progress) -> Iterator[None]:
     except SMTPKitError as exc:
         if isinstance(exc, TransportError) and exc.command is None:
             exc.command = progress.command
-        _mark_ambiguous(exc, progress)
         raise
     except smtplib.SMTPServerDisconnected as exc:
         cause = exc.__context__
@@ -104,7 +100,6 @@ def _map_errors(progress: _Progress) -> Iterator[None]:
             )
         )
         err.command = progress.command
-        _mark_ambiguous(err, progress)
         raise err from exc
     except smtplib.SMTPNotSupportedError as exc:
         raise NotSupportedError(str(exc), command=progress.command) from exc
@@ -128,7 +123,6 @@ def _map_errors(progress: _Progress) -> Iterator[None]:
             else SMTPTimeoutError(f"timed out during {progress.command}")
         )
         err.command = progress.command
-        _mark_ambiguous(err, progress)
         raise err from exc
     except OSError as exc:
         err = (
@@ -139,15 +133,7 @@ def _map_errors(progress: _Progress) -> Iterator[None]:
             )
         )
         err.command = progress.command
-        _mark_ambiguous(err, progress)
         raise err from exc
-
-
-def _mark_ambiguous(exc: SMTPKitError, progress: _Progress) -> None:
-    # RFC 1047: lost after the final "." but before the reply, the server may
-    # already have queued the message.
-    if progress.data_sent and isinstance(exc, NetworkError | SMTPTimeoutError):
-        exc.delivery_unknown = True
 
 
 def _b64(data: bytes) -> str:
@@ -341,144 +327,89 @@ class SMTPTransport(Transport):
                 errors are ``is_transient``.
             ClosedError: The transport was closed.
         """
+        [outcome] = self.send_batch([(envelope, data)])
+        if isinstance(outcome, TransportError):
+            raise outcome
+        return outcome
+
+    @override
+    def send_batch(
+        self, items: Sequence[tuple[Envelope, bytes]]
+    ) -> list[SendResult | TransportError]:
+        """Send several messages, one attempt each, pipelined on pooled connections.
+
+        With PIPELINING each message's data, its final dot and the next message's
+        commands share one write, so a connection carries about one message per
+        round trip.  Messages that a failing connection never started are moved to
+        a fresh connection; they do not count as attempted.
+
+        Raises:
+            ClosedError: The transport was closed.
+            PoolTimeoutError: No connection became free in time.
+        """
         if self._closed:
             msg = "the transport is closed"
             raise ClosedError(msg)
-        payload = dot_stuff(data)
-        while True:
-            pooled = self._pool.acquire()
-            progress = _Progress(command="MAIL")
+        pending = [Item(envelope, data, dot_stuff(data)) for envelope, data in items]
+        all_items = list(pending)
+        stale_retry_used = False
+        while pending:
             try:
-                with _map_errors(progress):
-                    result = self._transaction(
-                        pooled.conn, envelope, data, payload, progress
-                    )
+                pooled = self._pool.acquire()
             except TransportError as exc:
-                pooled.messages += 1
-                self._pool.release(pooled, reusable=progress.reusable)
-                if pooled.reused and _is_stale(exc, progress):
-                    logger.debug("pooled connection was stale; reconnecting")
-                    continue
-                raise
-            except BaseException:
-                self._pool.release(pooled, reusable=False)
-                raise
-            pooled.messages += 1
-            self._pool.release(pooled, reusable=True)
-            return result
-
-    def _mail_options(
-        self, conn: SMTPConnection, envelope: Envelope, data: bytes
-    ) -> str:
-        options = []
-        limit = conn.esmtp_features.get("size", "")
-        if limit.isdigit() and 0 < int(limit) < len(data):
-            msg = f"message is {len(data)} bytes; the server accepts at most {limit}"
-            raise NotSupportedError(msg, command="MAIL")
-        if "size" in conn.esmtp_features:
-            options.append(f"SIZE={len(data)}")
-        if not data.isascii():
-            if not conn.has_extn("8bitmime"):
-                msg = (
-                    "message contains 8-bit data but the server does not offer 8BITMIME"
-                )
-                raise NotSupportedError(msg, command="MAIL")
-            options.append("BODY=8BITMIME")
-        if envelope.needs_smtputf8:
-            if not conn.has_extn("smtputf8"):
-                msg = (
-                    "non-ASCII addresses need SMTPUTF8, which the server does not offer"
-                )
-                raise NotSupportedError(msg, command="MAIL")
-            options.append("SMTPUTF8")
-        conn.command_encoding = "utf-8" if envelope.needs_smtputf8 else "ascii"
-        return "".join(" " + o for o in options)
-
-    def _transaction(
-        self,
-        conn: SMTPConnection,
-        envelope: Envelope,
-        data: bytes,
-        payload: bytes,
-        progress: _Progress,
-    ) -> SendResult:
-        try:
-            options = self._mail_options(conn, envelope, data)
-        except NotSupportedError:
-            progress.reusable = True  # nothing was sent; the session is intact
-            raise
-        mail_command = f"FROM:<{envelope.sender}>{options}"
-        pipelined = self.config.pipelining and conn.has_extn("pipelining")
-        if pipelined:
-            # RFC 2920: MAIL, every RCPT and DATA in one write; replies in order.
-            conn.send_commands(
-                [("MAIL", mail_command)]
-                + [("RCPT", f"TO:<{r}>") for r in envelope.recipients]
-                + [("DATA", "")]
-            )
-        mail = self._reply_to(conn, "MAIL", mail_command, pipelined, progress)
-        replies: dict[str, SMTPReply] = {}
-        for rcpt in envelope.recipients:
-            if mail.code != 250 and not pipelined:
+                # Could not connect (or log in): every message still waiting
+                # shares the fate, each with its own copy for retry bookkeeping.
+                for item in pending:
+                    item.outcome = copy.copy(exc)
                 break
-            replies[rcpt] = self._reply_to(
-                conn, "RCPT", f"TO:<{rcpt}>", pipelined, progress
-            )
-        accepted = [r for r, reply in replies.items() if reply.code in (250, 251)]
-        data_reply = None
-        if pipelined or (mail.code == 250 and accepted):
-            data_reply = self._reply_to(conn, "DATA", "", pipelined, progress)
-        if mail.code != 250:
-            self._reset(conn, progress)
-            raise SenderRefusedError(mail, sender=envelope.sender)
-        if not accepted:
-            if data_reply is not None and data_reply.code == 354:
-                # RFC 2920 §3.1: DATA accepted despite no recipient; end it empty.
-                conn.send_data(b".\r\n")
-                conn.read_reply()
-            self._reset(conn, progress)
-            raise RecipientsRefusedError(replies)
-        assert data_reply is not None  # noqa: S101 - sent whenever a recipient was accepted
-        if data_reply.code != 354:
-            self._reset(conn, progress)
-            raise DataRefusedError(data_reply, command="DATA")
-        progress.command = "end of data"
-        progress.data_sent = True
-        conn.send_data(payload)
-        final = conn.read_reply()
-        # The transaction is over whatever the reply; only a 421 ends the session.
-        progress.reusable = final.code != 421
-        if not 200 <= final.code < 300:
-            raise DataRefusedError(final, command="end of data")
-        results = {
-            r: RecipientResult(r, final if r in accepted else reply)
-            for r, reply in replies.items()
-        }
-        return SendResult(envelope=envelope, recipients=results, reply=final)
+            allowance = self.config.pool.max_messages_per_connection - pooled.messages
+            batch = pending[: max(1, allowance)]
+            error = self._run(pooled.conn, batch, pooled)
+            if error is None:
+                pending = pending[len(batch) :]
+                continue
+            started = [item for item in batch if item.outcome is not None]
+            unstarted = [item for item in pending if item.outcome is None]
+            if not started:
+                if pooled.reused and not stale_retry_used and _is_stale(error):
+                    # RFC 5321 §4.5.3.2: servers drop idle sessions; that costs
+                    # this message nothing, so try once more on a new connection.
+                    logger.debug("pooled connection was stale; reconnecting")
+                    stale_retry_used = True
+                    continue
+                unstarted[0].outcome = error
+            pending = [item for item in unstarted if item.outcome is None]
+        return [item.outcome for item in all_items if item.outcome is not None]
 
-    def _reply_to(
-        self,
-        conn: SMTPConnection,
-        command: str,
-        args: str,
-        pipelined: bool,
-        progress: _Progress,
-    ) -> SMTPReply:
-        progress.command = command
-        if not pipelined:
-            conn.putcmd(command, args)
-        reply = conn.read_reply()
-        if reply.code == 421:
-            # RFC 5321 §3.8: the server is closing the session.
-            raise SMTPReplyError(reply, command=command)
-        return reply
-
-    def _reset(self, conn: SMTPConnection, progress: _Progress) -> None:
+    def _run(
+        self, conn: SMTPConnection, batch: list[Item], pooled: Pooled[SMTPConnection]
+    ) -> TransportError | None:
+        """Run *batch* on one connection; return the connection's error, if any."""
+        pipelined = self.config.pipelining and conn.has_extn("pipelining")
+        runner = TransactionRunner(conn, pipelined=pipelined)
+        progress = _Progress(command="MAIL")
+        error: TransportError | None = None
         try:
-            conn.putcmd("RSET")
-            progress.reusable = conn.read_reply().code == 250
-        except (OSError, smtplib.SMTPException, SMTPKitError):
-            progress.reusable = False
+            with _map_errors(progress):
+                try:
+                    runner.run(batch)
+                except ConnectionLostError as lost:
+                    raise lost.error from None
+                except BaseException:
+                    progress.command = runner.command
+                    raise
+        except TransportError as exc:
+            error = exc
+            for item in runner.owed():
+                if item.outcome is None and item.data_sent:
+                    # RFC 1047: the data went out but its reply never came.
+                    item.outcome = _ambiguous_copy(exc)
+        except BaseException:
+            self._pool.release(pooled, reusable=False)
+            raise
+        pooled.messages += sum(1 for item in batch if item.outcome is not None)
+        self._pool.release(pooled, reusable=error is None and runner.reusable)
+        return error
 
     # -- lifecycle --------------------------------------------------------------
 
@@ -493,10 +424,18 @@ class SMTPTransport(Transport):
         self._pool.close()
 
 
-def _is_stale(exc: TransportError, progress: _Progress) -> bool:
-    """True when a reused connection died before the transaction really started."""
-    if progress.command != "MAIL" or progress.data_sent:
-        return False
+def _is_stale(exc: TransportError) -> bool:
+    """True when a reused connection died before the first reply of a batch."""
     if isinstance(exc, SMTPReplyError):
         return exc.reply.code == 421
     return isinstance(exc, NetworkError)
+
+
+def _ambiguous_copy(exc: TransportError) -> TransportError:
+    """The connection error as seen by a message whose data was sent."""
+    if not isinstance(exc, NetworkError | SMTPTimeoutError):
+        return exc
+    copy = type(exc)(f"{exc} after the message data was sent", command="end of data")
+    copy.delivery_unknown = True
+    copy.__cause__ = exc.__cause__
+    return copy

@@ -1,0 +1,237 @@
+"""SMTP transactions on one connection, pipelined across messages when allowed.
+
+With PIPELINING (RFC 2920) a message costs one round trip: its data, the final ``.``
+and the next message's MAIL, RCPT and DATA go out in one write, and the replies come
+back in order.  Without it every command waits for its reply (lockstep).  Both modes
+run the same code: commands are queued with the function that will handle their
+reply, and :meth:`TransactionRunner._drain` sends the queue and reads the replies;
+lockstep simply drains after every command.
+"""
+
+from __future__ import annotations
+
+import collections
+import functools
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from .._exceptions import (
+    DataRefusedError,
+    NotSupportedError,
+    RecipientsRefusedError,
+    SenderRefusedError,
+    SMTPReplyError,
+    TransportError,
+)
+from .._message import Envelope
+from .._reply import SMTPReply
+from ._connection import SMTPConnection
+from .base import RecipientResult, SendResult
+
+__all__ = ["Item", "TransactionRunner", "mail_options"]
+
+ReplyHandler = Callable[[SMTPReply], None]
+
+
+def mail_options(conn: SMTPConnection, envelope: Envelope, data: bytes) -> str:
+    """Return the MAIL FROM parameters, or raise when the server cannot take it.
+
+    Raises:
+        NotSupportedError: Over the SIZE limit, 8-bit data without 8BITMIME, or
+            non-ASCII addresses without SMTPUTF8.
+    """
+    options = []
+    features = conn.esmtp_features
+    limit = features.get("size", "")
+    if limit.isdigit() and 0 < int(limit) < len(data):
+        msg = f"message is {len(data)} bytes; the server accepts at most {limit}"
+        raise NotSupportedError(msg, command="MAIL")
+    if "size" in features:
+        options.append(f" SIZE={len(data)}")
+    if not data.isascii():
+        if "8bitmime" not in features:
+            msg = "message contains 8-bit data but the server does not offer 8BITMIME"
+            raise NotSupportedError(msg, command="MAIL")
+        options.append(" BODY=8BITMIME")
+    if envelope.needs_smtputf8:
+        if "smtputf8" not in features:
+            msg = "non-ASCII addresses need SMTPUTF8, which the server does not offer"
+            raise NotSupportedError(msg, command="MAIL")
+        options.append(" SMTPUTF8")
+    return "".join(options)
+
+
+@dataclass(eq=False)
+class Item:
+    """One message's transaction state on its way through a connection."""
+
+    envelope: Envelope
+    data: bytes
+    payload: bytes  # dot-stuffed, ending with the "." line
+    mail: SMTPReply | None = None
+    rcpt: dict[str, SMTPReply] = field(default_factory=dict)
+    data_reply: SMTPReply | None = None
+    data_sent: bool = False
+    outcome: SendResult | TransportError | None = None
+
+    @property
+    def accepted(self) -> list[str]:
+        """Recipients whose RCPT got 250 or 251."""
+        return [r for r, reply in self.rcpt.items() if reply.code in (250, 251)]
+
+    def finish(self, final: SMTPReply) -> None:
+        """Record the reply to the end of data."""
+        if not 200 <= final.code < 300:
+            self.outcome = DataRefusedError(final, command="end of data")
+            return
+        accepted = set(self.accepted)
+        recipients = {
+            r: RecipientResult(r, final if r in accepted else reply)
+            for r, reply in self.rcpt.items()
+        }
+        self.outcome = SendResult(
+            envelope=self.envelope, recipients=recipients, reply=final
+        )
+
+
+class ConnectionLostError(Exception):
+    """Internal: the session ended (network error or 421) with replies owed."""
+
+    def __init__(self, error: TransportError) -> None:
+        super().__init__(error)
+        self.error = error
+
+
+class TransactionRunner:
+    """Run transactions for *items*, in order, on one open connection.
+
+    Per-message refusals become each item's ``outcome``.  A failure of the
+    connection itself propagates (as an smtplib/OS error for the transport to
+    translate, or as a ``TransportError``); items left without an outcome were
+    never attempted and may go to another connection.
+    """
+
+    def __init__(self, conn: SMTPConnection, *, pipelined: bool) -> None:
+        self.conn = conn
+        self.pipelined = pipelined
+        self.reusable = True
+        self.command = "MAIL"  # the command whose reply is awaited, for errors
+        self._out: list[bytes] = []
+        self._expect: collections.deque[tuple[str, Item | None, ReplyHandler]] = (
+            collections.deque()
+        )
+
+    def owed(self) -> list[Item]:
+        """Items with a reply still owed (their fate is decided by the failure)."""
+        return [item for _, item, _ in self._expect if item is not None]
+
+    def run(self, items: list[Item]) -> None:
+        """Send every item; stop early only if the connection fails."""
+        for item in items:
+            self._begin(item)
+        self._drain()
+
+    # -- queue --------------------------------------------------------------------
+
+    def _queue(
+        self, command: str, line: bytes, item: Item | None, handler: ReplyHandler
+    ) -> None:
+        self._out.append(line)
+        self._expect.append((command, item, handler))
+
+    def _command(
+        self, item: Item | None, command: str, args: str, handler: ReplyHandler
+    ) -> None:
+        text = f"{command} {args}\r\n" if args else f"{command}\r\n"
+        utf8 = item is not None and item.envelope.needs_smtputf8
+        self.conn.log_command(command, args)
+        self._queue(command, text.encode("utf-8" if utf8 else "ascii"), item, handler)
+
+    def _drain(self) -> None:
+        if self._out:
+            payload = b"".join(self._out)
+            self._out.clear()
+            self.conn.send_raw(payload)
+        while self._expect:
+            command, item, handler = self._expect[0]
+            self.command = command
+            reply = self.conn.read_reply()
+            self._expect.popleft()
+            if reply.code == 421:
+                # RFC 5321 §3.8: the server is closing the session.  An end-of-data
+                # 421 is a definite answer for that message; the rest are unsent.
+                self.reusable = False
+                if command == "end of data" and item is not None:
+                    item.outcome = DataRefusedError(reply, command=command)
+                raise ConnectionLostError(SMTPReplyError(reply, command=command))
+            handler(reply)
+        self.command = "MAIL"
+
+    # -- one transaction ------------------------------------------------------------
+
+    def _begin(self, item: Item) -> None:
+        try:
+            options = mail_options(self.conn, item.envelope, item.data)
+        except NotSupportedError as exc:
+            item.outcome = exc  # nothing sent: the session stays usable
+            return
+        envelope = item.envelope
+        self._command(
+            item,
+            "MAIL",
+            f"FROM:<{envelope.sender}>{options}",
+            functools.partial(setattr, item, "mail"),
+        )
+        if not self.pipelined:
+            self._drain()
+            if item.mail is None or item.mail.code != 250:
+                self._abort(item)
+                return
+        for rcpt in envelope.recipients:
+            self._command(
+                item,
+                "RCPT",
+                f"TO:<{rcpt}>",
+                functools.partial(item.rcpt.__setitem__, rcpt),
+            )
+            if not self.pipelined:
+                self._drain()
+        if self.pipelined or item.accepted:
+            self._command(
+                item, "DATA", "", functools.partial(setattr, item, "data_reply")
+            )
+        # The previous message's data and this group go out together here.
+        self._drain()
+        if item.data_reply is None or item.data_reply.code != 354 or not item.accepted:
+            self._abort(item)
+            return
+        item.data_sent = True
+        self._queue("end of data", item.payload, item, item.finish)
+        if not self.pipelined:
+            self._drain()
+
+    def _abort(self, item: Item) -> None:
+        """Record why *item* failed and reset the transaction."""
+        assert item.mail is not None  # noqa: S101 - every path reads MAIL's reply first
+        if item.mail.code != 250:
+            item.outcome = SenderRefusedError(item.mail, sender=item.envelope.sender)
+        elif not item.accepted:
+            item.outcome = RecipientsRefusedError(item.rcpt)
+        else:
+            assert item.data_reply is not None  # noqa: S101 - DATA follows accepted RCPTs
+            item.outcome = DataRefusedError(item.data_reply, command="DATA")
+        if item.data_reply is not None and item.data_reply.code == 354:
+            # RFC 2920 §3.1: DATA was accepted although no recipient was; end it
+            # with an empty message, which the server must refuse.
+            self._queue("end of data", b".\r\n", None, _ignore)
+        self._command(None, "RSET", "", self._check_rset)
+        if not self.pipelined:
+            self._drain()
+
+    def _check_rset(self, reply: SMTPReply) -> None:
+        if reply.code != 250:
+            self.reusable = False
+
+
+def _ignore(reply: SMTPReply) -> None:
+    """Discard a reply whose content changes nothing."""
