@@ -30,7 +30,7 @@ from ._exceptions import (
     TransportError,
 )
 from ._message import Envelope, Message
-from ._mime import envelope_of, render_email, render_email_message
+from ._mime import envelope_of, render_email, render_with_id
 from ._ratelimit import RateLimit, TokenBucket
 from ._reply import SMTPReply
 from ._retry import (
@@ -316,11 +316,11 @@ class Mailer:
 
     def _prepare(self, message: Sendable, envelope: Envelope | None) -> _Prepared:
         if isinstance(message, Message):
-            built = render_email_message(message)
+            data, message_id = render_with_id(message)
             envelope = envelope or message.to_envelope()
             if message.needs_smtputf8 and not envelope.smtputf8:
                 envelope = envelope.model_copy(update={"smtputf8": True})
-            return _Prepared(envelope, built.as_bytes(), str(built["Message-ID"]))
+            return _Prepared(envelope, data, message_id)
         if isinstance(message, EmailMessage):
             envelope = envelope or envelope_of(message)
             data = render_email(message, smtputf8=envelope.needs_smtputf8)

@@ -34,6 +34,8 @@ _RESERVED_HEADERS: Final = frozenset(
         "content-disposition", "list-unsubscribe", "list-unsubscribe-post",
     }
 )  # fmt: skip
+# "user@example.com" with nothing a display name or comment could hide in.
+_BARE_ADDRESS_RE: Final = re.compile(r'[^\s<>()",;:\\@\[\]]+@[^\s<>()",;:\\@\[\]]+')
 _MAX_LOCAL_PART: Final = 64  # RFC 5321 §4.5.3.1.1 (octets)
 _MAX_DOMAIN: Final = 255  # RFC 5321 §4.5.3.1.2
 
@@ -92,6 +94,8 @@ class Address(BaseModel):
     def _coerce(cls, data: Any) -> Any:
         if isinstance(data, str):
             _check_single_line(data, "address")
+            if _BARE_ADDRESS_RE.fullmatch(data):
+                return {"email": data}  # the common case, without the full parser
             parsed = getaddresses([data])
             if len(parsed) != 1 or not parsed[0][1]:
                 msg = f"expected exactly one address, got {data!r}"
@@ -196,7 +200,7 @@ class Attachment(BaseModel):
             object.__setattr__(
                 self, "content_type", guessed or "application/octet-stream"
             )
-        elif not _CONTENT_TYPE_RE.match(self.content_type):
+        elif not _CONTENT_TYPE_RE.fullmatch(self.content_type):
             msg = f"content_type must look like type/subtype: {self.content_type!r}"
             raise ValueError(msg)
         return self
@@ -326,7 +330,7 @@ class Message(BaseModel):
     @classmethod
     def _valid_headers(cls, value: Mapping[str, str]) -> Mapping[str, str]:
         for name, text in value.items():
-            if not _HEADER_NAME_RE.match(name):
+            if not _HEADER_NAME_RE.fullmatch(name):
                 msg = f"header name must be printable ASCII without ':' or spaces: {name!r}"
                 raise ValueError(msg)
             if name.lower() in _RESERVED_HEADERS:

@@ -1,7 +1,12 @@
 """Turn messages into the bytes of the DATA phase, with the stdlib ``email`` package.
 
-No MIME is written by hand here: ``EmailMessage`` builds the structure, the policy
-folds and encodes headers, and this module only chooses the policy and the layout.
+No MIME is written by hand here.  ``Message`` is built with the ``email.mime``
+classes under the ``compat32`` policy, the way Django has long done it: it is about
+four times cheaper per message than ``EmailMessage`` with the modern policy (whose
+header registry re-parses every header), and rendering is the biggest cost of a
+send on a fast link.  ``email.header``, ``email.utils`` and ``email.encoders`` do
+the RFC 2047 / RFC 2231 encoding.  Pre-built ``EmailMessage`` objects from users
+are rendered with their own policy.
 """
 
 from __future__ import annotations
@@ -9,11 +14,18 @@ from __future__ import annotations
 import copy
 import re
 from datetime import datetime, timezone
+from email import encoders
 from email import policy as email_policy
-from email.headerregistry import Address as HeaderAddress
-from email.message import EmailMessage, MIMEPart
-from email.utils import format_datetime, getaddresses, make_msgid
-from typing import Final
+from email.charset import BASE64, QP, Charset
+from email.header import Header
+from email.message import EmailMessage
+from email.message import Message as MIMEMessage
+from email.mime.base import MIMEBase
+from email.mime.multipart import MIMEMultipart
+from email.mime.nonmultipart import MIMENonMultipart
+from email.policy import Compat32
+from email.utils import format_datetime, formataddr, getaddresses, make_msgid
+from typing import Any, Final
 
 from ._exceptions import InvalidMessageError
 from ._message import Address, Attachment, Envelope, Message
@@ -23,62 +35,142 @@ __all__ = [
     "normalize_line_endings",
     "render",
     "render_email",
-    "render_email_message",
+    "render_with_id",
 ]
 
-# Without SMTPUTF8 the message must be 7-bit clean: every server takes it, with or
-# without 8BITMIME, so bodies go out as quoted-printable or base64 when needed.
-_ASCII_POLICY: Final = email_policy.SMTP.clone(cte_type="7bit")
+
+class _WirePolicy(Compat32):
+    """compat32 with CRLF, and without re-folding headers that already fit a line.
+
+    compat32 runs every header through ``email.header.Header`` to fold it, which
+    is most of the cost of rendering a small message.  A short ASCII value needs no
+    folding; anything else still takes the stdlib path.  Under compat32, 8-bit
+    values carried as surrogateescape are written out raw, as SMTPUTF8 needs.
+    """
+
+    def _fold(
+        self, name: str, value: Any, sanitize: bool
+    ) -> str:  # private stdlib hook
+        if (
+            isinstance(value, str)
+            and len(name) + len(value) + 2 <= _FOLD_AT
+            and value.isascii()
+            and "\n" not in value
+            and "\r" not in value
+        ):
+            return f"{name}: {value}{self.linesep}"
+        return str(super()._fold(name, value, sanitize))  # type: ignore[misc]  # private stdlib hook
+
+
+_WIRE_POLICY: Final = _WirePolicy(linesep="\r\n")
 _UTF8_POLICY: Final = email_policy.SMTPUTF8
 _BARE_EOL_RE: Final = re.compile(rb"\r\n|\r|\n")
+_SPECIALS_RE: Final = re.compile(r'[][\\()<>@,:;".]')
+_MAX_7BIT_LINE: Final = 998  # RFC 5322 §2.1.1
+_FOLD_AT: Final = 78  # RFC 5322 §2.1.1 "SHOULD"
+_UTF8_BASE64: Final = Charset("utf-8")
+_UTF8_BASE64.body_encoding = BASE64
+_ASCII_QP: Final = Charset("us-ascii")
+_ASCII_QP.body_encoding = QP
 
 
-def _header_address(address: Address, *, utf8: bool) -> HeaderAddress:
-    domain = address.domain if utf8 else address.ascii_email.rpartition("@")[2]
-    return HeaderAddress(
-        display_name=address.name or "", username=address.local_part, domain=domain
-    )
+def _raw_utf8(value: str) -> str:
+    """Carry *value* as raw UTF-8 bytes through the compat32 generator."""
+    return value.encode("utf-8").decode("ascii", "surrogateescape")
 
 
-def _set_addresses(
-    msg: EmailMessage, name: str, addresses: tuple[Address, ...], *, utf8: bool
-) -> None:
-    if addresses:
-        msg[name] = [_header_address(a, utf8=utf8) for a in addresses]
+def _header_text(value: str, *, utf8: bool) -> str:
+    if value.isascii():
+        return value
+    if utf8:
+        return _raw_utf8(value)
+    # One line of RFC 2047 encoded words; the generator folds it between words.
+    return Header(value, "utf-8").encode(maxlinelen=0)
 
 
-def _add_part(target: MIMEPart, attachment: Attachment, *, related: bool) -> None:
+def _format_address(address: Address, *, utf8: bool) -> str:
+    if not utf8:
+        return formataddr((address.name or "", address.ascii_email), charset="utf-8")
+    name = address.name or ""
+    if name and _SPECIALS_RE.search(name):
+        name = '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return _raw_utf8(f"{name} <{address.email}>" if name else address.email)
+
+
+def _text_part(text: str, subtype: str) -> MIMENonMultipart:
+    part = MIMENonMultipart("text", subtype)
+    if text.isascii():
+        long_lines = any(len(line) > _MAX_7BIT_LINE for line in text.splitlines())
+        # 7bit keeps plain ASCII readable; QP only when a line is too long for SMTP.
+        part.set_payload(text, _ASCII_QP if long_lines else "us-ascii")
+    else:
+        part.set_payload(text, _UTF8_BASE64)
+    return part
+
+
+def _file_part(attachment: Attachment) -> MIMEBase:
     maintype, _, subtype = attachment.content_type.partition("/")
-    cid = f"<{attachment.content_id}>" if attachment.content_id else None
-    add = target.add_related if related else target.add_attachment
-    add(
-        attachment.content,
-        maintype=maintype,
-        subtype=subtype,
-        filename=attachment.filename,
-        cid=cid,
-        disposition="inline" if attachment.is_inline else "attachment",
+    part = MIMEBase(maintype, subtype)
+    part.set_payload(attachment.content)
+    encoders.encode_base64(part)
+    # RFC 2231 for non-ASCII names, on both headers: clients that read only
+    # Content-Type (older Outlook) look for name=.
+    charset = None if attachment.filename.isascii() else "utf-8"
+    part.set_param("name", attachment.filename, charset=charset)
+    disposition = "inline" if attachment.is_inline else "attachment"
+    part["Content-Disposition"] = disposition
+    part.set_param(
+        "filename", attachment.filename, "Content-Disposition", charset=charset
     )
-    part = list(target.iter_parts())[-1]
-    if not attachment.filename.isascii():
-        # The stdlib writes RFC 2231 (filename*=utf-8''...) on Content-Disposition;
-        # clients that read only Content-Type (older Outlook) need name*= there too.
-        part.set_param("name", attachment.filename, header="Content-Type")
+    if attachment.content_id is not None:
+        part["Content-ID"] = f"<{attachment.content_id}>"
+    return part
 
 
-def render_email_message(message: Message) -> EmailMessage:
-    """Build the ``EmailMessage`` for *message*; the Bcc header is never set."""
+def _body(message: Message) -> MIMEMessage:
+    inline = [a for a in message.attachments if a.is_inline]
+    attached = [a for a in message.attachments if not a.is_inline]
+    body: MIMEMessage
+    if message.html is None:
+        body = _text_part(message.text or "", "plain")
+        attached = inline + attached  # nothing can reference a cid: without HTML
+    else:
+        body = _text_part(message.html, "html")
+        if inline:
+            body = MIMEMultipart("related", _subparts=[body, *map(_file_part, inline)])
+        if message.text is not None:
+            body = MIMEMultipart(
+                "alternative", _subparts=[_text_part(message.text, "plain"), body]
+            )
+    if attached:
+        body = MIMEMultipart("mixed", _subparts=[body, *map(_file_part, attached)])
+    return body
+
+
+def render_with_id(message: Message) -> tuple[bytes, str]:
+    """Render *message*; return its bytes (CRLF, before dot-stuffing) and Message-ID.
+
+    The Bcc header is never written.  Without SMTPUTF8 the result is 7-bit clean, so
+    every server takes it with or without 8BITMIME.
+    """
     utf8 = message.needs_smtputf8
-    msg = EmailMessage(policy=_UTF8_POLICY if utf8 else _ASCII_POLICY)
-    _set_addresses(msg, "From", (message.sender,), utf8=utf8)
-    _set_addresses(msg, "To", message.to, utf8=utf8)
-    _set_addresses(msg, "Cc", message.cc, utf8=utf8)
-    _set_addresses(msg, "Reply-To", message.reply_to, utf8=utf8)
+    msg = _body(message)
+    if "MIME-Version" not in msg:
+        msg["MIME-Version"] = "1.0"
+    msg["From"] = _format_address(message.sender, utf8=utf8)
+    for name, addresses in (
+        ("To", message.to),
+        ("Cc", message.cc),
+        ("Reply-To", message.reply_to),
+    ):
+        if addresses:
+            msg[name] = ", ".join(_format_address(a, utf8=utf8) for a in addresses)
     if message.subject:
-        msg["Subject"] = message.subject
+        msg["Subject"] = _header_text(message.subject, utf8=utf8)
     msg["Date"] = format_datetime(message.date or datetime.now(timezone.utc))
     sender_domain = message.sender.ascii_email.rpartition("@")[2]
-    msg["Message-ID"] = message.message_id or make_msgid(domain=sender_domain)
+    message_id = message.message_id or make_msgid(domain=sender_domain)
+    msg["Message-ID"] = message_id
     if message.list_unsubscribe:
         msg["List-Unsubscribe"] = ", ".join(
             f"<{uri}>" for uri in message.list_unsubscribe
@@ -86,31 +178,13 @@ def render_email_message(message: Message) -> EmailMessage:
     if message.list_unsubscribe_one_click:
         msg["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
     for name, value in message.headers.items():
-        msg[name] = value
-
-    inline = [a for a in message.attachments if a.is_inline]
-    attached = [a for a in message.attachments if not a.is_inline]
-    if message.html is None:
-        msg.set_content(message.text or "", subtype="plain")
-        attached = inline + attached  # nothing can reference a cid: without HTML
-    else:
-        if message.text is not None:
-            msg.set_content(message.text, subtype="plain")
-            msg.add_alternative(message.html, subtype="html")
-            html_part = list(msg.iter_parts())[-1]
-        else:
-            msg.set_content(message.html, subtype="html")
-            html_part = msg
-        for attachment in inline:
-            _add_part(html_part, attachment, related=True)
-    for attachment in attached:
-        _add_part(msg, attachment, related=False)
-    return msg
+        msg[name] = _header_text(value, utf8=utf8)
+    return msg.as_bytes(policy=_WIRE_POLICY), message_id
 
 
 def render(message: Message) -> bytes:
     """Render *message* to CRLF-terminated bytes ready for DATA (before dot-stuffing)."""
-    return render_email_message(message).as_bytes()
+    return render_with_id(message)[0]
 
 
 def normalize_line_endings(data: bytes) -> bytes:

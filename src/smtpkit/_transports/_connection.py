@@ -79,6 +79,9 @@ class SMTPConnection(smtplib.SMTP):
         """Connect and return the greeting, all within *connect_timeout* seconds."""
         self.timeout = connect_timeout
         self._deadline = time.monotonic() + connect_timeout
+        # smtplib sets _host only in __init__, and starttls() checks the server's
+        # certificate against it: without this, STARTTLS fails with ValueError.
+        self._host = host
         try:
             code, text = self.connect(host, port)
         except ReadTimeoutError as exc:

@@ -361,6 +361,8 @@ class SMTPTransport(Transport):
                 # shares the fate, each with its own copy for retry bookkeeping.
                 for item in pending:
                     item.outcome = copy.copy(exc)
+                    # copy goes through __reduce__, which drops the chain.
+                    item.outcome.__cause__ = exc.__cause__
                 break
             allowance = self.config.pool.max_messages_per_connection - pooled.messages
             batch = pending[: max(1, allowance)]
