@@ -25,7 +25,7 @@ from email.mime.multipart import MIMEMultipart
 from email.mime.nonmultipart import MIMENonMultipart
 from email.policy import Compat32
 from email.utils import format_datetime, formataddr, getaddresses, make_msgid
-from typing import Any, Final
+from typing import Any, Final, cast
 
 from ._exceptions import InvalidMessageError
 from ._message import Address, Attachment, Envelope, Message
@@ -79,13 +79,11 @@ def _raw_utf8(value: str) -> str:
     return value.encode("utf-8").decode("ascii", "surrogateescape")
 
 
-def _header_text(value: str, *, utf8: bool) -> str:
+def _header_text(value: str, *, utf8: bool) -> str | Header:
     if value.isascii():
         return value
-    if utf8:
-        return _raw_utf8(value)
-    # One line of RFC 2047 encoded words; the generator folds it between words.
-    return Header(value, "utf-8").encode(maxlinelen=0)
+    # A Header object is folded between encoded words by the generator.
+    return _raw_utf8(value) if utf8 else Header(value, "utf-8")
 
 
 def _format_address(address: Address, *, utf8: bool) -> str:
@@ -154,7 +152,8 @@ def render_with_id(message: Message) -> tuple[bytes, str]:
     every server takes it with or without 8BITMIME.
     """
     utf8 = message.needs_smtputf8
-    msg = _body(message)
+    # compat32 takes Header objects as values (see email.header); typeshed says str.
+    msg = cast("MIMEMessage[str, str | Header]", _body(message))
     if "MIME-Version" not in msg:
         msg["MIME-Version"] = "1.0"
     msg["From"] = _format_address(message.sender, utf8=utf8)

@@ -20,9 +20,11 @@ from typing_extensions import override
 
 from .._exceptions import (
     ConnectTimeoutError,
+    NotSupportedError,
     ProtocolError,
     ReadTimeoutError,
     ServerDisconnectedError,
+    SMTPReplyError,
 )
 from .._reply import SMTPReply, parse_reply
 
@@ -93,16 +95,38 @@ class SMTPConnection(smtplib.SMTP):
         return parse_reply(code, text)
 
     def start_tls(self, context: ssl.SSLContext) -> SMTPReply:
-        """Run STARTTLS with *context* and check that nothing was injected before it."""
-        code, text = self.starttls(context=context)
+        """Run STARTTLS (RFC 3207) and forget everything learnt before it.
+
+        smtplib's ``starttls`` wraps the socket without looking at what else the
+        server sent, so the check below could only come after the handshake; this
+        does the same few steps in the safe order.
+
+        Raises:
+            NotSupportedError: The server does not offer STARTTLS.
+            SMTPReplyError: The server refused STARTTLS.
+            ProtocolError: The server sent bytes after its 220, before the handshake.
+        """
+        if not self.has_extn("starttls"):
+            msg = "server does not offer STARTTLS, which the configuration requires"
+            raise NotSupportedError(msg, command="STARTTLS")
+        self.putcmd("STARTTLS")
+        reply = self.read_reply()
+        if reply.code != 220:
+            raise SMTPReplyError(reply, command="STARTTLS")
         if self._rbuf:
-            # Bytes that arrived after the 220 but before the handshake were not
-            # protected by TLS: a man in the middle injected them (CVE-2011-0411).
+            # Anything after the 220 was not protected by TLS: a man in the middle
+            # injected it to be read as a reply inside the session (CVE-2011-0411).
             self.close()
             msg = "server sent data after its STARTTLS reply, before the TLS handshake"
             raise ProtocolError(msg, command="STARTTLS")
+        assert self.sock is not None  # noqa: S101 - read_reply just used it
+        self.sock = context.wrap_socket(self.sock, server_hostname=self._host)
+        self.file = None
+        self.helo_resp = self.ehlo_resp = None
+        self.esmtp_features = {}
+        self.does_esmtp = False
         self.is_tls = True
-        return parse_reply(code, text)
+        return reply
 
     @override
     def putcmd(self, cmd: str, args: str = "") -> None:

@@ -12,25 +12,30 @@ from __future__ import annotations
 
 import collections
 import functools
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Final
 
 from .._exceptions import (
     DataRefusedError,
     NotSupportedError,
+    ProtocolError,
     RecipientsRefusedError,
     SenderRefusedError,
     SMTPReplyError,
     TransportError,
 )
 from .._message import Envelope
+from .._mime import normalize_line_endings
 from .._reply import SMTPReply
 from ._connection import SMTPConnection
 from .base import RecipientResult, SendResult
 
-__all__ = ["Item", "TransactionRunner", "mail_options"]
+__all__ = ["Item", "TransactionRunner", "dot_stuff", "mail_options"]
 
 ReplyHandler = Callable[[SMTPReply], None]
+_DOT_LINE_RE: Final = re.compile(rb"^\.", re.MULTILINE)
 
 
 def mail_options(conn: SMTPConnection, envelope: Envelope, data: bytes) -> str:
@@ -61,13 +66,29 @@ def mail_options(conn: SMTPConnection, envelope: Envelope, data: bytes) -> str:
     return "".join(options)
 
 
+def dot_stuff(data: bytes) -> bytes:
+    """Normalise line endings, double leading dots and append the ``.`` line.
+
+    After this, no line of the message can be mistaken for the end of DATA
+    (RFC 5321 §4.5.2).
+    """
+    return _DOT_LINE_RE.sub(b"..", normalize_line_endings(data)) + b".\r\n"
+
+
 @dataclass(eq=False)
 class Item:
     """One message's transaction state on its way through a connection."""
 
     envelope: Envelope
-    data: bytes
+    data: bytes  # CRLF line endings; its length is the SIZE= value (RFC 1870)
     payload: bytes  # dot-stuffed, ending with the "." line
+
+    @classmethod
+    def prepare(cls, envelope: Envelope, data: bytes) -> Item:
+        """Normalise line endings and dot-stuff *data* for the wire."""
+        normalized = normalize_line_endings(data)
+        return cls(envelope, normalized, dot_stuff(normalized))
+
     mail: SMTPReply | None = None
     rcpt: dict[str, SMTPReply] = field(default_factory=dict)
     data_reply: SMTPReply | None = None
@@ -157,6 +178,10 @@ class TransactionRunner:
             self.command = command
             reply = self.conn.read_reply()
             self._expect.popleft()
+            if not _is_valid_reply(command, reply.code):
+                self.reusable = False
+                msg = f"reply {reply.code} makes no sense for {command}: out of step"
+                raise ConnectionLostError(ProtocolError(msg, command=command))
             if reply.code == 421:
                 # RFC 5321 §3.8: the server is closing the session.  An end-of-data
                 # 421 is a definite answer for that message; the rest are unsent.
@@ -165,6 +190,12 @@ class TransactionRunner:
                     item.outcome = DataRefusedError(reply, command=command)
                 raise ConnectionLostError(SMTPReplyError(reply, command=command))
             handler(reply)
+        if self.conn.pending_bytes():
+            # More bytes than replies owed: an unsolicited or duplicated reply.
+            # Whatever it belongs to, the replies can no longer be trusted.
+            self.reusable = False
+            msg = f"server sent {self.conn.pending_bytes()} bytes nobody asked for"
+            raise ConnectionLostError(ProtocolError(msg, command=command))
         self.command = "MAIL"
 
     # -- one transaction ------------------------------------------------------------
@@ -202,7 +233,8 @@ class TransactionRunner:
             )
         # The previous message's data and this group go out together here.
         self._drain()
-        if item.data_reply is None or item.data_reply.code != 354 or not item.accepted:
+        refused = item.mail is None or item.mail.code != 250 or not item.accepted
+        if refused or item.data_reply is None or item.data_reply.code != 354:
             self._abort(item)
             return
         item.data_sent = True
@@ -231,6 +263,13 @@ class TransactionRunner:
     def _check_rset(self, reply: SMTPReply) -> None:
         if reply.code != 250:
             self.reusable = False
+
+
+def _is_valid_reply(command: str, code: int) -> bool:
+    """True when *code* is a possible reply to *command* (RFC 5321 §4.3.2)."""
+    if code in (421,) or 400 <= code < 600:
+        return True
+    return code == 354 if command == "DATA" else 200 <= code < 300
 
 
 def _ignore(reply: SMTPReply) -> None:

@@ -11,7 +11,6 @@ import contextlib
 import copy
 import functools
 import logging
-import re
 import smtplib
 import socket
 import ssl
@@ -42,19 +41,17 @@ from .._exceptions import (
     TransportError,
 )
 from .._message import Envelope
-from .._mime import normalize_line_endings
 from .._reply import SMTPReply, parse_reply
 from ._connection import SMTPConnection
 from ._pool import ConnectionPool, Pooled, PoolStats
-from ._session import ConnectionLostError, Item, TransactionRunner
+from ._session import ConnectionLostError, Item, TransactionRunner, dot_stuff
 from .base import SendResult, Transport
 
-__all__ = ["SMTPTransport"]
+__all__ = ["SMTPTransport", "dot_stuff"]
 
 logger = logging.getLogger("smtpkit")
 
 _MAX_SASL_CHALLENGES: Final = 8
-_DOT_LINE_RE: Final = re.compile(rb"^\.", re.MULTILINE)
 _TLS_VERSIONS: Final = {"1.2": ssl.TLSVersion.TLSv1_2, "1.3": ssl.TLSVersion.TLSv1_3}
 
 
@@ -63,15 +60,6 @@ def _local_fqdn() -> str:
     # smtplib asks the resolver for every connection; once per process is enough.
     fqdn = socket.getfqdn()
     return fqdn if "." in fqdn else "localhost.localdomain"
-
-
-def dot_stuff(data: bytes) -> bytes:
-    """Normalise line endings, double leading dots and append the ``.`` line.
-
-    After this, no line of the message can be mistaken for the end of DATA
-    (RFC 5321 §4.5.2).
-    """
-    return _DOT_LINE_RE.sub(b"..", normalize_line_endings(data)) + b".\r\n"
 
 
 @dataclass(slots=True)
@@ -220,10 +208,7 @@ class SMTPTransport(Transport):
         """
         self._greet(conn)
         if self.config.tls is TLSMode.STARTTLS:
-            if not conn.has_extn("starttls"):
-                # Never fall back to cleartext: nothing has been sent yet.
-                msg = "server does not offer STARTTLS, which the configuration requires"
-                raise NotSupportedError(msg, command="STARTTLS")
+            # No fallback to cleartext: start_tls raises before anything is sent.
             assert self._tls_context is not None  # noqa: S101 - built for every TLS mode
             conn.start_tls(self._tls_context)
             self._greet(conn)  # RFC 3207 §4.2: forget everything learnt before TLS
@@ -288,7 +273,10 @@ class SMTPTransport(Transport):
                 conn.read_reply()
                 msg = "server sent a SASL challenge that is not base64"
                 raise ProtocolError(msg, command="AUTH") from exc
-            conn.send_secret(_b64(respond(challenge) or b""))
+            # An empty answer is an empty line here; "=" only stands for an empty
+            # initial response on the AUTH line itself (RFC 4954 §4).
+            answer = respond(challenge) or b""
+            conn.send_secret(base64.b64encode(answer).decode("ascii"))
             reply = conn.read_reply()
         msg = f"server sent more than {_MAX_SASL_CHALLENGES} SASL challenges"
         raise ProtocolError(msg, command="AUTH")
@@ -350,7 +338,7 @@ class SMTPTransport(Transport):
         if self._closed:
             msg = "the transport is closed"
             raise ClosedError(msg)
-        pending = [Item(envelope, data, dot_stuff(data)) for envelope, data in items]
+        pending = [Item.prepare(envelope, data) for envelope, data in items]
         all_items = list(pending)
         stale_retry_used = False
         while pending:
