@@ -102,7 +102,7 @@ class Address(BaseModel):
                 raise ValueError(msg)
             name, email = parsed[0]
             return {"email": email, "name": name or None}
-        if isinstance(data, tuple) and len(data) == 2:
+        if _is_name_email_pair(data):
             return {"name": data[0] or None, "email": data[1]}
         return data
 
@@ -151,12 +151,18 @@ AddressLike = Address | str | tuple[str, str]
 """Anything accepted where an address is expected."""
 
 
-def _as_tuple(value: Any) -> Any:
-    if isinstance(value, str | Address | dict) or (
+def _is_name_email_pair(value: Any) -> bool:
+    # ("a@x.org", "b@x.org") is two recipients, not a display name and an address.
+    return (
         isinstance(value, tuple)
         and len(value) == 2
         and all(isinstance(v, str) for v in value)
-    ):
+        and not _BARE_ADDRESS_RE.fullmatch(value[0])
+    )
+
+
+def _as_tuple(value: Any) -> Any:
+    if isinstance(value, str | Address | dict) or _is_name_email_pair(value):
         return (value,)
     return value
 
