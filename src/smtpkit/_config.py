@@ -62,6 +62,8 @@ class PoolLimits(BaseModel):
             after which ``PoolTimeoutError`` is raised.
         check_after_idle: A connection idle for longer than this many seconds is
             checked with NOOP before reuse.
+        per_connection_rate: At most this many messages per second on each
+            connection, or None for no limit (some providers limit per session).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -72,6 +74,7 @@ class PoolLimits(BaseModel):
     max_lifetime: float | None = Field(default=None, gt=0)
     acquire_timeout: float = Field(default=10.0, ge=0)
     check_after_idle: float = Field(default=5.0, ge=0)
+    per_connection_rate: float | None = Field(default=None, gt=0)
 
 
 DEFAULT_POOL_LIMITS: Final = PoolLimits()
@@ -141,7 +144,8 @@ class SMTPConfig(BaseModel):
 
     Attributes:
         host: Server name or IP address.
-        port: TCP port; defaults from ``tls`` (465, 587 or 25).
+        port: TCP port; 0 or None (the default) means the usual port of ``tls``
+            (465, 587 or 25).
         tls: ``TLSMode`` (default ``STARTTLS``, required, never downgraded).
         username: Login name (UTF-8 allowed); needs ``password``.
         password: Password or provider "authorization code".
@@ -165,7 +169,7 @@ class SMTPConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", arbitrary_types_allowed=True)
 
     host: str = Field(min_length=1)
-    port: int = Field(ge=1, le=65535)
+    port: int = Field(default=0, ge=1, le=65535, validate_default=False)
     tls: TLSMode = TLSMode.STARTTLS
     username: str | None = None
     password: SecretStr | None = None
@@ -186,7 +190,7 @@ class SMTPConfig(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _default_port(cls, data: Any) -> Any:
-        if isinstance(data, dict) and data.get("port") is None:
+        if isinstance(data, dict) and data.get("port") in (None, 0):
             tls = TLSMode(data.get("tls", TLSMode.STARTTLS))
             data = {**data, "port": _DEFAULT_PORTS[tls]}
         return data

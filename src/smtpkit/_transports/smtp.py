@@ -14,6 +14,7 @@ import logging
 import smtplib
 import socket
 import ssl
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Final
@@ -353,6 +354,9 @@ class SMTPTransport(Transport):
                     item.outcome.__cause__ = exc.__cause__
                 break
             allowance = self.config.pool.max_messages_per_connection - pooled.messages
+            if self.config.pool.per_connection_rate is not None:
+                allowance = 1  # spaced out one by one below
+                self._pace(pooled)
             batch = pending[: max(1, allowance)]
             error = self._run(pooled.conn, batch, pooled)
             if error is None:
@@ -370,6 +374,15 @@ class SMTPTransport(Transport):
                 unstarted[0].outcome = error
             pending = [item for item in unstarted if item.outcome is None]
         return [item.outcome for item in all_items if item.outcome is not None]
+
+    def _pace(self, pooled: Pooled[SMTPConnection]) -> None:
+        """Wait until this connection may start another message (per_connection_rate)."""
+        rate = self.config.pool.per_connection_rate
+        assert rate is not None  # noqa: S101 - only called when set
+        if pooled.messages:
+            wait = pooled.last_used + 1.0 / rate - time.monotonic()
+            if wait > 0:
+                time.sleep(wait)
 
     def _run(
         self, conn: SMTPConnection, batch: list[Item], pooled: Pooled[SMTPConnection]
