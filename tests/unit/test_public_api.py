@@ -1,0 +1,102 @@
+"""The public surface: exports, module names, version and the typing marker."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import inspect
+from pathlib import Path
+
+import pytest
+
+import smtpkit
+import smtpkit.auth
+import smtpkit.testing
+
+
+def _isort_key(name: str) -> tuple[int, str]:
+    # The order ruff's RUF022 enforces (ruff check runs on src): SCREAMING_CASE
+    # constants, then CamelCase classes, then everything else, each alphabetical.
+    if name.isupper():
+        return (0, name)
+    return (1 if name[0].isupper() else 2, name)
+
+
+@pytest.mark.parametrize("module", [smtpkit, smtpkit.auth, smtpkit.testing])
+def test_all_is_sorted(module):
+    assert module.__all__ == sorted(module.__all__, key=_isort_key)
+    assert len(set(module.__all__)) == len(module.__all__)
+
+
+@pytest.mark.parametrize("module", [smtpkit, smtpkit.auth, smtpkit.testing])
+def test_every_exported_name_exists(module):
+    for name in module.__all__:
+        assert hasattr(module, name), name
+
+
+@pytest.mark.parametrize(
+    ("module", "helpers"),
+    [
+        (smtpkit, {"PackageNotFoundError", "version"}),
+        (smtpkit.auth, set()),
+        (smtpkit.testing, {"RetryPolicy", "SMTPReply"}),
+    ],
+)
+def test_all_is_complete(module, helpers):
+    """Every public-looking name is exported, except the module's own imports."""
+    public = {
+        name
+        for name, value in vars(module).items()
+        if not name.startswith("_") and not inspect.ismodule(value)
+    }
+    assert public - set(module.__all__) == helpers | {"annotations"}
+
+
+@pytest.mark.parametrize("name", smtpkit.__all__)
+def test_public_classes_live_in_smtpkit(name):
+    value = getattr(smtpkit, name)
+    if isinstance(value, type):
+        expected = "smtpkit.auth" if name in smtpkit.auth.__all__ else "smtpkit"
+        assert value.__module__ == expected
+
+
+@pytest.mark.parametrize("name", smtpkit.auth.__all__)
+def test_auth_classes_live_in_smtpkit_auth(name):
+    value = getattr(smtpkit.auth, name)
+    if isinstance(value, type):
+        assert value.__module__ == "smtpkit.auth"
+
+
+def test_auth_module_contents():
+    assert set(smtpkit.auth.__all__) == {
+        "Auth",
+        "CramMD5Auth",
+        "LoginAuth",
+        "OAuthBearerAuth",
+        "PlainAuth",
+        "Responder",
+        "TokenProvider",
+        "XOAuth2Auth",
+    }
+    assert smtpkit.auth is smtpkit.__dict__["auth"]
+
+
+def test_testing_module_contents():
+    assert set(smtpkit.testing.__all__) >= {
+        "ConsoleTransport",
+        "FakeTransport",
+        "FileTransport",
+        "SentMessage",
+        "no_wait",
+        "reply",
+    }
+    assert smtpkit.testing.__all__ == sorted(smtpkit.testing.__all__)
+    assert issubclass(smtpkit.testing.FakeTransport, smtpkit.Transport)
+
+
+def test_version_matches_metadata():
+    assert smtpkit.__version__ == importlib.metadata.version("smtpkit")
+
+
+def test_py_typed_shipped():
+    package_dir = Path(smtpkit.__file__).parent
+    assert (package_dir / "py.typed").is_file()
