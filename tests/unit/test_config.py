@@ -259,7 +259,7 @@ def test_unknown_provider_lists_known():
 @pytest.mark.parametrize(
     ("fields", "name"),
     [
-        ({"port": 0}, "port"),
+        ({"port": -1}, "port"),
         ({"port": 65536}, "port"),
         ({"timeout": -1}, "timeout"),
         ({"timeout": 0}, "timeout"),
