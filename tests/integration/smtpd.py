@@ -129,7 +129,9 @@ class RecordingHandler:
         user, _, digest = answer.decode().rpartition(" ")
         secret = self.cram_secret.get(user, "").encode()
         expected = hmac.new(secret, challenge, hashlib.md5).hexdigest()
-        return AuthResult(success=hmac.compare_digest(expected, digest), auth_data=user)
+        # handled=False: on failure aiosmtpd sends the 535 (True means "already sent").
+        ok = hmac.compare_digest(expected, digest)
+        return AuthResult(success=ok, handled=False, auth_data=user)
 
     async def auth_XOAUTH2(self, server: SMTP, args: list[str]) -> AuthResult:  # noqa: N802
         raw = (
@@ -166,7 +168,8 @@ def check_password(server, session, envelope, mechanism, auth_data):
     if isinstance(auth_data, LoginPassword):
         user = auth_data.login.decode()
         ok = USERS.get(user) == auth_data.password.decode()
-        return AuthResult(success=ok, auth_data=user if ok else None)
+        # handled=False: on failure aiosmtpd sends the 535 (True means "already sent").
+        return AuthResult(success=ok, handled=False, auth_data=user if ok else None)
     return AuthResult(success=bool(auth_data), auth_data=auth_data)
 
 

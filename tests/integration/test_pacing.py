@@ -14,7 +14,8 @@ pytestmark = pytest.mark.integration
 def test_per_connection_rate_spaces_messages_on_one_connection(server, config_for):
     pool = PoolLimits(max_connections=1, per_connection_rate=10.0)
     messages = [
-        Message(sender="a@example.com", to=f"u{n}@example.com", text="x") for n in range(4)
+        Message(sender="a@example.com", to=f"u{n}@example.com", text="x")
+        for n in range(4)
     ]
     started = time.monotonic()
     with Mailer(config_for(server, pool=pool)) as mailer:

@@ -29,11 +29,14 @@ from .._exceptions import (
     ConfigurationError,
     ConnectError,
     ConnectTimeoutError,
+    DataRefusedError,
     GreetingRefusedError,
     HeloRefusedError,
     NetworkError,
     NotSupportedError,
     ProtocolError,
+    RecipientsRefusedError,
+    SenderRefusedError,
     ServerDisconnectedError,
     SMTPKitError,
     SMTPReplyError,
@@ -71,7 +74,7 @@ class _Progress:
 
 
 @contextlib.contextmanager
-def _map_errors(progress: _Progress) -> Iterator[None]:
+def _map_errors(progress: _Progress) -> Iterator[None]:  # noqa: PLR0912 - one branch per family
     """Translate smtplib, ssl and socket errors into smtpkit's hierarchy."""
     try:
         yield
@@ -92,9 +95,21 @@ def _map_errors(progress: _Progress) -> Iterator[None]:
         raise err from exc
     except smtplib.SMTPNotSupportedError as exc:
         raise NotSupportedError(str(exc), command=progress.command) from exc
+    except smtplib.SMTPSenderRefused as exc:
+        reply = parse_reply(exc.smtp_code, exc.smtp_error)
+        raise SenderRefusedError(reply, sender=str(exc.sender)) from exc
     except smtplib.SMTPResponseException as exc:
         reply = parse_reply(exc.smtp_code, exc.smtp_error)
-        raise SMTPReplyError(reply, command=progress.command) from exc
+        error_class = _REPLY_ERRORS.get(type(exc), SMTPReplyError)
+        raise error_class(reply, command=progress.command) from exc
+    except smtplib.SMTPRecipientsRefused as exc:
+        refused = {
+            str(r): parse_reply(code, text)
+            for r, (code, text) in exc.recipients.items()
+        }
+        if not refused:
+            raise ProtocolError(str(exc), command=progress.command) from exc
+        raise RecipientsRefusedError(refused) from exc
     except smtplib.SMTPException as exc:
         raise ProtocolError(str(exc), command=progress.command) from exc
     except ssl.SSLError as exc:  # includes SSLCertVerificationError
@@ -123,6 +138,17 @@ def _map_errors(progress: _Progress) -> Iterator[None]:
         )
         err.command = progress.command
         raise err from exc
+
+
+# smtplib's own reply exceptions, for subclasses that call its high-level methods.
+_REPLY_ERRORS: Final[
+    dict[type[smtplib.SMTPResponseException], type[SMTPReplyError]]
+] = {
+    smtplib.SMTPConnectError: GreetingRefusedError,
+    smtplib.SMTPHeloError: HeloRefusedError,
+    smtplib.SMTPAuthenticationError: AuthenticationError,
+    smtplib.SMTPDataError: DataRefusedError,
+}
 
 
 def _b64(data: bytes) -> str:
@@ -245,7 +271,8 @@ class SMTPTransport(Transport):
         chosen = next((s for s in strategies if s.mechanism in offered), None)
         if chosen is None:
             names = ", ".join(s.mechanism for s in strategies)
-            msg = f"server offers AUTH {' '.join(sorted(offered))}; configured: {names}"
+            listed = " ".join(sorted(offered)) or "no mechanism"
+            msg = f"server offers AUTH with {listed}; configured: {names}"
             raise NotSupportedError(msg, command="AUTH")
         reply = self._sasl_exchange(conn, chosen)
         if reply.code == 535 and chosen.retries_after_failure():
