@@ -40,7 +40,7 @@ from ._exceptions import (
     TLSError,
     TransportError,
 )
-from ._mailer import BulkProgress, Mailer, Sendable
+from ._mailer import BulkItem, BulkProgress, Mailer, Sendable
 from ._message import Address, Attachment, Envelope, Message
 from ._ratelimit import RateLimit
 from ._reply import EnhancedStatus, ReplyCode, SMTPReply, parse_reply
@@ -62,6 +62,7 @@ __all__ = [
     "Address",
     "Attachment",
     "AuthenticationError",
+    "BulkItem",
     "BulkProgress",
     "ClosedError",
     "ConfigurationError",

@@ -246,9 +246,7 @@ class RecipientsRefusedError(SMTPReplyError):
             raise ValueError(msg)
         first = next(iter(refused.values()))
         listed = ", ".join(f"<{addr}>: {reply}" for addr, reply in refused.items())
-        super().__init__(
-            first, command="RCPT", message=f"all recipients refused: {listed}"
-        )
+        super().__init__(first, command="RCPT", message=f"recipients refused: {listed}")
         self.refused = dict(refused)
 
     @property

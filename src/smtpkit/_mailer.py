@@ -42,7 +42,7 @@ from ._retry import (
 )
 from ._transports.base import RecipientResult, SendResult, Transport
 
-__all__ = ["BulkProgress", "Mailer", "Sendable"]
+__all__ = ["BulkItem", "BulkProgress", "Mailer", "Sendable"]
 
 logger = logging.getLogger("smtpkit")
 
@@ -50,13 +50,16 @@ Sendable = Message | EmailMessage | bytes
 """What ``Mailer.send`` takes: a ``Message``, a pre-built ``EmailMessage``
 (forwarding), or raw bytes with an explicit envelope."""
 
+BulkItem = Sendable | tuple[Sendable, Envelope]
+"""What ``Mailer.send_many`` takes: a message, or a message with its envelope."""
+
 _PARSE_HEADERS: Final = BytesHeaderParser()
 _MAX_BATCH: Final = 32  # messages a worker pipelines on one connection per call
 
 
 def _batches(
-    messages: Iterator[Sendable], workers: int, batch_size: int
-) -> Iterator[list[Sendable]]:
+    messages: Iterator[BulkItem], workers: int, batch_size: int
+) -> Iterator[list[BulkItem]]:
     """Cut the input into batches, reading at most ``workers * batch_size`` ahead.
 
     Small inputs are spread over every worker instead of filling one batch.
@@ -220,7 +223,7 @@ class Mailer:
 
     def send_many(
         self,
-        messages: Iterable[Sendable],
+        messages: Iterable[BulkItem],
         *,
         concurrency: int | None = None,
         on_progress: Callable[[BulkProgress], None] | None = None,
@@ -235,7 +238,8 @@ class Mailer:
         with :meth:`send`.
 
         Args:
-            messages: Messages (with envelopes derived from their headers).
+            messages: Messages, or ``(message, envelope)`` pairs; a bare message
+                gets its envelope from its headers (raw bytes need a pair).
             concurrency: Threads sending at once; defaults to the pool size (4
                 for a transport given directly).
             on_progress: Called in input order after each message finishes.
@@ -274,12 +278,15 @@ class Mailer:
                 collect(window.popleft())
         return results
 
-    def _send_batch(self, messages: list[Sendable]) -> list[SendResult]:
+    def _send_batch(self, messages: list[BulkItem]) -> list[SendResult]:
         """First attempts of a batch in one transport call, then per-message retries."""
         prepared: list[_Prepared | SendResult] = []
-        for message in messages:
+        for bulk_item in messages:
+            message, envelope = (
+                bulk_item if isinstance(bulk_item, tuple) else (bulk_item, None)
+            )
             try:
-                prepared.append(self._prepare(message, None))
+                prepared.append(self._prepare(message, envelope))
             except SMTPKitError as exc:
                 prepared.append(SendResult(envelope=None, error=exc, attempts=0))
         ready = [p for p in prepared if isinstance(p, _Prepared)]

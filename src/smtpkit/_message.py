@@ -75,6 +75,33 @@ def _check_mailbox(email: str) -> str:
     return email
 
 
+def _parse_address(data: Any) -> Any:
+    """Turn the accepted shorthand forms of an address into model fields."""
+    if isinstance(data, str):
+        _check_single_line(data, "address")
+        if _BARE_ADDRESS_RE.fullmatch(data):
+            return {"email": data}  # the common case, without the full parser
+        parsed = getaddresses([data])
+        if len(parsed) != 1 or not parsed[0][1]:
+            msg = f"expected exactly one address, got {data!r}"
+            raise ValueError(msg)
+        name, email = parsed[0]
+        return {"email": email, "name": name or None}
+    if _is_name_email_pair(data):
+        return {"name": data[0] or None, "email": data[1]}
+    return data
+
+
+def _envelope_address(email: str) -> str:
+    """Check *email* and IDNA-encode its domain when the local part is ASCII.
+
+    Then only a non-ASCII local part needs SMTPUTF8 (RFC 6531 §3.2).
+    """
+    _check_mailbox(email)
+    local, _, domain = email.rpartition("@")
+    return f"{local}@{_ascii_domain(domain)}" if local.isascii() else email
+
+
 class Address(BaseModel):
     """A mailbox: an email address with an optional display name.
 
@@ -89,22 +116,21 @@ class Address(BaseModel):
     email: str
     name: str | None = None
 
+    def __init__(self, text: str | None = None, /, **fields: Any) -> None:
+        """Build from one string (``Address("张三 <zs@example.com>")``) or keywords."""
+        if text is None:
+            super().__init__(**fields)
+        else:
+            if fields:
+                msg = "pass either one address string or keywords, not both"
+                raise TypeError(msg)
+            # Validate the string itself, so errors are ValidationErrors as usual.
+            self.__pydantic_validator__.validate_python(text, self_instance=self)
+
     @model_validator(mode="before")
     @classmethod
     def _coerce(cls, data: Any) -> Any:
-        if isinstance(data, str):
-            _check_single_line(data, "address")
-            if _BARE_ADDRESS_RE.fullmatch(data):
-                return {"email": data}  # the common case, without the full parser
-            parsed = getaddresses([data])
-            if len(parsed) != 1 or not parsed[0][1]:
-                msg = f"expected exactly one address, got {data!r}"
-                raise ValueError(msg)
-            name, email = parsed[0]
-            return {"email": email, "name": name or None}
-        if _is_name_email_pair(data):
-            return {"name": data[0] or None, "email": data[1]}
-        return data
+        return _parse_address(data)
 
     @field_validator("email")
     @classmethod
@@ -254,12 +280,12 @@ class Envelope(BaseModel):
     @field_validator("sender")
     @classmethod
     def _valid_sender(cls, value: str) -> str:
-        return value if value == "" else _check_mailbox(value)
+        return value if value == "" else _envelope_address(value)
 
     @field_validator("recipients")
     @classmethod
     def _valid_recipients(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        return tuple(dict.fromkeys(_check_mailbox(r) for r in value))
+        return tuple(dict.fromkeys(_envelope_address(r) for r in value))
 
     @property
     def needs_smtputf8(self) -> bool:

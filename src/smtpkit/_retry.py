@@ -180,10 +180,13 @@ def run_with_retries(
         assert state.outcome is not None  # noqa: S101 - tenacity sets it before sleeping
         error = state.outcome.exception()
         seconds = state.next_action.sleep if state.next_action else 0.0
+        # Only the error's class and reply code: addresses stay at DEBUG.
+        reply = getattr(error, "reply", None)
+        reason = type(error).__name__ + (f" {reply.code}" if reply is not None else "")
         logger.warning(
             "attempt %d failed (%s); retrying in %.2f s",
             state.attempt_number,
-            error,
+            reason,
             seconds,
         )
         if on_retry is not None and error is not None:

@@ -259,6 +259,13 @@ def test_console_transport_prints():
     assert printed.endswith("-" * 72 + "\n")
 
 
+def test_console_transport_refuses_sends_after_close():
+    transport = ConsoleTransport(io.StringIO())
+    transport.close()
+    with pytest.raises(ClosedError):
+        transport.send(ENV, DATA)
+
+
 def test_console_transport_defaults_to_stdout(capsys):
     ConsoleTransport().send(ENV, DATA)
     assert "MAIL FROM:<me@example.com>" in capsys.readouterr().out

@@ -539,5 +539,26 @@ def test_logging(time, caplog):
     assert result.message_id in infos[0].getMessage()
     assert "queued as 4ZQ1" in infos[0].getMessage()
     assert len(warnings) == 2
+    # STYLE §12: addresses only at DEBUG; a retry line names class and code only.
+    assert (
+        warnings[0].getMessage().startswith("attempt 1 failed (DataRefusedError 454)")
+    )
+    shown = " ".join(
+        r.getMessage() for r in caplog.records if r.levelno > logging.DEBUG
+    )
+    assert "me@example.com" not in shown
+    assert "a@example.com" not in shown
     assert all(r.name == "smtpkit" for r in caplog.records)
     assert "hunter2" not in caplog.text
+
+
+def test_send_many_takes_message_and_envelope_pairs(time):
+    fake = FakeTransport()
+    raw = b"Subject: raw\r\n\r\nbody\r\n"
+    envelope = Envelope(sender="a@example.com", recipients=["r@example.com"])
+    with make_mailer(fake, time) as mailer:
+        results = mailer.send_many([(raw, envelope), msg(), raw])
+    assert results[0].ok
+    assert fake.outbox[0].envelope.recipients == ("r@example.com",)
+    assert results[1].ok
+    assert isinstance(results[2].error, InvalidMessageError)  # bytes need an envelope

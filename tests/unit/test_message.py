@@ -354,3 +354,20 @@ def test_message_is_frozen():
         message.subject = "changed"  # type: ignore[misc]
     with pytest.raises(pydantic.ValidationError):
         msg(unknown_field=1)
+
+
+def test_address_from_one_positional_string():
+    address = Address("张三 <zs@example.com>")
+    assert (address.name, address.email) == ("张三", "zs@example.com")
+    with pytest.raises(pydantic.ValidationError):
+        Address("zs@example.com\r\nBcc: x@evil.test")
+    with pytest.raises(TypeError):
+        Address("zs@example.com", name="x")
+
+
+def test_envelope_sends_idn_domains_as_a_labels_unless_the_local_part_is_not_ascii():
+    envelope = Envelope(sender="a@例子.cn", recipients=["b@例子.cn", "用户@例子.cn"])
+    assert envelope.sender == "a@xn--fsqu00a.cn"
+    assert envelope.recipients == ("b@xn--fsqu00a.cn", "用户@例子.cn")
+    assert envelope.needs_smtputf8
+    assert not Envelope(sender="a@例子.cn", recipients=["b@例子.cn"]).needs_smtputf8

@@ -58,6 +58,7 @@ class SMTPConnection(smtplib.SMTP):
     ) -> None:
         self._rbuf = bytearray()
         self._deadline: float | None = None
+        self.last_command = "connect"
         self._implicit_tls = tls_context
         self.reply_timeout = timeout
         self.is_tls = False
@@ -138,7 +139,8 @@ class SMTPConnection(smtplib.SMTP):
                 msg,
                 command=cmd,
             )
-        shown = args if cmd.upper() != "AUTH" else args.split(" ", 1)[0] + " ***"
+        self.last_command = cmd.upper()
+        shown = args if self.last_command != "AUTH" else args.split(" ", 1)[0] + " ***"
         self.log_command(cmd, shown)
         super().putcmd(cmd, args)
 

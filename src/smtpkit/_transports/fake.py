@@ -233,10 +233,14 @@ class ConsoleTransport(Transport):
     def __init__(self, stream: IO[str] | None = None) -> None:
         self._stream = stream
         self._lock = threading.Lock()
+        self._closed = False
 
     @override
     def send(self, envelope: Envelope, data: bytes) -> SendResult:
         """Print the envelope and message; every recipient counts as accepted."""
+        if self._closed:
+            msg = "the transport is closed"
+            raise ClosedError(msg)
         stream = self._stream or sys.stdout
         text = data.decode("utf-8", "replace").replace("\r\n", "\n")
         with self._lock:
@@ -247,3 +251,8 @@ class ConsoleTransport(Transport):
             stream.write("-" * 72 + "\n")
             stream.flush()
         return SendResult.delivered(envelope)
+
+    @override
+    def close(self) -> None:
+        """Refuse further sends."""
+        self._closed = True

@@ -317,6 +317,7 @@ class SMTPTransport(Transport):
             try:
                 self.handshake(conn)
             except BaseException:
+                progress.command = conn.last_command
                 conn.close()
                 raise
         return conn
