@@ -31,5 +31,6 @@ __all__ = [
 
 for _name in __all__:
     _obj = globals()[_name]
-    if isinstance(_obj, type):
+    if isinstance(_obj, type) and _obj.__module__.startswith("smtpkit._"):
         _obj.__module__ = "smtpkit.auth"
+del _name, _obj
