@@ -11,11 +11,15 @@ import time
 import pytest
 
 from smtpkit import (
+    Envelope,
     Mailer,
     Message,
+    NotSupportedError,
     ProtocolError,
+    RecipientsRefusedError,
     RetryPolicy,
     SMTPConfig,
+    SMTPReplyError,
     TLSError,
 )
 
@@ -286,3 +290,118 @@ def test_tls_error_is_typed_for_a_server_that_does_not_speak_tls():
         ) as mailer:
             with pytest.raises(TLSError):
                 mailer.send(message())
+
+
+def conversation(*steps: tuple[bytes | None, bytes]):
+    """A script: for each step, read a line (checking its prefix) and send a reply."""
+
+    def script(conn: RawConn) -> None:
+        conn.send(b"220 hi\r\n")
+        for expected, reply in steps:
+            if expected is not None:
+                line = conn.readline()
+                assert line.upper().startswith(expected), line
+            conn.send(reply)
+        conn.wait_closed()
+
+    return script
+
+
+def test_starttls_refused_fails_before_credentials_or_mail():
+    script = conversation(
+        (b"EHLO", b"250-hi\r\n250-STARTTLS\r\n250 AUTH PLAIN\r\n"),
+        (b"STARTTLS", b"454 4.7.0 TLS not available due to temporary reason\r\n"),
+    )
+    with RawServer(script) as server:
+        cfg = config(server, tls="starttls", username="u", password="secret")
+        with Mailer(cfg, retry=RetryPolicy.never()) as mailer:
+            with pytest.raises(SMTPReplyError) as info:
+                mailer.send(message())
+    assert info.value.command == "STARTTLS"
+    assert info.value.is_transient
+    sent = b"".join(server.connections[0].lines)
+    assert b"AUTH" not in sent
+    assert b"MAIL" not in sent
+    assert server.errors == []
+
+
+def helo_only(conn: RawConn) -> None:
+    conn.send(b"220 old server\r\n")
+    replies = {b"EHLO": b"502 5.5.2 what is EHLO\r\n", b"HELO": b"250 hello\r\n"}
+    while line := conn.readline():
+        verb = line.split()[0].upper()
+        if verb == b"DATA":
+            conn.send(b"354 go\r\n")
+            while conn.readline() not in (b".\r\n", b""):
+                pass
+            conn.send(b"250 queued\r\n")
+        else:
+            conn.send(replies.get(verb, b"250 ok\r\n"))
+
+
+def test_helo_fallback_when_ehlo_is_not_understood():
+    with RawServer(helo_only) as server:
+        with Mailer(config(server), retry=RetryPolicy.never()) as mailer:
+            result = mailer.send(message())
+    assert result.reply.text == "queued"
+    verbs = [line.split()[0] for line in server.connections[0].lines[:4]]
+    assert verbs == [b"EHLO", b"HELO", b"MAIL", b"RCPT"]
+    assert server.errors == []
+
+
+def test_421_at_end_of_data_in_a_batch_moves_the_rest_to_a_new_connection():
+    script = MiniSMTP()
+    script.overrides = {".": [b"250 one\r\n", b"421 4.3.2 shutting down\r\n"]}
+    with RawServer(script) as server:
+        with Mailer(config(server), retry=RetryPolicy.never()) as mailer:
+            results = mailer.send_many([message(n) for n in range(4)], concurrency=1)
+    assert results[0].ok
+    assert results[1].error.reply.code == 421
+    assert results[1].error.is_transient
+    assert results[2].ok and results[3].ok  # sent on a second connection
+    assert len(server.connections) == 2
+
+
+def test_no_8bitmime_means_8bit_raw_data_is_refused_before_mail():
+    script = MiniSMTP(pipelining=False)
+    raw = "Subject: café\r\n\r\nnaïve\r\n".encode()
+    envelope = Envelope(sender="a@example.com", recipients=["b@example.com"])
+    with RawServer(script) as server:
+        with Mailer(config(server), retry=RetryPolicy.never()) as mailer:
+            with pytest.raises(NotSupportedError, match="8BITMIME"):
+                mailer.send(raw, envelope=envelope)
+            mailer.send(message())  # the session survived the local refusal
+    assert len(server.connections) == 1
+    assert len(script.messages) == 1
+
+
+def test_data_accepted_without_recipients_is_ended_empty_and_reset():
+    script = MiniSMTP()
+    script.overrides = {
+        "RCPT": [b"550 5.1.1 nobody\r\n"],
+        "DATA": [b"354 go anyway\r\n"],
+    }
+    with RawServer(script) as server:
+        with Mailer(config(server), retry=RetryPolicy.never()) as mailer:
+            with pytest.raises(RecipientsRefusedError):
+                mailer.send(message())
+            mailer.send(message(2))
+    # RFC 2920 §3.1: the client ends the unwanted DATA with a lone dot, sending no
+    # content, then resets; the next message still goes out on the same connection.
+    assert script.messages[0] == b""
+    assert b"body 0" not in b"".join(script.messages)
+    assert len(server.connections) == 1
+
+
+def test_non_base64_sasl_challenge_is_a_protocol_error():
+    script = conversation(
+        (b"EHLO", b"250-hi\r\n250 AUTH LOGIN\r\n"),
+        (b"AUTH", b"334 this is not base64!\r\n"),
+        (b"*", b"501 5.7.0 cancelled\r\n"),
+    )
+    with RawServer(script) as server:
+        cfg = config(server, username="u", password="p", allow_insecure_auth=True)
+        with Mailer(cfg, retry=RetryPolicy.never()) as mailer:
+            with pytest.raises(ProtocolError, match="not base64"):
+                mailer.send(message())
+    assert server.errors == []
