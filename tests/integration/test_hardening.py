@@ -344,7 +344,7 @@ def test_helo_fallback_when_ehlo_is_not_understood():
         with Mailer(config(server), retry=RetryPolicy.never()) as mailer:
             result = mailer.send(message())
     assert result.reply.text == "queued"
-    verbs = [line.split()[0] for line in server.connections[0].lines[:4]]
+    verbs = [line.split()[0].upper() for line in server.connections[0].lines[:4]]
     assert verbs == [b"EHLO", b"HELO", b"MAIL", b"RCPT"]
     assert server.errors == []
 
@@ -358,7 +358,8 @@ def test_421_at_end_of_data_in_a_batch_moves_the_rest_to_a_new_connection():
     assert results[0].ok
     assert results[1].error.reply.code == 421
     assert results[1].error.is_transient
-    assert results[2].ok and results[3].ok  # sent on a second connection
+    assert results[2].ok  # sent on a second connection
+    assert results[3].ok
     assert len(server.connections) == 2
 
 
