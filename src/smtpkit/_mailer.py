@@ -311,12 +311,16 @@ class Mailer:
             try:
                 results.append(self._deliver(item, first=first[id(item)]))
             except SMTPKitError as exc:
+                # Resent after an attempt whose outcome was unknown: the server
+                # may hold it once or more even though the last attempt failed.
+                history = exc.history if isinstance(exc, TransportError) else ()
                 results.append(
                     SendResult(
                         envelope=item.envelope,
                         message_id=item.message_id,
                         error=exc,
                         attempts=getattr(exc, "attempts", 0),
+                        possibly_duplicated=any(e.delivery_unknown for e in history),
                     )
                 )
         return results

@@ -7,6 +7,7 @@ given by the transport own the *how* (connect, check, close).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
@@ -59,6 +60,8 @@ class ConnectionPool(Generic[C]):
     Args:
         create: Opens a ready connection (connected, greeted, logged in).
         dispose: Closes a connection; ``polite=True`` asks for a clean QUIT.
+        close_all: Closes several healthy connections at once when the pool closes
+            (so their QUITs can overlap); defaults to ``dispose`` on each.
         is_usable: Checks an idle connection (NOOP) before it is reused.
         limits: The pool's limits.
         clock: Monotonic clock in seconds (injectable for tests).
@@ -69,12 +72,14 @@ class ConnectionPool(Generic[C]):
         *,
         create: Callable[[], C],
         dispose: Callable[[C, bool], None],
+        close_all: Callable[[list[C]], None] | None = None,
         is_usable: Callable[[C], bool],
         limits: PoolLimits,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._create = create
         self._dispose = dispose
+        self._close_all = close_all
         self._is_usable = is_usable
         self._limits = limits
         self._clock = clock
@@ -197,9 +202,12 @@ class ConnectionPool(Generic[C]):
         with self._cond:
             self._closed = True
             idle, self._idle = self._idle, []
-            self._in_use += len(idle)  # _discard balances each one
-        for pooled in idle:
-            self._discard(pooled, polite=True, counted=False)
+        if self._close_all is None:
+            for pooled in idle:
+                with contextlib.suppress(Exception):
+                    self._dispose(pooled.conn, True)
+        else:
+            self._close_all([pooled.conn for pooled in idle])
 
     def stats(self) -> PoolStats:
         """Return the current counters."""

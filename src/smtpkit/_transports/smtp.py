@@ -178,6 +178,7 @@ class SMTPTransport(Transport):
         self._pool: ConnectionPool[SMTPConnection] = ConnectionPool(
             create=self._open_session,
             dispose=self._dispose,
+            close_all=self._quit_all,
             is_usable=self.is_usable,
             limits=config.pool,
         )
@@ -316,19 +317,38 @@ class SMTPTransport(Transport):
             progress.command = "EHLO"
             try:
                 self.handshake(conn)
-            except BaseException:
+            except BaseException as exc:
                 progress.command = conn.last_command
-                conn.close()
+                # RFC 5321 §4.1.1.10: after a refusal (AUTH 535, HELO...) the
+                # session is intact and ends with QUIT, not a dropped connection.
+                polite = isinstance(exc, SMTPReplyError) and exc.reply.code != 421
+                self._dispose(conn, polite=polite)
                 raise
         return conn
 
     def _dispose(self, conn: SMTPConnection, polite: bool) -> None:
-        if polite and conn.sock is not None:
+        if polite:
+            self._quit_all([conn])
+        else:
+            conn.close()
+
+    def _quit_all(self, conns: list[SMTPConnection]) -> None:
+        """QUIT every connection: all the commands first, then all the replies.
+
+        Closing a pool of N sessions then costs one round trip, not N.  Errors
+        are ignored: the sessions end either way.
+        """
+        asked = []
+        for conn in conns:
             with contextlib.suppress(OSError, smtplib.SMTPException, SMTPKitError):
                 conn.reply_timeout = min(conn.reply_timeout, 5.0)
                 conn.putcmd("QUIT")
+                asked.append(conn)
+        for conn in asked:
+            with contextlib.suppress(OSError, smtplib.SMTPException, SMTPKitError):
                 conn.read_reply()
-        conn.close()
+        for conn in conns:
+            conn.close()
 
     # -- sending ----------------------------------------------------------------
 
