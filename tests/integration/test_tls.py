@@ -132,7 +132,7 @@ def test_starttls_required_but_not_offered(start_server, config_for):
         send(config)
     assert info.value.command == "STARTTLS"
     assert not info.value.is_transient
-    assert log == ["EHLO"]  # EHLO, then hang up: no STARTTLS, no AUTH, no MAIL
+    assert log == ["EHLO", "QUIT"]  # no STARTTLS, no AUTH, no MAIL: just a clean end
     assert "MAIL" not in server.handler.commands
     assert server.messages == []
 

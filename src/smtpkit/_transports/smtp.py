@@ -319,9 +319,12 @@ class SMTPTransport(Transport):
                 self.handshake(conn)
             except BaseException as exc:
                 progress.command = conn.last_command
-                # RFC 5321 §4.1.1.10: after a refusal (AUTH 535, HELO...) the
-                # session is intact and ends with QUIT, not a dropped connection.
-                polite = isinstance(exc, SMTPReplyError) and exc.reply.code != 421
+                # RFC 5321 §4.1.1.10: after a refusal (AUTH 535, HELO, a missing
+                # extension) the session is intact and ends with QUIT, not a
+                # dropped connection.
+                polite = isinstance(exc, NotSupportedError) or (
+                    isinstance(exc, SMTPReplyError) and exc.reply.code != 421
+                )
                 self._dispose(conn, polite=polite)
                 raise
         return conn

@@ -1,0 +1,1 @@
+"""Functional tests of smtpkit against a private Postfix instance (see mta.py)."""
