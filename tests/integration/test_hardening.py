@@ -6,6 +6,7 @@ correct SMTP server does, so the client's defences can be seen working.
 
 from __future__ import annotations
 
+import socket
 import time
 
 import pytest
@@ -406,3 +407,36 @@ def test_non_base64_sasl_challenge_is_a_protocol_error():
             with pytest.raises(ProtocolError, match="not base64"):
                 mailer.send(message())
     assert server.errors == []
+
+
+def one_message_then_hang_up(conn: RawConn) -> None:
+    conn.send(b"220 hi\r\n")
+    while line := conn.readline():
+        verb = line.split()[0].upper()
+        if verb == b"DATA":
+            conn.send(b"354 go\r\n")
+            while conn.readline() not in (b".\r\n", b""):
+                pass
+            conn.send(b"250 queued\r\n")
+            conn._sock.shutdown(socket.SHUT_RDWR)  # hang up right after the reply
+            return
+        conn.send(b"250 ok\r\n")
+
+
+def test_a_connection_closed_while_idle_is_never_reused():
+    with RawServer(one_message_then_hang_up) as server:
+        cfg = config(server, pool={"check_after_idle": 60.0})
+        with Mailer(cfg, retry=RetryPolicy.never()) as mailer:
+            mailer.send(message(1))
+            time.sleep(0.1)  # let the server's FIN arrive
+            result = mailer.send(message(2))
+            stats = mailer.transport.stats()
+    assert result.ok
+    assert result.attempts == 1
+    # Found dead by a local check before use: no MAIL was wasted on it.
+    assert stats.discarded == 1
+    assert len(server.connections) == 2
+    assert [line.split()[0].upper() for line in server.connections[1].lines[:2]] == [
+        b"EHLO",
+        b"MAIL",
+    ]

@@ -10,6 +10,7 @@ reply has a deadline and caps on line length, line count and total size.
 from __future__ import annotations
 
 import logging
+import select
 import smtplib
 import socket
 import ssl
@@ -250,6 +251,20 @@ class SMTPConnection(smtplib.SMTP):
                 msg = "server closed the connection"
                 raise ServerDisconnectedError(msg)
             buf += chunk
+
+    def is_alive(self) -> bool:
+        """Check, without a round trip, that an idle session has not been closed.
+
+        An idle SMTP session has nothing to read: readable means the server hung
+        up (or sent an unsolicited 421 before doing so).
+        """
+        if self.sock is None or self._rbuf:
+            return False
+        try:
+            readable, _, _ = select.select([self.sock], [], [], 0)
+        except (OSError, ValueError):
+            return False
+        return not readable
 
     def pending_bytes(self) -> int:
         """How many received bytes no reply has consumed yet."""

@@ -63,6 +63,8 @@ class ConnectionPool(Generic[C]):
         close_all: Closes several healthy connections at once when the pool closes
             (so their QUITs can overlap); defaults to ``dispose`` on each.
         is_usable: Checks an idle connection (NOOP) before it is reused.
+        is_alive: A cheap local check run before every reuse (no round trip),
+            e.g. that the server has not closed the socket meanwhile.
         limits: The pool's limits.
         clock: Monotonic clock in seconds (injectable for tests).
     """
@@ -74,6 +76,7 @@ class ConnectionPool(Generic[C]):
         dispose: Callable[[C, bool], None],
         close_all: Callable[[list[C]], None] | None = None,
         is_usable: Callable[[C], bool],
+        is_alive: Callable[[C], bool] | None = None,
         limits: PoolLimits,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -81,6 +84,7 @@ class ConnectionPool(Generic[C]):
         self._dispose = dispose
         self._close_all = close_all
         self._is_usable = is_usable
+        self._is_alive = is_alive
         self._limits = limits
         self._clock = clock
         self._reset_state()
@@ -120,8 +124,10 @@ class ConnectionPool(Generic[C]):
                 self._discard(pooled, polite=True, counted=True)
                 continue
             idle_for = self._clock() - pooled.last_used
-            if idle_for > self._limits.check_after_idle and not self._is_usable(
-                pooled.conn
+            alive = self._is_alive is None or self._is_alive(pooled.conn)
+            if not alive or (
+                idle_for > self._limits.check_after_idle
+                and not self._is_usable(pooled.conn)
             ):
                 self._discard(pooled, polite=False, counted=True)
                 continue

@@ -136,6 +136,7 @@ class TransactionRunner:
         self.conn = conn
         self.pipelined = pipelined
         self.reusable = True
+        self.answered = 0  # replies handled so far
         self.command = "MAIL"  # the command whose reply is awaited, for errors
         self._out: list[bytes] = []
         self._expect: collections.deque[tuple[str, Item | None, ReplyHandler]] = (
@@ -145,6 +146,10 @@ class TransactionRunner:
     def owed(self) -> list[Item]:
         """Items with a reply still owed (their fate is decided by the failure)."""
         return [item for _, item, _ in self._expect if item is not None]
+
+    def awaited(self) -> Item | None:
+        """The item whose reply was being waited for when the connection failed."""
+        return self._expect[0][1] if self._expect else None
 
     def run(self, items: list[Item]) -> None:
         """Send every item; stop early only if the connection fails."""
@@ -174,22 +179,24 @@ class TransactionRunner:
             self._out.clear()
             self.conn.send_raw(payload)
         while self._expect:
-            command, item, handler = self._expect[0]
+            command, _, handler = self._expect[0]
             self.command = command
             reply = self.conn.read_reply()
-            self._expect.popleft()
+            # On failure the command stays owed: its message shares the error.
             if not _is_valid_reply(command, reply.code):
                 self.reusable = False
                 msg = f"reply {reply.code} makes no sense for {command}: out of step"
                 raise ConnectionLostError(ProtocolError(msg, command=command))
             if reply.code == 421:
-                # RFC 5321 §3.8: the server is closing the session.  An end-of-data
-                # 421 is a definite answer for that message; the rest are unsent.
+                # RFC 5321 §3.8: the server is closing the session.
                 self.reusable = False
-                if command == "end of data" and item is not None:
-                    item.outcome = DataRefusedError(reply, command=command)
-                raise ConnectionLostError(SMTPReplyError(reply, command=command))
+                error_class = (
+                    DataRefusedError if command == "end of data" else SMTPReplyError
+                )
+                raise ConnectionLostError(error_class(reply, command=command))
+            self._expect.popleft()
             handler(reply)
+            self.answered += 1
         if self.conn.pending_bytes():
             # More bytes than replies owed: an unsolicited or duplicated reply.
             # Whatever it belongs to, the replies can no longer be trusted.

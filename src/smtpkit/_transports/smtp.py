@@ -180,6 +180,7 @@ class SMTPTransport(Transport):
             dispose=self._dispose,
             close_all=self._quit_all,
             is_usable=self.is_usable,
+            is_alive=SMTPConnection.is_alive,
             limits=config.pool,
         )
 
@@ -400,30 +401,35 @@ class SMTPTransport(Transport):
                 # Could not connect (or log in): every message still waiting
                 # shares the fate, each with its own copy for retry bookkeeping.
                 for item in pending:
-                    item.outcome = copy.copy(exc)
-                    # copy goes through __reduce__, which drops the chain.
-                    item.outcome.__cause__ = exc.__cause__
+                    item.outcome = _copy_error(exc)
                 break
             allowance = self.config.pool.max_messages_per_connection - pooled.messages
             if self.config.pool.per_connection_rate is not None:
                 allowance = 1  # spaced out one by one below
                 self._pace(pooled)
             batch = pending[: max(1, allowance)]
-            error = self._run(pooled.conn, batch, pooled)
+            error, answered = self._run(pooled.conn, batch, pooled)
             if error is None:
                 pending = pending[len(batch) :]
                 continue
-            started = [item for item in batch if item.outcome is not None]
-            unstarted = [item for item in pending if item.outcome is None]
-            if not started:
-                if pooled.reused and not stale_retry_used and _is_stale(error):
-                    # RFC 5321 §4.5.3.2: servers drop idle sessions; that costs
-                    # this message nothing, so try once more on a new connection.
-                    logger.debug("pooled connection was stale; reconnecting")
-                    stale_retry_used = True
-                    continue
-                unstarted[0].outcome = error
-            pending = [item for item in unstarted if item.outcome is None]
+            if (
+                pooled.reused
+                and not answered
+                and not stale_retry_used
+                and _is_stale(error)
+            ):
+                # RFC 5321 §4.5.3.2: servers drop idle sessions.  Nothing was
+                # answered on this one, so nothing was attempted: once more on a
+                # new connection, without counting.
+                logger.debug("pooled connection was stale; reconnecting")
+                stale_retry_used = True
+                for item in batch:
+                    item.outcome = None
+                continue
+            if all(item.outcome is None for item in batch):
+                batch[0].outcome = _copy_error(error)  # always make progress
+            # Messages the failing connection never started go to another one.
+            pending = [item for item in pending if item.outcome is None]
         return [item.outcome for item in all_items if item.outcome is not None]
 
     def _pace(self, pooled: Pooled[SMTPConnection]) -> None:
@@ -437,8 +443,13 @@ class SMTPTransport(Transport):
 
     def _run(
         self, conn: SMTPConnection, batch: list[Item], pooled: Pooled[SMTPConnection]
-    ) -> TransportError | None:
-        """Run *batch* on one connection; return the connection's error, if any."""
+    ) -> tuple[TransportError | None, bool]:
+        """Run *batch* on one connection.
+
+        Returns:
+            The connection's error, if any, and whether the server answered any
+            command of the batch before it.
+        """
         pipelined = self.config.pipelining and conn.has_extn("pipelining")
         runner = TransactionRunner(conn, pipelined=pipelined)
         progress = _Progress(command="MAIL")
@@ -454,16 +465,19 @@ class SMTPTransport(Transport):
                     raise
         except TransportError as exc:
             error = exc
+            # The message whose reply failed was attempted, and so was any whose
+            # data went out (the server may have it, RFC 1047).  Messages merely
+            # pipelined behind them sent nothing of themselves: they move on.
+            awaited = runner.awaited()
             for item in runner.owed():
-                if item.outcome is None and item.data_sent:
-                    # RFC 1047: the data went out but its reply never came.
-                    item.outcome = _ambiguous_copy(exc)
+                if item.outcome is None and (item is awaited or item.data_sent):
+                    item.outcome = _error_for(item, exc)
         except BaseException:
             self._pool.release(pooled, reusable=False)
             raise
         pooled.messages += sum(1 for item in batch if item.outcome is not None)
         self._pool.release(pooled, reusable=error is None and runner.reusable)
-        return error
+        return error, runner.answered > 0
 
     # -- lifecycle --------------------------------------------------------------
 
@@ -485,11 +499,18 @@ def _is_stale(exc: TransportError) -> bool:
     return isinstance(exc, NetworkError)
 
 
-def _ambiguous_copy(exc: TransportError) -> TransportError:
-    """The connection error as seen by a message whose data was sent."""
-    if not isinstance(exc, NetworkError | SMTPTimeoutError):
-        return exc
-    copy = type(exc)(f"{exc} after the message data was sent", command="end of data")
-    copy.delivery_unknown = True
-    copy.__cause__ = exc.__cause__
-    return copy
+def _copy_error(exc: TransportError) -> TransportError:
+    """A copy of *exc* for one message, so retry bookkeeping stays per message."""
+    duplicate = copy.copy(exc)
+    duplicate.__cause__ = exc.__cause__  # copy goes through __reduce__: no chain
+    return duplicate
+
+
+def _error_for(item: Item, exc: TransportError) -> TransportError:
+    """The connection's error as one message with a reply owed sees it."""
+    duplicate = _copy_error(exc)
+    if item.data_sent and isinstance(exc, NetworkError | SMTPTimeoutError):
+        # RFC 1047: the data went out but its reply never came.
+        duplicate.delivery_unknown = True
+        duplicate.command = "end of data"
+    return duplicate
