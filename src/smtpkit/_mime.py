@@ -98,7 +98,7 @@ def _format_address(address: Address, *, utf8: bool) -> str:
 def _text_part(text: str, subtype: str) -> MIMENonMultipart:
     part = MIMENonMultipart("text", subtype)
     if text.isascii():
-        long_lines = any(len(line) > _MAX_7BIT_LINE for line in text.splitlines())
+        long_lines = max(map(len, text.splitlines()), default=0) > _MAX_7BIT_LINE
         # 7bit keeps plain ASCII readable; QP only when a line is too long for SMTP.
         part.set_payload(text, _ASCII_QP if long_lines else "us-ascii")
     else:
@@ -188,7 +188,10 @@ def render(message: Message) -> bytes:
 
 def normalize_line_endings(data: bytes) -> bytes:
     """Make every line end in CRLF, including the last (RFC 5321 §2.3.8)."""
-    data = _BARE_EOL_RE.sub(b"\r\n", data)
+    crlf = data.count(b"\r\n")
+    if data.count(b"\n") != crlf or data.count(b"\r") != crlf:
+        # Counting is far cheaper than rewriting; rendered messages are clean.
+        data = _BARE_EOL_RE.sub(b"\r\n", data)
     return data if data.endswith(b"\r\n") else data + b"\r\n"
 
 
