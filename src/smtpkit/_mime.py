@@ -109,6 +109,15 @@ def _text_part(text: str, subtype: str) -> MIMENonMultipart:
 def _file_part(attachment: Attachment) -> MIMEBase:
     maintype, _, subtype = attachment.content_type.partition("/")
     part = MIMEBase(maintype, subtype)
+    if maintype == "text":
+        # Readers decode text/* by its charset; label the bytes when they say it.
+        try:
+            attachment.content.decode("utf-8")
+        except UnicodeDecodeError:
+            pass
+        else:
+            label = "us-ascii" if attachment.content.isascii() else "utf-8"
+            part.set_param("charset", label)
     part.set_payload(attachment.content)
     encoders.encode_base64(part)
     # RFC 2231 for non-ASCII names, on both headers: clients that read only

@@ -354,3 +354,13 @@ def test_dot_stuffed_payload_ends_only_at_the_end(body):
 def test_body_round_trips(text):
     got = parse(render(msg(text=text))).get_content().replace("\r\n", "\n")
     assert got.rstrip("\n") == text.replace("\r\n", "\n").rstrip("\n")
+
+
+def test_text_attachments_carry_a_charset_when_their_bytes_are_utf8():
+    notes = Attachment(filename="notes.txt", content="naïve café\n".encode())
+    legacy = Attachment(filename="old.txt", content="café".encode("latin-1"))
+    parsed = parse(render(msg(text="see attached", attachments=[notes, legacy])))
+    first, second = list(parsed.iter_attachments())
+    assert first.get_content_charset() == "utf-8"
+    assert first.get_content() == "naïve café\n"
+    assert second.get_content_charset() is None  # unknown encoding: not guessed
