@@ -163,8 +163,6 @@ def render_with_id(message: Message) -> tuple[bytes, str]:
     utf8 = message.needs_smtputf8
     # compat32 takes Header objects as values (see email.header); typeshed says str.
     msg = cast("MIMEMessage[str, str | Header]", _body(message))
-    if "MIME-Version" not in msg:
-        msg["MIME-Version"] = "1.0"
     msg["From"] = _format_address(message.sender, utf8=utf8)
     for name, addresses in (
         ("To", message.to),

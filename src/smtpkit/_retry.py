@@ -17,7 +17,13 @@ from typing import Final, Protocol, TypeVar
 import tenacity as _t
 from pydantic import BaseModel, ConfigDict, Field
 
-from ._exceptions import NetworkError, SMTPReplyError, SMTPTimeoutError, TransportError
+from ._exceptions import (
+    NetworkError,
+    RecipientsRefusedError,
+    SMTPReplyError,
+    SMTPTimeoutError,
+    TransportError,
+)
 from ._reply import SMTPReply
 
 __all__ = [
@@ -107,7 +113,11 @@ class RetryPolicy(BaseModel):
         if exc.delivery_unknown and not self.retry_ambiguous:
             return False
         if isinstance(exc, SMTPReplyError):
-            replies = getattr(exc, "refused", {exc.reply: exc.reply}).values()
+            replies = (
+                exc.refused.values()
+                if isinstance(exc, RecipientsRefusedError)
+                else [exc.reply]
+            )
             return any(self.should_retry_reply(r) for r in replies)
         if isinstance(exc, NetworkError | SMTPTimeoutError):
             return self.retry_network_errors

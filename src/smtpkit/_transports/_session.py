@@ -72,7 +72,11 @@ def dot_stuff(data: bytes) -> bytes:
     After this, no line of the message can be mistaken for the end of DATA
     (RFC 5321 §4.5.2).
     """
-    data = normalize_line_endings(data)
+    return _stuff(normalize_line_endings(data))
+
+
+def _stuff(data: bytes) -> bytes:
+    """Dot-stuff CRLF-normalised *data* and append the ``.`` line."""
     if data.startswith(b".") or b"\n." in data:
         data = _DOT_LINE_RE.sub(b"..", data)
     return data + b".\r\n"
@@ -90,7 +94,7 @@ class Item:
     def prepare(cls, envelope: Envelope, data: bytes) -> Item:
         """Normalise line endings and dot-stuff *data* for the wire."""
         normalized = normalize_line_endings(data)
-        return cls(envelope, normalized, dot_stuff(normalized))  # a no-op re-check
+        return cls(envelope, normalized, _stuff(normalized))
 
     mail: SMTPReply | None = None
     rcpt: dict[str, SMTPReply] = field(default_factory=dict)
