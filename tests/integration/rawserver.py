@@ -66,6 +66,24 @@ class RawConn:
         self.lines.append(line)
         return line
 
+    def has_buffered(self) -> bool:
+        """True when client bytes are waiting unread (the client sent ahead)."""
+        if self._buf:
+            return True
+        self._sock.setblocking(False)
+        try:
+            chunk = self._sock.recv(65536)
+        except (BlockingIOError, InterruptedError):
+            return False
+        finally:
+            self._sock.settimeout(_POLL)
+        self._buf += chunk
+        return bool(chunk)
+
+    def hang_up(self) -> None:
+        """Close the connection from the server side."""
+        self._sock.shutdown(socket.SHUT_RDWR)
+
     def sleep(self, seconds: float) -> bool:
         """Wait *seconds*; False when the server began stopping meanwhile."""
         return not self._stopping.wait(seconds)

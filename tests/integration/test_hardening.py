@@ -6,7 +6,6 @@ correct SMTP server does, so the client's defences can be seen working.
 
 from __future__ import annotations
 
-import socket
 import time
 
 import pytest
@@ -114,26 +113,6 @@ class MiniSMTP:
                 )
                 continue
             conn.send(b"500 what\r\n")
-
-
-@pytest.fixture(autouse=True)
-def _buffered_peek(monkeypatch):
-    # RawConn keeps unread client bytes in a private buffer; expose a peek that
-    # also looks at the socket, so scripts can tell whether the client sent ahead.
-    def has_buffered(self: RawConn) -> bool:
-        if self._buf:
-            return True
-        self._sock.setblocking(False)
-        try:
-            chunk = self._sock.recv(65536)
-        except (BlockingIOError, InterruptedError):
-            return False
-        finally:
-            self._sock.settimeout(0.05)
-        self._buf += chunk
-        return bool(chunk)
-
-    monkeypatch.setattr(RawConn, "has_buffered", has_buffered, raising=False)
 
 
 def test_lockstep_client_never_sends_ahead():
@@ -418,7 +397,7 @@ def one_message_then_hang_up(conn: RawConn) -> None:
             while conn.readline() not in (b".\r\n", b""):
                 pass
             conn.send(b"250 queued\r\n")
-            conn._sock.shutdown(socket.SHUT_RDWR)  # hang up right after the reply
+            conn.hang_up()  # right after the reply
             return
         conn.send(b"250 ok\r\n")
 
