@@ -21,7 +21,12 @@ from ._exceptions import InvalidMessageError
 
 __all__ = ["Address", "AddressLike", "Attachment", "Envelope", "Message"]
 
-_FORBIDDEN: Final = frozenset("\r\n\0")
+# Every C0 control but TAB, DEL, and the Unicode line breaks: each can end a header
+# line somewhere (``str.splitlines`` splits on VT, FF, FS, GS, RS, U+0085, U+2028 and
+# U+2029, and compat32 folds with it), so none may reach a header or a command.
+FORBIDDEN_CHARS: Final = frozenset(
+    [chr(c) for c in range(0x20) if c != 0x09] + ["\x7f", "\x85", "\u2028", "\u2029"]
+)
 # RFC 5322 §3.6.8: a field name is printable US-ASCII except the colon.
 _HEADER_NAME_RE: Final = re.compile(r"^[!-9;-~]+$")
 _CONTENT_TYPE_RE: Final = re.compile(r"^[\w.+-]+/[\w.+-]+$", re.ASCII)
@@ -40,9 +45,15 @@ _MAX_LOCAL_PART: Final = 64  # RFC 5321 §4.5.3.1.1 (octets)
 _MAX_DOMAIN: Final = 255  # RFC 5321 §4.5.3.1.2
 
 
-def _check_single_line(value: str, what: str) -> str:
-    if _FORBIDDEN.intersection(value):
-        msg = f"{what} must not contain CR, LF or NUL: {value!r}"
+def check_single_line(value: str, what: str) -> str:
+    """Return *value*, or raise ``ValueError`` when it holds a control character.
+
+    TAB is allowed (it is folding white space); everything in ``FORBIDDEN_CHARS``
+    is refused, and the error shows the value with the character escaped.
+    """
+    if not FORBIDDEN_CHARS.isdisjoint(value):
+        bad = next(ch for ch in value if ch in FORBIDDEN_CHARS)
+        msg = f"{what} must not contain control characters or line breaks ({bad!r}): {value!r}"
         raise ValueError(msg)
     return value
 
@@ -58,7 +69,7 @@ def _ascii_domain(domain: str) -> str:
 
 
 def _check_mailbox(email: str) -> str:
-    _check_single_line(email, "email address")
+    check_single_line(email, "email address")
     if any(ch.isspace() or ch in "<>," for ch in email):
         msg = f"email address must not contain spaces, '<', '>' or ',': {email!r}"
         raise ValueError(msg)
@@ -78,7 +89,7 @@ def _check_mailbox(email: str) -> str:
 def _parse_address(data: Any) -> Any:
     """Turn the accepted shorthand forms of an address into model fields."""
     if isinstance(data, str):
-        _check_single_line(data, "address")
+        check_single_line(data, "address")
         if _BARE_ADDRESS_RE.fullmatch(data):
             return {"email": data}  # the common case, without the full parser
         parsed = getaddresses([data])
@@ -140,7 +151,7 @@ class Address(BaseModel):
     @field_validator("name")
     @classmethod
     def _valid_name(cls, value: str | None) -> str | None:
-        return None if value is None else _check_single_line(value, "display name")
+        return None if value is None else check_single_line(value, "display name")
 
     @property
     def local_part(self) -> str:
@@ -215,7 +226,7 @@ class Attachment(BaseModel):
     @field_validator("filename")
     @classmethod
     def _valid_filename(cls, value: str) -> str:
-        return _check_single_line(value, "filename")
+        return check_single_line(value, "filename")
 
     @field_validator("content_id")
     @classmethod
@@ -356,7 +367,7 @@ class Message(BaseModel):
     @field_validator("subject")
     @classmethod
     def _valid_subject(cls, value: str) -> str:
-        return _check_single_line(value, "subject")
+        return check_single_line(value, "subject")
 
     @field_validator("headers")
     @classmethod
@@ -368,7 +379,7 @@ class Message(BaseModel):
             if name.lower() in _RESERVED_HEADERS:
                 msg = f"header {name!r} is set from a Message field; use that field instead"
                 raise ValueError(msg)
-            _check_single_line(text, f"header {name}")
+            check_single_line(text, f"header {name}")
         return dict(value)
 
     @field_validator("message_id")
@@ -383,7 +394,7 @@ class Message(BaseModel):
     @classmethod
     def _valid_unsubscribe(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         for uri in value:
-            _check_single_line(uri, "list_unsubscribe URI")
+            check_single_line(uri, "list_unsubscribe URI")
             if not uri.startswith(("https://", "http://", "mailto:")) or any(
                 ch in uri for ch in "<> "
             ):
