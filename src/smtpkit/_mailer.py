@@ -26,6 +26,7 @@ from ._exceptions import (
     ConfigurationError,
     InvalidMessageError,
     RecipientsRefusedError,
+    SendManyAbortedError,
     SMTPKitError,
     TransportError,
 )
@@ -62,12 +63,45 @@ def _batches(
 ) -> Iterator[list[BulkItem]]:
     """Cut the input into batches, reading at most ``workers * batch_size`` ahead.
 
-    Small inputs are spread over every worker instead of filling one batch.
+    Small inputs are spread over every worker instead of filling one batch.  When
+    the input itself raises, the messages read before it are still yielded, then
+    the error is raised: nothing taken from the caller is dropped unreported.
     """
-    while chunk := list(itertools.islice(messages, workers * batch_size)):
+    while True:
+        chunk: list[BulkItem] = []
+        failure: Exception | None = None
+        try:
+            chunk.extend(itertools.islice(messages, workers * batch_size))
+        except Exception as exc:  # the caller's iterator, re-raised below
+            failure = exc
         size = max(1, min(batch_size, -(-len(chunk) // workers)))
         for start in range(0, len(chunk), size):
             yield chunk[start : start + size]
+        if failure is not None:
+            raise failure
+        if not chunk:
+            return
+
+
+def _unexpected(exc: Exception) -> TransportError:
+    """A transport broke its contract by raising *exc*: report it, never lose it.
+
+    Whether anything reached the server is unknown, so it is not retried.
+    """
+    error = TransportError(
+        f"transport raised {type(exc).__name__}: {exc}", delivery_unknown=True
+    )
+    error.__cause__ = exc
+    return error
+
+
+def _invalid(exc: Exception) -> SMTPKitError:
+    """The error for a message that could not be prepared (rendered, addressed)."""
+    if isinstance(exc, SMTPKitError):
+        return exc
+    error = InvalidMessageError(f"cannot send this message: {exc}")
+    error.__cause__ = exc
+    return error
 
 
 class _State(enum.Enum):
@@ -218,7 +252,10 @@ class Mailer:
         """
         if self._state is not _State.OPENED:
             self.open()
-        prepared = self._prepare(message, envelope)
+        try:
+            prepared = self._prepare(message, envelope)
+        except Exception as exc:
+            raise _invalid(exc) from exc
         return self._deliver(prepared)
 
     def send_many(
@@ -257,25 +294,50 @@ class Mailer:
         batch_size = 1 if self._bucket is not None else _MAX_BATCH
         results: list[SendResult] = []
         failed = 0
+        stop: tuple[str, Exception] | None = None  # why input stopped being read
         window: collections.deque[Future[list[SendResult]]] = collections.deque()
 
         def collect(future: Future[list[SendResult]]) -> None:
-            nonlocal failed
+            nonlocal failed, stop
             for result in future.result():
                 failed += result.error is not None
                 results.append(result)
-                if on_progress is not None:
-                    on_progress(BulkProgress(done=len(results), failed=failed))
+                if on_progress is not None and stop is None:
+                    try:
+                        on_progress(BulkProgress(done=len(results), failed=failed))
+                    except Exception as exc:  # reported below
+                        stop = ("on_progress", exc)
 
-        with ThreadPoolExecutor(
-            max_workers=workers, thread_name_prefix="smtpkit"
-        ) as pool:
-            for batch in _batches(iter(messages), workers, batch_size):
+        pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="smtpkit")
+        try:
+            batches = _batches(iter(messages), workers, batch_size)
+            while stop is None:
+                try:
+                    batch = next(batches)
+                except StopIteration:
+                    break
+                except Exception as exc:  # reported below
+                    stop = ("the input", exc)
+                    break
                 window.append(pool.submit(self._send_batch, batch))
                 if len(window) >= 2 * workers:
                     collect(window.popleft())
+            # Whatever was read is sent and reported, even after a failure.
             while window:
                 collect(window.popleft())
+        except BaseException:
+            # KeyboardInterrupt and the like: start nothing new, let the sends
+            # under way finish, then give up.
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
+        pool.shutdown(wait=True)
+        if stop is not None:
+            where, cause = stop
+            msg = (
+                f"send_many stopped after {len(results)} message(s): {where} raised "
+                f"{type(cause).__name__}: {cause}"
+            )
+            raise SendManyAbortedError(msg, results=results) from cause
         return results
 
     def _send_batch(self, messages: list[BulkItem]) -> list[SendResult]:
@@ -287,8 +349,10 @@ class Mailer:
             )
             try:
                 prepared.append(self._prepare(message, envelope))
-            except SMTPKitError as exc:
-                prepared.append(SendResult(envelope=None, error=exc, attempts=0))
+            except Exception as exc:  # anything one message causes is its own result
+                prepared.append(
+                    SendResult(envelope=None, error=_invalid(exc), attempts=0)
+                )
         ready = [p for p in prepared if isinstance(p, _Prepared)]
         if self._bucket is not None:
             for _ in ready:
@@ -298,10 +362,10 @@ class Mailer:
             outcomes = list(
                 self._transport.send_batch([(p.envelope, p.data) for p in ready])
             )
-        except SMTPKitError as exc:
-            outcomes = [
-                copy.copy(exc) for _ in ready
-            ]  # one copy per message's bookkeeping
+        except SMTPKitError as exc:  # e.g. ClosedError before anything was sent
+            outcomes = [copy.copy(exc) for _ in ready]  # one per message's bookkeeping
+        except Exception as exc:  # a transport breaking its contract
+            outcomes = [_unexpected(exc) for _ in ready]
         first = dict(zip(map(id, ready), outcomes, strict=True))
         results = []
         for item in prepared:
@@ -352,7 +416,7 @@ class Mailer:
     ) -> SendResult:
         attempt = _Attempt(self, prepared, first)
         start = self._clock()
-        error: TransportError | None = None
+        error: SMTPKitError | None = None
         try:
             run_with_retries(
                 attempt,
@@ -364,7 +428,7 @@ class Mailer:
             )
         except RecipientsRefusedError:
             pass  # the recipients' last replies are in attempt.last
-        except TransportError as exc:
+        except SMTPKitError as exc:  # ClosedError included: close() during a retry
             if not attempt.final:
                 raise
             error = exc  # some recipients were delivered before this failure
@@ -439,7 +503,12 @@ class _Attempt:
             mailer = self.mailer
             if mailer._bucket is not None:
                 mailer._bucket.acquire()
-            return mailer.transport.send(self.pending, self.prepared.data)
+            try:
+                return mailer.transport.send(self.pending, self.prepared.data)
+            except SMTPKitError:
+                raise
+            except Exception as exc:
+                raise _unexpected(exc) from exc
         if isinstance(first, SMTPKitError):
             raise first
         return first
@@ -449,7 +518,7 @@ class _Attempt:
         exc.history = tuple(self.history)
         self.history.append(exc)
 
-    def result(self, *, elapsed: float, error: TransportError | None) -> SendResult:
+    def result(self, *, elapsed: float, error: SMTPKitError | None) -> SendResult:
         recipients = {}
         for rcpt in self.prepared.envelope.recipients:
             if rcpt in self.final:

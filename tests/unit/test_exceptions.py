@@ -24,6 +24,8 @@ from smtpkit import (
     ReadTimeoutError,
     RecipientsRefusedError,
     SenderRefusedError,
+    SendManyAbortedError,
+    SendResult,
     ServerDisconnectedError,
     SMTPKitError,
     SMTPReply,
@@ -53,6 +55,8 @@ def make_error(cls: type[SMTPKitError]) -> SMTPKitError:
         exc: SMTPKitError = cls(
             {"a@example.com": REPLY_451, "b@example.com": REPLY_550}
         )
+    elif cls is SendManyAbortedError:
+        exc = cls("stopped", results=[SendResult(envelope=None, attempts=0)])
     elif cls is SenderRefusedError:
         exc = cls(REPLY_550, sender="me@example.com")
     elif issubclass(cls, SMTPReplyError):

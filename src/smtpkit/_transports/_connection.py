@@ -26,6 +26,7 @@ from .._exceptions import (
     ReadTimeoutError,
     ServerDisconnectedError,
     SMTPReplyError,
+    SMTPTimeoutError,
 )
 from .._reply import SMTPReply, parse_reply
 
@@ -39,6 +40,26 @@ MAX_REPLY_LINE: Final = (
 MAX_REPLY_LINES: Final = 128  # an EHLO lists a dozen or two extensions
 MAX_REPLY_BYTES: Final = 64 * 1024
 _RECV_SIZE: Final = 65536
+_HAS_POLL: Final = hasattr(select, "poll")
+
+
+def _readable(sock: socket.socket) -> bool:
+    """True when *sock* has something to read (data, EOF or an error), now.
+
+    ``poll`` where the platform has it: ``select`` cannot watch a descriptor
+    numbered 1024 or more, which is common in a busy process.
+    """
+    if isinstance(sock, ssl.SSLSocket) and sock.pending():
+        return True  # already decrypted, waiting inside the TLS layer
+    fd = sock.fileno()
+    if fd < 0:
+        return True
+    if _HAS_POLL:
+        poller = select.poll()
+        poller.register(fd, select.POLLIN | select.POLLPRI)
+        return bool(poller.poll(0))
+    readable, _, _ = select.select([sock], [], [], 0)  # pragma: no cover - Windows
+    return bool(readable)
 
 
 class SMTPConnection(smtplib.SMTP):
@@ -62,6 +83,7 @@ class SMTPConnection(smtplib.SMTP):
         self.last_command = "connect"
         self._implicit_tls = tls_context
         self.reply_timeout = timeout
+        self.written = 0  # bytes of the last send_raw that reached the kernel
         self.is_tls = False
         self.last_used = time.monotonic()
         super().__init__(local_hostname=local_hostname, timeout=timeout)
@@ -115,7 +137,7 @@ class SMTPConnection(smtplib.SMTP):
         reply = self.read_reply()
         if reply.code != 220:
             raise SMTPReplyError(reply, command="STARTTLS")
-        if self._rbuf:
+        if self.pending_bytes():
             # Anything after the 220 was not protected by TLS: a man in the middle
             # injected it to be read as a reply inside the session (CVE-2011-0411).
             self.close()
@@ -134,12 +156,7 @@ class SMTPConnection(smtplib.SMTP):
     def putcmd(self, cmd: str, args: str = "") -> None:
         # RFC 2920 §3.1 and response-injection defence: nothing may be waiting
         # before a command goes out, or the next reply would be misattributed.
-        if self._rbuf:
-            msg = f"server sent {len(self._rbuf)} unexpected bytes before {cmd}"
-            raise ProtocolError(
-                msg,
-                command=cmd,
-            )
+        self.check_quiet(cmd.upper())
         self.last_command = cmd.upper()
         shown = args if self.last_command != "AUTH" else args.split(" ", 1)[0] + " ***"
         self.log_command(cmd, shown)
@@ -150,30 +167,116 @@ class SMTPConnection(smtplib.SMTP):
         if logger.isEnabledFor(logging.DEBUG):
             logger.debug(">>> %s", f"{cmd} {args}".rstrip())
 
-    def send_raw(self, payload: bytes) -> None:
+    def send_raw(self, payload: bytes, *, step: str = "command") -> None:
         """Send queued commands and data in one write (RFC 2920 PIPELINING).
+
+        ``timeout`` bounds each stretch without progress, not the whole write: a
+        server reading a large message slowly but steadily is not cut off.
+        ``written`` tells how many bytes reached the kernel if the write fails,
+        so the caller knows whether a message's final ``.`` left this client.
 
         Raises:
             ProtocolError: The server sent bytes nobody asked for, so the replies
                 to these commands could be misattributed.
+            ServerDisconnectedError: The connection failed during the write (a
+                reset, a TLS close, a broken pipe).
+            SMTPTimeoutError: The server took nothing for ``timeout`` seconds.
         """
+        self.written = 0
+        self.check_quiet(step)
+        sock = self.sock
+        if sock is None:
+            msg = f"not connected when sending {step}"
+            raise ServerDisconnectedError(msg, command=step)
+        view = memoryview(payload)
+        total = len(payload)
+        self.written = 0
+        idle = max(self.reply_timeout, 1.0)
+        sock.settimeout(idle)
+        try:
+            while self.written < total:
+                self.written += sock.send(view[self.written :])
+        except TimeoutError:
+            self.close()
+            msg = (
+                f"server took no data for {idle} s while sending {step} "
+                f"({self.written} of {total} bytes written)"
+            )
+            raise SMTPTimeoutError(msg, command=step) from None
+        except OSError as exc:  # ssl.SSLError included: a TLS close is a lost link
+            self.close()
+            msg = (
+                f"connection lost while sending {step} "
+                f"({self.written} of {total} bytes written): {exc}"
+            )
+            raise ServerDisconnectedError(msg, command=step) from exc
+
+    def check_quiet(self, step: str) -> None:
+        """Make sure the server has sent nothing unasked before *step* goes out.
+
+        Lock-step replies are paired with commands by order alone, so a stray
+        or duplicated reply waiting on the socket would be read as the answer
+        to the next command.  It is caught here even when it arrived in a TCP
+        segment of its own, after the last reply was read.
+
+        Raises:
+            ProtocolError: Unsolicited bytes are waiting.
+            ServerDisconnectedError: The server has closed the connection.
+        """
+        closed = not self._rbuf and self._read_unsolicited() is None
+        if closed and self.sock is not None:
+            self.close()
+            msg = f"server closed the connection before {step}"
+            raise ServerDisconnectedError(msg, command=step)
         if self._rbuf:
-            msg = f"server sent {len(self._rbuf)} unexpected bytes before a command"
-            raise ProtocolError(msg)
-        if self.sock is None:
-            msg_0 = "not connected"
-            raise ServerDisconnectedError(msg_0)
-        self.sock.settimeout(max(self.reply_timeout, 1.0))
-        self.sock.sendall(payload)
+            count = len(self._rbuf)
+            self.close()
+            msg = f"server sent {count} unexpected bytes before {step}"
+            raise ProtocolError(msg, command=step)
+
+    def _read_unsolicited(self) -> bytes | None:
+        """Read, without blocking, whatever the server sent that nobody asked for.
+
+        Returns the bytes (also kept in the buffer), ``b""`` when nothing is
+        waiting, or None when the server closed the connection.
+        """
+        sock = self.sock
+        if sock is None:
+            return None
+        if not _readable(sock):
+            return b""
+        try:
+            sock.settimeout(0.0)
+            chunk = sock.recv(_RECV_SIZE)
+        except (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
+            return b""  # e.g. only a TLS 1.3 session ticket was waiting
+        except OSError:
+            return None
+        finally:
+            if self.sock is not None:
+                self.sock.settimeout(self.reply_timeout)
+        if not chunk:
+            return None
+        self._rbuf += chunk
+        return chunk
 
     def send_secret(self, line: str) -> None:
         """Send one SASL response line; it is never logged."""
         logger.debug(">>> *** (SASL response)")
         self.send(line + "\r\n")
 
-    def read_reply(self) -> SMTPReply:
-        """Read one complete reply, bounded in time and size."""
-        code, text = self.getreply()
+    def read_reply(self, *, deadline: float | None = None) -> SMTPReply:
+        """Read one complete reply, bounded in time and size.
+
+        Args:
+            deadline: A ``time.monotonic()`` instant to finish by, instead of
+                ``timeout`` seconds from now (several reads can share one).
+        """
+        saved, self._deadline = self._deadline, deadline or self._deadline
+        try:
+            code, text = self.getreply()
+        finally:
+            self._deadline = saved
         return parse_reply(code, text)
 
     @override
@@ -256,18 +359,17 @@ class SMTPConnection(smtplib.SMTP):
         """Check, without a round trip, that an idle session has not been closed.
 
         An idle SMTP session has nothing to read: readable means the server hung
-        up (or sent an unsolicited 421 before doing so).
+        up (or sent an unsolicited 421 before doing so).  Uses ``poll``, so it
+        works for any file descriptor number (``select`` fails above 1023).
         """
         if self.sock is None or self._rbuf:
             return False
-        try:
-            readable, _, _ = select.select([self.sock], [], [], 0)
-        except (OSError, ValueError):
-            return False
-        return not readable
+        return self._read_unsolicited() == b""
 
     def pending_bytes(self) -> int:
-        """How many received bytes no reply has consumed yet."""
+        """How many received bytes no reply has consumed, including any waiting."""
+        if not self._rbuf:
+            self._read_unsolicited()
         return len(self._rbuf)
 
     @override

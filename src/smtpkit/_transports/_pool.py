@@ -123,16 +123,25 @@ class ConnectionPool(Generic[C]):
             if self._expired(pooled):
                 self._discard(pooled, polite=True, counted=True)
                 continue
-            idle_for = self._clock() - pooled.last_used
-            alive = self._is_alive is None or self._is_alive(pooled.conn)
-            if not alive or (
-                idle_for > self._limits.check_after_idle
-                and not self._is_usable(pooled.conn)
-            ):
+            try:
+                usable = self._check(pooled)
+            except BaseException:
+                # Interrupted (KeyboardInterrupt, a timeout signal) mid-check: the
+                # session's state is unknown, but the slot must come back.
+                self._discard(pooled, polite=False, counted=True)
+                raise
+            if not usable:
                 self._discard(pooled, polite=False, counted=True)
                 continue
             pooled.reused = True
             return pooled
+
+    def _check(self, pooled: Pooled[C]) -> bool:
+        """Run the cheap local check, then NOOP when the session sat idle long."""
+        if self._is_alive is not None and not self._is_alive(pooled.conn):
+            return False
+        idle_for = self._clock() - pooled.last_used
+        return idle_for <= self._limits.check_after_idle or self._is_usable(pooled.conn)
 
     def _take_idle_or_reserve(self, deadline: float) -> Pooled[C] | None:
         with self._cond:

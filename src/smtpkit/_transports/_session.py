@@ -23,6 +23,7 @@ from .._exceptions import (
     ProtocolError,
     RecipientsRefusedError,
     SenderRefusedError,
+    SMTPKitError,
     SMTPReplyError,
     TransportError,
 )
@@ -100,7 +101,7 @@ class Item:
     rcpt: dict[str, SMTPReply] = field(default_factory=dict)
     data_reply: SMTPReply | None = None
     data_sent: bool = False
-    outcome: SendResult | TransportError | None = None
+    outcome: SendResult | SMTPKitError | None = None
 
     @property
     def accepted(self) -> list[str]:
@@ -145,7 +146,8 @@ class TransactionRunner:
         self.reusable = True
         self.answered = 0  # replies handled so far
         self.command = "MAIL"  # the command whose reply is awaited, for errors
-        self._out: list[bytes] = []
+        self._out: list[tuple[bytes, Item | None]] = []  # (bytes, item whose data)
+        self._unsent = False  # the last write failed before a byte of it left
         self._expect: collections.deque[tuple[str, Item | None, ReplyHandler]] = (
             collections.deque()
         )
@@ -155,8 +157,13 @@ class TransactionRunner:
         return [item for _, item, _ in self._expect if item is not None]
 
     def awaited(self) -> Item | None:
-        """The item whose reply was being waited for when the connection failed."""
-        return self._expect[0][1] if self._expect else None
+        """The item whose reply was being waited for when the connection failed.
+
+        None when the failed write sent nothing: then no message was attempted.
+        """
+        if self._unsent or not self._expect:
+            return None
+        return self._expect[0][1]
 
     def run(self, items: list[Item]) -> None:
         """Send every item; stop early only if the connection fails."""
@@ -167,9 +174,15 @@ class TransactionRunner:
     # -- queue --------------------------------------------------------------------
 
     def _queue(
-        self, command: str, line: bytes, item: Item | None, handler: ReplyHandler
+        self,
+        command: str,
+        line: bytes,
+        item: Item | None,
+        handler: ReplyHandler,
+        *,
+        data_of: Item | None = None,
     ) -> None:
-        self._out.append(line)
+        self._out.append((line, data_of))
         self._expect.append((command, item, handler))
 
     def _command(
@@ -182,9 +195,7 @@ class TransactionRunner:
 
     def _drain(self) -> None:
         if self._out:
-            payload = b"".join(self._out)
-            self._out.clear()
-            self.conn.send_raw(payload)
+            self._write()
         while self._expect:
             command, _, handler = self._expect[0]
             self.command = command
@@ -201,6 +212,11 @@ class TransactionRunner:
                     DataRefusedError if command == "end of data" else SMTPReplyError
                 )
                 raise ConnectionLostError(error_class(reply, command=command))
+            if command == "RSET" and reply.code != 250:
+                # The transaction state is unknown: a next MAIL could be refused
+                # as nested (503).  The messages after it go to a new session.
+                self.reusable = False
+                raise ConnectionLostError(SMTPReplyError(reply, command="RSET"))
             self._expect.popleft()
             handler(reply)
             self.answered += 1
@@ -211,6 +227,33 @@ class TransactionRunner:
             msg = f"server sent {self.conn.pending_bytes()} bytes nobody asked for"
             raise ConnectionLostError(ProtocolError(msg, command=command))
         self.command = "MAIL"
+
+    def _write(self) -> None:
+        """Send everything queued in one write; note which messages' data left.
+
+        A message counts as sent (``data_sent``, the outcome may be unknown after
+        a failure, RFC 1047) only once its final ``.`` reached the kernel.  When
+        the write fails earlier, the server cannot have the message: the failure
+        is certain and the message may be retried.
+        """
+        segments = list(self._out)
+        self._out.clear()
+        payload = b"".join(line for line, _ in segments)
+        carries_data = any(data_of is not None for _, data_of in segments)
+        step = "DATA" if carries_data else self._expect[0][0]
+        self.command = step
+        try:
+            self.conn.send_raw(payload, step=step)
+        except BaseException:
+            self.reusable = False
+            self._unsent = self.conn.written == 0
+            raise
+        finally:
+            end = 0
+            for line, data_of in segments:
+                end += len(line)
+                if data_of is not None and end <= self.conn.written:
+                    data_of.data_sent = True
 
     # -- one transaction ------------------------------------------------------------
 
@@ -251,8 +294,7 @@ class TransactionRunner:
         if refused or item.data_reply is None or item.data_reply.code != 354:
             self._abort(item)
             return
-        item.data_sent = True
-        self._queue("end of data", item.payload, item, item.finish)
+        self._queue("end of data", item.payload, item, item.finish, data_of=item)
         if not self.pipelined:
             self._drain()
 
@@ -270,13 +312,9 @@ class TransactionRunner:
             # RFC 2920 §3.1: DATA was accepted although no recipient was; end it
             # with an empty message, which the server must refuse.
             self._queue("end of data", b".\r\n", None, _ignore)
-        self._command(None, "RSET", "", self._check_rset)
+        self._command(None, "RSET", "", _ignore)  # a refusal is seen in _drain
         if not self.pipelined:
             self._drain()
-
-    def _check_rset(self, reply: SMTPReply) -> None:
-        if reply.code != 250:
-            self.reusable = False
 
 
 def _is_valid_reply(command: str, code: int) -> bool:

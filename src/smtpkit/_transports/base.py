@@ -9,7 +9,7 @@ from types import TracebackType
 
 from typing_extensions import Self
 
-from .._exceptions import SMTPKitError, TransportError
+from .._exceptions import ClosedError, SMTPKitError, TransportError
 from .._message import Envelope
 from .._reply import SMTPReply
 
@@ -139,7 +139,7 @@ class Transport(abc.ABC):
 
     def send_batch(
         self, items: Sequence[tuple[Envelope, bytes]]
-    ) -> list[SendResult | TransportError]:
+    ) -> list[SendResult | SMTPKitError]:
         """Make one attempt for each message; failures are returned, not raised.
 
         ``Mailer.send_many`` hands each worker thread a batch.  The default sends
@@ -152,11 +152,12 @@ class Transport(abc.ABC):
         Raises:
             ClosedError: The transport was closed.
         """
-        outcomes: list[SendResult | TransportError] = []
+        outcomes: list[SendResult | SMTPKitError] = []
         for envelope, data in items:
             try:
                 outcomes.append(self.send(envelope, data))
-            except TransportError as exc:
+            except (TransportError, ClosedError) as exc:
+                # A close() between two messages fails only those not yet sent.
                 outcomes.append(exc)
         return outcomes
 

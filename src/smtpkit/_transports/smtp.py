@@ -17,7 +17,7 @@ import ssl
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, TypeVar
 
 from typing_extensions import override
 
@@ -56,6 +56,9 @@ __all__ = ["SMTPTransport", "dot_stuff"]
 logger = logging.getLogger("smtpkit")
 
 _MAX_SASL_CHALLENGES: Final = 8
+_CLOSE_WITHIN: Final = 5.0  # seconds for all the QUITs of a closing pool together
+_TLS_HANDSHAKES: Final = frozenset({"connect", "STARTTLS"})
+_TLS_CLOSED: Final = (ssl.SSLEOFError, ssl.SSLZeroReturnError, ssl.SSLSyscallError)
 _TLS_VERSIONS: Final = {"1.2": ssl.TLSVersion.TLSv1_2, "1.3": ssl.TLSVersion.TLSv1_3}
 
 
@@ -113,6 +116,11 @@ def _map_errors(progress: _Progress) -> Iterator[None]:  # noqa: PLR0912 - one b
     except smtplib.SMTPException as exc:
         raise ProtocolError(str(exc), command=progress.command) from exc
     except ssl.SSLError as exc:  # includes SSLCertVerificationError
+        if isinstance(exc, _TLS_CLOSED) and progress.command not in _TLS_HANDSHAKES:
+            # An established TLS session that ends is a lost connection, like a
+            # reset: transient, and a stale pooled session is replaced for free.
+            msg = f"connection lost during {progress.command}: {exc}"
+            raise ServerDisconnectedError(msg, command=progress.command) from exc
         msg = f"TLS failed: {exc}"
         raise TLSError(msg, command=progress.command) from exc
     except (
@@ -339,20 +347,25 @@ class SMTPTransport(Transport):
     def _quit_all(self, conns: list[SMTPConnection]) -> None:
         """QUIT every connection: all the commands first, then all the replies.
 
-        Closing a pool of N sessions then costs one round trip, not N.  Errors
-        are ignored: the sessions end either way.
+        Closing a pool of N sessions then costs one round trip, not N, and a hung
+        server holds ``close()`` for one shared deadline (at most 5 seconds),
+        not 5 seconds per session.  Errors are ignored: the sessions end either way.
         """
-        asked = []
-        for conn in conns:
-            with contextlib.suppress(OSError, smtplib.SMTPException, SMTPKitError):
-                conn.reply_timeout = min(conn.reply_timeout, 5.0)
-                conn.putcmd("QUIT")
-                asked.append(conn)
-        for conn in asked:
-            with contextlib.suppress(OSError, smtplib.SMTPException, SMTPKitError):
-                conn.read_reply()
-        for conn in conns:
-            conn.close()
+        deadline = time.monotonic() + min(self.config.timeout, _CLOSE_WITHIN)
+        try:
+            asked = []
+            for conn in conns:
+                with contextlib.suppress(OSError, smtplib.SMTPException, SMTPKitError):
+                    conn.reply_timeout = max(0.01, deadline - time.monotonic())
+                    conn.log_command("QUIT", "")
+                    conn.send_raw(b"QUIT\r\n", step="QUIT")
+                    asked.append(conn)
+            for conn in asked:
+                with contextlib.suppress(OSError, smtplib.SMTPException, SMTPKitError):
+                    conn.read_reply(deadline=deadline)
+        finally:  # even when interrupted: no socket outlives close()
+            for conn in conns:
+                conn.close()
 
     # -- sending ----------------------------------------------------------------
 
@@ -369,14 +382,14 @@ class SMTPTransport(Transport):
             ClosedError: The transport was closed.
         """
         [outcome] = self.send_batch([(envelope, data)])
-        if isinstance(outcome, TransportError):
+        if isinstance(outcome, SMTPKitError):
             raise outcome
         return outcome
 
     @override
     def send_batch(
         self, items: Sequence[tuple[Envelope, bytes]]
-    ) -> list[SendResult | TransportError]:
+    ) -> list[SendResult | SMTPKitError]:
         """Send several messages, one attempt each, pipelined on pooled connections.
 
         With PIPELINING each message's data, its final dot and the next message's
@@ -397,16 +410,21 @@ class SMTPTransport(Transport):
         while pending:
             try:
                 pooled = self._pool.acquire()
-            except TransportError as exc:
-                # Could not connect (or log in): every message still waiting
-                # shares the fate, each with its own copy for retry bookkeeping.
+            except (TransportError, ClosedError) as exc:
+                # Could not connect (or log in), or close() came first: every
+                # message still waiting shares the fate, each with its own copy
+                # for retry bookkeeping.  Messages already sent keep their outcome.
                 for item in pending:
                     item.outcome = _copy_error(exc)
                 break
             allowance = self.config.pool.max_messages_per_connection - pooled.messages
             if self.config.pool.per_connection_rate is not None:
                 allowance = 1  # spaced out one by one below
-                self._pace(pooled)
+                try:
+                    self._pace(pooled)
+                except BaseException:
+                    self._pool.release(pooled, reusable=False)
+                    raise
             batch = pending[: max(1, allowance)]
             error, answered = self._run(pooled.conn, batch, pooled)
             if error is None:
@@ -499,7 +517,10 @@ def _is_stale(exc: TransportError) -> bool:
     return isinstance(exc, NetworkError)
 
 
-def _copy_error(exc: TransportError) -> TransportError:
+_E = TypeVar("_E", bound=SMTPKitError)
+
+
+def _copy_error(exc: _E) -> _E:
     """A copy of *exc* for one message, so retry bookkeeping stays per message."""
     duplicate = copy.copy(exc)
     duplicate.__cause__ = exc.__cause__  # copy goes through __reduce__: no chain
@@ -509,8 +530,9 @@ def _copy_error(exc: TransportError) -> TransportError:
 def _error_for(item: Item, exc: TransportError) -> TransportError:
     """The connection's error as one message with a reply owed sees it."""
     duplicate = _copy_error(exc)
-    if item.data_sent and isinstance(exc, NetworkError | SMTPTimeoutError):
-        # RFC 1047: the data went out but its reply never came.
+    if item.data_sent and not isinstance(exc, SMTPReplyError):
+        # RFC 1047: the data went out but no usable reply came back (lost, timed
+        # out, or garbled): the server may have queued the message.
         duplicate.delivery_unknown = True
         duplicate.command = "end of data"
     return duplicate
