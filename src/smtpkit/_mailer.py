@@ -41,7 +41,12 @@ from ._retry import (
     SleepFn,
     run_with_retries,
 )
-from ._transports.base import RecipientResult, SendResult, Transport
+from ._transports.base import (
+    RecipientResult,
+    SendResult,
+    Transport,
+    contract_breach,
+)
 
 __all__ = ["BulkItem", "BulkProgress", "Mailer", "Sendable"]
 
@@ -81,18 +86,6 @@ def _batches(
             raise failure
         if not chunk:
             return
-
-
-def _unexpected(exc: Exception) -> TransportError:
-    """A transport broke its contract by raising *exc*: report it, never lose it.
-
-    Whether anything reached the server is unknown, so it is not retried.
-    """
-    error = TransportError(
-        f"transport raised {type(exc).__name__}: {exc}", delivery_unknown=True
-    )
-    error.__cause__ = exc
-    return error
 
 
 def _invalid(exc: Exception) -> SMTPKitError:
@@ -365,7 +358,7 @@ class Mailer:
         except SMTPKitError as exc:  # e.g. ClosedError before anything was sent
             outcomes = [copy.copy(exc) for _ in ready]  # one per message's bookkeeping
         except Exception as exc:  # a transport breaking its contract
-            outcomes = [_unexpected(exc) for _ in ready]
+            outcomes = [contract_breach(exc) for _ in ready]
         first = dict(zip(map(id, ready), outcomes, strict=True))
         results = []
         for item in prepared:
@@ -508,7 +501,7 @@ class _Attempt:
             except SMTPKitError:
                 raise
             except Exception as exc:
-                raise _unexpected(exc) from exc
+                raise contract_breach(exc) from exc
         if isinstance(first, SMTPKitError):
             raise first
         return first

@@ -13,7 +13,7 @@ from .._exceptions import ClosedError, SMTPKitError, TransportError
 from .._message import Envelope
 from .._reply import SMTPReply
 
-__all__ = ["RecipientResult", "SendResult", "Transport"]
+__all__ = ["RecipientResult", "SendResult", "Transport", "contract_breach"]
 
 _OK = SMTPReply(250, "OK")
 
@@ -101,6 +101,19 @@ class SendResult:
         return replace(self, **changes)  # type: ignore[arg-type]  # dataclass fields
 
 
+def contract_breach(exc: Exception) -> TransportError:
+    """Turn an exception a transport should not raise into a reportable error.
+
+    Whether anything reached the server is unknown, so the result says
+    ``delivery_unknown`` and the default policy does not retry it.
+    """
+    error = TransportError(
+        f"transport raised {type(exc).__name__}: {exc}", delivery_unknown=True
+    )
+    error.__cause__ = exc
+    return error
+
+
 class Transport(abc.ABC):
     """Delivers one envelope per call; subclass it to send mail some other way.
 
@@ -159,6 +172,8 @@ class Transport(abc.ABC):
             except (TransportError, ClosedError) as exc:
                 # A close() between two messages fails only those not yet sent.
                 outcomes.append(exc)
+            except Exception as exc:  # a subclass breaking the contract
+                outcomes.append(contract_breach(exc))
         return outcomes
 
     def close(self) -> None:  # noqa: B027 - optional hook, no-op by default
