@@ -19,6 +19,8 @@ Example::
 from __future__ import annotations
 
 import socket
+import ssl
+import struct
 import threading
 from collections.abc import Callable
 from types import TracebackType
@@ -84,6 +86,40 @@ class RawConn:
         """Close the connection from the server side."""
         self._sock.shutdown(socket.SHUT_RDWR)
 
+    def close(self) -> None:
+        """Close the connection's socket (TLS wrapper included)."""
+        self._sock.close()
+
+    def reset(self) -> None:
+        """Abort the connection with a TCP RST (SO_LINGER 0), not a clean FIN."""
+        raw = self._sock
+        raw.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        raw.close()
+
+    def start_tls(self, context: ssl.SSLContext) -> None:
+        """Run the server side of a TLS handshake (implicit TLS or after STARTTLS)."""
+        self._sock.settimeout(5.0)
+        self._sock = context.wrap_socket(self._sock, server_side=True)
+        self._sock.settimeout(_POLL)
+
+    def read_data(self) -> bytes:
+        """Read message data up to and including the ``.`` line; ``b""`` if cut."""
+        lines = []
+        while (line := self.readline()) != b".\r\n":
+            if not line:
+                return b""
+            lines.append(line)
+        return b"".join(lines)
+
+    def read_some(self, count: int) -> int:
+        """Read and discard up to *count* bytes; return how many were read."""
+        if self._buf:
+            taken = min(count, len(self._buf))
+            del self._buf[:taken]
+            return taken
+        chunk = self._recv(count)
+        return len(chunk)
+
     def sleep(self, seconds: float) -> bool:
         """Wait *seconds*; False when the server began stopping meanwhile."""
         return not self._stopping.wait(seconds)
@@ -93,10 +129,10 @@ class RawConn:
         while self._recv():
             pass
 
-    def _recv(self) -> bytes:
+    def _recv(self, size: int = 65536) -> bytes:
         while not self._stopping.is_set():
             try:
-                return self._sock.recv(65536)
+                return self._sock.recv(size)
             except TimeoutError:
                 continue
             except OSError:
@@ -117,10 +153,14 @@ class RawServer:
         errors: Unexpected exceptions raised by scripts (tests should assert it is empty).
     """
 
-    def __init__(self, script: Script) -> None:
+    def __init__(self, script: Script, *, rcvbuf: int | None = None) -> None:
         self._script = script
         self._stopping = threading.Event()
-        self._listener = socket.create_server(("127.0.0.1", 0))
+        self._listener = socket.socket()
+        if rcvbuf is not None:  # a small window makes a slow reader slow for real
+            self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        self._listener.bind(("127.0.0.1", 0))
+        self._listener.listen()
         self._listener.settimeout(_POLL)
         self.host, self.port = self._listener.getsockname()[:2]
         self.connections: list[RawConn] = []
@@ -168,6 +208,8 @@ class RawServer:
             thread.join(timeout=5)
         for sock in sockets:
             sock.close()
+        for conn in list(self.connections):
+            conn.close()  # a TLS wrapper replaces the accepted socket
 
     def __enter__(self) -> Self:
         return self

@@ -14,6 +14,7 @@ import select
 import smtplib
 import socket
 import ssl
+import sys
 import time
 from typing import Final
 
@@ -41,6 +42,29 @@ MAX_REPLY_LINES: Final = 128  # an EHLO lists a dozen or two extensions
 MAX_REPLY_BYTES: Final = 64 * 1024
 _RECV_SIZE: Final = 65536
 _HAS_POLL: Final = hasattr(select, "poll")
+
+try:  # Linux: how much of what we sent the peer has not acknowledged yet
+    import fcntl
+    import termios
+
+    _OUTQ: int | None = termios.TIOCOUTQ
+except (ImportError, AttributeError):  # pragma: no cover - Windows
+    _OUTQ = None
+
+
+def _unacked_bytes(sock: socket.socket | None) -> int | None:
+    """Bytes still in the socket's send queue, or None where that is unknown.
+
+    A shrinking queue means the server is reading: with it, a wait for the reply
+    to a large message times out on silence rather than on total duration.
+    """
+    if _OUTQ is None or sock is None:
+        return None
+    try:
+        raw = fcntl.ioctl(sock.fileno(), _OUTQ, b"\0\0\0\0")
+    except (OSError, ValueError):
+        return None
+    return int.from_bytes(raw, sys.byteorder, signed=True)
 
 
 def _readable(sock: socket.socket) -> bool:
@@ -80,6 +104,8 @@ class SMTPConnection(smtplib.SMTP):
     ) -> None:
         self._rbuf = bytearray()
         self._deadline: float | None = None
+        self._reply_deadline = 0.0
+        self._unacked: int | None = None
         self.last_command = "connect"
         self._implicit_tls = tls_context
         self.reply_timeout = timeout
@@ -281,12 +307,13 @@ class SMTPConnection(smtplib.SMTP):
 
     @override
     def getreply(self) -> tuple[int, bytes]:
-        deadline = self._deadline or (time.monotonic() + self.reply_timeout)
+        self._reply_deadline = self._deadline or (time.monotonic() + self.reply_timeout)
+        self._unacked = _unacked_bytes(self.sock)
         lines: list[bytes] = []
         total = 0
         code = -1
         while True:
-            line = self._readline(deadline)
+            line = self._readline()
             total += len(line)
             if len(lines) >= MAX_REPLY_LINES or total > MAX_REPLY_BYTES:
                 self.close()
@@ -315,7 +342,7 @@ class SMTPConnection(smtplib.SMTP):
         self.last_used = time.monotonic()
         return code, text
 
-    def _readline(self, deadline: float) -> bytes:
+    def _readline(self) -> bytes:
         buf = self._rbuf
         start = 0
         while True:
@@ -333,7 +360,12 @@ class SMTPConnection(smtplib.SMTP):
                 msg = f"reply line longer than {MAX_REPLY_LINE} bytes"
                 raise ProtocolError(msg)
             start = len(buf)
-            remaining = deadline - time.monotonic()
+            remaining = self._reply_deadline - time.monotonic()
+            if remaining <= 0 and self._upload_progressed():
+                # The server is still reading what we sent (a large message
+                # drains from our send buffer): silence, not slowness, times out.
+                remaining = self.reply_timeout
+                self._reply_deadline = time.monotonic() + remaining
             if remaining <= 0 or self.sock is None:
                 self.close()
                 msg = f"no complete reply within {self.reply_timeout} s"
@@ -342,9 +374,7 @@ class SMTPConnection(smtplib.SMTP):
             try:
                 chunk = self.sock.recv(_RECV_SIZE)
             except TimeoutError:
-                self.close()
-                msg = f"no complete reply within {self.reply_timeout} s"
-                raise ReadTimeoutError(msg) from None
+                continue  # the deadline (or progress) is checked above
             except OSError as exc:
                 self.close()
                 msg = f"connection lost: {exc}"
@@ -354,6 +384,17 @@ class SMTPConnection(smtplib.SMTP):
                 msg = "server closed the connection"
                 raise ServerDisconnectedError(msg)
             buf += chunk
+
+    def _upload_progressed(self) -> bool:
+        """True when the server acknowledged more of our data since last asked."""
+        unacked = _unacked_bytes(self.sock)
+        progressed = (
+            unacked is not None
+            and self._unacked is not None
+            and unacked < self._unacked
+        )
+        self._unacked = unacked
+        return progressed
 
     def is_alive(self) -> bool:
         """Check, without a round trip, that an idle session has not been closed.

@@ -426,19 +426,14 @@ class SMTPTransport(Transport):
                     self._pool.release(pooled, reusable=False)
                     raise
             batch = pending[: max(1, allowance)]
-            error, answered = self._run(pooled.conn, batch, pooled)
+            error, untouched = self._run(pooled.conn, batch, pooled)
             if error is None:
                 pending = pending[len(batch) :]
                 continue
-            if (
-                pooled.reused
-                and not answered
-                and not stale_retry_used
-                and _is_stale(error)
-            ):
-                # RFC 5321 §4.5.3.2: servers drop idle sessions.  Nothing was
-                # answered on this one, so nothing was attempted: once more on a
-                # new connection, without counting.
+            if pooled.reused and untouched and not stale_retry_used:
+                # RFC 5321 §4.5.3.2: servers drop idle sessions (and a session
+                # may hold a stray reply).  Nothing was answered on this one, so
+                # nothing was attempted: once more on a new connection, free.
                 logger.debug("pooled connection was stale; reconnecting")
                 stale_retry_used = True
                 for item in batch:
@@ -465,8 +460,9 @@ class SMTPTransport(Transport):
         """Run *batch* on one connection.
 
         Returns:
-            The connection's error, if any, and whether the server answered any
-            command of the batch before it.
+            The connection's error, if any, and whether the connection failed
+            before this batch got anywhere: no reply, and the error is a lost
+            session (or a 421), or the very first write sent nothing.
         """
         pipelined = self.config.pipelining and conn.has_extn("pipelining")
         runner = TransactionRunner(conn, pipelined=pipelined)
@@ -495,7 +491,12 @@ class SMTPTransport(Transport):
             raise
         pooled.messages += sum(1 for item in batch if item.outcome is not None)
         self._pool.release(pooled, reusable=error is None and runner.reusable)
-        return error, runner.answered > 0
+        untouched = (
+            error is not None
+            and runner.answered == 0
+            and (_is_stale(error) or runner.awaited() is None)
+        )
+        return error, untouched
 
     # -- lifecycle --------------------------------------------------------------
 

@@ -1,0 +1,382 @@
+"""What a failed upload, a garbled final reply, a refused RSET or a stray reply
+really means for the message (issue 8, items 13-17), against scripted servers.
+
+Each script speaks correct SMTP except for the one fault under test, so the
+assertions are about classification: certain or unknown, transient or permanent,
+retried or not, and what the server really holds afterwards.
+"""
+
+from __future__ import annotations
+
+import ssl
+import threading
+import time
+from collections.abc import Callable
+
+import pytest
+
+from smtpkit import (
+    DataRefusedError,
+    Mailer,
+    Message,
+    ProtocolError,
+    RetryDetails,
+    RetryPolicy,
+    ServerDisconnectedError,
+    SMTPConfig,
+    SMTPConnection,
+    SMTPTimeoutError,
+)
+
+from .rawserver import RawConn, RawServer
+
+pytestmark = pytest.mark.integration
+
+NEVER = RetryPolicy.never()
+TWICE = RetryPolicy(attempts=2, wait_initial=0.01, wait_jitter=0)
+
+DataHandler = Callable[[RawConn, int], bool]
+"""Reads one message's data after the 354 and replies; False ends the session."""
+
+
+def accept(conn: RawConn, number: int) -> bool:
+    data = conn.read_data()
+    if not data:
+        return False
+    conn.received.append(data)  # type: ignore[attr-defined]
+    conn.send(f"250 2.0.0 queued as Q{number}\r\n".encode())
+    return True
+
+
+class Script:
+    """A correct SMTP server whose data phase (and a few replies) a test chooses.
+
+    Attributes:
+        received: Complete messages, from every connection, in order.
+        sessions: How many connections were served.
+    """
+
+    def __init__(
+        self,
+        *,
+        pipelining: bool = True,
+        data: list[DataHandler] | None = None,
+        replies: dict[str, list[bytes]] | None = None,
+        tls: ssl.SSLContext | None = None,
+        after_reply: dict[str, Callable[[RawConn], None]] | None = None,
+    ) -> None:
+        self.pipelining = pipelining
+        self.data = data or []  # one handler per session, then `accept`
+        self.replies = replies or {}
+        self.tls = tls
+        self.after_reply = after_reply or {}
+        self.received: list[bytes] = []
+        self.sessions = 0
+        self.lock = threading.Lock()
+
+    def reply(self, conn: RawConn, verb: str, default: bytes) -> None:
+        queue = self.replies.get(verb)
+        conn.send(queue.pop(0) if queue else default)
+        hook = self.after_reply.get(verb)
+        if hook is not None:
+            hook(conn)
+
+    def __call__(self, conn: RawConn) -> None:
+        with self.lock:
+            session = self.sessions
+            self.sessions += 1
+        conn.received = self.received  # type: ignore[attr-defined]
+        handle = self.data[session] if session < len(self.data) else accept
+        if self.tls is not None:
+            conn.start_tls(self.tls)
+        conn.send(b"220 edge ESMTP\r\n")
+        in_mail = False
+        while line := conn.readline():
+            verb = line[:4].decode("ascii", "replace").upper()
+            if verb == "EHLO":
+                conn.send(b"250-edge\r\n250 PIPELINING\r\n" if self.pipelining else b"250 edge\r\n")
+            elif verb == "MAIL":
+                if in_mail:
+                    conn.send(b"503 5.5.1 nested MAIL command\r\n")
+                    continue
+                in_mail = True
+                self.reply(conn, "MAIL", b"250 2.1.0 ok\r\n")
+            elif verb == "RCPT":
+                self.reply(conn, "RCPT", b"250 2.1.5 ok\r\n")
+            elif verb == "DATA":
+                conn.send(b"354 go ahead\r\n")
+                in_mail = False
+                if not handle(conn, len(self.received) + 1):
+                    return
+            elif verb == "RSET":
+                queue = self.replies.get("RSET")
+                if queue:  # a refused RSET leaves the transaction open
+                    conn.send(queue.pop(0))
+                else:
+                    in_mail = False
+                    conn.send(b"250 2.0.0 ok\r\n")
+            elif verb == "NOOP":
+                conn.send(b"250 2.0.0 ok\r\n")
+            elif verb == "QUIT":
+                conn.send(b"221 2.0.0 bye\r\n")
+                return
+            else:
+                conn.send(b"500 5.5.2 what\r\n")
+
+
+def config(server: RawServer, **fields: object) -> SMTPConfig:
+    fields.setdefault("tls", "none")
+    fields.setdefault("timeout", 3.0)
+    return SMTPConfig(host=server.host, port=server.port, **fields)
+
+
+def message(n: int = 0, *, size: int = 0) -> Message:
+    body = f"body {n}\n" + ("x" * 76 + "\n") * (size // 77)
+    return Message(sender="a@example.com", to=f"u{n}@example.com", text=body)
+
+
+def retries_seen() -> tuple[list[BaseException], Callable[[RetryDetails], None]]:
+    errors: list[BaseException] = []
+    return errors, lambda details: errors.append(details.error)
+
+
+# -- 13. an upload cut before the final dot is a certain, transient failure ------------
+
+
+def cut_after(count: int) -> DataHandler:
+    """Read *count* bytes of the data, then abort the connection with a RST."""
+
+    def handle(conn: RawConn, number: int) -> bool:
+        taken = 0
+        while taken < count:
+            got = conn.read_some(count - taken)
+            if not got:
+                break
+            taken += got
+        conn.reset()
+        return False
+
+    return handle
+
+
+@pytest.mark.parametrize("pipelining", [False, True], ids=["lockstep", "pipelined"])
+def test_reset_during_upload_is_certain_and_retried(pipelining):
+    script = Script(pipelining=pipelining, data=[cut_after(64 * 1024)])
+    errors, hook = retries_seen()
+    with RawServer(script, rcvbuf=64 * 1024) as server:
+        with Mailer(config(server), retry=TWICE, on_retry=hook) as mailer:
+            result = mailer.send(message(size=16 * 1024 * 1024))
+    assert result.ok and result.attempts == 2
+    assert len(script.received) == 1  # delivered once, by the second attempt
+    [error] = errors
+    assert isinstance(error, ServerDisconnectedError)
+    assert not error.delivery_unknown  # the final dot never left: nothing queued
+    assert error.is_transient
+    assert error.command == "DATA"
+    assert "bytes written" in str(error)
+
+
+@pytest.fixture(scope="module")
+def tls_pair() -> tuple[ssl.SSLContext, str]:
+    trustme = pytest.importorskip("trustme")
+    ca = trustme.CA()
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(server_context)
+    return server_context, ca.cert_pem.bytes().decode()
+
+
+def test_tls_close_during_upload_is_a_network_error_not_a_tls_failure(tls_pair, tmp_path):
+    server_context, ca_pem = tls_pair
+    ca_file = tmp_path / "ca.pem"
+    ca_file.write_text(ca_pem)
+    script = Script(tls=server_context, data=[cut_after(64 * 1024)])
+    errors, hook = retries_seen()
+    with RawServer(script, rcvbuf=64 * 1024) as server:
+        cfg = config(server, tls="implicit", ca_file=str(ca_file))
+        with Mailer(cfg, retry=TWICE, on_retry=hook) as mailer:
+            result = mailer.send(message(size=16 * 1024 * 1024))
+    assert result.ok and result.attempts == 2
+    assert len(script.received) == 1
+    [error] = errors
+    assert isinstance(error, ServerDisconnectedError)
+    assert not error.delivery_unknown
+
+
+def stall_after(count: int, release: threading.Event) -> DataHandler:
+    """Read *count* bytes, then stop reading until the test ends."""
+
+    def handle(conn: RawConn, number: int) -> bool:
+        taken = 0
+        while taken < count and (got := conn.read_some(count - taken)):
+            taken += got
+        release.wait(10)
+        return False
+
+    return handle
+
+
+def test_stalled_upload_times_out_as_a_certain_failure():
+    release = threading.Event()
+    script = Script(data=[stall_after(64 * 1024, release)])
+    with RawServer(script, rcvbuf=64 * 1024) as server:
+        with Mailer(config(server, timeout=0.5), retry=NEVER) as mailer:
+            started = time.monotonic()
+            with pytest.raises(SMTPTimeoutError) as info:
+                mailer.send(message(size=16 * 1024 * 1024))
+            took = time.monotonic() - started
+        release.set()
+    assert not info.value.delivery_unknown
+    assert info.value.is_transient
+    assert info.value.command == "DATA"
+    assert took < 5
+
+
+# -- 14. the timeout bounds silence, not the length of a slow but steady upload --------
+
+
+def slow_reader(chunk: int, pause: float) -> DataHandler:
+    """Read the data *chunk* bytes at a time with a *pause* between reads."""
+
+    def handle(conn: RawConn, number: int) -> bool:
+        data = bytearray()
+        while not data.endswith(b"\r\n.\r\n"):
+            if conn._buf:  # noqa: SLF001 - what readline already pulled in
+                data += conn._buf  # noqa: SLF001
+                conn._buf.clear()  # noqa: SLF001
+                continue
+            got = conn._recv(chunk)  # noqa: SLF001
+            if not got:
+                return False
+            data += got
+            time.sleep(pause)
+        conn.received.append(bytes(data))  # type: ignore[attr-defined]
+        conn.send(f"250 2.0.0 queued as Q{number}\r\n".encode())
+        return True
+
+    return handle
+
+
+def test_slow_steady_reader_is_not_cut_off_by_the_reply_timeout():
+    # About 2.5 MB/s for 12 MB: far longer than the 1 s timeout in total, but the
+    # server never stays silent for long.
+    script = Script(data=[slow_reader(256 * 1024, 0.1)])
+    with RawServer(script, rcvbuf=128 * 1024) as server:
+        with Mailer(config(server, timeout=1.0), retry=NEVER) as mailer:
+            started = time.monotonic()
+            result = mailer.send(message(size=12 * 1024 * 1024))
+            took = time.monotonic() - started
+    assert result.ok
+    assert took > 1.5  # the upload really outlasted the timeout
+    assert len(script.received) == 1
+    assert len(script.received[0]) > 12 * 1024 * 1024
+
+
+# -- 15. a garbled reply to the final dot: the server may have the message ---------------
+
+
+@pytest.mark.parametrize(
+    "final",
+    [b"garbage\r\n", b"250-" + b"x" * 5000 + b"\r\n", b"354 again\r\n"],
+    ids=["malformed", "oversize", "impossible-code"],
+)
+def test_protocol_error_after_the_final_dot_is_delivery_unknown(final):
+    def reply_badly(conn: RawConn, number: int) -> bool:
+        conn.received.append(conn.read_data())  # type: ignore[attr-defined]
+        conn.send(final)
+        conn.wait_closed()
+        return False
+
+    script = Script(data=[reply_badly])
+    with RawServer(script) as server:
+        with Mailer(config(server), retry=TWICE) as mailer:
+            with pytest.raises(ProtocolError) as info:
+                mailer.send(message())
+    assert info.value.delivery_unknown
+    assert info.value.attempts == 1  # not resent: it may be queued already
+    assert len(script.received) == 1
+
+
+# -- 16. a refused RSET ends the connection's use; the rest go elsewhere ----------------
+
+
+@pytest.mark.parametrize("pipelining", [False, True], ids=["lockstep", "pipelined"])
+def test_refused_rset_moves_the_rest_of_the_batch_to_a_new_connection(pipelining):
+    script = Script(
+        pipelining=pipelining,
+        replies={"MAIL": [b"550 5.7.1 sender blocked\r\n"], "RSET": [b"500 5.5.1 no\r\n"]},
+    )
+    with RawServer(script) as server:
+        with Mailer(config(server), retry=NEVER) as mailer:
+            results = mailer.send_many([message(n) for n in range(4)], concurrency=1)
+    assert [r.ok for r in results] == [False, True, True, True]
+    assert results[1].attempts == 1  # moving on did not count as an attempt
+    assert len(script.received) == 3
+    assert script.sessions == 2
+
+
+# -- 17. a stray reply waiting before a lock-step command is never paired with it ---------
+
+
+def test_stray_reply_in_its_own_segment_is_caught_before_the_next_command():
+    stray_sent = threading.Event()
+
+    def greet_then_stray(conn: RawConn) -> None:
+        conn.send(b"220 edge ESMTP\r\n")
+        conn.readline()  # EHLO
+        conn.send(b"250 edge\r\n")
+        time.sleep(0.2)
+        conn.send(b"250 2.1.0 ok\r\n")  # answers nothing
+        stray_sent.set()
+        conn.wait_closed()
+
+    with RawServer(greet_then_stray) as server:
+        conn = SMTPConnection(timeout=3.0, local_hostname="client.example")
+        conn.open(server.host, server.port, 3.0)
+        conn.ehlo()
+        assert stray_sent.wait(5)
+        time.sleep(0.1)  # the stray line is now in the kernel, not yet read
+        with pytest.raises(ProtocolError, match="unexpected bytes before MAIL"):
+            conn.putcmd("MAIL", "FROM:<a@example.com>")
+        conn.close()
+
+
+def test_stray_reply_during_pacing_does_not_answer_the_next_message():
+    # The second message waits on its pooled connection (per-connection pacing)
+    # while a stray "250" arrives; it must not be taken as MAIL's reply.
+    def stray(conn: RawConn) -> None:
+        time.sleep(0.15)
+        conn.send(b"250 2.0.0 stray\r\n")
+
+    script = Script(pipelining=False, data=[accept], after_reply={})
+    script.data = [_accept_then(stray)]
+    with RawServer(script) as server:
+        cfg = config(server, pool={"per_connection_rate": 2.0, "max_connections": 1})
+        with Mailer(cfg, retry=NEVER) as mailer:
+            results = mailer.send_many([message(0), message(1)], concurrency=1)
+    assert [r.ok for r in results] == [True, True]
+    assert [r.attempts for r in results] == [1, 1]
+    assert len(script.received) == 2
+    assert script.sessions == 2  # the polluted session was dropped
+
+
+def _accept_then(after: Callable[[RawConn], None]) -> DataHandler:
+    def handle(conn: RawConn, number: int) -> bool:
+        ok = accept(conn, number)
+        after(conn)
+        return ok
+
+    return handle
+
+
+def test_final_reply_refused_after_upload_is_certain():
+    def refuse(conn: RawConn, number: int) -> bool:
+        conn.read_data()
+        conn.send(b"554 5.6.0 rejected\r\n")
+        return True
+
+    script = Script(data=[refuse])
+    with RawServer(script) as server:
+        with Mailer(config(server), retry=TWICE) as mailer:
+            with pytest.raises(DataRefusedError) as info:
+                mailer.send(message())
+    assert not info.value.delivery_unknown
