@@ -102,12 +102,12 @@ class RawConn:
         self._sock = context.wrap_socket(self._sock, server_side=True)
         self._sock.settimeout(_POLL)
 
-    def read_data(self) -> bytes:
-        """Read message data up to and including the ``.`` line; ``b""`` if cut."""
+    def read_data(self) -> bytes | None:
+        """Read message data up to and including the ``.`` line; None if cut."""
         lines = []
         while (line := self.readline()) != b".\r\n":
             if not line:
-                return b""
+                return None
             lines.append(line)
         return b"".join(lines)
 

@@ -41,7 +41,7 @@ DataHandler = Callable[[RawConn, int], bool]
 
 def accept(conn: RawConn, number: int) -> bool:
     data = conn.read_data()
-    if not data:
+    if data is None:
         return False
     conn.received.append(data)  # type: ignore[attr-defined]
     conn.send(f"250 2.0.0 queued as Q{number}\r\n".encode())
@@ -74,12 +74,15 @@ class Script:
         self.sessions = 0
         self.lock = threading.Lock()
 
-    def reply(self, conn: RawConn, verb: str, default: bytes) -> None:
+    def reply(self, conn: RawConn, verb: str, default: bytes) -> bool:
+        """Send the scripted reply or *default*; True when it was a 2xx."""
         queue = self.replies.get(verb)
-        conn.send(queue.pop(0) if queue else default)
+        reply = queue.pop(0) if queue else default
+        conn.send(reply)
         hook = self.after_reply.get(verb)
         if hook is not None:
             hook(conn)
+        return reply.startswith(b"2")
 
     def __call__(self, conn: RawConn) -> None:
         with self.lock:
@@ -90,22 +93,31 @@ class Script:
         if self.tls is not None:
             conn.start_tls(self.tls)
         conn.send(b"220 edge ESMTP\r\n")
-        in_mail = False
+        in_mail = has_rcpt = False
         while line := conn.readline():
             verb = line[:4].decode("ascii", "replace").upper()
             if verb == "EHLO":
-                conn.send(b"250-edge\r\n250 PIPELINING\r\n" if self.pipelining else b"250 edge\r\n")
+                conn.send(
+                    b"250-edge\r\n250 PIPELINING\r\n"
+                    if self.pipelining
+                    else b"250 edge\r\n"
+                )
             elif verb == "MAIL":
                 if in_mail:
                     conn.send(b"503 5.5.1 nested MAIL command\r\n")
                     continue
-                in_mail = True
-                self.reply(conn, "MAIL", b"250 2.1.0 ok\r\n")
+                in_mail = self.reply(conn, "MAIL", b"250 2.1.0 ok\r\n")
             elif verb == "RCPT":
-                self.reply(conn, "RCPT", b"250 2.1.5 ok\r\n")
+                if not in_mail:
+                    conn.send(b"503 5.5.1 need MAIL\r\n")
+                    continue
+                has_rcpt |= self.reply(conn, "RCPT", b"250 2.1.5 ok\r\n")
             elif verb == "DATA":
+                if not has_rcpt:
+                    conn.send(b"503 5.5.1 need RCPT\r\n")
+                    continue
                 conn.send(b"354 go ahead\r\n")
-                in_mail = False
+                in_mail = has_rcpt = False
                 if not handle(conn, len(self.received) + 1):
                     return
             elif verb == "RSET":
@@ -113,7 +125,7 @@ class Script:
                 if queue:  # a refused RSET leaves the transaction open
                     conn.send(queue.pop(0))
                 else:
-                    in_mail = False
+                    in_mail = has_rcpt = False
                     conn.send(b"250 2.0.0 ok\r\n")
             elif verb == "NOOP":
                 conn.send(b"250 2.0.0 ok\r\n")
@@ -166,7 +178,8 @@ def test_reset_during_upload_is_certain_and_retried(pipelining):
     with RawServer(script, rcvbuf=64 * 1024) as server:
         with Mailer(config(server), retry=TWICE, on_retry=hook) as mailer:
             result = mailer.send(message(size=16 * 1024 * 1024))
-    assert result.ok and result.attempts == 2
+    assert result.ok
+    assert result.attempts == 2
     assert len(script.received) == 1  # delivered once, by the second attempt
     [error] = errors
     assert isinstance(error, ServerDisconnectedError)
@@ -185,7 +198,9 @@ def tls_pair() -> tuple[ssl.SSLContext, str]:
     return server_context, ca.cert_pem.bytes().decode()
 
 
-def test_tls_close_during_upload_is_a_network_error_not_a_tls_failure(tls_pair, tmp_path):
+def test_tls_close_during_upload_is_a_network_error_not_a_tls_failure(
+    tls_pair, tmp_path
+):
     server_context, ca_pem = tls_pair
     ca_file = tmp_path / "ca.pem"
     ca_file.write_text(ca_pem)
@@ -195,7 +210,8 @@ def test_tls_close_during_upload_is_a_network_error_not_a_tls_failure(tls_pair, 
         cfg = config(server, tls="implicit", ca_file=str(ca_file))
         with Mailer(cfg, retry=TWICE, on_retry=hook) as mailer:
             result = mailer.send(message(size=16 * 1024 * 1024))
-    assert result.ok and result.attempts == 2
+    assert result.ok
+    assert result.attempts == 2
     assert len(script.received) == 1
     [error] = errors
     assert isinstance(error, ServerDisconnectedError)
@@ -240,11 +256,11 @@ def slow_reader(chunk: int, pause: float) -> DataHandler:
     def handle(conn: RawConn, number: int) -> bool:
         data = bytearray()
         while not data.endswith(b"\r\n.\r\n"):
-            if conn._buf:  # noqa: SLF001 - what readline already pulled in
-                data += conn._buf  # noqa: SLF001
-                conn._buf.clear()  # noqa: SLF001
+            if conn._buf:  # what readline already pulled in
+                data += conn._buf
+                conn._buf.clear()
                 continue
-            got = conn._recv(chunk)  # noqa: SLF001
+            got = conn._recv(chunk)
             if not got:
                 return False
             data += got
@@ -281,7 +297,7 @@ def test_slow_steady_reader_is_not_cut_off_by_the_reply_timeout():
 )
 def test_protocol_error_after_the_final_dot_is_delivery_unknown(final):
     def reply_badly(conn: RawConn, number: int) -> bool:
-        conn.received.append(conn.read_data())  # type: ignore[attr-defined]
+        conn.received.append(conn.read_data() or b"")  # type: ignore[attr-defined]
         conn.send(final)
         conn.wait_closed()
         return False
@@ -303,7 +319,10 @@ def test_protocol_error_after_the_final_dot_is_delivery_unknown(final):
 def test_refused_rset_moves_the_rest_of_the_batch_to_a_new_connection(pipelining):
     script = Script(
         pipelining=pipelining,
-        replies={"MAIL": [b"550 5.7.1 sender blocked\r\n"], "RSET": [b"500 5.5.1 no\r\n"]},
+        replies={
+            "RCPT": [b"550 5.1.1 no such user\r\n"],
+            "RSET": [b"500 5.5.1 no\r\n"],
+        },
     )
     with RawServer(script) as server:
         with Mailer(config(server), retry=NEVER) as mailer:
