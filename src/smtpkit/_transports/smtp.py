@@ -188,7 +188,7 @@ class SMTPTransport(Transport):
             dispose=self._dispose,
             close_all=self._quit_all,
             is_usable=self.is_usable,
-            is_alive=SMTPConnection.is_alive,
+            is_alive=lambda conn: conn.is_alive(),  # a subclass may override it
             limits=config.pool,
         )
 
