@@ -276,9 +276,13 @@ class Mailer:
 
         Returns:
             One result per message, in input order; failed ones have ``error`` set.
+            A ``close()`` meanwhile fails only the messages not yet sent.
 
         Raises:
             ClosedError: The mailer was closed.
+            SendManyAbortedError: *messages* or *on_progress* raised.  Nothing more
+                was read; what had been read was still sent, and the error's
+                ``results`` reports it, so nothing delivered goes unreported.
         """
         if self._state is not _State.OPENED:
             self.open()
@@ -390,8 +394,7 @@ class Mailer:
                 envelope = envelope.model_copy(update={"smtputf8": True})
             return _Prepared(envelope, data, message_id)
         if isinstance(message, EmailMessage):
-            envelope = envelope or envelope_of(message)
-            data = render_email(message, smtputf8=envelope.needs_smtputf8)
+            envelope, data = render_email(message, envelope or envelope_of(message))
             return _Prepared(envelope, data, message.get("Message-ID"))
         if isinstance(message, bytes | bytearray | memoryview):
             if envelope is None:

@@ -160,7 +160,10 @@ class Transport(abc.ABC):
         pipelines them on one connection) overrides this.
 
         Returns:
-            One outcome per item, in order: a result, or the error of its attempt.
+            One outcome per item, in order: a result, or the error of its attempt
+            (``ClosedError`` for items not started because ``close()`` came first;
+            anything else a subclass raises becomes a ``TransportError`` with
+            ``delivery_unknown=True``).
 
         Raises:
             ClosedError: The transport was closed.
