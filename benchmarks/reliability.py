@@ -137,6 +137,25 @@ _DUMP_NOTE = {
 }
 
 
+PROMISES_START = "<!-- promises: kept by hand, carried over by this script -->"
+PROMISES_END = "<!-- /promises -->"
+
+
+def kept_promises(path: Path) -> str:
+    """The promises section of an existing report, markers included, or ``""``.
+
+    It is written by hand (each promise the docs make and the test that proves it),
+    so regenerating the figures must not lose it.
+    """
+    if not path.exists():
+        return ""
+    text = path.read_text(encoding="utf-8")
+    start, end = text.find(PROMISES_START), text.find(PROMISES_END)
+    if start < 0 or end < start:
+        return ""
+    return text[start : end + len(PROMISES_END)]
+
+
 def render(
     runs: list[tuple[Scenario, Tally, Tally | None]],
     *,
@@ -144,8 +163,9 @@ def render(
     pool: int,
     seed: int,
     total_seconds: float,
+    promises: str = "",
 ) -> str:
-    """The whole of docs/reliability.md."""
+    """The whole of docs/reliability.md; *promises* is the hand-kept promises section."""
     now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     broken = sum(bool(t.violations) for _, i, a in runs for t in (i, a) if t)
     verdict = "holds in every run" if not broken else f"broke in {broken} runs"
@@ -171,6 +191,7 @@ def render(
         "",
         f"**Result: the invariant {verdict}.**",
         "",
+        *([promises, ""] if promises else []),
         "## How it was run",
         "",
         f"- `Mailer.send_many(..., concurrency={pool})` with",
@@ -331,6 +352,7 @@ def main(argv: list[str] | None = None) -> int:
         pool=args.pool,
         seed=args.seed,
         total_seconds=total,
+        promises=kept_promises(Path(args.output)) if args.output != "-" else "",
     )
     if args.output == "-":
         print(report)

@@ -159,12 +159,21 @@ def slow_reader(chunk: int, pause: float) -> DataHandler:
     return handle
 
 
-def test_slow_steady_reader_is_not_cut_off_by_the_reply_timeout():
+@pytest.mark.parametrize("secure", [False, True], ids=["plain", "tls"])
+def test_slow_steady_reader_is_not_cut_off_by_the_reply_timeout(
+    secure, tls_pair, tmp_path
+):
     # About 2.5 MB/s for 12 MB: far longer than the 1 s timeout in total, but the
     # server never stays silent for long.
-    script = Script(data=[slow_reader(256 * 1024, 0.1)])
+    server_context, ca_pem = tls_pair
+    ca_file = tmp_path / "ca.pem"
+    ca_file.write_text(ca_pem)
+    script = Script(
+        data=[slow_reader(256 * 1024, 0.1)], tls=server_context if secure else None
+    )
+    tls = {"tls": "implicit", "ca_file": str(ca_file)} if secure else {}
     with RawServer(script, rcvbuf=128 * 1024) as server:
-        with Mailer(config(server, timeout=1.0), retry=NEVER) as mailer:
+        with Mailer(config(server, timeout=1.0, **tls), retry=NEVER) as mailer:
             started = time.monotonic()
             result = mailer.send(message(size=12 * 1024 * 1024))
             took = time.monotonic() - started

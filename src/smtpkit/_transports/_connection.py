@@ -41,6 +41,7 @@ MAX_REPLY_LINE: Final = (
 MAX_REPLY_LINES: Final = 128  # an EHLO lists a dozen or two extensions
 MAX_REPLY_BYTES: Final = 64 * 1024
 _RECV_SIZE: Final = 65536
+_WRITE_CHUNK: Final = 256 * 1024  # the idle timeout must see this much progress
 _HAS_POLL: Final = hasattr(select, "poll")
 
 try:  # Linux: how much of what we sent the peer has not acknowledged yet
@@ -221,7 +222,10 @@ class SMTPConnection(smtplib.SMTP):
         sock.settimeout(idle)
         try:
             while self.written < total:
-                self.written += sock.send(view[self.written :])
+                # Bounded pieces: an SSL socket applies its timeout to a whole
+                # send() call, so each piece must make progress within it.
+                end = self.written + _WRITE_CHUNK
+                self.written += sock.send(view[self.written : end])
         except TimeoutError:
             self.close()
             msg = (
