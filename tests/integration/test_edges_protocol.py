@@ -138,20 +138,21 @@ def test_stalled_upload_times_out_as_a_certain_failure():
 
 
 def slow_reader(chunk: int, pause: float) -> DataHandler:
-    """Read the data *chunk* bytes at a time with a *pause* between reads."""
+    """Read the data *chunk* bytes at a time with a *pause* between chunks."""
 
     def handle(conn: RawConn, number: int) -> bool:
-        data = bytearray()
+        data = bytearray(conn._buf)  # what readline already pulled in
+        conn._buf.clear()
+        taken = 0
         while not data.endswith(b"\r\n.\r\n"):
-            if conn._buf:  # what readline already pulled in
-                data += conn._buf
-                conn._buf.clear()
-                continue
-            got = conn._recv(chunk)
+            got = conn._recv(chunk - taken)  # a TLS record at most, when secure
             if not got:
                 return False
             data += got
-            time.sleep(pause)
+            taken += len(got)
+            if taken >= chunk:
+                taken = 0
+                time.sleep(pause)
         conn.received.append(bytes(data))  # type: ignore[attr-defined]
         conn.send(f"250 2.0.0 queued as Q{number}\r\n".encode())
         return True
