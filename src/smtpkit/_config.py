@@ -7,24 +7,29 @@ connections.
 from __future__ import annotations
 
 import os
+import re
 import ssl
 from collections.abc import Mapping
 from enum import Enum
 from typing import Any, Final, Literal
-from urllib.parse import parse_qsl, unquote, urlsplit
+from urllib.parse import parse_qsl, unquote_to_bytes, urlsplit
 
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
     SecretStr,
+    ValidationError,
     field_validator,
     model_validator,
 )
-from typing_extensions import Self
+from pydantic.functional_validators import ModelWrapValidatorHandler
+from pydantic_core import InitErrorDetails
+from typing_extensions import Self, override
 
 from ._auth import Auth, password_strategies
 from ._exceptions import ConfigurationError
+from ._message import FORBIDDEN_CHARS
 
 __all__ = ["DEFAULT_POOL_LIMITS", "PROVIDERS", "PoolLimits", "SMTPConfig", "TLSMode"]
 
@@ -128,9 +133,150 @@ _ENV_FIELDS: Final = (
 )
 
 
+# Fields whose rejected value an error may show.  Every other input is replaced by
+# _REDACTED: password, username and auth (secrets, or part of a URL's userinfo),
+# unknown keys (a misspelt "passwrd"), and the whole input dict that pydantic
+# attaches to cross-field errors, because pydantic prints and pickles the input.
+_SHOWN_FIELDS: Final = frozenset(
+    {
+        "host", "port", "tls", "timeout", "connect_timeout", "local_hostname",
+        "allow_insecure_auth", "ca_file", "ca_path", "client_cert", "client_key",
+        "tls_min_version", "pool", "pipelining",
+    }
+)  # fmt: skip
+_REDACTED: Final = "<redacted>"
+# The scheme and authority of a URL, as urlsplit finds them (RFC 3986 §3.2).
+_URL_AUTHORITY_RE: Final = re.compile(
+    r" *[A-Za-z][A-Za-z0-9+.-]*://(?P<authority>[^/?#]*)(?P<rest>.*)", re.DOTALL
+)
+_BAD_PERCENT_RE: Final = re.compile(r"%(?![0-9A-Fa-f]{2})")
+_PERCENT_ENCODE: Final = (
+    "percent-encode the password (e.g. urllib.parse.quote(password, safe='')) "
+    "and the user name"
+)
+
+
+def _redacted(error: ValidationError) -> ValidationError:
+    """Return *error* again, with every input that might hold a secret replaced."""
+    details: list[InitErrorDetails] = []
+    for item in error.errors(include_url=False):
+        loc = item["loc"]
+        shown = bool(loc) and loc[0] in _SHOWN_FIELDS
+        detail = InitErrorDetails(
+            type=item["type"], loc=loc, input=item["input"] if shown else _REDACTED
+        )
+        if "ctx" in item:
+            detail["ctx"] = item["ctx"]
+        details.append(detail)
+    return ValidationError.from_exception_data(error.title, details)
+
+
+def _model_error(message: str) -> ValidationError:
+    """Build the error of a cross-field check, without the input dict pydantic adds."""
+    detail = InitErrorDetails(
+        type="value_error", loc=(), input=_REDACTED, ctx={"error": ValueError(message)}
+    )
+    return ValidationError.from_exception_data("SMTPConfig", [detail])
+
+
+def _with_default_port(data: Any) -> Any:
+    """Fill in the port of the TLS mode when none is given.
+
+    An invalid ``tls`` is left for its field to report (with the bad value only);
+    raising here would make pydantic attach the whole input, password included.
+    """
+    if not isinstance(data, dict) or data.get("port") not in (None, 0):
+        return data
+    try:
+        tls = TLSMode(data.get("tls", TLSMode.STARTTLS))
+    except (ValueError, TypeError):
+        return {key: value for key, value in data.items() if key != "port"}
+    return {**data, "port": _DEFAULT_PORTS[tls]}
+
+
+def _url_fields(url: str) -> dict[str, Any]:
+    """Split an SMTP URL into SMTPConfig fields; raise ``ConfigurationError`` if it fails.
+
+    No message quotes the userinfo (see ``_userinfo_problem``), and every error is
+    raised outside an ``except`` block, so no chained exception quotes it either.
+    """
+    problem = _userinfo_problem(url)
+    if problem is not None:
+        msg = f"invalid SMTP URL: {problem}; {_PERCENT_ENCODE}"
+        raise ConfigurationError(msg)
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        # Some of urlsplit's messages quote the netloc, userinfo included.
+        failure: str | None = str(exc)
+        if "@" in url:
+            failure = f"it cannot be split into user, host and port; {_PERCENT_ENCODE}"
+    else:
+        failure = None
+    if failure is not None:
+        msg = f"invalid SMTP URL: {failure}"
+        raise ConfigurationError(msg)
+    schemes = {"smtp": TLSMode.STARTTLS, "smtps": TLSMode.IMPLICIT}
+    if parts.scheme not in schemes:
+        msg = f"SMTP URL scheme must be smtp:// or smtps://, not {parts.scheme!r}"
+        raise ConfigurationError(msg)
+    if not parts.hostname:
+        msg = "SMTP URL has no host"
+        raise ConfigurationError(msg)
+    fields: dict[str, Any] = {"host": parts.hostname, "tls": schemes[parts.scheme]}
+    if port is not None:
+        fields["port"] = port
+    for name, raw in (("username", parts.username), ("password", parts.password)):
+        if raw is not None:
+            fields[name] = _percent_decode(raw)
+    fields.update(parse_qsl(parts.query, keep_blank_values=False))
+    return fields
+
+
+def _userinfo_problem(url: str) -> str | None:
+    """Say why the user name or password of *url* cannot be read safely, if so.
+
+    A ``/``, ``?`` or ``#`` in the password ends the authority early, so its ``@``
+    turns up after the host; a second ``@`` or a ``[`` makes ``urlsplit`` read part
+    of the password as the host.  Either way host and port come out wrong, and
+    errors about them would quote pieces of the password.
+    """
+    if any(ch < " " or ch == "\x7f" for ch in url):
+        return "it contains control characters or line breaks"
+    match = _URL_AUTHORITY_RE.match(url)
+    if match is None:
+        return None  # no authority: the scheme or host check reports it
+    userinfo = match["authority"].rpartition("@")[0]
+    if "@" in match["rest"]:
+        return (
+            "an '@' follows the host, so a '/', '?' or '#' in the user name or "
+            "password ended it early (in a query value, write '@' as %40)"
+        )
+    if any(ch in userinfo for ch in "@[]"):
+        return "the user name or password contains '@', '[' or ']'"
+    if _BAD_PERCENT_RE.search(userinfo):
+        return "the user name or password has a '%' that does not start a %XX escape"
+    return None
+
+
+def _percent_decode(raw: str) -> str:
+    """Percent-decode a user name or password as UTF-8, refusing invalid bytes."""
+    try:
+        return unquote_to_bytes(raw).decode("utf-8")
+    except UnicodeDecodeError:
+        pass  # raised below, so the error does not chain the bytes
+    msg = (
+        "invalid SMTP URL: the user name or password is not UTF-8 once "
+        f"percent-decoded; {_PERCENT_ENCODE}"
+    )
+    raise ConfigurationError(msg)
+
+
 def _no_line_breaks(value: str | None, what: str) -> str | None:
-    if value is not None and any(ch in value for ch in "\r\n\0"):
-        msg = f"{what} must not contain CR, LF or NUL"
+    # The value goes into EHLO or AUTH: no control character may end the line.
+    if value is not None and not FORBIDDEN_CHARS.isdisjoint(value):
+        msg = f"{what} must not contain control characters or line breaks"
         raise ValueError(msg)
     return value
 
@@ -140,7 +286,10 @@ class SMTPConfig(BaseModel):
 
     Secrets are ``SecretStr``: they never appear in ``repr()``, ``str()``, logs,
     exceptions or ``model_dump()`` (use ``model_dump(mode="python")`` and
-    ``get_secret_value()`` to reveal them on purpose).
+    ``get_secret_value()`` to reveal them on purpose).  A ``pydantic.ValidationError``
+    from this model shows the rejected value only for fields that cannot hold a
+    secret; for ``password``, ``username``, ``auth``, unknown keys and cross-field
+    checks the input reads ``<redacted>``, in ``str()``, ``errors()`` and pickles.
 
     Attributes:
         host: Server name or IP address.
@@ -187,13 +336,28 @@ class SMTPConfig(BaseModel):
     pool: PoolLimits = DEFAULT_POOL_LIMITS
     pipelining: bool = True
 
-    @model_validator(mode="before")
+    @model_validator(mode="wrap")
     @classmethod
-    def _default_port(cls, data: Any) -> Any:
-        if isinstance(data, dict) and data.get("port") in (None, 0):
-            tls = TLSMode(data.get("tls", TLSMode.STARTTLS))
-            data = {**data, "port": _DEFAULT_PORTS[tls]}
-        return data
+    def _validate(cls, data: Any, handler: ModelWrapValidatorHandler[Self]) -> Self:
+        """Fill in the port, check the fields together, and keep secrets out of errors.
+
+        pydantic attaches the whole input dict (password included) to a model-level
+        error, and prints and pickles every error's input.  So every error is rebuilt
+        here without inputs that may hold a secret, and the cross-field checks raise
+        that rebuilt error themselves.  A ``ValidationError`` raised in a validator
+        keeps its line errors, so this covers ``SMTPConfig(...)``, ``model_validate*``
+        and an ``SMTPConfig`` nested in another model alike.
+        """
+        try:
+            config = handler(_with_default_port(data))
+        except ValidationError as exc:
+            error = _redacted(exc)
+        else:
+            conflict = config._conflict()
+            if conflict is None:
+                return config
+            error = _model_error(conflict)
+        raise error from None  # outside the except block: no chained original
 
     @field_validator("auth", mode="before")
     @classmethod
@@ -205,31 +369,38 @@ class SMTPConfig(BaseModel):
     def _single_line(cls, value: str | None) -> str | None:
         return _no_line_breaks(value, "value")
 
-    @model_validator(mode="after")
-    def _consistent(self) -> Self:
+    def _conflict(self) -> str | None:
+        """Return why the fields cannot work together, or None when they can."""
         if (self.username is None) != (self.password is None):
-            msg = "username and password must be given together"
-            raise ValueError(msg)
+            return "username and password must be given together"
         if (
             self.tls is TLSMode.NONE
             and self.wants_auth
             and not self.allow_insecure_auth
         ):
-            msg = (
+            return (
                 "credentials would be sent in cleartext with tls='none'; use TLS, or "
                 "set allow_insecure_auth=True for a trusted local server"
             )
-            raise ValueError(msg)
         tls_files = (self.ca_file, self.ca_path, self.client_cert, self.client_key)
         if self.ssl_context is not None and (
             any(tls_files) or self.tls_min_version is not None
         ):
-            msg = "ssl_context excludes ca_file, ca_path, client_cert, client_key, tls_min_version"
-            raise ValueError(msg)
+            return "ssl_context excludes ca_file, ca_path, client_cert, client_key, tls_min_version"
         if self.client_key is not None and self.client_cert is None:
-            msg = "client_key needs client_cert"
-            raise ValueError(msg)
-        return self
+            return "client_key needs client_cert"
+        return None
+
+    @override
+    def __setattr__(self, name: str, value: Any) -> None:
+        """Refuse assignment, as every frozen model does, without quoting the value."""
+        try:
+            super().__setattr__(name, value)
+        except ValidationError as exc:
+            error = _redacted(exc)
+        else:  # pragma: no cover - the model is frozen, so assignment always fails
+            return
+        raise error from None  # outside the except block: no chained original
 
     @property
     def wants_auth(self) -> bool:
@@ -250,38 +421,22 @@ class SMTPConfig(BaseModel):
         ``smtp://`` means STARTTLS (required) on port 587 and ``smtps://`` implicit
         TLS on 465; ``?tls=none`` opts into cleartext.  Other options go in the
         query (``?timeout=10&local_hostname=app.example``).  User and password are
-        percent-decoded as UTF-8, so ``@ : /`` and non-ASCII characters must be
-        percent-encoded in the URL.
+        percent-decoded as UTF-8, so ``@ : / ? # [ ] %`` and non-ASCII characters
+        must be percent-encoded in the URL (``urllib.parse.quote(password,
+        safe='')``), and an ``@`` in a query value as ``%40``.  A URL where that
+        was forgotten is refused rather than read with part of the password as the
+        host, and no error quotes any part of the user name or password.
 
         Args:
             url: The URL.
             **overrides: Fields that win over the URL.
 
         Raises:
-            ConfigurationError: The URL cannot be parsed.
+            ConfigurationError: The URL cannot be parsed, or its user name or
+                password is not percent-encoded.
             pydantic.ValidationError: A value is invalid; the error names the field.
         """
-        try:
-            parts = urlsplit(url)
-            port = parts.port
-        except ValueError as exc:
-            msg = f"invalid SMTP URL: {exc}"
-            raise ConfigurationError(msg) from None
-        schemes = {"smtp": TLSMode.STARTTLS, "smtps": TLSMode.IMPLICIT}
-        if parts.scheme not in schemes:
-            msg = f"SMTP URL scheme must be smtp:// or smtps://, not {parts.scheme!r}"
-            raise ConfigurationError(msg)
-        if not parts.hostname:
-            msg = "SMTP URL has no host"
-            raise ConfigurationError(msg)
-        fields: dict[str, Any] = {"host": parts.hostname, "tls": schemes[parts.scheme]}
-        if port is not None:
-            fields["port"] = port
-        if parts.username is not None:
-            fields["username"] = unquote(parts.username)
-        if parts.password is not None:
-            fields["password"] = unquote(parts.password)
-        fields.update(parse_qsl(parts.query, keep_blank_values=False))
+        fields = _url_fields(url)
         fields.update(overrides)
         return cls(**fields)
 
