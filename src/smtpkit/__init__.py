@@ -15,6 +15,7 @@ from __future__ import annotations
 from importlib.metadata import PackageNotFoundError, version
 
 from . import auth
+from ._address import Address
 from ._config import DEFAULT_POOL_LIMITS, PROVIDERS, PoolLimits, SMTPConfig, TLSMode
 from ._exceptions import (
     AuthenticationError,
@@ -42,7 +43,7 @@ from ._exceptions import (
     TransportError,
 )
 from ._mailer import BulkItem, BulkProgress, Mailer, Sendable
-from ._message import Address, Attachment, Envelope, Message
+from ._message import Attachment, Envelope, Message
 from ._ratelimit import RateLimit
 from ._reply import EnhancedStatus, ReplyCode, SMTPReply, parse_reply
 from ._retry import DEFAULT_RETRY_POLICY, RetryDetails, RetryHook, RetryPolicy

@@ -27,9 +27,9 @@ from pydantic.functional_validators import ModelWrapValidatorHandler
 from pydantic_core import InitErrorDetails
 from typing_extensions import Self, override
 
+from ._address import FORBIDDEN_CHARS
 from ._auth import Auth, password_strategies
 from ._exceptions import ConfigurationError
-from ._message import FORBIDDEN_CHARS
 
 __all__ = ["DEFAULT_POOL_LIMITS", "PROVIDERS", "PoolLimits", "SMTPConfig", "TLSMode"]
 

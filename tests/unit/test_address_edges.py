@@ -17,8 +17,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from smtpkit import Address, Attachment, Envelope, Message, _message
-from smtpkit._message import FORBIDDEN_CHARS
+from smtpkit import Address, Attachment, Envelope, Message, _address
+from smtpkit._address import FORBIDDEN_CHARS
 
 
 def msg(**fields: object) -> Message:
@@ -113,17 +113,17 @@ def without_idna() -> Iterator[None]:
     """Make ``import idna`` fail, as when smtpkit[idna] is not installed."""
     with pytest.MonkeyPatch.context() as patch:
         patch.setitem(sys.modules, "idna", None)
-        _message._has_idna.cache_clear()
+        _address._has_idna.cache_clear()
         try:
             yield
         finally:
-            _message._has_idna.cache_clear()
+            _address._has_idna.cache_clear()
 
 
 @pytest.fixture(params=["idna", "stdlib"])
 def idna_path(request) -> Iterator[str]:
     if request.param == "idna":
-        assert _message._has_idna()  # the test extra installs it
+        assert _address._has_idna()  # the test extra installs it
         yield request.param
         return
     with without_idna():
