@@ -4,31 +4,42 @@ No MIME is written by hand here.  ``Message`` is built with the ``email.mime``
 classes under the ``compat32`` policy, the way Django has long done it: it is about
 four times cheaper per message than ``EmailMessage`` with the modern policy (whose
 header registry re-parses every header), and rendering is the biggest cost of a
-send on a fast link.  ``email.header``, ``email.utils`` and ``email.encoders`` do
-the RFC 2047 / RFC 2231 encoding.  Pre-built ``EmailMessage`` objects from users
-are rendered with their own policy.
+send on a fast link.  ``email.charset`` makes the RFC 2047 encoded words and
+``urllib.parse.quote`` the RFC 2231 percent-encoding.  Pre-built ``EmailMessage``
+objects from users are checked, then rendered with their own policy.
+
+Promises kept for every message the models accept: no header line but the ones
+smtpkit means to write (a control character or line break anywhere in a header is
+refused, whatever the models let through), and no line over 998 octets (RFC 5322
+§2.1.1): headers are folded at white space, text that cannot be folded becomes
+encoded words, file names become RFC 2231 sections, and what is left (a single
+unbreakable token such as a 1,100-character URL) is refused with
+``InvalidMessageError`` before anything is sent.
 """
 
 from __future__ import annotations
 
 import copy
+import itertools
 import re
 from datetime import datetime, timezone
 from email import encoders
 from email import policy as email_policy
 from email.charset import BASE64, QP, Charset
-from email.header import Header
+from email.generator import BytesGenerator
 from email.message import EmailMessage
 from email.message import Message as MIMEMessage
 from email.mime.base import MIMEBase
 from email.mime.multipart import MIMEMultipart
 from email.mime.nonmultipart import MIMENonMultipart
 from email.policy import Compat32
-from email.utils import format_datetime, formataddr, getaddresses, make_msgid
-from typing import Any, Final, cast
+from email.utils import format_datetime, getaddresses, make_msgid, quote
+from io import BytesIO
+from typing import Any, Final
+from urllib.parse import quote as percent_encode
 
 from ._exceptions import InvalidMessageError
-from ._message import Address, Attachment, Envelope, Message
+from ._message import FORBIDDEN_CHARS, Address, Attachment, Envelope, Message
 
 __all__ = [
     "envelope_of",
@@ -38,76 +49,307 @@ __all__ = [
     "render_with_id",
 ]
 
-
-class _WirePolicy(Compat32):
-    """compat32 with CRLF, and without re-folding headers that already fit a line.
-
-    compat32 runs every header through ``email.header.Header`` to fold it, which
-    is most of the cost of rendering a small message.  A short ASCII value needs no
-    folding; anything else still takes the stdlib path.  Under compat32, 8-bit
-    values carried as surrogateescape are written out raw, as SMTPUTF8 needs.
-    """
-
-    def _fold(
-        self, name: str, value: Any, sanitize: bool
-    ) -> str:  # private stdlib hook
-        if (
-            isinstance(value, str)
-            and len(name) + len(value) + 2 <= _FOLD_AT
-            and value.isascii()
-            and "\n" not in value
-            and "\r" not in value
-        ):
-            return f"{name}: {value}{self.linesep}"
-        return str(super()._fold(name, value, sanitize))  # type: ignore[misc]  # private stdlib hook
-
-
-_WIRE_POLICY: Final = _WirePolicy(linesep="\r\n")
-_UTF8_POLICY: Final = email_policy.SMTPUTF8
+_MAX_LINE: Final = 998  # RFC 5322 §2.1.1 "MUST", octets without CRLF
+_FOLD_AT: Final = 78  # RFC 5322 §2.1.1 "SHOULD"
+_MAX_ENCODED_WORD: Final = 75  # RFC 2047 §2
+_SECTION: Final = 60  # RFC 2231 section length: one section per folded line
+_SHORT_PARAM: Final = 60  # a quoted file name this short never needs folding
+_NAME_WORD: Final = 70  # encoded words in name="...", after ' name="' on a line
+_UNSAFE_RE: Final = re.compile("[" + re.escape("".join(sorted(FORBIDDEN_CHARS))) + "]")
+# Fold points: white space outside quoted strings first; inside a quoted string
+# only when it cannot fit a line by itself (between the encoded words of name=).
+_TOKEN_RE: Final = re.compile(r'[ \t]*(?:[^ \t"]|"(?:[^"\\]|\\.)*"?)+|[ \t]+')
+_WSP_SPLIT_RE: Final = re.compile(r"(?<=[^ \t])(?=[ \t]+[^ \t])")
+_WSP_RE: Final = re.compile(r"[ \t]+")
+_EOL_RE: Final = re.compile(r"\r\n|\r|\n")
 _BARE_EOL_RE: Final = re.compile(rb"\r\n|\r|\n")
 _SPECIALS_RE: Final = re.compile(r'[][\\()<>@,:;".]')
-_MAX_7BIT_LINE: Final = 998  # RFC 5322 §2.1.1
-_FOLD_AT: Final = 78  # RFC 5322 §2.1.1 "SHOULD"
+_FIELD_NAME_RE: Final = re.compile(r"[!-9;-~]+")  # RFC 5322 §3.6.8
+# Folding white space in a parsed header: a line break, then WSP, then text.
+_VALID_FOLD_RE: Final = re.compile(r"\r?\n(?=[ \t]+[^ \t\r\n])")
+_ATTRIBUTE_CHARS: Final = "!#$&+^`{|}"  # RFC 2231 §7 attribute-char beyond quote()'s
+_URI_CHARS: Final = "".join(map(chr, range(0x21, 0x7F)))  # kept as they are
+# RFC 2046 §5.2: these message/* types travel only as 7bit or 8bit, never encoded.
+_UNENCODED_MESSAGES: Final = {
+    "rfc822": "8bit",
+    "partial": "7bit",
+    "external-body": "7bit",
+}
+_ADDRESS_FIELDS: Final = (
+    "From", "Sender", "Reply-To", "To", "Cc",
+    "Resent-From", "Resent-Sender", "Resent-To", "Resent-Cc",
+)  # fmt: skip
+_UTF8_WORDS: Final = Charset("utf-8")  # encoded words in B or Q, whichever is shorter
 _UTF8_BASE64: Final = Charset("utf-8")
 _UTF8_BASE64.body_encoding = BASE64
 _ASCII_QP: Final = Charset("us-ascii")
 _ASCII_QP.body_encoding = QP
 
 
+def _check_text(what: str, text: str) -> None:
+    """Refuse a control character or line break in a header value.
+
+    Each of them can end a header line somewhere: compat32 and the modern policy
+    fold with ``str.splitlines``, which breaks at VT, FF, FS, GS, RS, U+0085,
+    U+2028 and U+2029 as well as CR and LF.
+    """
+    if bad := _UNSAFE_RE.search(text):
+        msg = f"{what} must not contain control characters or line breaks ({bad[0]!r}): {text!r}"
+        raise InvalidMessageError(msg)
+
+
+def _fold_header(name: str, value: str) -> str:
+    """Fold one header at white space into lines of at most 78 octets where possible.
+
+    A word longer than a line gets a line of its own; one too long for 998 octets
+    cannot be folded (RFC 5322 §2.2.3 folds only at white space) and is refused.
+    """
+    text = value
+    if not value.isascii():  # raw UTF-8 carried as surrogate escapes (SMTPUTF8)
+        text = value.encode("ascii", "surrogateescape").decode("utf-8")
+    _check_text(f"header {name}", text)
+    lines = []
+    line = f"{name}: "
+    has_text = False
+    for token in _TOKEN_RE.findall(value):
+        for piece in [token] if len(token) < _FOLD_AT else _WSP_SPLIT_RE.split(token):
+            if has_text and len(line) + len(piece) > _FOLD_AT and piece.strip(" \t"):
+                lines.append(line)  # the piece starts with WSP: RFC 5322 §2.2.3
+                line = piece
+            else:
+                line += piece
+            has_text = True
+    lines.append(line)
+    if (longest := max(map(len, lines))) > _MAX_LINE:
+        msg = (
+            f"header {name} holds a word that cannot be folded into lines of at "
+            f"most {_MAX_LINE} octets (RFC 5322 §2.1.1); its longest line would be "
+            f"{longest} octets"
+        )
+        raise InvalidMessageError(msg)
+    return "\r\n".join(lines)
+
+
+class _WirePolicy(Compat32):
+    """compat32 with CRLF, and smtpkit's own folding instead of ``Header``'s.
+
+    A short printable ASCII value is written as it is, which is most headers and
+    most of the saving.  Everything else is checked for line breaks and folded at
+    white space only; ``Header`` would split at ``str.splitlines`` boundaries and
+    leave long words and raw UTF-8 unfolded.  Under compat32, 8-bit values carried
+    as surrogate escapes are written out raw, as SMTPUTF8 needs.
+    """
+
+    def _fold(
+        self, name: str, value: Any, sanitize: bool
+    ) -> str:  # private stdlib hook
+        text = str(value)
+        if (
+            len(name) + len(text) + 2 <= _FOLD_AT
+            and text.isascii()
+            and text.isprintable()
+        ):
+            return f"{name}: {text}{self.linesep}"
+        return _fold_header(name, text) + self.linesep
+
+
+class _WireGenerator(BytesGenerator):
+    """``BytesGenerator`` that writes an 8-bit message/rfc822 payload as it is.
+
+    The stdlib writes the string payload of a message/* part as strict ASCII;
+    smtpkit carries those bytes as surrogate escapes, like all 8-bit text here.
+    """
+
+    def _encode(self, s: str) -> bytes:  # private stdlib hook
+        return s.encode("ascii", "surrogateescape")
+
+
+_WIRE_POLICY: Final = _WirePolicy(linesep="\r\n")
+_UTF8_POLICY: Final = email_policy.SMTPUTF8
+
+
 def _raw_utf8(value: str) -> str:
     """Carry *value* as raw UTF-8 bytes through the compat32 generator."""
-    return value.encode("utf-8").decode("ascii", "surrogateescape")
+    return (
+        value if value.isascii() else value.encode().decode("ascii", "surrogateescape")
+    )
 
 
-def _header_text(value: str, *, utf8: bool) -> str | Header:
-    if value.isascii():
-        return value
-    # A Header object is folded between encoded words by the generator.
-    return _raw_utf8(value) if utf8 else Header(value, "utf-8")
+def _fits(text: str, limit: int) -> bool:
+    """Whether every run of *text* without white space is at most *limit* octets."""
+    if len(text) <= limit and text.isascii():
+        return True
+    return max(len(word.encode()) for word in _WSP_RE.split(text)) <= limit
 
 
-def _format_address(address: Address, *, utf8: bool) -> str:
-    if not utf8:
-        return formataddr((address.name or "", address.ascii_email), charset="utf-8")
-    name = address.name or ""
-    if name and _SPECIALS_RE.search(name):
-        name = '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
-    return _raw_utf8(f"{name} <{address.email}>" if name else address.email)
+def _encoded_words(text: str, *, first: int, width: int = _MAX_ENCODED_WORD) -> str:
+    """RFC 2047 encoded words of at most *width* characters, separated by spaces.
+
+    RFC 2047 §2 caps an encoded word at 75 characters; *first* (shorter) leaves
+    room for what precedes the first word on its line.  Readers join adjacent
+    encoded words and drop the space between them (§6.2), so any text, white
+    space included, comes back exactly.
+    """
+    widths = itertools.chain([min(first, width)], itertools.repeat(width))
+    words = _UTF8_WORDS.header_encode_lines(text, widths)
+    # None stands for "not even one character fits in *first*".
+    return " ".join(word for word in words if word)
+
+
+def _unstructured(name: str, value: str, *, utf8: bool) -> str:
+    """*value* as the wire carries it: as it is when it can, else encoded words.
+
+    Encoded words carry what plain text cannot: non-ASCII without SMTPUTF8, leading
+    white space (parsers strip it), text that looks like an encoded word (readers
+    would decode it), and a word too long to fold (RFC 5322 §2.1.1).
+    """
+    if (
+        (utf8 or value.isascii())
+        and value[:1] not in (" ", "\t")
+        and "=?" not in value
+        and _fits(value, _MAX_LINE - len(name) - 2)
+    ):
+        return _raw_utf8(value)
+    _check_text(f"header {name}", value)  # before encoding hides it
+    return _encoded_words(value, first=_FOLD_AT - len(name) - 2)
+
+
+def _phrase(name: str, *, utf8: bool, limit: int, first: int) -> str:
+    """A display name as an RFC 5322 §3.2.5 phrase: atoms, a quoted string, or
+    RFC 2047 encoded words (``formataddr`` makes one encoded word of any length)."""
+    if name.isprintable() and (utf8 or name.isascii()) and "=?" not in name:
+        phrase = name
+        if _SPECIALS_RE.search(name) or name.strip(" ") != name or "  " in name:
+            phrase = f'"{quote(name)}"'  # a quoted string keeps its white space
+        if _fits(phrase, limit):
+            return phrase
+    _check_text("display name", name)
+    return _encoded_words(name, first=first)
+
+
+def _addresses(name: str, addresses: tuple[Address, ...], *, utf8: bool) -> str:
+    limit = _MAX_LINE - len(name) - 5  # room for "Name: ", quotes and a comma
+    first = _FOLD_AT - len(name) - 2
+    formatted = []
+    for address in addresses:
+        email = address.email if utf8 else address.ascii_email
+        if address.name:
+            phrase = _phrase(address.name, utf8=utf8, limit=limit, first=first)
+            email = f"{phrase} <{email}>"
+        formatted.append(email)
+    return _raw_utf8(", ".join(formatted))
+
+
+def _list_unsubscribe(uris: tuple[str, ...], *, utf8: bool) -> str:
+    value = ", ".join(f"<{uri}>" for uri in uris)
+    if value.isascii() or utf8:
+        return _raw_utf8(value)
+    _check_text("header List-Unsubscribe", value)
+    # RFC 3987 §3.1: an IRI becomes a URI by percent-encoding its UTF-8.
+    return ", ".join(f"<{percent_encode(uri, safe=_URI_CHARS)}>" for uri in uris)
+
+
+def _longest_line(text: str) -> int:
+    """Characters in *text*'s longest line, ended by CR, LF or CRLF only.
+
+    The wire knows no other line end: ``str.splitlines`` would also break at FF,
+    VT, FS, GS, RS and so undercount.
+    """
+    lines = text.split("\n") if "\r" not in text else _EOL_RE.split(text)
+    return max(map(len, lines))
 
 
 def _text_part(text: str, subtype: str) -> MIMENonMultipart:
     part = MIMENonMultipart("text", subtype)
     if text.isascii():
-        long_lines = max(map(len, text.splitlines()), default=0) > _MAX_7BIT_LINE
-        # 7bit keeps plain ASCII readable; QP only when a line is too long for SMTP.
-        part.set_payload(text, _ASCII_QP if long_lines else "us-ascii")
+        # 7bit keeps plain ASCII readable; QP when RFC 2045 §2.7 rules 7bit out:
+        # a line over 998 octets, or a NUL.
+        needs_qp = "\0" in text or (
+            len(text) > _MAX_LINE and _longest_line(text) > _MAX_LINE
+        )
+        part.set_payload(text, _ASCII_QP if needs_qp else "us-ascii")
     else:
         part.set_payload(text, _UTF8_BASE64)
     return part
 
 
+def _rfc2231(param: str, value: str) -> list[str]:
+    """*param* as RFC 2231 extended parameters: UTF-8, percent-encoded (§4), in
+    sections short enough to fold (§3), each ending at a character boundary."""
+    sections = []
+    section = "utf-8''"
+    for char in value:
+        encoded = percent_encode(char, safe=_ATTRIBUTE_CHARS)
+        if len(section) + len(encoded) > _SECTION:
+            sections.append(section)
+            section = ""
+        section += encoded
+    sections.append(section)
+    if len(sections) == 1:
+        return [f"{param}*={section}"]
+    return [f"{param}*{i}*={section}" for i, section in enumerate(sections)]
+
+
+def _set_filename(part: MIMEBase, attachment: Attachment) -> None:
+    filename = attachment.filename
+    disposition = "inline" if attachment.is_inline else "attachment"
+    if (
+        len(filename) <= _SHORT_PARAM
+        and filename.isascii()
+        and filename.isprintable()
+        and not any(s in filename for s in ('"', "\\", "=?"))
+    ):
+        part.set_param("name", filename)
+        part.add_header("Content-Disposition", disposition, filename=filename)
+        return
+    _check_text("filename", filename)  # before encoding hides it
+    # RFC 2047 words in name= for clients that read only Content-Type (older
+    # Outlook); the standard RFC 2231 form on Content-Disposition.
+    part.set_param("name", _encoded_words(filename, first=_NAME_WORD, width=_NAME_WORD))
+    part["Content-Disposition"] = "; ".join(
+        [disposition, *_rfc2231("filename", filename)]
+    )
+
+
+def _set_message_payload(part: MIMEBase, attachment: Attachment) -> None:
+    """Attach a message/rfc822 (or partial, external-body) part as it is.
+
+    RFC 2046 §5.2 allows these only unencoded, so a forwarded message stays
+    readable.  8-bit bytes go out as 8bit (message/rfc822 only), which needs the
+    server's 8BITMIME: the transport asks for it, or raises ``NotSupportedError``
+    when the server lacks it.  A NUL or a line over 998 octets has no legal form.
+    """
+    data = _BARE_EOL_RE.sub(b"\r\n", attachment.content)
+    cte = "7bit" if data.isascii() else _UNENCODED_MESSAGES[part.get_content_subtype()]
+    problem = None
+    if b"\0" in data:
+        problem = "contains a NUL byte"
+    elif max(map(len, data.split(b"\r\n"))) > _MAX_LINE:
+        problem = f"has a line over {_MAX_LINE} octets (RFC 5322 §2.1.1)"
+    elif cte == "7bit" and not data.isascii():
+        problem = "contains 8-bit bytes, which RFC 2046 §5.2 does not allow for it"
+    if problem is not None:
+        msg = (
+            f"attachment {attachment.filename!r} ({attachment.content_type}) "
+            f"{problem} and cannot be sent unencoded; attach it as "
+            "application/octet-stream to send it base64-encoded"
+        )
+        raise InvalidMessageError(msg)
+    part.set_payload(data.decode("ascii", "surrogateescape"))
+    part["Content-Transfer-Encoding"] = cte
+
+
 def _file_part(attachment: Attachment) -> MIMEBase:
     maintype, _, subtype = attachment.content_type.partition("/")
+    if maintype == "multipart":
+        # RFC 2045 §6.4 forbids encoding a multipart, and without its boundary
+        # parameter the raw bytes cannot be parsed.
+        msg = (
+            f"attachment {attachment.filename!r}: {attachment.content_type} content "
+            "cannot be attached; use message/rfc822 for a whole message or "
+            "application/octet-stream"
+        )
+        raise InvalidMessageError(msg)
     part = MIMEBase(maintype, subtype)
     if maintype == "text":
         # Readers decode text/* by its charset; label the bytes when they say it.
@@ -118,17 +360,12 @@ def _file_part(attachment: Attachment) -> MIMEBase:
         else:
             label = "us-ascii" if attachment.content.isascii() else "utf-8"
             part.set_param("charset", label)
-    part.set_payload(attachment.content)
-    encoders.encode_base64(part)
-    # RFC 2231 for non-ASCII names, on both headers: clients that read only
-    # Content-Type (older Outlook) look for name=.
-    charset = None if attachment.filename.isascii() else "utf-8"
-    part.set_param("name", attachment.filename, charset=charset)
-    disposition = "inline" if attachment.is_inline else "attachment"
-    part["Content-Disposition"] = disposition
-    part.set_param(
-        "filename", attachment.filename, "Content-Disposition", charset=charset
-    )
+    if maintype == "message" and subtype in _UNENCODED_MESSAGES:
+        _set_message_payload(part, attachment)
+    else:
+        part.set_payload(attachment.content)
+        encoders.encode_base64(part)
+    _set_filename(part, attachment)
     if attachment.content_id is not None:
         part["Content-ID"] = f"<{attachment.content_id}>"
     return part
@@ -144,7 +381,9 @@ def _body(message: Message) -> MIMEMessage:
     else:
         body = _text_part(message.html, "html")
         if inline:
-            body = MIMEMultipart("related", _subparts=[body, *map(_file_part, inline)])
+            # RFC 2387 §3.1: type= names the root part, and it is required.
+            parts = [body, *map(_file_part, inline)]
+            body = MIMEMultipart("related", _subparts=parts, type="text/html")
         if message.text is not None:
             body = MIMEMultipart(
                 "alternative", _subparts=[_text_part(message.text, "plain"), body]
@@ -157,35 +396,48 @@ def _body(message: Message) -> MIMEMessage:
 def render_with_id(message: Message) -> tuple[bytes, str]:
     """Render *message*; return its bytes (CRLF, before dot-stuffing) and Message-ID.
 
-    The Bcc header is never written.  Without SMTPUTF8 the result is 7-bit clean, so
-    every server takes it with or without 8BITMIME.
+    The Bcc header is never written.  Without SMTPUTF8 the result is 7-bit clean,
+    so every server takes it with or without 8BITMIME, except for an attached
+    message/rfc822 with 8-bit bytes, which RFC 2046 §5.2.1 lets travel only as
+    8bit.  No line exceeds 998 octets.
+
+    Raises:
+        InvalidMessageError: A header holds a control character or line break, a
+            word that cannot be folded within 998 octets (such as a 1,100-character
+            List-Unsubscribe URL), or text that is not valid Unicode; or an
+            attachment has no legal transfer encoding.
     """
     utf8 = message.needs_smtputf8
-    # compat32 takes Header objects as values (see email.header); typeshed says str.
-    msg = cast("MIMEMessage[str, str | Header]", _body(message))
-    msg["From"] = _format_address(message.sender, utf8=utf8)
-    for name, addresses in (
-        ("To", message.to),
-        ("Cc", message.cc),
-        ("Reply-To", message.reply_to),
-    ):
-        if addresses:
-            msg[name] = ", ".join(_format_address(a, utf8=utf8) for a in addresses)
-    if message.subject:
-        msg["Subject"] = _header_text(message.subject, utf8=utf8)
-    msg["Date"] = format_datetime(message.date or datetime.now(timezone.utc))
-    sender_domain = message.sender.ascii_email.rpartition("@")[2]
-    message_id = message.message_id or make_msgid(domain=sender_domain)
-    msg["Message-ID"] = message_id
-    if message.list_unsubscribe:
-        msg["List-Unsubscribe"] = ", ".join(
-            f"<{uri}>" for uri in message.list_unsubscribe
-        )
-    if message.list_unsubscribe_one_click:
-        msg["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
-    for name, value in message.headers.items():
-        msg[name] = _header_text(value, utf8=utf8)
-    return msg.as_bytes(policy=_WIRE_POLICY), message_id
+    try:
+        msg = _body(message)
+        msg["From"] = _addresses("From", (message.sender,), utf8=utf8)
+        for name, addresses in (
+            ("To", message.to),
+            ("Cc", message.cc),
+            ("Reply-To", message.reply_to),
+        ):
+            if addresses:
+                msg[name] = _addresses(name, addresses, utf8=utf8)
+        if message.subject:
+            msg["Subject"] = _unstructured("Subject", message.subject, utf8=utf8)
+        msg["Date"] = format_datetime(message.date or datetime.now(timezone.utc))
+        sender_domain = message.sender.ascii_email.rpartition("@")[2]
+        message_id = message.message_id or make_msgid(domain=sender_domain)
+        msg["Message-ID"] = message_id
+        if message.list_unsubscribe:
+            msg["List-Unsubscribe"] = _list_unsubscribe(
+                message.list_unsubscribe, utf8=utf8
+            )
+        if message.list_unsubscribe_one_click:
+            msg["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
+        for name, value in message.headers.items():
+            msg[name] = _unstructured(name, value, utf8=utf8)
+        out = BytesIO()
+        _WireGenerator(out, mangle_from_=False, policy=_WIRE_POLICY).flatten(msg)
+        return out.getvalue(), message_id
+    except UnicodeEncodeError as exc:  # a lone surrogate, which UTF-8 cannot carry
+        msg_text = f"message text is not valid Unicode: {exc.object!r}"
+        raise InvalidMessageError(msg_text) from exc
 
 
 def render(message: Message) -> bytes:
@@ -206,30 +458,143 @@ def envelope_of(msg: EmailMessage) -> Envelope:
     """Derive an envelope from a pre-built message's headers, as smtplib does.
 
     MIME senders come from ``Sender`` or else ``From``; recipients from ``To``,
-    ``Cc`` and ``Bcc``.
+    ``Cc`` and ``Bcc``.  A resent message (one ``Resent-Date``, RFC 5322 §3.6.6)
+    goes to its ``Resent-`` block instead: ``Resent-Sender`` or ``Resent-From``,
+    and ``Resent-To``, ``Resent-Cc`` and ``Resent-Bcc``, the rule of smtplib's
+    ``send_message``.  Like smtplib, more than one ``Resent-Date`` is refused:
+    which block is the newest cannot be told reliably.
 
     Raises:
-        InvalidMessageError: No sender or no recipient could be found.
+        InvalidMessageError: No sender or no recipient could be found, the
+            message has more than one ``Resent-`` block, or an address field holds
+            a control character or line break.
     """
-    senders = getaddresses(msg.get_all("Sender") or msg.get_all("From") or [])
+    resent = msg.get_all("Resent-Date") or []
+    if len(resent) > 1:
+        msg_text = "pass an envelope: the message has more than one Resent- block"
+        raise InvalidMessageError(msg_text)
+    prefix = "Resent-" if resent else ""
+    senders = getaddresses(
+        _field_values(msg, f"{prefix}Sender") or _field_values(msg, f"{prefix}From")
+    )
     if len(senders) != 1 or not senders[0][1]:
         msg_text = (
-            "pass an envelope: the message needs exactly one From (or Sender) address"
+            f"pass an envelope: the message needs exactly one {prefix}From "
+            f"(or {prefix}Sender) address"
         )
         raise InvalidMessageError(msg_text)
-    fields = [str(v) for name in ("To", "Cc", "Bcc") for v in msg.get_all(name) or []]
+    fields = [
+        v for name in ("To", "Cc", "Bcc") for v in _field_values(msg, prefix + name)
+    ]
     recipients = tuple(addr for _, addr in getaddresses(fields) if addr)
     if not recipients:
-        msg_text = "pass an envelope: the message has no To, Cc or Bcc address"
+        msg_text = (
+            f"pass an envelope: the message has no {prefix}To, {prefix}Cc or "
+            f"{prefix}Bcc address"
+        )
         raise InvalidMessageError(msg_text)
     return Envelope(sender=senders[0][1], recipients=recipients)
 
 
-def render_email(msg: EmailMessage, *, smtputf8: bool) -> bytes:
-    """Render a pre-built message without its Bcc and Resent-Bcc headers."""
+def _check_field(name: str, text: str) -> bool:
+    """Refuse a header value that would write a line of its own when re-folded.
+
+    Values parsed from bytes are stored raw, and both policies re-fold them with
+    ``str.splitlines``: a VT, FF or U+2028 there becomes a CRLF.  Folding already
+    in a parsed value (a line break, then white space and text) is left alone.
+
+    Returns:
+        Whether the value holds non-ASCII text that is valid UTF-8 (bytes of an
+        unknown 8-bit charset do not count).
+    """
+    utf8 = False
+    if not text.isascii():  # raw bytes from a parser are surrogate escapes
+        try:
+            raw = text.encode("utf-8", "surrogateescape")
+        except UnicodeEncodeError as exc:
+            msg = f"header {name} is not valid Unicode: {text!r}"
+            raise InvalidMessageError(msg) from exc
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            text = raw.decode("utf-8", "replace")
+        else:
+            utf8 = True
+    _check_text(f"header {name}", _VALID_FOLD_RE.sub("", text))
+    return utf8
+
+
+def _field_values(msg: EmailMessage, name: str) -> list[str]:
+    """Every value of the *name* header, checked by ``_check_field``."""
+    values = [str(value) for value in msg.get_all(name) or []]
+    for value in values:
+        _check_field(name, value)
+    return values
+
+
+def _check_headers(msg: EmailMessage) -> bool:
+    """Check every field of every part, attachments' parameters included.
+
+    Returns:
+        Whether a value is raw UTF-8 text (stored under compat32, or parsed), which
+        only SMTPUTF8 carries as it is: the ``SMTP`` policy would encode it when
+        the line is long and fail when it is short.  Header objects of the modern
+        policy encode themselves and do not count.
+    """
+    utf8 = False
+    for part in msg.walk():
+        for name, value in part.raw_items():
+            if not _FIELD_NAME_RE.fullmatch(name):
+                msg_text = f"header name must be printable ASCII without ':': {name!r}"
+                raise InvalidMessageError(msg_text)
+            raw_text = _check_field(name, str(value))
+            utf8 = utf8 or (raw_text and type(value) is str)
+    return utf8
+
+
+def _check_lines(data: bytes) -> None:
+    """Refuse a line over 998 octets (RFC 5322 §2.1.1); a bare CR ends a line too."""
+    lines = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n").split(b"\n")
+    longest = max(lines, key=len)
+    if len(longest) > _MAX_LINE:
+        msg = (
+            f"the message has a line of {len(longest)} octets, over the "
+            f"{_MAX_LINE} RFC 5322 §2.1.1 allows: {longest[:60]!r}..."
+        )
+        raise InvalidMessageError(msg)
+
+
+def render_email(msg: EmailMessage, envelope: Envelope) -> tuple[Envelope, bytes]:
+    """Check and render a pre-built message; return its envelope and bytes.
+
+    The Bcc and Resent-Bcc headers are left out; *msg* is not changed.  What can
+    be written only as UTF-8 (RFC 6532 §3.2) makes the envelope ask for SMTPUTF8:
+    addresses in the headers that are not ASCII (``用户@例子.cn``; the ``SMTP``
+    policy would put encoded words inside them), and raw UTF-8 header text (set
+    under compat32, or parsed; see ``_check_headers``).  The transport then raises
+    ``NotSupportedError`` when the server does not offer SMTPUTF8.
+
+    Raises:
+        InvalidMessageError: A header name or value would break the header block
+            (see ``_check_field``), text cannot be encoded (not valid Unicode, or
+            a compat32 body without a charset), or a line of the result exceeds
+            998 octets.
+    """
+    raw_utf8 = _check_headers(msg)
+    if not envelope.needs_smtputf8:
+        fields = [str(v) for name in _ADDRESS_FIELDS for v in msg.get_all(name) or []]
+        if raw_utf8 or not all(addr.isascii() for _, addr in getaddresses(fields)):
+            envelope = envelope.model_copy(update={"smtputf8": True})
     if "Bcc" in msg or "Resent-Bcc" in msg:
         # Deleting a header rebinds the copy's header list; the caller's is untouched.
         msg = copy.copy(msg)
         del msg["Bcc"]
         del msg["Resent-Bcc"]
-    return msg.as_bytes(policy=_UTF8_POLICY if smtputf8 else email_policy.SMTP)
+    policy = _UTF8_POLICY if envelope.needs_smtputf8 else email_policy.SMTP
+    try:
+        data = msg.as_bytes(policy=policy)
+    except UnicodeEncodeError as exc:  # e.g. a compat32 str body without a charset
+        msg_text = f"the message holds text its policy cannot encode: {exc}"
+        raise InvalidMessageError(msg_text) from exc
+    _check_lines(data)
+    return envelope, data

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from smtpkit import Attachment, InvalidMessageError, Message
+from smtpkit import Attachment, Envelope, InvalidMessageError, Message
 from smtpkit._mime import envelope_of, normalize_line_endings, render, render_email
 from smtpkit._transports.smtp import dot_stuff
 
@@ -309,11 +309,15 @@ def test_envelope_of_needs_sender_and_recipient(headers):
         envelope_of(_built(**headers))
 
 
+ASCII_ENVELOPE = Envelope(sender="a@x.com", recipients=["b@x.com"])
+
+
 def test_render_email_strips_bcc_without_mutating():
     message = _built(
         From="a@x.com", To="b@x.com", Bcc="hidden@x.com", Resent_Bcc="also@x.com"
     )
-    data = render_email(message, smtputf8=False)
+    # render_email now takes the envelope (it may add SMTPUTF8) and returns both.
+    _, data = render_email(message, ASCII_ENVELOPE)
     assert b"hidden@x.com" not in data
     assert b"also@x.com" not in data
     assert parse(data)["To"] == "b@x.com"
@@ -324,10 +328,12 @@ def test_render_email_strips_bcc_without_mutating():
 
 def test_render_email_without_bcc():
     message = _built(From="a@x.com", To="b@x.com", Subject="主题")
-    data = render_email(message, smtputf8=False)
+    _, data = render_email(message, ASCII_ENVELOPE)
     assert data.isascii()
     assert parse(data)["Subject"] == "主题"
-    utf8 = render_email(message, smtputf8=True)
+    _, utf8 = render_email(
+        message, ASCII_ENVELOPE.model_copy(update={"smtputf8": True})
+    )
     assert "主题".encode() in utf8
 
 
