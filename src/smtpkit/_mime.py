@@ -26,6 +26,7 @@ from datetime import datetime, timezone
 from email import encoders
 from email import policy as email_policy
 from email.charset import BASE64, QP, Charset
+from email.errors import InvalidHeaderDefect
 from email.generator import BytesGenerator
 from email.message import EmailMessage
 from email.message import Message as MIMEMessage
@@ -474,7 +475,7 @@ def envelope_of(msg: EmailMessage) -> Envelope:
         msg_text = "pass an envelope: the message has more than one Resent- block"
         raise InvalidMessageError(msg_text)
     prefix = "Resent-" if resent else ""
-    senders = getaddresses(
+    senders = _addresses_of(
         _field_values(msg, f"{prefix}Sender") or _field_values(msg, f"{prefix}From")
     )
     if len(senders) != 1 or not senders[0][1]:
@@ -486,7 +487,7 @@ def envelope_of(msg: EmailMessage) -> Envelope:
     fields = [
         v for name in ("To", "Cc", "Bcc") for v in _field_values(msg, prefix + name)
     ]
-    recipients = tuple(addr for _, addr in getaddresses(fields) if addr)
+    recipients = tuple(addr for _, addr in _addresses_of(fields) if addr)
     if not recipients:
         msg_text = (
             f"pass an envelope: the message has no {prefix}To, {prefix}Cc or "
@@ -494,6 +495,24 @@ def envelope_of(msg: EmailMessage) -> Envelope:
         )
         raise InvalidMessageError(msg_text)
     return Envelope(sender=senders[0][1], recipients=recipients)
+
+
+def _addresses_of(values: list[str]) -> list[tuple[str, str]]:
+    """Parse address header values the way smtplib does, but never repair them.
+
+    ``getaddresses`` "repairs" what it cannot parse (``ada@example.com extra``
+    becomes ``ada@example.comextra``), which would send the mail elsewhere.  An
+    address that does not appear in the header text as written is refused.
+    """
+    parsed = getaddresses(values)
+    for _, addr in parsed:
+        if addr and not any(addr in value for value in values):
+            msg = (
+                f"pass an envelope: an address header would have to be rewritten "
+                f"to read {addr!r}, which it does not contain as written"
+            )
+            raise InvalidMessageError(msg)
+    return parsed
 
 
 def _check_field(name: str, text: str) -> bool:
@@ -525,8 +544,22 @@ def _check_field(name: str, text: str) -> bool:
 
 
 def _field_values(msg: EmailMessage, name: str) -> list[str]:
-    """Every value of the *name* header, checked by ``_check_field``."""
-    values = [str(value) for value in msg.get_all(name) or []]
+    """Every value of the *name* header, checked by ``_check_field``.
+
+    The modern policy's parser "repairs" an address list it cannot read
+    (``ada@example.com extra`` reads as ``ada@example.com``) and notes a defect;
+    such a header is refused rather than sent to whatever the repair made of it.
+    """
+    headers = msg.get_all(name) or []
+    for header in headers:
+        for defect in getattr(header, "defects", ()):
+            if isinstance(defect, InvalidHeaderDefect):
+                msg_text = (
+                    f"pass an envelope: the {name} header cannot be read as "
+                    f"addresses without rewriting it ({defect})"
+                )
+                raise InvalidMessageError(msg_text)
+    values = [str(value) for value in headers]
     for value in values:
         _check_field(name, value)
     return values

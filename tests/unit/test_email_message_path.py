@@ -299,3 +299,42 @@ def test_ascii_addresses_with_unicode_names_stay_7bit():
     assert not fake.attempts[0].smtputf8
     assert fake.outbox[0].data.isascii()
     assert fake.outbox[0].message["To"].addresses[0].display_name == "张三"
+
+
+# -- addresses in the headers are never repaired into other addresses -----------------
+
+REPAIRED = [
+    b"ada@example.com extra",
+    b"Ada <ada@example.com> trailing",
+    b"@relay.example:user@good.example",
+    b"a@evil.example@good.example",
+]
+
+
+@pytest.mark.parametrize(
+    "policy", [email.policy.default, email.policy.compat32], ids=["default", "compat32"]
+)
+@pytest.mark.parametrize("to", REPAIRED, ids=lambda raw: raw.decode())
+def test_an_address_header_the_parser_would_repair_is_refused(policy, to):
+    parsed = email.message_from_bytes(
+        b"From: me@example.com\r\nTo: " + to + b"\r\nSubject: x\r\n\r\nbody\r\n",
+        _class=EmailMessage,
+        policy=policy,
+    )
+    fake = FakeTransport()
+    with Mailer(transport=fake, retry=RetryPolicy.never()) as mailer:
+        with pytest.raises(InvalidMessageError):
+            mailer.send(parsed)
+    assert fake.attempts == []
+
+
+def test_groups_and_quoted_commas_are_still_read():
+    parsed = email.message_from_bytes(
+        b"From: me@example.com\r\n"
+        b'To: undisclosed-recipients:;, "Doe, John" <jd@example.com>, bob@example.com\r\n'
+        b"\r\nbody\r\n",
+        _class=EmailMessage,
+        policy=email.policy.default,
+    )
+    fake = send(parsed)
+    assert fake.outbox[0].envelope.recipients == ("jd@example.com", "bob@example.com")
