@@ -53,6 +53,9 @@ _IDNA_HINT: Final = (
 )
 
 
+_SURROGATE_RE: Final = re.compile("[\ud800-\udfff]")
+
+
 def check_single_line(value: str, what: str) -> str:
     """Return *value*, or raise ``ValueError`` when it holds a control character.
 
@@ -62,6 +65,10 @@ def check_single_line(value: str, what: str) -> str:
     if not FORBIDDEN_CHARS.isdisjoint(value):
         bad = next(ch for ch in value if ch in FORBIDDEN_CHARS)
         msg = f"{what} must not contain control characters or line breaks ({bad!r}): {value!r}"
+        raise ValueError(msg)
+    if not value.isascii() and _SURROGATE_RE.search(value):
+        # A lone surrogate cannot be encoded at all: it would fail at render time.
+        msg = f"{what} must not contain lone surrogates (invalid Unicode): {value!r}"
         raise ValueError(msg)
     return value
 

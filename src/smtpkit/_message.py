@@ -39,6 +39,7 @@ __all__ = [
 ]
 
 # RFC 5322 §3.6.8: a field name is printable US-ASCII except the colon.
+_SURROGATE_RE: Final = re.compile("[\ud800-\udfff]")
 _HEADER_NAME_RE: Final = re.compile(r"^[!-9;-~]+$")
 _CONTENT_TYPE_RE: Final = re.compile(r"^[\w.+-]+/[\w.+-]+$", re.ASCII)
 # Headers smtpkit writes from Message fields; setting them through ``headers`` would
@@ -224,6 +225,15 @@ class Message(BaseModel):
     @classmethod
     def _valid_subject(cls, value: str) -> str:
         return check_single_line(value, "subject")
+
+    @field_validator("text", "html")
+    @classmethod
+    def _encodable_body(cls, value: str | None) -> str | None:
+        # Any text is fine in a body, but a lone surrogate cannot be encoded at all.
+        if value is not None and not value.isascii() and _SURROGATE_RE.search(value):
+            msg = "the body must not contain lone surrogates (invalid Unicode)"
+            raise ValueError(msg)
+        return value
 
     @field_validator("headers")
     @classmethod

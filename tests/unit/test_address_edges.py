@@ -435,3 +435,25 @@ def test_two_addresses_in_any_form_are_two_recipients(first, second, field):
     assert len(getattr(message, field)) == 2
     emails = {a.email for a in message.recipients}
     assert {first[1], second[1]} <= emails
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"subject": "report \ud800"},
+        {"to": ("Z\udcffe", "z@example.com")},
+        {"headers": {"X-Tag": "\udc80"}},
+        {"attachments": [Attachment(filename="a.txt", content=b"x")], "text": "\ud83d"},
+        {"html": "<p>\udfff</p>"},
+    ],
+    ids=["subject", "name", "header", "text", "html"],
+)
+def test_lone_surrogates_are_refused_by_the_model(fields):
+    # They cannot be encoded: without this they would fail only at render time.
+    with pytest.raises(pydantic.ValidationError, match="surrogate"):
+        Message(sender="a@example.com", **{"to": "b@example.com", **fields})
+
+
+def test_lone_surrogate_in_a_filename_is_refused():
+    with pytest.raises(pydantic.ValidationError, match=r"surrogate|unicode"):
+        Attachment(filename="r\ud800.pdf", content=b"x")
