@@ -21,6 +21,7 @@ from typing import Final
 from typing_extensions import Self
 
 from ._config import SMTPConfig
+from ._email_message import envelope_of, render_email
 from ._exceptions import (
     ClosedError,
     ConfigurationError,
@@ -31,7 +32,7 @@ from ._exceptions import (
     TransportError,
 )
 from ._message import Envelope, Message
-from ._mime import envelope_of, render_email, render_with_id
+from ._mime import render_with_id
 from ._ratelimit import RateLimit, TokenBucket
 from ._reply import SMTPReply
 from ._retry import (

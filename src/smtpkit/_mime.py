@@ -5,8 +5,9 @@ classes under the ``compat32`` policy, the way Django has long done it: it is ab
 four times cheaper per message than ``EmailMessage`` with the modern policy (whose
 header registry re-parses every header), and rendering is the biggest cost of a
 send on a fast link.  ``email.charset`` makes the RFC 2047 encoded words and
-``urllib.parse.quote`` the RFC 2231 percent-encoding.  Pre-built ``EmailMessage``
-objects from users are checked, then rendered with their own policy.
+``urllib.parse.quote`` the RFC 2231 percent-encoding.
+
+Pre-built ``EmailMessage`` objects go through ``_email_message`` instead.
 
 Promises kept for every message the models accept: no header line but the ones
 smtpkit means to write (a control character or line break anywhere in a header is
@@ -19,38 +20,34 @@ unbreakable token such as a 1,100-character URL) is refused with
 
 from __future__ import annotations
 
-import copy
 import itertools
 import re
 from datetime import datetime, timezone
 from email import encoders
-from email import policy as email_policy
 from email.charset import BASE64, QP, Charset
-from email.errors import InvalidHeaderDefect
 from email.generator import BytesGenerator
-from email.message import EmailMessage
 from email.message import Message as MIMEMessage
 from email.mime.base import MIMEBase
 from email.mime.multipart import MIMEMultipart
 from email.mime.nonmultipart import MIMENonMultipart
 from email.policy import Compat32
-from email.utils import format_datetime, getaddresses, make_msgid, quote
+from email.utils import format_datetime, make_msgid, quote
 from io import BytesIO
 from typing import Any, Final
 from urllib.parse import quote as percent_encode
 
 from ._exceptions import InvalidMessageError
-from ._message import FORBIDDEN_CHARS, Address, Attachment, Envelope, Message
+from ._message import FORBIDDEN_CHARS, Address, Attachment, Message
 
 __all__ = [
-    "envelope_of",
+    "MAX_LINE",
+    "check_header_text",
     "normalize_line_endings",
     "render",
-    "render_email",
     "render_with_id",
 ]
 
-_MAX_LINE: Final = 998  # RFC 5322 §2.1.1 "MUST", octets without CRLF
+MAX_LINE: Final = 998  # RFC 5322 §2.1.1 "MUST", octets without CRLF
 _FOLD_AT: Final = 78  # RFC 5322 §2.1.1 "SHOULD"
 _MAX_ENCODED_WORD: Final = 75  # RFC 2047 §2
 _SECTION: Final = 60  # RFC 2231 section length: one section per folded line
@@ -65,9 +62,6 @@ _WSP_RE: Final = re.compile(r"[ \t]+")
 _EOL_RE: Final = re.compile(r"\r\n|\r|\n")
 _BARE_EOL_RE: Final = re.compile(rb"\r\n|\r|\n")
 _SPECIALS_RE: Final = re.compile(r'[][\\()<>@,:;".]')
-_FIELD_NAME_RE: Final = re.compile(r"[!-9;-~]+")  # RFC 5322 §3.6.8
-# Folding white space in a parsed header: a line break, then WSP, then text.
-_VALID_FOLD_RE: Final = re.compile(r"\r?\n(?=[ \t]+[^ \t\r\n])")
 _ATTRIBUTE_CHARS: Final = "!#$&+^`{|}"  # RFC 2231 §7 attribute-char beyond quote()'s
 _URI_CHARS: Final = "".join(map(chr, range(0x21, 0x7F)))  # kept as they are
 # RFC 2046 §5.2: these message/* types travel only as 7bit or 8bit, never encoded.
@@ -76,10 +70,6 @@ _UNENCODED_MESSAGES: Final = {
     "partial": "7bit",
     "external-body": "7bit",
 }
-_ADDRESS_FIELDS: Final = (
-    "From", "Sender", "Reply-To", "To", "Cc",
-    "Resent-From", "Resent-Sender", "Resent-To", "Resent-Cc",
-)  # fmt: skip
 _UTF8_WORDS: Final = Charset("utf-8")  # encoded words in B or Q, whichever is shorter
 _UTF8_BASE64: Final = Charset("utf-8")
 _UTF8_BASE64.body_encoding = BASE64
@@ -87,7 +77,7 @@ _ASCII_QP: Final = Charset("us-ascii")
 _ASCII_QP.body_encoding = QP
 
 
-def _check_text(what: str, text: str) -> None:
+def check_header_text(what: str, text: str) -> None:
     """Refuse a control character or line break in a header value.
 
     Each of them can end a header line somewhere: compat32 and the modern policy
@@ -108,7 +98,7 @@ def _fold_header(name: str, value: str) -> str:
     text = value
     if not value.isascii():  # raw UTF-8 carried as surrogate escapes (SMTPUTF8)
         text = value.encode("ascii", "surrogateescape").decode("utf-8")
-    _check_text(f"header {name}", text)
+    check_header_text(f"header {name}", text)
     lines = []
     line = f"{name}: "
     has_text = False
@@ -121,10 +111,10 @@ def _fold_header(name: str, value: str) -> str:
                 line += piece
             has_text = True
     lines.append(line)
-    if (longest := max(map(len, lines))) > _MAX_LINE:
+    if (longest := max(map(len, lines))) > MAX_LINE:
         msg = (
             f"header {name} holds a word that cannot be folded into lines of at "
-            f"most {_MAX_LINE} octets (RFC 5322 §2.1.1); its longest line would be "
+            f"most {MAX_LINE} octets (RFC 5322 §2.1.1); its longest line would be "
             f"{longest} octets"
         )
         raise InvalidMessageError(msg)
@@ -166,7 +156,6 @@ class _WireGenerator(BytesGenerator):
 
 
 _WIRE_POLICY: Final = _WirePolicy(linesep="\r\n")
-_UTF8_POLICY: Final = email_policy.SMTPUTF8
 
 
 def _raw_utf8(value: str) -> str:
@@ -208,10 +197,10 @@ def _unstructured(name: str, value: str, *, utf8: bool) -> str:
         (utf8 or value.isascii())
         and value[:1] not in (" ", "\t")
         and "=?" not in value
-        and _fits(value, _MAX_LINE - len(name) - 2)
+        and _fits(value, MAX_LINE - len(name) - 2)
     ):
         return _raw_utf8(value)
-    _check_text(f"header {name}", value)  # before encoding hides it
+    check_header_text(f"header {name}", value)  # before encoding hides it
     return _encoded_words(value, first=_FOLD_AT - len(name) - 2)
 
 
@@ -224,12 +213,12 @@ def _phrase(name: str, *, utf8: bool, limit: int, first: int) -> str:
             phrase = f'"{quote(name)}"'  # a quoted string keeps its white space
         if _fits(phrase, limit):
             return phrase
-    _check_text("display name", name)
+    check_header_text("display name", name)
     return _encoded_words(name, first=first)
 
 
 def _addresses(name: str, addresses: tuple[Address, ...], *, utf8: bool) -> str:
-    limit = _MAX_LINE - len(name) - 5  # room for "Name: ", quotes and a comma
+    limit = MAX_LINE - len(name) - 5  # room for "Name: ", quotes and a comma
     first = _FOLD_AT - len(name) - 2
     formatted = []
     for address in addresses:
@@ -245,7 +234,7 @@ def _list_unsubscribe(uris: tuple[str, ...], *, utf8: bool) -> str:
     value = ", ".join(f"<{uri}>" for uri in uris)
     if value.isascii() or utf8:
         return _raw_utf8(value)
-    _check_text("header List-Unsubscribe", value)
+    check_header_text("header List-Unsubscribe", value)
     # RFC 3987 §3.1: an IRI becomes a URI by percent-encoding its UTF-8.
     return ", ".join(f"<{percent_encode(uri, safe=_URI_CHARS)}>" for uri in uris)
 
@@ -266,7 +255,7 @@ def _text_part(text: str, subtype: str) -> MIMENonMultipart:
         # 7bit keeps plain ASCII readable; QP when RFC 2045 §2.7 rules 7bit out:
         # a line over 998 octets, or a NUL.
         needs_qp = "\0" in text or (
-            len(text) > _MAX_LINE and _longest_line(text) > _MAX_LINE
+            len(text) > MAX_LINE and _longest_line(text) > MAX_LINE
         )
         part.set_payload(text, _ASCII_QP if needs_qp else "us-ascii")
     else:
@@ -303,7 +292,7 @@ def _set_filename(part: MIMEBase, attachment: Attachment) -> None:
         part.set_param("name", filename)
         part.add_header("Content-Disposition", disposition, filename=filename)
         return
-    _check_text("filename", filename)  # before encoding hides it
+    check_header_text("filename", filename)  # before encoding hides it
     # RFC 2047 words in name= for clients that read only Content-Type (older
     # Outlook); the standard RFC 2231 form on Content-Disposition.
     part.set_param("name", _encoded_words(filename, first=_NAME_WORD, width=_NAME_WORD))
@@ -325,8 +314,8 @@ def _set_message_payload(part: MIMEBase, attachment: Attachment) -> None:
     problem = None
     if b"\0" in data:
         problem = "contains a NUL byte"
-    elif max(map(len, data.split(b"\r\n"))) > _MAX_LINE:
-        problem = f"has a line over {_MAX_LINE} octets (RFC 5322 §2.1.1)"
+    elif max(map(len, data.split(b"\r\n"))) > MAX_LINE:
+        problem = f"has a line over {MAX_LINE} octets (RFC 5322 §2.1.1)"
     elif cte == "7bit" and not data.isascii():
         problem = "contains 8-bit bytes, which RFC 2046 §5.2 does not allow for it"
     if problem is not None:
@@ -453,181 +442,3 @@ def normalize_line_endings(data: bytes) -> bytes:
         # Counting is far cheaper than rewriting; rendered messages are clean.
         data = _BARE_EOL_RE.sub(b"\r\n", data)
     return data if data.endswith(b"\r\n") else data + b"\r\n"
-
-
-def envelope_of(msg: EmailMessage) -> Envelope:
-    """Derive an envelope from a pre-built message's headers, as smtplib does.
-
-    MIME senders come from ``Sender`` or else ``From``; recipients from ``To``,
-    ``Cc`` and ``Bcc``.  A resent message (one ``Resent-Date``, RFC 5322 §3.6.6)
-    goes to its ``Resent-`` block instead: ``Resent-Sender`` or ``Resent-From``,
-    and ``Resent-To``, ``Resent-Cc`` and ``Resent-Bcc``, the rule of smtplib's
-    ``send_message``.  Like smtplib, more than one ``Resent-Date`` is refused:
-    which block is the newest cannot be told reliably.
-
-    Raises:
-        InvalidMessageError: No sender or no recipient could be found, the
-            message has more than one ``Resent-`` block, or an address field holds
-            a control character or line break.
-    """
-    resent = msg.get_all("Resent-Date") or []
-    if len(resent) > 1:
-        msg_text = "pass an envelope: the message has more than one Resent- block"
-        raise InvalidMessageError(msg_text)
-    prefix = "Resent-" if resent else ""
-    senders = _addresses_of(
-        _field_values(msg, f"{prefix}Sender") or _field_values(msg, f"{prefix}From")
-    )
-    if len(senders) != 1 or not senders[0][1]:
-        msg_text = (
-            f"pass an envelope: the message needs exactly one {prefix}From "
-            f"(or {prefix}Sender) address"
-        )
-        raise InvalidMessageError(msg_text)
-    fields = [
-        v for name in ("To", "Cc", "Bcc") for v in _field_values(msg, prefix + name)
-    ]
-    recipients = tuple(addr for _, addr in _addresses_of(fields) if addr)
-    if not recipients:
-        msg_text = (
-            f"pass an envelope: the message has no {prefix}To, {prefix}Cc or "
-            f"{prefix}Bcc address"
-        )
-        raise InvalidMessageError(msg_text)
-    return Envelope(sender=senders[0][1], recipients=recipients)
-
-
-def _addresses_of(values: list[str]) -> list[tuple[str, str]]:
-    """Parse address header values the way smtplib does, but never repair them.
-
-    ``getaddresses`` "repairs" what it cannot parse (``ada@example.com extra``
-    becomes ``ada@example.comextra``), which would send the mail elsewhere.  An
-    address that does not appear in the header text as written is refused.
-    """
-    parsed = getaddresses(values)
-    for _, addr in parsed:
-        if addr and not any(addr in value for value in values):
-            msg = (
-                f"pass an envelope: an address header would have to be rewritten "
-                f"to read {addr!r}, which it does not contain as written"
-            )
-            raise InvalidMessageError(msg)
-    return parsed
-
-
-def _check_field(name: str, text: str) -> bool:
-    """Refuse a header value that would write a line of its own when re-folded.
-
-    Values parsed from bytes are stored raw, and both policies re-fold them with
-    ``str.splitlines``: a VT, FF or U+2028 there becomes a CRLF.  Folding already
-    in a parsed value (a line break, then white space and text) is left alone.
-
-    Returns:
-        Whether the value holds non-ASCII text that is valid UTF-8 (bytes of an
-        unknown 8-bit charset do not count).
-    """
-    utf8 = False
-    if not text.isascii():  # raw bytes from a parser are surrogate escapes
-        try:
-            raw = text.encode("utf-8", "surrogateescape")
-        except UnicodeEncodeError as exc:
-            msg = f"header {name} is not valid Unicode: {text!r}"
-            raise InvalidMessageError(msg) from exc
-        try:
-            text = raw.decode("utf-8")
-        except UnicodeDecodeError:
-            text = raw.decode("utf-8", "replace")
-        else:
-            utf8 = True
-    _check_text(f"header {name}", _VALID_FOLD_RE.sub("", text))
-    return utf8
-
-
-def _field_values(msg: EmailMessage, name: str) -> list[str]:
-    """Every value of the *name* header, checked by ``_check_field``.
-
-    The modern policy's parser "repairs" an address list it cannot read
-    (``ada@example.com extra`` reads as ``ada@example.com``) and notes a defect;
-    such a header is refused rather than sent to whatever the repair made of it.
-    """
-    headers = msg.get_all(name) or []
-    for header in headers:
-        for defect in getattr(header, "defects", ()):
-            if isinstance(defect, InvalidHeaderDefect):
-                msg_text = (
-                    f"pass an envelope: the {name} header cannot be read as "
-                    f"addresses without rewriting it ({defect})"
-                )
-                raise InvalidMessageError(msg_text)
-    values = [str(value) for value in headers]
-    for value in values:
-        _check_field(name, value)
-    return values
-
-
-def _check_headers(msg: EmailMessage) -> bool:
-    """Check every field of every part, attachments' parameters included.
-
-    Returns:
-        Whether a value is raw UTF-8 text (stored under compat32, or parsed), which
-        only SMTPUTF8 carries as it is: the ``SMTP`` policy would encode it when
-        the line is long and fail when it is short.  Header objects of the modern
-        policy encode themselves and do not count.
-    """
-    utf8 = False
-    for part in msg.walk():
-        for name, value in part.raw_items():
-            if not _FIELD_NAME_RE.fullmatch(name):
-                msg_text = f"header name must be printable ASCII without ':': {name!r}"
-                raise InvalidMessageError(msg_text)
-            raw_text = _check_field(name, str(value))
-            utf8 = utf8 or (raw_text and type(value) is str)
-    return utf8
-
-
-def _check_lines(data: bytes) -> None:
-    """Refuse a line over 998 octets (RFC 5322 §2.1.1); a bare CR ends a line too."""
-    lines = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n").split(b"\n")
-    longest = max(lines, key=len)
-    if len(longest) > _MAX_LINE:
-        msg = (
-            f"the message has a line of {len(longest)} octets, over the "
-            f"{_MAX_LINE} RFC 5322 §2.1.1 allows: {longest[:60]!r}..."
-        )
-        raise InvalidMessageError(msg)
-
-
-def render_email(msg: EmailMessage, envelope: Envelope) -> tuple[Envelope, bytes]:
-    """Check and render a pre-built message; return its envelope and bytes.
-
-    The Bcc and Resent-Bcc headers are left out; *msg* is not changed.  What can
-    be written only as UTF-8 (RFC 6532 §3.2) makes the envelope ask for SMTPUTF8:
-    addresses in the headers that are not ASCII (``用户@例子.cn``; the ``SMTP``
-    policy would put encoded words inside them), and raw UTF-8 header text (set
-    under compat32, or parsed; see ``_check_headers``).  The transport then raises
-    ``NotSupportedError`` when the server does not offer SMTPUTF8.
-
-    Raises:
-        InvalidMessageError: A header name or value would break the header block
-            (see ``_check_field``), text cannot be encoded (not valid Unicode, or
-            a compat32 body without a charset), or a line of the result exceeds
-            998 octets.
-    """
-    raw_utf8 = _check_headers(msg)
-    if not envelope.needs_smtputf8:
-        fields = [str(v) for name in _ADDRESS_FIELDS for v in msg.get_all(name) or []]
-        if raw_utf8 or not all(addr.isascii() for _, addr in getaddresses(fields)):
-            envelope = envelope.model_copy(update={"smtputf8": True})
-    if "Bcc" in msg or "Resent-Bcc" in msg:
-        # Deleting a header rebinds the copy's header list; the caller's is untouched.
-        msg = copy.copy(msg)
-        del msg["Bcc"]
-        del msg["Resent-Bcc"]
-    policy = _UTF8_POLICY if envelope.needs_smtputf8 else email_policy.SMTP
-    try:
-        data = msg.as_bytes(policy=policy)
-    except UnicodeEncodeError as exc:  # e.g. a compat32 str body without a charset
-        msg_text = f"the message holds text its policy cannot encode: {exc}"
-        raise InvalidMessageError(msg_text) from exc
-    _check_lines(data)
-    return envelope, data

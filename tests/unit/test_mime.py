@@ -13,7 +13,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from smtpkit import Attachment, Envelope, InvalidMessageError, Message
-from smtpkit._mime import envelope_of, normalize_line_endings, render, render_email
+from smtpkit._email_message import envelope_of, render_email
+from smtpkit._mime import normalize_line_endings, render
 from smtpkit._transports.smtp import dot_stuff
 
 
