@@ -19,6 +19,7 @@ from smtpkit import (
     DataRefusedError,
     Mailer,
     ProtocolError,
+    ReadTimeoutError,
     ServerDisconnectedError,
     SMTPConnection,
     SMTPTimeoutError,
@@ -296,3 +297,22 @@ def test_final_reply_refused_after_upload_is_certain():
             with pytest.raises(DataRefusedError) as info:
                 mailer.send(message())
     assert not info.value.delivery_unknown
+
+
+def test_a_silent_server_after_a_small_message_times_out_on_time():
+    # The data is acknowledged at once; the watch for a draining send queue must
+    # not stretch the reply deadline for it.
+    def never_reply(conn: RawConn, number: int) -> bool:
+        conn.received.append(conn.read_data() or b"")  # type: ignore[attr-defined]
+        conn.wait_closed()
+        return False
+
+    script = Script(data=[never_reply])
+    with RawServer(script) as server:
+        with Mailer(config(server, timeout=0.5), retry=NEVER) as mailer:
+            started = time.monotonic()
+            with pytest.raises(ReadTimeoutError) as info:
+                mailer.send(message(size=64 * 1024))
+            took = time.monotonic() - started
+    assert info.value.delivery_unknown
+    assert took < 0.5 + 0.45

@@ -41,6 +41,7 @@ MAX_REPLY_LINE: Final = (
 MAX_REPLY_LINES: Final = 128  # an EHLO lists a dozen or two extensions
 MAX_REPLY_BYTES: Final = 64 * 1024
 _RECV_SIZE: Final = 65536
+_PROGRESS_POLL: Final = 0.2  # seconds between looks at a draining send queue
 _WRITE_CHUNK: Final = 256 * 1024  # the idle timeout must see this much progress
 _HAS_POLL: Final = hasattr(select, "poll")
 
@@ -364,17 +365,17 @@ class SMTPConnection(smtplib.SMTP):
                 msg = f"reply line longer than {MAX_REPLY_LINE} bytes"
                 raise ProtocolError(msg)
             start = len(buf)
+            if self._unacked:
+                self._note_upload_progress()
             remaining = self._reply_deadline - time.monotonic()
-            if remaining <= 0 and self._upload_progressed():
-                # The server is still reading what we sent (a large message
-                # drains from our send buffer): silence, not slowness, times out.
-                remaining = self.reply_timeout
-                self._reply_deadline = time.monotonic() + remaining
             if remaining <= 0 or self.sock is None:
                 self.close()
                 msg = f"no complete reply within {self.reply_timeout} s"
                 raise ReadTimeoutError(msg)
-            self.sock.settimeout(remaining)
+            # While our data still drains, wake up to watch it; else just wait.
+            self.sock.settimeout(
+                min(remaining, _PROGRESS_POLL) if self._unacked else remaining
+            )
             try:
                 chunk = self.sock.recv(_RECV_SIZE)
             except TimeoutError:
@@ -389,16 +390,24 @@ class SMTPConnection(smtplib.SMTP):
                 raise ServerDisconnectedError(msg)
             buf += chunk
 
-    def _upload_progressed(self) -> bool:
-        """True when the server acknowledged more of our data since last asked."""
+    def _note_upload_progress(self) -> None:
+        """Restart the reply deadline when the server took more of our data.
+
+        While a large message drains from our send queue the server is still
+        reading it: only silence, not slowness, may time the reply out.  The
+        queue is watched every ``_PROGRESS_POLL`` seconds, so the deadline runs
+        from (at most that long after) the last progress.
+        """
         unacked = _unacked_bytes(self.sock)
-        progressed = (
+        if (
             unacked is not None
             and self._unacked is not None
             and unacked < self._unacked
-        )
+        ):
+            self._reply_deadline = max(
+                self._reply_deadline, time.monotonic() + self.reply_timeout
+            )
         self._unacked = unacked
-        return progressed
 
     def is_alive(self) -> bool:
         """Check, without a round trip, that an idle session has not been closed.
