@@ -89,6 +89,26 @@ def _batches(
             return
 
 
+def _checked(outcome: object) -> SendResult | SMTPKitError:
+    """*outcome* if it is one a transport may return, else a contract breach."""
+    if isinstance(outcome, SendResult | SMTPKitError):
+        return outcome
+    return contract_breach(TypeError(f"send_batch returned {type(outcome).__name__}"))
+
+
+def _callback_error(exc: Exception) -> TransportError:
+    """The error of a message whose sending stopped because a caller's hook raised.
+
+    The hook (``on_retry``, ``sleep``, ``clock``) ran between attempts, so what
+    the server got is known: the message failed, and it was not retried.
+    """
+    error = TransportError(
+        f"sending stopped: a hook raised {type(exc).__name__}: {exc}",
+    )
+    error.__cause__ = exc
+    return error
+
+
 def _invalid(exc: Exception) -> SMTPKitError:
     """The error for a message that could not be prepared (rendered, addressed)."""
     if isinstance(exc, SMTPKitError):
@@ -293,11 +313,20 @@ class Mailer:
         results: list[SendResult] = []
         failed = 0
         stop: tuple[str, Exception] | None = None  # why input stopped being read
-        window: collections.deque[Future[list[SendResult]]] = collections.deque()
+        window: collections.deque[tuple[Future[list[SendResult]], int]] = (
+            collections.deque()
+        )
 
-        def collect(future: Future[list[SendResult]]) -> None:
+        def collect(future: Future[list[SendResult]], count: int) -> None:
             nonlocal failed, stop
-            for result in future.result():
+            try:
+                batch = future.result()
+            except Exception as exc:  # a bug: still one result per message read
+                batch = [
+                    SendResult(envelope=None, error=contract_breach(exc), attempts=0)
+                    for _ in range(count)
+                ]
+            for result in batch:
                 failed += result.error is not None
                 results.append(result)
                 if on_progress is not None and stop is None:
@@ -317,12 +346,12 @@ class Mailer:
                 except Exception as exc:  # reported below
                     stop = ("the input", exc)
                     break
-                window.append(pool.submit(self._send_batch, batch))
+                window.append((pool.submit(self._send_batch, batch), len(batch)))
                 if len(window) >= 2 * workers:
-                    collect(window.popleft())
+                    collect(*window.popleft())
             # Whatever was read is sent and reported, even after a failure.
             while window:
-                collect(window.popleft())
+                collect(*window.popleft())
         except BaseException:
             # KeyboardInterrupt and the like: start nothing new, let the sends
             # under way finish, then give up.
@@ -342,29 +371,17 @@ class Mailer:
         """First attempts of a batch in one transport call, then per-message retries."""
         prepared: list[_Prepared | SendResult] = []
         for bulk_item in messages:
-            message, envelope = (
-                bulk_item if isinstance(bulk_item, tuple) else (bulk_item, None)
-            )
             try:
+                message, envelope = (
+                    bulk_item if isinstance(bulk_item, tuple) else (bulk_item, None)
+                )
                 prepared.append(self._prepare(message, envelope))
             except Exception as exc:  # anything one message causes is its own result
                 prepared.append(
                     SendResult(envelope=None, error=_invalid(exc), attempts=0)
                 )
         ready = [p for p in prepared if isinstance(p, _Prepared)]
-        if self._bucket is not None:
-            for _ in ready:
-                self._bucket.acquire()
-        outcomes: list[SendResult | SMTPKitError]
-        try:
-            outcomes = list(
-                self._transport.send_batch([(p.envelope, p.data) for p in ready])
-            )
-        except SMTPKitError as exc:  # e.g. ClosedError before anything was sent
-            outcomes = [copy.copy(exc) for _ in ready]  # one per message's bookkeeping
-        except Exception as exc:  # a transport breaking its contract
-            outcomes = [contract_breach(exc) for _ in ready]
-        first = dict(zip(map(id, ready), outcomes, strict=True))
+        first = dict(zip(map(id, ready), self._first_attempts(ready), strict=True))
         results = []
         for item in prepared:
             if isinstance(item, SendResult):
@@ -385,7 +402,41 @@ class Mailer:
                         possibly_duplicated=any(e.delivery_unknown for e in history),
                     )
                 )
+            except Exception as exc:  # on_retry, sleep or a clock of the caller's
+                results.append(
+                    SendResult(
+                        envelope=item.envelope,
+                        message_id=item.message_id,
+                        error=_callback_error(exc),
+                        attempts=0,
+                    )
+                )
         return results
+
+    def _first_attempts(
+        self, ready: list[_Prepared]
+    ) -> list[SendResult | SMTPKitError]:
+        """One outcome per message from one ``send_batch`` call, whatever it does."""
+        try:
+            if self._bucket is not None:
+                for _ in ready:
+                    self._bucket.acquire()
+        except Exception as exc:  # the caller's clock or sleep: nothing was sent
+            return [_callback_error(exc) for _ in ready]
+        try:
+            outcomes = list(
+                self._transport.send_batch([(p.envelope, p.data) for p in ready])
+            )
+        except SMTPKitError as exc:  # e.g. ClosedError before anything was sent
+            return [copy.copy(exc) for _ in ready]  # one per message's bookkeeping
+        except Exception as exc:  # a transport breaking its contract
+            return [contract_breach(exc) for _ in ready]
+        if len(outcomes) != len(ready):
+            wrong = ValueError(
+                f"send_batch returned {len(outcomes)} outcomes for {len(ready)} messages"
+            )
+            return [contract_breach(wrong) for _ in ready]
+        return [_checked(outcome) for outcome in outcomes]
 
     def _prepare(self, message: Sendable, envelope: Envelope | None) -> _Prepared:
         if isinstance(message, Message):
@@ -429,6 +480,10 @@ class Mailer:
             if not attempt.final:
                 raise
             error = exc  # some recipients were delivered before this failure
+        except Exception as exc:  # on_retry, sleep or a clock of the caller's raised
+            if not attempt.final:
+                raise
+            error = _callback_error(exc)
         result = attempt.result(elapsed=self._clock() - start, error=error)
         if not result.accepted:
             raise attempt.refused_error()
@@ -542,12 +597,15 @@ class _Attempt:
             last_error, RecipientsRefusedError
         ):
             return last_error
-        exc = RecipientsRefusedError(
-            {
-                r: self.last[r]
-                for r in self.prepared.envelope.recipients
-                if r in self.last
-            }
+        replies = {
+            r: self.last[r] for r in self.prepared.envelope.recipients if r in self.last
+        }
+        exc: TransportError = (
+            RecipientsRefusedError(replies)
+            if replies
+            else contract_breach(
+                ValueError("the transport's result has no outcome for any recipient")
+            )
         )
         exc.attempts = self.number
         exc.history = tuple(self.history[:-1])

@@ -253,3 +253,90 @@ def test_close_during_a_batch_marks_only_unsent_messages_closed():
     assert [r.ok for r in results] == [True] * 3 + [False] * 5
     assert all(isinstance(r.error, ClosedError) for r in results[3:])
     assert all(r.attempts == 0 for r in results[3:])
+
+
+# -- whatever shape the input or a transport's answer takes, results come back ---------
+
+
+def test_malformed_bulk_item_is_its_own_failure():
+    transport = FakeTransport()
+    items = [good(0), (good(1), None, None), good(2)]
+    with Mailer(transport=transport, retry=NEVER) as mailer:
+        results = mailer.send_many(items)
+    assert [r.ok for r in results] == [True, False, True]
+    assert isinstance(results[1].error, InvalidMessageError)
+
+
+class Miscounting(Transport):
+    """send_batch answers with the wrong number or kind of outcomes."""
+
+    def __init__(self, mangle) -> None:
+        self.mangle = mangle
+        self.sent = 0
+
+    def send(self, envelope: Envelope, data: bytes) -> SendResult:
+        self.sent += 1
+        return SendResult.delivered(envelope)
+
+    def send_batch(self, items):
+        return self.mangle([self.send(*item) for item in items])
+
+
+@pytest.mark.parametrize(
+    "mangle",
+    [lambda o: o[1:], lambda o: [*o, o[0]], lambda o: [None] * len(o)],
+    ids=["too-few", "too-many", "not-outcomes"],
+)
+def test_transport_answering_the_wrong_shape_is_reported_not_raised(mangle):
+    transport = Miscounting(mangle)
+    with Mailer(transport=transport, retry=NEVER) as mailer:
+        results = mailer.send_many([good(n) for n in range(5)], concurrency=1)
+    assert len(results) == 5
+    for result in results:
+        assert isinstance(result.error, TransportError)
+        assert result.error.delivery_unknown  # they may be on the server: say so
+    assert transport.sent == 5  # and nothing was sent a second time
+
+
+class NoRecipients(Transport):
+    def send(self, envelope: Envelope, data: bytes) -> SendResult:
+        return SendResult(envelope=envelope)
+
+
+def test_result_without_recipient_outcomes_is_a_transport_error():
+    with Mailer(transport=NoRecipients(), retry=NEVER) as mailer:
+        with pytest.raises(TransportError, match="no outcome"):
+            mailer.send(good(0))
+        [result] = mailer.send_many([good(1)])
+    assert isinstance(result.error, TransportError)
+
+
+def busy_for(address: str) -> FakeTransport:
+    return FakeTransport(
+        lambda envelope, data: (
+            "451 4.3.0 busy" if address in envelope.recipients else None
+        )
+    )
+
+
+def test_raising_retry_hook_fails_only_its_message_in_send_many():
+    def hook(details):
+        raise ZeroDivisionError("metrics backend down")
+
+    transport = busy_for("u5@example.com")
+    with Mailer(transport=transport, on_retry=hook, sleep=lambda s: None) as mailer:
+        results = mailer.send_many([good(n) for n in range(10)], concurrency=2)
+    assert [r.ok for r in results] == [n != 5 for n in range(10)]
+    error = results[5].error
+    assert isinstance(error, TransportError)
+    assert not error.delivery_unknown
+    assert isinstance(error.__cause__, ZeroDivisionError)
+
+
+def test_raising_sleep_propagates_from_send():
+    def sleep(seconds):
+        raise RuntimeError("no sleeping here")
+
+    with Mailer(transport=busy_for("u0@example.com"), sleep=sleep) as mailer:
+        with pytest.raises(RuntimeError, match="no sleeping"):
+            mailer.send(good(0))
