@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -250,3 +251,81 @@ def test_close_during_send_many_never_marks_delivered_messages_failed(
     assert failed  # close() stopped the rest
     assert all(isinstance(r.error, ClosedError) for r in failed)
     assert len(results) == 40
+
+
+# Python runs signal handlers at the next bytecode boundary, so an interrupt can land
+# anywhere; these raise one on entry to each function in the acquire-release window.
+WINDOW = [
+    ("_expired", "_pool.py", True),
+    ("_check", "_pool.py", True),
+    ("_open_new", "_pool.py", False),
+    ("_take_idle_or_reserve", "_pool.py", True),
+    ("_run", "smtp.py", False),
+    ("__init__", "_session.py", False),
+    ("_copy_error", "smtp.py", False),
+    ("_error_for", "smtp.py", False),
+]
+
+
+def interrupt_on_entry(function: str, filename: str) -> None:
+    def trace(frame, event, arg):
+        code = frame.f_code
+        if (
+            event == "call"
+            and code.co_name == function
+            and code.co_filename.endswith(filename)
+        ):
+            sys.settrace(None)
+            raise KeyboardInterrupt
+
+    sys.settrace(trace)
+
+
+@pytest.mark.parametrize(("function", "filename", "warm"), WINDOW)
+def test_interrupt_at_any_step_of_the_window_frees_the_slot(function, filename, warm):
+    script = Script(
+        replies={"MAIL": [b"421 4.3.2 bye\r\n"]}
+        if function.endswith(("_copy_error", "_error_for"))
+        else {}
+    )
+    limits = {"max_connections": 1, "acquire_timeout": 0.5}
+    with RawServer(script) as server:
+        with Mailer(config(server, pool=limits), retry=NEVER) as mailer:
+            if warm:
+                mailer.send(message(0))
+            interrupt_on_entry(function, filename)
+            try:
+                with pytest.raises(KeyboardInterrupt):
+                    mailer.send(message(1))
+            finally:
+                sys.settrace(None)
+            stats = mailer.transport.stats()
+            assert stats.in_use == 0
+            assert client_sockets(server.port) == stats.idle  # nothing leaked
+            assert mailer.send(message(2)).ok  # no PoolTimeoutError: the slot is back
+
+
+def test_a_fresh_session_with_a_stray_reply_is_replaced_free():
+    class DoubleEhlo(Script):
+        """The first session answers EHLO twice; later ones are correct."""
+
+        def __call__(self, conn: RawConn) -> None:
+            if self.sessions == 0:
+                send = conn.send
+
+                def doubled(data: bytes) -> None:
+                    send(
+                        data + b"250 again\r\n"
+                        if data.startswith(b"250-edge")
+                        else data
+                    )
+
+                conn.send = doubled  # type: ignore[method-assign]
+            super().__call__(conn)
+
+    script = DoubleEhlo()
+    with RawServer(script) as server, Mailer(config(server), retry=NEVER) as mailer:
+        result = mailer.send(message(1))
+    assert result.ok
+    assert result.attempts == 1
+    assert script.sessions == 2

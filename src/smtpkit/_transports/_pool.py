@@ -118,20 +118,25 @@ class ConnectionPool(Generic[C]):
         deadline = self._clock() + self._limits.acquire_timeout
         while True:
             pooled = self._take_idle_or_reserve(deadline)
-            if pooled is None:
-                return self._open_reserved()
-            if self._expired(pooled):
-                self._discard(pooled, polite=True, counted=True)
-                continue
+            # From here a slot is taken: whatever happens, even an interrupt
+            # (KeyboardInterrupt, a timeout signal) at any point, it comes back.
+            new: Pooled[C] | None = None
             try:
-                usable = self._check(pooled)
+                if pooled is None:
+                    new = self._open_new()
+                    return new
+                expired = self._expired(pooled)
+                usable = not expired and self._check(pooled)
             except BaseException:
-                # Interrupted (KeyboardInterrupt, a timeout signal) mid-check: the
-                # session's state is unknown, but the slot must come back.
-                self._discard(pooled, polite=False, counted=True)
+                taken = pooled if pooled is not None else new
+                if taken is None:
+                    self._unreserve()
+                else:
+                    self._discard(taken, polite=False, counted=pooled is not None)
                 raise
             if not usable:
-                self._discard(pooled, polite=False, counted=True)
+                # An expired session is healthy and ends with QUIT; a failed one not.
+                self._discard(pooled, polite=expired, counted=True)
                 continue
             pooled.reused = True
             return pooled
@@ -163,18 +168,22 @@ class ConnectionPool(Generic[C]):
                     )
                     raise PoolTimeoutError(msg)
 
-    def _open_reserved(self) -> Pooled[C]:
+    def _open_new(self) -> Pooled[C]:
+        """Open a connection for a reserved slot; the caller gives the slot back."""
+        conn = self._create()
         try:
-            conn = self._create()
-        except BaseException:
+            now = self._clock()
             with self._cond:
-                self._in_use -= 1
-                self._cond.notify()
+                self._created += 1
+            return Pooled(conn=conn, created_at=now, last_used=now)
+        except BaseException:  # interrupted right after connecting
+            self._dispose(conn, False)
             raise
-        now = self._clock()
+
+    def _unreserve(self) -> None:
         with self._cond:
-            self._created += 1
-        return Pooled(conn=conn, created_at=now, last_used=now)
+            self._in_use -= 1
+            self._cond.notify()
 
     def _expired(self, pooled: Pooled[C]) -> bool:
         now = self._clock()

@@ -417,24 +417,29 @@ class SMTPTransport(Transport):
                 for item in pending:
                     item.outcome = _copy_error(exc)
                 break
-            allowance = self.config.pool.max_messages_per_connection - pooled.messages
-            if self.config.pool.per_connection_rate is not None:
-                allowance = 1  # spaced out one by one below
-                try:
+            reusable = False
+            try:  # from here the session goes back to the pool exactly once
+                allowance = (
+                    self.config.pool.max_messages_per_connection - pooled.messages
+                )
+                if self.config.pool.per_connection_rate is not None:
+                    allowance = 1  # spaced out one by one
                     self._pace(pooled)
-                except BaseException:
-                    self._pool.release(pooled, reusable=False)
-                    raise
-            batch = pending[: max(1, allowance)]
-            error, untouched = self._run(pooled.conn, batch, pooled)
+                batch = pending[: max(1, allowance)]
+                error, fresh_start, reusable = self._run(
+                    pooled.conn, batch, reused=pooled.reused
+                )
+                pooled.messages += sum(1 for item in batch if item.outcome is not None)
+            finally:
+                self._pool.release(pooled, reusable=reusable)
             if error is None:
                 pending = pending[len(batch) :]
                 continue
-            if pooled.reused and untouched and not stale_retry_used:
+            if fresh_start and not stale_retry_used:
                 # RFC 5321 §4.5.3.2: servers drop idle sessions (and a session
                 # may hold a stray reply).  Nothing was answered on this one, so
                 # nothing was attempted: once more on a new connection, free.
-                logger.debug("pooled connection was stale; reconnecting")
+                logger.debug("session failed before any message started; reconnecting")
                 stale_retry_used = True
                 for item in batch:
                     item.outcome = None
@@ -455,14 +460,15 @@ class SMTPTransport(Transport):
                 time.sleep(wait)
 
     def _run(
-        self, conn: SMTPConnection, batch: list[Item], pooled: Pooled[SMTPConnection]
-    ) -> tuple[TransportError | None, bool]:
+        self, conn: SMTPConnection, batch: list[Item], *, reused: bool
+    ) -> tuple[TransportError | None, bool, bool]:
         """Run *batch* on one connection.
 
         Returns:
-            The connection's error, if any, and whether the connection failed
-            before this batch got anywhere: no reply, and the error is a lost
-            session (or a 421), or the very first write sent nothing.
+            The connection's error, if any; whether the connection failed before
+            this batch got anywhere (nothing sent at all, or a *reused* session
+            lost or 421 before its first reply), so trying again on a new one
+            costs no attempt; and whether the session may be reused.
         """
         pipelined = self.config.pipelining and conn.has_extn("pipelining")
         runner = TransactionRunner(conn, pipelined=pipelined)
@@ -486,17 +492,12 @@ class SMTPTransport(Transport):
             for item in runner.owed():
                 if item.outcome is None and (item is awaited or item.data_sent):
                     item.outcome = _error_for(item, exc)
-        except BaseException:
-            self._pool.release(pooled, reusable=False)
-            raise
-        pooled.messages += sum(1 for item in batch if item.outcome is not None)
-        self._pool.release(pooled, reusable=error is None and runner.reusable)
-        untouched = (
+        fresh_start = (
             error is not None
             and runner.answered == 0
-            and (_is_stale(error) or runner.awaited() is None)
+            and (runner.awaited() is None or (reused and _is_stale(error)))
         )
-        return error, untouched
+        return error, fresh_start, error is None and runner.reusable
 
     # -- lifecycle --------------------------------------------------------------
 
