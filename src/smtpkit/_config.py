@@ -280,6 +280,29 @@ class SMTPConfig(BaseModel):
     def _single_line(cls, value: str | None) -> str | None:
         return _no_line_breaks(value, "value")
 
+    @field_validator("host")
+    @classmethod
+    def _resolvable_host(cls, value: str) -> str:
+        # The socket module encodes host names with the IDNA codec; a name it
+        # cannot encode (an empty label, "smtp..example.com") fails at connect.
+        try:
+            value.encode("idna")
+        except UnicodeError:
+            msg = f"host {value!r} is not a valid host name or address"
+            raise ValueError(msg) from None
+        return value
+
+    @field_validator("local_hostname")
+    @classmethod
+    def _ehlo_name(cls, value: str | None) -> str | None:
+        # RFC 5321 §4.1.1.1: EHLO takes a domain or an address literal, in ASCII.
+        if value is not None and (
+            not value.isascii() or not value.isprintable() or " " in value
+        ):
+            msg = f"local_hostname must be an ASCII host name or [address literal]: {value!r}"
+            raise ValueError(msg)
+        return value
+
     def _conflict(self) -> str | None:
         """Return why the fields cannot work together, or None when they can."""
         if (self.username is None) != (self.password is None):

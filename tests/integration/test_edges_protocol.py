@@ -21,8 +21,11 @@ from smtpkit import (
     ProtocolError,
     ReadTimeoutError,
     ServerDisconnectedError,
+    SMTPConfig,
     SMTPConnection,
     SMTPTimeoutError,
+    SMTPTransport,
+    TransportError,
 )
 
 from .rawserver import RawConn, RawServer
@@ -316,3 +319,40 @@ def test_a_silent_server_after_a_small_message_times_out_on_time():
             took = time.monotonic() - started
     assert info.value.delivery_unknown
     assert took < 0.5 + 0.45
+
+
+# -- nothing but smtpkit errors leaves the transport ---------------------------------
+
+
+class NonAsciiCommand(SMTPTransport):
+    """A subclass whose handshake sends a command the wire cannot carry."""
+
+    def handshake(self, conn: SMTPConnection) -> None:
+        super().handshake(conn)
+        conn.putcmd("XTAG", "café")  # smtplib encodes commands as ASCII
+
+
+def test_a_value_error_inside_the_session_becomes_a_transport_error():
+    with RawServer(Script()) as server:
+        with Mailer(transport=NonAsciiCommand(config(server)), retry=TWICE) as mailer:
+            with pytest.raises(TransportError) as info:
+                mailer.send(message())
+    error = info.value
+    assert isinstance(error.__cause__, UnicodeEncodeError)
+    assert not error.is_transient
+    assert not error.delivery_unknown
+    assert error.attempts == 1
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"host": "smtp..example.com"},
+        {"local_hostname": "héllo.example"},
+        {"local_hostname": "a b"},
+    ],
+    ids=["empty-label", "non-ascii-ehlo", "space-in-ehlo"],
+)
+def test_names_the_socket_or_ehlo_cannot_carry_are_refused_by_the_config(fields):
+    with pytest.raises(ValueError, match="host"):
+        SMTPConfig(**{"host": "smtp.example.com", "tls": "none", **fields})

@@ -146,6 +146,10 @@ def _map_errors(progress: _Progress) -> Iterator[None]:  # noqa: PLR0912 - one b
         )
         err.command = progress.command
         raise err from exc
+    except ValueError as exc:  # UnicodeError included: a name or text the wire refuses
+        # Not transient and nothing was delivered: the same input fails again.
+        msg = f"{progress.command} failed: {exc}"
+        raise TransportError(msg, command=progress.command) from exc
 
 
 # smtplib's own reply exceptions, for subclasses that call its high-level methods.
