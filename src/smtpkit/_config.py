@@ -247,6 +247,29 @@ class SMTPConfig(BaseModel):
     pool: PoolLimits = DEFAULT_POOL_LIMITS
     pipelining: bool = True
 
+    @classmethod
+    @override
+    def model_validate_json(
+        cls,
+        json_data: str | bytes | bytearray,
+        *,
+        strict: bool | None = None,
+        context: Any | None = None,
+        **kwargs: Any,
+    ) -> Self:
+        """Validate JSON; a JSON syntax error does not quote the document.
+
+        pydantic reports invalid JSON before any validator runs, with the whole
+        document (password included) as the error's input.
+        """
+        try:
+            return super().model_validate_json(
+                json_data, strict=strict, context=context, **kwargs
+            )
+        except ValidationError as exc:
+            error = _redacted(exc)
+        raise error from None  # outside the except block: no chained original
+
     @model_validator(mode="wrap")
     @classmethod
     def _validate(cls, data: Any, handler: ModelWrapValidatorHandler[Self]) -> Self:

@@ -52,7 +52,9 @@ def smtp_url_fields(url: str) -> dict[str, Any]:
         raise ConfigurationError(msg)
     schemes = {"smtp": "starttls", "smtps": "implicit"}  # TLSMode values
     if parts.scheme not in schemes:
-        msg = f"SMTP URL scheme must be smtp:// or smtps://, not {parts.scheme!r}"
+        # Without "//", urlsplit may take a user name for the scheme: never echo it.
+        shown = "" if "@" in url else f", not {parts.scheme!r}"
+        msg = f"SMTP URL scheme must be smtp:// or smtps://{shown}"
         raise ConfigurationError(msg)
     if not parts.hostname:
         msg = "SMTP URL has no host"

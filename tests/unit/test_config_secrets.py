@@ -239,3 +239,26 @@ def test_constructor_never_quotes_secrets(password, sibling):
     tokens = (XOAuth2Auth("u", token=password), OAuthBearerAuth("u", token=password))
     auth_fields = {"host": "h", "auth": tokens, **sibling}
     assert_hidden(raised(lambda: SMTPConfig(**auth_fields)), hidden)
+
+
+@pytest.mark.parametrize(
+    "document",
+    [
+        '{"host": "h", "username": "u", "password": "%s",}',  # trailing comma
+        '{"host": "h", "username": "u", "password": "%s"',  # cut short
+        '{"host": "h", "username": "u", "password": "%s", "tls": "none"}',
+    ],
+    ids=["syntax", "truncated", "cross-field"],
+)
+def test_json_errors_never_quote_the_document(document):
+    assert_hidden(
+        raised(lambda: SMTPConfig.model_validate_json(document % SECRET)), [SECRET]
+    )
+
+
+def test_a_url_without_scheme_does_not_quote_the_user_name():
+    error = raised(
+        lambda: SMTPConfig.from_url(f"alice.payroll:{SECRET}@smtp.example.com")
+    )
+    assert_hidden(error, [SECRET, "alice.payroll"])
+    assert "smtp://" in str(error)
