@@ -8,6 +8,7 @@ retried or not, and what the server really holds afterwards.
 
 from __future__ import annotations
 
+import socket
 import ssl
 import threading
 import time
@@ -356,3 +357,28 @@ def test_a_value_error_inside_the_session_becomes_a_transport_error():
 def test_names_the_socket_or_ehlo_cannot_carry_are_refused_by_the_config(fields):
     with pytest.raises(ValueError, match="host"):
         SMTPConfig(**{"host": "smtp.example.com", "tls": "none", **fields})
+
+
+class SmallSendBuffer(SMTPTransport):
+    """Shrinks the client's send buffer, so a slow reader is felt at once."""
+
+    def create_connection(self) -> SMTPConnection:
+        conn = super().create_connection()
+        assert conn.sock is not None
+        conn.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 32 * 1024)
+        return conn
+
+
+def test_slow_tls_reader_below_the_old_piece_rate_is_not_cut_off(tls_pair, tmp_path):
+    # About 210 KB/s with a 1 s timeout: a 256 KiB TLS write would need more than
+    # the timeout in one send() call; one record at a time keeps making progress.
+    server_context, ca_pem = tls_pair
+    ca_file = tmp_path / "ca.pem"
+    ca_file.write_text(ca_pem)
+    script = Script(data=[slow_reader(64 * 1024, 0.3)], tls=server_context)
+    with RawServer(script, rcvbuf=64 * 1024) as server:
+        cfg = config(server, timeout=1.0, tls="implicit", ca_file=str(ca_file))
+        with Mailer(transport=SmallSendBuffer(cfg), retry=NEVER) as mailer:
+            result = mailer.send(message(size=1024 * 1024))
+    assert result.ok
+    assert len(script.received) == 1

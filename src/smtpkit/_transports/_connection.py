@@ -42,7 +42,8 @@ MAX_REPLY_LINES: Final = 128  # an EHLO lists a dozen or two extensions
 MAX_REPLY_BYTES: Final = 64 * 1024
 _RECV_SIZE: Final = 65536
 _PROGRESS_POLL: Final = 0.2  # seconds between looks at a draining send queue
-_WRITE_CHUNK: Final = 256 * 1024  # the idle timeout must see this much progress
+_WRITE_CHUNK: Final = 256 * 1024  # bytes per send() on a plain socket
+_TLS_PIECE: Final = 16 * 1024  # one TLS record (RFC 8446 §5.1)
 _HAS_POLL: Final = hasattr(select, "poll")
 
 try:  # Linux: how much of what we sent the peer has not acknowledged yet
@@ -218,15 +219,15 @@ class SMTPConnection(smtplib.SMTP):
             raise ServerDisconnectedError(msg, command=step)
         view = memoryview(payload)
         total = len(payload)
-        self.written = 0
-        idle = max(self.reply_timeout, 1.0)
+        idle = self.reply_timeout
         sock.settimeout(idle)
+        # A socket's timeout bounds one send() call.  A plain send() returns
+        # after any progress; an SSL one writes its whole piece or fails, so its
+        # pieces are one TLS record (16 KiB): progress at any rate counts.
+        piece = _TLS_PIECE if isinstance(sock, ssl.SSLSocket) else _WRITE_CHUNK
         try:
             while self.written < total:
-                # Bounded pieces: an SSL socket applies its timeout to a whole
-                # send() call, so each piece must make progress within it.
-                end = self.written + _WRITE_CHUNK
-                self.written += sock.send(view[self.written : end])
+                self.written += sock.send(view[self.written : self.written + piece])
         except TimeoutError:
             self.close()
             msg = (
