@@ -47,6 +47,16 @@ _MAX_LOCAL_PART: Final = 64  # RFC 5321 §4.5.3.1.1 (octets)
 _MAX_DOMAIN: Final = 255  # RFC 5321 §4.5.3.1.2
 _MAX_LABEL: Final = 63  # RFC 1035 §2.3.4
 # RFC 5892 §2.1 LetterDigits, once lower-cased: what IDNA 2008 lets into a label.
+# Letters, marks and digits that IDNA 2008 reads differently or not at all although
+# IDNA 2003 takes them: the default-ignorable ones UTS 46 drops (variation selectors,
+# Hangul fillers), conjoining Hangul jamo (RFC 5892 §2.9), combining marks for
+# symbols, musical notation, and the vertical kana and ideographic repeat marks.
+_NOT_IDNA_2008: Final = (
+    (0x034F, 0x034F), (0x1100, 0x11FF), (0x17B4, 0x17B5), (0x180B, 0x180F),
+    (0x20D0, 0x20FF), (0x302E, 0x302F), (0x3031, 0x3035), (0x303B, 0x303B),
+    (0x3164, 0x3164), (0xA960, 0xA97F), (0xD7B0, 0xD7FF), (0xFE00, 0xFE0F),
+    (0xFFA0, 0xFFA0), (0x1D100, 0x1D24F), (0xE0100, 0xE01EF),
+)  # fmt: skip
 _IDNA_CATEGORIES: Final = frozenset({"Ll", "Lo", "Lm", "Mn", "Mc", "Nd"})
 _IDNA_HINT: Final = (
     "install smtpkit[idna] for IDNA 2008 (RFC 5891) or give the A-label (xn--...)"
@@ -123,21 +133,39 @@ def _ascii_domain_2003(domain: str) -> str:
             f"{reading!r}; {_IDNA_HINT}"
         )
         raise ValueError(msg)
-    bad = next(
-        (
-            ch
-            for ch in reading
-            if not ch.isascii() and unicodedata.category(ch) not in _IDNA_CATEGORIES
-        ),
-        None,
-    )
-    if bad is not None:
-        msg = (
-            f"domain {domain!r} has {bad!r}, which IDNA 2008 (RFC 5892) does not "
-            f"allow in a label; {_IDNA_HINT}"
-        )
-        raise ValueError(msg)
+    for label in reading.split("."):
+        problem = _label_problem_2003(label)
+        if problem is not None:
+            msg = f"domain {domain!r} {problem}; {_IDNA_HINT}"
+            raise ValueError(msg)
     return ".".join(a_label for a_label, _ in pairs)
+
+
+def _label_problem_2003(label: str) -> str | None:
+    """Why the stdlib's reading of *label* might not be IDNA 2008's, or None.
+
+    Only what both standards read the same way passes: letters, marks and digits
+    (RFC 5892 PVALID is a subset of them) that UTS 46 would not map to anything
+    else and that are not in ``_NOT_IDNA_2008``, no label
+    that starts with a combining mark (RFC 5891 §5.4), and no right-to-left or
+    Arabic-digit text, whose Bidi rule (RFC 5893) the stdlib does not check.
+    """
+    if label.isascii():
+        return None
+    if unicodedata.category(label[0]).startswith("M"):
+        return f"has a label that starts with the combining mark {label[0]!r}"
+    for ch in label:
+        if ch.isascii():
+            continue
+        if (
+            unicodedata.category(ch) not in _IDNA_CATEGORIES
+            or unicodedata.normalize("NFKC", ch.casefold()) != ch
+            or any(low <= ord(ch) <= high for low, high in _NOT_IDNA_2008)
+        ):
+            return f"has {ch!r}, which IDNA 2008 (RFC 5892) may read differently"
+        if unicodedata.bidirectional(ch) in ("R", "AL", "AN"):
+            return f"has the right-to-left or Arabic-digit character {ch!r}"
+    return None
 
 
 def _encode_label_2003(label: str, domain: str) -> tuple[str, str]:

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 
 import pydantic
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from smtpkit import Address, Attachment, Envelope, Message, _address
@@ -246,6 +246,29 @@ def test_without_idna_an_accepted_domain_is_never_a_different_domain(labels):
     except pydantic.ValidationError:
         return  # IDNA 2008 refuses it: no domain at all, still not a different one
     assert idna_2008.lower() == stdlib.lower()
+
+
+_ANY_LETTER = st.characters(
+    categories=("Lu", "Ll", "Lt", "Lm", "Lo", "Mn", "Mc", "Nd"), min_codepoint=0xA0
+)
+
+
+@settings(max_examples=400)
+@given(
+    labels=st.lists(
+        st.text(_ANY_LETTER, min_size=1, max_size=5), min_size=1, max_size=2
+    )
+)
+def test_without_idna_any_accepted_domain_is_exactly_what_idna_2008_sends(labels):
+    # Differential: whatever the stdlib path accepts, the idna package (IDNA 2008,
+    # UTS 46) accepts too and turns into the very same A-labels.
+    domain = ".".join([*labels, "de"])
+    with without_idna():
+        try:
+            stdlib = domain_of(Address(email=f"a@{domain}"))
+        except pydantic.ValidationError:
+            return
+    assert domain_of(Address(email=f"a@{domain}")) == stdlib
 
 
 # -- one strict parse for every input form -------------------------------------------
