@@ -281,7 +281,15 @@ def test_raw_utf8_header_text_asks_for_smtputf8(message, smtputf8):
     subject = next(
         line for line in fake.outbox[0].data.split(b"\r\n") if b"Subject" in line
     )
-    assert b"=?" not in subject  # sent as it is, never re-encoded
+    if smtputf8:
+        assert b"=?" not in subject  # sent as it is, never re-encoded
+    else:
+        # Bytes of an unknown charset: Python 3.13's SMTP policy writes them as an
+        # unknown-8bit encoded word, older ones as they are; both keep the bytes.
+        assert subject in (
+            b"Subject: " + "Grüße".encode("latin-1"),
+            b"Subject: =?unknown-8bit?q?Gr=FC=DFe?=",
+        )
 
 
 def test_a_body_the_policy_cannot_encode_is_refused():
