@@ -64,6 +64,7 @@ _IDNA_HINT: Final = (
 
 
 _SURROGATE_RE: Final = re.compile("[\ud800-\udfff]")
+_LDH_LABEL_RE: Final = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?", re.ASCII)
 
 
 def check_single_line(value: str, what: str) -> str:
@@ -105,15 +106,38 @@ def _ascii_domain(domain: str) -> str:
     """
     if domain.isascii():
         return domain
-    if not _has_idna():
-        return _ascii_domain_2003(domain)
+    encoded = (
+        _ascii_domain_2003(domain) if not _has_idna() else _ascii_domain_2008(domain)
+    )
+    if not all(_LDH_LABEL_RE.fullmatch(label) for label in encoded.split(".")):
+        # NFC can turn a letter into ASCII punctuation (U+037E is ";").
+        msg = f"domain {domain!r} is not a host name once encoded: {encoded!r}"
+        raise ValueError(msg)
+    return encoded
+
+
+def _ascii_domain_2008(domain: str) -> str:
+    """IDNA 2008 with UTS 46 (``smtpkit[idna]``), refusing what the mapping changes.
+
+    UTS 46 also drops invisible characters (U+200B, a soft hyphen) and folds
+    compatibility forms; sending to the result would send to an address that was
+    never written.  Only a change of case (and NFC) is accepted.
+    """
     import idna  # noqa: PLC0415 - already in sys.modules: _has_idna() imported it
 
     try:
-        return idna.encode(domain, uts46=True, std3_rules=True).decode("ascii")
+        encoded = idna.encode(domain, uts46=True, std3_rules=True).decode("ascii")
+        reading = idna.decode(encoded)
     except idna.IDNAError as exc:
         msg = f"domain {domain!r} is not a valid IDNA 2008 domain name: {exc}"
         raise ValueError(msg) from None
+    if reading != unicodedata.normalize("NFC", domain.lower()):
+        msg = (
+            f"domain {domain!r} would be changed by IDNA encoding to {reading!r}; "
+            "write the domain as it is meant"
+        )
+        raise ValueError(msg)
+    return encoded
 
 
 def _ascii_domain_2003(domain: str) -> str:

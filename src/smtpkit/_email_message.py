@@ -11,8 +11,9 @@ from __future__ import annotations
 import copy
 import re
 from email import policy as email_policy
-from email.errors import InvalidHeaderDefect
+from email.errors import InvalidHeaderDefect, MissingHeaderBodySeparatorDefect
 from email.message import EmailMessage
+from email.parser import BytesParser
 from email.utils import getaddresses
 from typing import Final
 
@@ -30,6 +31,8 @@ _ADDRESS_FIELDS: Final = (
     "Resent-From", "Resent-Sender", "Resent-To", "Resent-Cc",
 )  # fmt: skip
 _UTF8_POLICY: Final = email_policy.SMTPUTF8
+_DEFAULT_POLICY: Final = email_policy.default
+_PARSER: Final = BytesParser(_class=EmailMessage, policy=_DEFAULT_POLICY)
 
 
 def envelope_of(msg: EmailMessage) -> Envelope:
@@ -51,45 +54,121 @@ def envelope_of(msg: EmailMessage) -> Envelope:
     if len(resent) > 1:
         msg_text = "pass an envelope: the message has more than one Resent- block"
         raise InvalidMessageError(msg_text)
+    if not resent and any(name.lower().startswith("resent-") for name in msg):
+        # Half a resend: sending it to the original recipients again would be wrong,
+        # and the Resent- ones cannot be trusted without the block's Resent-Date.
+        msg_text = "pass an envelope: the message has Resent- fields but no Resent-Date"
+        raise InvalidMessageError(msg_text)
     prefix = "Resent-" if resent else ""
-    senders = _addresses_of(
-        _field_values(msg, f"{prefix}Sender") or _field_values(msg, f"{prefix}From")
+    senders = _field_addresses(msg, f"{prefix}Sender") or _field_addresses(
+        msg, f"{prefix}From"
     )
-    if len(senders) != 1 or not senders[0][1]:
+    if len(senders) != 1:
         msg_text = (
             f"pass an envelope: the message needs exactly one {prefix}From "
             f"(or {prefix}Sender) address"
         )
         raise InvalidMessageError(msg_text)
-    fields = [
-        v for name in ("To", "Cc", "Bcc") for v in _field_values(msg, prefix + name)
-    ]
-    recipients = tuple(addr for _, addr in _addresses_of(fields) if addr)
+    recipients = tuple(
+        addr
+        for name in ("To", "Cc", "Bcc")
+        for addr in _field_addresses(msg, prefix + name)
+    )
     if not recipients:
         msg_text = (
             f"pass an envelope: the message has no {prefix}To, {prefix}Cc or "
             f"{prefix}Bcc address"
         )
         raise InvalidMessageError(msg_text)
-    return Envelope(sender=senders[0][1], recipients=recipients)
+    return Envelope(sender=senders[0], recipients=recipients)
 
 
-def _addresses_of(values: list[str]) -> list[tuple[str, str]]:
-    """Parse address header values the way smtplib does, but never repair them.
+def _field_addresses(msg: EmailMessage, name: str) -> list[str]:
+    """The addr-specs of every *name* header, read as written, never repaired.
 
-    ``getaddresses`` "repairs" what it cannot parse (``ada@example.com extra``
-    becomes ``ada@example.comextra``), which would send the mail elsewhere.  An
-    address that does not appear in the header text as written is refused.
+    Each value is parsed from its raw text with the modern header parser, whatever
+    the message's policy.  A value the parser had to repair (it notes a defect:
+    ``ada@example.com extra``, ``alice@x.org)<bob@x.org>``) is refused, and so is
+    an encoded word inside an addr-spec (``bob@=?utf-8?q?evil.example?=``), which
+    readers decode to an address that differs from the one on the wire.
     """
-    parsed = getaddresses(values)
-    for _, addr in parsed:
-        if addr and not any(addr in value for value in values):
-            msg = (
-                f"pass an envelope: an address header would have to be rewritten "
-                f"to read {addr!r}, which it does not contain as written"
-            )
-            raise InvalidMessageError(msg)
-    return parsed
+    addresses = []
+    for key, value in msg.raw_items():
+        if key.lower() != name.lower():
+            continue
+        text = str(value)
+        _check_field(name, text)
+        unfolded = _VALID_FOLD_RE.sub("", _as_unicode(text))
+        # One address at a time: the modern parser is quadratic in a long list.
+        for piece in _split_address_list(unfolded):
+            addresses += _piece_addresses(name, piece)
+    return addresses
+
+
+def _piece_addresses(name: str, piece: str) -> list[str]:
+    """The addr-specs of one address (or group) of an address list."""
+    header = _DEFAULT_POLICY.header_factory(name, piece)
+    defects = [d for d in header.defects if isinstance(d, InvalidHeaderDefect)]
+    if defects or any("=?" in addr for _, addr in getaddresses([piece])):
+        problem = defects[0] if defects else "an encoded word in an address"
+        msg_text = (
+            f"pass an envelope: the {name} header cannot be read as addresses "
+            f"without rewriting it ({problem})"
+        )
+        raise InvalidMessageError(msg_text)
+    return [
+        address.addr_spec
+        for address in getattr(header, "addresses", ())
+        if address.addr_spec not in ("", "<>")
+    ]
+
+
+def _split_address_list(text: str) -> list[str]:
+    """Split an address list at its top-level commas (RFC 5322 §3.4).
+
+    Commas inside quoted strings, comments, angle brackets and groups
+    (``team: a@x.org, b@x.org;``) do not split.  Anything malformed stays in one
+    piece, for the parser to find its defect there.
+    """
+    pieces = []
+    start = 0
+    quoted = angle = group = False
+    comment = 0
+    escaped = False
+    for index, ch in enumerate(text):
+        if escaped:
+            escaped = False
+        elif ch == "\\" and (quoted or comment):
+            escaped = True
+        elif quoted:
+            quoted = ch != '"'
+        elif comment:
+            comment += {"(": 1, ")": -1}.get(ch, 0)
+        elif ch == '"':
+            quoted = True
+        elif ch == "(":
+            comment = 1
+        elif ch in "<>":
+            angle = ch == "<"
+        elif ch == ":" and not angle:
+            group = True
+        elif ch == ";" and not angle:
+            group = False
+        elif ch == "," and not angle and not group:
+            pieces.append(text[start:index])
+            start = index + 1
+    pieces.append(text[start:])
+    return [piece for piece in pieces if piece.strip()]
+
+
+def _as_unicode(text: str) -> str:
+    """*text* with raw UTF-8 bytes (parsed, as surrogate escapes) decoded."""
+    if text.isascii():
+        return text
+    try:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8")
+    except UnicodeError:
+        return text  # another 8-bit charset: compared as it is
 
 
 def _check_field(name: str, text: str) -> bool:
@@ -118,28 +197,6 @@ def _check_field(name: str, text: str) -> bool:
             utf8 = True
     check_header_text(f"header {name}", _VALID_FOLD_RE.sub("", text))
     return utf8
-
-
-def _field_values(msg: EmailMessage, name: str) -> list[str]:
-    """Every value of the *name* header, checked by ``_check_field``.
-
-    The modern policy's parser "repairs" an address list it cannot read
-    (``ada@example.com extra`` reads as ``ada@example.com``) and notes a defect;
-    such a header is refused rather than sent to whatever the repair made of it.
-    """
-    headers = msg.get_all(name) or []
-    for header in headers:
-        for defect in getattr(header, "defects", ()):
-            if isinstance(defect, InvalidHeaderDefect):
-                msg_text = (
-                    f"pass an envelope: the {name} header cannot be read as "
-                    f"addresses without rewriting it ({defect})"
-                )
-                raise InvalidMessageError(msg_text)
-    values = [str(value) for value in headers]
-    for value in values:
-        _check_field(name, value)
-    return values
 
 
 def _check_headers(msg: EmailMessage) -> bool:
@@ -206,5 +263,64 @@ def render_email(msg: EmailMessage, envelope: Envelope) -> tuple[Envelope, bytes
     except UnicodeEncodeError as exc:  # e.g. a compat32 str body without a charset
         msg_text = f"the message holds text its policy cannot encode: {exc}"
         raise InvalidMessageError(msg_text) from exc
+    except Exception as exc:  # the stdlib generator on user content (HeaderWriteError)
+        msg_text = f"the message cannot be rendered: {exc}"
+        raise InvalidMessageError(msg_text) from exc
     _check_lines(data)
+    _check_rendered(msg, data)
     return envelope, data
+
+
+def _check_rendered(msg: EmailMessage, data: bytes) -> None:
+    """Refuse bytes whose header fields or addresses differ from the message's.
+
+    Re-folding decodes RFC 2047 words and RFC 2231 parameters and writes the result:
+    an encoded CR LF in a long Subject or file name becomes a header line of its
+    own, and a decoded display name can read as more addresses.  Whatever the
+    mechanism, the bytes are parsed back and must hold the same fields, part by
+    part, and the same addresses in every address field.
+    """
+    rendered = _PARSER.parsebytes(data)
+    if not _same_fields(msg, rendered):
+        msg_text = (
+            "the message cannot be sent as it is: rendering it would change its "
+            "header fields (a value decodes to a line break)"
+        )
+        raise InvalidMessageError(msg_text)
+    for name in _ADDRESS_FIELDS:
+        before = _field_addresses(msg, name)
+        try:
+            after = _field_addresses(rendered, name)
+        except InvalidMessageError:
+            after = None
+        if before != after:
+            msg_text = (
+                f"the message cannot be sent as it is: rendering it would change "
+                f"the addresses of its {name} header"
+            )
+            raise InvalidMessageError(msg_text)
+
+
+def _cut_short(part: EmailMessage) -> bool:
+    return any(isinstance(d, MissingHeaderBodySeparatorDefect) for d in part.defects)
+
+
+def _same_fields(original: EmailMessage, rendered: EmailMessage) -> bool:
+    """Whether both have the same field names, part by part, as far as *original* goes."""
+    if [k.lower() for k in original] != [k.lower() for k in rendered]:
+        return False
+    if _cut_short(rendered) and not _cut_short(original):
+        return False  # a line that is no header ended the header block early
+    if not original.is_multipart():
+        return True  # a payload kept as text may parse into parts: not ours to check
+    children = original.get_payload()
+    rendered_children = rendered.get_payload()
+    return (
+        isinstance(children, list)
+        and isinstance(rendered_children, list)
+        and len(children) == len(rendered_children)
+        and all(
+            _same_fields(child, again)
+            for child, again in zip(children, rendered_children, strict=True)
+        )
+    )

@@ -268,6 +268,8 @@ class Mailer:
             self.open()
         try:
             prepared = self._prepare(message, envelope)
+        except SMTPKitError:
+            raise
         except Exception as exc:
             raise _invalid(exc) from exc
         return self._deliver(prepared)
@@ -439,6 +441,10 @@ class Mailer:
         return [_checked(outcome) for outcome in outcomes]
 
     def _prepare(self, message: Sendable, envelope: Envelope | None) -> _Prepared:
+        if envelope is not None and not isinstance(envelope, Envelope):
+            # Reachable from untyped callers.
+            msg = f"envelope must be an Envelope, not {type(envelope).__name__}"  # type: ignore[unreachable]
+            raise InvalidMessageError(msg)
         if isinstance(message, Message):
             data, message_id = render_with_id(message)
             envelope = envelope or message.to_envelope()

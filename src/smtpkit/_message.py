@@ -51,8 +51,6 @@ _RESERVED_HEADERS: Final = frozenset(
         "content-disposition", "list-unsubscribe", "list-unsubscribe-post",
     }
 )  # fmt: skip
-# RFC 5322 §3.2.3 specials: none belongs unquoted in an addr-spec's local part, and
-# all but "." need quotes in a display name.
 
 
 def _as_tuple(value: Any) -> Any:
@@ -103,6 +101,8 @@ class Attachment(BaseModel):
         elif not _CONTENT_TYPE_RE.fullmatch(self.content_type):
             msg = f"content_type must look like type/subtype: {self.content_type!r}"
             raise ValueError(msg)
+        else:  # RFC 2045 §5.1: media types are case-insensitive; compare them lowered
+            object.__setattr__(self, "content_type", self.content_type.lower())
         return self
 
     @classmethod
@@ -244,6 +244,13 @@ class Message(BaseModel):
                 raise ValueError(msg)
             if name.lower() in _RESERVED_HEADERS:
                 msg = f"header {name!r} is set from a Message field; use that field instead"
+                raise ValueError(msg)
+            if name.lower().startswith("resent-"):
+                # RFC 5322 §3.6.6: Resent- fields describe a resend (and Resent-Bcc
+                # would be transmitted); resend an EmailMessage for that.
+                msg = (
+                    f"header {name!r} belongs to a resent message; send an EmailMessage"
+                )
                 raise ValueError(msg)
             check_single_line(text, f"header {name}")
         return dict(value)

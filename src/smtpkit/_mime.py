@@ -330,10 +330,14 @@ def _set_message_payload(part: MIMEBase, attachment: Attachment) -> None:
 
 
 def _file_part(attachment: Attachment) -> MIMEBase:
-    maintype, _, subtype = attachment.content_type.partition("/")
-    if maintype == "multipart":
+    maintype, _, subtype = attachment.content_type.lower().partition("/")
+    if maintype == "multipart" or (
+        maintype == "message" and subtype not in _UNENCODED_MESSAGES
+    ):
         # RFC 2045 §6.4 forbids encoding a multipart, and without its boundary
-        # parameter the raw bytes cannot be parsed.
+        # parameter the raw bytes cannot be parsed; other message/* types
+        # (delivery-status, global...) have structures the generator cannot write
+        # from bytes.
         msg = (
             f"attachment {attachment.filename!r}: {attachment.content_type} content "
             "cannot be attached; use message/rfc822 for a whole message or "
@@ -350,7 +354,7 @@ def _file_part(attachment: Attachment) -> MIMEBase:
         else:
             label = "us-ascii" if attachment.content.isascii() else "utf-8"
             part.set_param("charset", label)
-    if maintype == "message" and subtype in _UNENCODED_MESSAGES:
+    if maintype == "message":
         _set_message_payload(part, attachment)
     else:
         part.set_payload(attachment.content)

@@ -18,6 +18,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from smtpkit import Envelope, InvalidMessageError, Mailer, RetryPolicy
+from smtpkit._email_message import envelope_of
 from smtpkit._message import FORBIDDEN_CHARS
 from smtpkit.testing import FakeTransport
 
@@ -346,3 +347,82 @@ def test_groups_and_quoted_commas_are_still_read():
     )
     fake = send(parsed)
     assert fake.outbox[0].envelope.recipients == ("jd@example.com", "bob@example.com")
+
+
+# -- what re-folding decodes cannot add a header line or an address -------------------
+
+ENCODED_BREAK = "=?utf-8?q?=0D=0ABcc:_evil@y.example?="
+LONG = "word " * 20
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        f"Subject: {LONG}{ENCODED_BREAK}",
+        f"X-Thing: {LONG}{ENCODED_BREAK}",
+        f"References: <a@x.org> {LONG}{ENCODED_BREAK}",
+    ],
+    ids=["subject", "custom", "references"],
+)
+def test_an_encoded_line_break_in_a_parsed_header_is_refused(raw):
+    message = from_bytes(
+        f"From: a@x.org\r\nTo: b@x.org\r\n{raw}\r\n\r\nhi\r\n".encode()
+    )
+    refused(message, "header fields")
+
+
+def test_an_encoded_line_break_set_under_compat32_is_refused():
+    refused(
+        legacy(From="a@x.org", To="b@x.org", Subject=LONG + ENCODED_BREAK), "header"
+    )
+
+
+@pytest.mark.parametrize(
+    "disposition",
+    [
+        b"attachment; filename*=utf-8''a%0D%0AX-Evil:%201%0D%0A; x=" + b"y" * 70,
+        b'attachment; filename="=?utf-8?q?a=0D=0AX-Evil:_1?="; x=' + b"y" * 70,
+    ],
+    ids=["rfc2231", "encoded-word"],
+)
+def test_a_line_break_decoded_from_an_attachment_name_is_refused(disposition):
+    raw = (
+        b"From: a@x.org\r\nTo: b@x.org\r\nMIME-Version: 1.0\r\n"
+        b'Content-Type: multipart/mixed; boundary="b"\r\n\r\n--b\r\n'
+        b"Content-Type: text/plain\r\n\r\nhi\r\n--b\r\n"
+        b"Content-Type: application/octet-stream\r\n"
+        b"Content-Disposition: " + disposition + b"\r\n\r\nAAAA\r\n--b--\r\n"
+    )
+    refused(from_bytes(raw), "header")
+
+
+def test_an_encoded_word_inside_an_address_is_refused():
+    message = from_bytes(
+        b"From: a@x.org\r\nTo: bob@=?utf-8?q?evil.example?=\r\n\r\nhi\r\n"
+    )
+    refused(message, "encoded word")
+
+
+def test_a_display_name_that_would_render_as_more_addresses_is_refused():
+    message = EmailMessage()
+    message["From"] = "a@x.org"
+    message["To"] = (
+        "=?utf-8?q?boss=40corp=2Eexample_=3Cboss=40corp=2Eexample=3E=2C?= <b@x.org>"
+    )
+    message.set_content("hi")
+    refused(message, "addresses of its To header")
+
+
+def test_resent_fields_without_resent_date_are_refused():
+    message = from_bytes(
+        b"From: a@x.org\r\nTo: orig@x.org\r\nResent-From: me@x.org\r\n"
+        b"Resent-To: new@y.org\r\n\r\nhi\r\n"
+    )
+    refused(message, "no Resent-Date")
+
+
+def test_a_long_address_list_is_read_whole():
+    # Parsed one address at a time (the stdlib's parser is quadratic in a list).
+    cc = ", ".join(f'"User, {n}" <u{n}@x.org>' for n in range(3_000))
+    envelope = envelope_of(legacy(From="a@x.org", Cc=cc))
+    assert envelope.recipients == tuple(f"u{n}@x.org" for n in range(3_000))

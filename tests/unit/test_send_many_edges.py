@@ -88,8 +88,16 @@ def test_send_raises_a_typed_error_for_a_message_that_cannot_be_prepared():
             mailer.send(email_to("root"))
         with pytest.raises(InvalidMessageError) as raised:
             mailer.send(Exploding(RuntimeError("boom")))
-    assert info.value.__cause__ is not None
+    assert "root" in str(info.value) or "To" in str(info.value)
     assert isinstance(raised.value.__cause__, RuntimeError)
+
+
+def test_an_envelope_that_is_not_an_envelope_is_a_message_error():
+    with Mailer(transport=FakeTransport()) as mailer:
+        with pytest.raises(InvalidMessageError, match="must be an Envelope"):
+            mailer.send(good(0), envelope="b@example.com")
+        [result] = mailer.send_many([(good(1), "b@example.com")])
+    assert isinstance(result.error, InvalidMessageError)
 
 
 @settings(max_examples=40)
