@@ -368,13 +368,31 @@ def test_an_encoded_line_break_in_a_parsed_header_is_refused(raw):
     message = from_bytes(
         f"From: a@x.org\r\nTo: b@x.org\r\n{raw}\r\n\r\nhi\r\n".encode()
     )
-    refused(message, "header fields")
+    refused_or_intact(message)
 
 
 def test_an_encoded_line_break_set_under_compat32_is_refused():
-    refused(
-        legacy(From="a@x.org", To="b@x.org", Subject=LONG + ENCODED_BREAK), "header"
+    refused_or_intact(
+        legacy(From="a@x.org", To="b@x.org", Subject=LONG + ENCODED_BREAK)
     )
+
+
+def refused_or_intact(message: EmailMessage) -> None:
+    """Python 3.11 decodes the break while re-folding (refused); 3.13 keeps it encoded."""
+    names = [name.lower() for name in message]
+    fake = FakeTransport()
+    error: InvalidMessageError | None = None
+    with Mailer(transport=fake, retry=RetryPolicy.never()) as mailer:
+        try:
+            mailer.send(message)
+        except InvalidMessageError as exc:
+            error = exc
+    if error is not None:
+        assert "header" in str(error)
+        assert fake.attempts == []
+        return
+    sent = email.message_from_bytes(fake.outbox[0].data, policy=email.policy.compat32)
+    assert [name.lower() for name in sent] == names  # no line of its own
 
 
 @pytest.mark.parametrize(
