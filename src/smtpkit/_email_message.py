@@ -248,10 +248,11 @@ def render_email(msg: EmailMessage, envelope: Envelope) -> tuple[Envelope, bytes
             998 octets.
     """
     raw_utf8 = _check_headers(msg)
-    if not envelope.needs_smtputf8:
-        fields = [str(v) for name in _ADDRESS_FIELDS for v in msg.get_all(name) or []]
-        if raw_utf8 or not all(addr.isascii() for _, addr in getaddresses(fields)):
-            envelope = envelope.model_copy(update={"smtputf8": True})
+    addresses = {name: _field_addresses(msg, name) for name in _ADDRESS_FIELDS}
+    if not envelope.needs_smtputf8 and (
+        raw_utf8 or not all(a.isascii() for found in addresses.values() for a in found)
+    ):
+        envelope = envelope.model_copy(update={"smtputf8": True})
     if "Bcc" in msg or "Resent-Bcc" in msg:
         # Deleting a header rebinds the copy's header list; the caller's is untouched.
         msg = copy.copy(msg)
@@ -267,18 +268,20 @@ def render_email(msg: EmailMessage, envelope: Envelope) -> tuple[Envelope, bytes
         msg_text = f"the message cannot be rendered: {exc}"
         raise InvalidMessageError(msg_text) from exc
     _check_lines(data)
-    _check_rendered(msg, data)
+    _check_rendered(msg, data, addresses)
     return envelope, data
 
 
-def _check_rendered(msg: EmailMessage, data: bytes) -> None:
+def _check_rendered(
+    msg: EmailMessage, data: bytes, addresses: dict[str, list[str]]
+) -> None:
     """Refuse bytes whose header fields or addresses differ from the message's.
 
     Re-folding decodes RFC 2047 words and RFC 2231 parameters and writes the result:
     an encoded CR LF in a long Subject or file name becomes a header line of its
     own, and a decoded display name can read as more addresses.  Whatever the
     mechanism, the bytes are parsed back and must hold the same fields, part by
-    part, and the same addresses in every address field.
+    part, and the same *addresses* (read from the message) in every address field.
     """
     rendered = _PARSER.parsebytes(data)
     if not _same_fields(msg, rendered):
@@ -287,8 +290,7 @@ def _check_rendered(msg: EmailMessage, data: bytes) -> None:
             "header fields (a value decodes to a line break)"
         )
         raise InvalidMessageError(msg_text)
-    for name in _ADDRESS_FIELDS:
-        before = _field_addresses(msg, name)
+    for name, before in addresses.items():
         try:
             after = _field_addresses(rendered, name)
         except InvalidMessageError:
