@@ -41,6 +41,7 @@ MAX_REPLY_LINE: Final = (
 MAX_REPLY_LINES: Final = 128  # an EHLO lists a dozen or two extensions
 MAX_REPLY_BYTES: Final = 64 * 1024
 _RECV_SIZE: Final = 65536
+_DRAIN_WATCH: Final = 64 * 1024  # writes this large may outlast a reply timeout
 _PROGRESS_POLL: Final = 0.2  # seconds between looks at a draining send queue
 _WRITE_CHUNK: Final = 256 * 1024  # bytes per send() on a plain socket
 _TLS_PIECE: Final = 16 * 1024  # one TLS record (RFC 8446 §5.1)
@@ -314,7 +315,10 @@ class SMTPConnection(smtplib.SMTP):
     @override
     def getreply(self) -> tuple[int, bytes]:
         self._reply_deadline = self._deadline or (time.monotonic() + self.reply_timeout)
-        self._unacked = _unacked_bytes(self.sock)
+        # Only a large write can still be draining: no syscall per small reply.
+        self._unacked = (
+            _unacked_bytes(self.sock) if self.written >= _DRAIN_WATCH else None
+        )
         lines: list[bytes] = []
         total = 0
         code = -1
