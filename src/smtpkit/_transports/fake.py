@@ -248,6 +248,8 @@ class ConsoleTransport(Transport):
                 f"MAIL FROM:<{envelope.sender}> RCPT TO:{', '.join(envelope.recipients)}\n"
             )
             stream.write(text)
+            if not text.endswith("\n"):  # raw bytes from a custom caller
+                stream.write("\n")
             stream.write("-" * 72 + "\n")
             stream.flush()
         return SendResult.delivered(envelope)
