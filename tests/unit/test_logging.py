@@ -32,7 +32,7 @@ _SEND_WITH_A_RETRY = textwrap.dedent(
 
 
 def _run(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(  # noqa: S603 - our own interpreter and script
+    return subprocess.run(
         [sys.executable, "-c", _SEND_WITH_A_RETRY, *args],
         capture_output=True,
         text=True,
