@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import collections
 import copy
 import enum
 import inspect
@@ -11,7 +10,6 @@ import random
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from email.message import EmailMessage
 from email.message import Message as MIMEMessage
 from email.parser import BytesHeaderParser
@@ -20,6 +18,7 @@ from typing import Final
 
 from typing_extensions import Self
 
+from ._attempt import Attempt, Prepared
 from ._bulk import MAX_BATCH, BulkProgress, Report, send_in_batches
 from ._config import SMTPConfig
 from ._email_message import envelope_of, render_email
@@ -34,7 +33,6 @@ from ._exceptions import (
 from ._message import Envelope, Message
 from ._mime import normalize_line_endings, render_with_id
 from ._ratelimit import RateLimit, TokenBucket
-from ._reply import SMTPReply
 from ._retry import (
     DEFAULT_RETRY_POLICY,
     RetryHook,
@@ -43,7 +41,6 @@ from ._retry import (
     run_with_retries,
 )
 from ._transports.base import (
-    RecipientResult,
     SendResult,
     Transport,
     contract_breach,
@@ -144,13 +141,6 @@ class _State(enum.Enum):
     UNOPENED = 1
     OPENED = 2
     CLOSED = 3
-
-
-@dataclass(frozen=True, slots=True)
-class _Prepared:
-    envelope: Envelope
-    data: bytes
-    message_id: str | None
 
 
 class Mailer:
@@ -349,7 +339,7 @@ class Mailer:
         or failed for good), while the transport is still busy with the rest; the
         ones to retry are retried and reported after the batch.
         """
-        ready: list[tuple[int, _Prepared]] = []
+        ready: list[tuple[int, Prepared]] = []
         for index, bulk_item in enumerate(messages):
             try:
                 message, envelope = (
@@ -402,7 +392,7 @@ class Mailer:
             for reply in replies
         )
 
-    def _finish(self, item: _Prepared, first: SendResult | SMTPKitError) -> SendResult:
+    def _finish(self, item: Prepared, first: SendResult | SMTPKitError) -> SendResult:
         """The final result of one message of a batch, errors included."""
         try:
             return self._deliver(item, first=first)
@@ -427,7 +417,7 @@ class Mailer:
 
     def _first_attempts(
         self,
-        ready: list[_Prepared],
+        ready: list[Prepared],
         on_result: Callable[[int, SendResult | SMTPKitError], None],
     ) -> list[SendResult | SMTPKitError]:
         """One outcome per message from one ``send_batch`` call, whatever it does.
@@ -459,7 +449,7 @@ class Mailer:
             return [contract_breach(wrong) for _ in ready]
         return [_checked(outcome) for outcome in outcomes]
 
-    def _prepare(self, message: Sendable, envelope: Envelope | None) -> _Prepared:
+    def _prepare(self, message: Sendable, envelope: Envelope | None) -> Prepared:
         if envelope is not None and not isinstance(envelope, Envelope):
             # Reachable from untyped callers.
             msg = f"envelope must be an Envelope, not {type(envelope).__name__}"  # type: ignore[unreachable]
@@ -469,11 +459,11 @@ class Mailer:
             envelope = envelope or message.to_envelope()
             if message.needs_smtputf8 and not envelope.smtputf8:
                 envelope = envelope.model_copy(update={"smtputf8": True})
-            return _Prepared(envelope, data, message_id)
+            return Prepared(envelope, data, message_id)
         if isinstance(message, MIMEMessage):  # EmailMessage or the legacy class
             envelope, data = render_email(message, envelope or envelope_of(message))
             header = message.get("Message-ID")
-            return _Prepared(envelope, data, None if header is None else str(header))
+            return Prepared(envelope, data, None if header is None else str(header))
         if isinstance(message, bytes | bytearray | memoryview):
             if envelope is None:
                 msg = "raw bytes need an explicit envelope=Envelope(sender=..., recipients=...)"
@@ -481,7 +471,7 @@ class Mailer:
             # The transport contract: CRLF line endings, the last line included.
             data = normalize_line_endings(bytes(message))
             headers = _PARSE_HEADERS.parsebytes(data, headersonly=True)
-            return _Prepared(envelope, data, headers.get("Message-ID"))
+            return Prepared(envelope, data, headers.get("Message-ID"))
         # Reachable from untyped callers.
         msg = (  # type: ignore[unreachable]
             f"cannot send {type(message).__name__}; pass an smtpkit.Message, an "
@@ -490,9 +480,15 @@ class Mailer:
         raise InvalidMessageError(msg)
 
     def _deliver(
-        self, prepared: _Prepared, *, first: SendResult | SMTPKitError | None = None
+        self, prepared: Prepared, *, first: SendResult | SMTPKitError | None = None
     ) -> SendResult:
-        attempt = _Attempt(self, prepared, first)
+        attempt = Attempt(
+            prepared,
+            first,
+            transport=self._transport,
+            retry=self.retry,
+            bucket=self._bucket,
+        )
         start = self._clock()
         error: SMTPKitError | None = None
         try:
@@ -524,119 +520,3 @@ class Mailer:
             result.reply.text if result.reply else "",
         )
         return result
-
-
-class _Attempt:
-    """One message's state across attempts: who is delivered, who is still pending."""
-
-    def __init__(
-        self,
-        mailer: Mailer,
-        prepared: _Prepared,
-        first: SendResult | SMTPKitError | None,
-    ) -> None:
-        self.mailer = mailer
-        self.prepared = prepared
-        self.first = first  # the outcome of attempt 1 when a batch already made it
-        self.pending = prepared.envelope
-        self.counts: collections.Counter[str] = collections.Counter()
-        self.final: dict[str, RecipientResult] = {}
-        self.last: dict[str, SMTPReply] = {}
-        self.history: list[TransportError] = []
-        self.reply: SMTPReply | None = None
-        self.number = 0
-        self.possibly_duplicated = False
-
-    def __call__(self, number: int) -> None:
-        self.number = number
-        mailer = self.mailer
-        self.counts.update(self.pending.recipients)
-        try:
-            result = self._attempt(number)
-        except RecipientsRefusedError as exc:
-            replies = exc.refused
-        except TransportError as exc:
-            self._failed(exc)
-            if exc.delivery_unknown and mailer.retry.should_retry(exc):
-                self.possibly_duplicated = True
-            raise
-        else:
-            self.reply = result.reply
-            replies = {r: rr.reply for r, rr in result.recipients.items()}
-        retry = mailer.retry
-        pending = []
-        for rcpt, reply in replies.items():
-            self.last[rcpt] = reply
-            if 200 <= reply.code < 300 or not retry.should_retry_reply(reply):
-                self.final[rcpt] = RecipientResult(rcpt, reply, self.counts[rcpt])
-            else:
-                pending.append(rcpt)
-        if pending:
-            # Only the 4xx-refused recipients go round again; the accepted ones
-            # must never receive the message twice.
-            self.pending = self.pending.with_recipients(tuple(pending))
-            refusal = RecipientsRefusedError({r: replies[r] for r in pending})
-            self._failed(refusal)
-            raise refusal
-
-    def _attempt(self, number: int) -> SendResult:
-        first, self.first = self.first, None
-        if first is None:
-            mailer = self.mailer
-            if mailer._bucket is not None:
-                mailer._bucket.acquire()
-            try:
-                return mailer.transport.send(self.pending, self.prepared.data)
-            except SMTPKitError:
-                raise
-            except Exception as exc:
-                raise contract_breach(exc) from exc
-        if isinstance(first, SMTPKitError):
-            raise first
-        return first
-
-    def _failed(self, exc: TransportError) -> None:
-        exc.attempts = self.number
-        exc.history = tuple(self.history)
-        self.history.append(exc)
-
-    def result(self, *, elapsed: float, error: SMTPKitError | None) -> SendResult:
-        recipients = {}
-        for rcpt in self.prepared.envelope.recipients:
-            if rcpt in self.final:
-                recipients[rcpt] = self.final[rcpt]
-            elif rcpt in self.last:
-                recipients[rcpt] = RecipientResult(
-                    rcpt, self.last[rcpt], self.counts[rcpt]
-                )
-        return SendResult(
-            envelope=self.prepared.envelope,
-            recipients=recipients,
-            reply=self.reply if any(r.accepted for r in recipients.values()) else None,
-            message_id=self.prepared.message_id,
-            elapsed=elapsed,
-            attempts=self.number,
-            error=error,
-            possibly_duplicated=self.possibly_duplicated,
-        )
-
-    def refused_error(self) -> TransportError:
-        """The error to raise when no recipient was delivered."""
-        last_error = self.history[-1] if self.history else None
-        if last_error is not None and not isinstance(
-            last_error, RecipientsRefusedError
-        ):
-            return last_error
-        replies = {
-            r: self.last[r] for r in self.prepared.envelope.recipients if r in self.last
-        }
-        exc: TransportError = (
-            RecipientsRefusedError(replies)
-            if replies
-            else contract_breach(
-                ValueError("the transport's result has no outcome for any recipient")
-            )
-        )
-        exc.attempts = self.number
-        exc.history = tuple(self.history[:-1])
-        return exc
