@@ -7,6 +7,7 @@ import enum
 import inspect
 import logging
 import random
+import re
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -60,6 +61,8 @@ BulkItem = Sendable | tuple[Sendable, Envelope]
 """What ``Mailer.send_many`` takes: a message, or a message with its envelope."""
 
 _PARSE_HEADERS: Final = BytesHeaderParser()
+_LABEL_RE: Final = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
+_MAX_DOMAIN: Final = 253
 
 
 def _check_arguments(config: object, transport: object) -> None:
@@ -94,6 +97,25 @@ def _check_arguments(config: object, transport: object) -> None:
                 f"SMTPTransport(config)), not {type(transport).__name__}"
             )
         raise TypeError(msg)
+
+
+def _id_domain(domain: str) -> str:
+    """*domain* checked as a host name (RFC 1123 §2.1) and IDNA-encoded."""
+    try:
+        ascii_domain = domain.encode("idna").decode("ascii")
+    except UnicodeError:
+        ascii_domain = ""
+    labels = ascii_domain.split(".")
+    if not (
+        0 < len(ascii_domain) <= _MAX_DOMAIN
+        and all(_LABEL_RE.fullmatch(label) for label in labels)
+    ):
+        msg = (
+            f"message_id_domain must be a domain name such as 'mail.example.com', "
+            f"not {domain!r}"
+        )
+        raise ConfigurationError(msg)
+    return ascii_domain
 
 
 def _takes_on_result(transport: Transport) -> bool:
@@ -159,12 +181,17 @@ class Mailer:
         sleep: Waits between attempts and for the rate limit (injectable).
         clock: Monotonic clock in seconds (injectable).
         rng: Source of jitter (inject ``random.Random(seed)`` in tests).
+        message_id_domain: The domain of the Message-IDs generated for
+            ``Message`` objects without one (``<...@mail.example.com>``); by
+            default the sender's domain, which for a ``@gmail.com`` sender tells
+            the world the id did not come from Gmail.  Unicode is IDNA-encoded.
 
     Raises:
         TypeError: *config* is not an ``SMTPConfig`` (a transport or a URL passed
             positionally), or *transport* is not a ``Transport``; the message says
             what to pass instead.
-        ConfigurationError: Neither or both of *config* and *transport* are given.
+        ConfigurationError: Neither or both of *config* and *transport* are
+            given, or *message_id_domain* is not a domain name.
     """
 
     def __init__(
@@ -178,8 +205,12 @@ class Mailer:
         sleep: SleepFn = time.sleep,
         clock: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
+        message_id_domain: str | None = None,
     ) -> None:
         _check_arguments(config, transport)
+        self._id_domain = (
+            None if message_id_domain is None else _id_domain(message_id_domain)
+        )
         if (config is None) == (transport is None):
             msg = "pass exactly one of config= or transport="
             raise ConfigurationError(msg)
@@ -455,7 +486,7 @@ class Mailer:
             msg = f"envelope must be an Envelope, not {type(envelope).__name__}"  # type: ignore[unreachable]
             raise InvalidMessageError(msg)
         if isinstance(message, Message):
-            data, message_id = render_with_id(message)
+            data, message_id = render_with_id(message, id_domain=self._id_domain)
             envelope = envelope or message.to_envelope()
             if message.needs_smtputf8 and not envelope.smtputf8:
                 envelope = envelope.model_copy(update={"smtputf8": True})

@@ -387,11 +387,14 @@ def _body(message: Message) -> MIMEMessage:
     return body
 
 
-def render_with_id(message: Message) -> tuple[bytes, str]:
+def render_with_id(
+    message: Message, *, id_domain: str | None = None
+) -> tuple[bytes, str]:
     """Render *message*; return its bytes (CRLF, before dot-stuffing) and Message-ID.
 
     Every line ends in CRLF, the last one included, even when the body does not
-    end with a line break.
+    end with a line break.  A generated Message-ID ends in *id_domain* (already
+    checked and in ASCII), or else in the sender's domain.
 
     The Bcc header is never written.  Without SMTPUTF8 the result is 7-bit clean,
     so every server takes it with or without 8BITMIME, except for an attached
@@ -418,8 +421,8 @@ def render_with_id(message: Message) -> tuple[bytes, str]:
         if message.subject:
             msg["Subject"] = _unstructured("Subject", message.subject, utf8=utf8)
         msg["Date"] = format_datetime(message.date or datetime.now(timezone.utc))
-        sender_domain = message.sender.ascii_email.rpartition("@")[2]
-        message_id = message.message_id or make_msgid(domain=sender_domain)
+        domain = id_domain or message.sender.ascii_email.rpartition("@")[2]
+        message_id = message.message_id or make_msgid(domain=domain)
         msg["Message-ID"] = message_id
         if message.list_unsubscribe:
             msg["List-Unsubscribe"] = _list_unsubscribe(

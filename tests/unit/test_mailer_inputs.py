@@ -324,3 +324,50 @@ def test_legacy_message_type_is_part_of_sendable():
     msg["From"] = "a@example.com"
     msg["To"] = "b@example.com"
     assert send(msg).outbox
+
+
+# -- Message-ID domain ----------------------------------------------------------------------
+
+
+def test_generated_message_ids_use_the_mailer_domain_not_the_senders():
+    fake = FakeTransport()
+    with Mailer(transport=fake, message_id_domain="mail.example.com") as mailer:
+        result = mailer.send(Message(sender="me@gmail.com", to="b@example.com"))
+        own = mailer.send(
+            Message(sender="me@gmail.com", to="b@example.com", message_id="<x@y.z>")
+        )
+    assert result.message_id is not None
+    assert result.message_id.endswith("@mail.example.com>")
+    assert "gmail" not in fake.outbox[0].message["Message-ID"]
+    assert own.message_id == "<x@y.z>"  # a message's own id wins
+
+
+def test_a_unicode_message_id_domain_is_idna_encoded():
+    fake = FakeTransport()
+    with Mailer(transport=fake, message_id_domain="bücher.example") as mailer:
+        result = mailer.send(Message(sender="a@example.com", to="b@example.com"))
+    assert result.message_id is not None
+    assert result.message_id.endswith("@xn--bcher-kva.example>")
+
+
+@pytest.mark.parametrize(
+    "domain",
+    ["", "a..b", "-a.example", "a-.example", "x" * 64 + ".com", "a b.com",
+     "a\r\nBcc: x@y.z", "a@b.com", "<a.com>", "a." * 130 + "com"],
+)  # fmt: skip
+def test_a_message_id_domain_that_is_no_domain_is_refused(domain):
+    with pytest.raises(ValueError, match="message_id_domain must be a domain name"):
+        Mailer(transport=FakeTransport(), message_id_domain=domain)
+
+
+@given(st.text(max_size=40))
+def test_any_accepted_message_id_domain_makes_a_valid_header(domain):
+    try:
+        mailer = Mailer(transport=FakeTransport(), message_id_domain=domain)
+    except ValueError:
+        return
+    with mailer:
+        result = mailer.send(Message(sender="a@example.com", to="b@example.com"))
+    assert result.message_id is not None
+    assert result.message_id.isascii()
+    assert all(c not in result.message_id for c in " \r\n\t")
