@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import logging
 from importlib.metadata import PackageNotFoundError, version
 
 from . import auth
@@ -56,6 +57,10 @@ try:
     __version__ = version("smtpkit")
 except PackageNotFoundError:  # pragma: no cover - running from a source tree
     __version__ = "0.0.0"
+
+# Library etiquette: records reach the application's handlers when it configures
+# logging, and nowhere (not stderr via logging.lastResort) when it does not.
+logging.getLogger("smtpkit").addHandler(logging.NullHandler())
 
 __all__ = [
     "DEFAULT_POOL_LIMITS",

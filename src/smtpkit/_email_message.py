@@ -1,9 +1,13 @@
-"""Pre-built ``EmailMessage`` objects (forwarding, resending): envelope and bytes.
+"""Pre-built stdlib messages (forwarding, resending, Django): envelope and bytes.
 
-The user's message is rendered with its own policy, after the same promises are
-checked as for a ``Message``: no header value that would write a line of its own,
-no address the parser had to repair, no line over 998 octets.  The envelope
-follows smtplib's ``send_message`` rule, ``Resent-`` blocks included.
+Both kinds of stdlib message are taken: ``EmailMessage`` (the modern policy) and
+the legacy ``email.message.Message`` that ``email.message_from_bytes`` returns by
+default and Django's ``EmailMessage.message()`` builds (``SafeMIMEText``, under
+``compat32``).  Each is rendered with its own policy family, as smtplib's
+``send_message`` does, after the same promises are checked as for a ``Message``:
+no header value that would write a line of its own, no address the parser had to
+repair, no line over 998 octets.  The envelope follows smtplib's ``send_message``
+rule, ``Resent-`` blocks included.
 """
 
 from __future__ import annotations
@@ -13,13 +17,14 @@ import re
 from email import policy as email_policy
 from email.errors import InvalidHeaderDefect, MissingHeaderBodySeparatorDefect
 from email.message import EmailMessage
+from email.message import Message as MIMEMessage
 from email.parser import BytesParser
 from email.utils import getaddresses
 from typing import Final
 
 from ._exceptions import InvalidMessageError
 from ._message import Envelope
-from ._mime import MAX_LINE, check_header_text
+from ._mime import MAX_LINE, check_header_text, normalize_line_endings
 
 __all__ = ["envelope_of", "render_email"]
 
@@ -32,10 +37,13 @@ _ADDRESS_FIELDS: Final = (
 )  # fmt: skip
 _UTF8_POLICY: Final = email_policy.SMTPUTF8
 _DEFAULT_POLICY: Final = email_policy.default
+# What smtplib's send_message writes a legacy message with, less its mbox-era
+# mangling of body lines starting with "From " (the modern path does not mangle).
+_COMPAT32_WIRE: Final = email_policy.compat32.clone(linesep="\r\n")
 _PARSER: Final = BytesParser(_class=EmailMessage, policy=_DEFAULT_POLICY)
 
 
-def envelope_of(msg: EmailMessage) -> Envelope:
+def envelope_of(msg: MIMEMessage) -> Envelope:
     """Derive an envelope from a pre-built message's headers, as smtplib does.
 
     MIME senders come from ``Sender`` or else ``From``; recipients from ``To``,
@@ -83,7 +91,7 @@ def envelope_of(msg: EmailMessage) -> Envelope:
     return Envelope(sender=senders[0], recipients=recipients)
 
 
-def _field_addresses(msg: EmailMessage, name: str) -> list[str]:
+def _field_addresses(msg: MIMEMessage, name: str) -> list[str]:
     """The addr-specs of every *name* header, read as written, never repaired.
 
     Each value is parsed from its raw text with the modern header parser, whatever
@@ -199,14 +207,16 @@ def _check_field(name: str, text: str) -> bool:
     return utf8
 
 
-def _check_headers(msg: EmailMessage) -> bool:
+def _check_headers(msg: MIMEMessage, *, modern: bool) -> bool:
     """Check every field of every part, attachments' parameters included.
 
     Returns:
-        Whether a value is raw UTF-8 text (stored under compat32, or parsed), which
-        only SMTPUTF8 carries as it is: the ``SMTP`` policy would encode it when
-        the line is long and fail when it is short.  Header objects of the modern
-        policy encode themselves and do not count.
+        Whether a value is raw UTF-8 text, which only SMTPUTF8 carries as it is.
+        Under the modern policy that is any ``str`` value (stored under compat32,
+        or parsed): the ``SMTP`` policy would encode it when the line is long and
+        fail when it is short; its header objects encode themselves.  A legacy
+        message writes raw only what was parsed from bytes (surrogate escapes):
+        its generator encodes other text as RFC 2047 words.
     """
     utf8 = False
     for part in msg.walk():
@@ -215,7 +225,8 @@ def _check_headers(msg: EmailMessage) -> bool:
                 msg_text = f"header name must be printable ASCII without ':': {name!r}"
                 raise InvalidMessageError(msg_text)
             raw_text = _check_field(name, str(value))
-            utf8 = utf8 or (raw_text and type(value) is str)
+            if raw_text and type(value) is str:
+                utf8 = utf8 or modern or _as_unicode(value) != value
     return utf8
 
 
@@ -231,9 +242,12 @@ def _check_lines(data: bytes) -> None:
         raise InvalidMessageError(msg)
 
 
-def render_email(msg: EmailMessage, envelope: Envelope) -> tuple[Envelope, bytes]:
+def render_email(msg: MIMEMessage, envelope: Envelope) -> tuple[Envelope, bytes]:
     """Check and render a pre-built message; return its envelope and bytes.
 
+    An ``EmailMessage`` is written with the ``SMTP`` (or ``SMTPUTF8``) policy, a
+    legacy ``email.message.Message`` with ``compat32`` and CRLF, as smtplib's
+    ``send_message`` does (body lines starting with "From " are not mangled).
     The Bcc and Resent-Bcc headers are left out; *msg* is not changed.  What can
     be written only as UTF-8 (RFC 6532 §3.2) makes the envelope ask for SMTPUTF8:
     addresses in the headers that are not ASCII (``用户@例子.cn``; the ``SMTP``
@@ -247,7 +261,10 @@ def render_email(msg: EmailMessage, envelope: Envelope) -> tuple[Envelope, bytes
             a compat32 body without a charset), or a line of the result exceeds
             998 octets.
     """
-    raw_utf8 = _check_headers(msg)
+    # By class, not policy: an EmailMessage under compat32 has always gone out
+    # with the modern policy, like every EmailMessage.
+    modern = isinstance(msg, EmailMessage)
+    raw_utf8 = _check_headers(msg, modern=modern)
     addresses = {name: _field_addresses(msg, name) for name in _ADDRESS_FIELDS}
     if not envelope.needs_smtputf8 and (
         raw_utf8 or not all(a.isascii() for found in addresses.values() for a in found)
@@ -260,7 +277,7 @@ def render_email(msg: EmailMessage, envelope: Envelope) -> tuple[Envelope, bytes
         del msg["Resent-Bcc"]
     policy = _UTF8_POLICY if envelope.needs_smtputf8 else email_policy.SMTP
     try:
-        data = msg.as_bytes(policy=policy)
+        data = msg.as_bytes(policy=policy if modern else _COMPAT32_WIRE)
     except UnicodeEncodeError as exc:  # e.g. a compat32 str body without a charset
         msg_text = f"the message holds text its policy cannot encode: {exc}"
         raise InvalidMessageError(msg_text) from exc
@@ -269,11 +286,11 @@ def render_email(msg: EmailMessage, envelope: Envelope) -> tuple[Envelope, bytes
         raise InvalidMessageError(msg_text) from exc
     _check_lines(data)
     _check_rendered(msg, data, addresses)
-    return envelope, data
+    return envelope, normalize_line_endings(data)  # a body may end without one
 
 
 def _check_rendered(
-    msg: EmailMessage, data: bytes, addresses: dict[str, list[str]]
+    msg: MIMEMessage, data: bytes, addresses: dict[str, list[str]]
 ) -> None:
     """Refuse bytes whose header fields or addresses differ from the message's.
 
@@ -303,11 +320,11 @@ def _check_rendered(
             raise InvalidMessageError(msg_text)
 
 
-def _cut_short(part: EmailMessage) -> bool:
+def _cut_short(part: MIMEMessage) -> bool:
     return any(isinstance(d, MissingHeaderBodySeparatorDefect) for d in part.defects)
 
 
-def _same_fields(original: EmailMessage, rendered: EmailMessage) -> bool:
+def _same_fields(original: MIMEMessage, rendered: MIMEMessage) -> bool:
     """Whether both have the same field names, part by part, as far as *original* goes."""
     if [k.lower() for k in original] != [k.lower() for k in rendered]:
         return False

@@ -2,24 +2,25 @@
 
 from __future__ import annotations
 
-import collections
 import copy
 import enum
-import itertools
+import inspect
 import logging
 import random
+import re
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
 from email.message import EmailMessage
+from email.message import Message as MIMEMessage
 from email.parser import BytesHeaderParser
 from types import TracebackType
 from typing import Final
 
 from typing_extensions import Self
 
+from ._attempt import Attempt, Prepared
+from ._bulk import MAX_BATCH, BulkProgress, Report, send_in_batches
 from ._config import SMTPConfig
 from ._email_message import envelope_of, render_email
 from ._exceptions import (
@@ -27,14 +28,12 @@ from ._exceptions import (
     ConfigurationError,
     InvalidMessageError,
     RecipientsRefusedError,
-    SendManyAbortedError,
     SMTPKitError,
     TransportError,
 )
 from ._message import Envelope, Message
-from ._mime import render_with_id
+from ._mime import normalize_line_endings, render_with_id
 from ._ratelimit import RateLimit, TokenBucket
-from ._reply import SMTPReply
 from ._retry import (
     DEFAULT_RETRY_POLICY,
     RetryHook,
@@ -43,7 +42,6 @@ from ._retry import (
     run_with_retries,
 )
 from ._transports.base import (
-    RecipientResult,
     SendResult,
     Transport,
     contract_breach,
@@ -53,40 +51,83 @@ __all__ = ["BulkItem", "BulkProgress", "Mailer", "Sendable"]
 
 logger = logging.getLogger("smtpkit")
 
-Sendable = Message | EmailMessage | bytes
-"""What ``Mailer.send`` takes: a ``Message``, a pre-built ``EmailMessage``
-(forwarding), or raw bytes with an explicit envelope."""
+Sendable = Message | EmailMessage | MIMEMessage | bytes
+"""What ``Mailer.send`` takes: a ``Message``; a pre-built stdlib message, either an
+``EmailMessage`` or a legacy ``email.message.Message`` (what
+``email.message_from_bytes`` returns by default, and Django's
+``EmailMessage.message()``); or raw bytes with an explicit envelope."""
 
 BulkItem = Sendable | tuple[Sendable, Envelope]
 """What ``Mailer.send_many`` takes: a message, or a message with its envelope."""
 
 _PARSE_HEADERS: Final = BytesHeaderParser()
-_MAX_BATCH: Final = 32  # messages a worker pipelines on one connection per call
+_LABEL_RE: Final = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
+_MAX_DOMAIN: Final = 253
 
 
-def _batches(
-    messages: Iterator[BulkItem], workers: int, batch_size: int
-) -> Iterator[list[BulkItem]]:
-    """Cut the input into batches, reading at most ``workers * batch_size`` ahead.
+def _check_arguments(config: object, transport: object) -> None:
+    """Refuse a wrong kind of argument with what to pass instead.
 
-    Small inputs are spread over every worker instead of filling one batch.  When
-    the input itself raises, the messages read before it are still yielded, then
-    the error is raised: nothing taken from the caller is dropped unreported.
+    The static signature already says so, but untyped callers would otherwise get
+    an ``AttributeError`` from deep inside the transport.
     """
-    while True:
-        chunk: list[BulkItem] = []
-        failure: Exception | None = None
-        try:
-            chunk.extend(itertools.islice(messages, workers * batch_size))
-        except Exception as exc:  # the caller's iterator, re-raised below
-            failure = exc
-        size = max(1, min(batch_size, -(-len(chunk) // workers)))
-        for start in range(0, len(chunk), size):
-            yield chunk[start : start + size]
-        if failure is not None:
-            raise failure
-        if not chunk:
-            return
+    if config is not None and not isinstance(config, SMTPConfig):
+        if isinstance(config, Transport):
+            name = type(config).__name__
+            msg = f"Mailer(config) takes an SMTPConfig; pass transport={name}(...) by keyword"
+        elif isinstance(config, str):
+            msg = (
+                "Mailer(config) takes an SMTPConfig, not a URL string; build a config "
+                "with SMTPConfig.from_url(...): Mailer(SMTPConfig.from_url(url))"
+            )
+        else:
+            msg = (
+                f"Mailer(config) takes an SMTPConfig, not {type(config).__name__}; "
+                "build one with SMTPConfig(host=...) or SMTPConfig.from_url(url)"
+            )
+        raise TypeError(msg)
+    if transport is not None and not isinstance(transport, Transport):
+        if isinstance(transport, SMTPConfig):
+            msg = (
+                "transport= takes a Transport; pass an SMTPConfig first: Mailer(config)"
+            )
+        else:
+            msg = (
+                f"transport= takes a Transport (such as FakeTransport() or "
+                f"SMTPTransport(config)), not {type(transport).__name__}"
+            )
+        raise TypeError(msg)
+
+
+def _id_domain(domain: str) -> str:
+    """*domain* checked as a host name (RFC 1123 §2.1) and IDNA-encoded."""
+    try:
+        ascii_domain = domain.encode("idna").decode("ascii")
+    except UnicodeError:
+        ascii_domain = ""
+    labels = ascii_domain.split(".")
+    if not (
+        0 < len(ascii_domain) <= _MAX_DOMAIN
+        and all(_LABEL_RE.fullmatch(label) for label in labels)
+    ):
+        msg = (
+            f"message_id_domain must be a domain name such as 'mail.example.com', "
+            f"not {domain!r}"
+        )
+        raise ConfigurationError(msg)
+    return ascii_domain
+
+
+def _takes_on_result(transport: Transport) -> bool:
+    """Whether ``transport.send_batch`` accepts ``on_result=`` (older ones do not)."""
+    try:
+        parameters = inspect.signature(transport.send_batch).parameters.values()
+    except (TypeError, ValueError):  # a builtin or otherwise opaque callable
+        return False
+    return any(
+        p.name == "on_result" or p.kind is inspect.Parameter.VAR_KEYWORD
+        for p in parameters
+    )
 
 
 def _checked(outcome: object) -> SendResult | SMTPKitError:
@@ -124,26 +165,6 @@ class _State(enum.Enum):
     CLOSED = 3
 
 
-@dataclass(frozen=True, slots=True)
-class BulkProgress:
-    """Counters passed to ``send_many``'s ``on_progress`` after each message.
-
-    Attributes:
-        done: Messages finished so far, sent or failed.
-        failed: Messages among ``done`` that failed (``result.error`` is set).
-    """
-
-    done: int
-    failed: int
-
-
-@dataclass(frozen=True, slots=True)
-class _Prepared:
-    envelope: Envelope
-    data: bytes
-    message_id: str | None
-
-
 class Mailer:
     """Send messages through a transport, applying the retry policy to each one.
 
@@ -160,9 +181,17 @@ class Mailer:
         sleep: Waits between attempts and for the rate limit (injectable).
         clock: Monotonic clock in seconds (injectable).
         rng: Source of jitter (inject ``random.Random(seed)`` in tests).
+        message_id_domain: The domain of the Message-IDs generated for
+            ``Message`` objects without one (``<...@mail.example.com>``); by
+            default the sender's domain, which for a ``@gmail.com`` sender tells
+            the world the id did not come from Gmail.  Unicode is IDNA-encoded.
 
     Raises:
-        ConfigurationError: Neither or both of *config* and *transport* are given.
+        TypeError: *config* is not an ``SMTPConfig`` (a transport or a URL passed
+            positionally), or *transport* is not a ``Transport``; the message says
+            what to pass instead.
+        ConfigurationError: Neither or both of *config* and *transport* are
+            given, or *message_id_domain* is not a domain name.
     """
 
     def __init__(
@@ -176,7 +205,12 @@ class Mailer:
         sleep: SleepFn = time.sleep,
         clock: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
+        message_id_domain: str | None = None,
     ) -> None:
+        _check_arguments(config, transport)
+        self._id_domain = (
+            None if message_id_domain is None else _id_domain(message_id_domain)
+        )
         if (config is None) == (transport is None):
             msg = "pass exactly one of config= or transport="
             raise ConfigurationError(msg)
@@ -186,7 +220,7 @@ class Mailer:
             assert config is not None  # noqa: S101 - checked above
             transport = SMTPTransport(config)
         self._transport = transport
-        self._concurrency = config.pool.max_connections if config is not None else 4
+        self._reports_results = _takes_on_result(transport)
         self.retry = retry
         self._bucket = (
             TokenBucket(rate_limit, sleep=sleep, clock=clock) if rate_limit else None
@@ -293,9 +327,11 @@ class Mailer:
         Args:
             messages: Messages, or ``(message, envelope)`` pairs; a bare message
                 gets its envelope from its headers (raw bytes need a pair).
-            concurrency: Threads sending at once; defaults to the pool size (4
-                for a transport given directly).
-            on_progress: Called in input order after each message finishes.
+            concurrency: Threads sending at once; defaults to the transport's
+                ``max_concurrency`` (for ``SMTPTransport``, its pool size).
+            on_progress: Called in the caller's thread, in input order, once per
+                message as soon as it and every message before it are finished
+                (not once per batch); ``total`` is set when *messages* has a length.
 
         Returns:
             One result per message, in input order; failed ones have ``error`` set.
@@ -303,132 +339,136 @@ class Mailer:
 
         Raises:
             ClosedError: The mailer was closed.
+            ConfigurationError: The transport's ``max_concurrency`` is not a
+                positive integer.
             SendManyAbortedError: *messages* or *on_progress* raised.  Nothing more
                 was read; what had been read was still sent, and the error's
                 ``results`` reports it, so nothing delivered goes unreported.
         """
         if self._state is not _State.OPENED:
             self.open()
-        workers = concurrency or self._concurrency
-        # A rate limit spaces messages out, so batching would only add bursts.
-        batch_size = 1 if self._bucket is not None else _MAX_BATCH
-        results: list[SendResult] = []
-        failed = 0
-        stop: tuple[str, Exception] | None = None  # why input stopped being read
-        window: collections.deque[tuple[Future[list[SendResult]], int]] = (
-            collections.deque()
+        workers: object = concurrency or self._transport.max_concurrency
+        if not isinstance(workers, int) or workers < 1:  # a third party's property
+            msg = (
+                f"{type(self._transport).__name__}.max_concurrency must be a positive "
+                f"int, not {workers!r}; or pass send_many(concurrency=N)"
+            )
+            raise ConfigurationError(msg)
+        return send_in_batches(
+            messages,
+            self._send_batch,
+            workers=workers,
+            # A rate limit spaces messages out, so batching would only add bursts.
+            batch_size=1 if self._bucket is not None else MAX_BATCH,
+            on_progress=on_progress,
         )
 
-        def collect(future: Future[list[SendResult]], count: int) -> None:
-            nonlocal failed, stop
-            try:
-                batch = future.result()
-            except Exception as exc:  # a bug: still one result per message read
-                batch = [
-                    SendResult(envelope=None, error=contract_breach(exc), attempts=0)
-                    for _ in range(count)
-                ]
-            for result in batch:
-                failed += result.error is not None
-                results.append(result)
-                if on_progress is not None and stop is None:
-                    try:
-                        on_progress(BulkProgress(done=len(results), failed=failed))
-                    except Exception as exc:  # reported below
-                        stop = ("on_progress", exc)
+    def _send_batch(self, messages: list[BulkItem], report: Report) -> None:
+        """First attempts of a batch in one transport call, then per-message retries.
 
-        pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="smtpkit")
-        try:
-            batches = _batches(iter(messages), workers, batch_size)
-            while stop is None:
-                try:
-                    batch = next(batches)
-                except StopIteration:
-                    break
-                except Exception as exc:  # reported below
-                    stop = ("the input", exc)
-                    break
-                window.append((pool.submit(self._send_batch, batch), len(batch)))
-                if len(window) >= 2 * workers:
-                    collect(*window.popleft())
-            # Whatever was read is sent and reported, even after a failure.
-            while window:
-                collect(*window.popleft())
-        except BaseException:
-            # KeyboardInterrupt and the like: start nothing new, let the sends
-            # under way finish, then give up.
-            pool.shutdown(wait=True, cancel_futures=True)
-            raise
-        pool.shutdown(wait=True)
-        if stop is not None:
-            where, cause = stop
-            msg = (
-                f"send_many stopped after {len(results)} message(s): {where} raised "
-                f"{type(cause).__name__}: {cause}"
-            )
-            raise SendManyAbortedError(msg, results=results) from cause
-        return results
-
-    def _send_batch(self, messages: list[BulkItem]) -> list[SendResult]:
-        """First attempts of a batch in one transport call, then per-message retries."""
-        prepared: list[_Prepared | SendResult] = []
-        for bulk_item in messages:
+        A message is reported as soon as its first attempt settles it (delivered,
+        or failed for good), while the transport is still busy with the rest; the
+        ones to retry are retried and reported after the batch.
+        """
+        ready: list[tuple[int, Prepared]] = []
+        for index, bulk_item in enumerate(messages):
             try:
                 message, envelope = (
                     bulk_item if isinstance(bulk_item, tuple) else (bulk_item, None)
                 )
-                prepared.append(self._prepare(message, envelope))
+                ready.append((index, self._prepare(message, envelope)))
             except Exception as exc:  # anything one message causes is its own result
-                prepared.append(
-                    SendResult(envelope=None, error=_invalid(exc), attempts=0)
+                report(
+                    index, SendResult(envelope=None, error=_invalid(exc), attempts=0)
                 )
-        ready = [p for p in prepared if isinstance(p, _Prepared)]
-        first = dict(zip(map(id, ready), self._first_attempts(ready), strict=True))
-        results = []
-        for item in prepared:
-            if isinstance(item, SendResult):
-                results.append(item)
-                continue
-            try:
-                results.append(self._deliver(item, first=first[id(item)]))
-            except SMTPKitError as exc:
-                # Resent after an attempt whose outcome was unknown: the server
-                # may hold it once or more even though the last attempt failed.
-                history = exc.history if isinstance(exc, TransportError) else ()
-                results.append(
-                    SendResult(
-                        envelope=item.envelope,
-                        message_id=item.message_id,
-                        error=exc,
-                        attempts=getattr(exc, "attempts", 0),
-                        possibly_duplicated=any(e.delivery_unknown for e in history),
-                    )
-                )
-            except Exception as exc:  # on_retry, sleep or a clock of the caller's
-                results.append(
-                    SendResult(
-                        envelope=item.envelope,
-                        message_id=item.message_id,
-                        error=_callback_error(exc),
-                        attempts=0,
-                    )
-                )
-        return results
+        settled: set[int] = set()
+        lock = threading.Lock()
+
+        def on_result(position: int, outcome: object) -> None:
+            """Report a message whose first attempt needs no retry, right away."""
+            checked = _checked(outcome)
+            if not 0 <= position < len(ready) or not self._is_settled(checked):
+                return
+            with lock:
+                if position in settled:
+                    return
+                settled.add(position)
+            index, item = ready[position]
+            report(index, self._finish(item, checked))
+
+        prepared = [item for _, item in ready]
+        firsts = self._first_attempts(prepared, on_result)
+        for position, ((index, item), first) in enumerate(
+            zip(ready, firsts, strict=True)
+        ):
+            with lock:
+                if position in settled:
+                    continue
+                settled.add(position)
+            report(index, self._finish(item, first))
+
+    def _is_settled(self, outcome: SendResult | SMTPKitError) -> bool:
+        """Whether a first attempt's *outcome* is final: no retry would follow it."""
+        retry = self.retry
+        if retry.attempts <= 1:
+            return True
+        if isinstance(outcome, SendResult):
+            replies = [r.reply for r in outcome.recipients.values()]
+        elif isinstance(outcome, RecipientsRefusedError):
+            replies = list(outcome.refused.values())
+        else:
+            return not retry.should_retry(outcome)
+        return not any(
+            not 200 <= reply.code < 300 and retry.should_retry_reply(reply)
+            for reply in replies
+        )
+
+    def _finish(self, item: Prepared, first: SendResult | SMTPKitError) -> SendResult:
+        """The final result of one message of a batch, errors included."""
+        try:
+            return self._deliver(item, first=first)
+        except SMTPKitError as exc:
+            # Resent after an attempt whose outcome was unknown: the server
+            # may hold it once or more even though the last attempt failed.
+            history = exc.history if isinstance(exc, TransportError) else ()
+            return SendResult(
+                envelope=item.envelope,
+                message_id=item.message_id,
+                error=exc,
+                attempts=getattr(exc, "attempts", 0),
+                possibly_duplicated=any(e.delivery_unknown for e in history),
+            )
+        except Exception as exc:  # on_retry, sleep or a clock of the caller's
+            return SendResult(
+                envelope=item.envelope,
+                message_id=item.message_id,
+                error=_callback_error(exc),
+                attempts=0,
+            )
 
     def _first_attempts(
-        self, ready: list[_Prepared]
+        self,
+        ready: list[Prepared],
+        on_result: Callable[[int, SendResult | SMTPKitError], None],
     ) -> list[SendResult | SMTPKitError]:
-        """One outcome per message from one ``send_batch`` call, whatever it does."""
+        """One outcome per message from one ``send_batch`` call, whatever it does.
+
+        *on_result* hears of each outcome as the transport learns it, when the
+        transport's ``send_batch`` takes an ``on_result`` callback (third-party
+        transports written before it existed do not).
+        """
         try:
             if self._bucket is not None:
                 for _ in ready:
                     self._bucket.acquire()
         except Exception as exc:  # the caller's clock or sleep: nothing was sent
             return [_callback_error(exc) for _ in ready]
+        items = [(p.envelope, p.data) for p in ready]
         try:
-            outcomes = list(
-                self._transport.send_batch([(p.envelope, p.data) for p in ready])
-            )
+            if self._reports_results:
+                outcomes = list(self._transport.send_batch(items, on_result=on_result))
+            else:
+                outcomes = list(self._transport.send_batch(items))
         except SMTPKitError as exc:  # e.g. ClosedError before anything was sent
             return [copy.copy(exc) for _ in ready]  # one per message's bookkeeping
         except Exception as exc:  # a transport breaking its contract
@@ -440,35 +480,46 @@ class Mailer:
             return [contract_breach(wrong) for _ in ready]
         return [_checked(outcome) for outcome in outcomes]
 
-    def _prepare(self, message: Sendable, envelope: Envelope | None) -> _Prepared:
+    def _prepare(self, message: Sendable, envelope: Envelope | None) -> Prepared:
         if envelope is not None and not isinstance(envelope, Envelope):
             # Reachable from untyped callers.
             msg = f"envelope must be an Envelope, not {type(envelope).__name__}"  # type: ignore[unreachable]
             raise InvalidMessageError(msg)
         if isinstance(message, Message):
-            data, message_id = render_with_id(message)
+            data, message_id = render_with_id(message, id_domain=self._id_domain)
             envelope = envelope or message.to_envelope()
             if message.needs_smtputf8 and not envelope.smtputf8:
                 envelope = envelope.model_copy(update={"smtputf8": True})
-            return _Prepared(envelope, data, message_id)
-        if isinstance(message, EmailMessage):
+            return Prepared(envelope, data, message_id)
+        if isinstance(message, MIMEMessage):  # EmailMessage or the legacy class
             envelope, data = render_email(message, envelope or envelope_of(message))
-            return _Prepared(envelope, data, message.get("Message-ID"))
+            header = message.get("Message-ID")
+            return Prepared(envelope, data, None if header is None else str(header))
         if isinstance(message, bytes | bytearray | memoryview):
             if envelope is None:
                 msg = "raw bytes need an explicit envelope=Envelope(sender=..., recipients=...)"
                 raise InvalidMessageError(msg)
-            data = bytes(message)
+            # The transport contract: CRLF line endings, the last line included.
+            data = normalize_line_endings(bytes(message))
             headers = _PARSE_HEADERS.parsebytes(data, headersonly=True)
-            return _Prepared(envelope, data, headers.get("Message-ID"))
+            return Prepared(envelope, data, headers.get("Message-ID"))
         # Reachable from untyped callers.
-        msg = f"cannot send {type(message).__name__}; pass a Message, EmailMessage or bytes"  # type: ignore[unreachable]
+        msg = (  # type: ignore[unreachable]
+            f"cannot send {type(message).__name__}; pass an smtpkit.Message, an "
+            "email.message.Message (EmailMessage included), or bytes with an envelope"
+        )
         raise InvalidMessageError(msg)
 
     def _deliver(
-        self, prepared: _Prepared, *, first: SendResult | SMTPKitError | None = None
+        self, prepared: Prepared, *, first: SendResult | SMTPKitError | None = None
     ) -> SendResult:
-        attempt = _Attempt(self, prepared, first)
+        attempt = Attempt(
+            prepared,
+            first,
+            transport=self._transport,
+            retry=self.retry,
+            bucket=self._bucket,
+        )
         start = self._clock()
         error: SMTPKitError | None = None
         try:
@@ -500,119 +551,3 @@ class Mailer:
             result.reply.text if result.reply else "",
         )
         return result
-
-
-class _Attempt:
-    """One message's state across attempts: who is delivered, who is still pending."""
-
-    def __init__(
-        self,
-        mailer: Mailer,
-        prepared: _Prepared,
-        first: SendResult | SMTPKitError | None,
-    ) -> None:
-        self.mailer = mailer
-        self.prepared = prepared
-        self.first = first  # the outcome of attempt 1 when a batch already made it
-        self.pending = prepared.envelope
-        self.counts: collections.Counter[str] = collections.Counter()
-        self.final: dict[str, RecipientResult] = {}
-        self.last: dict[str, SMTPReply] = {}
-        self.history: list[TransportError] = []
-        self.reply: SMTPReply | None = None
-        self.number = 0
-        self.possibly_duplicated = False
-
-    def __call__(self, number: int) -> None:
-        self.number = number
-        mailer = self.mailer
-        self.counts.update(self.pending.recipients)
-        try:
-            result = self._attempt(number)
-        except RecipientsRefusedError as exc:
-            replies = exc.refused
-        except TransportError as exc:
-            self._failed(exc)
-            if exc.delivery_unknown and mailer.retry.should_retry(exc):
-                self.possibly_duplicated = True
-            raise
-        else:
-            self.reply = result.reply
-            replies = {r: rr.reply for r, rr in result.recipients.items()}
-        retry = mailer.retry
-        pending = []
-        for rcpt, reply in replies.items():
-            self.last[rcpt] = reply
-            if 200 <= reply.code < 300 or not retry.should_retry_reply(reply):
-                self.final[rcpt] = RecipientResult(rcpt, reply, self.counts[rcpt])
-            else:
-                pending.append(rcpt)
-        if pending:
-            # Only the 4xx-refused recipients go round again; the accepted ones
-            # must never receive the message twice.
-            self.pending = self.pending.with_recipients(tuple(pending))
-            refusal = RecipientsRefusedError({r: replies[r] for r in pending})
-            self._failed(refusal)
-            raise refusal
-
-    def _attempt(self, number: int) -> SendResult:
-        first, self.first = self.first, None
-        if first is None:
-            mailer = self.mailer
-            if mailer._bucket is not None:
-                mailer._bucket.acquire()
-            try:
-                return mailer.transport.send(self.pending, self.prepared.data)
-            except SMTPKitError:
-                raise
-            except Exception as exc:
-                raise contract_breach(exc) from exc
-        if isinstance(first, SMTPKitError):
-            raise first
-        return first
-
-    def _failed(self, exc: TransportError) -> None:
-        exc.attempts = self.number
-        exc.history = tuple(self.history)
-        self.history.append(exc)
-
-    def result(self, *, elapsed: float, error: SMTPKitError | None) -> SendResult:
-        recipients = {}
-        for rcpt in self.prepared.envelope.recipients:
-            if rcpt in self.final:
-                recipients[rcpt] = self.final[rcpt]
-            elif rcpt in self.last:
-                recipients[rcpt] = RecipientResult(
-                    rcpt, self.last[rcpt], self.counts[rcpt]
-                )
-        return SendResult(
-            envelope=self.prepared.envelope,
-            recipients=recipients,
-            reply=self.reply if any(r.accepted for r in recipients.values()) else None,
-            message_id=self.prepared.message_id,
-            elapsed=elapsed,
-            attempts=self.number,
-            error=error,
-            possibly_duplicated=self.possibly_duplicated,
-        )
-
-    def refused_error(self) -> TransportError:
-        """The error to raise when no recipient was delivered."""
-        last_error = self.history[-1] if self.history else None
-        if last_error is not None and not isinstance(
-            last_error, RecipientsRefusedError
-        ):
-            return last_error
-        replies = {
-            r: self.last[r] for r in self.prepared.envelope.recipients if r in self.last
-        }
-        exc: TransportError = (
-            RecipientsRefusedError(replies)
-            if replies
-            else contract_breach(
-                ValueError("the transport's result has no outcome for any recipient")
-            )
-        )
-        exc.attempts = self.number
-        exc.history = tuple(self.history[:-1])
-        return exc

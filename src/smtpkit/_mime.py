@@ -387,8 +387,14 @@ def _body(message: Message) -> MIMEMessage:
     return body
 
 
-def render_with_id(message: Message) -> tuple[bytes, str]:
+def render_with_id(
+    message: Message, *, id_domain: str | None = None
+) -> tuple[bytes, str]:
     """Render *message*; return its bytes (CRLF, before dot-stuffing) and Message-ID.
+
+    Every line ends in CRLF, the last one included, even when the body does not
+    end with a line break.  A generated Message-ID ends in *id_domain* (already
+    checked and in ASCII), or else in the sender's domain.
 
     The Bcc header is never written.  Without SMTPUTF8 the result is 7-bit clean,
     so every server takes it with or without 8BITMIME, except for an attached
@@ -415,8 +421,8 @@ def render_with_id(message: Message) -> tuple[bytes, str]:
         if message.subject:
             msg["Subject"] = _unstructured("Subject", message.subject, utf8=utf8)
         msg["Date"] = format_datetime(message.date or datetime.now(timezone.utc))
-        sender_domain = message.sender.ascii_email.rpartition("@")[2]
-        message_id = message.message_id or make_msgid(domain=sender_domain)
+        domain = id_domain or message.sender.ascii_email.rpartition("@")[2]
+        message_id = message.message_id or make_msgid(domain=domain)
         msg["Message-ID"] = message_id
         if message.list_unsubscribe:
             msg["List-Unsubscribe"] = _list_unsubscribe(
@@ -428,7 +434,9 @@ def render_with_id(message: Message) -> tuple[bytes, str]:
             msg[name] = _unstructured(name, value, utf8=utf8)
         out = BytesIO()
         _WireGenerator(out, mangle_from_=False, policy=_WIRE_POLICY).flatten(msg)
-        return out.getvalue(), message_id
+        # The generator ends with the body's last character (or the closing
+        # boundary); the transport contract promises CRLF-terminated lines.
+        return _ending_in_crlf(out.getvalue()), message_id
     except UnicodeEncodeError as exc:  # a lone surrogate, which UTF-8 cannot carry
         msg_text = f"message text is not valid Unicode: {exc.object!r}"
         raise InvalidMessageError(msg_text) from exc
@@ -439,10 +447,14 @@ def render(message: Message) -> bytes:
     return render_with_id(message)[0]
 
 
+def _ending_in_crlf(data: bytes) -> bytes:
+    return data if data.endswith(b"\r\n") else data + b"\r\n"
+
+
 def normalize_line_endings(data: bytes) -> bytes:
     """Make every line end in CRLF, including the last (RFC 5321 §2.3.8)."""
     crlf = data.count(b"\r\n")
     if data.count(b"\n") != crlf or data.count(b"\r") != crlf:
         # Counting is far cheaper than rewriting; rendered messages are clean.
         data = _BARE_EOL_RE.sub(b"\r\n", data)
-    return data if data.endswith(b"\r\n") else data + b"\r\n"
+    return _ending_in_crlf(data)

@@ -91,7 +91,7 @@ def test_send_many_2000_messages_from_8_threads(start_fault_server, config_for):
     assert len(ids) == 1997
     assert server.handler.max_open <= 8
 
-    assert progress[-1] == BulkProgress(done=2000, failed=3)
+    assert progress[-1] == BulkProgress(done=2000, failed=3, total=2000)
     assert [p.done for p in progress] == list(range(1, 2001))
     assert elapsed < 30
     assert wait_until(lambda: open_fds() == baseline, 3.0), (open_fds(), baseline)
@@ -138,7 +138,7 @@ def test_send_many_reports_failures_without_raising(start_fault_server, config_f
     assert results[2].ok
     assert [r.message_id for r in results] == ["<m0@bulk>", "<m1@bulk>", "<m2@bulk>"]
     assert received_ids(server) == [b"<m2@bulk>"]
-    assert progress[-1] == BulkProgress(done=3, failed=2)
+    assert progress[-1] == BulkProgress(done=3, failed=2, total=3)
 
 
 @pytest.mark.parametrize(("burst", "waits"), [(1, [0.05] * 9), (3, [0.05] * 7)])

@@ -30,7 +30,7 @@ from smtpkit import (
     SMTPTransport,
     Transport,
 )
-from smtpkit._mailer import _MAX_BATCH
+from smtpkit._bulk import MAX_BATCH as _MAX_BATCH
 from smtpkit.testing import FakeTransport, reply
 
 WAITS = [
@@ -397,7 +397,7 @@ def test_send_many_in_order_with_errors_captured(time):
         if n not in (3, 6)
     ]
     assert [p.done for p in progress] == list(range(1, 11))
-    assert progress[-1] == BulkProgress(done=10, failed=2)
+    assert progress[-1] == BulkProgress(done=10, failed=2, total=10)
     assert [p.failed for p in progress][:4] == [0, 0, 0, 1]
 
 

@@ -421,7 +421,7 @@ def test_form_feeds_do_not_hide_a_long_line():
     assert max(map(len, lines(data))) <= 998
     parsed = parse(data)
     assert parsed["Content-Transfer-Encoding"] == "quoted-printable"
-    assert parsed.get_content().rstrip("\n") == text
+    assert parsed.get_content().rstrip("\r\n") == text
 
 
 BODY_CHARS = st.sampled_from(["\r", "\n", "\r\n", "\f", "\v", "\x1c", "\x1d", "\x1e",

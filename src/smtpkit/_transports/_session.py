@@ -31,9 +31,9 @@ from .._message import Envelope
 from .._mime import normalize_line_endings
 from .._reply import SMTPReply
 from ._connection import SMTPConnection
-from .base import RecipientResult, SendResult
+from .base import OnResult, RecipientResult, SendResult
 
-__all__ = ["Item", "TransactionRunner", "dot_stuff", "mail_options"]
+__all__ = ["Item", "Reporter", "TransactionRunner", "dot_stuff", "mail_options"]
 
 ReplyHandler = Callable[[SMTPReply], None]
 _DOT_LINE_RE: Final = re.compile(rb"^\.", re.MULTILINE)
@@ -123,6 +123,27 @@ class Item:
         )
 
 
+class Reporter:
+    """Passes each item's final outcome to ``send_batch``'s *on_result*, once."""
+
+    def __init__(self, items: list[Item], on_result: OnResult | None) -> None:
+        self._index = {id(item): i for i, item in enumerate(items)}
+        self._on_result = on_result
+
+    def settled_one(self, item: Item) -> None:
+        """Report *item*, whose outcome is final, unless it was reported already."""
+        index = self._index.pop(id(item), None)
+        if self._on_result is not None and index is not None:
+            assert item.outcome is not None  # noqa: S101 - only settled items come here
+            self._on_result(index, item.outcome)
+
+    def settled(self, items: list[Item]) -> None:
+        """Report every item of *items* that has its outcome."""
+        for item in items:
+            if item.outcome is not None:
+                self.settled_one(item)
+
+
 class ConnectionLostError(Exception):
     """Internal: the session ended (network error or 421) with replies owed."""
 
@@ -138,11 +159,24 @@ class TransactionRunner:
     connection itself propagates (as an smtplib/OS error for the transport to
     translate, or as a ``TransportError``); items left without an outcome were
     never attempted and may go to another connection.
+
+    *on_outcome* hears of each item whose outcome is settled, in order, as the
+    replies come in; only once a reply was read, because until then a failing
+    connection sends every item to another one as if never tried.
     """
 
-    def __init__(self, conn: SMTPConnection, *, pipelined: bool) -> None:
+    def __init__(
+        self,
+        conn: SMTPConnection,
+        *,
+        pipelined: bool,
+        on_outcome: Callable[[Item], None] | None = None,
+    ) -> None:
         self.conn = conn
         self.pipelined = pipelined
+        self._on_outcome = on_outcome
+        self._items: list[Item] = []
+        self._reported = 0  # items passed to on_outcome, from the start
         self.reusable = True
         self.answered = 0  # replies handled so far
         self.command = "MAIL"  # the command whose reply is awaited, for errors
@@ -167,9 +201,21 @@ class TransactionRunner:
 
     def run(self, items: list[Item]) -> None:
         """Send every item; stop early only if the connection fails."""
+        self._items = items
         for item in items:
             self._begin(item)
         self._drain()
+
+    def _report(self) -> None:
+        """Pass on the settled outcomes not passed on yet, in item order."""
+        items = self._items
+        while (
+            self._on_outcome is not None
+            and self._reported < len(items)
+            and items[self._reported].outcome is not None
+        ):
+            self._reported += 1
+            self._on_outcome(items[self._reported - 1])
 
     # -- queue --------------------------------------------------------------------
 
@@ -220,6 +266,7 @@ class TransactionRunner:
             self._expect.popleft()
             handler(reply)
             self.answered += 1
+            self._report()
         if self.conn.pending_bytes():
             # More bytes than replies owed: an unsolicited or duplicated reply.
             # Whatever it belongs to, the replies can no longer be trusted.

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import abc
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from types import TracebackType
+from typing import Final
 
 from typing_extensions import Self
 
@@ -13,9 +14,17 @@ from .._exceptions import ClosedError, SMTPKitError, TransportError
 from .._message import Envelope
 from .._reply import SMTPReply
 
-__all__ = ["RecipientResult", "SendResult", "Transport", "contract_breach"]
+__all__ = [
+    "DEFAULT_CONCURRENCY",
+    "OnResult",
+    "RecipientResult",
+    "SendResult",
+    "Transport",
+    "contract_breach",
+]
 
 _OK = SMTPReply(250, "OK")
+DEFAULT_CONCURRENCY: Final = 4  # the default pool size, PoolLimits.max_connections
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +123,11 @@ def contract_breach(exc: Exception) -> TransportError:
     return error
 
 
+OnResult = Callable[[int, "SendResult | SMTPKitError"], None]
+"""``on_result(index, outcome)``: the outcome of ``send_batch``'s item *index*, as
+soon as it is known."""
+
+
 class Transport(abc.ABC):
     """Delivers one envelope per call; subclass it to send mail some other way.
 
@@ -128,7 +142,19 @@ class Transport(abc.ABC):
     * ``send`` may be called from several threads at once; a subclass says in its
       docstring how it stays safe.  After ``close()`` it raises ``ClosedError``.
     * ``open`` and ``close`` are optional; ``close`` is idempotent.
+    * ``max_concurrency`` says how many sends at once suit it: ``send_many``
+      runs that many threads unless told otherwise.
     """
+
+    @property
+    def max_concurrency(self) -> int:
+        """How many concurrent sends this transport wants from ``send_many``.
+
+        The default is 4; ``SMTPTransport`` returns its pool's
+        ``max_connections``.  A wrapping transport should return the value of
+        the transport it wraps.
+        """
+        return DEFAULT_CONCURRENCY
 
     def open(self) -> None:  # noqa: B027 - optional hook, no-op by default
         """Prepare for sending (connect early, warm a pool); optional."""
@@ -151,13 +177,24 @@ class Transport(abc.ABC):
         """
 
     def send_batch(
-        self, items: Sequence[tuple[Envelope, bytes]]
+        self,
+        items: Sequence[tuple[Envelope, bytes]],
+        *,
+        on_result: OnResult | None = None,
     ) -> list[SendResult | SMTPKitError]:
         """Make one attempt for each message; failures are returned, not raised.
 
         ``Mailer.send_many`` hands each worker thread a batch.  The default sends
         them one by one; a transport that can do better (``SMTPTransport``
         pipelines them on one connection) overrides this.
+
+        Args:
+            items: Envelopes and their data.
+            on_result: Called with ``(index, outcome)`` as soon as an item's
+                outcome is known, so that ``send_many`` reports progress per
+                message; optional for overrides (one without the parameter is
+                still called, and its results count when it returns).  It must
+                not raise.
 
         Returns:
             One outcome per item, in order: a result, or the error of its attempt
@@ -169,14 +206,18 @@ class Transport(abc.ABC):
             ClosedError: The transport was closed.
         """
         outcomes: list[SendResult | SMTPKitError] = []
-        for envelope, data in items:
+        for index, (envelope, data) in enumerate(items):
+            outcome: SendResult | SMTPKitError
             try:
-                outcomes.append(self.send(envelope, data))
+                outcome = self.send(envelope, data)
             except (TransportError, ClosedError) as exc:
                 # A close() between two messages fails only those not yet sent.
-                outcomes.append(exc)
+                outcome = exc
             except Exception as exc:  # a subclass breaking the contract
-                outcomes.append(contract_breach(exc))
+                outcome = contract_breach(exc)
+            outcomes.append(outcome)
+            if on_result is not None:
+                on_result(index, outcome)
         return outcomes
 
     def close(self) -> None:  # noqa: B027 - optional hook, no-op by default

@@ -76,7 +76,14 @@ class SentMessage:
     def body(self, subtype: str = "plain") -> str:
         """Return the decoded ``text/plain`` (or ``text/html``) body, or ``""``."""
         part = self.message.get_body(preferencelist=(subtype,))
-        return "" if part is None else cast(EmailMessage, part).get_content()
+        if part is None:
+            return ""
+        content = str(cast(EmailMessage, part).get_content())
+        # The line break that ends the data (the transport contract's final CRLF)
+        # is the wire's, not the body's: a 7bit body would otherwise gain it.
+        return (
+            content.removesuffix("\r\n") if not self.message.is_multipart() else content
+        )
 
 
 def _outcome_to_result(outcome: Outcome, envelope: Envelope) -> SendResult:
@@ -248,6 +255,8 @@ class ConsoleTransport(Transport):
                 f"MAIL FROM:<{envelope.sender}> RCPT TO:{', '.join(envelope.recipients)}\n"
             )
             stream.write(text)
+            if not text.endswith("\n"):  # raw bytes from a custom caller
+                stream.write("\n")
             stream.write("-" * 72 + "\n")
             stream.flush()
         return SendResult.delivered(envelope)

@@ -48,8 +48,14 @@ from .._message import Envelope
 from .._reply import SMTPReply, parse_reply
 from ._connection import SMTPConnection
 from ._pool import ConnectionPool, Pooled, PoolStats
-from ._session import ConnectionLostError, Item, TransactionRunner, dot_stuff
-from .base import SendResult, Transport
+from ._session import (
+    ConnectionLostError,
+    Item,
+    Reporter,
+    TransactionRunner,
+    dot_stuff,
+)
+from .base import OnResult, SendResult, Transport
 
 __all__ = ["SMTPTransport", "dot_stuff"]
 
@@ -390,9 +396,18 @@ class SMTPTransport(Transport):
             raise outcome
         return outcome
 
+    @property
+    @override
+    def max_concurrency(self) -> int:
+        """The pool's ``max_connections``: ``send_many`` keeps every connection busy."""
+        return self.config.pool.max_connections
+
     @override
     def send_batch(
-        self, items: Sequence[tuple[Envelope, bytes]]
+        self,
+        items: Sequence[tuple[Envelope, bytes]],
+        *,
+        on_result: OnResult | None = None,
     ) -> list[SendResult | SMTPKitError]:
         """Send several messages, one attempt each, pipelined on pooled connections.
 
@@ -410,6 +425,7 @@ class SMTPTransport(Transport):
             raise ClosedError(msg)
         pending = [Item.prepare(envelope, data) for envelope, data in items]
         all_items = list(pending)
+        report = Reporter(all_items, on_result)
         stale_retry_used = False
         while pending:
             try:
@@ -431,12 +447,13 @@ class SMTPTransport(Transport):
                     self._pace(pooled)
                 batch = pending[: max(1, allowance)]
                 error, fresh_start, reusable = self._run(
-                    pooled.conn, batch, reused=pooled.reused
+                    pooled.conn, batch, reused=pooled.reused, report=report
                 )
                 pooled.messages += sum(1 for item in batch if item.outcome is not None)
             finally:
                 self._pool.release(pooled, reusable=reusable)
             if error is None:
+                report.settled(batch)
                 pending = pending[len(batch) :]
                 continue
             if fresh_start and not stale_retry_used:
@@ -452,6 +469,7 @@ class SMTPTransport(Transport):
                 batch[0].outcome = _copy_error(error)  # always make progress
             # Messages the failing connection never started go to another one.
             pending = [item for item in pending if item.outcome is None]
+        report.settled(all_items)
         return [item.outcome for item in all_items if item.outcome is not None]
 
     def _pace(self, pooled: Pooled[SMTPConnection]) -> None:
@@ -464,7 +482,12 @@ class SMTPTransport(Transport):
                 time.sleep(wait)
 
     def _run(
-        self, conn: SMTPConnection, batch: list[Item], *, reused: bool
+        self,
+        conn: SMTPConnection,
+        batch: list[Item],
+        *,
+        reused: bool,
+        report: Reporter | None = None,
     ) -> tuple[TransportError | None, bool, bool]:
         """Run *batch* on one connection.
 
@@ -475,7 +498,9 @@ class SMTPTransport(Transport):
             costs no attempt; and whether the session may be reused.
         """
         pipelined = self.config.pipelining and conn.has_extn("pipelining")
-        runner = TransactionRunner(conn, pipelined=pipelined)
+        runner = TransactionRunner(
+            conn, pipelined=pipelined, on_outcome=report.settled_one if report else None
+        )
         progress = _Progress(command="MAIL")
         error: TransportError | None = None
         try:

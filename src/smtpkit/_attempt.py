@@ -1,0 +1,153 @@
+"""One message's delivery across attempts: who is delivered, who is still pending.
+
+The mailer runs an ``Attempt`` under the retry policy; each call is one transport
+attempt for the recipients still pending, so accepted recipients never get the
+message twice.
+"""
+
+from __future__ import annotations
+
+import collections
+from dataclasses import dataclass
+
+from ._exceptions import RecipientsRefusedError, SMTPKitError, TransportError
+from ._message import Envelope
+from ._ratelimit import TokenBucket
+from ._reply import SMTPReply
+from ._retry import RetryPolicy
+from ._transports.base import (
+    RecipientResult,
+    SendResult,
+    Transport,
+    contract_breach,
+)
+
+__all__ = ["Attempt", "Prepared"]
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """A message rendered for sending: its envelope, bytes and Message-ID."""
+
+    envelope: Envelope
+    data: bytes
+    message_id: str | None
+
+
+class Attempt:
+    """One message's state across attempts: who is delivered, who is still pending."""
+
+    def __init__(
+        self,
+        prepared: Prepared,
+        first: SendResult | SMTPKitError | None,
+        *,
+        transport: Transport,
+        retry: RetryPolicy,
+        bucket: TokenBucket | None,
+    ) -> None:
+        self.transport = transport
+        self.retry = retry
+        self.bucket = bucket
+        self.prepared = prepared
+        self.first = first  # the outcome of attempt 1 when a batch already made it
+        self.pending = prepared.envelope
+        self.counts: collections.Counter[str] = collections.Counter()
+        self.final: dict[str, RecipientResult] = {}
+        self.last: dict[str, SMTPReply] = {}
+        self.history: list[TransportError] = []
+        self.reply: SMTPReply | None = None
+        self.number = 0
+        self.possibly_duplicated = False
+
+    def __call__(self, number: int) -> None:
+        self.number = number
+        self.counts.update(self.pending.recipients)
+        try:
+            result = self._attempt(number)
+        except RecipientsRefusedError as exc:
+            replies = exc.refused
+        except TransportError as exc:
+            self._failed(exc)
+            if exc.delivery_unknown and self.retry.should_retry(exc):
+                self.possibly_duplicated = True
+            raise
+        else:
+            self.reply = result.reply
+            replies = {r: rr.reply for r, rr in result.recipients.items()}
+        retry = self.retry
+        pending = []
+        for rcpt, reply in replies.items():
+            self.last[rcpt] = reply
+            if 200 <= reply.code < 300 or not retry.should_retry_reply(reply):
+                self.final[rcpt] = RecipientResult(rcpt, reply, self.counts[rcpt])
+            else:
+                pending.append(rcpt)
+        if pending:
+            # Only the 4xx-refused recipients go round again; the accepted ones
+            # must never receive the message twice.
+            self.pending = self.pending.with_recipients(tuple(pending))
+            refusal = RecipientsRefusedError({r: replies[r] for r in pending})
+            self._failed(refusal)
+            raise refusal
+
+    def _attempt(self, number: int) -> SendResult:
+        first, self.first = self.first, None
+        if first is None:
+            if self.bucket is not None:
+                self.bucket.acquire()
+            try:
+                return self.transport.send(self.pending, self.prepared.data)
+            except SMTPKitError:
+                raise
+            except Exception as exc:
+                raise contract_breach(exc) from exc
+        if isinstance(first, SMTPKitError):
+            raise first
+        return first
+
+    def _failed(self, exc: TransportError) -> None:
+        exc.attempts = self.number
+        exc.history = tuple(self.history)
+        self.history.append(exc)
+
+    def result(self, *, elapsed: float, error: SMTPKitError | None) -> SendResult:
+        recipients = {}
+        for rcpt in self.prepared.envelope.recipients:
+            if rcpt in self.final:
+                recipients[rcpt] = self.final[rcpt]
+            elif rcpt in self.last:
+                recipients[rcpt] = RecipientResult(
+                    rcpt, self.last[rcpt], self.counts[rcpt]
+                )
+        return SendResult(
+            envelope=self.prepared.envelope,
+            recipients=recipients,
+            reply=self.reply if any(r.accepted for r in recipients.values()) else None,
+            message_id=self.prepared.message_id,
+            elapsed=elapsed,
+            attempts=self.number,
+            error=error,
+            possibly_duplicated=self.possibly_duplicated,
+        )
+
+    def refused_error(self) -> TransportError:
+        """The error to raise when no recipient was delivered."""
+        last_error = self.history[-1] if self.history else None
+        if last_error is not None and not isinstance(
+            last_error, RecipientsRefusedError
+        ):
+            return last_error
+        replies = {
+            r: self.last[r] for r in self.prepared.envelope.recipients if r in self.last
+        }
+        exc: TransportError = (
+            RecipientsRefusedError(replies)
+            if replies
+            else contract_breach(
+                ValueError("the transport's result has no outcome for any recipient")
+            )
+        )
+        exc.attempts = self.number
+        exc.history = tuple(self.history[:-1])
+        return exc

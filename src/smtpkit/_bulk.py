@@ -1,0 +1,179 @@
+"""``send_many``'s machinery: batches on worker threads, results reported per message.
+
+The mailer hands this module a function that sends one batch and reports each
+message's final result the moment it is known (a pipelined batch learns them one
+by one).  Here the input is read lazily into batches, the batches run on a thread
+pool, and the caller's thread collects results in input order, calling
+``on_progress`` once per message as soon as that message and all before it are
+done: progress follows the deliveries instead of arriving in bursts per batch.
+"""
+
+from __future__ import annotations
+
+import collections
+import itertools
+import threading
+from collections.abc import Callable, Iterable, Iterator, Sized
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Final, Generic, TypeVar
+
+from ._exceptions import SendManyAbortedError
+from ._transports.base import SendResult, contract_breach
+
+__all__ = ["MAX_BATCH", "BulkProgress", "Report", "send_in_batches"]
+
+MAX_BATCH: Final = 32  # messages a worker pipelines on one connection per call
+
+T = TypeVar("T")
+
+Report = Callable[[int, SendResult], None]
+"""``report(index, result)``: the final result of the batch's message *index*."""
+
+
+@dataclass(frozen=True, slots=True)
+class BulkProgress:
+    """Counters passed to ``send_many``'s ``on_progress`` after each message.
+
+    Attributes:
+        done: Messages finished so far, sent or failed.
+        failed: Messages among ``done`` that failed (``result.error`` is set).
+        total: How many messages were passed, when the input has a length (a
+            list, a tuple); None for a generator or another plain iterable.
+    """
+
+    done: int
+    failed: int
+    total: int | None = None
+
+
+class _Batch(Generic[T]):
+    """One batch's messages and their results, filled in by the worker thread."""
+
+    def __init__(self, items: list[T]) -> None:
+        self.items = items
+        self.results: list[SendResult | None] = [None] * len(items)
+        self._filled = threading.Condition()
+
+    def report(self, index: int, result: SendResult) -> None:
+        """Record the final result of message *index*; the first report wins."""
+        with self._filled:
+            if 0 <= index < len(self.results) and self.results[index] is None:
+                self.results[index] = result
+                self._filled.notify_all()
+
+    def wait(self, index: int) -> SendResult:
+        """Block until message *index* has its result, and return it."""
+        with self._filled:
+            self._filled.wait_for(lambda: self.results[index] is not None)
+            result = self.results[index]
+        assert result is not None  # noqa: S101 - waited for above
+        return result
+
+
+def _batches(messages: Iterator[T], workers: int, batch_size: int) -> Iterator[list[T]]:
+    """Cut the input into batches, reading at most ``workers * batch_size`` ahead.
+
+    Small inputs are spread over every worker instead of filling one batch.  When
+    the input itself raises, the messages read before it are still yielded, then
+    the error is raised: nothing taken from the caller is dropped unreported.
+    """
+    while True:
+        chunk: list[T] = []
+        failure: Exception | None = None
+        try:
+            chunk.extend(itertools.islice(messages, workers * batch_size))
+        except Exception as exc:  # the caller's iterator, re-raised below
+            failure = exc
+        size = max(1, min(batch_size, -(-len(chunk) // workers)))
+        for start in range(0, len(chunk), size):
+            yield chunk[start : start + size]
+        if failure is not None:
+            raise failure
+        if not chunk:
+            return
+
+
+def _run(send_batch: Callable[[list[T], Report], None], batch: _Batch[T]) -> None:
+    """Run one batch; every message gets a result even when *send_batch* breaks."""
+    failure: Exception = RuntimeError("the batch ended without a result")
+    try:
+        send_batch(batch.items, batch.report)
+    except Exception as exc:  # a bug: still one result per message read
+        failure = exc
+    finally:
+        for index in range(len(batch.items)):
+            batch.report(
+                index,
+                SendResult(envelope=None, error=contract_breach(failure), attempts=0),
+            )
+
+
+def send_in_batches(
+    messages: Iterable[T],
+    send_batch: Callable[[list[T], Report], None],
+    *,
+    workers: int,
+    batch_size: int,
+    on_progress: Callable[[BulkProgress], None] | None,
+) -> list[SendResult]:
+    """Send *messages* in batches on *workers* threads; results in input order.
+
+    *send_batch* must call ``report(index, result)`` once per message of the
+    batch, as early as it can.  The input is read at most ``2 * workers`` batches
+    ahead of the results collected.
+
+    Raises:
+        SendManyAbortedError: *messages* or *on_progress* raised; what had been
+            read was still sent, and the error's ``results`` reports it.
+    """
+    total = len(messages) if isinstance(messages, Sized) else None
+    results: list[SendResult] = []
+    failed = 0
+    stop: tuple[str, Exception] | None = None  # why input stopped being read
+    window: collections.deque[tuple[Future[None], _Batch[T]]] = collections.deque()
+
+    def collect(batch: _Batch[T]) -> None:
+        nonlocal failed, stop
+        for index in range(len(batch.items)):
+            result = batch.wait(index)
+            failed += result.error is not None
+            results.append(result)
+            if on_progress is not None and stop is None:
+                try:
+                    on_progress(BulkProgress(len(results), failed, total))
+                except Exception as exc:  # reported below
+                    stop = ("on_progress", exc)
+
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="smtpkit")
+    try:
+        batches = _batches(iter(messages), workers, batch_size)
+        while stop is None:
+            try:
+                items = next(batches)
+            except StopIteration:
+                break
+            except Exception as exc:  # reported below
+                stop = ("the input", exc)
+                break
+            batch = _Batch(items)
+            window.append((pool.submit(_run, send_batch, batch), batch))
+            if len(window) >= 2 * workers:
+                collect(window.popleft()[1])
+        # Whatever was read is sent and reported, even after a failure.
+        while window:
+            collect(window.popleft()[1])
+    except BaseException:
+        # KeyboardInterrupt and the like: start nothing new, let the sends under
+        # way finish, then give up.
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)
+    if stop is not None:
+        where, cause = stop
+        msg = (
+            f"send_many stopped after {len(results)} message(s): {where} raised "
+            f"{type(cause).__name__}: {cause}"
+        )
+        raise SendManyAbortedError(msg, results=results) from cause
+    return results

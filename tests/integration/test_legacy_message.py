@@ -1,0 +1,67 @@
+"""Legacy ``email.message.Message`` objects (compat32; Django's message()) over SMTP."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+from email.mime.application import MIMEApplication
+from email.mime.multipart import MIMEMultipart
+from email.mime.text import MIMEText
+
+from smtpkit import Mailer
+
+
+def django_like() -> MIMEMultipart:
+    """The shape Django's EmailMessage.message() returns: compat32 MIME classes."""
+    msg = MIMEMultipart("mixed", boundary="==smtpkit-test==")
+    msg["Subject"] = "Your invoice"
+    msg["From"] = "Shop <shop@example.com>"
+    msg["To"] = "ann@example.com, Bob <bob@example.com>"
+    msg["Cc"] = "carol@example.com"
+    msg["Bcc"] = "audit@example.com"
+    msg["Message-ID"] = "<invoice-7@example.com>"
+    msg.attach(MIMEText("Grüße,\nyour invoice is attached.", "plain", "utf-8"))
+    msg.attach(MIMEApplication(b"%PDF-1.4 ...", "pdf", Name="invoice.pdf"))
+    return msg
+
+
+def test_a_legacy_message_arrives_as_smtplib_would_write_it(server, config_for):
+    msg = django_like()
+    with Mailer(config_for(server)) as mailer:
+        result = mailer.send(msg)
+    assert result.ok
+    assert result.message_id == "<invoice-7@example.com>"
+    [received] = server.messages
+    assert received.mail_from == "shop@example.com"
+    assert received.rcpt_tos == [
+        "ann@example.com",
+        "bob@example.com",
+        "carol@example.com",
+        "audit@example.com",
+    ]
+    # The compat32 generator's bytes with CRLF, less the Bcc header.
+    expected = msg.as_bytes(policy=email.policy.compat32.clone(linesep="\r\n"))
+    expected = expected.replace(b"Bcc: audit@example.com\r\n", b"")
+    assert received.data.rstrip(b"\r\n") == expected.rstrip(b"\r\n")
+    assert b"audit@example.com" not in received.data
+    parsed = email.message_from_bytes(received.data, policy=email.policy.default)
+    assert parsed.get_body(("plain",)).get_content().startswith("Grüße,")
+
+
+def test_message_from_bytes_default_is_sent_as_parsed(server, config_for):
+    raw = (
+        b"From: a@example.com\nTo: b@example.com\nSubject: forwarded\n"
+        b"Resent-Date: Mon, 01 Jan 2024 10:00:00 +0000\n"
+        b"Resent-From: relay@example.com\nResent-To: c@example.com\n"
+        b"Resent-Bcc: hidden@example.com\n\nno final newline"
+    )
+    msg = email.message_from_bytes(raw)  # compat32 email.message.Message
+    assert type(msg) is email.message.Message
+    with Mailer(config_for(server)) as mailer:
+        mailer.send(msg)
+    [received] = server.messages
+    # The Resent- block decides the envelope, as smtplib's send_message does.
+    assert received.mail_from == "relay@example.com"
+    assert received.rcpt_tos == ["c@example.com", "hidden@example.com"]
+    assert b"hidden@example.com" not in received.data
+    assert received.data.endswith(b"no final newline\r\n")
