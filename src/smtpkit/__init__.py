@@ -19,6 +19,7 @@ from ._address import Address
 from ._config import DEFAULT_POOL_LIMITS, PROVIDERS, PoolLimits, SMTPConfig, TLSMode
 from ._exceptions import (
     AuthenticationError,
+    AuthenticationRequiredError,
     ClosedError,
     ConfigurationError,
     ConnectError,
@@ -64,6 +65,7 @@ __all__ = [
     "Address",
     "Attachment",
     "AuthenticationError",
+    "AuthenticationRequiredError",
     "BulkItem",
     "BulkProgress",
     "ClosedError",
