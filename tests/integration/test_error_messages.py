@@ -19,11 +19,13 @@ from smtpkit import (
     ConfigurationError,
     ConnectError,
     ConnectTimeoutError,
+    GreetingRefusedError,
     Mailer,
     Message,
     NotSupportedError,
     RetryPolicy,
     SenderRefusedError,
+    ServerDisconnectedError,
     SMTPConfig,
     TLSError,
 )
@@ -401,3 +403,31 @@ def test_a_real_sender_refusal_stays_a_sender_refusal(start_server, config_for):
     with pytest.raises(SenderRefusedError) as info:
         send(config_for(server))
     assert not isinstance(info.value, AuthenticationError)
+
+
+def test_a_refused_greeting_names_the_server():
+    def refuse(conn: RawConn) -> None:
+        conn.send(b"554 5.3.2 no service here\r\n")
+        conn.wait_closed()
+
+    with RawServer(refuse) as server:
+        config = SMTPConfig(host="127.0.0.1", port=server.port, tls="none")
+        with pytest.raises(GreetingRefusedError) as info:
+            send(config)
+    assert str(info.value) == (
+        f"127.0.0.1:{server.port} (tls=none) refused the session in its greeting: "
+        f"{info.value.reply}"
+    )
+    assert info.value.reply.code == 554
+
+
+def test_a_hang_up_before_the_greeting_names_the_server():
+    with RawServer(lambda conn: conn.hang_up()) as server:
+        config = SMTPConfig(host="127.0.0.1", port=server.port, tls="none")
+        with pytest.raises(ServerDisconnectedError) as info:
+            send(config, retry=RetryPolicy.never())
+    assert str(info.value) == (
+        f"server closed the connection (connecting to 127.0.0.1:{server.port} "
+        "(tls=none))"
+    )
+    assert info.value.is_transient

@@ -193,7 +193,7 @@ def tls_failure(
     """
     where = "STARTTLS" if step == "STARTTLS" else "the TLS handshake"
     if isinstance(exc, ssl.SSLCertVerificationError):
-        detail = exc.verify_message or exc.reason or str(exc)
+        detail = exc.verify_message or str(exc)
         code = exc.verify_code
         if code == _HOSTNAME_MISMATCH:
             hint = (
@@ -210,7 +210,7 @@ def tls_failure(
         else:
             hint = f"certificate verification failed ({detail})"
         return TLSError(f"TLS failed with {endpoint} during {where}: {hint}")
-    reason = exc.reason or ""
+    reason = getattr(exc, "reason", None) or ""  # None when raised by hand
     if reason in _NOT_TLS_REASONS and step == "connect":
         return TLSError(
             f"{endpoint} did not answer the TLS handshake with TLS ({reason}): "
