@@ -20,6 +20,7 @@ from ._address import Address
 from ._config import DEFAULT_POOL_LIMITS, PROVIDERS, PoolLimits, SMTPConfig, TLSMode
 from ._exceptions import (
     AuthenticationError,
+    AuthenticationRequiredError,
     ClosedError,
     ConfigurationError,
     ConnectError,
@@ -69,6 +70,7 @@ __all__ = [
     "Address",
     "Attachment",
     "AuthenticationError",
+    "AuthenticationRequiredError",
     "BulkItem",
     "BulkProgress",
     "ClosedError",

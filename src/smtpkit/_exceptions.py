@@ -22,6 +22,7 @@
             ├── GreetingRefusedError                   banner was not 220
             ├── HeloRefusedError
             ├── AuthenticationError                    535 permanent, 454 transient
+            │   └── AuthenticationRequiredError        530 at MAIL: log in (or STARTTLS) first
             ├── SenderRefusedError                     .sender
             ├── RecipientsRefusedError                 .refused; every recipient refused
             └── DataRefusedError                       DATA or end-of-data not accepted
@@ -44,6 +45,7 @@ if TYPE_CHECKING:  # base imports this module: a type-only import avoids the cyc
 
 __all__ = [
     "AuthenticationError",
+    "AuthenticationRequiredError",
     "ClosedError",
     "ConfigurationError",
     "ConnectError",
@@ -127,6 +129,14 @@ class TransportError(SMTPKitError):
             have queued the message, so resending risks a duplicate.
         attempts: How many attempts were made before this error was given up on.
         history: The errors of the earlier attempts, oldest first.
+
+    Args:
+        message: What failed, and where possible what to do about it.
+        command: See the attribute.
+        delivery_unknown: See the attribute.
+        transient: Overrides the class's usual transience for this one error, for
+            a failure that cannot heal by itself (a host name that does not
+            exist, a TLS mode that does not match the port); None keeps it.
     """
 
     transient_default: bool = False
@@ -137,17 +147,19 @@ class TransportError(SMTPKitError):
         *,
         command: str | None = None,
         delivery_unknown: bool = False,
+        transient: bool | None = None,
     ) -> None:
         super().__init__(message)
         self.command = command
         self.delivery_unknown = delivery_unknown
         self.attempts = 1
         self.history: tuple[TransportError, ...] = ()
+        self._transient = transient
 
     @property
     def is_transient(self) -> bool:
         """True when the same attempt may succeed later."""
-        return self.transient_default
+        return self.transient_default if self._transient is None else self._transient
 
 
 class NetworkError(TransportError, ConnectionError):
@@ -186,7 +198,12 @@ class PoolTimeoutError(TransportError):
 
 
 class TLSError(TransportError):
-    """The TLS handshake or certificate verification failed."""
+    """The TLS handshake or certificate verification failed.
+
+    Also raised when the TLS mode does not match the server's port: TLS bytes
+    where a plaintext greeting was expected, a plaintext greeting where a TLS
+    handshake was expected, or silence on port 465 without ``tls="implicit"``.
+    """
 
 
 class ProtocolError(TransportError):
@@ -237,6 +254,25 @@ class HeloRefusedError(SMTPReplyError):
 
 class AuthenticationError(SMTPReplyError):
     """The server refused the credentials (535), or could not check them now (454)."""
+
+
+class AuthenticationRequiredError(AuthenticationError):
+    """The server takes mail only after AUTH (or STARTTLS): ``530`` to MAIL FROM.
+
+    RFC 4954 §6 ``530 5.7.0 Authentication required``, and RFC 3207 §4
+    ``530 5.7.0 Must issue a STARTTLS command first``.  It is not the sender
+    address that was refused, so the message says which setting is missing.
+
+    Attributes:
+        sender: The envelope sender of the refused MAIL FROM.
+    """
+
+    def __init__(
+        self, reply: SMTPReply, *, sender: str, message: str | None = None
+    ) -> None:
+        text = message or f"sender <{sender}> refused, log in first: {reply}"
+        super().__init__(reply, command="MAIL", message=text)
+        self.sender = sender
 
 
 class SenderRefusedError(SMTPReplyError):

@@ -36,7 +36,8 @@ from smtpkit import (
     TLSError,
     TransportError,
 )
-from smtpkit._transports.smtp import _map_errors, _Progress
+from smtpkit._transports._errors import Progress as _Progress
+from smtpkit._transports._errors import map_errors as _map_errors
 
 from .rawserver import RawConn, RawServer
 from .smtpd import free_port

@@ -9,6 +9,7 @@ import pytest
 import smtpkit
 from smtpkit import (
     AuthenticationError,
+    AuthenticationRequiredError,
     ClosedError,
     ConfigurationError,
     ConnectError,
@@ -57,7 +58,7 @@ def make_error(cls: type[SMTPKitError]) -> SMTPKitError:
         )
     elif cls is SendManyAbortedError:
         exc = cls("stopped", results=[SendResult(envelope=None, attempts=0)])
-    elif cls is SenderRefusedError:
+    elif cls in (SenderRefusedError, AuthenticationRequiredError):
         exc = cls(REPLY_550, sender="me@example.com")
     elif issubclass(cls, SMTPReplyError):
         exc = cls(REPLY_451, command="DATA", delivery_unknown=True)

@@ -28,8 +28,10 @@ from .._exceptions import (
     ServerDisconnectedError,
     SMTPReplyError,
     SMTPTimeoutError,
+    TLSError,
 )
 from .._reply import SMTPReply, parse_reply
+from ._hints import looks_like_tls
 
 __all__ = ["MAX_REPLY_BYTES", "MAX_REPLY_LINE", "MAX_REPLY_LINES", "SMTPConnection"]
 
@@ -115,26 +117,57 @@ class SMTPConnection(smtplib.SMTP):
         self.reply_timeout = timeout
         self.written = 0  # bytes of the last send_raw that reached the kernel
         self.is_tls = False
+        self.logged_in = False  # set by the transport after a successful AUTH
+        # Where opening the connection got to: "tcp", "tls" (the implicit-TLS
+        # handshake), "greeting", then "open".  Errors name the stage.
+        self.connect_stage = "tcp"
+        self._greeting_wait: float | None = None
         self.last_used = time.monotonic()
         super().__init__(local_hostname=local_hostname, timeout=timeout)
 
     def _get_socket(  # overrides smtplib's private hook, absent from typeshed
         self, host: str, port: int, timeout: float
     ) -> socket.socket:
+        self.connect_stage = "tcp"
         sock = socket.create_connection((host, port), timeout)
         if self._implicit_tls is not None:
+            self.connect_stage = "tls"
             try:
                 sock = self._implicit_tls.wrap_socket(sock, server_hostname=host)
             except BaseException:
                 sock.close()
                 raise
             self.is_tls = True
+        self.connect_stage = "greeting"
+        if self._greeting_wait is not None and self._deadline is not None:
+            self._deadline = min(self._deadline, time.monotonic() + self._greeting_wait)
         return sock
 
-    def open(self, host: str, port: int, connect_timeout: float) -> SMTPReply:
-        """Connect and return the greeting, all within *connect_timeout* seconds."""
+    def open(
+        self,
+        host: str,
+        port: int,
+        connect_timeout: float,
+        *,
+        greeting_wait: float | None = None,
+    ) -> SMTPReply:
+        """Connect and return the greeting, all within *connect_timeout* seconds.
+
+        Args:
+            host: Server name or address.
+            port: TCP port.
+            connect_timeout: Seconds for the TCP connect, any implicit-TLS
+                handshake and the greeting together.
+            greeting_wait: Seconds to wait for the greeting once connected, when
+                that should be shorter (an implicit-TLS port used without TLS).
+
+        Raises:
+            ConnectTimeoutError: No greeting in time.
+            TLSError: TLS bytes came where the plaintext greeting was expected.
+        """
         self.timeout = connect_timeout
         self._deadline = time.monotonic() + connect_timeout
+        self._greeting_wait = greeting_wait
         # smtplib sets _host only in __init__, and starttls() checks the server's
         # certificate against it: without this, STARTTLS fails with ValueError.
         self._host = host
@@ -145,6 +178,7 @@ class SMTPConnection(smtplib.SMTP):
             raise ConnectTimeoutError(msg) from exc
         finally:
             self._deadline = None
+        self.connect_stage = "open"
         self.timeout = self.reply_timeout
         return parse_reply(code, text)
 
@@ -394,6 +428,12 @@ class SMTPConnection(smtplib.SMTP):
                 msg = "server closed the connection"
                 raise ServerDisconnectedError(msg)
             buf += chunk
+            if self.connect_stage == "greeting" and looks_like_tls(buf):
+                # A TLS record where "220 ..." belongs: the server expects the
+                # client to speak TLS first.  Waiting for a line would time out.
+                self.close()
+                msg = "TLS bytes where the greeting was expected"
+                raise TLSError(msg)
 
     def _note_upload_progress(self) -> None:
         """Restart the reply deadline when the server took more of our data.

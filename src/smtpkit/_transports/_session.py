@@ -31,6 +31,7 @@ from .._message import Envelope
 from .._mime import normalize_line_endings
 from .._reply import SMTPReply
 from ._connection import SMTPConnection
+from ._hints import mail_refusal
 from .base import OnResult, RecipientResult, SendResult
 
 __all__ = ["Item", "Reporter", "TransactionRunner", "dot_stuff", "mail_options"]
@@ -349,7 +350,13 @@ class TransactionRunner:
         """Record why *item* failed and reset the transaction."""
         assert item.mail is not None  # noqa: S101 - every path reads MAIL's reply first
         if item.mail.code != 250:
-            item.outcome = SenderRefusedError(item.mail, sender=item.envelope.sender)
+            sender = item.envelope.sender
+            item.outcome = mail_refusal(
+                item.mail,
+                sender=sender,
+                logged_in=self.conn.logged_in,
+                is_tls=self.conn.is_tls,
+            ) or SenderRefusedError(item.mail, sender=sender)
         elif not item.accepted:
             item.outcome = RecipientsRefusedError(item.rcpt)
         else:

@@ -1,7 +1,7 @@
 """`SMTPTransport`: pooled smtplib sessions, one SMTP transaction per ``send``.
 
-This is the only place where smtplib, ssl and socket exceptions become smtpkit
-exceptions (:func:`_map_errors`).
+smtplib, ssl and socket exceptions become smtpkit exceptions in one place,
+``_errors.map_errors``, which wraps every network step here.
 """
 
 from __future__ import annotations
@@ -15,8 +15,7 @@ import smtplib
 import socket
 import ssl
 import time
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from typing import Final, TypeVar
 
 from typing_extensions import override
@@ -27,26 +26,20 @@ from .._exceptions import (
     AuthenticationError,
     ClosedError,
     ConfigurationError,
-    ConnectError,
-    ConnectTimeoutError,
-    DataRefusedError,
     GreetingRefusedError,
     HeloRefusedError,
     NetworkError,
     NotSupportedError,
     ProtocolError,
-    RecipientsRefusedError,
-    SenderRefusedError,
-    ServerDisconnectedError,
     SMTPKitError,
     SMTPReplyError,
-    SMTPTimeoutError,
-    TLSError,
     TransportError,
 )
 from .._message import Envelope
 from .._reply import SMTPReply, parse_reply
 from ._connection import SMTPConnection
+from ._errors import Progress, map_errors
+from ._hints import Endpoint, no_starttls_message, tls_file_problem, tls_files_error
 from ._pool import ConnectionPool, Pooled, PoolStats
 from ._session import (
     ConnectionLostError,
@@ -63,8 +56,6 @@ logger = logging.getLogger("smtpkit")
 
 _MAX_SASL_CHALLENGES: Final = 8
 _CLOSE_WITHIN: Final = 5.0  # seconds for all the QUITs of a closing pool together
-_TLS_HANDSHAKES: Final = frozenset({"connect", "STARTTLS"})
-_TLS_CLOSED: Final = (ssl.SSLEOFError, ssl.SSLZeroReturnError, ssl.SSLSyscallError)
 _TLS_VERSIONS: Final = {"1.2": ssl.TLSVersion.TLSv1_2, "1.3": ssl.TLSVersion.TLSv1_3}
 
 
@@ -73,100 +64,6 @@ def _local_fqdn() -> str:
     # smtplib asks the resolver for every connection; once per process is enough.
     fqdn = socket.getfqdn()
     return fqdn if "." in fqdn else "localhost.localdomain"
-
-
-@dataclass(slots=True)
-class _Progress:
-    """Which step a connection was at, for error reports."""
-
-    command: str = "connect"
-
-
-@contextlib.contextmanager
-def _map_errors(progress: _Progress) -> Iterator[None]:  # noqa: PLR0912 - one branch per family
-    """Translate smtplib, ssl and socket errors into smtpkit's hierarchy."""
-    try:
-        yield
-    except SMTPKitError as exc:
-        if isinstance(exc, TransportError) and exc.command is None:
-            exc.command = progress.command
-        raise
-    except smtplib.SMTPServerDisconnected as exc:
-        cause = exc.__context__
-        err: TransportError = (
-            SMTPTimeoutError(f"timed out during {progress.command}")
-            if isinstance(cause, TimeoutError)
-            else ServerDisconnectedError(
-                f"server disconnected during {progress.command}: {exc}"
-            )
-        )
-        err.command = progress.command
-        raise err from exc
-    except smtplib.SMTPNotSupportedError as exc:
-        raise NotSupportedError(str(exc), command=progress.command) from exc
-    except smtplib.SMTPSenderRefused as exc:
-        reply = parse_reply(exc.smtp_code, exc.smtp_error)
-        raise SenderRefusedError(reply, sender=str(exc.sender)) from exc
-    except smtplib.SMTPResponseException as exc:
-        reply = parse_reply(exc.smtp_code, exc.smtp_error)
-        error_class = _REPLY_ERRORS.get(type(exc), SMTPReplyError)
-        raise error_class(reply, command=progress.command) from exc
-    except smtplib.SMTPRecipientsRefused as exc:
-        refused = {
-            str(r): parse_reply(code, text)
-            for r, (code, text) in exc.recipients.items()
-        }
-        if not refused:
-            raise ProtocolError(str(exc), command=progress.command) from exc
-        raise RecipientsRefusedError(refused) from exc
-    except smtplib.SMTPException as exc:
-        raise ProtocolError(str(exc), command=progress.command) from exc
-    except ssl.SSLError as exc:  # includes SSLCertVerificationError
-        if isinstance(exc, _TLS_CLOSED) and progress.command not in _TLS_HANDSHAKES:
-            # An established TLS session that ends is a lost connection, like a
-            # reset: transient, and a stale pooled session is replaced for free.
-            msg = f"connection lost during {progress.command}: {exc}"
-            raise ServerDisconnectedError(msg, command=progress.command) from exc
-        msg = f"TLS failed: {exc}"
-        raise TLSError(msg, command=progress.command) from exc
-    except (
-        ssl.CertificateError
-    ) as exc:  # pragma: no cover - an alias of the above since 3.7
-        msg = f"TLS failed: {exc}"
-        raise TLSError(msg, command=progress.command) from exc
-    except TimeoutError as exc:
-        err = (
-            ConnectTimeoutError("timed out connecting")
-            if progress.command == "connect"
-            else SMTPTimeoutError(f"timed out during {progress.command}")
-        )
-        err.command = progress.command
-        raise err from exc
-    except OSError as exc:
-        err = (
-            ConnectError(f"cannot connect: {exc}")
-            if progress.command == "connect"
-            else ServerDisconnectedError(
-                f"connection lost during {progress.command}: {exc}"
-            )
-        )
-        err.command = progress.command
-        raise err from exc
-    except ValueError as exc:  # UnicodeError included: a name or text the wire refuses
-        # Not transient and nothing was delivered: the same input fails again.
-        msg = f"{progress.command} failed: {exc}"
-        raise TransportError(msg, command=progress.command) from exc
-
-
-# smtplib's own reply exceptions, for subclasses that call its high-level methods.
-_REPLY_ERRORS: Final[
-    dict[type[smtplib.SMTPResponseException], type[SMTPReplyError]]
-] = {
-    smtplib.SMTPConnectError: GreetingRefusedError,
-    smtplib.SMTPHeloError: HeloRefusedError,
-    smtplib.SMTPAuthenticationError: AuthenticationError,
-    smtplib.SMTPDataError: DataRefusedError,
-}
 
 
 def _b64(data: bytes) -> str:
@@ -189,6 +86,13 @@ class SMTPTransport(Transport):
 
     def __init__(self, config: SMTPConfig) -> None:
         self.config = config
+        self._endpoint = Endpoint(
+            host=config.host,
+            port=config.port,
+            tls=config.tls,
+            timeout=config.timeout,
+            connect_timeout=config.connect_timeout,
+        )
         self._tls_context = (
             self._build_tls_context() if config.tls is not TLSMode.NONE else None
         )
@@ -210,13 +114,30 @@ class SMTPTransport(Transport):
         cfg = self.config
         if cfg.ssl_context is not None:
             return cfg.ssl_context
+        files = {
+            "ca_file": cfg.ca_file,
+            "ca_path": cfg.ca_path,
+            "client_cert": cfg.client_cert,
+            "client_key": cfg.client_key,
+        }
+        for field, path in files.items():
+            problem = path and tls_file_problem(
+                field, path, directory=field == "ca_path"
+            )
+            if problem:
+                msg = f"cannot load TLS certificates: {problem}"
+                raise ConfigurationError(msg)
         try:
             context = ssl.create_default_context(cafile=cfg.ca_file, capath=cfg.ca_path)
-            if cfg.client_cert is not None:
-                context.load_cert_chain(cfg.client_cert, cfg.client_key)
         except (OSError, ssl.SSLError) as exc:
-            msg = f"cannot load TLS certificates: {exc}"
-            raise ConfigurationError(msg) from exc
+            trust = {"ca_file": cfg.ca_file, "ca_path": cfg.ca_path}
+            raise tls_files_error(trust, exc) from exc
+        if cfg.client_cert is not None:
+            try:
+                context.load_cert_chain(cfg.client_cert, cfg.client_key)
+            except (OSError, ssl.SSLError) as exc:
+                client = {"client_cert": cfg.client_cert, "client_key": cfg.client_key}
+                raise tls_files_error(client, exc) from exc
         if cfg.tls_min_version is not None:
             context.minimum_version = _TLS_VERSIONS[cfg.tls_min_version]
         return context
@@ -226,23 +147,42 @@ class SMTPTransport(Transport):
     def create_connection(self) -> SMTPConnection:
         """Connect and read the greeting (implicit TLS starts first).
 
+        On port 465 without ``tls="implicit"`` and without ``connect_timeout``,
+        the greeting is awaited for at most 3 seconds: such a server waits
+        silently for a TLS handshake, and the error says to use implicit TLS.
+
         Raises:
             GreetingRefusedError: The greeting was not 220.
+            ConnectError: The server cannot be resolved or reached.
+            ConnectTimeoutError: Connecting or the greeting took too long.
+            TLSError: The TLS handshake failed, or the TLS mode does not match
+                the server (the message names the setting to change).
         """
         cfg = self.config
+        endpoint = self._endpoint
         conn = SMTPConnection(
             timeout=cfg.timeout,
             local_hostname=cfg.local_hostname or _local_fqdn(),
             tls_context=self._tls_context if cfg.tls is TLSMode.IMPLICIT else None,
         )
+        progress = Progress(
+            endpoint=endpoint, conn=conn, tls_min_version=cfg.tls_min_version
+        )
         try:
-            greeting = conn.open(cfg.host, cfg.port, cfg.connect_timeout or cfg.timeout)
+            with map_errors(progress):
+                greeting = conn.open(
+                    cfg.host,
+                    cfg.port,
+                    endpoint.connect_wait,
+                    greeting_wait=endpoint.greeting_wait(),
+                )
         except BaseException:
             conn.close()
             raise
         if greeting.code != 220:
             conn.close()
-            raise GreetingRefusedError(greeting, command="connect")
+            msg = f"{endpoint} refused the session in its greeting: {greeting}"
+            raise GreetingRefusedError(greeting, command="connect", message=msg)
         return conn
 
     def handshake(self, conn: SMTPConnection) -> None:
@@ -255,7 +195,10 @@ class SMTPTransport(Transport):
         """
         self._greet(conn)
         if self.config.tls is TLSMode.STARTTLS:
-            # No fallback to cleartext: start_tls raises before anything is sent.
+            # No fallback to cleartext: nothing is sent without TLS.
+            if not conn.has_extn("starttls"):
+                msg = no_starttls_message(self._endpoint)
+                raise NotSupportedError(msg, command="STARTTLS")
             assert self._tls_context is not None  # noqa: S101 - built for every TLS mode
             conn.start_tls(self._tls_context)
             self._greet(conn)  # RFC 3207 §4.2: forget everything learnt before TLS
@@ -299,6 +242,7 @@ class SMTPTransport(Transport):
             reply = self._sasl_exchange(conn, chosen)
         if reply.code != 235:
             raise AuthenticationError(reply, command="AUTH")
+        conn.logged_in = True
         logger.debug("authenticated with %s", chosen.mechanism)
 
     def _sasl_exchange(self, conn: SMTPConnection, auth: Auth) -> SMTPReply:
@@ -330,8 +274,10 @@ class SMTPTransport(Transport):
         raise ProtocolError(msg, command="AUTH")
 
     def _open_session(self) -> SMTPConnection:
-        progress = _Progress()
-        with _map_errors(progress):
+        progress = Progress(
+            endpoint=self._endpoint, tls_min_version=self.config.tls_min_version
+        )
+        with map_errors(progress):
             conn = self.create_connection()
             progress.command = "EHLO"
             try:
@@ -501,10 +447,10 @@ class SMTPTransport(Transport):
         runner = TransactionRunner(
             conn, pipelined=pipelined, on_outcome=report.settled_one if report else None
         )
-        progress = _Progress(command="MAIL")
+        progress = Progress(command="MAIL")
         error: TransportError | None = None
         try:
-            with _map_errors(progress):
+            with map_errors(progress):
                 try:
                     runner.run(batch)
                 except ConnectionLostError as lost:
