@@ -15,8 +15,16 @@ from __future__ import annotations
 from importlib.metadata import PackageNotFoundError, version
 
 from . import auth
-from ._address import Address
-from ._config import DEFAULT_POOL_LIMITS, PROVIDERS, PoolLimits, SMTPConfig, TLSMode
+from ._address import Address, AddressLike
+from ._config import (
+    DEFAULT_POOL_LIMITS,
+    PROVIDERS,
+    PoolLimits,
+    SMTPConfig,
+    SMTPConfigFields,
+    TLSMode,
+    TLSModeLike,
+)
 from ._exceptions import (
     AuthenticationError,
     ClosedError,
@@ -62,6 +70,7 @@ __all__ = [
     "DEFAULT_RETRY_POLICY",
     "PROVIDERS",
     "Address",
+    "AddressLike",
     "Attachment",
     "AuthenticationError",
     "BulkItem",
@@ -93,6 +102,7 @@ __all__ = [
     "RetryHook",
     "RetryPolicy",
     "SMTPConfig",
+    "SMTPConfigFields",
     "SMTPConnection",
     "SMTPKitError",
     "SMTPReply",
@@ -106,6 +116,7 @@ __all__ = [
     "ServerDisconnectedError",
     "TLSError",
     "TLSMode",
+    "TLSModeLike",
     "Transport",
     "TransportError",
     "__version__",
