@@ -16,8 +16,16 @@ import logging
 from importlib.metadata import PackageNotFoundError, version
 
 from . import auth
-from ._address import Address
-from ._config import DEFAULT_POOL_LIMITS, PROVIDERS, PoolLimits, SMTPConfig, TLSMode
+from ._address import Address, AddressLike
+from ._config import (
+    DEFAULT_POOL_LIMITS,
+    PROVIDERS,
+    PoolLimits,
+    SMTPConfig,
+    SMTPConfigFields,
+    TLSMode,
+    TLSModeLike,
+)
 from ._exceptions import (
     AuthenticationError,
     AuthenticationRequiredError,
@@ -68,6 +76,7 @@ __all__ = [
     "DEFAULT_RETRY_POLICY",
     "PROVIDERS",
     "Address",
+    "AddressLike",
     "Attachment",
     "AuthenticationError",
     "AuthenticationRequiredError",
@@ -100,6 +109,7 @@ __all__ = [
     "RetryHook",
     "RetryPolicy",
     "SMTPConfig",
+    "SMTPConfigFields",
     "SMTPConnection",
     "SMTPKitError",
     "SMTPReply",
@@ -113,6 +123,7 @@ __all__ = [
     "ServerDisconnectedError",
     "TLSError",
     "TLSMode",
+    "TLSModeLike",
     "Transport",
     "TransportError",
     "__version__",

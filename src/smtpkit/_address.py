@@ -15,7 +15,7 @@ import functools
 import ipaddress
 import re
 import unicodedata
-from typing import Any, Final
+from typing import Any, Final, TypeAlias, overload
 
 from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 
@@ -385,16 +385,21 @@ class Address(BaseModel):
     email: str
     name: str | None = None
 
-    def __init__(self, text: str | None = None, /, **fields: Any) -> None:
+    @overload
+    def __init__(self, text: str, /) -> None: ...
+    @overload
+    def __init__(self, *, email: str, name: str | None = None) -> None: ...
+    # *text rather than "text=None, /": mypy cannot match that to the overloads.
+    def __init__(self, *text: str, **fields: Any) -> None:
         """Build from one string (``Address("张三 <zs@example.com>")``) or keywords."""
-        if text is None:
+        if not text:
             super().__init__(**fields)
         else:
-            if fields:
+            if fields or len(text) > 1:
                 msg = "pass either one address string or keywords, not both"
                 raise TypeError(msg)
             # Validate the string itself, so errors are ValidationErrors as usual.
-            self.__pydantic_validator__.validate_python(text, self_instance=self)
+            self.__pydantic_validator__.validate_python(text[0], self_instance=self)
 
     @model_validator(mode="before")
     @classmethod
@@ -445,8 +450,15 @@ class Address(BaseModel):
         return f"{_quote_name(self.name)} <{self.email}>" if self.name else self.email
 
 
-AddressLike = Address | str | tuple[str, str]
-"""Anything accepted where an address is expected."""
+AddressLike: TypeAlias = Address | str | tuple[str, str]
+"""An ``Address``, ``"ada@example.com"``, ``"Ada <ada@example.com>"`` or ``("Ada", "a@x.org")``.
+
+What ``Message`` accepts for ``sender`` (and, one or a sequence of them, for ``to``,
+``cc``, ``bcc`` and ``reply_to``).  In those lists a 2-tuple whose first item
+contains ``@`` is two addresses, never a name and an address.  The ``{"email": ...,
+"name": ...}`` dict that ``model_dump()`` produces is accepted by ``model_validate``
+(and JSON), not by the constructors.
+"""
 
 
 def is_name_email_pair(value: Any) -> bool:

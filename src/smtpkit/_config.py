@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import os
 import ssl
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from enum import Enum
-from typing import Any, Final, Literal
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 from pydantic import (
     BaseModel,
@@ -23,14 +23,22 @@ from pydantic import (
 )
 from pydantic.functional_validators import ModelWrapValidatorHandler
 from pydantic_core import InitErrorDetails
-from typing_extensions import Self, override
+from typing_extensions import Self, TypedDict, Unpack, override
 
 from ._address import FORBIDDEN_CHARS
 from ._auth import Auth, password_strategies
 from ._exceptions import ConfigurationError
 from ._url import smtp_url_fields
 
-__all__ = ["DEFAULT_POOL_LIMITS", "PROVIDERS", "PoolLimits", "SMTPConfig", "TLSMode"]
+__all__ = [
+    "DEFAULT_POOL_LIMITS",
+    "PROVIDERS",
+    "PoolLimits",
+    "SMTPConfig",
+    "SMTPConfigFields",
+    "TLSMode",
+    "TLSModeLike",
+]
 
 
 class TLSMode(str, Enum):
@@ -48,6 +56,9 @@ class TLSMode(str, Enum):
     STARTTLS = "starttls"
     NONE = "none"
 
+
+TLSModeLike = TLSMode | Literal["implicit", "starttls", "none"]
+"""A ``TLSMode`` or its value; any other string is refused."""
 
 _DEFAULT_PORTS: Final = {TLSMode.IMPLICIT: 465, TLSMode.STARTTLS: 587, TLSMode.NONE: 25}
 
@@ -79,6 +90,21 @@ class PoolLimits(BaseModel):
     acquire_timeout: float = Field(default=10.0, ge=0)
     check_after_idle: float = Field(default=5.0, ge=0)
     per_connection_rate: float | None = Field(default=None, gt=0)
+
+    if TYPE_CHECKING:
+
+        def __init__(
+            self,
+            *,
+            max_connections: int = 4,
+            max_messages_per_connection: int = 100,
+            idle_timeout: float = 60.0,
+            max_lifetime: float | None = None,
+            acquire_timeout: float = 10.0,
+            check_after_idle: float = 5.0,
+            per_connection_rate: float | None = None,
+        ) -> None:
+            """Set the pool's limits; see the class docstring for each one."""
 
 
 DEFAULT_POOL_LIMITS: Final = PoolLimits()
@@ -144,6 +170,35 @@ _SHOWN_FIELDS: Final = frozenset(
     }
 )  # fmt: skip
 _REDACTED: Final = "<redacted>"
+
+
+class SMTPConfigFields(TypedDict, total=False):
+    """The keyword arguments of ``SMTPConfig``, all optional.
+
+    The type of ``**overrides`` in :meth:`SMTPConfig.from_url`, :meth:`~SMTPConfig.from_env`
+    and :meth:`~SMTPConfig.for_provider`, so a misspelt field fails the type checker
+    (and validation, at run time).  Use it to pass settings through your own code:
+    ``def make_config(**fields: Unpack[SMTPConfigFields])``.
+    """
+
+    host: str
+    port: int | None
+    tls: TLSModeLike
+    username: str | None
+    password: str | SecretStr | None
+    auth: Auth | Sequence[Auth]
+    allow_insecure_auth: bool
+    timeout: float
+    connect_timeout: float | None
+    local_hostname: str | None
+    ca_file: str | None
+    ca_path: str | None
+    client_cert: str | None
+    client_key: str | None
+    tls_min_version: Literal["1.2", "1.3"] | None
+    ssl_context: ssl.SSLContext | None
+    pool: PoolLimits
+    pipelining: bool
 
 
 def _redacted(error: ValidationError) -> ValidationError:
@@ -246,6 +301,32 @@ class SMTPConfig(BaseModel):
     ssl_context: ssl.SSLContext | None = None
     pool: PoolLimits = DEFAULT_POOL_LIMITS
     pipelining: bool = True
+
+    if TYPE_CHECKING:
+
+        def __init__(
+            self,
+            *,
+            host: str,
+            port: int | None = 0,
+            tls: TLSModeLike = TLSMode.STARTTLS,
+            username: str | None = None,
+            password: str | SecretStr | None = None,
+            auth: Auth | Sequence[Auth] = (),
+            allow_insecure_auth: bool = False,
+            timeout: float = 30.0,
+            connect_timeout: float | None = None,
+            local_hostname: str | None = None,
+            ca_file: str | None = None,
+            ca_path: str | None = None,
+            client_cert: str | None = None,
+            client_key: str | None = None,
+            tls_min_version: Literal["1.2", "1.3"] | None = None,
+            ssl_context: ssl.SSLContext | None = None,
+            pool: PoolLimits = DEFAULT_POOL_LIMITS,
+            pipelining: bool = True,
+        ) -> None:
+            """Describe one server; see the class docstring for each field."""
 
     @classmethod
     @override
@@ -409,7 +490,7 @@ class SMTPConfig(BaseModel):
         return tuple(sorted(strategies, key=lambda a: a.strength, reverse=True))
 
     @classmethod
-    def from_url(cls, url: str, **overrides: Any) -> SMTPConfig:
+    def from_url(cls, url: str, **overrides: Unpack[SMTPConfigFields]) -> SMTPConfig:
         """Build a config from a URL such as ``smtps://user:pass@smtp.qq.com``.
 
         ``smtp://`` means STARTTLS (required) on port 587 and ``smtps://`` implicit
@@ -430,7 +511,7 @@ class SMTPConfig(BaseModel):
                 password is not percent-encoded.
             pydantic.ValidationError: A value is invalid; the error names the field.
         """
-        fields = smtp_url_fields(url)
+        fields: dict[str, Any] = smtp_url_fields(url)
         fields.update(overrides)
         return cls(**fields)
 
@@ -440,7 +521,7 @@ class SMTPConfig(BaseModel):
         prefix: str = "SMTP_",
         *,
         environ: Mapping[str, str] | None = None,
-        **overrides: Any,
+        **overrides: Unpack[SMTPConfigFields],
     ) -> SMTPConfig:
         """Build a config from environment variables.
 
@@ -454,7 +535,7 @@ class SMTPConfig(BaseModel):
             ConfigurationError: Neither ``{prefix}URL`` nor ``{prefix}HOST`` is set.
         """
         env = os.environ if environ is None else environ
-        fields = {
+        fields: dict[str, Any] = {
             name: env[prefix + name.upper()]
             for name in _ENV_FIELDS
             if env.get(prefix + name.upper())
@@ -470,7 +551,11 @@ class SMTPConfig(BaseModel):
 
     @classmethod
     def for_provider(
-        cls, provider: str, *, region: str = "us-east-1", **fields: Any
+        cls,
+        provider: str,
+        *,
+        region: str = "us-east-1",
+        **fields: Unpack[SMTPConfigFields],
     ) -> SMTPConfig:
         """Build a config for a well-known provider; credentials come from you.
 
@@ -483,7 +568,7 @@ class SMTPConfig(BaseModel):
             ConfigurationError: The provider is unknown.
         """
         try:
-            preset = dict(PROVIDERS[provider.lower()])
+            preset: dict[str, Any] = dict(PROVIDERS[provider.lower()])
         except KeyError:
             known = ", ".join(sorted(PROVIDERS))
             msg = f"unknown provider {provider!r}; known: {known}"

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import mimetypes
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -27,6 +27,7 @@ from ._address import (
     is_name_email_pair,
 )
 from ._exceptions import InvalidMessageError
+from ._positional import bind_positional
 
 __all__ = [
     "FORBIDDEN_CHARS",
@@ -77,6 +78,25 @@ class Attachment(BaseModel):
     content: bytes
     content_type: str = ""
     content_id: str | None = None
+
+    if TYPE_CHECKING:
+
+        def __init__(
+            self,
+            filename: str,
+            content: bytes,
+            *,
+            content_type: str = "",
+            content_id: str | None = None,
+        ) -> None:
+            """Attach *content* under *filename*."""
+
+    else:
+
+        def __init__(self, *args: Any, **data: Any) -> None:
+            """Take ``filename`` and ``content`` positionally too."""
+            names = ("filename", "content")
+            super().__init__(**bind_positional("Attachment", names, args, data))
 
     @field_validator("filename")
     @classmethod
@@ -145,6 +165,31 @@ class Envelope(BaseModel):
     recipients: tuple[str, ...] = Field(min_length=1)
     smtputf8: bool = False
 
+    if TYPE_CHECKING:
+
+        def __init__(
+            self,
+            sender: str,
+            recipients: str | Sequence[str],
+            *,
+            smtputf8: bool = False,
+        ) -> None:
+            """Address MAIL FROM *sender* and RCPT TO each of *recipients*."""
+
+    else:
+
+        def __init__(self, *args: Any, **data: Any) -> None:
+            """Take ``sender`` and ``recipients`` positionally too."""
+            names = ("sender", "recipients")
+            super().__init__(**bind_positional("Envelope", names, args, data))
+
+    @field_validator("recipients", mode="before")
+    @classmethod
+    def _one_recipient_is_many(cls, value: Any) -> Any:
+        # The static type says str | Sequence[str]; a str is one recipient, not
+        # a sequence of one-letter recipients.
+        return (value,) if isinstance(value, str) else value
+
     @field_validator("sender")
     @classmethod
     def _valid_sender(cls, value: str) -> str:
@@ -209,6 +254,29 @@ class Message(BaseModel):
     list_unsubscribe: tuple[str, ...] = ()
     list_unsubscribe_one_click: bool = False
     envelope_sender: str | None = None
+
+    if TYPE_CHECKING:
+
+        def __init__(
+            self,
+            *,
+            sender: AddressLike,
+            to: AddressLike | Sequence[AddressLike] = (),
+            cc: AddressLike | Sequence[AddressLike] = (),
+            bcc: AddressLike | Sequence[AddressLike] = (),
+            reply_to: AddressLike | Sequence[AddressLike] = (),
+            subject: str = "",
+            text: str | None = None,
+            html: str | None = None,
+            attachments: Sequence[Attachment] = (),
+            headers: Mapping[str, str] = ...,
+            message_id: str | None = None,
+            date: datetime | None = None,
+            list_unsubscribe: str | Sequence[str] = (),
+            list_unsubscribe_one_click: bool = False,
+            envelope_sender: str | None = None,
+        ) -> None:
+            """Build a message; see the class docstring for each field."""
 
     @field_validator("to", "cc", "bcc", "reply_to", mode="before")
     @classmethod

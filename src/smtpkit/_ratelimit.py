@@ -5,8 +5,11 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from ._positional import bind_positional
 
 __all__ = ["RateLimit", "TokenBucket"]
 
@@ -22,6 +25,19 @@ class RateLimit(BaseModel):
 
     per_second: float = Field(gt=0)
     burst: int = Field(default=1, ge=1)
+
+    if TYPE_CHECKING:
+
+        def __init__(self, per_second: float, *, burst: int = 1) -> None:
+            """Allow *per_second* messages a second on average, *burst* at once."""
+
+    else:
+
+        def __init__(self, *args: Any, **data: Any) -> None:
+            """Take ``per_second`` positionally too: ``RateLimit(10)``."""
+            super().__init__(
+                **bind_positional("RateLimit", ("per_second",), args, data)
+            )
 
 
 class TokenBucket:

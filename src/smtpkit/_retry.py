@@ -10,12 +10,12 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Final, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Final, Protocol, TypeVar
 
 import tenacity as _t
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ._exceptions import (
     NetworkError,
@@ -77,6 +77,30 @@ class RetryPolicy(BaseModel):
     retry_network_errors: bool = True
     retry_ambiguous: bool = False
 
+    if TYPE_CHECKING:
+
+        def __init__(
+            self,
+            *,
+            attempts: int = 3,
+            timeout: float | None = 60.0,
+            wait_initial: float = 0.5,
+            wait_max: float = 10.0,
+            wait_jitter: float = 0.5,
+            wait_exp_base: float = 2.0,
+            retry_codes: Iterable[int] | None = None,
+            no_retry_enhanced: str | Iterable[str] = frozenset(),
+            retry_network_errors: bool = True,
+            retry_ambiguous: bool = False,
+        ) -> None:
+            """Build a policy; see the class docstring for each field."""
+
+    @field_validator("no_retry_enhanced", mode="before")
+    @classmethod
+    def _one_code_is_many(cls, value: Any) -> Any:
+        # The static type says str | Iterable[str]; "4.7.1" is one code, not four.
+        return (value,) if isinstance(value, str) else value
+
     @classmethod
     def never(cls) -> RetryPolicy:
         """Return a policy that makes exactly one attempt."""
@@ -134,13 +158,14 @@ class RetryDetails:
     Attributes:
         attempt: The number of the attempt that just failed (from 1).
         wait: Seconds until the next attempt.
-        error: Why the attempt failed.
+        error: Why the attempt failed; only a ``TransportError`` is ever retried.
+            Narrow it to read a reply: ``isinstance(d.error, SMTPReplyError)``.
         elapsed: Seconds since the first attempt started.
     """
 
     attempt: int
     wait: float
-    error: BaseException
+    error: TransportError
     elapsed: float
 
 
@@ -199,7 +224,8 @@ def run_with_retries(
             reason,
             seconds,
         )
-        if on_retry is not None and error is not None:
+        # should_retry() retries only TransportError: the isinstance never fails.
+        if on_retry is not None and isinstance(error, TransportError):
             on_retry(
                 RetryDetails(state.attempt_number, seconds, error, clock() - start)
             )
