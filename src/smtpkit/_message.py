@@ -26,6 +26,8 @@ from ._address import (
     envelope_address,
     is_name_email_pair,
 )
+from ._calendar import check_calendar
+from ._content_type import check_charset, parse_content_type
 from ._exceptions import InvalidMessageError
 from ._positional import bind_positional
 
@@ -42,7 +44,6 @@ __all__ = [
 # RFC 5322 §3.6.8: a field name is printable US-ASCII except the colon.
 _SURROGATE_RE: Final = re.compile("[\ud800-\udfff]")
 _HEADER_NAME_RE: Final = re.compile(r"^[!-9;-~]+$")
-_CONTENT_TYPE_RE: Final = re.compile(r"^[\w.+-]+/[\w.+-]+$", re.ASCII)
 # Headers smtpkit writes from Message fields; setting them through ``headers`` would
 # produce duplicates or a broken MIME structure.
 _RESERVED_HEADERS: Final = frozenset(
@@ -67,7 +68,13 @@ class Attachment(BaseModel):
         filename: The name mail clients show; non-ASCII names are encoded both as
             RFC 2231 and RFC 2047 so that common clients display them.
         content: The file's bytes.
-        content_type: ``type/subtype``; guessed from ``filename`` when omitted.
+        content_type: ``type/subtype``, optionally with parameters such as
+            ``text/calendar; method=REQUEST``; guessed from ``filename`` when
+            omitted.  Kept in a canonical form: media type and parameter names
+            lower-cased, values as written (quoted where they need it).  ``name``
+            and ``boundary`` cannot be given (smtpkit writes ``name`` from
+            ``filename``); a ``charset`` must agree with ``content``, and replaces
+            the ``us-ascii``/``utf-8`` label smtpkit gives text/* files.
         content_id: Makes this an inline part, referenced from HTML as
             ``<img src="cid:CONTENT_ID">``.
     """
@@ -118,11 +125,12 @@ class Attachment(BaseModel):
             object.__setattr__(
                 self, "content_type", guessed or "application/octet-stream"
             )
-        elif not _CONTENT_TYPE_RE.fullmatch(self.content_type):
-            msg = f"content_type must look like type/subtype: {self.content_type!r}"
-            raise ValueError(msg)
-        else:  # RFC 2045 §5.1: media types are case-insensitive; compare them lowered
-            object.__setattr__(self, "content_type", self.content_type.lower())
+            return self
+        # RFC 2045 §5.1: the media type and parameter names are case-insensitive;
+        # keep them lower-cased so they compare, and the values as written.
+        parsed = parse_content_type(self.content_type)
+        check_charset(parsed, self.content)
+        object.__setattr__(self, "content_type", str(parsed))
         return self
 
     @classmethod
@@ -142,6 +150,16 @@ class Attachment(BaseModel):
             content_type=content_type,
             content_id=content_id,
         )
+
+    @property
+    def media_type(self) -> str:
+        """``type/subtype`` without parameters, lower-cased (``text/calendar``)."""
+        return self.content_type.partition(";")[0]
+
+    @property
+    def content_type_params(self) -> tuple[tuple[str, str], ...]:
+        """The ``content_type`` parameters as ``(name, value)`` pairs, in order."""
+        return parse_content_type(self.content_type).params
 
     @property
     def is_inline(self) -> bool:
@@ -224,6 +242,14 @@ class Message(BaseModel):
         subject: The subject; unicode is RFC 2047 encoded.
         text: The plain-text body.
         html: The HTML body; with ``text`` the message is multipart/alternative.
+        calendar: An iCalendar object (``BEGIN:VCALENDAR`` ... ``END:VCALENDAR``)
+            for a calendar invite, sent as a ``text/calendar; method=...;
+            charset=utf-8`` part after ``text`` and ``html`` in the
+            multipart/alternative, which is where Outlook and Gmail look for it.
+            Its ``METHOD`` property (REQUEST, CANCEL, REPLY, PUBLISH...) is
+            required and becomes the part's ``method=``.  Line endings become
+            CRLF (RFC 5545 §3.1).  No ``.ics`` attachment is added; attach one
+            yourself for clients that read only attachments.
         attachments: Files and inline images.
         headers: Extra headers such as ``{"X-Campaign": "spring"}``.
         message_id: ``Message-ID`` with its angle brackets; generated when absent.
@@ -247,6 +273,7 @@ class Message(BaseModel):
     subject: str = ""
     text: str | None = None
     html: str | None = None
+    calendar: str | None = None
     attachments: tuple[Attachment, ...] = ()
     headers: Mapping[str, str] = Field(default_factory=dict)
     message_id: str | None = None
@@ -268,6 +295,7 @@ class Message(BaseModel):
             subject: str = "",
             text: str | None = None,
             html: str | None = None,
+            calendar: str | None = None,
             attachments: Sequence[Attachment] = (),
             headers: Mapping[str, str] = ...,
             message_id: str | None = None,
@@ -302,6 +330,11 @@ class Message(BaseModel):
             msg = "the body must not contain lone surrogates (invalid Unicode)"
             raise ValueError(msg)
         return value
+
+    @field_validator("calendar")
+    @classmethod
+    def _valid_calendar(cls, value: str | None) -> str | None:
+        return value if value is None else check_calendar(value)
 
     @field_validator("headers")
     @classmethod

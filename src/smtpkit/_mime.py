@@ -36,6 +36,8 @@ from io import BytesIO
 from typing import Any, Final
 from urllib.parse import quote as percent_encode
 
+from ._calendar import calendar_method, normalize_calendar
+from ._content_type import format_value, looks_encoded
 from ._exceptions import InvalidMessageError
 from ._message import FORBIDDEN_CHARS, Address, Attachment, Message
 
@@ -75,6 +77,12 @@ _UTF8_BASE64: Final = Charset("utf-8")
 _UTF8_BASE64.body_encoding = BASE64
 _ASCII_QP: Final = Charset("us-ascii")
 _ASCII_QP.body_encoding = QP
+_ASCII_7BIT: Final = Charset("us-ascii")
+_UTF8_QP: Final = Charset("utf-8")
+_UTF8_QP.body_encoding = QP
+_UTF8_7BIT: Final = Charset("utf-8")  # ASCII text labelled utf-8, sent as 7bit
+# None means 7bit/8bit, as for us-ascii; typeshed types the attribute as int.
+_UTF8_7BIT.body_encoding = None  # type: ignore[assignment]
 
 
 def check_header_text(what: str, text: str) -> None:
@@ -249,7 +257,8 @@ def _longest_line(text: str) -> int:
     return max(map(len, lines))
 
 
-def _text_part(text: str, subtype: str) -> MIMENonMultipart:
+def _text_part(text: str, subtype: str, *, utf8: bool = False) -> MIMENonMultipart:
+    """A text/* part; ASCII text is labelled us-ascii unless *utf8* asks for utf-8."""
     part = MIMENonMultipart("text", subtype)
     if text.isascii():
         # 7bit keeps plain ASCII readable; QP when RFC 2045 §2.7 rules 7bit out:
@@ -257,10 +266,40 @@ def _text_part(text: str, subtype: str) -> MIMENonMultipart:
         needs_qp = "\0" in text or (
             len(text) > MAX_LINE and _longest_line(text) > MAX_LINE
         )
-        part.set_payload(text, _ASCII_QP if needs_qp else "us-ascii")
+        labels = (_UTF8_QP, _UTF8_7BIT) if utf8 else (_ASCII_QP, _ASCII_7BIT)
+        part.set_payload(text, labels[0] if needs_qp else labels[1])
     else:
         part.set_payload(text, _UTF8_BASE64)
     return part
+
+
+def _calendar_part(calendar: str) -> MIMENonMultipart:
+    """The iMIP part (RFC 6047 §2.4): ``text/calendar; charset=utf-8; method=M``."""
+    part = _text_part(normalize_calendar(calendar), "calendar", utf8=True)
+    # Unquoted, as Outlook and Google write it; a token needs no quotes.
+    part.set_param("method", calendar_method(calendar), requote=False)
+    return part
+
+
+def _params(params: tuple[tuple[str, str], ...]) -> list[str]:
+    """Content-Type parameters as the wire carries them, each short enough to fold.
+
+    A short printable ASCII value is written as a token or quoted string; a long
+    or non-ASCII one, or one a reader could decode as an encoded word, as RFC 2231
+    sections.
+    """
+    written = []
+    for name, value in params:
+        if (
+            len(value) <= _SHORT_PARAM
+            and value.isascii()
+            and value.isprintable()
+            and not looks_encoded(value)
+        ):
+            written.append(f"{name}={format_value(value)}")
+        else:
+            written.extend(_rfc2231(name, value))
+    return written
 
 
 def _rfc2231(param: str, value: str) -> list[str]:
@@ -330,7 +369,7 @@ def _set_message_payload(part: MIMEBase, attachment: Attachment) -> None:
 
 
 def _file_part(attachment: Attachment) -> MIMEBase:
-    maintype, _, subtype = attachment.content_type.lower().partition("/")
+    maintype, _, subtype = attachment.media_type.partition("/")
     if maintype == "multipart" or (
         maintype == "message" and subtype not in _UNENCODED_MESSAGES
     ):
@@ -345,7 +384,8 @@ def _file_part(attachment: Attachment) -> MIMEBase:
         )
         raise InvalidMessageError(msg)
     part = MIMEBase(maintype, subtype)
-    if maintype == "text":
+    params = attachment.content_type_params
+    if maintype == "text" and not any(name == "charset" for name, _ in params):
         # Readers decode text/* by its charset; label the bytes when they say it.
         try:
             attachment.content.decode("utf-8")
@@ -360,6 +400,11 @@ def _file_part(attachment: Attachment) -> MIMEBase:
         part.set_payload(attachment.content)
         encoders.encode_base64(part)
     _set_filename(part, attachment)
+    if params:
+        # Appended to the finished header: set_param would re-serialise RFC 2231
+        # sections as one unfoldable line.
+        content_type = "; ".join([str(part["Content-Type"]), *_params(params)])
+        part.replace_header("Content-Type", content_type)
     if attachment.content_id is not None:
         part["Content-ID"] = f"<{attachment.content_id}>"
     return part
@@ -368,20 +413,25 @@ def _file_part(attachment: Attachment) -> MIMEBase:
 def _body(message: Message) -> MIMEMessage:
     inline = [a for a in message.attachments if a.is_inline]
     attached = [a for a in message.attachments if not a.is_inline]
-    body: MIMEMessage
+    # Alternatives from plainest to richest (RFC 2046 §5.1.4); the calendar goes
+    # last, where Outlook and Gmail look for an invite.
+    alternatives: list[MIMEMessage] = []
+    if message.text is not None or message.html is message.calendar is None:
+        alternatives.append(_text_part(message.text or "", "plain"))
     if message.html is None:
-        body = _text_part(message.text or "", "plain")
         attached = inline + attached  # nothing can reference a cid: without HTML
     else:
-        body = _text_part(message.html, "html")
+        html: MIMEMessage = _text_part(message.html, "html")
         if inline:
             # RFC 2387 §3.1: type= names the root part, and it is required.
-            parts = [body, *map(_file_part, inline)]
-            body = MIMEMultipart("related", _subparts=parts, type="text/html")
-        if message.text is not None:
-            body = MIMEMultipart(
-                "alternative", _subparts=[_text_part(message.text, "plain"), body]
-            )
+            parts = [html, *map(_file_part, inline)]
+            html = MIMEMultipart("related", _subparts=parts, type="text/html")
+        alternatives.append(html)
+    if message.calendar is not None:
+        alternatives.append(_calendar_part(message.calendar))
+    body = alternatives[0]
+    if len(alternatives) > 1:
+        body = MIMEMultipart("alternative", _subparts=alternatives)
     if attached:
         body = MIMEMultipart("mixed", _subparts=[body, *map(_file_part, attached)])
     return body
