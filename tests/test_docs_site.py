@@ -127,3 +127,50 @@ def test_every_page_is_in_the_nav() -> None:
         p.relative_to(ROOT / "docs").as_posix() for p in (ROOT / "docs").rglob("*.md")
     )
     assert [p for p in pages if f": {p}" not in nav] == []
+
+
+def _readme() -> str:
+    return (ROOT / "README.md").read_text("utf-8")
+
+
+def test_ci_runs_exactly_the_readme_test_command() -> None:
+    commands = re.findall(r"`(python3 -m venv [^`]+)`", _readme())
+    [test_command] = [c for c in commands if c.endswith("-m pytest")]
+    ci = (ROOT / ".ci" / "run").read_text("utf-8").splitlines()
+    assert test_command in ci
+
+
+def test_install_lines_name_the_distribution() -> None:
+    """`smtpkit` on the index is someone else's project: never tell users to install it."""
+    texts = {
+        path.relative_to(ROOT).as_posix(): path.read_text("utf-8")
+        for pattern in ("*.md", "docs/**/*.md", "examples/*", "benchmarks/*")
+        for path in ROOT.glob(pattern)
+        if path.is_file()
+    }
+    wrong = re.compile(r"pip install (?:-U |--upgrade )?[\"']?smtpkit\b")
+    assert [name for name, text in texts.items() if wrong.search(text)] == []
+    assert "pip install pysmtpkit" in texts["README.md"]
+    assert "pip install pysmtpkit" in texts["docs/quickstart.md"]
+    assert "pip uninstall smtpkit" in texts["README.md"]
+    install = texts["README.md"].split("## Install", 1)[1].split("\n## ", 1)[0]
+    assert "the import name is **`smtpkit`**" in install
+
+
+def test_readme_order() -> None:
+    """What it is, the two set-up commands, then Install, Usage and Features."""
+    headings = re.findall(r"^## (.+)$", _readme(), re.MULTILINE)
+    assert headings[:3] == ["Install", "Usage", "Features"]
+    before_install = _readme().split("## Install", 1)[0]
+    assert before_install.count("python3 -m venv .venv") == 2
+    # Contributor matters live in docs/contributing.md; the README only points there.
+    body, pointer = _readme().split("## Contributing", 1)
+    assert "docs/contributing.md" in pointer
+    assert len(pointer.strip().splitlines()) <= 3
+    for contributor_matter in (
+        "ovecot",
+        "CI=true",
+        "tests/mta/install.sh",
+        "ruff check",
+    ):
+        assert contributor_matter not in body
