@@ -63,7 +63,7 @@ from ._transports.base import RecipientResult, SendResult, Transport
 from ._transports.smtp import SMTPTransport
 
 try:
-    __version__ = version("smtpkit")
+    __version__ = version("pysmtpkit")
 except PackageNotFoundError:  # pragma: no cover - running from a source tree
     __version__ = "0.0.0"
 

@@ -59,7 +59,7 @@ _NOT_IDNA_2008: Final = (
 )  # fmt: skip
 _IDNA_CATEGORIES: Final = frozenset({"Ll", "Lo", "Lm", "Mn", "Mc", "Nd"})
 _IDNA_HINT: Final = (
-    "install smtpkit[idna] for IDNA 2008 (RFC 5891) or give the A-label (xn--...)"
+    "install pysmtpkit[idna] for IDNA 2008 (RFC 5891) or give the A-label (xn--...)"
 )
 
 
@@ -86,7 +86,7 @@ def check_single_line(value: str, what: str) -> str:
 
 @functools.cache
 def _has_idna() -> bool:
-    """Tell whether the optional ``idna`` package (``smtpkit[idna]``) can be imported.
+    """Tell whether the optional ``idna`` package (``pysmtpkit[idna]``) can be imported.
 
     Imported on the first non-ASCII domain, never by ``import smtpkit``.
     """
@@ -100,7 +100,7 @@ def _has_idna() -> bool:
 def _ascii_domain(domain: str) -> str:
     """Return *domain* with its non-ASCII labels as A-labels, or raise ``ValueError``.
 
-    With ``smtpkit[idna]`` this is IDNA 2008 with the UTS 46 mapping, as browsers do
+    With ``pysmtpkit[idna]`` this is IDNA 2008 with the UTS 46 mapping, as browsers do
     it (``faß.de`` is ``xn--fa-hia.de``).  Without it, the stdlib's IDNA 2003 codec
     is used only where it agrees with IDNA 2008 (see ``_ascii_domain_2003``).
     """
@@ -117,7 +117,7 @@ def _ascii_domain(domain: str) -> str:
 
 
 def _ascii_domain_2008(domain: str) -> str:
-    """IDNA 2008 with UTS 46 (``smtpkit[idna]``), refusing what the mapping changes.
+    """IDNA 2008 with UTS 46 (``pysmtpkit[idna]``), refusing what the mapping changes.
 
     UTS 46 also drops invisible characters (U+200B, a soft hyphen) and folds
     compatibility forms; sending to the result would send to an address that was
@@ -375,7 +375,7 @@ class Address(BaseModel):
     quoted local parts are not supported.  An empty name is stored as ``None``.
 
     Unicode display names are RFC 2047 encoded on the wire, IDN domains are sent as
-    A-labels (IDNA 2008 with ``smtpkit[idna]``; without it, a domain that IDNA 2003
+    A-labels (IDNA 2008 with ``pysmtpkit[idna]``; without it, a domain that IDNA 2003
     would change, like ``faß.de``, is refused), and a non-ASCII local part makes the
     message need SMTPUTF8 (RFC 6531).
     """

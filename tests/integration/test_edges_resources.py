@@ -267,7 +267,10 @@ WINDOW = [
 ]
 
 
-def interrupt_on_entry(function: str, filename: str) -> None:
+def interrupt_on_entry(function: str, filename: str) -> object:
+    """Install the tracer; return the one it replaces (coverage's, when measuring)."""
+    previous = sys.gettrace()
+
     def trace(frame, event, arg):
         code = frame.f_code
         if (
@@ -275,10 +278,11 @@ def interrupt_on_entry(function: str, filename: str) -> None:
             and code.co_name == function
             and code.co_filename.endswith(filename)
         ):
-            sys.settrace(None)
+            sys.settrace(previous)
             raise KeyboardInterrupt
 
     sys.settrace(trace)
+    return previous
 
 
 @pytest.mark.parametrize(("function", "filename", "warm"), WINDOW)
@@ -293,12 +297,12 @@ def test_interrupt_at_any_step_of_the_window_frees_the_slot(function, filename, 
         with Mailer(config(server, pool=limits), retry=NEVER) as mailer:
             if warm:
                 mailer.send(message(0))
-            interrupt_on_entry(function, filename)
+            previous = interrupt_on_entry(function, filename)
             try:
                 with pytest.raises(KeyboardInterrupt):
                     mailer.send(message(1))
             finally:
-                sys.settrace(None)
+                sys.settrace(previous)  # give coverage its tracer back
             stats = mailer.transport.stats()
             assert stats.in_use == 0
             assert client_sockets(server.port) == stats.idle  # nothing leaked

@@ -110,7 +110,7 @@ def test_ordinary_unicode_letters_pass_in_address_fields(field, value):
 
 @contextlib.contextmanager
 def without_idna() -> Iterator[None]:
-    """Make ``import idna`` fail, as when smtpkit[idna] is not installed."""
+    """Make ``import idna`` fail, as when pysmtpkit[idna] is not installed."""
     with pytest.MonkeyPatch.context() as patch:
         patch.setitem(sys.modules, "idna", None)
         _address._has_idna.cache_clear()
@@ -210,7 +210,7 @@ def test_without_idna_what_idna_2003_would_change_is_refused(domain, changed):
             text = str(info.value)
             assert f"domain {domain!r} would be changed" in text
             assert f"to {changed!r}" in text
-            assert "smtpkit[idna]" in text
+            assert "install pysmtpkit[idna]" in text
 
 
 @pytest.mark.parametrize("domain", ["例え。テスト", "♥.com"])

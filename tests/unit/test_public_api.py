@@ -95,7 +95,17 @@ def test_testing_module_contents():
 
 
 def test_version_matches_metadata():
-    assert smtpkit.__version__ == importlib.metadata.version("smtpkit")
+    assert smtpkit.__version__ == importlib.metadata.version("pysmtpkit")
+
+
+def test_distribution_is_pysmtpkit_and_registers_the_plugin():
+    """``smtpkit`` on the index is another project: ours is published as pysmtpkit."""
+    dist = importlib.metadata.distribution("pysmtpkit")
+    assert dist.metadata["Name"] == "pysmtpkit"
+    [plugin] = [ep for ep in dist.entry_points if ep.group == "pytest11"]
+    assert (plugin.name, plugin.value) == ("smtpkit", "smtpkit.pytest_plugin")
+    with pytest.raises(importlib.metadata.PackageNotFoundError):
+        importlib.metadata.distribution("smtpkit")  # the unrelated one must not be here
 
 
 def test_py_typed_shipped():
