@@ -249,3 +249,19 @@ def test_rfc2231_encoded_values_cannot_smuggle_line_breaks(value):
         return
     _, part = rendered_part(attach(content_type))
     assert part["Content-Type"].params["x-value"] == value
+
+
+@pytest.mark.parametrize("name", ["<>", "<a.pdf>", '"<q>"'])
+def test_a_bracketed_file_name_is_written_as_given(name):
+    # Found by hypothesis: the stdlib's get_filename() strips <...> (utils.unquote)
+    # whatever the encoding; the header's parameters keep the name as written.
+    message = Message(
+        sender="a@example.com",
+        to="b@example.com",
+        text="x",
+        attachments=[Attachment(name, b"data", content_type='text/plain; x-a="<v>"')],
+    )
+    parsed = email.message_from_bytes(render(message), policy=email.policy.default)
+    [part] = list(parsed.iter_attachments())  # type: ignore[attr-defined]
+    assert part["Content-Disposition"].params["filename"] == name
+    assert part["Content-Type"].params["x-a"] == "<v>"

@@ -363,9 +363,10 @@ def test_no_line_over_998_octets(message):
     check_addresses(top["To"], message.to, utf8)
     parsed = parse(data)
     assert parsed["Subject"] == message.subject
-    assert [p.get_filename() for p in parsed.iter_attachments()] == [
-        a.filename.strip() for a in message.attachments
-    ]
+    # From the header's parameters: get_filename() also strips <...> (utils.unquote).
+    assert [
+        p["Content-Disposition"].params["filename"] for p in parsed.iter_attachments()
+    ] == [a.filename for a in message.attachments]
 
 
 def test_long_list_unsubscribe_url_is_refused_before_sending():
