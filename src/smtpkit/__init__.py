@@ -17,6 +17,7 @@ from importlib.metadata import PackageNotFoundError, version
 
 from . import auth
 from ._address import Address, AddressLike
+from ._bulk import SendManyAbortedError
 from ._config import (
     DEFAULT_POOL_LIMITS,
     PROVIDERS,
@@ -44,7 +45,6 @@ from ._exceptions import (
     ReadTimeoutError,
     RecipientsRefusedError,
     SenderRefusedError,
-    SendManyAbortedError,
     ServerDisconnectedError,
     SMTPKitError,
     SMTPReplyError,

@@ -18,10 +18,16 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Final, Generic, TypeVar
 
-from ._exceptions import SendManyAbortedError
+from ._exceptions import SMTPKitError
 from ._transports.base import SendResult, contract_breach
 
-__all__ = ["MAX_BATCH", "BulkProgress", "Report", "send_in_batches"]
+__all__ = [
+    "MAX_BATCH",
+    "BulkProgress",
+    "Report",
+    "SendManyAbortedError",
+    "send_in_batches",
+]
 
 MAX_BATCH: Final = 32  # messages a worker pipelines on one connection per call
 
@@ -45,6 +51,24 @@ class BulkProgress:
     done: int
     failed: int
     total: int | None = None
+
+
+class SendManyAbortedError(SMTPKitError):
+    """``send_many`` stopped early because the caller's own code raised.
+
+    The input iterable (a generator hitting a bad row, say) or the
+    ``on_progress`` callback raised.  No further message was read; every message
+    read before that was still sent, and ``results`` reports each of them, in
+    input order, so nothing delivered goes unreported.  The caller's exception
+    is the ``__cause__``.
+
+    Attributes:
+        results: One ``SendResult`` per message read before the failure.
+    """
+
+    def __init__(self, message: str, *, results: list[SendResult]) -> None:
+        super().__init__(message)
+        self.results = results
 
 
 class _Batch(Generic[T]):

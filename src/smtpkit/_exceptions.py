@@ -6,7 +6,7 @@
     ├── ConfigurationError (ValueError)        settings that cannot work together
     ├── InvalidMessageError (ValueError)       a message that cannot be sent as given
     ├── ClosedError (RuntimeError)             Mailer or transport used after close()
-    ├── SendManyAbortedError                   send_many's input or on_progress raised; .results
+    ├── SendManyAbortedError (in _bulk)        send_many's input or on_progress raised
     └── TransportError                         .is_transient .command .delivery_unknown .attempts
         ├── NetworkError (ConnectionError)             transient
         │   ├── ConnectError                           could not connect
@@ -36,12 +36,9 @@ can cross process boundaries (multiprocessing, Celery).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ._reply import SMTPReply
-
-if TYPE_CHECKING:  # base imports this module: a type-only import avoids the cycle
-    from ._transports.base import SendResult
 
 __all__ = [
     "AuthenticationError",
@@ -63,7 +60,6 @@ __all__ = [
     "SMTPKitError",
     "SMTPReplyError",
     "SMTPTimeoutError",
-    "SendManyAbortedError",
     "SenderRefusedError",
     "ServerDisconnectedError",
     "TLSError",
@@ -99,24 +95,6 @@ class InvalidMessageError(SMTPKitError, ValueError):
 
 class ClosedError(SMTPKitError, RuntimeError):
     """A Mailer or transport was used after ``close()``."""
-
-
-class SendManyAbortedError(SMTPKitError):
-    """``send_many`` stopped early because the caller's own code raised.
-
-    The input iterable (a generator hitting a bad row, say) or the
-    ``on_progress`` callback raised.  No further message was read; every message
-    read before that was still sent, and ``results`` reports each of them, in
-    input order, so nothing delivered goes unreported.  The caller's exception
-    is the ``__cause__``.
-
-    Attributes:
-        results: One ``SendResult`` per message read before the failure.
-    """
-
-    def __init__(self, message: str, *, results: list[SendResult]) -> None:
-        super().__init__(message)
-        self.results = results
 
 
 class TransportError(SMTPKitError):
