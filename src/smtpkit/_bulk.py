@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import collections
 import itertools
+import logging
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sized
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -28,6 +29,8 @@ __all__ = [
     "SendManyAbortedError",
     "send_in_batches",
 ]
+
+logger = logging.getLogger("smtpkit")
 
 MAX_BATCH: Final = 32  # messages a worker pipelines on one connection per call
 
@@ -140,34 +143,44 @@ def send_in_batches(
     workers: int,
     batch_size: int,
     on_progress: Callable[[BulkProgress], None] | None,
+    interrupted: threading.Event | None = None,
 ) -> list[SendResult]:
     """Send *messages* in batches on *workers* threads; results in input order.
 
     *send_batch* must call ``report(index, result)`` once per message of the
     batch, as early as it can.  The input is read at most ``2 * workers`` batches
-    ahead of the results collected.
+    ahead of the results collected.  On ``KeyboardInterrupt`` (or any other
+    ``BaseException``) *interrupted* is set, so that batches under way make no
+    further retries; no new batch starts, and what was delivered is logged
+    before the interrupt propagates.
 
     Raises:
         SendManyAbortedError: *messages* or *on_progress* raised; what had been
             read was still sent, and the error's ``results`` reports it.
     """
-    total = len(messages) if isinstance(messages, Sized) else None
+    total = _length(messages)
     results: list[SendResult] = []
     failed = 0
+    taken = 0  # results already collected from the oldest batch in the window
     stop: tuple[str, Exception] | None = None  # why input stopped being read
     window: collections.deque[tuple[Future[None], _Batch[T]]] = collections.deque()
 
-    def collect(batch: _Batch[T]) -> None:
-        nonlocal failed, stop
+    def collect() -> None:
+        """Collect the oldest batch's results; it leaves the window when done."""
+        nonlocal failed, stop, taken
+        batch = window[0][1]
         for index in range(len(batch.items)):
             result = batch.wait(index)
             failed += result.error is not None
             results.append(result)
+            taken = index + 1
             if on_progress is not None and stop is None:
                 try:
                     on_progress(BulkProgress(len(results), failed, total))
                 except Exception as exc:  # reported below
                     stop = ("on_progress", exc)
+        window.popleft()
+        taken = 0
 
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="smtpkit")
     try:
@@ -183,21 +196,68 @@ def send_in_batches(
             batch = _Batch(items)
             window.append((pool.submit(_run, send_batch, batch), batch))
             if len(window) >= 2 * workers:
-                collect(window.popleft()[1])
+                collect()
         # Whatever was read is sent and reported, even after a failure.
         while window:
-            collect(window.popleft()[1])
-    except BaseException:
-        # KeyboardInterrupt and the like: start nothing new, let the sends under
-        # way finish, then give up.
+            collect()
+    except BaseException as exc:
+        # KeyboardInterrupt and the like: start nothing new, no more retries; let
+        # the sends under way finish, then say what was delivered and give up.
+        if interrupted is not None:
+            interrupted.set()
         pool.shutdown(wait=True, cancel_futures=True)
+        _log_interrupted(exc, results, window, taken)
         raise
     pool.shutdown(wait=True)
     if stop is not None:
-        where, cause = stop
-        msg = (
-            f"send_many stopped after {len(results)} message(s): {where} raised "
-            f"{type(cause).__name__}: {cause}"
-        )
-        raise SendManyAbortedError(msg, results=results) from cause
+        raise _aborted(*stop, results)
     return results
+
+
+def _aborted(where: str, cause: Exception, results: list[SendResult]) -> Exception:
+    msg = (
+        f"send_many stopped after {len(results)} message(s): {where} raised "
+        f"{type(cause).__name__}: {cause}"
+    )
+    error = SendManyAbortedError(msg, results=results)
+    error.__cause__ = cause
+    return error
+
+
+def _length(messages: Iterable[object]) -> int | None:
+    """``len(messages)`` for ``BulkProgress.total``; None when it has none."""
+    if not isinstance(messages, Sized):
+        return None
+    try:
+        length = len(messages)
+    except Exception:  # a __len__ that raises is no reason to fail the run
+        return None
+    return length
+
+
+def _log_interrupted(
+    exc: BaseException,
+    collected: list[SendResult],
+    window: collections.deque[tuple[Future[None], _Batch[T]]],
+    taken: int,
+) -> None:
+    """Count what an interrupted run delivered, so a rerun can avoid duplicates.
+
+    The results of messages not yet collected by the caller's thread are still in
+    their batches; every message delivered has its own INFO line (with its
+    Message-ID) in the ``smtpkit`` log.
+    """
+    results = list(collected)
+    for position, (_, batch) in enumerate(window):
+        # The oldest batch may be partly collected already: its first *taken*.
+        rest = batch.results[taken:] if position == 0 else batch.results
+        results.extend(r for r in rest if r is not None)
+    delivered = sum(r.error is None for r in results)
+    summary = (
+        f"send_many interrupted by {type(exc).__name__}: {delivered} message(s) "
+        f"delivered, {len(results) - delivered} failed; the INFO lines of the "
+        "smtpkit logger name each delivered Message-ID"
+    )
+    logger.warning("%s", summary)
+    if hasattr(exc, "add_note"):  # Python 3.11+
+        exc.add_note(summary)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import enum
 import inspect
 import logging
@@ -15,7 +16,7 @@ from email.message import EmailMessage
 from email.message import Message as MIMEMessage
 from email.parser import BytesHeaderParser
 from types import TracebackType
-from typing import Final
+from typing import Final, TypeGuard
 
 from typing_extensions import Self
 
@@ -157,6 +158,19 @@ def _invalid(exc: Exception) -> SMTPKitError:
     error = InvalidMessageError(f"cannot send this message: {exc}")
     error.__cause__ = exc
     return error
+
+
+def _positive_int(value: object) -> TypeGuard[int]:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
+def _unretried(item: Prepared, first: SendResult | SMTPKitError) -> SendResult:
+    """The result of a message left at its first attempt (the run was interrupted)."""
+    if isinstance(first, SendResult):
+        return dataclasses.replace(first, message_id=item.message_id)
+    return SendResult(
+        envelope=item.envelope, message_id=item.message_id, error=first, attempts=1
+    )
 
 
 class _State(enum.Enum):
@@ -347,28 +361,45 @@ class Mailer:
         """
         if self._state is not _State.OPENED:
             self.open()
-        workers: object = concurrency or self._transport.max_concurrency
-        if not isinstance(workers, int) or workers < 1:  # a third party's property
-            msg = (
-                f"{type(self._transport).__name__}.max_concurrency must be a positive "
-                f"int, not {workers!r}; or pass send_many(concurrency=N)"
-            )
+        if concurrency is not None and not _positive_int(concurrency):
+            msg = f"send_many(concurrency=...) must be a positive int, not {concurrency!r}"
             raise ConfigurationError(msg)
+        limit = self._max_concurrency()
+        interrupted = threading.Event()
         return send_in_batches(
             messages,
-            self._send_batch,
-            workers=workers,
+            lambda batch, report: self._send_batch(batch, report, interrupted),
+            # More threads than the transport can serve would only queue for a
+            # connection (and SMTPTransport's pool would time them out).
+            workers=limit if concurrency is None else min(concurrency, limit),
             # A rate limit spaces messages out, so batching would only add bursts.
             batch_size=1 if self._bucket is not None else MAX_BATCH,
             on_progress=on_progress,
+            interrupted=interrupted,
         )
 
-    def _send_batch(self, messages: list[BulkItem], report: Report) -> None:
+    def _max_concurrency(self) -> int:
+        """The transport's ``max_concurrency``, checked: it may be a third party's."""
+        name = f"{type(self._transport).__name__}.max_concurrency"
+        try:
+            limit: object = self._transport.max_concurrency
+        except Exception as exc:
+            msg = f"{name} raised {type(exc).__name__}: {exc}"
+            raise ConfigurationError(msg) from exc
+        if not _positive_int(limit):
+            msg = f"{name} must be a positive int, not {limit!r}"
+            raise ConfigurationError(msg)
+        return limit
+
+    def _send_batch(
+        self, messages: list[BulkItem], report: Report, interrupted: threading.Event
+    ) -> None:
         """First attempts of a batch in one transport call, then per-message retries.
 
         A message is reported as soon as its first attempt settles it (delivered,
         or failed for good), while the transport is still busy with the rest; the
-        ones to retry are retried and reported after the batch.
+        ones to retry are retried and reported after the batch, unless the run
+        was *interrupted* meanwhile: then they keep their first attempt's outcome.
         """
         ready: list[tuple[int, Prepared]] = []
         for index, bulk_item in enumerate(messages):
@@ -405,7 +436,10 @@ class Mailer:
                 if position in settled:
                     continue
                 settled.add(position)
-            report(index, self._finish(item, first))
+            if interrupted.is_set():
+                report(index, _unretried(item, first))
+            else:
+                report(index, self._finish(item, first))
 
     def _is_settled(self, outcome: SendResult | SMTPKitError) -> bool:
         """Whether a first attempt's *outcome* is final: no retry would follow it."""
