@@ -14,13 +14,13 @@ import trustme
 
 from smtpkit import (
     AuthenticationError,
+    AuthenticationRequiredError,
     Envelope,
     Mailer,
     Message,
     NotSupportedError,
     RecipientsRefusedError,
     RetryPolicy,
-    SenderRefusedError,
     TLSError,
 )
 from smtpkit.auth import (
@@ -102,17 +102,21 @@ def test_untrusted_certificate_is_refused(postfix, address, tmp_path, endpoint):
     with Mailer(config, retry=NEVER) as mailer, pytest.raises(TLSError) as info:
         mailer.send(_message(address()))
     assert not info.value.is_transient
-    assert "CERTIFICATE_VERIFY_FAILED" in str(info.value)
+    assert "the certificate is not trusted" in str(info.value)
+    assert "set ca_file" in str(info.value)
+    assert "CERTIFICATE_VERIFY_FAILED" in str(info.value.__cause__)
 
 
 def test_submission_refuses_mail_before_starttls(postfix, address):
     # smtpd_tls_security_level=encrypt: MAIL in cleartext is refused.
     config = postfix.config("submission", tls="none")
     with Mailer(config, retry=NEVER) as mailer:
-        with pytest.raises(SenderRefusedError) as info:
+        with pytest.raises(AuthenticationRequiredError) as info:
             mailer.send(_message(address()))
     assert info.value.reply.code == 530
     assert "STARTTLS" in info.value.reply.text
+    # What a user reads says what to change.
+    assert "the server requires TLS before MAIL: use tls='starttls'" in str(info.value)
 
 
 def test_submission_offers_auth_only_after_starttls(postfix, address):
