@@ -268,3 +268,40 @@ def test_no_common_tls_version(min_version):
     assert str(error).endswith(
         f"no TLS version that both sides accept{limit} (TLSV1_ALERT_PROTOCOL_VERSION)"
     )
+
+
+def _ssl_error(cls: type[ssl.SSLError], reason: str | None) -> ssl.SSLError:
+    exc = cls(1, f"[SSL: {reason}] ...")
+    exc.reason = reason
+    return exc
+
+
+@pytest.mark.parametrize(
+    ("exc", "alert"),
+    [
+        (_ssl_error(ssl.SSLError, "TLSV13_ALERT_CERTIFICATE_REQUIRED"), True),
+        (_ssl_error(ssl.SSLError, "SSLV3_ALERT_BAD_CERTIFICATE"), True),
+        (_ssl_error(ssl.SSLEOFError, "UNEXPECTED_EOF_WHILE_READING"), False),
+        (_ssl_error(ssl.SSLZeroReturnError, "ZERO_RETURN"), False),
+        (_ssl_error(ssl.SSLError, None), False),
+        (ConnectionResetError(104, "Connection reset by peer"), False),
+    ],
+)
+def test_only_an_alert_the_server_sent_is_a_tls_alert(exc, alert):
+    assert _hints.is_tls_alert(exc) is alert
+
+
+@pytest.mark.parametrize(
+    "reason", ["SSLV3_ALERT_CERTIFICATE_REVOKED", "SSLV3_ALERT_CERTIFICATE_EXPIRED"]
+)
+def test_a_refused_client_certificate_is_named(reason):
+    exc = _ssl_error(ssl.SSLError, reason)
+    error = tls_failure(
+        exc, STARTTLS_587, step="STARTTLS", min_version=None, client_cert="/c.pem"
+    )
+    assert str(error) == (
+        "TLS failed with smtp.example.com:587 (tls=starttls) during STARTTLS: the "
+        f"server refused the client certificate client_cert='/c.pem' ({reason}): "
+        "check that it is the certificate the server expects, issued by a CA the "
+        "server trusts, and still valid"
+    )

@@ -31,7 +31,7 @@ from .._exceptions import (
     TLSError,
 )
 from .._reply import SMTPReply, parse_reply
-from ._hints import looks_like_tls
+from ._hints import is_tls_alert, looks_like_tls
 
 __all__ = ["MAX_REPLY_BYTES", "MAX_REPLY_LINE", "MAX_REPLY_LINES", "SMTPConnection"]
 
@@ -118,6 +118,11 @@ class SMTPConnection(smtplib.SMTP):
         self.written = 0  # bytes of the last send_raw that reached the kernel
         self.is_tls = False
         self.logged_in = False  # set by the transport after a successful AUTH
+        # Set by the transport once the handshake (EHLO, STARTTLS, AUTH) is done.
+        # Until then a TLS alert is the server refusing this client (under TLS
+        # 1.3 a refused client certificate arrives on the first read after the
+        # handshake), so it goes to map_errors as the ssl error it is.
+        self.established = False
         # Where opening the connection got to: "tcp", "tls" (the implicit-TLS
         # handshake), "greeting", then "open".  Errors name the stage.
         self.connect_stage = "tcp"
@@ -317,7 +322,8 @@ class SMTPConnection(smtplib.SMTP):
             chunk = sock.recv(_RECV_SIZE)
         except (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
             return b""  # e.g. only a TLS 1.3 session ticket was waiting
-        except OSError:
+        except OSError as exc:
+            self._raise_setup_alert(exc)
             return None
         finally:
             if self.sock is not None:
@@ -420,6 +426,7 @@ class SMTPConnection(smtplib.SMTP):
             except TimeoutError:
                 continue  # the deadline (or progress) is checked above
             except OSError as exc:
+                self._raise_setup_alert(exc)
                 self.close()
                 msg = f"connection lost: {exc}"
                 raise ServerDisconnectedError(msg) from exc
@@ -434,6 +441,15 @@ class SMTPConnection(smtplib.SMTP):
                 self.close()
                 msg = "TLS bytes where the greeting was expected"
                 raise TLSError(msg)
+
+    def _raise_setup_alert(self, exc: OSError) -> None:
+        """Close and re-raise *exc* if it is a TLS alert before the session is set up.
+
+        A reset or an EOF is left to the caller: it reads as a lost connection.
+        """
+        if not self.established and is_tls_alert(exc):
+            self.close()
+            raise exc
 
     def _note_upload_progress(self) -> None:
         """Restart the reply deadline when the server took more of our data.

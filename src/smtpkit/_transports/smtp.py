@@ -166,7 +166,10 @@ class SMTPTransport(Transport):
             tls_context=self._tls_context if cfg.tls is TLSMode.IMPLICIT else None,
         )
         progress = Progress(
-            endpoint=endpoint, conn=conn, tls_min_version=cfg.tls_min_version
+            endpoint=endpoint,
+            conn=conn,
+            tls_min_version=cfg.tls_min_version,
+            client_cert=cfg.client_cert,
         )
         try:
             with map_errors(progress):
@@ -275,7 +278,9 @@ class SMTPTransport(Transport):
 
     def _open_session(self) -> SMTPConnection:
         progress = Progress(
-            endpoint=self._endpoint, tls_min_version=self.config.tls_min_version
+            endpoint=self._endpoint,
+            tls_min_version=self.config.tls_min_version,
+            client_cert=self.config.client_cert,
         )
         with map_errors(progress):
             conn = self.create_connection()
@@ -292,6 +297,7 @@ class SMTPTransport(Transport):
                 )
                 self._dispose(conn, polite=polite)
                 raise
+        conn.established = True
         return conn
 
     def _dispose(self, conn: SMTPConnection, polite: bool) -> None:
