@@ -127,6 +127,9 @@ class SMTPConnection(smtplib.SMTP):
         # handshake), "greeting", then "open".  Errors name the stage.
         self.connect_stage = "tcp"
         self._greeting_wait: float | None = None
+        # Bytes read while waiting for the greeting: none at all is the silence
+        # of an implicit-TLS server, some is a slow or stalled plaintext one.
+        self.greeting_received = 0
         self.last_used = time.monotonic()
         super().__init__(local_hostname=local_hostname, timeout=timeout)
 
@@ -435,7 +438,10 @@ class SMTPConnection(smtplib.SMTP):
                 msg = "server closed the connection"
                 raise ServerDisconnectedError(msg)
             buf += chunk
-            if self.connect_stage == "greeting" and looks_like_tls(buf):
+            if self.connect_stage != "greeting":
+                continue
+            self.greeting_received += len(chunk)
+            if looks_like_tls(buf):
                 # A TLS record where "220 ..." belongs: the server expects the
                 # client to speak TLS first.  Waiting for a line would time out.
                 self.close()

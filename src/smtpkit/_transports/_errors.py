@@ -207,7 +207,9 @@ def _connect_phase(exc: TransportError, progress: Progress) -> TransportError | 
         return None
     stage = conn.connect_stage
     if stage == "greeting" and isinstance(exc, ConnectTimeoutError | ReadTimeoutError):
-        msg, mismatch = endpoint.greeting_timeout_message(endpoint.greeting_wait())
+        msg, mismatch = endpoint.greeting_timeout_message(
+            endpoint.greeting_wait(), conn.greeting_received
+        )
         if mismatch:
             # The port wants TLS first: waiting longer or retrying cannot help.
             return TLSError(msg, command="connect")

@@ -161,13 +161,41 @@ class Endpoint:
             f"({self.timeout_setting()})"
         )
 
-    def greeting_timeout_message(self, waited: float) -> tuple[str, bool]:
-        """Describe a missing greeting; True when it is a TLS mode mismatch."""
+    def greeting_timeout_message(
+        self, waited: float, received: int = 0
+    ) -> tuple[str, bool]:
+        """Describe a missing greeting; True when it is a TLS mode mismatch.
+
+        Args:
+            waited: Seconds waited for the greeting.
+            received: Bytes of the greeting that did arrive.  Any at all rule
+                out an implicit-TLS server, which sends nothing until the
+                client starts TLS: the greeting is then incomplete, not missing.
+        """
+        if received:
+            setting = (
+                self.timeout_setting()
+                if waited >= self.connect_wait
+                else f"smtpkit waits {waited:g} s on port {self.port} unless "
+                "connect_timeout is set"
+            )
+            return (
+                f"incomplete greeting from {self} within {waited:g} s: the server "
+                f"sent {received} bytes of it, then nothing ({setting})",
+                False,
+            )
         head = f"no greeting from {self} within {waited:g} s"
         if self.expects_implicit_tls:
+            # Likely, not certain: a plaintext server may just be slow to greet.
+            slow = (
+                "set connect_timeout"
+                if self.connect_timeout is None
+                else f"raise connect_timeout={self.connect_timeout:g}"
+            )
             return (
-                f"{head}: port {self.port} expects implicit TLS, where the server "
-                f"waits silently for the client to start TLS; {_SET_IMPLICIT}",
+                f"{head}: port {self.port} probably expects implicit TLS, where the "
+                f"server waits silently for the client to start TLS; {_SET_IMPLICIT}; "
+                f"if this server really is plaintext and slow to greet, {slow}",
                 True,
             )
         if self.tls is TLSMode.IMPLICIT:
