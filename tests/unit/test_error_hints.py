@@ -305,3 +305,34 @@ def test_a_refused_client_certificate_is_named(reason):
         "check that it is the certificate the server expects, issued by a CA the "
         "server trusts, and still valid"
     )
+
+
+JSONISH = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=10),
+    lambda inner: st.lists(inner, max_size=3)
+    | st.dictionaries(st.text(max_size=5), inner, max_size=3),
+    max_leaves=6,
+)
+
+
+@pytest.mark.parametrize("value", [["implicit"], {"mode": "implicit"}, {"implicit"}])
+def test_a_container_for_tls_is_a_validation_error_for_the_field(value):
+    # Before: TypeError (unhashable) from the validator's set lookup.
+    with pytest.raises(pydantic.ValidationError) as info:
+        SMTPConfig(host="h", tls=value, password="s3cret")
+    [error] = info.value.errors()
+    assert error["loc"] == ("tls",)
+    assert error["msg"] == (
+        "Value error, tls must be one of 'implicit', 'starttls' or 'none', "
+        f"not {value!r}: give a TLSMode or its value"
+    )
+
+
+@given(JSONISH)
+def test_any_json_value_for_tls_validates_or_names_the_field(value):
+    try:
+        config = SMTPConfig(host="h", tls=value)
+    except pydantic.ValidationError as exc:
+        assert [error["loc"] for error in exc.errors()] == [("tls",)]
+    else:
+        assert config.tls in set(TLSMode)
