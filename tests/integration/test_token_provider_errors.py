@@ -14,7 +14,14 @@ from __future__ import annotations
 import pytest
 from typing_extensions import override
 
-from smtpkit import Mailer, Message, NetworkError, SMTPConfig, TransportError
+from smtpkit import (
+    Mailer,
+    Message,
+    NetworkError,
+    NotSupportedError,
+    SMTPConfig,
+    TransportError,
+)
 from smtpkit.auth import Auth, OAuthBearerAuth, Responder, XOAuth2Auth
 
 from .scripted import wiretap
@@ -167,3 +174,23 @@ def test_a_custom_auth_that_raises_is_named(auth_server, submission, at_start, s
     assert not info.value.delivery_unknown
     assert info.value.attempts == 1
     assert isinstance(info.value.__cause__, LookupError | ValueError)
+
+
+class VaultAuth(Auth):
+    """A custom mechanism whose responder reports a failure as an smtpkit error."""
+
+    mechanism = "PLAIN"
+
+    @override
+    def responder(self) -> Responder:
+        def respond(challenge: bytes | None) -> bytes | None:
+            msg = "vault sealed"
+            raise NotSupportedError(msg, command="AUTH")
+
+        return respond
+
+
+def test_an_smtpkit_error_from_a_custom_auth_passes_through(auth_server, submission):
+    with pytest.raises(NotSupportedError, match=r"^vault sealed$") as info:
+        send(submission(VaultAuth()))
+    assert info.value.attempts == 1
