@@ -18,6 +18,8 @@ from typing import ClassVar, Final
 from pydantic import SecretStr
 from typing_extensions import override
 
+from ._exceptions import SMTPKitError, TransportError
+
 __all__ = [
     "Auth",
     "CramMD5Auth",
@@ -28,6 +30,7 @@ __all__ = [
     "TokenProvider",
     "XOAuth2Auth",
     "password_strategies",
+    "raised",
 ]
 
 Responder = Callable[[bytes | None], bytes | None]
@@ -44,6 +47,12 @@ Called at every login, and once more after a refused login, so a provider that c
 tokens should refresh when it is called again shortly after a failure or when its
 token is close to expiry.
 """
+
+
+def raised(source: str, exc: Exception) -> str:
+    """Say that the caller's code *source* raised *exc* (its text, if any)."""
+    text = str(exc)
+    return f"{source} raised {type(exc).__name__}" + (f": {text}" if text else "")
 
 
 def _secret(value: str | SecretStr) -> SecretStr:
@@ -182,11 +191,31 @@ class _TokenAuth(Auth):
         return self.token_provider is not None
 
     def current_token(self) -> str:
-        """Return the configured token, or ask the provider for one."""
-        if self.token_provider is not None:
-            return self.token_provider()
-        assert self.token is not None  # noqa: S101 - guaranteed by __post_init__
-        return self.token.get_secret_value()
+        """Return the configured token, or ask the provider for one.
+
+        Raises:
+            TransportError: The provider raised (the cause is chained) or
+                returned no token.  Permanent: the provider is the caller's code,
+                which retries its own token endpoint if it wants to; to have
+                smtpkit retry instead, raise a transient smtpkit error such as
+                ``NetworkError``, which passes through unchanged.
+        """
+        if self.token_provider is None:
+            assert self.token is not None  # noqa: S101 - guaranteed by __init__
+            return self.token.get_secret_value()
+        source = f"{self.mechanism} token_provider"
+        try:
+            # Typed as str, but an untyped provider may return None or bytes.
+            token: object = self.token_provider()
+        except SMTPKitError:
+            raise
+        except Exception as exc:
+            raise TransportError(raised(source, exc), command="AUTH") from exc
+        if not isinstance(token, str) or not token:
+            got = "an empty str" if token == "" else type(token).__name__
+            msg = f"{source} returned {got}, not an access token"
+            raise TransportError(msg, command="AUTH")
+        return token
 
 
 @dataclass(frozen=True, init=False)  # keep _TokenAuth's validating __init__

@@ -383,7 +383,10 @@ class SMTPConfig(BaseModel):
         these are not accepted silently ("tls" means STARTTLS in Django and
         Laravel but implicit TLS elsewhere), but the error names the mode meant.
         """
-        if isinstance(value, TLSMode) or value in {m.value for m in TLSMode}:
+        if isinstance(value, TLSMode) or (
+            # Only a str is looked up: a list or dict is unhashable (TypeError).
+            isinstance(value, str) and value in {m.value for m in TLSMode}
+        ):
             return value
         valid = "tls must be one of 'implicit', 'starttls' or 'none'"
         word = (

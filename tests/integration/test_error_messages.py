@@ -287,8 +287,10 @@ def test_starttls_against_an_implicit_tls_port_fails_fast_with_the_fix(
     elapsed = time.monotonic() - started
     assert str(info.value) == (
         f"no greeting from 127.0.0.1:{server.port} (tls=starttls) within 3 s: "
-        f"port {server.port} expects implicit TLS, where the server waits silently "
-        "for the client to start TLS; set tls='implicit' (an smtps:// URL)"
+        f"port {server.port} probably expects implicit TLS, where the server waits "
+        "silently for the client to start TLS; set tls='implicit' (an smtps:// "
+        "URL); if this server really is plaintext and slow to greet, set "
+        "connect_timeout"
     )
     assert not info.value.is_transient
     assert info.value.attempts == 1
@@ -304,11 +306,59 @@ def test_an_explicit_connect_timeout_is_honoured_on_an_smtps_port(as_smtps_port)
             host="127.0.0.1", port=server.port, tls="none", connect_timeout=0.5
         )
         started = time.monotonic()
-        with pytest.raises(
-            TLSError, match=r"within 0\.5 s: port \d+ expects implicit TLS"
-        ):
+        with pytest.raises(TLSError) as info:
             send(config)
         assert time.monotonic() - started < 1.5
+    assert str(info.value) == (
+        f"no greeting from 127.0.0.1:{server.port} (tls=none) within 0.5 s: "
+        f"port {server.port} probably expects implicit TLS, where the server waits "
+        "silently for the client to start TLS; set tls='implicit' (an smtps:// "
+        "URL); if this server really is plaintext and slow to greet, raise "
+        "connect_timeout=0.5"
+    )
+
+
+@pytest.mark.parametrize(
+    ("sent", "count"), [(b"220", 3), (b"220-mail.example.test\r\n", 23)]
+)
+def test_a_partial_greeting_is_incomplete_not_silent(sent, count):
+    # Some bytes came: the server is not an implicit-TLS one waiting for the
+    # client, so there is no "maybe SMTPS" hint.
+    def stall(conn: RawConn) -> None:
+        conn.send(sent)
+        conn.wait_closed()
+
+    with RawServer(stall) as server:
+        config = SMTPConfig(
+            host="127.0.0.1", port=server.port, tls="none", connect_timeout=0.3
+        )
+        with pytest.raises(ConnectTimeoutError) as info:
+            send(config, retry=RetryPolicy.never())
+    assert str(info.value) == (
+        f"incomplete greeting from 127.0.0.1:{server.port} (tls=none) within 0.3 s: "
+        f"the server sent {count} bytes of it, then nothing (connect_timeout=0.3)"
+    )
+    assert info.value.is_transient
+
+
+def test_a_partial_greeting_on_an_smtps_port_is_no_mismatch(as_smtps_port):
+    def stall(conn: RawConn) -> None:
+        conn.send(b"22")
+        conn.wait_closed()
+
+    with RawServer(stall) as server:
+        as_smtps_port(server.port)
+        config = SMTPConfig(host="127.0.0.1", port=server.port, tls="starttls")
+        started = time.monotonic()
+        with pytest.raises(ConnectTimeoutError) as info:
+            send(config, retry=RetryPolicy.never())
+        assert time.monotonic() - started < 4.5
+    assert str(info.value) == (
+        f"incomplete greeting from 127.0.0.1:{server.port} (tls=starttls) within "
+        "3 s: the server sent 2 bytes of it, then nothing (smtpkit waits 3 s on "
+        f"port {server.port} unless connect_timeout is set)"
+    )
+    assert not isinstance(info.value, TLSError)
 
 
 def test_a_plain_server_on_an_smtps_port_still_works(start_server, as_smtps_port):

@@ -268,3 +268,76 @@ def test_no_common_tls_version(min_version):
     assert str(error).endswith(
         f"no TLS version that both sides accept{limit} (TLSV1_ALERT_PROTOCOL_VERSION)"
     )
+
+
+def _ssl_error(cls: type[ssl.SSLError], reason: str | None) -> ssl.SSLError:
+    exc = cls(1, f"[SSL: {reason}] ...")
+    exc.reason = reason
+    return exc
+
+
+@pytest.mark.parametrize(
+    ("exc", "alert"),
+    [
+        (_ssl_error(ssl.SSLError, "TLSV13_ALERT_CERTIFICATE_REQUIRED"), True),
+        (_ssl_error(ssl.SSLError, "SSLV3_ALERT_BAD_CERTIFICATE"), True),
+        (_ssl_error(ssl.SSLEOFError, "UNEXPECTED_EOF_WHILE_READING"), False),
+        (_ssl_error(ssl.SSLZeroReturnError, "ZERO_RETURN"), False),
+        (_ssl_error(ssl.SSLError, None), False),
+        (ConnectionResetError(104, "Connection reset by peer"), False),
+    ],
+)
+def test_only_an_alert_the_server_sent_is_a_tls_alert(exc, alert):
+    assert _hints.is_tls_alert(exc) is alert
+
+
+@pytest.mark.parametrize(
+    "reason", ["SSLV3_ALERT_CERTIFICATE_REVOKED", "SSLV3_ALERT_CERTIFICATE_EXPIRED"]
+)
+def test_a_refused_client_certificate_is_named(reason):
+    exc = _ssl_error(ssl.SSLError, reason)
+    error = tls_failure(
+        exc, STARTTLS_587, step="STARTTLS", min_version=None, client_cert="/c.pem"
+    )
+    assert str(error) == (
+        "TLS failed with smtp.example.com:587 (tls=starttls) during STARTTLS: the "
+        f"server refused the client certificate client_cert='/c.pem' ({reason}): "
+        "check that it is the certificate the server expects, issued by a CA the "
+        "server trusts, and still valid"
+    )
+
+
+JSONISH = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=10),
+    lambda inner: (
+        st.lists(inner, max_size=3)
+        | st.dictionaries(st.text(max_size=5), inner, max_size=3)
+    ),
+    max_leaves=6,
+)
+
+
+@pytest.mark.parametrize("value", [["implicit"], {"mode": "implicit"}, {"implicit"}])
+def test_a_container_for_tls_is_a_validation_error_for_the_field(value):
+    # Before: TypeError (unhashable) from the validator's set lookup.
+    with pytest.raises(pydantic.ValidationError) as info:
+        SMTPConfig(host="h", tls=value, password="s3cret")
+    [error] = info.value.errors()
+    assert error["loc"] == ("tls",)
+    assert error["msg"] == (
+        "Value error, tls must be one of 'implicit', 'starttls' or 'none', "
+        f"not {value!r}: give a TLSMode or its value"
+    )
+
+
+@given(JSONISH)
+def test_any_json_value_for_tls_validates_or_names_the_field(value):
+    errors: list[tuple[object, ...]] = []
+    try:
+        config = SMTPConfig(host="h", tls=value)
+    except pydantic.ValidationError as exc:
+        errors = [error["loc"] for error in exc.errors()]
+    else:
+        assert config.tls in set(TLSMode)
+        return
+    assert errors == [("tls",)]

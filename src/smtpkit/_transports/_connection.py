@@ -31,7 +31,7 @@ from .._exceptions import (
     TLSError,
 )
 from .._reply import SMTPReply, parse_reply
-from ._hints import looks_like_tls
+from ._hints import is_tls_alert, looks_like_tls
 
 __all__ = ["MAX_REPLY_BYTES", "MAX_REPLY_LINE", "MAX_REPLY_LINES", "SMTPConnection"]
 
@@ -118,10 +118,18 @@ class SMTPConnection(smtplib.SMTP):
         self.written = 0  # bytes of the last send_raw that reached the kernel
         self.is_tls = False
         self.logged_in = False  # set by the transport after a successful AUTH
+        # Set by the transport once the handshake (EHLO, STARTTLS, AUTH) is done.
+        # Until then a TLS alert is the server refusing this client (under TLS
+        # 1.3 a refused client certificate arrives on the first read after the
+        # handshake), so it goes to map_errors as the ssl error it is.
+        self.established = False
         # Where opening the connection got to: "tcp", "tls" (the implicit-TLS
         # handshake), "greeting", then "open".  Errors name the stage.
         self.connect_stage = "tcp"
         self._greeting_wait: float | None = None
+        # Bytes read while waiting for the greeting: none at all is the silence
+        # of an implicit-TLS server, some is a slow or stalled plaintext one.
+        self.greeting_received = 0
         self.last_used = time.monotonic()
         super().__init__(local_hostname=local_hostname, timeout=timeout)
 
@@ -317,7 +325,8 @@ class SMTPConnection(smtplib.SMTP):
             chunk = sock.recv(_RECV_SIZE)
         except (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
             return b""  # e.g. only a TLS 1.3 session ticket was waiting
-        except OSError:
+        except OSError as exc:
+            self._raise_setup_alert(exc)
             return None
         finally:
             if self.sock is not None:
@@ -420,6 +429,7 @@ class SMTPConnection(smtplib.SMTP):
             except TimeoutError:
                 continue  # the deadline (or progress) is checked above
             except OSError as exc:
+                self._raise_setup_alert(exc)
                 self.close()
                 msg = f"connection lost: {exc}"
                 raise ServerDisconnectedError(msg) from exc
@@ -428,12 +438,24 @@ class SMTPConnection(smtplib.SMTP):
                 msg = "server closed the connection"
                 raise ServerDisconnectedError(msg)
             buf += chunk
-            if self.connect_stage == "greeting" and looks_like_tls(buf):
+            if self.connect_stage != "greeting":
+                continue
+            self.greeting_received += len(chunk)
+            if looks_like_tls(buf):
                 # A TLS record where "220 ..." belongs: the server expects the
                 # client to speak TLS first.  Waiting for a line would time out.
                 self.close()
                 msg = "TLS bytes where the greeting was expected"
                 raise TLSError(msg)
+
+    def _raise_setup_alert(self, exc: OSError) -> None:
+        """Close and re-raise *exc* if it is a TLS alert before the session is set up.
+
+        A reset or an EOF is left to the caller: it reads as a lost connection.
+        """
+        if not self.established and is_tls_alert(exc):
+            self.close()
+            raise exc
 
     def _note_upload_progress(self) -> None:
         """Restart the reply deadline when the server took more of our data.

@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Final
 
+from .._config import TLSMode
 from .._exceptions import (
     AuthenticationError,
     ConnectError,
@@ -66,12 +67,15 @@ class Progress:
         conn: The connection being opened, whose ``connect_stage`` tells TCP
             connect, TLS handshake and greeting apart.
         tls_min_version: The configured minimum, named when no version fits.
+        client_cert: The configured client certificate path, named when the
+            server refuses it.
     """
 
     command: str = "connect"
     endpoint: Endpoint | None = None
     conn: SMTPConnection | None = None
     tls_min_version: str | None = None
+    client_cert: str | None = None
 
 
 @contextlib.contextmanager
@@ -162,16 +166,22 @@ def _timeout_error(progress: Progress) -> SMTPTimeoutError:
 
 def _tls_error(exc: ssl.SSLError | ValueError, progress: Progress) -> TLSError:
     """A ``TLSError`` naming the server and, where clear, the fix."""
+    step = progress.command
     if progress.endpoint is None or not isinstance(exc, ssl.SSLError):
         err = TLSError(f"TLS failed: {exc}")
     else:
+        if progress.endpoint.tls is TLSMode.STARTTLS and step != "connect":
+            # A TLS 1.3 server's refusal of the client certificate may be read
+            # only at the EHLO after the handshake: it still failed STARTTLS.
+            step = "STARTTLS"
         err = tls_failure(
             exc,
             progress.endpoint,
-            step=progress.command,
+            step=step,
             min_version=progress.tls_min_version,
+            client_cert=progress.client_cert,
         )
-    err.command = progress.command
+    err.command = step
     return err
 
 
@@ -197,7 +207,9 @@ def _connect_phase(exc: TransportError, progress: Progress) -> TransportError | 
         return None
     stage = conn.connect_stage
     if stage == "greeting" and isinstance(exc, ConnectTimeoutError | ReadTimeoutError):
-        msg, mismatch = endpoint.greeting_timeout_message(endpoint.greeting_wait())
+        msg, mismatch = endpoint.greeting_timeout_message(
+            endpoint.greeting_wait(), conn.greeting_received
+        )
         if mismatch:
             # The port wants TLS first: waiting longer or retrying cannot help.
             return TLSError(msg, command="connect")

@@ -39,6 +39,7 @@ __all__ = [
     "IMPLICIT_PORT_GREETING_WAIT",
     "IMPLICIT_TLS_PORTS",
     "Endpoint",
+    "is_tls_alert",
     "looks_like_tls",
     "mail_refusal",
     "no_starttls_message",
@@ -70,6 +71,20 @@ _NO_COMMON_VERSION_REASONS: Final = frozenset(
         "TLSV1_ALERT_PROTOCOL_VERSION",
         "NO_PROTOCOLS_AVAILABLE",
         "WRONG_SSL_VERSION",
+    }
+)
+# Alerts a server sends about the client's certificate (RFC 8446 §6.2); under
+# TLS 1.3 they arrive after the client's handshake is over, on its first read.
+_CLIENT_CERT_ALERTS: Final = frozenset(
+    {
+        "TLSV13_ALERT_CERTIFICATE_REQUIRED",
+        "SSLV3_ALERT_BAD_CERTIFICATE",
+        "SSLV3_ALERT_UNSUPPORTED_CERTIFICATE",
+        "SSLV3_ALERT_CERTIFICATE_REVOKED",
+        "SSLV3_ALERT_CERTIFICATE_EXPIRED",
+        "SSLV3_ALERT_CERTIFICATE_UNKNOWN",
+        "TLSV1_ALERT_UNKNOWN_CA",
+        "TLSV1_ALERT_ACCESS_DENIED",
     }
 )
 _UNTRUSTED_CODES: Final = frozenset({2, 18, 19, 20, 21})  # X509_V_ERR_*: no trusted CA
@@ -146,13 +161,41 @@ class Endpoint:
             f"({self.timeout_setting()})"
         )
 
-    def greeting_timeout_message(self, waited: float) -> tuple[str, bool]:
-        """Describe a missing greeting; True when it is a TLS mode mismatch."""
+    def greeting_timeout_message(
+        self, waited: float, received: int = 0
+    ) -> tuple[str, bool]:
+        """Describe a missing greeting; True when it is a TLS mode mismatch.
+
+        Args:
+            waited: Seconds waited for the greeting.
+            received: Bytes of the greeting that did arrive.  Any at all rule
+                out an implicit-TLS server, which sends nothing until the
+                client starts TLS: the greeting is then incomplete, not missing.
+        """
+        if received:
+            setting = (
+                self.timeout_setting()
+                if waited >= self.connect_wait
+                else f"smtpkit waits {waited:g} s on port {self.port} unless "
+                "connect_timeout is set"
+            )
+            return (
+                f"incomplete greeting from {self} within {waited:g} s: the server "
+                f"sent {received} bytes of it, then nothing ({setting})",
+                False,
+            )
         head = f"no greeting from {self} within {waited:g} s"
         if self.expects_implicit_tls:
+            # Likely, not certain: a plaintext server may just be slow to greet.
+            slow = (
+                "set connect_timeout"
+                if self.connect_timeout is None
+                else f"raise connect_timeout={self.connect_timeout:g}"
+            )
             return (
-                f"{head}: port {self.port} expects implicit TLS, where the server "
-                f"waits silently for the client to start TLS; {_SET_IMPLICIT}",
+                f"{head}: port {self.port} probably expects implicit TLS, where the "
+                f"server waits silently for the client to start TLS; {_SET_IMPLICIT}; "
+                f"if this server really is plaintext and slow to greet, {slow}",
                 True,
             )
         if self.tls is TLSMode.IMPLICIT:
@@ -180,16 +223,58 @@ def looks_like_tls(data: bytes | bytearray) -> bool:
     return bytes(data[:2]) in _TLS_RECORD_STARTS
 
 
+def is_tls_alert(exc: BaseException) -> bool:
+    """True when *exc* is a TLS alert the server sent (not a reset or an EOF).
+
+    A close_notify is ``SSLZeroReturnError`` and an EOF ``SSLEOFError``: neither
+    has ``ALERT`` in its reason.
+    """
+    reason = getattr(exc, "reason", None) or ""
+    return isinstance(exc, ssl.SSLError) and "_ALERT_" in reason
+
+
+def _client_cert_refusal(reason: str, client_cert: str | None) -> str | None:
+    """Say what to change when the server refused the client's certificate."""
+    if reason == "SSLV3_ALERT_HANDSHAKE_FAILURE":
+        # TLS 1.2 servers send this for a missing client certificate, and also
+        # when no cipher suite is shared: name both.
+        return (
+            f"the server refused the handshake ({reason}): it may require a client "
+            "certificate (set client_cert and client_key) or share no cipher "
+            "suite with this client"
+        )
+    if reason not in _CLIENT_CERT_ALERTS:
+        return None
+    if client_cert is None:
+        return (
+            "the server requires a client certificate and refused the connection "
+            f"without one it accepts ({reason}); set client_cert and client_key "
+            "(or load one into ssl_context)"
+        )
+    return (
+        f"the server refused the client certificate client_cert={client_cert!r} "
+        f"({reason}): check that it is the certificate the server expects, issued "
+        "by a CA the server trusts, and still valid"
+    )
+
+
 def tls_failure(
-    exc: ssl.SSLError, endpoint: Endpoint, *, step: str, min_version: str | None
+    exc: ssl.SSLError,
+    endpoint: Endpoint,
+    *,
+    step: str,
+    min_version: str | None,
+    client_cert: str | None = None,
 ) -> TLSError:
     """Build the ``TLSError`` for a failed handshake, saying what to change.
 
     Args:
-        exc: What the ssl module raised.
+        exc: What the ssl module raised: a handshake failure, or a TLS alert
+            read right after the handshake (a refused client certificate).
         endpoint: The server.
         step: ``"connect"`` (implicit TLS) or ``"STARTTLS"``.
         min_version: The configured ``tls_min_version``, if any.
+        client_cert: The configured ``client_cert`` path, if any.
     """
     where = "STARTTLS" if step == "STARTTLS" else "the TLS handshake"
     if isinstance(exc, ssl.SSLCertVerificationError):
@@ -216,6 +301,9 @@ def tls_failure(
             f"{endpoint} did not answer the TLS handshake with TLS ({reason}): "
             f"the server probably sent a plaintext SMTP greeting; {_SET_STARTTLS}"
         )
+    refusal = _client_cert_refusal(reason, client_cert)
+    if refusal is not None:
+        return TLSError(f"TLS failed with {endpoint} during {where}: {refusal}")
     if reason in _NO_COMMON_VERSION_REASONS:
         limit = f" (tls_min_version={min_version})" if min_version else ""
         return TLSError(

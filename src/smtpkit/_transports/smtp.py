@@ -20,7 +20,7 @@ from typing import Final, TypeVar
 
 from typing_extensions import override
 
-from .._auth import Auth
+from .._auth import Auth, Responder, raised
 from .._config import SMTPConfig, TLSMode
 from .._exceptions import (
     AuthenticationError,
@@ -166,7 +166,10 @@ class SMTPTransport(Transport):
             tls_context=self._tls_context if cfg.tls is TLSMode.IMPLICIT else None,
         )
         progress = Progress(
-            endpoint=endpoint, conn=conn, tls_min_version=cfg.tls_min_version
+            endpoint=endpoint,
+            conn=conn,
+            tls_min_version=cfg.tls_min_version,
+            client_cert=cfg.client_cert,
         )
         try:
             with map_errors(progress):
@@ -248,7 +251,7 @@ class SMTPTransport(Transport):
     def _sasl_exchange(self, conn: SMTPConnection, auth: Auth) -> SMTPReply:
         # Our own loop instead of smtplib.SMTP.auth: it encodes credentials as UTF-8
         # (smtplib insists on ASCII), never logs them, and bounds the challenges.
-        respond = auth.responder()
+        respond = _guarded(auth)
         initial = respond(None)
         args = (
             auth.mechanism if initial is None else f"{auth.mechanism} {_b64(initial)}"
@@ -275,7 +278,9 @@ class SMTPTransport(Transport):
 
     def _open_session(self) -> SMTPConnection:
         progress = Progress(
-            endpoint=self._endpoint, tls_min_version=self.config.tls_min_version
+            endpoint=self._endpoint,
+            tls_min_version=self.config.tls_min_version,
+            client_cert=self.config.client_cert,
         )
         with map_errors(progress):
             conn = self.create_connection()
@@ -292,6 +297,7 @@ class SMTPTransport(Transport):
                 )
                 self._dispose(conn, polite=polite)
                 raise
+        conn.established = True
         return conn
 
     def _dispose(self, conn: SMTPConnection, polite: bool) -> None:
@@ -485,6 +491,32 @@ class SMTPTransport(Transport):
         """QUIT every idle connection; busy ones close when their send ends."""
         self._closed = True
         self._pool.close()
+
+
+def _guarded(auth: Auth) -> Responder:
+    """*auth*'s responder, whose own errors name the strategy, not the session.
+
+    A custom ``Auth`` (or a token provider behind one) is the caller's code:
+    without this its ValueError would read as "EHLO failed" and its
+    ConnectionError as a lost connection, retried.  smtpkit errors pass through.
+    """
+    source = f"{type(auth).__name__} ({auth.mechanism})"
+    try:
+        respond = auth.responder()
+    except SMTPKitError:
+        raise
+    except Exception as exc:
+        raise TransportError(raised(source, exc), command="AUTH") from exc
+
+    def guarded(challenge: bytes | None) -> bytes | None:
+        try:
+            return respond(challenge)
+        except SMTPKitError:
+            raise
+        except Exception as exc:
+            raise TransportError(raised(source, exc), command="AUTH") from exc
+
+    return guarded
 
 
 def _is_stale(exc: TransportError) -> bool:
