@@ -19,6 +19,8 @@ from typing import Any, Final, TypeAlias, overload
 
 from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 
+from ._positional import validates_like_base_init
+
 __all__ = [
     "FORBIDDEN_CHARS",
     "Address",
@@ -390,6 +392,7 @@ class Address(BaseModel):
     @overload
     def __init__(self, *, email: str, name: str | None = None) -> None: ...
     # *text rather than "text=None, /": mypy cannot match that to the overloads.
+    @validates_like_base_init
     def __init__(self, *text: str, **fields: Any) -> None:
         """Build from one string (``Address("张三 <zs@example.com>")``) or keywords."""
         if not text:
