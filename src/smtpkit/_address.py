@@ -25,6 +25,7 @@ __all__ = [
     "FORBIDDEN_CHARS",
     "Address",
     "AddressLike",
+    "ascii_domain",
     "check_mailbox",
     "check_single_line",
     "envelope_address",
@@ -99,7 +100,7 @@ def _has_idna() -> bool:
     return True
 
 
-def _ascii_domain(domain: str) -> str:
+def ascii_domain(domain: str) -> str:
     """Return *domain* with its non-ASCII labels as A-labels, or raise ``ValueError``.
 
     With ``pysmtpkit[idna]`` this is IDNA 2008 with the UTS 46 mapping, as browsers do
@@ -234,11 +235,11 @@ def _check_domain(domain: str, email: str) -> None:
                 "ends with '-'"
             )
             raise ValueError(msg)
-    ascii_domain = _ascii_domain(domain)
-    if len(ascii_domain) > _MAX_DOMAIN:
+    encoded = ascii_domain(domain)
+    if len(encoded) > _MAX_DOMAIN:
         msg = f"domain of {email!r} is longer than {_MAX_DOMAIN} octets"
         raise ValueError(msg)
-    if any(len(label) > _MAX_LABEL for label in ascii_domain.split(".")):
+    if any(len(label) > _MAX_LABEL for label in encoded.split(".")):
         msg = f"domain of {email!r} has a label longer than {_MAX_LABEL} octets"
         raise ValueError(msg)
 
@@ -363,7 +364,7 @@ def envelope_address(email: str) -> str:
     """
     check_mailbox(email)
     local, _, domain = email.rpartition("@")
-    return f"{local}@{_ascii_domain(domain)}" if local.isascii() else email
+    return f"{local}@{ascii_domain(domain)}" if local.isascii() else email
 
 
 class Address(BaseModel):
@@ -434,7 +435,7 @@ class Address(BaseModel):
     @property
     def ascii_email(self) -> str:
         """The address with its domain IDNA-encoded (the local part is unchanged)."""
-        return f"{self.local_part}@{_ascii_domain(self.domain)}"
+        return f"{self.local_part}@{ascii_domain(self.domain)}"
 
     @property
     def needs_smtputf8(self) -> bool:
@@ -446,7 +447,7 @@ class Address(BaseModel):
 
         RFC 5321 §2.4: the local part may be case-sensitive, the domain is not.
         """
-        return f"{self.local_part}@{_ascii_domain(self.domain).lower()}"
+        return f"{self.local_part}@{ascii_domain(self.domain).lower()}"
 
     def __str__(self) -> str:
         """Render as ``Name <email>``, quoting the name where needed, so it parses back."""
