@@ -286,9 +286,7 @@ def _check_headers(msg: MIMEMessage, *, modern: bool) -> bool:
             if raw_text and type(value) is str:
                 parsed_bytes = _as_unicode(value) != value
                 utf8 = utf8 or (
-                    modern and not parsed_bytes
-                    if attached
-                    else modern or parsed_bytes
+                    modern and not parsed_bytes if attached else modern or parsed_bytes
                 )
     return utf8
 

@@ -256,9 +256,11 @@ class Message(BaseModel):
             for a calendar invite, sent as a ``text/calendar; method=...;
             charset=utf-8`` part after ``text`` and ``html`` in the
             multipart/alternative, which is where Outlook and Gmail look for it.
-            Its ``METHOD`` property (REQUEST, CANCEL, REPLY, PUBLISH...) is
-            required and becomes the part's ``method=``.  Line endings become
-            CRLF (RFC 5545 §3.1).  No ``.ics`` attachment is added; attach one
+            Its own ``METHOD`` property (REQUEST, CANCEL, REPLY, PUBLISH...; not
+            one inside a VEVENT) is required, must be an ASCII token, and becomes
+            the part's ``method=``.  Exactly one VCALENDAR object, its components
+            properly nested.  Line endings become CRLF (RFC 5545 §3.1; ``\r\r\n``
+            is one).  No ``.ics`` attachment is added; attach one
             yourself for clients that read only attachments.
         attachments: Files and inline images.
         headers: Extra headers such as ``{"X-Campaign": "spring"}``.
