@@ -259,8 +259,8 @@ class Message(BaseModel):
             Its own ``METHOD`` property (REQUEST, CANCEL, REPLY, PUBLISH...; not
             one inside a VEVENT) is required, must be an ASCII token, and becomes
             the part's ``method=``.  Exactly one VCALENDAR object, its components
-            properly nested.  Line endings become CRLF (RFC 5545 §3.1; ``\r\r\n``
-            is one).  No ``.ics`` attachment is added; attach one
+            properly nested.  Line endings become CRLF (RFC 5545 §3.1; CR CR LF
+            counts as one).  No ``.ics`` attachment is added; attach one
             yourself for clients that read only attachments.
         attachments: Files and inline images.
         headers: Extra headers such as ``{"X-Campaign": "spring"}``.
