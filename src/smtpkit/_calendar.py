@@ -37,7 +37,7 @@ _IANA_TOKEN_RE: Final = re.compile(r"[A-Za-z0-9-]+")
 def normalize_calendar(text: str) -> str:
     """*text* with every line ending in CRLF, the last one included (RFC 5545 §3.1).
 
-    ``\r\r\n`` counts as one line ending (see ``_EOL_RE``); no other text changes.
+    CR CR LF counts as one line ending (see ``_EOL_RE``); no other text changes.
     """
     text = _EOL_RE.sub("\r\n", text)
     return text if text.endswith("\r\n") else text + "\r\n"
