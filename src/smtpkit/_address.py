@@ -299,6 +299,21 @@ def _parse_address(data: Any) -> Any:
         return _parse_address_text(data)
     if is_name_email_pair(data):
         return {"name": data[0] or None, "email": data[1]}
+    if isinstance(data, tuple):
+        # Otherwise pydantic's "valid dictionary or instance of Address" would be all
+        # that is said about Message(sender=("a@x.org", "b@x.org")).
+        if len(data) == 2 and all(isinstance(item, str) for item in data):
+            msg = (
+                "a (name, email) pair needs a display name without '@' first, got "
+                f"{data!r}; one address is expected here, and several go in a list "
+                "(to=[...])"
+            )
+        else:
+            msg = (
+                "an address is 'local@domain', 'Name <local@domain>', an Address or "
+                f"a (name, email) pair of two strings, not {data!r}"
+            )
+        raise ValueError(msg)  # noqa: TRY004 - pydantic reports only ValueError
     return data
 
 
@@ -391,11 +406,14 @@ class Address(BaseModel):
     @overload
     def __init__(self, text: str, /) -> None: ...
     @overload
+    def __init__(self, pair: tuple[str, str], /) -> None: ...
+    @overload
     def __init__(self, *, email: str, name: str | None = None) -> None: ...
     # *text rather than "text=None, /": mypy cannot match that to the overloads.
     @validates_like_base_init
-    def __init__(self, *text: str, **fields: Any) -> None:
-        """Build from one string (``Address("张三 <zs@example.com>")``) or keywords."""
+    def __init__(self, *text: str | tuple[str, str], **fields: Any) -> None:
+        """Build from one string (``Address("张三 <zs@example.com>")``), a
+        ``(name, email)`` pair (``Address(("张三", "zs@example.com"))``) or keywords."""
         if not text:
             super().__init__(**fields)
         else:
