@@ -42,6 +42,15 @@ _DEFAULT_POLICY: Final = email_policy.default
 # mangling of body lines starting with "From " (the modern path does not mangle).
 _COMPAT32_WIRE: Final = email_policy.compat32.clone(linesep="\r\n")
 _PARSER: Final = BytesParser(_class=EmailMessage, policy=_DEFAULT_POLICY)
+# Unicode in a legacy message's address field is written raw or as encoded words
+# that swallow the address (a compat32 Header, a non-ASCII name or domain).
+_ADDRESS_HINT: Final = (
+    "Write non-ASCII display names with email.utils.formataddr((name, address)), "
+    "which encodes the name alone, and domains as A-labels (xn--...); or build "
+    "the message as an EmailMessage (policy=email.policy.default) or an "
+    "smtpkit.Message, which encode names and domains themselves and can carry a "
+    "non-ASCII local part (SMTPUTF8)"
+)
 
 
 def envelope_of(msg: MIMEMessage) -> Envelope:
@@ -380,7 +389,7 @@ def _check_rendered(
         if before != after:
             msg_text = (
                 f"the message cannot be sent as it is: rendering it would change "
-                f"the addresses of its {name} header"
+                f"the addresses of its {name} header. {_ADDRESS_HINT}"
             )
             raise InvalidMessageError(msg_text)
 

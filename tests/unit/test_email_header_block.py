@@ -12,12 +12,14 @@ import email
 import email.policy
 from email.message import EmailMessage
 from email.message import Message as LegacyMessage
+from email.mime.text import MIMEText
+from email.utils import formataddr
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from smtpkit import Envelope, InvalidMessageError, Mailer, RetryPolicy
+from smtpkit import Envelope, InvalidMessageError, Mailer, Message, RetryPolicy
 from smtpkit.testing import FakeTransport
 
 PARSERS = {
@@ -26,7 +28,9 @@ PARSERS = {
 }
 
 
-def send(msg: LegacyMessage, envelope: Envelope | None = None) -> FakeTransport:
+def send(
+    msg: LegacyMessage | Message, envelope: Envelope | None = None
+) -> FakeTransport:
     fake = FakeTransport()
     with Mailer(transport=fake, retry=RetryPolicy.never()) as mailer:
         mailer.send(msg, envelope=envelope)
@@ -187,3 +191,39 @@ def test_an_attached_message_built_with_unicode_text_still_renders() -> None:
     outer.add_attachment(inner)
     [sent] = send(outer).outbox
     assert sent.envelope.needs_smtputf8  # the SMTP policy cannot write it otherwise
+
+
+# --- Unicode in a legacy address field: refused with what to do, and it works -
+
+
+def legacy_mail(to: str) -> LegacyMessage:
+    msg = MIMEText("hello", "plain", "utf-8")
+    msg["From"] = "a@x.org"
+    msg["To"] = to
+    return msg
+
+
+@pytest.mark.parametrize("to", ["Jörg <j@x.org>", "b@例子.cn", "用户@例子.cn"])
+def test_unicode_in_a_legacy_address_field_says_what_to_do(to: str) -> None:
+    text = refusal(legacy_mail(to))
+    assert "would change the addresses of its To header" in text
+    assert "email.utils.formataddr((name, address))" in text
+    assert "A-labels (xn--...)" in text
+    assert "EmailMessage (policy=email.policy.default) or an smtpkit.Message" in text
+
+
+def test_each_remedy_the_hint_names_sends_the_same_addresses() -> None:
+    [named] = send(legacy_mail(formataddr(("Jörg", "j@x.org")))).outbox
+    assert named.envelope.recipients == ("j@x.org",)
+    assert named.message["To"].addresses[0].display_name == "Jörg"
+    [a_label] = send(legacy_mail("b@xn--fsqu00a.cn")).outbox
+    assert a_label.envelope.recipients == ("b@xn--fsqu00a.cn",)
+    modern = EmailMessage()
+    modern["From"] = "a@x.org"
+    modern["To"] = "Jörg <j@例子.cn>, 用户@例子.cn"
+    modern.set_content("hello")
+    [sent] = send(modern).outbox
+    assert set(sent.envelope.recipients) == {"j@xn--fsqu00a.cn", "用户@例子.cn"}
+    assert sent.envelope.needs_smtputf8  # the non-ASCII local part
+    built = Message(sender="a@x.org", to=[("Jörg", "j@例子.cn")], text="hello")
+    assert send(built).outbox[0].envelope.recipients == ("j@xn--fsqu00a.cn",)
