@@ -19,10 +19,13 @@ from typing import Any, Final, TypeAlias, overload
 
 from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 
+from ._positional import validates_like_base_init
+
 __all__ = [
     "FORBIDDEN_CHARS",
     "Address",
     "AddressLike",
+    "ascii_domain",
     "check_mailbox",
     "check_single_line",
     "envelope_address",
@@ -97,7 +100,7 @@ def _has_idna() -> bool:
     return True
 
 
-def _ascii_domain(domain: str) -> str:
+def ascii_domain(domain: str) -> str:
     """Return *domain* with its non-ASCII labels as A-labels, or raise ``ValueError``.
 
     With ``pysmtpkit[idna]`` this is IDNA 2008 with the UTS 46 mapping, as browsers do
@@ -232,11 +235,11 @@ def _check_domain(domain: str, email: str) -> None:
                 "ends with '-'"
             )
             raise ValueError(msg)
-    ascii_domain = _ascii_domain(domain)
-    if len(ascii_domain) > _MAX_DOMAIN:
+    encoded = ascii_domain(domain)
+    if len(encoded) > _MAX_DOMAIN:
         msg = f"domain of {email!r} is longer than {_MAX_DOMAIN} octets"
         raise ValueError(msg)
-    if any(len(label) > _MAX_LABEL for label in ascii_domain.split(".")):
+    if any(len(label) > _MAX_LABEL for label in encoded.split(".")):
         msg = f"domain of {email!r} has a label longer than {_MAX_LABEL} octets"
         raise ValueError(msg)
 
@@ -296,6 +299,21 @@ def _parse_address(data: Any) -> Any:
         return _parse_address_text(data)
     if is_name_email_pair(data):
         return {"name": data[0] or None, "email": data[1]}
+    if isinstance(data, tuple):
+        # Otherwise pydantic's "valid dictionary or instance of Address" would be all
+        # that is said about Message(sender=("a@x.org", "b@x.org")).
+        if len(data) == 2 and all(isinstance(item, str) for item in data):
+            msg = (
+                "a (name, email) pair needs a display name without '@' first, got "
+                f"{data!r}; one address is expected here, and several go in a list "
+                "(to=[...])"
+            )
+        else:
+            msg = (
+                "an address is 'local@domain', 'Name <local@domain>', an Address or "
+                f"a (name, email) pair of two strings, not {data!r}"
+            )
+        raise ValueError(msg)  # noqa: TRY004 - pydantic reports only ValueError
     return data
 
 
@@ -361,7 +379,7 @@ def envelope_address(email: str) -> str:
     """
     check_mailbox(email)
     local, _, domain = email.rpartition("@")
-    return f"{local}@{_ascii_domain(domain)}" if local.isascii() else email
+    return f"{local}@{ascii_domain(domain)}" if local.isascii() else email
 
 
 class Address(BaseModel):
@@ -388,10 +406,14 @@ class Address(BaseModel):
     @overload
     def __init__(self, text: str, /) -> None: ...
     @overload
+    def __init__(self, pair: tuple[str, str], /) -> None: ...
+    @overload
     def __init__(self, *, email: str, name: str | None = None) -> None: ...
     # *text rather than "text=None, /": mypy cannot match that to the overloads.
-    def __init__(self, *text: str, **fields: Any) -> None:
-        """Build from one string (``Address("张三 <zs@example.com>")``) or keywords."""
+    @validates_like_base_init
+    def __init__(self, *text: str | tuple[str, str], **fields: Any) -> None:
+        """Build from one string (``Address("张三 <zs@example.com>")``), a
+        ``(name, email)`` pair (``Address(("张三", "zs@example.com"))``) or keywords."""
         if not text:
             super().__init__(**fields)
         else:
@@ -431,7 +453,7 @@ class Address(BaseModel):
     @property
     def ascii_email(self) -> str:
         """The address with its domain IDNA-encoded (the local part is unchanged)."""
-        return f"{self.local_part}@{_ascii_domain(self.domain)}"
+        return f"{self.local_part}@{ascii_domain(self.domain)}"
 
     @property
     def needs_smtputf8(self) -> bool:
@@ -443,7 +465,7 @@ class Address(BaseModel):
 
         RFC 5321 §2.4: the local part may be case-sensitive, the domain is not.
         """
-        return f"{self.local_part}@{_ascii_domain(self.domain).lower()}"
+        return f"{self.local_part}@{ascii_domain(self.domain).lower()}"
 
     def __str__(self) -> str:
         """Render as ``Name <email>``, quoting the name where needed, so it parses back."""

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import re
+from collections.abc import Iterator
 from email import policy as email_policy
 from email.errors import InvalidHeaderDefect, MissingHeaderBodySeparatorDefect
 from email.message import EmailMessage
@@ -26,7 +27,7 @@ from ._exceptions import InvalidMessageError
 from ._message import Envelope
 from ._mime import MAX_LINE, check_header_text, normalize_line_endings
 
-__all__ = ["envelope_of", "render_email"]
+__all__ = ["check_header_blocks", "envelope_of", "render_email"]
 
 _FIELD_NAME_RE: Final = re.compile(r"[!-9;-~]+")  # RFC 5322 §3.6.8
 # Folding white space in a parsed header: a line break, then WSP, then text.
@@ -41,6 +42,15 @@ _DEFAULT_POLICY: Final = email_policy.default
 # mangling of body lines starting with "From " (the modern path does not mangle).
 _COMPAT32_WIRE: Final = email_policy.compat32.clone(linesep="\r\n")
 _PARSER: Final = BytesParser(_class=EmailMessage, policy=_DEFAULT_POLICY)
+# Unicode in a legacy message's address field is written raw or as encoded words
+# that swallow the address (a compat32 Header, a non-ASCII name or domain).
+_ADDRESS_HINT: Final = (
+    "Write non-ASCII display names with email.utils.formataddr((name, address)), "
+    "which encodes the name alone, and domains as A-labels (xn--...); or build "
+    "the message as an EmailMessage (policy=email.policy.default) or an "
+    "smtpkit.Message, which encode names and domains themselves and can carry a "
+    "non-ASCII local part (SMTPUTF8)"
+)
 
 
 def envelope_of(msg: MIMEMessage) -> Envelope:
@@ -55,9 +65,11 @@ def envelope_of(msg: MIMEMessage) -> Envelope:
 
     Raises:
         InvalidMessageError: No sender or no recipient could be found, the
-            message has more than one ``Resent-`` block, or an address field holds
-            a control character or line break.
+            message has more than one ``Resent-`` block, an address field holds
+            a control character or line break, or a header block was cut short
+            (see ``check_header_blocks``).
     """
+    check_header_blocks(msg)
     resent = msg.get_all("Resent-Date") or []
     if len(resent) > 1:
         msg_text = "pass an envelope: the message has more than one Resent- block"
@@ -89,6 +101,42 @@ def envelope_of(msg: MIMEMessage) -> Envelope:
         )
         raise InvalidMessageError(msg_text)
     return Envelope(sender=senders[0], recipients=recipients)
+
+
+def check_header_blocks(msg: MIMEMessage) -> None:
+    """Refuse a message whose parser stopped reading a header block at a bad line.
+
+    A line that is not a field (no colon, or the obsolete ``Subject : x`` of RFC
+    5322 §4.5) ends the header block for the stdlib parser
+    (``MissingHeaderBodySeparatorDefect``): every field after it becomes body text.
+    A ``Bcc`` there would be neither removed nor sent to, and every recipient would
+    read it.  Every part is checked, attached messages included: the rest of a
+    part's fields (``Content-Transfer-Encoding``...) would be lost the same way,
+    and an attached message would be rewritten with a blank line after the bad one.
+
+    Raises:
+        InvalidMessageError: Naming the line and the part.
+    """
+    for number, part in enumerate(msg.walk()):
+        if not _cut_short(part):
+            continue
+        payload = part.get_payload() if not part.is_multipart() else part.preamble
+        text = _as_unicode(payload) if isinstance(payload, str) else ""
+        line = text.lstrip("\r\n").splitlines()[0] if text.strip() else ""
+        at = f"at the line {line!r}, which" if line else "at a line that"
+        where = (
+            "its header block"
+            if number == 0
+            else f"the header block of part {number} ({part.get_content_type()})"
+        )
+        msg_text = (
+            f"the message cannot be sent as it is: {where} ends early {at} "
+            "is not a 'Name: value' field, so the fields after it "
+            "would be sent as body text (a Bcc among them would be shown to every "
+            "recipient and not sent to); correct that line or remove it, then parse "
+            "the message again (write 'Subject: x', not the obsolete 'Subject : x')"
+        )
+        raise InvalidMessageError(msg_text)
 
 
 def _field_addresses(msg: MIMEMessage, name: str) -> list[str]:
@@ -207,8 +255,24 @@ def _check_field(name: str, text: str) -> bool:
     return utf8
 
 
+def _parts(
+    msg: MIMEMessage, *, attached: bool = False
+) -> Iterator[tuple[MIMEMessage, bool]]:
+    """Each part with whether it lies inside an attached message (message/rfc822)."""
+    yield msg, attached
+    payload = msg.get_payload()
+    if msg.is_multipart() and isinstance(payload, list):
+        inner = attached or msg.get_content_maintype() == "message"
+        for child in payload:
+            if isinstance(child, MIMEMessage):
+                yield from _parts(child, attached=inner)
+
+
 def _check_headers(msg: MIMEMessage, *, modern: bool) -> bool:
     """Check every field of every part, attachments' parameters included.
+
+    Call it on what is transmitted (without Bcc): a field left out cannot need
+    SMTPUTF8.
 
     Returns:
         Whether a value is raw UTF-8 text, which only SMTPUTF8 carries as it is.
@@ -216,17 +280,23 @@ def _check_headers(msg: MIMEMessage, *, modern: bool) -> bool:
         or parsed): the ``SMTP`` policy would encode it when the line is long and
         fail when it is short; its header objects encode themselves.  A legacy
         message writes raw only what was parsed from bytes (surrogate escapes):
-        its generator encodes other text as RFC 2047 words.
+        its generator encodes other text as RFC 2047 words.  The header fields of
+        an attached message are body octets of this one: parsed UTF-8 there is
+        written as it is and travels with 8BITMIME, like its 8-bit body
+        (RFC 6532 §3.5 names message/global for that content, not the envelope).
     """
     utf8 = False
-    for part in msg.walk():
+    for part, attached in _parts(msg):
         for name, value in part.raw_items():
             if not _FIELD_NAME_RE.fullmatch(name):
                 msg_text = f"header name must be printable ASCII without ':': {name!r}"
                 raise InvalidMessageError(msg_text)
             raw_text = _check_field(name, str(value))
             if raw_text and type(value) is str:
-                utf8 = utf8 or modern or _as_unicode(value) != value
+                parsed_bytes = _as_unicode(value) != value
+                utf8 = utf8 or (
+                    modern and not parsed_bytes if attached else modern or parsed_bytes
+                )
     return utf8
 
 
@@ -251,30 +321,34 @@ def render_email(msg: MIMEMessage, envelope: Envelope) -> tuple[Envelope, bytes]
     The Bcc and Resent-Bcc headers are left out; *msg* is not changed.  What can
     be written only as UTF-8 (RFC 6532 §3.2) makes the envelope ask for SMTPUTF8:
     addresses in the headers that are not ASCII (``用户@例子.cn``; the ``SMTP``
-    policy would put encoded words inside them), and raw UTF-8 header text (set
-    under compat32, or parsed; see ``_check_headers``).  The transport then raises
-    ``NotSupportedError`` when the server does not offer SMTPUTF8.
+    policy would put encoded words inside them), and raw UTF-8 text (set under
+    compat32, or parsed) in a field that is transmitted: not in Bcc, and not in
+    an attached message, whose bytes 8BITMIME carries (see ``_check_headers``).
+    The transport then raises ``NotSupportedError`` when the server does not
+    offer SMTPUTF8.
 
     Raises:
-        InvalidMessageError: A header name or value would break the header block
-            (see ``_check_field``), text cannot be encoded (not valid Unicode, or
-            a compat32 body without a charset), or a line of the result exceeds
-            998 octets.
+        InvalidMessageError: A header block was cut short by a line that is not a
+            field (see ``check_header_blocks``), a header name or value would
+            break the header block (see ``_check_field``), text cannot be encoded
+            (not valid Unicode, or a compat32 body without a charset), or a line
+            of the result exceeds 998 octets.
     """
     # By class, not policy: an EmailMessage under compat32 has always gone out
     # with the modern policy, like every EmailMessage.
     modern = isinstance(msg, EmailMessage)
+    check_header_blocks(msg)
+    if "Bcc" in msg or "Resent-Bcc" in msg:
+        # Deleting a header rebinds the copy's header list; the caller's is untouched.
+        msg = copy.copy(msg)
+        del msg["Bcc"]
+        del msg["Resent-Bcc"]
     raw_utf8 = _check_headers(msg, modern=modern)
     addresses = {name: _field_addresses(msg, name) for name in _ADDRESS_FIELDS}
     if not envelope.needs_smtputf8 and (
         raw_utf8 or not all(a.isascii() for found in addresses.values() for a in found)
     ):
         envelope = envelope.model_copy(update={"smtputf8": True})
-    if "Bcc" in msg or "Resent-Bcc" in msg:
-        # Deleting a header rebinds the copy's header list; the caller's is untouched.
-        msg = copy.copy(msg)
-        del msg["Bcc"]
-        del msg["Resent-Bcc"]
     policy = _UTF8_POLICY if envelope.needs_smtputf8 else email_policy.SMTP
     try:
         data = msg.as_bytes(policy=policy if modern else _COMPAT32_WIRE)
@@ -315,7 +389,7 @@ def _check_rendered(
         if before != after:
             msg_text = (
                 f"the message cannot be sent as it is: rendering it would change "
-                f"the addresses of its {name} header"
+                f"the addresses of its {name} header. {_ADDRESS_HINT}"
             )
             raise InvalidMessageError(msg_text)
 
@@ -328,7 +402,7 @@ def _same_fields(original: MIMEMessage, rendered: MIMEMessage) -> bool:
     """Whether both have the same field names, part by part, as far as *original* goes."""
     if [k.lower() for k in original] != [k.lower() for k in rendered]:
         return False
-    if _cut_short(rendered) and not _cut_short(original):
+    if _cut_short(rendered):
         return False  # a line that is no header ended the header block early
     if not original.is_multipart():
         return True  # a payload kept as text may parse into parts: not ours to check

@@ -20,6 +20,7 @@ from typing import Final, TypeGuard
 
 from typing_extensions import Self
 
+from ._address import ascii_domain
 from ._attempt import Attempt, Prepared
 from ._bulk import MAX_BATCH, BulkProgress, Report, send_in_batches
 from ._config import SMTPConfig
@@ -101,22 +102,27 @@ def _check_arguments(config: object, transport: object) -> None:
 
 
 def _id_domain(domain: str) -> str:
-    """*domain* checked as a host name (RFC 1123 §2.1) and IDNA-encoded."""
+    """*domain* checked as a host name (RFC 1123 §2.1) and IDNA-encoded.
+
+    Encoded as addresses' domains are (``_address.ascii_domain``): IDNA 2008 with
+    ``pysmtpkit[idna]``, and nothing that a mapping would change (``faß.de`` is not
+    ``fass.de``; a soft hyphen or full-width letters are not dropped or folded).
+    """
     try:
-        ascii_domain = domain.encode("idna").decode("ascii")
-    except UnicodeError:
-        ascii_domain = ""
-    labels = ascii_domain.split(".")
+        encoded, problem = ascii_domain(domain), ""
+    except ValueError as exc:
+        encoded, problem = "", f": {exc}"
+    labels = encoded.split(".")
     if not (
-        0 < len(ascii_domain) <= _MAX_DOMAIN
+        0 < len(encoded) <= _MAX_DOMAIN
         and all(_LABEL_RE.fullmatch(label) for label in labels)
     ):
         msg = (
             f"message_id_domain must be a domain name such as 'mail.example.com', "
-            f"not {domain!r}"
+            f"not {domain!r}{problem}"
         )
         raise ConfigurationError(msg)
-    return ascii_domain
+    return encoded
 
 
 def _takes_on_result(transport: Transport) -> bool:

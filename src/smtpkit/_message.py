@@ -15,7 +15,14 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from ._address import (
     FORBIDDEN_CHARS,
@@ -29,7 +36,8 @@ from ._address import (
 from ._calendar import check_calendar
 from ._content_type import check_charset, parse_content_type
 from ._exceptions import InvalidMessageError
-from ._positional import bind_positional
+from ._positional import bind_positional, validates_like_base_init
+from ._strict import json_array_as_tuple
 
 __all__ = [
     "FORBIDDEN_CHARS",
@@ -100,6 +108,7 @@ class Attachment(BaseModel):
 
     else:
 
+        @validates_like_base_init
         def __init__(self, *args: Any, **data: Any) -> None:
             """Take ``filename`` and ``content`` positionally too."""
             names = ("filename", "content")
@@ -196,6 +205,7 @@ class Envelope(BaseModel):
 
     else:
 
+        @validates_like_base_init
         def __init__(self, *args: Any, **data: Any) -> None:
             """Take ``sender`` and ``recipients`` positionally too."""
             names = ("sender", "recipients")
@@ -203,10 +213,10 @@ class Envelope(BaseModel):
 
     @field_validator("recipients", mode="before")
     @classmethod
-    def _one_recipient_is_many(cls, value: Any) -> Any:
+    def _one_recipient_is_many(cls, value: Any, info: ValidationInfo) -> Any:
         # The static type says str | Sequence[str]; a str is one recipient, not
         # a sequence of one-letter recipients.
-        return (value,) if isinstance(value, str) else value
+        return (value,) if isinstance(value, str) else json_array_as_tuple(value, info)
 
     @field_validator("sender")
     @classmethod
@@ -246,9 +256,11 @@ class Message(BaseModel):
             for a calendar invite, sent as a ``text/calendar; method=...;
             charset=utf-8`` part after ``text`` and ``html`` in the
             multipart/alternative, which is where Outlook and Gmail look for it.
-            Its ``METHOD`` property (REQUEST, CANCEL, REPLY, PUBLISH...) is
-            required and becomes the part's ``method=``.  Line endings become
-            CRLF (RFC 5545 §3.1).  No ``.ics`` attachment is added; attach one
+            Its own ``METHOD`` property (REQUEST, CANCEL, REPLY, PUBLISH...; not
+            one inside a VEVENT) is required, must be an ASCII token, and becomes
+            the part's ``method=``.  Exactly one VCALENDAR object, its components
+            properly nested.  Line endings become CRLF (RFC 5545 §3.1; CR CR LF
+            counts as one).  No ``.ics`` attachment is added; attach one
             yourself for clients that read only attachments.
         attachments: Files and inline images.
         headers: Extra headers such as ``{"X-Campaign": "spring"}``.
@@ -308,14 +320,14 @@ class Message(BaseModel):
 
     @field_validator("to", "cc", "bcc", "reply_to", mode="before")
     @classmethod
-    def _one_is_many(cls, value: Any) -> Any:
-        return _as_tuple(value)
+    def _one_is_many(cls, value: Any, info: ValidationInfo) -> Any:
+        return json_array_as_tuple(_as_tuple(value), info)
 
     @field_validator("list_unsubscribe", mode="before")
     @classmethod
-    def _one_uri_is_many(cls, value: Any) -> Any:
+    def _one_uri_is_many(cls, value: Any, info: ValidationInfo) -> Any:
         # Not _as_tuple: a pair of URIs is two URIs, not a (name, email) address.
-        return (value,) if isinstance(value, str) else value
+        return (value,) if isinstance(value, str) else json_array_as_tuple(value, info)
 
     @field_validator("subject")
     @classmethod

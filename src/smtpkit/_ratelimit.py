@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ._positional import bind_positional
+from ._positional import bind_positional, validates_like_base_init
 
 __all__ = ["RateLimit", "TokenBucket"]
 
@@ -33,6 +33,7 @@ class RateLimit(BaseModel):
 
     else:
 
+        @validates_like_base_init
         def __init__(self, *args: Any, **data: Any) -> None:
             """Take ``per_second`` positionally too: ``RateLimit(10)``."""
             super().__init__(

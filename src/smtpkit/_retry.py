@@ -10,12 +10,13 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Final, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Final, Protocol, TypeAlias, TypeVar
 
 import tenacity as _t
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from ._exceptions import (
     NetworkError,
@@ -25,6 +26,7 @@ from ._exceptions import (
     TransportError,
 )
 from ._reply import SMTPReply
+from ._strict import json_array_as_frozenset
 
 __all__ = [
     "DEFAULT_RETRY_POLICY",
@@ -37,6 +39,32 @@ __all__ = [
 
 logger = logging.getLogger("smtpkit")
 T = TypeVar("T")
+
+# What the constructor's signature takes for code sets: any set (``{421, 451}``,
+# ``d.keys()``), list, tuple or range.  Not ``Iterable[int]``: bytes and a
+# ``{421: "busy"}`` dict are iterables of ints too, and validation refuses them.
+ReplyCodes: TypeAlias = AbstractSet[int] | list[int] | tuple[int, ...] | range
+# Sequence[str] takes lists and tuples but neither bytes nor a mapping.
+EnhancedCodes: TypeAlias = AbstractSet[str] | Sequence[str]
+
+
+def _no_bytes_or_mapping(value: Any, info: ValidationInfo) -> Any:
+    """Refuse bytes and mappings for a set of codes, saying what to pass instead.
+
+    Both iterate (bytes as small ints, a mapping as its keys), so a wrong guess
+    would be silent; pydantic's own message ("Input should be a valid frozenset")
+    does not say what was wrong.
+    """
+    if isinstance(value, bytes | bytearray | memoryview):
+        msg = f"{info.field_name} takes a set of codes such as {{421, 451}}, not bytes"
+        raise ValueError(msg)  # noqa: TRY004 - pydantic reports only ValueError
+    if isinstance(value, Mapping):
+        msg = (
+            f"{info.field_name} takes a set of codes, not a mapping such as "
+            f"{{421: 'busy'}}: pass its keys (set(mapping))"
+        )
+        raise ValueError(msg)  # noqa: TRY004 - pydantic reports only ValueError
+    return value
 
 
 class RetryPolicy(BaseModel):
@@ -88,18 +116,25 @@ class RetryPolicy(BaseModel):
             wait_max: float = 10.0,
             wait_jitter: float = 0.5,
             wait_exp_base: float = 2.0,
-            retry_codes: Iterable[int] | None = None,
-            no_retry_enhanced: str | Iterable[str] = frozenset(),
+            retry_codes: ReplyCodes | None = None,
+            no_retry_enhanced: str | EnhancedCodes = frozenset(),
             retry_network_errors: bool = True,
             retry_ambiguous: bool = False,
         ) -> None:
             """Build a policy; see the class docstring for each field."""
 
+    @field_validator("retry_codes", mode="before")
+    @classmethod
+    def _codes_not_bytes_or_mapping(cls, value: Any, info: ValidationInfo) -> Any:
+        return json_array_as_frozenset(_no_bytes_or_mapping(value, info), info)
+
     @field_validator("no_retry_enhanced", mode="before")
     @classmethod
-    def _one_code_is_many(cls, value: Any) -> Any:
-        # The static type says str | Iterable[str]; "4.7.1" is one code, not four.
-        return (value,) if isinstance(value, str) else value
+    def _one_code_is_many(cls, value: Any, info: ValidationInfo) -> Any:
+        # The static type says str | EnhancedCodes; "4.7.1" is one code, not four.
+        if isinstance(value, str):
+            return frozenset((value,))
+        return json_array_as_frozenset(_no_bytes_or_mapping(value, info), info)
 
     @classmethod
     def never(cls) -> RetryPolicy:

@@ -8,7 +8,9 @@ from email.mime.application import MIMEApplication
 from email.mime.multipart import MIMEMultipart
 from email.mime.text import MIMEText
 
-from smtpkit import Mailer
+import pytest
+
+from smtpkit import InvalidMessageError, Mailer
 
 
 def django_like() -> MIMEMultipart:
@@ -65,3 +67,26 @@ def test_message_from_bytes_default_is_sent_as_parsed(server, config_for):
     assert received.rcpt_tos == ["c@example.com", "hidden@example.com"]
     assert b"hidden@example.com" not in received.data
     assert received.data.endswith(b"no final newline\r\n")
+
+
+def test_utf8_only_in_a_bcc_goes_to_a_server_without_smtputf8(start_server, config_for):
+    server = start_server(enable_SMTPUTF8=False)
+    raw = "From: a@example.com\r\nTo: b@example.com\r\nBcc: Jörg <j@example.com>\r\n"
+    msg = email.message_from_bytes((raw + "Subject: hi\r\n\r\nHello\r\n").encode())
+    with Mailer(config_for(server)) as mailer:
+        mailer.send(msg)
+    [received] = server.messages
+    assert received.rcpt_tos == ["b@example.com", "j@example.com"]
+    assert "SMTPUTF8" not in received.mail_options
+    assert b"j@example.com" not in received.data
+
+
+def test_a_cut_short_header_block_never_reaches_the_server(server, config_for):
+    raw = (
+        b"From: a@example.com\r\nTo: b@example.com\r\nX-Mailer no colon\r\n"
+        b"Bcc: secret@example.com\r\n\r\nHello\r\n"
+    )
+    with Mailer(config_for(server)) as mailer:
+        with pytest.raises(InvalidMessageError, match="'X-Mailer no colon'"):
+            mailer.send(email.message_from_bytes(raw))
+    assert server.messages == []

@@ -92,6 +92,10 @@ make_config(local_hostname="app1.example.com", pipelining=False)
 
 # Retries: the hook sees a TransportError; a reply needs narrowing.
 policy = RetryPolicy(attempts=5, retry_codes={421, 451}, no_retry_enhanced="4.7.1")
+RetryPolicy(retry_codes=range(450, 453), no_retry_enhanced=["4.7", "4.2.2"])
+RetryPolicy(retry_codes=(421,), no_retry_enhanced=frozenset({"4.7.1"}))
+RetryPolicy(retry_codes={421: "busy", 451: "later"}.keys())
+assert_type(Address(("Ada", "ada@example.com")), Address)
 codes: list[int] = []
 
 

@@ -9,6 +9,7 @@ each ``bad_*`` function and expects ``TypeError`` or ``pydantic.ValidationError`
 from __future__ import annotations
 
 from smtpkit import (
+    Address,
     Attachment,
     Envelope,
     Message,
@@ -79,6 +80,22 @@ def bad_pool_limits_misspelt() -> None:
 
 def bad_retry_policy_misspelt() -> None:
     RetryPolicy(attempt=2)  # type: ignore[call-arg]
+
+
+def bad_retry_codes_as_bytes() -> None:
+    RetryPolicy(retry_codes=b"\x01\xa5")  # type: ignore[arg-type]
+
+
+def bad_retry_codes_as_mapping() -> None:
+    RetryPolicy(retry_codes={421: "busy"})  # type: ignore[arg-type]
+
+
+def bad_no_retry_enhanced_as_mapping() -> None:
+    RetryPolicy(no_retry_enhanced={"4.7.1": "greylist"})  # type: ignore[arg-type]
+
+
+def bad_address_from_a_triple() -> None:
+    Address(("Ada", "a@example.com", "x"))  # type: ignore[arg-type]
 
 
 def bad_config_unknown_tls() -> None:

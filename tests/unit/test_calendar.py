@@ -229,7 +229,9 @@ def test_an_unfolded_long_line_is_encoded_below_998_octets():
     )
 )
 def test_any_summary_round_trips_without_long_lines(summary):
-    assume("METHOD" not in re.sub(r"\s", "", summary).upper())  # a second METHOD
+    squeezed = re.sub(r"\s", "", summary).upper()
+    # No second METHOD, and no BEGIN:/END: line that would nest another component.
+    assume(not any(word in squeezed for word in ("METHOD", "BEGIN:", "END:")))
     text = INVITE.replace("Stand-up", summary)
     data = render(invite(text="x", calendar=text))
     assert max(map(len, data.split(b"\r\n"))) <= MAX_LINE
@@ -237,10 +239,69 @@ def test_any_summary_round_trips_without_long_lines(summary):
     part = calendar_part(parsed)
     assert part.get_param("method") == "REQUEST"
     # The renderer only turns line breaks into CRLF; everything else survives.
-    normalized = text.replace("\r\n", "\n").replace("\r", "\n").replace("\n", "\r\n")
+    normalized = re.sub(r"\r\r\n|\r\n|\r|\n", "\r\n", text)
     assert decoded(part) == normalized
 
 
 def test_calendar_field_is_kept_as_given():
     text = INVITE.replace("\r\n", "\n")
     assert invite(calendar=text).calendar == text
+
+
+# -- METHOD: an ASCII token on the VCALENDAR itself; one object; CR CR LF --------
+
+
+@pytest.mark.parametrize("value", ["REQUEſT", "PUBLıSH", "CANCEＬ", "\u212aEY"])
+def test_a_method_that_is_only_ascii_once_upper_cased_is_refused(value):
+    # str.upper() maps U+017F to "S" and U+0131 to "I": the part would say REQUEST
+    # while the calendar says otherwise.
+    with pytest.raises(pydantic.ValidationError, match="ASCII letters, digits"):
+        invite(text="x", calendar=INVITE.replace("METHOD:REQUEST", f"METHOD:{value}"))
+
+
+@given(
+    st.text(min_size=1, max_size=12).filter(lambda v: "\r" not in v and "\n" not in v)
+)
+def test_the_part_method_is_the_calendar_method_upper_cased(value):
+    text = INVITE.replace("METHOD:REQUEST", f"METHOD:{value}")
+    try:
+        message = invite(text="x", calendar=text)
+    except pydantic.ValidationError:
+        assert not re.fullmatch(r"[A-Za-z0-9-]+", value.strip())
+        return
+    assert re.fullmatch(r"[A-Za-z0-9-]+", value.strip())
+    part = calendar_part(parse(render(message)))
+    assert part.get_param("method") == value.strip().upper()
+
+
+def test_a_method_only_inside_a_component_is_not_the_calendars():
+    inside = INVITE.replace("METHOD:REQUEST\r\n", "").replace(
+        "UID:", "METHOD:REQUEST\r\nUID:"
+    )
+    with pytest.raises(pydantic.ValidationError, match="outside its VEVENT"):
+        invite(text="x", calendar=inside)
+    both = INVITE.replace("UID:", "METHOD:CANCEL\r\nUID:")  # VEVENT's is ignored
+    part = calendar_part(parse(render(invite(text="x", calendar=both))))
+    assert part.get_param("method") == "REQUEST"
+
+
+@pytest.mark.parametrize(
+    ("calendar", "match"),
+    [
+        (INVITE + INVITE, "one VCALENDAR object"),
+        (INVITE.replace("VERSION:2.0", "VERSION:2.0\r\nEND:VCALENDAR\r\nBEGIN:VCALENDAR"),
+         "one VCALENDAR object"),
+        (INVITE.replace("END:VEVENT", "END:VTODO"), "END:VTODO where END:VEVENT"),
+        (INVITE.replace("END:VEVENT\r\n", ""), "END:VCALENDAR where END:VEVENT"),
+    ],
+)  # fmt: skip
+def test_a_calendar_that_is_not_one_well_nested_object_is_refused(calendar, match):
+    with pytest.raises(pydantic.ValidationError, match=match):
+        invite(text="x", calendar=calendar)
+
+
+def test_cr_cr_lf_is_one_line_break_and_keeps_folds():
+    folded = INVITE.replace("SUMMARY:Stand-up", "SUMMARY:Stand\r\n -up")
+    doubled = folded.replace("\r\n", "\r\r\n")  # CRLF written again in text mode
+    part = calendar_part(parse(render(invite(text="x", calendar=doubled))))
+    assert decoded(part) == folded

@@ -148,3 +148,64 @@ def test_retry_hook_gets_the_transport_error() -> None:
     [details] = seen
     assert isinstance(details.error, TransportError)
     assert details.error.is_transient
+
+
+@pytest.mark.parametrize(
+    ("fields", "match"),
+    [
+        ({"retry_codes": b"\x01\xa5"}, "retry_codes takes a set of codes .* not bytes"),
+        ({"retry_codes": memoryview(b"\x01")}, "not bytes"),
+        ({"retry_codes": {421: "busy"}}, "not a mapping .* pass its keys"),
+        ({"no_retry_enhanced": {"4.7.1": "x"}}, "no_retry_enhanced .* not a mapping"),
+        ({"no_retry_enhanced": b"4.7.1"}, "no_retry_enhanced .* not bytes"),
+    ],
+)
+def test_code_sets_refuse_bytes_and_mappings_saying_what_to_pass(
+    fields: dict[str, Any], match: str
+) -> None:
+    with pytest.raises(pydantic.ValidationError, match=match):
+        RetryPolicy(**fields)
+
+
+@given(st.frozensets(st.integers(400, 599), max_size=8))
+def test_code_sets_take_any_set_list_tuple_range_or_keys(codes: frozenset[int]) -> None:
+    for given_codes in (
+        set(codes),
+        sorted(codes),
+        tuple(codes),
+        dict.fromkeys(codes).keys(),
+    ):
+        assert RetryPolicy(retry_codes=given_codes).retry_codes == codes
+    assert RetryPolicy(retry_codes=range(450, 453)).retry_codes == {450, 451, 452}
+    policy = RetryPolicy(retry_codes=codes, no_retry_enhanced=["4.7.1"])
+    assert (
+        RetryPolicy.model_validate_json(policy.model_dump_json(), strict=True) == policy
+    )
+
+
+def test_an_address_takes_a_name_email_pair_positionally() -> None:
+    assert Address(("Ada", "a@x.org")) == Address(email="a@x.org", name="Ada")
+    assert Address(("", "a@x.org")).name is None
+
+
+@pytest.mark.parametrize(
+    ("build", "match"),
+    [
+        (
+            lambda: Message(sender=("a@x.org", "b@x.org")),
+            r"sender\n.*pair needs a display name without '@' first.*to=\[\.\.\.\]",
+        ),
+        (lambda: Address(("a@x.org", "b@x.org")), "display name without '@'"),
+        (lambda: Message(sender=("Ada", "a@x.org", "x")), "pair of two strings, not"),
+        (lambda: Message(sender="a@x.org", to=[("a@x.org", "b@x.org")]), r"to\.0\n"),
+    ],
+)
+def test_a_pair_that_is_not_name_and_email_says_so(build: Any, match: str) -> None:
+    with pytest.raises(pydantic.ValidationError, match=match) as caught:
+        build()
+    assert "valid dictionary or instance of Address" not in str(caught.value)
+
+
+def test_two_addresses_in_to_are_still_two_recipients() -> None:
+    message = Message(sender="a@x.org", to=("b@x.org", "c@x.org"))
+    assert [a.email for a in message.to] == ["b@x.org", "c@x.org"]
