@@ -25,7 +25,7 @@ from pydantic.functional_validators import ModelWrapValidatorHandler
 from pydantic_core import InitErrorDetails
 from typing_extensions import Self, TypedDict, Unpack, override
 
-from ._address import FORBIDDEN_CHARS
+from ._address import FORBIDDEN_CHARS, ascii_domain
 from ._auth import Auth, password_strategies
 from ._exceptions import ConfigurationError
 from ._url import smtp_url_fields
@@ -427,12 +427,18 @@ class SMTPConfig(BaseModel):
     @field_validator("host")
     @classmethod
     def _resolvable_host(cls, value: str) -> str:
-        # The socket module encodes host names with the IDNA codec; a name it
-        # cannot encode (an empty label, "smtp..example.com") fails at connect.
+        # A Unicode host is stored as its A-labels, encoded as addresses' domains
+        # are: the socket and ssl modules would use IDNA 2003, which connects
+        # "faß.de" to fass.de, someone else's server.  A name the codec cannot
+        # encode (an empty label, "smtp..example.com") would fail at connect.
         try:
+            if not value.isascii():
+                return ascii_domain(value)
             value.encode("idna")
-        except UnicodeError:
+        except ValueError as exc:  # UnicodeError included
             msg = f"host {value!r} is not a valid host name or address"
+            if not isinstance(exc, UnicodeError):
+                msg = f"{msg}: {exc}"
             raise ValueError(msg) from None
         return value
 

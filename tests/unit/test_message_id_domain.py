@@ -8,11 +8,12 @@ and anything a mapping would change is a ``ConfigurationError`` naming the domai
 
 from __future__ import annotations
 
+import pydantic
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from smtpkit import Address, ConfigurationError, Mailer, Message
+from smtpkit import Address, ConfigurationError, Mailer, Message, SMTPConfig
 from smtpkit.testing import FakeTransport
 
 from .test_address_edges import idna_path, without_idna
@@ -82,3 +83,17 @@ def test_a_message_id_domain_is_encoded_exactly_as_an_address_domain(
         return
     assert address is not None
     assert generated.endswith(f"@{address.partition('@')[2]}>")
+
+
+# -- SMTPConfig.host: the socket and ssl modules would encode it with IDNA 2003 ------
+
+
+def test_a_unicode_host_is_stored_as_its_idna_2008_a_labels() -> None:
+    assert SMTPConfig(host="faß.de").host == "xn--fa-hia.de"  # not fass.de
+    assert SMTPConfig(host="例子.cn").host == "xn--fsqu00a.cn"
+
+
+@pytest.mark.parametrize("host", ["faß.de", "ＥＸＡＭＰＬＥ.com", "exam\xadple.com"])
+def test_a_host_that_idna_2003_would_change_is_refused_without_the_extra(host) -> None:
+    with without_idna(), pytest.raises(pydantic.ValidationError, match="host"):
+        SMTPConfig(host=host)
