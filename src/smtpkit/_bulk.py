@@ -78,7 +78,8 @@ class _Batch(Generic[T]):
     """One batch's messages and their results, filled in by the worker thread."""
 
     def __init__(self, items: list[T]) -> None:
-        self.items = items
+        self.items = items  # emptied once sent: a run keeps only the results
+        self.size = len(items)
         self.results: list[SendResult | None] = [None] * len(items)
         self._filled = threading.Condition()
 
@@ -129,11 +130,45 @@ def _run(send_batch: Callable[[list[T], Report], None], batch: _Batch[T]) -> Non
     except Exception as exc:  # a bug: still one result per message read
         failure = exc
     finally:
-        for index in range(len(batch.items)):
+        for index in range(batch.size):
             batch.report(
                 index,
                 SendResult(envelope=None, error=contract_breach(failure), attempts=0),
             )
+        batch.items = []
+
+
+class _Collector(Generic[T]):
+    """The caller's side of a run: results in input order, progress, and why the
+    input stopped being read."""
+
+    def __init__(
+        self, on_progress: Callable[[BulkProgress], None] | None, total: int | None
+    ) -> None:
+        self.results: list[SendResult] = []
+        self.failed = 0
+        self.stop: tuple[str, Exception] | None = None
+        self.window: collections.deque[tuple[Future[None], _Batch[T]]] = (
+            collections.deque()
+        )
+        self.submitted: list[_Batch[T]] = []  # for the summary of an interrupted run
+        self._on_progress = on_progress
+        self._total = total
+
+    def collect_oldest(self) -> None:
+        """Collect the oldest batch's results; it leaves the window when done."""
+        batch = self.window[0][1]
+        for index in range(batch.size):
+            result = batch.wait(index)
+            self.failed += result.error is not None
+            self.results.append(result)
+            if self._on_progress is not None and self.stop is None:
+                progress = BulkProgress(len(self.results), self.failed, self._total)
+                try:
+                    self._on_progress(progress)
+                except Exception as exc:  # reported by send_in_batches
+                    self.stop = ("on_progress", exc)
+        self.window.popleft()
 
 
 def send_in_batches(
@@ -158,60 +193,40 @@ def send_in_batches(
         SendManyAbortedError: *messages* or *on_progress* raised; what had been
             read was still sent, and the error's ``results`` reports it.
     """
-    total = _length(messages)
-    results: list[SendResult] = []
-    failed = 0
-    taken = 0  # results already collected from the oldest batch in the window
-    stop: tuple[str, Exception] | None = None  # why input stopped being read
-    window: collections.deque[tuple[Future[None], _Batch[T]]] = collections.deque()
-
-    def collect() -> None:
-        """Collect the oldest batch's results; it leaves the window when done."""
-        nonlocal failed, stop, taken
-        batch = window[0][1]
-        for index in range(len(batch.items)):
-            result = batch.wait(index)
-            failed += result.error is not None
-            results.append(result)
-            taken = index + 1
-            if on_progress is not None and stop is None:
-                try:
-                    on_progress(BulkProgress(len(results), failed, total))
-                except Exception as exc:  # reported below
-                    stop = ("on_progress", exc)
-        window.popleft()
-        taken = 0
-
+    run: _Collector[T] = _Collector(on_progress, _length(messages))
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="smtpkit")
     try:
         batches = _batches(iter(messages), workers, batch_size)
-        while stop is None:
+        while run.stop is None:
             try:
                 items = next(batches)
             except StopIteration:
                 break
             except Exception as exc:  # reported below
-                stop = ("the input", exc)
+                run.stop = ("the input", exc)
                 break
             batch = _Batch(items)
-            window.append((pool.submit(_run, send_batch, batch), batch))
-            if len(window) >= 2 * workers:
-                collect()
+            run.submitted.append(batch)
+            run.window.append((pool.submit(_run, send_batch, batch), batch))
+            if len(run.window) >= 2 * workers:
+                run.collect_oldest()
         # Whatever was read is sent and reported, even after a failure.
-        while window:
-            collect()
+        while run.window:
+            run.collect_oldest()
     except BaseException as exc:
         # KeyboardInterrupt and the like: start nothing new, no more retries; let
         # the sends under way finish, then say what was delivered and give up.
         if interrupted is not None:
             interrupted.set()
-        pool.shutdown(wait=True, cancel_futures=True)
-        _log_interrupted(exc, results, window, taken)
+        try:
+            pool.shutdown(wait=True, cancel_futures=True)
+        finally:  # also when a second Ctrl-C cuts the wait short
+            _log_interrupted(exc, run.submitted)
         raise
     pool.shutdown(wait=True)
-    if stop is not None:
-        raise _aborted(*stop, results)
-    return results
+    if run.stop is not None:
+        raise _aborted(*run.stop, run.results)
+    return run.results
 
 
 def _aborted(where: str, cause: Exception, results: list[SendResult]) -> Exception:
@@ -235,28 +250,21 @@ def _length(messages: Iterable[object]) -> int | None:
     return length
 
 
-def _log_interrupted(
-    exc: BaseException,
-    collected: list[SendResult],
-    window: collections.deque[tuple[Future[None], _Batch[T]]],
-    taken: int,
-) -> None:
+def _log_interrupted(exc: BaseException, submitted: list[_Batch[T]]) -> None:
     """Count what an interrupted run delivered, so a rerun can avoid duplicates.
 
-    The results of messages not yet collected by the caller's thread are still in
-    their batches; every message delivered has its own INFO line (with its
-    Message-ID) in the ``smtpkit`` log.
+    Counted from every batch's result slots (not from what the caller's thread
+    had collected), so the summary is right wherever the interrupt landed.  Every
+    message delivered also has its own INFO line, with its Message-ID, in the
+    ``smtpkit`` log.
     """
-    results = list(collected)
-    for position, (_, batch) in enumerate(window):
-        # The oldest batch may be partly collected already: its first *taken*.
-        rest = batch.results[taken:] if position == 0 else batch.results
-        results.extend(r for r in rest if r is not None)
+    results = [r for batch in submitted for r in batch.results if r is not None]
     delivered = sum(r.error is None for r in results)
+    unsent = sum(batch.size for batch in submitted) - len(results)
     summary = (
         f"send_many interrupted by {type(exc).__name__}: {delivered} message(s) "
-        f"delivered, {len(results) - delivered} failed; the INFO lines of the "
-        "smtpkit logger name each delivered Message-ID"
+        f"delivered, {len(results) - delivered} failed, {unsent} not finished; the "
+        "INFO lines of the smtpkit logger name each delivered Message-ID"
     )
     logger.warning("%s", summary)
     if hasattr(exc, "add_note"):  # Python 3.11+

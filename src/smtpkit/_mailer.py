@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import copy
-import dataclasses
 import enum
-import inspect
 import logging
 import random
-import re
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -16,11 +13,10 @@ from email.message import EmailMessage
 from email.message import Message as MIMEMessage
 from email.parser import BytesHeaderParser
 from types import TracebackType
-from typing import Final, TypeGuard
+from typing import Final
 
 from typing_extensions import Self
 
-from ._address import ascii_domain
 from ._attempt import Attempt, Prepared
 from ._bulk import MAX_BATCH, BulkProgress, Report, send_in_batches
 from ._config import SMTPConfig
@@ -33,8 +29,18 @@ from ._exceptions import (
     SMTPKitError,
     TransportError,
 )
+from ._mailer_args import check_arguments, id_domain, positive_int
 from ._message import Envelope, Message
 from ._mime import normalize_line_endings, render_with_id
+from ._outcomes import (
+    Interrupted,
+    callback_error,
+    checked,
+    invalid,
+    not_sent,
+    takes_on_result,
+    unretried,
+)
 from ._ratelimit import RateLimit, TokenBucket
 from ._retry import (
     DEFAULT_RETRY_POLICY,
@@ -63,120 +69,6 @@ BulkItem = Sendable | tuple[Sendable, Envelope]
 """What ``Mailer.send_many`` takes: a message, or a message with its envelope."""
 
 _PARSE_HEADERS: Final = BytesHeaderParser()
-_LABEL_RE: Final = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
-_MAX_DOMAIN: Final = 253
-
-
-def _check_arguments(config: object, transport: object) -> None:
-    """Refuse a wrong kind of argument with what to pass instead.
-
-    The static signature already says so, but untyped callers would otherwise get
-    an ``AttributeError`` from deep inside the transport.
-    """
-    if config is not None and not isinstance(config, SMTPConfig):
-        if isinstance(config, Transport):
-            name = type(config).__name__
-            msg = f"Mailer(config) takes an SMTPConfig; pass transport={name}(...) by keyword"
-        elif isinstance(config, str):
-            msg = (
-                "Mailer(config) takes an SMTPConfig, not a URL string; build a config "
-                "with SMTPConfig.from_url(...): Mailer(SMTPConfig.from_url(url))"
-            )
-        else:
-            msg = (
-                f"Mailer(config) takes an SMTPConfig, not {type(config).__name__}; "
-                "build one with SMTPConfig(host=...) or SMTPConfig.from_url(url)"
-            )
-        raise TypeError(msg)
-    if transport is not None and not isinstance(transport, Transport):
-        if isinstance(transport, SMTPConfig):
-            msg = (
-                "transport= takes a Transport; pass an SMTPConfig first: Mailer(config)"
-            )
-        else:
-            msg = (
-                f"transport= takes a Transport (such as FakeTransport() or "
-                f"SMTPTransport(config)), not {type(transport).__name__}"
-            )
-        raise TypeError(msg)
-
-
-def _id_domain(domain: str) -> str:
-    """*domain* checked as a host name (RFC 1123 §2.1) and IDNA-encoded.
-
-    Encoded as addresses' domains are (``_address.ascii_domain``): IDNA 2008 with
-    ``pysmtpkit[idna]``, and nothing that a mapping would change (``faß.de`` is not
-    ``fass.de``; a soft hyphen or full-width letters are not dropped or folded).
-    """
-    try:
-        encoded, problem = ascii_domain(domain), ""
-    except ValueError as exc:
-        encoded, problem = "", f": {exc}"
-    labels = encoded.split(".")
-    if not (
-        0 < len(encoded) <= _MAX_DOMAIN
-        and all(_LABEL_RE.fullmatch(label) for label in labels)
-    ):
-        msg = (
-            f"message_id_domain must be a domain name such as 'mail.example.com', "
-            f"not {domain!r}{problem}"
-        )
-        raise ConfigurationError(msg)
-    return encoded
-
-
-def _takes_on_result(transport: Transport) -> bool:
-    """Whether ``transport.send_batch`` accepts ``on_result=`` (older ones do not)."""
-    try:
-        parameters = inspect.signature(transport.send_batch).parameters.values()
-    except (TypeError, ValueError):  # a builtin or otherwise opaque callable
-        return False
-    return any(
-        p.name == "on_result" or p.kind is inspect.Parameter.VAR_KEYWORD
-        for p in parameters
-    )
-
-
-def _checked(outcome: object) -> SendResult | SMTPKitError:
-    """*outcome* if it is one a transport may return, else a contract breach."""
-    if isinstance(outcome, SendResult | SMTPKitError):
-        return outcome
-    return contract_breach(TypeError(f"send_batch returned {type(outcome).__name__}"))
-
-
-def _callback_error(exc: Exception) -> TransportError:
-    """The error of a message whose sending stopped because a caller's hook raised.
-
-    The hook (``on_retry``, ``sleep``, ``clock``) ran between attempts, so what
-    the server got is known: the message failed, and it was not retried.
-    """
-    error = TransportError(
-        f"sending stopped: a hook raised {type(exc).__name__}: {exc}",
-    )
-    error.__cause__ = exc
-    return error
-
-
-def _invalid(exc: Exception) -> SMTPKitError:
-    """The error for a message that could not be prepared (rendered, addressed)."""
-    if isinstance(exc, SMTPKitError):
-        return exc
-    error = InvalidMessageError(f"cannot send this message: {exc}")
-    error.__cause__ = exc
-    return error
-
-
-def _positive_int(value: object) -> TypeGuard[int]:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
-
-
-def _unretried(item: Prepared, first: SendResult | SMTPKitError) -> SendResult:
-    """The result of a message left at its first attempt (the run was interrupted)."""
-    if isinstance(first, SendResult):
-        return dataclasses.replace(first, message_id=item.message_id)
-    return SendResult(
-        envelope=item.envelope, message_id=item.message_id, error=first, attempts=1
-    )
 
 
 class _State(enum.Enum):
@@ -227,9 +119,9 @@ class Mailer:
         rng: random.Random | None = None,
         message_id_domain: str | None = None,
     ) -> None:
-        _check_arguments(config, transport)
+        check_arguments(config, transport)
         self._id_domain = (
-            None if message_id_domain is None else _id_domain(message_id_domain)
+            None if message_id_domain is None else id_domain(message_id_domain)
         )
         if (config is None) == (transport is None):
             msg = "pass exactly one of config= or transport="
@@ -240,7 +132,7 @@ class Mailer:
             assert config is not None  # noqa: S101 - checked above
             transport = SMTPTransport(config)
         self._transport = transport
-        self._reports_results = _takes_on_result(transport)
+        self._reports_results = takes_on_result(transport)
         self.retry = retry
         self._bucket = (
             TokenBucket(rate_limit, sleep=sleep, clock=clock) if rate_limit else None
@@ -325,7 +217,7 @@ class Mailer:
         except SMTPKitError:
             raise
         except Exception as exc:
-            raise _invalid(exc) from exc
+            raise invalid(exc) from exc
         return self._deliver(prepared)
 
     def send_many(
@@ -367,7 +259,7 @@ class Mailer:
         """
         if self._state is not _State.OPENED:
             self.open()
-        if concurrency is not None and not _positive_int(concurrency):
+        if concurrency is not None and not positive_int(concurrency):
             msg = f"send_many(concurrency=...) must be a positive int, not {concurrency!r}"
             raise ConfigurationError(msg)
         limit = self._max_concurrency()
@@ -392,7 +284,7 @@ class Mailer:
         except Exception as exc:
             msg = f"{name} raised {type(exc).__name__}: {exc}"
             raise ConfigurationError(msg) from exc
-        if not _positive_int(limit):
+        if not positive_int(limit):
             msg = f"{name} must be a positive int, not {limit!r}"
             raise ConfigurationError(msg)
         return limit
@@ -415,26 +307,24 @@ class Mailer:
                 )
                 ready.append((index, self._prepare(message, envelope)))
             except Exception as exc:  # anything one message causes is its own result
-                report(
-                    index, SendResult(envelope=None, error=_invalid(exc), attempts=0)
-                )
+                report(index, SendResult(envelope=None, error=invalid(exc), attempts=0))
         settled: set[int] = set()
         lock = threading.Lock()
 
         def on_result(position: int, outcome: object) -> None:
             """Report a message whose first attempt needs no retry, right away."""
-            checked = _checked(outcome)
-            if not 0 <= position < len(ready) or not self._is_settled(checked):
+            known = checked(outcome)
+            if not 0 <= position < len(ready) or not self._is_settled(known):
                 return
             with lock:
                 if position in settled:
                     return
                 settled.add(position)
             index, item = ready[position]
-            report(index, self._finish(item, checked))
+            report(index, self._finish(item, known, interrupted))
 
         prepared = [item for _, item in ready]
-        firsts = self._first_attempts(prepared, on_result)
+        firsts = self._first_attempts(prepared, on_result, interrupted)
         for position, ((index, item), first) in enumerate(
             zip(ready, firsts, strict=True)
         ):
@@ -443,9 +333,9 @@ class Mailer:
                     continue
                 settled.add(position)
             if interrupted.is_set():
-                report(index, _unretried(item, first))
+                report(index, unretried(item, first))
             else:
-                report(index, self._finish(item, first))
+                report(index, self._finish(item, first, interrupted))
 
     def _is_settled(self, outcome: SendResult | SMTPKitError) -> bool:
         """Whether a first attempt's *outcome* is final: no retry would follow it."""
@@ -463,10 +353,21 @@ class Mailer:
             for reply in replies
         )
 
-    def _finish(self, item: Prepared, first: SendResult | SMTPKitError) -> SendResult:
-        """The final result of one message of a batch, errors included."""
+    def _finish(
+        self,
+        item: Prepared,
+        first: SendResult | SMTPKitError,
+        interrupted: threading.Event,
+    ) -> SendResult:
+        """The final result of one message of a batch, errors included.
+
+        Its retries stop when the run is *interrupted*: no retry starts after
+        that, and a backoff wait with the default sleep ends at once.
+        """
         try:
-            return self._deliver(item, first=first)
+            return self._deliver(item, first=first, sleep=self._bulk_sleep(interrupted))
+        except Interrupted:
+            return unretried(item, first)
         except SMTPKitError as exc:
             # Resent after an attempt whose outcome was unknown: the server
             # may hold it once or more even though the last attempt failed.
@@ -482,7 +383,7 @@ class Mailer:
             return SendResult(
                 envelope=item.envelope,
                 message_id=item.message_id,
-                error=_callback_error(exc),
+                error=callback_error(exc),
                 attempts=0,
             )
 
@@ -490,19 +391,25 @@ class Mailer:
         self,
         ready: list[Prepared],
         on_result: Callable[[int, SendResult | SMTPKitError], None],
+        interrupted: threading.Event,
     ) -> list[SendResult | SMTPKitError]:
         """One outcome per message from one ``send_batch`` call, whatever it does.
 
         *on_result* hears of each outcome as the transport learns it, when the
         transport's ``send_batch`` takes an ``on_result`` callback (third-party
-        transports written before it existed do not).
+        transports written before it existed do not).  Nothing is sent once the
+        run is *interrupted*, also after waiting for the rate limit.
         """
         try:
             if self._bucket is not None:
                 for _ in ready:
+                    if interrupted.is_set():
+                        break
                     self._bucket.acquire()
         except Exception as exc:  # the caller's clock or sleep: nothing was sent
-            return [_callback_error(exc) for _ in ready]
+            return [callback_error(exc) for _ in ready]
+        if interrupted.is_set():
+            return [not_sent() for _ in ready]
         items = [(p.envelope, p.data) for p in ready]
         try:
             if self._reports_results:
@@ -518,7 +425,7 @@ class Mailer:
                 f"send_batch returned {len(outcomes)} outcomes for {len(ready)} messages"
             )
             return [contract_breach(wrong) for _ in ready]
-        return [_checked(outcome) for outcome in outcomes]
+        return [checked(outcome) for outcome in outcomes]
 
     def _prepare(self, message: Sendable, envelope: Envelope | None) -> Prepared:
         if envelope is not None and not isinstance(envelope, Envelope):
@@ -550,8 +457,27 @@ class Mailer:
         )
         raise InvalidMessageError(msg)
 
+    def _bulk_sleep(self, interrupted: threading.Event) -> SleepFn:
+        """The sleep between a bulk message's attempts: it ends the retries (raising
+        ``Interrupted``) once the run is interrupted, and with the default sleep
+        it wakes up at once when that happens."""
+
+        def sleep(seconds: float) -> None:
+            if self._sleep is time.sleep:
+                interrupted.wait(seconds)
+            elif not interrupted.is_set():
+                self._sleep(seconds)
+            if interrupted.is_set():
+                raise Interrupted
+
+        return sleep
+
     def _deliver(
-        self, prepared: Prepared, *, first: SendResult | SMTPKitError | None = None
+        self,
+        prepared: Prepared,
+        *,
+        first: SendResult | SMTPKitError | None = None,
+        sleep: SleepFn | None = None,
     ) -> SendResult:
         attempt = Attempt(
             prepared,
@@ -566,7 +492,7 @@ class Mailer:
             run_with_retries(
                 attempt,
                 self.retry,
-                sleep=self._sleep,
+                sleep=self._sleep if sleep is None else sleep,
                 clock=self._clock,
                 rng=self._rng,
                 on_retry=self._on_retry,
@@ -577,10 +503,14 @@ class Mailer:
             if not attempt.final:
                 raise
             error = exc  # some recipients were delivered before this failure
+        except Interrupted:
+            if not attempt.final:
+                raise
+            error = not_sent()
         except Exception as exc:  # on_retry, sleep or a clock of the caller's raised
             if not attempt.final:
                 raise
-            error = _callback_error(exc)
+            error = callback_error(exc)
         result = attempt.result(elapsed=self._clock() - start, error=error)
         if not result.accepted:
             raise attempt.refused_error()

@@ -9,6 +9,8 @@ are the caller's or the transport's ``ConfigurationError``, and a
 from __future__ import annotations
 
 import logging
+import os
+import signal
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -20,6 +22,7 @@ from smtpkit import (
     Envelope,
     Mailer,
     Message,
+    RateLimit,
     RecipientsRefusedError,
     RetryPolicy,
     SendResult,
@@ -174,3 +177,33 @@ def test_results_without_an_interrupt_are_retried_as_usual():
     }
     assert [r.error is None for r in results] == [True, False, False]
     assert all(isinstance(r.error, SMTPKitError) for r in results[1:])
+
+
+def test_an_interrupt_sends_nothing_that_was_waiting_for_the_rate_limit():
+    fake = FakeTransport()
+
+    def interrupt(progress: object) -> None:
+        raise KeyboardInterrupt
+
+    # 5 messages a second: the second worker waits 0.2 s for its token, and the
+    # interrupt comes right after the first message.
+    with Mailer(transport=fake, rate_limit=RateLimit(5)) as mailer:
+        with pytest.raises(KeyboardInterrupt):
+            mailer.send_many(
+                [message(n) for n in range(10)], concurrency=2, on_progress=interrupt
+            )
+    assert len(fake.outbox) == 1
+
+
+def test_an_interrupt_ends_a_backoff_wait_at_once():
+    transport = Greylisting()
+    retry = RetryPolicy(attempts=5, wait_initial=5, wait_jitter=0)
+    # A real SIGINT: _thread.interrupt_main() would not wake a blocked wait.
+    timer = threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT))
+    start = time.monotonic()
+    with Mailer(transport=transport, retry=retry) as mailer:  # the default sleep
+        timer.start()
+        with pytest.raises(KeyboardInterrupt):
+            mailer.send_many([message(1)])
+    assert time.monotonic() - start < 3  # not the 5 s backoff, let alone 75 s
+    assert transport.attempts_by_rcpt == {"u1@example.com": 1}

@@ -1,0 +1,79 @@
+"""The outcomes of one message's sending that the mailer builds itself: a
+transport's answer checked, a caller's hook that raised, an interrupted run."""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+
+from ._attempt import Prepared
+from ._exceptions import InvalidMessageError, SMTPKitError, TransportError
+from ._transports.base import SendResult, Transport, contract_breach
+
+__all__ = [
+    "Interrupted",
+    "callback_error",
+    "checked",
+    "invalid",
+    "not_sent",
+    "takes_on_result",
+    "unretried",
+]
+
+
+def takes_on_result(transport: Transport) -> bool:
+    """Whether ``transport.send_batch`` accepts ``on_result=`` (older ones do not)."""
+    try:
+        parameters = inspect.signature(transport.send_batch).parameters.values()
+    except (TypeError, ValueError):  # a builtin or otherwise opaque callable
+        return False
+    return any(
+        p.name == "on_result" or p.kind is inspect.Parameter.VAR_KEYWORD
+        for p in parameters
+    )
+
+
+def checked(outcome: object) -> SendResult | SMTPKitError:
+    """*outcome* if it is one a transport may return, else a contract breach."""
+    if isinstance(outcome, SendResult | SMTPKitError):
+        return outcome
+    return contract_breach(TypeError(f"send_batch returned {type(outcome).__name__}"))
+
+
+def callback_error(exc: Exception) -> TransportError:
+    """The error of a message whose sending stopped because a caller's hook raised.
+
+    The hook (``on_retry``, ``sleep``, ``clock``) ran between attempts, so what
+    the server got is known: the message failed, and it was not retried.
+    """
+    error = TransportError(
+        f"sending stopped: a hook raised {type(exc).__name__}: {exc}",
+    )
+    error.__cause__ = exc
+    return error
+
+
+def invalid(exc: Exception) -> SMTPKitError:
+    """The error for a message that could not be prepared (rendered, addressed)."""
+    if isinstance(exc, SMTPKitError):
+        return exc
+    error = InvalidMessageError(f"cannot send this message: {exc}")
+    error.__cause__ = exc
+    return error
+
+
+class Interrupted(Exception):  # noqa: N818 - a signal, not an error
+    """Raised by a bulk message's sleep: the run was interrupted, retry no more."""
+
+
+def not_sent() -> TransportError:
+    return TransportError("not sent: send_many was interrupted (KeyboardInterrupt)")
+
+
+def unretried(item: Prepared, first: SendResult | SMTPKitError) -> SendResult:
+    """The result of a message left at its first attempt (the run was interrupted)."""
+    if isinstance(first, SendResult):
+        return dataclasses.replace(first, message_id=item.message_id)
+    return SendResult(
+        envelope=item.envelope, message_id=item.message_id, error=first, attempts=1
+    )
