@@ -111,7 +111,9 @@ def test_an_absolute_unicode_host_keeps_its_root_dot(idna_path, host, stored) ->
     assert SMTPConfig(host=host).host == stored
 
 
-@pytest.mark.parametrize("host", ["bücher.example..", "bücher..example", ".bücher.example"])
+@pytest.mark.parametrize(
+    "host", ["bücher.example..", "bücher..example", ".bücher.example"]
+)
 def test_only_one_root_dot_is_taken_off(idna_path, host) -> None:
     with pytest.raises(pydantic.ValidationError, match="not a valid host name"):
         SMTPConfig(host=host)
