@@ -204,17 +204,19 @@ def _leading_fields(msg: MIMEMessage) -> list[tuple[str, str]]:
 
     CR CR LF counts as one line end here, so the fields of a message converted to
     CRLF twice all along (``To: b\r\r\nBcc: c\r\r\n``) are read as one block.
+    Folded lines at the very start belong to a field cut in the middle of its
+    folding (``Subject: a\r\r\n b``).
     """
     body = msg.preamble if msg.is_multipart() else msg.get_payload()
-    fields: list[tuple[str, str]] = []
+    fields = [("", "")]  # the field a leading folded line continues: not named
     for line in _lines(body if isinstance(body, str) else ""):
-        if fields and line[:1] in (" ", "\t") and line.strip():  # folded
+        if line[:1] in (" ", "\t") and line.strip():  # folded
             fields[-1] = (fields[-1][0], fields[-1][1] + line)
         elif field := _FIELD_LINE_RE.match(line):
             fields.append((field[1], line[field.end() :]))
         else:
             break
-    return fields
+    return fields[1:]
 
 
 def _lines(text: str) -> Iterator[str]:

@@ -35,7 +35,10 @@ def parsed(kind: str, raw: bytes) -> LegacyMessage:
 
 @pytest.mark.parametrize("kind", PARSERS)
 @pytest.mark.parametrize("envelope", [None, ENVELOPE], ids=["derived", "explicit"])
-@pytest.mark.parametrize("cut", [b"\r\r\n", b"\r\n\r\n", b"\r\r", b"\n\r\n"])
+@pytest.mark.parametrize(
+    "cut",
+    [b"\r\r\n", b"\r\n\r\n", b"\r\r", b"\n\r\n", b"\r\r\n folded\r\n\tagain\r\n"],
+)
 def test_a_bcc_after_a_bare_cr_or_an_empty_line_is_refused(
     kind: str, envelope: Envelope | None, cut: bytes
 ) -> None:
@@ -107,6 +110,7 @@ def test_a_multipart_preamble_that_starts_with_a_bcc_is_refused(kind: str) -> No
         b"\r\nBcc: boss@x.org\r\nTo: c@x.org\r\n",  # the remedy: an empty line first
         b"Dear all,\r\nBcc: boss@x.org\r\n",  # not at the start
         b"Bcc me next time\r\n",  # no colon
+        b"  indented text\r\nNote: x\r\n",
         b"Note: and no line end",
         b"",
     ],
@@ -135,7 +139,7 @@ def cut_messages(draw: st.DrawFn) -> tuple[bytes, list[str]]:
     """A header block cut somewhere (or not), and the addresses it names."""
     names = draw(st.lists(st.sampled_from(ADDRESS_FIELDS), min_size=1, max_size=4))
     others = draw(st.lists(st.sampled_from(OTHER_FIELDS), max_size=4, unique=True))
-    lines = [f"{name}: R{i} <{name.lower()}{i}@x.org>".encode() for i, name in
+    lines = [f"{name}: R{i}\r\n <{name.lower()}{i}@x.org>".encode() for i, name in
              enumerate(names)]  # fmt: skip
     block = draw(st.permutations(lines + others))
     addresses = [f"{name.lower()}{i}@x.org" for i, name in enumerate(names)]
