@@ -433,7 +433,10 @@ class SMTPConfig(BaseModel):
         # encode (an empty label, "smtp..example.com") would fail at connect.
         try:
             if not value.isascii():
-                return ascii_domain(value)
+                # An absolute name keeps its root dot, as "mail.example.com." does;
+                # the encoder sees the labels alone (an empty last label is refused).
+                root = "." if value.endswith(".") else ""
+                return ascii_domain(value.removesuffix(".")) + root
             value.encode("idna")
         except ValueError as exc:  # UnicodeError included
             msg = f"host {value!r} is not a valid host name or address"

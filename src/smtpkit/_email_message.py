@@ -32,10 +32,20 @@ __all__ = ["check_header_blocks", "envelope_of", "render_email"]
 _FIELD_NAME_RE: Final = re.compile(r"[!-9;-~]+")  # RFC 5322 §3.6.8
 # Folding white space in a parsed header: a line break, then WSP, then text.
 _VALID_FOLD_RE: Final = re.compile(r"\r?\n(?=[ \t]+[^ \t\r\n])")
+# A continuation line of white space alone: RFC 5322 §3.2.2 forbids generating
+# it (only obs-FWS, §4.2, reads it), and a reader may take it for the empty line
+# that ends the header block.
+_BLANK_FOLD_RE: Final = re.compile(r"\r?\n[ \t]+(?=\r?\n|\Z)")
 _ADDRESS_FIELDS: Final = (
     "From", "Sender", "Reply-To", "To", "Cc",
     "Resent-From", "Resent-Sender", "Resent-To", "Resent-Cc",
 )  # fmt: skip
+# A line that starts a header field (the obsolete white space before the colon of
+# RFC 5322 §4.5 included), and the line ends a parser may have split a body at.
+_FIELD_LINE_RE: Final = re.compile(r"([!-9;-~]+)[ \t]*:")
+_LINE_END_RE: Final = re.compile(r"\r*\n|\r")
+_BLIND_FIELDS: Final = frozenset({"bcc", "resent-bcc"})
+_RECIPIENT_FIELDS: Final = frozenset({"to", "cc", "resent-to", "resent-cc"})
 _UTF8_POLICY: Final = email_policy.SMTPUTF8
 _DEFAULT_POLICY: Final = email_policy.default
 # What smtplib's send_message writes a legacy message with, less its mbox-era
@@ -67,9 +77,11 @@ def envelope_of(msg: MIMEMessage) -> Envelope:
         InvalidMessageError: No sender or no recipient could be found, the
             message has more than one ``Resent-`` block, an address field holds
             a control character or line break, or a header block was cut short
-            (see ``check_header_blocks``).
+            (see ``check_header_blocks``), or its body starts with a recipient
+            field (``To: b@x.org``) the header block may have lost.
     """
     check_header_blocks(msg)
+    _check_body_start(msg, recipients=True)
     resent = msg.get_all("Resent-Date") or []
     if len(resent) > 1:
         msg_text = "pass an envelope: the message has more than one Resent- block"
@@ -113,9 +125,18 @@ def check_header_blocks(msg: MIMEMessage) -> None:
     read it.  Every part is checked, attached messages included: the rest of a
     part's fields (``Content-Transfer-Encoding``...) would be lost the same way,
     and an attached message would be rewritten with a blank line after the bad one.
+    A part with no field at all loses nothing (its body merely lacks the blank line
+    before it, which rendering adds), unless its first line is a field written in
+    the obsolete ``Name : value`` form.
+
+    An empty line ends the block without a defect, and the stdlib reads a bare CR
+    as a line end: ``Subject: hi\r\r\n`` (a file converted to CRLF twice) is a
+    line and an empty line.  So a message whose body starts with a ``Bcc`` or
+    ``Resent-Bcc`` field is refused too (see ``_check_body_start``).
 
     Raises:
-        InvalidMessageError: Naming the line and the part.
+        InvalidMessageError: Naming the line and the part, or the fields the
+            body starts with.
     """
     for number, part in enumerate(msg.walk()):
         if not _cut_short(part):
@@ -123,6 +144,8 @@ def check_header_blocks(msg: MIMEMessage) -> None:
         payload = part.get_payload() if not part.is_multipart() else part.preamble
         text = _as_unicode(payload) if isinstance(payload, str) else ""
         line = text.lstrip("\r\n").splitlines()[0] if text.strip() else ""
+        if number and not part.keys() and not _FIELD_LINE_RE.match(line):
+            continue  # a part (never the message: a Bcc could hide) without fields
         at = f"at the line {line!r}, which" if line else "at a line that"
         where = (
             "its header block"
@@ -137,6 +160,72 @@ def check_header_blocks(msg: MIMEMessage) -> None:
             "the message again (write 'Subject: x', not the obsolete 'Subject : x')"
         )
         raise InvalidMessageError(msg_text)
+    _check_body_start(msg, recipients=False)
+
+
+def _check_body_start(msg: MIMEMessage, *, recipients: bool) -> None:
+    """Refuse a message whose body starts with fields its header block lost.
+
+    Only the message's own body (or a multipart's preamble) is read: its fields
+    alone make the envelope, and its Bcc alone is left out.  A body that starts
+    with ``Bcc:`` is always refused; with an address in ``To:`` or ``Cc:`` only
+    when *recipients* come from the headers (an explicit envelope loses nobody),
+    so a memo that starts ``To: all staff`` or a form that starts ``From: ...``
+    is still sent.  A body meant to start so can start with an empty line.
+    """
+    found = [
+        name
+        for name, value in _leading_fields(msg)
+        if name.lower() in _BLIND_FIELDS
+        or (recipients and name.lower() in _RECIPIENT_FIELDS and "@" in value)
+    ]
+    if not found:
+        return
+    blind = any(name.lower() in _BLIND_FIELDS for name in found)
+    lost = (
+        "a Bcc would be shown to every recipient and not sent to"
+        if blind
+        else "their addresses would not be sent to"
+    )
+    msg_text = (
+        "the message cannot be sent as it is: its header block probably ends "
+        f"early, as its body starts with header fields ({', '.join(found)}) that "
+        f"would be sent as body text ({lost}). A line that ends in a bare "
+        "CR (CR CR LF, as in a file converted to CRLF twice) or an empty line ends "
+        "the header block: fix the line endings (raw.replace(b'\\r\\r\\n', "
+        "b'\\r\\n')) and parse the message again; a body meant to start with "
+        "these lines must start with an empty line"
+    )
+    raise InvalidMessageError(msg_text)
+
+
+def _leading_fields(msg: MIMEMessage) -> list[tuple[str, str]]:
+    """The name and value of each field-like line the body starts with.
+
+    CR CR LF counts as one line end here, so the fields of a message converted to
+    CRLF twice all along (``To: b\r\r\nBcc: c\r\r\n``) are read as one block.
+    Folded lines at the very start belong to a field cut in the middle of its
+    folding (``Subject: a\r\r\n b``).
+    """
+    body = msg.preamble if msg.is_multipart() else msg.get_payload()
+    fields = [("", "")]  # the field a leading folded line continues: not named
+    for line in _lines(body if isinstance(body, str) else ""):
+        if line[:1] in (" ", "\t") and line.strip():  # folded
+            fields[-1] = (fields[-1][0], fields[-1][1] + line)
+        elif field := _FIELD_LINE_RE.match(line):
+            fields.append((field[1], line[field.end() :]))
+        else:
+            break
+    return fields[1:]
+
+
+def _lines(text: str) -> Iterator[str]:
+    """Each line of *text*, lazily: a body can be megabytes long."""
+    start = 0
+    for end in _LINE_END_RE.finditer(text):
+        yield text[start : end.start()]
+        start = end.end()
+    yield text[start:]
 
 
 def _field_addresses(msg: MIMEMessage, name: str) -> list[str]:
@@ -251,6 +340,14 @@ def _check_field(name: str, text: str) -> bool:
             text = raw.decode("utf-8", "replace")
         else:
             utf8 = True
+    if _BLANK_FOLD_RE.search(text):
+        msg = (
+            f"a folded line of header {name} holds only white space, which a reader "
+            "may take for the end of the header block: remove that line from the "
+            f"source and parse the message again, or set {name} again on one line "
+            f"(msg.replace_header({name!r}, value)): {text!r}"
+        )
+        raise InvalidMessageError(msg)
     check_header_text(f"header {name}", _VALID_FOLD_RE.sub("", text))
     return utf8
 

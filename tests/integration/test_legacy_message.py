@@ -90,3 +90,34 @@ def test_a_cut_short_header_block_never_reaches_the_server(server, config_for):
         with pytest.raises(InvalidMessageError, match="'X-Mailer no colon'"):
             mailer.send(email.message_from_bytes(raw))
     assert server.messages == []
+
+
+@pytest.mark.parametrize("policy", [email.policy.compat32, email.policy.default])
+def test_a_bcc_after_a_bare_cr_never_reaches_the_server(server, config_for, policy):
+    # CR CR LF (a file converted to CRLF twice): the stdlib ends the block there.
+    raw = (
+        b"From: a@example.com\r\nTo: b@example.com\r\nSubject: hi\r\r\n"
+        b"Bcc: secret@example.com\r\n\r\nHello\r\n"
+    )
+    with Mailer(config_for(server)) as mailer:
+        with pytest.raises(InvalidMessageError, match=r"header fields \(Bcc\)"):
+            mailer.send(email.message_from_bytes(raw, policy=policy))
+        fixed = email.message_from_bytes(raw.replace(b"\r\r\n", b"\r\n"), policy=policy)
+        mailer.send(fixed)
+    [received] = server.messages
+    assert received.rcpt_tos == ["b@example.com", "secret@example.com"]
+    assert b"secret" not in received.data
+
+
+def test_a_part_without_any_header_arrives_with_its_blank_line(server, config_for):
+    raw = (
+        b"From: a@example.com\r\nTo: b@example.com\r\nMIME-Version: 1.0\r\n"
+        b"Content-Type: multipart/mixed; boundary=XX\r\n\r\n"
+        b"--XX\r\nhello world\r\n--XX--\r\n"
+    )
+    with Mailer(config_for(server)) as mailer:
+        mailer.send(email.message_from_bytes(raw))
+    [received] = server.messages
+    assert received.data.endswith(b"\r\n--XX\r\n\r\nhello world\r\n--XX--\r\n")
+    [part] = email.message_from_bytes(received.data).get_payload()
+    assert part.get_payload() == "hello world"

@@ -97,3 +97,23 @@ def test_a_unicode_host_is_stored_as_its_idna_2008_a_labels() -> None:
 def test_a_host_that_idna_2003_would_change_is_refused_without_the_extra(host) -> None:
     with without_idna(), pytest.raises(pydantic.ValidationError, match="host"):
         SMTPConfig(host=host)
+
+
+@pytest.mark.parametrize(
+    ("host", "stored"),
+    [
+        ("bücher.example.", "xn--bcher-kva.example."),  # absolute: the root dot stays
+        ("mail.example.com.", "mail.example.com."),
+        ("bücher.example", "xn--bcher-kva.example"),
+    ],
+)
+def test_an_absolute_unicode_host_keeps_its_root_dot(idna_path, host, stored) -> None:
+    assert SMTPConfig(host=host).host == stored
+
+
+@pytest.mark.parametrize(
+    "host", ["bücher.example..", "bücher..example", ".bücher.example"]
+)
+def test_only_one_root_dot_is_taken_off(idna_path, host) -> None:
+    with pytest.raises(pydantic.ValidationError, match="not a valid host name"):
+        SMTPConfig(host=host)
