@@ -13,6 +13,7 @@ rule, ``Resent-`` blocks included.
 from __future__ import annotations
 
 import copy
+import functools
 import re
 from collections.abc import Iterator
 from email import policy as email_policy
@@ -30,6 +31,20 @@ from ._mime import MAX_LINE, check_header_text, normalize_line_endings
 __all__ = ["check_header_blocks", "envelope_of", "render_email"]
 
 _FIELD_NAME_RE: Final = re.compile(r"[!-9;-~]+")  # RFC 5322 §3.6.8
+
+
+@functools.cache
+def _modern_keeps_8bit_headers() -> bool:
+    """Whether the stdlib writes parsed 8-bit header text as it is under the modern
+    ``SMTP`` policy (3.10 to 3.12), rather than as ``unknown-8bit`` encoded words
+    (3.13): only then can an attached message's 8-bit headers go with 8BITMIME.
+    Probed rather than read from the version, so a backport changes nothing."""
+    probe = BytesParser(policy=email_policy.default).parsebytes(
+        b"Subject: \xc3\xa9\r\n\r\n"
+    )
+    return b"\xc3\xa9" in probe.as_bytes(policy=email_policy.SMTP)
+
+
 # Folding white space in a parsed header: a line break, then WSP, then text.
 _VALID_FOLD_RE: Final = re.compile(r"\r?\n(?=[ \t]+[^ \t\r\n])")
 # A continuation line of white space alone: RFC 5322 §3.2.2 forbids generating
@@ -380,7 +395,9 @@ def _check_headers(msg: MIMEMessage, *, modern: bool) -> bool:
         its generator encodes other text as RFC 2047 words.  The header fields of
         an attached message are body octets of this one: parsed UTF-8 there is
         written as it is and travels with 8BITMIME, like its 8-bit body
-        (RFC 6532 §3.5 names message/global for that content, not the envelope).
+        (RFC 6532 §3.5 names message/global for that content, not the envelope),
+        except where the modern policy would re-encode it (Python 3.13): then the
+        utf8 policy, and so SMTPUTF8, keeps the attached message's bytes.
     """
     utf8 = False
     for part, attached in _parts(msg):
@@ -392,7 +409,9 @@ def _check_headers(msg: MIMEMessage, *, modern: bool) -> bool:
             if raw_text and type(value) is str:
                 parsed_bytes = _as_unicode(value) != value
                 utf8 = utf8 or (
-                    modern and not parsed_bytes if attached else modern or parsed_bytes
+                    modern and (not parsed_bytes or not _modern_keeps_8bit_headers())
+                    if attached
+                    else modern or parsed_bytes
                 )
     return utf8
 

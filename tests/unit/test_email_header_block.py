@@ -19,7 +19,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from smtpkit import Envelope, InvalidMessageError, Mailer, Message, RetryPolicy
+from smtpkit import (
+    Envelope,
+    InvalidMessageError,
+    Mailer,
+    Message,
+    RetryPolicy,
+    _email_message,
+)
 from smtpkit.testing import FakeTransport
 
 PARSERS = {
@@ -174,7 +181,10 @@ def test_an_attached_message_with_utf8_headers_needs_only_8bitmime(kind: str) ->
         + b"\r\n--BB--\r\n"
     )
     [sent] = send(PARSERS[kind](raw)).outbox
-    assert not sent.envelope.needs_smtputf8
+    # Python 3.13's modern policy would write the inner headers as unknown-8bit
+    # encoded words: there, SMTPUTF8 (the utf8 policy) keeps the bytes instead.
+    reencodes = kind == "modern" and not _email_message._modern_keeps_8bit_headers()
+    assert sent.envelope.needs_smtputf8 == reencodes
     assert bytes(sent.data) == raw  # the 8-bit bytes travel as they are
 
 
