@@ -289,6 +289,7 @@ class SMTPTransport(Transport):
                 self.handshake(conn)
             except BaseException as exc:
                 progress.command = conn.last_command
+                progress.tls_up = conn.is_tls
                 # RFC 5321 §4.1.1.10: after a refusal (AUTH 535, HELO, a missing
                 # extension) the session is intact and ends with QUIT, not a
                 # dropped connection.
