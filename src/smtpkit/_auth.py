@@ -11,9 +11,10 @@ from __future__ import annotations
 import abc
 import hashlib
 import hmac
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import ClassVar, Final
+from typing import ClassVar, Final, TypeVar
 
 from pydantic import SecretStr
 from typing_extensions import override
@@ -29,9 +30,16 @@ __all__ = [
     "Responder",
     "TokenProvider",
     "XOAuth2Auth",
+    "has_lone_surrogates",
     "password_strategies",
     "raised",
+    "run_auth_code",
 ]
+
+_T = TypeVar("_T")
+# PEP 383: os.environ and os.fsdecode turn bytes that are not UTF-8 into these.
+_LONE_SURROGATE: Final = re.compile("[\ud800-\udfff]")
+_LONE_SURROGATES: Final = "characters that are not valid Unicode (lone surrogates)"
 
 Responder = Callable[[bytes | None], bytes | None]
 """Answers one SASL step.
@@ -50,9 +58,54 @@ token is close to expiry.
 
 
 def raised(source: str, exc: Exception) -> str:
-    """Say that the caller's code *source* raised *exc* (its text, if any)."""
-    text = str(exc)
+    """Say that the caller's code *source* raised *exc* (its text, if any).
+
+    A ``UnicodeError``'s text quotes a character of the string it failed on,
+    which may be a secret: only its codec and reason are shown.
+    """
+    if isinstance(exc, UnicodeError):
+        codec = getattr(exc, "encoding", None)
+        reason = getattr(exc, "reason", None)
+        text = f"{codec!r} codec: {reason}" if codec and reason else reason or ""
+    else:
+        text = str(exc)
     return f"{source} raised {type(exc).__name__}" + (f": {text}" if text else "")
+
+
+def has_lone_surrogates(text: str) -> bool:
+    """True when *text* holds a lone surrogate, which no UTF-8 encoder accepts."""
+    return _LONE_SURROGATE.search(text) is not None
+
+
+def run_auth_code(source: str, call: Callable[[], _T]) -> _T:
+    """Run the caller's SASL code *call*, its errors made ``TransportError``.
+
+    smtpkit errors pass through; any other error is chained as the cause.  Not
+    a ``UnicodeError``: its ``object`` (shown by ``repr()`` and pickled) is the
+    whole string that failed, a SASL payload with the secret, and its text
+    quotes a character of it.  That one is raised with neither cause nor
+    context, and a text of its own.  Permanent: the same credentials fail again.
+
+    Args:
+        source: Who runs, as messages name it (``"PlainAuth (PLAIN)"``).
+        call: What to run.
+    """
+    try:
+        return call()
+    except SMTPKitError:
+        raise
+    except UnicodeError as exc:
+        reason = getattr(exc, "reason", None) or ""
+        if isinstance(exc, UnicodeEncodeError) and "surrogate" in reason:
+            msg = (
+                f"the credentials of {source} cannot be encoded: they contain "
+                f"{_LONE_SURROGATES}"
+            )
+        else:
+            msg = raised(source, exc)
+    except Exception as exc:
+        raise TransportError(raised(source, exc), command="AUTH") from exc
+    raise TransportError(msg, command="AUTH")  # outside the handler: no __context__
 
 
 def _secret(value: str | SecretStr) -> SecretStr:
@@ -204,16 +257,17 @@ class _TokenAuth(Auth):
             assert self.token is not None  # noqa: S101 - guaranteed by __init__
             return self.token.get_secret_value()
         source = f"{self.mechanism} token_provider"
-        try:
-            # Typed as str, but an untyped provider may return None or bytes.
-            token: object = self.token_provider()
-        except SMTPKitError:
-            raise
-        except Exception as exc:
-            raise TransportError(raised(source, exc), command="AUTH") from exc
+        # Typed as str, but an untyped provider may return None or bytes.
+        token: object = run_auth_code(source, self.token_provider)
         if not isinstance(token, str) or not token:
             got = "an empty str" if token == "" else type(token).__name__
             msg = f"{source} returned {got}, not an access token"
+            raise TransportError(msg, command="AUTH")
+        if has_lone_surrogates(token):
+            msg = (
+                f"{source} returned a token that cannot be sent: it contains "
+                f"{_LONE_SURROGATES}"
+            )
             raise TransportError(msg, command="AUTH")
         return token
 

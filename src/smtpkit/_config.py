@@ -26,7 +26,7 @@ from pydantic_core import InitErrorDetails
 from typing_extensions import Self, TypedDict, Unpack, override
 
 from ._address import FORBIDDEN_CHARS, ascii_domain
-from ._auth import Auth, password_strategies
+from ._auth import Auth, has_lone_surrogates, password_strategies
 from ._exceptions import ConfigurationError
 from ._url import smtp_url_fields
 
@@ -423,6 +423,20 @@ class SMTPConfig(BaseModel):
     @classmethod
     def _single_line(cls, value: str | None) -> str | None:
         return _no_line_breaks(value, "value")
+
+    @field_validator("username", "password")
+    @classmethod
+    def _encodable(cls, value: str | SecretStr | None) -> str | SecretStr | None:
+        # os.environ decodes bytes that are not UTF-8 to lone surrogates (PEP 383),
+        # which no SASL mechanism can send; a UnicodeError would quote the value.
+        text = value.get_secret_value() if isinstance(value, SecretStr) else value
+        if text is not None and has_lone_surrogates(text):
+            msg = (
+                "value contains characters that are not valid Unicode (lone "
+                "surrogates, as os.environ gives for bytes that are not UTF-8)"
+            )
+            raise ValueError(msg)
+        return value
 
     @field_validator("host")
     @classmethod

@@ -31,6 +31,11 @@ pytestmark = pytest.mark.integration
 
 MESSAGE = Message(sender="a@example.com", to="b@example.com", subject="s", text="x")
 MODES = {"implicit": "the TLS handshake", "starttls": "STARTTLS"}
+# Under TLS 1.3 the refusal is read once the client's handshake has succeeded.
+AFTER = {
+    "implicit": "after the TLS handshake",
+    "starttls": "after the STARTTLS handshake",
+}
 
 
 def send(config: SMTPConfig) -> list[float]:
@@ -88,7 +93,7 @@ def test_a_missing_client_certificate_under_tls13_says_set_client_cert(
         with pytest.raises(TLSError) as info:
             send(config_for_raw(server, tls, ca_file))
     assert str(info.value) == (
-        f"TLS failed with 127.0.0.1:{server.port} (tls={tls}) during {MODES[tls]}: "
+        f"TLS failed with 127.0.0.1:{server.port} (tls={tls}) {AFTER[tls]}: "
         "the server requires a client certificate and refused the connection "
         "without one it accepts (TLSV13_ALERT_CERTIFICATE_REQUIRED); set "
         "client_cert and client_key (or load one into ssl_context)"
@@ -112,7 +117,7 @@ def test_a_client_certificate_from_an_unknown_ca_names_the_file(
         with pytest.raises(TLSError) as info:
             send(config_for_raw(server, tls, ca_file, client_cert=str(cert_file)))
     assert str(info.value) == (
-        f"TLS failed with 127.0.0.1:{server.port} (tls={tls}) during {MODES[tls]}: "
+        f"TLS failed with 127.0.0.1:{server.port} (tls={tls}) {AFTER[tls]}: "
         f"the server refused the client certificate client_cert={str(cert_file)!r} "
         "(TLSV1_ALERT_UNKNOWN_CA): check that it is the certificate the server "
         "expects, issued by a CA the server trusts, and still valid"
@@ -175,3 +180,109 @@ def test_a_reset_after_the_handshake_stays_a_lost_connection(
             send(config)
     assert info.value.is_transient
     assert info.value.attempts == 3
+
+
+# Other alerts right after the handshake.  No real server sends internal_error or
+# bad_record_mac on demand, so the client's own sockets (ssl's sslsocket_class
+# hook, over a real handshake with a real server) raise on their first read what
+# OpenSSL raises when such an alert arrives there.
+
+LOST_SESSION_ALERTS = [
+    "TLSV1_ALERT_INTERNAL_ERROR",  # a server under load, a proxy's backend down
+    "SSLV3_ALERT_BAD_RECORD_MAC",
+    "TLSV1_ALERT_DECODE_ERROR",
+    "TLSV1_ALERT_DECRYPT_ERROR",
+    "SSLV3_ALERT_UNEXPECTED_MESSAGE",
+]
+REFUSAL_ALERTS = [
+    "TLSV1_ALERT_ACCESS_DENIED",
+    "SSLV3_ALERT_HANDSHAKE_FAILURE",
+    "TLSV1_ALERT_PROTOCOL_VERSION",
+]
+
+
+def alerting_context(ca: trustme.CA, reason: str, sessions: int) -> ssl.SSLContext:
+    """A client context whose first *sessions* TLS sessions read *reason*'s alert."""
+    left = [sessions]
+
+    class AlertingSocket(ssl.SSLSocket):
+        def recv(self, buflen: int = 1024, flags: int = 0) -> bytes:
+            if left[0] > 0:
+                left[0] -= 1
+                exc = ssl.SSLError(1, f"[SSL: {reason}] alert (_ssl.c:2580)")
+                exc.reason = reason
+                exc.library = "SSL"
+                raise exc
+            return super().recv(buflen, flags)
+
+    context = ssl.create_default_context()
+    ca.configure_trust(context)
+    context.sslsocket_class = AlertingSocket
+    return context
+
+
+def tls_server(start_server, tls: str, context: ssl.SSLContext):
+    if tls == "implicit":
+        return start_server(ssl_context=context)
+    return start_server(tls_context=context, require_starttls=True)
+
+
+@pytest.mark.parametrize("reason", LOST_SESSION_ALERTS)
+@pytest.mark.parametrize("tls", MODES)
+def test_another_alert_after_the_handshake_is_a_lost_session_and_retried(
+    start_server, server_tls_context, ca, tls, reason
+):
+    # Before: a permanent TLSError "during the TLS handshake", never retried.
+    server = tls_server(start_server, tls, server_tls_context)
+    config = SMTPConfig(
+        host=server.host,
+        port=server.port,
+        tls=tls,
+        ssl_context=alerting_context(ca, reason, sessions=1),
+    )
+    waits = send(config)
+    assert len(waits) == 1
+    assert len(server.messages) == 1
+
+
+@pytest.mark.parametrize("tls", MODES)
+def test_an_alert_after_every_handshake_fails_as_a_lost_connection(
+    start_server, server_tls_context, ca, tls
+):
+    server = tls_server(start_server, tls, server_tls_context)
+    reason = "TLSV1_ALERT_INTERNAL_ERROR"
+    config = SMTPConfig(
+        host=server.host,
+        port=server.port,
+        tls=tls,
+        ssl_context=alerting_context(ca, reason, sessions=3),
+    )
+    with pytest.raises(ServerDisconnectedError) as info:
+        send(config)
+    assert info.value.is_transient
+    assert info.value.attempts == 3
+    assert "TLS handshake" not in str(info.value)
+    assert server.messages == []
+
+
+@pytest.mark.parametrize("reason", REFUSAL_ALERTS)
+@pytest.mark.parametrize("tls", MODES)
+def test_a_refusal_after_the_handshake_says_after_and_is_not_retried(
+    start_server, server_tls_context, ca, tls, reason
+):
+    server = tls_server(start_server, tls, server_tls_context)
+    config = SMTPConfig(
+        host=server.host,
+        port=server.port,
+        tls=tls,
+        ssl_context=alerting_context(ca, reason, sessions=3),
+    )
+    with pytest.raises(TLSError) as info:
+        send(config)
+    assert str(info.value).startswith(
+        f"TLS failed with 127.0.0.1:{server.port} (tls={tls}) {AFTER[tls]}: "
+    )
+    assert reason in str(info.value)
+    assert not info.value.is_transient
+    assert info.value.attempts == 1
+    assert server.messages == []

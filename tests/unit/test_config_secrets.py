@@ -262,3 +262,57 @@ def test_a_url_without_scheme_does_not_quote_the_user_name():
     )
     assert_hidden(error, [SECRET, "alice.payroll"])
     assert "smtp://" in str(error)
+
+
+# -- credentials that cannot be encoded ----------------------------------------------
+
+SURROGATES = st.characters(min_codepoint=0xD800, max_codepoint=0xDFFF)
+PRINTABLE = st.text(
+    st.characters(whitelist_categories=["L", "N", "P", "S"]), max_size=6
+)
+LONE = (
+    "Value error, value contains characters that are not valid Unicode (lone "
+    "surrogates, as os.environ gives for bytes that are not UTF-8)"
+)
+
+
+@given(
+    field=st.sampled_from(["username", "password"]),
+    before=PRINTABLE,
+    surrogate=SURROGATES,
+    after=PRINTABLE,
+    wrap=st.booleans(),
+)
+def test_a_lone_surrogate_in_the_credentials_is_refused_without_quoting(
+    field, before, surrogate, after, wrap
+):
+    # os.environ decodes bytes that are not UTF-8 so (PEP 383): no SASL
+    # mechanism could send it, so it fails here rather than at the first login.
+    value = f"{SECRET}{before}{surrogate}{after}"
+    fields = {"host": "h", "username": "u", "password": "p"}
+    fields[field] = pydantic.SecretStr(value) if wrap and field == "password" else value
+    error = raised(lambda: SMTPConfig(**fields))
+    assert isinstance(error, pydantic.ValidationError)
+    [entry] = error.errors()
+    assert entry["loc"] == (field,)
+    assert entry["msg"] == LONE
+    assert entry["input"] == "<redacted>"
+    assert error.__cause__ is None
+    assert error.__context__ is None
+    assert_hidden(error, [SECRET])
+
+
+def test_from_env_refuses_an_undecodable_password_without_quoting_it():
+    password = (SECRET.encode() + b"\xff").decode("utf-8", "surrogateescape")
+    environ = {"SMTP_HOST": "h", "SMTP_USERNAME": "u", "SMTP_PASSWORD": password}
+    error = raised(lambda: SMTPConfig.from_env(environ=environ))
+    assert isinstance(error, pydantic.ValidationError)
+    assert [entry["loc"] for entry in error.errors()] == [("password",)]
+    assert_hidden(error, [SECRET])
+
+
+@given(st.text(st.characters(blacklist_categories=["Cs"]), max_size=12))
+def test_any_other_unicode_credential_is_kept(password):
+    config = SMTPConfig(host="h", username="\U0001f600 u", password=password or "p")
+    assert config.password is not None
+    assert config.password.get_secret_value() == (password or "p")

@@ -277,18 +277,46 @@ def _ssl_error(cls: type[ssl.SSLError], reason: str | None) -> ssl.SSLError:
 
 
 @pytest.mark.parametrize(
-    ("exc", "alert"),
+    ("exc", "refusal"),
     [
         (_ssl_error(ssl.SSLError, "TLSV13_ALERT_CERTIFICATE_REQUIRED"), True),
         (_ssl_error(ssl.SSLError, "SSLV3_ALERT_BAD_CERTIFICATE"), True),
+        (_ssl_error(ssl.SSLError, "TLSV1_ALERT_UNKNOWN_CA"), True),
+        (_ssl_error(ssl.SSLError, "SSLV3_ALERT_HANDSHAKE_FAILURE"), True),
+        (_ssl_error(ssl.SSLError, "TLSV1_ALERT_PROTOCOL_VERSION"), True),
+        # Alerts that say nothing about this client: the session is just lost.
+        (_ssl_error(ssl.SSLError, "TLSV1_ALERT_INTERNAL_ERROR"), False),
+        (_ssl_error(ssl.SSLError, "SSLV3_ALERT_BAD_RECORD_MAC"), False),
+        (_ssl_error(ssl.SSLError, "TLSV1_ALERT_DECODE_ERROR"), False),
+        (_ssl_error(ssl.SSLError, "SSLV3_ALERT_CLOSE_NOTIFY"), False),
         (_ssl_error(ssl.SSLEOFError, "UNEXPECTED_EOF_WHILE_READING"), False),
         (_ssl_error(ssl.SSLZeroReturnError, "ZERO_RETURN"), False),
         (_ssl_error(ssl.SSLError, None), False),
         (ConnectionResetError(104, "Connection reset by peer"), False),
+        (OSError("TLSV13_ALERT_CERTIFICATE_REQUIRED"), False),
     ],
 )
-def test_only_an_alert_the_server_sent_is_a_tls_alert(exc, alert):
-    assert _hints.is_tls_alert(exc) is alert
+def test_only_an_alert_refusing_this_client_is_a_refusal(exc, refusal):
+    assert _hints.is_tls_refusal(exc) is refusal
+
+
+@pytest.mark.parametrize(
+    ("step", "where"),
+    [
+        ("connect", "after the TLS handshake"),
+        ("STARTTLS", "after the STARTTLS handshake"),
+    ],
+)
+def test_an_alert_after_the_handshake_does_not_say_during(step, where):
+    exc = _ssl_error(ssl.SSLError, "TLSV1_ALERT_UNKNOWN_CA")
+    error = tls_failure(
+        exc, STARTTLS_587, step=step, min_version=None, after_handshake=True
+    )
+    assert str(error).startswith(
+        f"TLS failed with smtp.example.com:587 (tls=starttls) {where}: the server "
+        "requires a client certificate"
+    )
+    assert "during" not in str(error)
 
 
 @pytest.mark.parametrize(

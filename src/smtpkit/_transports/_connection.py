@@ -31,7 +31,7 @@ from .._exceptions import (
     TLSError,
 )
 from .._reply import SMTPReply, parse_reply
-from ._hints import is_tls_alert, looks_like_tls
+from ._hints import is_tls_refusal, looks_like_tls
 
 __all__ = ["MAX_REPLY_BYTES", "MAX_REPLY_LINE", "MAX_REPLY_LINES", "SMTPConnection"]
 
@@ -119,8 +119,9 @@ class SMTPConnection(smtplib.SMTP):
         self.is_tls = False
         self.logged_in = False  # set by the transport after a successful AUTH
         # Set by the transport once the handshake (EHLO, STARTTLS, AUTH) is done.
-        # Until then a TLS alert is the server refusing this client (under TLS
-        # 1.3 a refused client certificate arrives on the first read after the
+        # Until then an alert about the client's certificate, the handshake or
+        # the TLS version is the server refusing this client (under TLS 1.3 a
+        # refused client certificate arrives on the first read after the
         # handshake), so it goes to map_errors as the ssl error it is.
         self.established = False
         # Where opening the connection got to: "tcp", "tls" (the implicit-TLS
@@ -449,11 +450,14 @@ class SMTPConnection(smtplib.SMTP):
                 raise TLSError(msg)
 
     def _raise_setup_alert(self, exc: OSError) -> None:
-        """Close and re-raise *exc* if it is a TLS alert before the session is set up.
+        """Close and re-raise *exc* if the server refuses this client's TLS session.
 
-        A reset or an EOF is left to the caller: it reads as a lost connection.
+        Only before the session is set up, and only for the alerts that
+        ``is_tls_refusal`` names.  A reset, an EOF or any other alert (say
+        internal_error from a server under load) is left to the caller: it reads
+        as a lost connection, which may be retried.
         """
-        if not self.established and is_tls_alert(exc):
+        if not self.established and is_tls_refusal(exc):
             self.close()
             raise exc
 

@@ -69,6 +69,8 @@ class Progress:
         tls_min_version: The configured minimum, named when no version fits.
         client_cert: The configured client certificate path, named when the
             server refuses it.
+        tls_up: The connection had finished the client's side of a TLS
+            handshake when the error came: a TLS alert then came after it.
     """
 
     command: str = "connect"
@@ -76,6 +78,7 @@ class Progress:
     conn: SMTPConnection | None = None
     tls_min_version: str | None = None
     client_cert: str | None = None
+    tls_up: bool = False
 
 
 @contextlib.contextmanager
@@ -170,6 +173,11 @@ def _tls_error(exc: ssl.SSLError | ValueError, progress: Progress) -> TLSError:
     if progress.endpoint is None or not isinstance(exc, ssl.SSLError):
         err = TLSError(f"TLS failed: {exc}")
     else:
+        # The client's side of the handshake had succeeded: the server's alert
+        # came on a later read (TLS 1.3 checks the client certificate then).
+        after_handshake = progress.tls_up or (
+            progress.conn is not None and progress.conn.is_tls
+        )
         if progress.endpoint.tls is TLSMode.STARTTLS and step != "connect":
             # A TLS 1.3 server's refusal of the client certificate may be read
             # only at the EHLO after the handshake: it still failed STARTTLS.
@@ -180,6 +188,7 @@ def _tls_error(exc: ssl.SSLError | ValueError, progress: Progress) -> TLSError:
             step=step,
             min_version=progress.tls_min_version,
             client_cert=progress.client_cert,
+            after_handshake=after_handshake,
         )
     err.command = step
     return err

@@ -39,7 +39,7 @@ __all__ = [
     "IMPLICIT_PORT_GREETING_WAIT",
     "IMPLICIT_TLS_PORTS",
     "Endpoint",
-    "is_tls_alert",
+    "is_tls_refusal",
     "looks_like_tls",
     "mail_refusal",
     "no_starttls_message",
@@ -87,6 +87,16 @@ _CLIENT_CERT_ALERTS: Final = frozenset(
         "TLSV1_ALERT_ACCESS_DENIED",
     }
 )
+# The alerts by which a server refuses this client for good, also when they arrive
+# just after the client's handshake is over: its certificate, the handshake itself
+# (a TLS 1.2 server's answer to a missing client certificate, or no shared cipher
+# suite), or the TLS version.  Any other alert (internal_error from a server under
+# load or a proxy whose backend is down, bad_record_mac, decode_error...) says
+# nothing about this client's settings: that session is lost, and a retry may work.
+_REFUSAL_ALERTS: Final = _CLIENT_CERT_ALERTS | {
+    "SSLV3_ALERT_HANDSHAKE_FAILURE",
+    "TLSV1_ALERT_PROTOCOL_VERSION",
+}
 _UNTRUSTED_CODES: Final = frozenset({2, 18, 19, 20, 21})  # X509_V_ERR_*: no trusted CA
 _EXPIRED_CODES: Final = frozenset({9, 10})  # not yet valid, expired
 _HOSTNAME_MISMATCH: Final = 62
@@ -223,14 +233,16 @@ def looks_like_tls(data: bytes | bytearray) -> bool:
     return bytes(data[:2]) in _TLS_RECORD_STARTS
 
 
-def is_tls_alert(exc: BaseException) -> bool:
-    """True when *exc* is a TLS alert the server sent (not a reset or an EOF).
+def is_tls_refusal(exc: BaseException) -> bool:
+    """True when *exc* is a TLS alert by which the server refuses this client.
 
-    A close_notify is ``SSLZeroReturnError`` and an EOF ``SSLEOFError``: neither
-    has ``ALERT`` in its reason.
+    Only the alerts about the client's certificate, the handshake or the TLS
+    version count: retrying with the same settings fails the same way.  A
+    close_notify (``SSLZeroReturnError``), an EOF (``SSLEOFError``), a reset and
+    any other alert are not refusals: the session is lost, and may be retried.
     """
     reason = getattr(exc, "reason", None) or ""
-    return isinstance(exc, ssl.SSLError) and "_ALERT_" in reason
+    return isinstance(exc, ssl.SSLError) and reason in _REFUSAL_ALERTS
 
 
 def _client_cert_refusal(reason: str, client_cert: str | None) -> str | None:
@@ -265,6 +277,7 @@ def tls_failure(
     step: str,
     min_version: str | None,
     client_cert: str | None = None,
+    after_handshake: bool = False,
 ) -> TLSError:
     """Build the ``TLSError`` for a failed handshake, saying what to change.
 
@@ -275,8 +288,18 @@ def tls_failure(
         step: ``"connect"`` (implicit TLS) or ``"STARTTLS"``.
         min_version: The configured ``tls_min_version``, if any.
         client_cert: The configured ``client_cert`` path, if any.
+        after_handshake: True for an alert read after the client's side of the
+            handshake had completed (TLS 1.3 checks the client certificate
+            then): the message says "after", not "during", the handshake.
     """
-    where = "STARTTLS" if step == "STARTTLS" else "the TLS handshake"
+    if after_handshake:
+        where = (
+            "after the STARTTLS handshake"
+            if step == "STARTTLS"
+            else "after the TLS handshake"
+        )
+    else:
+        where = "during STARTTLS" if step == "STARTTLS" else "during the TLS handshake"
     if isinstance(exc, ssl.SSLCertVerificationError):
         detail = exc.verify_message or str(exc)
         code = exc.verify_code
@@ -294,7 +317,7 @@ def tls_failure(
             hint = f"the certificate is not valid now ({detail})"
         else:
             hint = f"certificate verification failed ({detail})"
-        return TLSError(f"TLS failed with {endpoint} during {where}: {hint}")
+        return TLSError(f"TLS failed with {endpoint} {where}: {hint}")
     reason = getattr(exc, "reason", None) or ""  # None when raised by hand
     if reason in _NOT_TLS_REASONS and step == "connect":
         return TLSError(
@@ -303,11 +326,11 @@ def tls_failure(
         )
     refusal = _client_cert_refusal(reason, client_cert)
     if refusal is not None:
-        return TLSError(f"TLS failed with {endpoint} during {where}: {refusal}")
+        return TLSError(f"TLS failed with {endpoint} {where}: {refusal}")
     if reason in _NO_COMMON_VERSION_REASONS:
         limit = f" (tls_min_version={min_version})" if min_version else ""
         return TLSError(
-            f"TLS failed with {endpoint} during {where}: no TLS version that both "
+            f"TLS failed with {endpoint} {where}: no TLS version that both "
             f"sides accept{limit} ({reason})"
         )
     if isinstance(exc, ssl.SSLEOFError) or reason == "UNEXPECTED_EOF_WHILE_READING":
@@ -316,10 +339,10 @@ def tls_failure(
             f"; it may not accept tls_min_version={min_version}" if min_version else ""
         )
         return TLSError(
-            f"TLS failed with {endpoint} during {where}: the server closed the "
+            f"TLS failed with {endpoint} {where}: the server closed the "
             f"connection in the handshake{maybe}"
         )
-    return TLSError(f"TLS failed with {endpoint} during {where}: {reason or exc}")
+    return TLSError(f"TLS failed with {endpoint} {where}: {reason or exc}")
 
 
 def no_starttls_message(endpoint: Endpoint) -> str:

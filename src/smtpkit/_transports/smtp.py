@@ -20,7 +20,7 @@ from typing import Final, TypeVar
 
 from typing_extensions import override
 
-from .._auth import Auth, Responder, raised
+from .._auth import Auth, Responder, run_auth_code
 from .._config import SMTPConfig, TLSMode
 from .._exceptions import (
     AuthenticationError,
@@ -289,6 +289,7 @@ class SMTPTransport(Transport):
                 self.handshake(conn)
             except BaseException as exc:
                 progress.command = conn.last_command
+                progress.tls_up = conn.is_tls
                 # RFC 5321 §4.1.1.10: after a refusal (AUTH 535, HELO, a missing
                 # extension) the session is intact and ends with QUIT, not a
                 # dropped connection.
@@ -498,23 +499,14 @@ def _guarded(auth: Auth) -> Responder:
 
     A custom ``Auth`` (or a token provider behind one) is the caller's code:
     without this its ValueError would read as "EHLO failed" and its
-    ConnectionError as a lost connection, retried.  smtpkit errors pass through.
+    ConnectionError as a lost connection, retried.  smtpkit errors pass through,
+    and credentials that cannot be encoded are not quoted (see ``run_auth_code``).
     """
     source = f"{type(auth).__name__} ({auth.mechanism})"
-    try:
-        respond = auth.responder()
-    except SMTPKitError:
-        raise
-    except Exception as exc:
-        raise TransportError(raised(source, exc), command="AUTH") from exc
+    respond = run_auth_code(source, auth.responder)
 
     def guarded(challenge: bytes | None) -> bytes | None:
-        try:
-            return respond(challenge)
-        except SMTPKitError:
-            raise
-        except Exception as exc:
-            raise TransportError(raised(source, exc), command="AUTH") from exc
+        return run_auth_code(source, lambda: respond(challenge))
 
     return guarded
 
