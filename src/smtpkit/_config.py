@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import ssl
 from collections.abc import Mapping, Sequence
-from enum import Enum
 from typing import TYPE_CHECKING, Any, Final, Literal
 
 from pydantic import (
@@ -28,6 +27,7 @@ from typing_extensions import Self, TypedDict, Unpack, override
 from ._address import FORBIDDEN_CHARS, ascii_domain
 from ._auth import Auth, has_lone_surrogates, password_strategies
 from ._exceptions import ConfigurationError
+from ._tls_mode import TLSMode, TLSModeLike, known_tls_mode
 from ._url import smtp_url_fields
 
 __all__ = [
@@ -40,25 +40,6 @@ __all__ = [
     "TLSModeLike",
 ]
 
-
-class TLSMode(str, Enum):
-    """How the connection is protected.
-
-    Attributes:
-        IMPLICIT: TLS from the first byte ("SMTPS", port 465, RFC 8314).
-        STARTTLS: Plain connect, then STARTTLS, which is required: a server that
-            does not offer it, or refuses it, fails the connection before any
-            credential or message is sent (port 587).
-        NONE: No TLS at all (port 25; local relays and tests).
-    """
-
-    IMPLICIT = "implicit"
-    STARTTLS = "starttls"
-    NONE = "none"
-
-
-TLSModeLike = TLSMode | Literal["implicit", "starttls", "none"]
-"""A ``TLSMode`` or its value; any other string is refused."""
 
 _DEFAULT_PORTS: Final = {TLSMode.IMPLICIT: 465, TLSMode.STARTTLS: 587, TLSMode.NONE: 25}
 
@@ -377,42 +358,8 @@ class SMTPConfig(BaseModel):
     @field_validator("tls", mode="before")
     @classmethod
     def _known_tls_mode(cls, value: Any) -> Any:
-        """Refuse an unknown TLS mode with the valid values and the likely one.
-
-        Other libraries and settings call the modes "ssl", "tls" and so on;
-        these are not accepted silently ("tls" means STARTTLS in Django and
-        Laravel but implicit TLS elsewhere), but the error names the mode meant.
-        """
-        if isinstance(value, TLSMode) or (
-            # Only a str is looked up: a list or dict is unhashable (TypeError).
-            isinstance(value, str) and value in {m.value for m in TLSMode}
-        ):
-            return value
-        valid = "tls must be one of 'implicit', 'starttls' or 'none'"
-        word = (
-            value.strip().lower().replace("-", "_") if isinstance(value, str) else None
-        )
-        if word is None:
-            hint = "give a TLSMode or its value"
-        elif word in {m.value for m in TLSMode}:
-            hint = f"write it in lower case, tls={word!r}"
-        elif word in {"ssl", "smtps", "ssl/tls", "implicit_tls", "tls_implicit"}:
-            hint = "SSL/SMTPS, TLS from the first byte (port 465), is tls='implicit'"
-        elif word == "tls":
-            hint = (
-                "'tls' is ambiguous: STARTTLS on port 587 (what Django's "
-                "EMAIL_USE_TLS and Laravel's encryption=tls mean) is "
-                "tls='starttls'; TLS from the first byte on port 465 is "
-                "tls='implicit'"
-            )
-        elif word in {"start_tls", "starttls_required", "explicit", "explicit_tls"}:
-            hint = "STARTTLS (port 587) is tls='starttls'"
-        elif word in {"", "plain", "plaintext", "off", "false", "no", "disabled"}:
-            hint = "no TLS at all (loopback or a trusted network only) is tls='none'"
-        else:
-            hint = "see TLSMode"
-        msg = f"{valid}, not {value!r}: {hint}"
-        raise ValueError(msg)
+        """Refuse an unknown TLS mode with the valid values and the likely one."""
+        return known_tls_mode(value)
 
     @field_validator("auth", mode="before")
     @classmethod
