@@ -8,6 +8,7 @@ message twice.
 from __future__ import annotations
 
 import collections
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from ._exceptions import RecipientsRefusedError, SMTPKitError, TransportError
@@ -22,7 +23,11 @@ from ._transports.base import (
     contract_breach,
 )
 
-__all__ = ["Attempt", "Prepared"]
+__all__ = ["Attempt", "Interrupted", "Prepared"]
+
+
+class Interrupted(Exception):  # noqa: N818 - a signal, not an error
+    """Raised by a bulk message's waits: the run was interrupted, send no more."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,10 +50,12 @@ class Attempt:
         transport: Transport,
         retry: RetryPolicy,
         bucket: TokenBucket | None,
+        bucket_sleep: Callable[[float], None] | None = None,
     ) -> None:
         self.transport = transport
         self.retry = retry
         self.bucket = bucket
+        self.bucket_sleep = bucket_sleep  # None: the bucket's own sleep
         self.prepared = prepared
         self.first = first  # the outcome of attempt 1 when a batch already made it
         self.pending = prepared.envelope
@@ -95,7 +102,7 @@ class Attempt:
         first, self.first = self.first, None
         if first is None:
             if self.bucket is not None:
-                self.bucket.acquire()
+                self.bucket.acquire(sleep=self.bucket_sleep)
             try:
                 return self.transport.send(self.pending, self.prepared.data)
             except SMTPKitError:

@@ -403,13 +403,13 @@ class Mailer:
         try:
             if self._bucket is not None:
                 for _ in ready:
-                    if interrupted.is_set():
-                        break
-                    self._bucket.acquire()
+                    self._bucket.acquire(sleep=self._bulk_sleep(interrupted))
+            if interrupted.is_set():
+                raise Interrupted  # noqa: TRY301 - one way out for both
+        except Interrupted:
+            return [not_sent() for _ in ready]
         except Exception as exc:  # the caller's clock or sleep: nothing was sent
             return [callback_error(exc) for _ in ready]
-        if interrupted.is_set():
-            return [not_sent() for _ in ready]
         items = [(p.envelope, p.data) for p in ready]
         try:
             if self._reports_results:
@@ -485,6 +485,7 @@ class Mailer:
             transport=self._transport,
             retry=self.retry,
             bucket=self._bucket,
+            bucket_sleep=sleep,  # send_many's: an interrupt ends the wait, sends nothing
         )
         start = self._clock()
         error: SMTPKitError | None = None
@@ -506,7 +507,7 @@ class Mailer:
         except Interrupted:
             if not attempt.final:
                 raise
-            error = not_sent()
+            # Some recipients have it: a result, like retries run out (no error).
         except Exception as exc:  # on_retry, sleep or a clock of the caller's raised
             if not attempt.final:
                 raise

@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 
-from ._attempt import Prepared
+from ._attempt import Interrupted, Prepared
 from ._exceptions import InvalidMessageError, SMTPKitError, TransportError
 from ._transports.base import SendResult, Transport, contract_breach
 
@@ -60,10 +60,6 @@ def invalid(exc: Exception) -> SMTPKitError:
     error = InvalidMessageError(f"cannot send this message: {exc}")
     error.__cause__ = exc
     return error
-
-
-class Interrupted(Exception):  # noqa: N818 - a signal, not an error
-    """Raised by a bulk message's sleep: the run was interrupted, retry no more."""
 
 
 def not_sent() -> TransportError:

@@ -58,8 +58,12 @@ class TokenBucket:
         self._tokens = float(limit.burst)
         self._updated = clock()
 
-    def acquire(self) -> float:
-        """Take one token, waiting as needed; return the seconds waited."""
+    def acquire(self, *, sleep: Callable[[float], None] | None = None) -> float:
+        """Take one token, waiting as needed; return the seconds waited.
+
+        *sleep* replaces the bucket's own for this wait (``send_many`` passes one
+        that an interrupt ends).
+        """
         with self._lock:
             now = self._clock()
             rate = self._limit.per_second
@@ -71,5 +75,5 @@ class TokenBucket:
             # A negative balance is a reservation: this caller waits its turn.
             wait = 0.0 if self._tokens >= 0 else -self._tokens / rate
         if wait:
-            self._sleep(wait)
+            (self._sleep if sleep is None else sleep)(wait)
         return wait

@@ -23,6 +23,7 @@ from smtpkit import (
     Mailer,
     Message,
     RateLimit,
+    RecipientResult,
     RecipientsRefusedError,
     RetryPolicy,
     SendResult,
@@ -207,3 +208,65 @@ def test_an_interrupt_ends_a_backoff_wait_at_once():
             mailer.send_many([message(1)])
     assert time.monotonic() - start < 3  # not the 5 s backoff, let alone 75 s
     assert transport.attempts_by_rcpt == {"u1@example.com": 1}
+
+
+class HalfGreylisting(FakeTransport):
+    """Delivers to b@, greylists c@ on every attempt; records when it was called."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[float] = []
+
+    def send(self, envelope: Envelope, data: bytes) -> SendResult:
+        self.calls.append(time.monotonic())
+        if "b@example.com" in envelope.recipients:
+            super().send(Envelope("a@example.com", ["b@example.com"]), data)
+        return SendResult(
+            envelope=envelope,
+            recipients={
+                rcpt: RecipientResult(
+                    rcpt,
+                    SMTPReply(250, "ok")
+                    if rcpt == "b@example.com"
+                    else SMTPReply(451, "4.7.1 later"),
+                )
+                for rcpt in envelope.recipients
+            },
+        )
+
+
+def partly_delivered() -> Message:
+    return Message(
+        sender="a@example.com", to=["b@example.com", "c@example.com"], text="x"
+    )
+
+
+def sigint_after(seconds: float) -> threading.Timer:
+    timer = threading.Timer(seconds, os.kill, (os.getpid(), signal.SIGINT))
+    timer.start()
+    return timer
+
+
+def test_a_message_some_recipients_have_counts_as_delivered_when_interrupted(caplog):
+    transport = HalfGreylisting()
+    retry = RetryPolicy(attempts=5, wait_initial=5, wait_jitter=0)
+    caplog.set_level(logging.WARNING, logger="smtpkit")
+    with Mailer(transport=transport, retry=retry) as mailer:
+        sigint_after(0.3)
+        with pytest.raises(KeyboardInterrupt):
+            mailer.send_many([partly_delivered()])
+    assert len(transport.calls) == 1
+    [record] = [r for r in caplog.records if "interrupted" in r.getMessage()]
+    assert "1 message(s) delivered, 0 failed" in record.getMessage()
+
+
+def test_a_retry_waiting_for_the_rate_limit_is_not_sent_after_an_interrupt():
+    transport = HalfGreylisting()
+    retry = RetryPolicy(attempts=5, wait_initial=0.01, wait_jitter=0)
+    start = time.monotonic()
+    with Mailer(transport=transport, retry=retry, rate_limit=RateLimit(0.5)) as mailer:
+        sigint_after(0.5)  # the retry waits 2 s for its token
+        with pytest.raises(KeyboardInterrupt):
+            mailer.send_many([partly_delivered()])
+    assert len(transport.calls) == 1
+    assert time.monotonic() - start < 1.5
