@@ -26,7 +26,9 @@ def lint_imports(project: Path) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ, PYTHONPATH=str(project / "src"))
     lint_imports = Path(sys.executable).with_name("lint-imports")
     return subprocess.run(
-        [str(lint_imports), "--no-cache", str(project / "pyproject.toml")],
+        # --config works in every import-linter release (2.15, the newest for Python
+        # 3.10, takes no positional path).
+        [str(lint_imports), "--no-cache", "--config", str(project / "pyproject.toml")],
         cwd=project,
         env=env,
         capture_output=True,
