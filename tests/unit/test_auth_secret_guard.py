@@ -204,7 +204,7 @@ def test_the_secrets_of_an_auth_are_its_secret_fields_and_secret_names():
             self.username = "alice"
 
     class OneSlot:
-        __slots__ = "token"
+        __slots__ = "token"  # noqa: PLC0205 - the string form is what is tested
 
         def __init__(self) -> None:
             self.token = "t-9"
