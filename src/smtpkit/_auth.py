@@ -12,7 +12,7 @@ import abc
 import hashlib
 import hmac
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import ClassVar, Final, TypeVar
 
@@ -30,6 +30,7 @@ __all__ = [
     "Responder",
     "TokenProvider",
     "XOAuth2Auth",
+    "auth_secrets",
     "has_lone_surrogates",
     "password_strategies",
     "raised",
@@ -40,6 +41,9 @@ _T = TypeVar("_T")
 # PEP 383: os.environ and os.fsdecode turn bytes that are not UTF-8 into these.
 _LONE_SURROGATE: Final = re.compile("[\ud800-\udfff]")
 _LONE_SURROGATES: Final = "characters that are not valid Unicode (lone surrogates)"
+_REDACTED: Final = "***"
+# Attribute names of a custom Auth whose plain str values are secrets too.
+_SECRET_NAMES: Final = ("password", "passwd", "secret", "token", "api_key")
 
 Responder = Callable[[bytes | None], bytes | None]
 """Answers one SASL step.
@@ -57,18 +61,21 @@ token is close to expiry.
 """
 
 
-def raised(source: str, exc: Exception) -> str:
+def raised(source: str, exc: Exception, *, secrets: Iterable[str] = ()) -> str:
     """Say that the caller's code *source* raised *exc* (its text, if any).
 
     A ``UnicodeError``'s text quotes a character of the string it failed on,
-    which may be a secret: only its codec and reason are shown.
+    which may be a secret: only its codec and reason are shown.  Any of the
+    known *secrets* in the text (as written, or escaped as ``repr`` shows it)
+    reads ``***``.
     """
     if isinstance(exc, UnicodeError):
         codec = getattr(exc, "encoding", None)
         reason = getattr(exc, "reason", None)
         text = f"{codec!r} codec: {reason}" if codec and reason else reason or ""
     else:
-        text = str(exc)
+        text = _text(exc, str)
+    text = _redact(text, _secret_forms(secrets))
     return f"{source} raised {type(exc).__name__}" + (f": {text}" if text else "")
 
 
@@ -77,35 +84,132 @@ def has_lone_surrogates(text: str) -> bool:
     return _LONE_SURROGATE.search(text) is not None
 
 
-def run_auth_code(source: str, call: Callable[[], _T]) -> _T:
+def auth_secrets(auth: object) -> tuple[str, ...]:
+    """The secrets an ``Auth`` holds, so that its errors never quote them.
+
+    Every ``SecretStr`` attribute, and every non-empty ``str`` attribute whose
+    name says secret (``password``, ``token``, ``client_secret``...).
+    """
+    names = set(getattr(auth, "__dict__", {}))
+    for cls in type(auth).__mro__:
+        slots = cls.__dict__.get("__slots__", ())
+        names.update((slots,) if isinstance(slots, str) else slots)
+    found: list[str] = []
+    for name in sorted(names):
+        value = getattr(auth, name, None)
+        if isinstance(value, SecretStr):
+            found.append(value.get_secret_value())
+        elif isinstance(value, str) and any(
+            word in name.lower() for word in _SECRET_NAMES
+        ):
+            found.append(value)
+    return tuple(secret for secret in found if secret)
+
+
+def run_auth_code(
+    source: str, call: Callable[[], _T], *, secrets: Iterable[str] = ()
+) -> _T:
     """Run the caller's SASL code *call*, its errors made ``TransportError``.
 
-    smtpkit errors pass through; any other error is chained as the cause.  Not
-    a ``UnicodeError``: its ``object`` (shown by ``repr()`` and pickled) is the
-    whole string that failed, a SASL payload with the secret, and its text
-    quotes a character of it.  That one is raised with neither cause nor
-    context, and a text of its own.  Permanent: the same credentials fail again.
+    Any other error is chained as the cause, unless that would show a secret:
+    a ``UnicodeError`` anywhere in what was raised (its cause and context
+    chain, an exception group's members) holds in its ``object`` (shown by
+    ``repr()``, tracebacks and pickles) the whole string that failed, a SASL
+    payload with the secret; and the text or repr of any of them may quote one
+    of the known *secrets* (``int(password)`` does).  Then the error is raised
+    with neither cause nor context.  Its message never quotes a UnicodeError's
+    text, nor a known secret (``***`` instead).  Permanent: the same
+    credentials fail again.  smtpkit errors pass through, with their chain
+    dropped and their text redacted in the same two cases.
 
     Args:
         source: Who runs, as messages name it (``"PlainAuth (PLAIN)"``).
         call: What to run.
+        secrets: Credentials the code may quote in its errors.
     """
+    forms = _secret_forms(secrets)
     try:
         return call()
-    except SMTPKitError:
+    except SMTPKitError as exc:
+        if _shows_secrets(_linked(exc), forms):
+            exc.__cause__ = exc.__context__ = None
+            exc.__suppress_context__ = True
+        exc.args = tuple(
+            _redact(arg, forms) if isinstance(arg, str) else arg for arg in exc.args
+        )
         raise
-    except UnicodeError as exc:
-        reason = getattr(exc, "reason", None) or ""
-        if isinstance(exc, UnicodeEncodeError) and "surrogate" in reason:
+    except Exception as exc:
+        reason = getattr(exc, "reason", None)
+        if isinstance(exc, UnicodeEncodeError) and "surrogate" in str(reason):
             msg = (
                 f"the credentials of {source} cannot be encoded: they contain "
                 f"{_LONE_SURROGATES}"
             )
         else:
-            msg = raised(source, exc)
-    except Exception as exc:
-        raise TransportError(raised(source, exc), command="AUTH") from exc
+            msg = raised(source, exc, secrets=secrets)
+        if not _shows_secrets([exc, *_linked(exc)], forms):
+            raise TransportError(msg, command="AUTH") from exc
     raise TransportError(msg, command="AUTH")  # outside the handler: no __context__
+
+
+def _linked(exc: BaseException) -> list[BaseException]:
+    """Every exception *exc* carries: causes, contexts, exception groups' members."""
+    seen: dict[int, BaseException] = {id(exc): exc}
+    todo = _carried(exc)
+    while todo:
+        link = todo.pop()
+        if id(link) not in seen:
+            seen[id(link)] = link
+            todo += _carried(link)
+    return [link for link in seen.values() if link is not exc]
+
+
+def _carried(exc: BaseException) -> list[BaseException]:
+    members = getattr(exc, "exceptions", ())  # an ExceptionGroup's (or backport's)
+    carried = [exc.__cause__, exc.__context__]
+    if isinstance(members, tuple | list):
+        carried += members
+    return [link for link in carried if isinstance(link, BaseException)]
+
+
+def _shows_secrets(links: Iterable[BaseException], forms: tuple[str, ...]) -> bool:
+    """True when any of *links* is a UnicodeError, or shows one of the *forms*."""
+    for link in links:
+        if isinstance(link, UnicodeError):
+            return True
+        # vars() too: attributes such as JSONDecodeError.doc hold what failed.
+        shown = "\n".join(_text(link, show) for show in (str, repr, _attributes))
+        if any(form in shown for form in forms):
+            return True
+    return False
+
+
+def _text(exc: BaseException, show: Callable[[object], str]) -> str:
+    try:
+        return show(exc)
+    except Exception:  # a broken __str__ must not hide the error itself
+        return ""
+
+
+def _attributes(exc: object) -> str:
+    return repr(vars(exc))
+
+
+def _secret_forms(secrets: Iterable[str]) -> tuple[str, ...]:
+    """Each secret as text may show it: as is, and escaped by repr() and ascii()."""
+    forms: set[str] = set()
+    for secret in secrets:
+        if secret:
+            raw = secret.encode("utf-8", "surrogatepass")
+            forms |= {secret, repr(secret)[1:-1], ascii(secret)[1:-1]}
+            forms.add(repr(raw)[2:-1])
+    return tuple(sorted(forms, key=len, reverse=True))  # longest first
+
+
+def _redact(text: str, forms: tuple[str, ...]) -> str:
+    for form in forms:
+        text = text.replace(form, _REDACTED)
+    return text
 
 
 def _secret(value: str | SecretStr) -> SecretStr:

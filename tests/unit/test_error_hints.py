@@ -16,6 +16,7 @@ from smtpkit import (
     AuthenticationRequiredError,
     ConnectError,
     ConnectTimeoutError,
+    ServerDisconnectedError,
     SMTPConfig,
     SMTPReply,
     TLSError,
@@ -298,6 +299,65 @@ def _ssl_error(cls: type[ssl.SSLError], reason: str | None) -> ssl.SSLError:
 )
 def test_only_an_alert_refusing_this_client_is_a_refusal(exc, refusal):
     assert _hints.is_tls_refusal(exc) is refusal
+
+
+def _unnamed_ssl_error(text: str) -> ssl.SSLError:
+    """What OpenSSL raises for an error it has no reason name for."""
+    exc = ssl.SSLError(1, f"[SSL] {text} (_ssl.c:1006)")
+    exc.reason = None
+    return exc
+
+
+@pytest.mark.parametrize(
+    ("exc", "lost"),
+    [
+        # The server's alerts that refuse nothing: the session is lost.
+        (_ssl_error(ssl.SSLError, "TLSV1_ALERT_INTERNAL_ERROR"), True),
+        (_ssl_error(ssl.SSLError, "SSLV3_ALERT_BAD_RECORD_MAC"), True),
+        (_ssl_error(ssl.SSLError, "TLSV13_ALERT_MISSING_EXTENSION"), True),
+        (_ssl_error(ssl.SSLError, "TLSV1_UNSUPPORTED_EXTENSION"), True),
+        (_unnamed_ssl_error("tlsv1 alert no application protocol"), True),
+        # Refusals of this client stay TLSError.
+        (_ssl_error(ssl.SSLError, "TLSV1_ALERT_INSUFFICIENT_SECURITY"), False),
+        (_ssl_error(ssl.SSLError, "TLSV1_UNRECOGNIZED_NAME"), False),
+        (_ssl_error(ssl.SSLError, "TLSV1_ALERT_ACCESS_DENIED"), False),
+        # What this client found wrong itself is no alert from the server.
+        (_ssl_error(ssl.SSLError, "DECRYPTION_FAILED_OR_BAD_RECORD_MAC"), False),
+        (_ssl_error(ssl.SSLError, "UNEXPECTED_MESSAGE"), False),
+        (_ssl_error(ssl.SSLError, "WRONG_VERSION_NUMBER"), False),
+        (_ssl_error(ssl.SSLError, "NO_CIPHERS_AVAILABLE"), False),
+        (_ssl_error(ssl.SSLCertVerificationError, "CERTIFICATE_VERIFY_FAILED"), False),
+        (_ssl_error(ssl.SSLEOFError, "UNEXPECTED_EOF_WHILE_READING"), False),
+        (_unnamed_ssl_error("unknown error"), False),
+        (ConnectionResetError(104, "Connection reset by peer"), False),
+        (OSError("TLSV1_ALERT_INTERNAL_ERROR"), False),
+    ],
+)
+def test_only_a_server_alert_that_refuses_nothing_is_a_lost_session(exc, lost):
+    assert _hints.is_lost_session_alert(exc) is lost
+
+
+def test_an_unnamed_alert_reads_as_openssl_words_it():
+    exc = _unnamed_ssl_error("tlsv1 alert no application protocol")
+    error = translate(exc, Endpoint("mx.example.com", 465, TLSMode.IMPLICIT, 9, None))
+    assert type(error) is ServerDisconnectedError
+    assert str(error) == (
+        "connection to mx.example.com:465 (tls=implicit) lost during the TLS "
+        "handshake: "
+        "the server sent a TLS alert (tlsv1 alert no application protocol), which "
+        "does not refuse this client's settings; another attempt may succeed"
+    )
+
+
+def test_a_lost_session_alert_without_a_known_server_is_still_lost():
+    exc = _ssl_error(ssl.SSLError, "TLSV1_ALERT_INTERNAL_ERROR")
+    with pytest.raises(ServerDisconnectedError) as info, map_errors(Progress()):
+        raise exc
+    assert str(info.value) == (
+        "connection lost during connect: [SSL: TLSV1_ALERT_INTERNAL_ERROR] ..."
+    )
+    assert info.value.is_transient
+    assert info.value.command == "connect"
 
 
 @pytest.mark.parametrize(

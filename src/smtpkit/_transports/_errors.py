@@ -39,7 +39,13 @@ from .._exceptions import (
 )
 from .._reply import parse_reply
 from ._connection import SMTPConnection
-from ._hints import Endpoint, tls_failure
+from ._hints import (
+    Endpoint,
+    is_lost_session_alert,
+    lost_session_message,
+    tls_failure,
+    tls_step_text,
+)
 
 __all__ = ["Progress", "map_errors"]
 
@@ -125,12 +131,7 @@ def map_errors(progress: Progress) -> Iterator[None]:  # noqa: PLR0912 - one bra
     except smtplib.SMTPException as exc:
         raise ProtocolError(str(exc), command=progress.command) from exc
     except ssl.SSLError as exc:  # includes SSLCertVerificationError
-        if isinstance(exc, _TLS_CLOSED) and progress.command not in _TLS_HANDSHAKES:
-            # An established TLS session that ends is a lost connection, like a
-            # reset: transient, and a stale pooled session is replaced for free.
-            msg = f"connection lost during {progress.command}: {exc}"
-            raise ServerDisconnectedError(msg, command=progress.command) from exc
-        raise _tls_error(exc, progress) from exc
+        raise _ssl_failure(exc, progress) from exc
     except (
         ssl.CertificateError
     ) as exc:  # pragma: no cover - an alias of the above since 3.7
@@ -167,21 +168,46 @@ def _timeout_error(progress: Progress) -> SMTPTimeoutError:
     return err
 
 
+def _ssl_failure(exc: ssl.SSLError, progress: Progress) -> TransportError:
+    """A lost TLS session, or a ``TLSError`` naming the server and the fix."""
+    if isinstance(exc, _TLS_CLOSED) and progress.command not in _TLS_HANDSHAKES:
+        # An established TLS session that ends is a lost connection, like a
+        # reset: transient, and a stale pooled session is replaced for free.
+        msg = f"connection lost during {progress.command}: {exc}"
+        return ServerDisconnectedError(msg, command=progress.command)
+    if is_lost_session_alert(exc):
+        # An alert that does not refuse this client (internal_error from a
+        # server under load...), also inside the handshake: a lost session.
+        return _lost_session(exc, progress)
+    return _tls_error(exc, progress)
+
+
+def _tls_step(progress: Progress, endpoint: Endpoint) -> tuple[str, bool]:
+    """Name the TLS step that failed, and say if its handshake was already done.
+
+    Returns:
+        The step (``"connect"`` for implicit TLS, or ``"STARTTLS"``), and True
+        when the error came after the client's side of the handshake succeeded.
+    """
+    # After the handshake, the server's alert came on a later read (TLS 1.3
+    # checks the client certificate then).
+    after_handshake = progress.tls_up or (
+        progress.conn is not None and progress.conn.is_tls
+    )
+    if endpoint.tls is TLSMode.STARTTLS and progress.command != "connect":
+        # A TLS 1.3 server's refusal of the client certificate may be read
+        # only at the EHLO after the handshake: it still failed STARTTLS.
+        return "STARTTLS", after_handshake
+    return progress.command, after_handshake
+
+
 def _tls_error(exc: ssl.SSLError | ValueError, progress: Progress) -> TLSError:
     """A ``TLSError`` naming the server and, where clear, the fix."""
     step = progress.command
     if progress.endpoint is None or not isinstance(exc, ssl.SSLError):
         err = TLSError(f"TLS failed: {exc}")
     else:
-        # The client's side of the handshake had succeeded: the server's alert
-        # came on a later read (TLS 1.3 checks the client certificate then).
-        after_handshake = progress.tls_up or (
-            progress.conn is not None and progress.conn.is_tls
-        )
-        if progress.endpoint.tls is TLSMode.STARTTLS and step != "connect":
-            # A TLS 1.3 server's refusal of the client certificate may be read
-            # only at the EHLO after the handshake: it still failed STARTTLS.
-            step = "STARTTLS"
+        step, after_handshake = _tls_step(progress, progress.endpoint)
         err = tls_failure(
             exc,
             progress.endpoint,
@@ -192,6 +218,19 @@ def _tls_error(exc: ssl.SSLError | ValueError, progress: Progress) -> TLSError:
         )
     err.command = step
     return err
+
+
+def _lost_session(exc: ssl.SSLError, progress: Progress) -> ServerDisconnectedError:
+    """The lost connection for a server's TLS alert that is no refusal, named."""
+    endpoint = progress.endpoint
+    if endpoint is None:
+        msg = f"connection lost during {progress.command}: {exc}"
+        return ServerDisconnectedError(msg, command=progress.command)
+    step, after_handshake = _tls_step(progress, endpoint)
+    msg = lost_session_message(
+        exc, endpoint, where=tls_step_text(step, after_handshake=after_handshake)
+    )
+    return ServerDisconnectedError(msg, command=step)
 
 
 def _connect_error(exc: OSError, endpoint: Endpoint | None) -> ConnectError:

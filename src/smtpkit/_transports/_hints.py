@@ -39,13 +39,17 @@ __all__ = [
     "IMPLICIT_PORT_GREETING_WAIT",
     "IMPLICIT_TLS_PORTS",
     "Endpoint",
+    "is_lost_session_alert",
+    "is_tls_alert",
     "is_tls_refusal",
     "looks_like_tls",
+    "lost_session_message",
     "mail_refusal",
     "no_starttls_message",
     "tls_failure",
     "tls_file_problem",
     "tls_files_error",
+    "tls_step_text",
 ]
 
 IMPLICIT_TLS_PORTS: Final = frozenset({465})  # RFC 8314 §7.3: submissions
@@ -87,16 +91,36 @@ _CLIENT_CERT_ALERTS: Final = frozenset(
         "TLSV1_ALERT_ACCESS_DENIED",
     }
 )
-# The alerts by which a server refuses this client for good, also when they arrive
-# just after the client's handshake is over: its certificate, the handshake itself
-# (a TLS 1.2 server's answer to a missing client certificate, or no shared cipher
-# suite), or the TLS version.  Any other alert (internal_error from a server under
-# load or a proxy whose backend is down, bad_record_mac, decode_error...) says
-# nothing about this client's settings: that session is lost, and a retry may work.
+_INSUFFICIENT_SECURITY: Final = "TLSV1_ALERT_INSUFFICIENT_SECURITY"
+_UNRECOGNIZED_NAME: Final = "TLSV1_UNRECOGNIZED_NAME"
+# The alerts by which a server refuses this client for good, during the handshake
+# or just after the client's side of it is over: its certificate, the handshake
+# itself (a TLS 1.2 server's answer to a missing client certificate, or no shared
+# cipher suite), the TLS version, parameters too weak for the server
+# (insufficient_security), or a host name (SNI) the server does not serve.  Any
+# other alert (internal_error from a server under load or a proxy whose backend is
+# down, bad_record_mac, decode_error...) says nothing about this client's
+# settings: that session is lost (``ServerDisconnectedError``), and a retry may
+# work, whether the alert came during the handshake or after it.
 _REFUSAL_ALERTS: Final = _CLIENT_CERT_ALERTS | {
     "SSLV3_ALERT_HANDSHAKE_FAILURE",
     "TLSV1_ALERT_PROTOCOL_VERSION",
+    _INSUFFICIENT_SECURITY,
+    _UNRECOGNIZED_NAME,
 }
+# OpenSSL names a received alert SSLV3_ALERT_*, TLSV1_ALERT_* or TLSV13_ALERT_*,
+# except these RFC 6066 / RFC 8446 §6.2 alerts; their locally detected twins have
+# other names (UNEXPECTED_MESSAGE, DECRYPTION_FAILED_OR_BAD_RECORD_MAC...).
+_ALERT_PREFIXES: Final = ("SSLV3_ALERT_", "TLSV1_ALERT_", "TLSV13_ALERT_")
+_UNPREFIXED_ALERTS: Final = frozenset(
+    {
+        _UNRECOGNIZED_NAME,
+        "TLSV1_UNSUPPORTED_EXTENSION",
+        "TLSV1_CERTIFICATE_UNOBTAINABLE",
+        "TLSV1_BAD_CERTIFICATE_STATUS_RESPONSE",
+        "TLSV1_BAD_CERTIFICATE_HASH_VALUE",
+    }
+)
 _UNTRUSTED_CODES: Final = frozenset({2, 18, 19, 20, 21})  # X509_V_ERR_*: no trusted CA
 _EXPIRED_CODES: Final = frozenset({9, 10})  # not yet valid, expired
 _HOSTNAME_MISMATCH: Final = 62
@@ -236,13 +260,54 @@ def looks_like_tls(data: bytes | bytearray) -> bool:
 def is_tls_refusal(exc: BaseException) -> bool:
     """True when *exc* is a TLS alert by which the server refuses this client.
 
-    Only the alerts about the client's certificate, the handshake or the TLS
-    version count: retrying with the same settings fails the same way.  A
+    Only the alerts about the client's certificate, the handshake, the TLS
+    version, parameters too weak for the server or a server name it does not
+    serve count: retrying with the same settings fails the same way.  A
     close_notify (``SSLZeroReturnError``), an EOF (``SSLEOFError``), a reset and
     any other alert are not refusals: the session is lost, and may be retried.
     """
     reason = getattr(exc, "reason", None) or ""
     return isinstance(exc, ssl.SSLError) and reason in _REFUSAL_ALERTS
+
+
+def is_tls_alert(exc: BaseException) -> bool:
+    """True when *exc* is a TLS alert received from the server.
+
+    Not a failure this client detected itself (a certificate it does not trust,
+    bytes that are not TLS): only the server's own alert.  OpenSSL has no name
+    for a few alerts (unknown_psk_identity, no_application_protocol); its
+    message still says "alert".
+    """
+    if not isinstance(exc, ssl.SSLError) or isinstance(
+        exc, ssl.SSLCertVerificationError
+    ):
+        return False
+    reason = getattr(exc, "reason", None)
+    if reason is None:
+        return " alert " in str(exc)
+    return reason.startswith(_ALERT_PREFIXES) or reason in _UNPREFIXED_ALERTS
+
+
+def is_lost_session_alert(exc: BaseException) -> bool:
+    """True when *exc* is a server's TLS alert that does not refuse this client.
+
+    Such an alert (internal_error from a server under load, bad_record_mac...)
+    ends that one session, during the handshake or after it: a lost connection,
+    which another attempt may get past.
+    """
+    return is_tls_alert(exc) and not is_tls_refusal(exc)
+
+
+def lost_session_message(exc: ssl.SSLError, endpoint: Endpoint, *, where: str) -> str:
+    """Describe a TLS session that a server's alert (not a refusal) ended."""
+    # OpenSSL's text for an alert it has no name for: "[SSL] tlsv1 alert ...".
+    text = str(exc).split(" (_ssl.c:")[0].removeprefix("[SSL] ")
+    alert = getattr(exc, "reason", None) or text
+    return (
+        f"connection to {endpoint} lost {where}: the server sent a TLS alert "
+        f"({alert}), which does not refuse this client's settings; another "
+        "attempt may succeed"
+    )
 
 
 def _client_cert_refusal(reason: str, client_cert: str | None) -> str | None:
@@ -270,6 +335,30 @@ def _client_cert_refusal(reason: str, client_cert: str | None) -> str | None:
     )
 
 
+def tls_step_text(step: str, *, after_handshake: bool) -> str:
+    """Say where in TLS set-up an error came: during or after which handshake."""
+    if after_handshake:
+        if step == "STARTTLS":
+            return "after the STARTTLS handshake"
+        return "after the TLS handshake"
+    return "during STARTTLS" if step == "STARTTLS" else "during the TLS handshake"
+
+
+def _server_refusal(reason: str, endpoint: Endpoint) -> str | None:
+    """Say what to change when the server refused this client's parameters or name."""
+    if reason == _INSUFFICIENT_SECURITY:
+        return (
+            f"the server requires stronger TLS parameters than this client offers "
+            f"({reason}); if ssl_context is set, check its ciphers and versions"
+        )
+    if reason == _UNRECOGNIZED_NAME:
+        return (
+            f"the server does not serve the name {endpoint.host!r} ({reason}); "
+            "connect by a name the server is configured for"
+        )
+    return None
+
+
 def tls_failure(
     exc: ssl.SSLError,
     endpoint: Endpoint,
@@ -292,14 +381,7 @@ def tls_failure(
             handshake had completed (TLS 1.3 checks the client certificate
             then): the message says "after", not "during", the handshake.
     """
-    if after_handshake:
-        where = (
-            "after the STARTTLS handshake"
-            if step == "STARTTLS"
-            else "after the TLS handshake"
-        )
-    else:
-        where = "during STARTTLS" if step == "STARTTLS" else "during the TLS handshake"
+    where = tls_step_text(step, after_handshake=after_handshake)
     if isinstance(exc, ssl.SSLCertVerificationError):
         detail = exc.verify_message or str(exc)
         code = exc.verify_code
@@ -324,7 +406,9 @@ def tls_failure(
             f"{endpoint} did not answer the TLS handshake with TLS ({reason}): "
             f"the server probably sent a plaintext SMTP greeting; {_SET_STARTTLS}"
         )
-    refusal = _client_cert_refusal(reason, client_cert)
+    refusal = _client_cert_refusal(reason, client_cert) or _server_refusal(
+        reason, endpoint
+    )
     if refusal is not None:
         return TLSError(f"TLS failed with {endpoint} {where}: {refusal}")
     if reason in _NO_COMMON_VERSION_REASONS:

@@ -20,7 +20,7 @@ from typing import Final, TypeVar
 
 from typing_extensions import override
 
-from .._auth import Auth, Responder, run_auth_code
+from .._auth import Auth, Responder, auth_secrets, run_auth_code
 from .._config import SMTPConfig, TLSMode
 from .._exceptions import (
     AuthenticationError,
@@ -500,13 +500,15 @@ def _guarded(auth: Auth) -> Responder:
     A custom ``Auth`` (or a token provider behind one) is the caller's code:
     without this its ValueError would read as "EHLO failed" and its
     ConnectionError as a lost connection, retried.  smtpkit errors pass through,
-    and credentials that cannot be encoded are not quoted (see ``run_auth_code``).
+    and neither credentials that cannot be encoded nor the secrets *auth* holds
+    are quoted (see ``run_auth_code``).
     """
     source = f"{type(auth).__name__} ({auth.mechanism})"
-    respond = run_auth_code(source, auth.responder)
+    secrets = auth_secrets(auth)
+    respond = run_auth_code(source, auth.responder, secrets=secrets)
 
     def guarded(challenge: bytes | None) -> bytes | None:
-        return run_auth_code(source, lambda: respond(challenge))
+        return run_auth_code(source, lambda: respond(challenge), secrets=secrets)
 
     return guarded
 
