@@ -17,7 +17,7 @@ import functools
 import re
 from collections.abc import Iterator
 from email import policy as email_policy
-from email.errors import InvalidHeaderDefect, MissingHeaderBodySeparatorDefect
+from email.errors import InvalidHeaderDefect
 from email.message import EmailMessage
 from email.message import Message as MIMEMessage
 from email.parser import BytesParser
@@ -25,10 +25,11 @@ from email.utils import getaddresses
 from typing import Final
 
 from ._exceptions import InvalidMessageError
+from ._header_block import as_unicode, check_body_start, check_header_blocks, cut_short
 from ._message import Envelope
 from ._mime import MAX_LINE, check_header_text, normalize_line_endings
 
-__all__ = ["check_header_blocks", "envelope_of", "render_email"]
+__all__ = ["envelope_of", "render_email"]
 
 _FIELD_NAME_RE: Final = re.compile(r"[!-9;-~]+")  # RFC 5322 §3.6.8
 
@@ -55,12 +56,6 @@ _ADDRESS_FIELDS: Final = (
     "From", "Sender", "Reply-To", "To", "Cc",
     "Resent-From", "Resent-Sender", "Resent-To", "Resent-Cc",
 )  # fmt: skip
-# A line that starts a header field (the obsolete white space before the colon of
-# RFC 5322 §4.5 included), and the line ends a parser may have split a body at.
-_FIELD_LINE_RE: Final = re.compile(r"([!-9;-~]+)[ \t]*:")
-_LINE_END_RE: Final = re.compile(r"\r*\n|\r")
-_BLIND_FIELDS: Final = frozenset({"bcc", "resent-bcc"})
-_RECIPIENT_FIELDS: Final = frozenset({"to", "cc", "resent-to", "resent-cc"})
 _UTF8_POLICY: Final = email_policy.SMTPUTF8
 _DEFAULT_POLICY: Final = email_policy.default
 # What smtplib's send_message writes a legacy message with, less its mbox-era
@@ -96,7 +91,7 @@ def envelope_of(msg: MIMEMessage) -> Envelope:
             field (``To: b@x.org``) the header block may have lost.
     """
     check_header_blocks(msg)
-    _check_body_start(msg, recipients=True)
+    check_body_start(msg, recipients=True)
     resent = msg.get_all("Resent-Date") or []
     if len(resent) > 1:
         msg_text = "pass an envelope: the message has more than one Resent- block"
@@ -130,119 +125,6 @@ def envelope_of(msg: MIMEMessage) -> Envelope:
     return Envelope(sender=senders[0], recipients=recipients)
 
 
-def check_header_blocks(msg: MIMEMessage) -> None:
-    """Refuse a message whose parser stopped reading a header block at a bad line.
-
-    A line that is not a field (no colon, or the obsolete ``Subject : x`` of RFC
-    5322 §4.5) ends the header block for the stdlib parser
-    (``MissingHeaderBodySeparatorDefect``): every field after it becomes body text.
-    A ``Bcc`` there would be neither removed nor sent to, and every recipient would
-    read it.  Every part is checked, attached messages included: the rest of a
-    part's fields (``Content-Transfer-Encoding``...) would be lost the same way,
-    and an attached message would be rewritten with a blank line after the bad one.
-    A part with no field at all loses nothing (its body merely lacks the blank line
-    before it, which rendering adds), unless its first line is a field written in
-    the obsolete ``Name : value`` form.
-
-    An empty line ends the block without a defect, and the stdlib reads a bare CR
-    as a line end: ``Subject: hi\r\r\n`` (a file converted to CRLF twice) is a
-    line and an empty line.  So a message whose body starts with a ``Bcc`` or
-    ``Resent-Bcc`` field is refused too (see ``_check_body_start``).
-
-    Raises:
-        InvalidMessageError: Naming the line and the part, or the fields the
-            body starts with.
-    """
-    for number, part in enumerate(msg.walk()):
-        if not _cut_short(part):
-            continue
-        payload = part.get_payload() if not part.is_multipart() else part.preamble
-        text = _as_unicode(payload) if isinstance(payload, str) else ""
-        line = text.lstrip("\r\n").splitlines()[0] if text.strip() else ""
-        if number and not part.keys() and not _FIELD_LINE_RE.match(line):
-            continue  # a part (never the message: a Bcc could hide) without fields
-        at = f"at the line {line!r}, which" if line else "at a line that"
-        where = (
-            "its header block"
-            if number == 0
-            else f"the header block of part {number} ({part.get_content_type()})"
-        )
-        msg_text = (
-            f"the message cannot be sent as it is: {where} ends early {at} "
-            "is not a 'Name: value' field, so the fields after it "
-            "would be sent as body text (a Bcc among them would be shown to every "
-            "recipient and not sent to); correct that line or remove it, then parse "
-            "the message again (write 'Subject: x', not the obsolete 'Subject : x')"
-        )
-        raise InvalidMessageError(msg_text)
-    _check_body_start(msg, recipients=False)
-
-
-def _check_body_start(msg: MIMEMessage, *, recipients: bool) -> None:
-    """Refuse a message whose body starts with fields its header block lost.
-
-    Only the message's own body (or a multipart's preamble) is read: its fields
-    alone make the envelope, and its Bcc alone is left out.  A body that starts
-    with ``Bcc:`` is always refused; with an address in ``To:`` or ``Cc:`` only
-    when *recipients* come from the headers (an explicit envelope loses nobody),
-    so a memo that starts ``To: all staff`` or a form that starts ``From: ...``
-    is still sent.  A body meant to start so can start with an empty line.
-    """
-    found = [
-        name
-        for name, value in _leading_fields(msg)
-        if name.lower() in _BLIND_FIELDS
-        or (recipients and name.lower() in _RECIPIENT_FIELDS and "@" in value)
-    ]
-    if not found:
-        return
-    blind = any(name.lower() in _BLIND_FIELDS for name in found)
-    lost = (
-        "a Bcc would be shown to every recipient and not sent to"
-        if blind
-        else "their addresses would not be sent to"
-    )
-    msg_text = (
-        "the message cannot be sent as it is: its header block probably ends "
-        f"early, as its body starts with header fields ({', '.join(found)}) that "
-        f"would be sent as body text ({lost}). A line that ends in a bare "
-        "CR (CR CR LF, as in a file converted to CRLF twice) or an empty line ends "
-        "the header block: fix the line endings (raw.replace(b'\\r\\r\\n', "
-        "b'\\r\\n')) and parse the message again; a body meant to start with "
-        "these lines must start with an empty line"
-    )
-    raise InvalidMessageError(msg_text)
-
-
-def _leading_fields(msg: MIMEMessage) -> list[tuple[str, str]]:
-    """The name and value of each field-like line the body starts with.
-
-    CR CR LF counts as one line end here, so the fields of a message converted to
-    CRLF twice all along (``To: b\r\r\nBcc: c\r\r\n``) are read as one block.
-    Folded lines at the very start belong to a field cut in the middle of its
-    folding (``Subject: a\r\r\n b``).
-    """
-    body = msg.preamble if msg.is_multipart() else msg.get_payload()
-    fields = [("", "")]  # the field a leading folded line continues: not named
-    for line in _lines(body if isinstance(body, str) else ""):
-        if line[:1] in (" ", "\t") and line.strip():  # folded
-            fields[-1] = (fields[-1][0], fields[-1][1] + line)
-        elif field := _FIELD_LINE_RE.match(line):
-            fields.append((field[1], line[field.end() :]))
-        else:
-            break
-    return fields[1:]
-
-
-def _lines(text: str) -> Iterator[str]:
-    """Each line of *text*, lazily: a body can be megabytes long."""
-    start = 0
-    for end in _LINE_END_RE.finditer(text):
-        yield text[start : end.start()]
-        start = end.end()
-    yield text[start:]
-
-
 def _field_addresses(msg: MIMEMessage, name: str) -> list[str]:
     """The addr-specs of every *name* header, read as written, never repaired.
 
@@ -258,7 +140,7 @@ def _field_addresses(msg: MIMEMessage, name: str) -> list[str]:
             continue
         text = str(value)
         _check_field(name, text)
-        unfolded = _VALID_FOLD_RE.sub("", _as_unicode(text))
+        unfolded = _VALID_FOLD_RE.sub("", as_unicode(text))
         # One address at a time: the modern parser is quadratic in a long list.
         for piece in _split_address_list(unfolded):
             addresses += _piece_addresses(name, piece)
@@ -319,16 +201,6 @@ def _split_address_list(text: str) -> list[str]:
             start = index + 1
     pieces.append(text[start:])
     return [piece for piece in pieces if piece.strip()]
-
-
-def _as_unicode(text: str) -> str:
-    """*text* with raw UTF-8 bytes (parsed, as surrogate escapes) decoded."""
-    if text.isascii():
-        return text
-    try:
-        return text.encode("utf-8", "surrogateescape").decode("utf-8")
-    except UnicodeError:
-        return text  # another 8-bit charset: compared as it is
 
 
 def _check_field(name: str, text: str) -> bool:
@@ -407,7 +279,7 @@ def _check_headers(msg: MIMEMessage, *, modern: bool) -> bool:
                 raise InvalidMessageError(msg_text)
             raw_text = _check_field(name, str(value))
             if raw_text and type(value) is str:
-                parsed_bytes = _as_unicode(value) != value
+                parsed_bytes = as_unicode(value) != value
                 utf8 = utf8 or (
                     modern and (not parsed_bytes or not _modern_keeps_8bit_headers())
                     if attached
@@ -510,15 +382,11 @@ def _check_rendered(
             raise InvalidMessageError(msg_text)
 
 
-def _cut_short(part: MIMEMessage) -> bool:
-    return any(isinstance(d, MissingHeaderBodySeparatorDefect) for d in part.defects)
-
-
 def _same_fields(original: MIMEMessage, rendered: MIMEMessage) -> bool:
     """Whether both have the same field names, part by part, as far as *original* goes."""
     if [k.lower() for k in original] != [k.lower() for k in rendered]:
         return False
-    if _cut_short(rendered):
+    if cut_short(rendered):
         return False  # a line that is no header ended the header block early
     if not original.is_multipart():
         return True  # a payload kept as text may parse into parts: not ours to check

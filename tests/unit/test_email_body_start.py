@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import email
 import email.policy
+import re
+from email.message import EmailMessage
 from email.message import Message as LegacyMessage
 
 import pytest
@@ -33,29 +35,46 @@ def parsed(kind: str, raw: bytes) -> LegacyMessage:
 # --- 1. a Bcc (or a recipient) the header block lost --------------------------
 
 
+REFUSED_CUTS = [
+    b"\r\r\n",
+    b"\r\r\r\n",  # converted thrice: the body starts with an empty line
+    b"\r\r\r\r\n",
+    b"\r\n\r\n",
+    b"\r\r",
+    b"\n\r\n",
+    b"\r\r\n folded\r\n\tagain\r\n",
+    b"\r\r\n   \r\r\n",  # a line of white space after the cut
+    b"\r\r\n\t\r\n\r\n",
+    b"\r\r\nX-Y hi: z\r\r\n",  # a line that is no field before the Bcc
+    b"\r\r\nX-Mailer line without a colon\r\n",
+    b"\r\r\nDear all,\r\n",
+]
+
+
 @pytest.mark.parametrize("kind", PARSERS)
 @pytest.mark.parametrize("envelope", [None, ENVELOPE], ids=["derived", "explicit"])
-@pytest.mark.parametrize(
-    "cut",
-    [b"\r\r\n", b"\r\n\r\n", b"\r\r", b"\n\r\n", b"\r\r\n folded\r\n\tagain\r\n"],
-)
+@pytest.mark.parametrize("cut", REFUSED_CUTS)
 def test_a_bcc_after_a_bare_cr_or_an_empty_line_is_refused(
     kind: str, envelope: Envelope | None, cut: bytes
 ) -> None:
     raw = TOP + b"Subject: hi" + cut + b"Bcc: boss@x.org\r\n\r\nbody\r\n"
     text = refusal(parsed(kind, raw), envelope)
     assert "its header block probably ends early" in text
-    assert "body starts with header fields (Bcc)" in text
+    assert "the first paragraph of its body holds header fields (Bcc)" in text
     assert "a Bcc would be shown to every recipient and not sent to" in text
     assert "bare CR (CR CR LF, as in a file converted to CRLF twice)" in text
-    assert r"raw.replace(b'\r\r\n', b'\r\n')" in text
-    assert "must start with an empty line" in text
+    assert r"re.sub(rb'\r+\n', b'\r\n', raw)" in text
+    assert "must start with a paragraph without them" in text
+    assert "empty line (" not in text  # the old remedy no longer helps
 
 
 @pytest.mark.parametrize("kind", PARSERS)
-def test_the_remedy_the_refusal_names_sends_the_bcc_blind(kind: str) -> None:
-    raw = TOP + b"Subject: hi\r\r\nBcc: boss@x.org\r\n\r\nbody\r\n"
-    [sent] = send(parsed(kind, raw.replace(b"\r\r\n", b"\r\n"))).outbox
+@pytest.mark.parametrize("crs", [b"\r\r", b"\r\r\r", b"\r\r\r\r"])
+def test_the_remedy_the_refusal_names_sends_the_bcc_blind(
+    kind: str, crs: bytes
+) -> None:
+    raw = TOP + b"Subject: hi" + crs + b"\nBcc: boss@x.org" + crs + b"\n\r\nbody\r\n"
+    [sent] = send(parsed(kind, re.sub(rb"\r+\n", b"\r\n", raw))).outbox
     assert sent.envelope.recipients == ("b@x.org", "boss@x.org")
     assert b"boss" not in bytes(sent.data)
 
@@ -78,14 +97,77 @@ def test_a_message_converted_twice_all_along_is_refused(kind: str) -> None:
 def test_a_lost_recipient_is_refused_when_the_headers_make_the_envelope(
     kind: str, field: bytes
 ) -> None:
-    raw = TOP + b"Subject: hi\r\r\n" + field + b": Carol\r\n <c@x.org>\r\n\r\nhi\r\n"
+    # The header block has no field of that name: a cut before it is the story.
+    top = b"From: a@x.org\r\n" + (b"Cc" if field == b"To" else b"To") + b": b@x.org\r\n"
+    raw = top + b"Subject: hi\r\r\n" + field + b": Carol\r\n <c@x.org>\r\n\r\nhi\r\n"
     text = refusal(parsed(kind, raw))
-    assert f"body starts with header fields ({field.decode()})" in text
+    assert f"first paragraph of its body holds header fields ({field.decode()})" in text
     assert "their addresses would not be sent to" in text
     # With an explicit envelope nobody is lost: the line is body text as written.
     [sent] = send(parsed(kind, raw), ENVELOPE).outbox
     assert sent.envelope.recipients == ("b@x.org",)
     assert field + b": Carol\r\n <c@x.org>\r\n" in bytes(sent.data)
+
+
+@pytest.mark.parametrize("kind", PARSERS)
+@pytest.mark.parametrize("field", [b"To", b"CC", b"Resent-To", b"resent-cc"])
+def test_a_body_recipient_field_the_header_block_has_too_is_sent(
+    kind: str, field: bytes
+) -> None:
+    name = field.decode().title().encode()
+    block = b"Resent-Date: Mon, 1 Jan 2024 10:00:00 +0000\r\nResent-From: r@x.org\r\n"
+    top = TOP + (block if name.startswith(b"Resent-") else b"")
+    raw = top + name + b": d@x.org\r\n\r\n" + field + b": c@x.org (noted)\r\nhi\r\n"
+    [sent] = send(parsed(kind, raw)).outbox
+    resent = name.startswith(b"Resent-")
+    assert sent.envelope.recipients == (
+        ("d@x.org",) if resent else ("b@x.org", "d@x.org")
+    )
+    assert bytes(sent.data).endswith(field + b": c@x.org (noted)\r\nhi\r\n")
+
+
+def built(body: str) -> EmailMessage:
+    msg = EmailMessage()
+    msg["From"] = "app@corp.example"
+    msg["To"] = "bob@corp.example"
+    msg["Subject"] = "s"
+    msg.set_content(body)
+    return msg
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        # An Outlook-style inline forward.
+        "From: Alice <alice@partner.example>\nSent: Monday\n"
+        "To: Bob <bob@corp.example>\nSubject: Q3\n\nNumbers attached.\n",
+        # A contact form's notification.
+        "To: sales@corp.example\nFrom: visitor@gmail.com\nMessage: please call me\n",
+        "To: x@y.org\nhello \u00e9\n" * 3,  # 8bit
+        "To: all staff\nRe: parking\n\nThe lot is closed.\n",
+    ],
+    ids=["inline-forward", "form-notification", "8bit", "memo"],
+)
+def test_a_built_message_with_its_own_to_and_a_to_in_its_body_is_sent(
+    body: str,
+) -> None:
+    [sent] = send(built(body)).outbox
+    assert sent.envelope.recipients == ("bob@corp.example",)
+    assert b"Subject: s\r\n" in bytes(sent.data)
+
+
+def test_a_cc_note_is_sent_when_the_message_has_its_own_cc() -> None:
+    msg = built("CC: hr@corp.example (for the record)\n\nHi Bob\n")
+    without_cc = refusal(msg)
+    assert "first paragraph of its body holds header fields (CC)" in without_cc
+    msg["Cc"] = "boss@corp.example"
+    [sent] = send(msg).outbox
+    assert sent.envelope.recipients == ("bob@corp.example", "boss@corp.example")
+    assert b"\r\n\r\nCC: hr@corp.example (for the record)\r\n" in bytes(sent.data)
+    # With an explicit envelope, even without a Cc header.
+    del msg["Cc"]
+    [sent] = send(msg, Envelope("app@corp.example", "bob@corp.example")).outbox
+    assert b"CC: hr@corp.example" in bytes(sent.data)
 
 
 @pytest.mark.parametrize("kind", PARSERS)
@@ -107,8 +189,7 @@ def test_a_multipart_preamble_that_starts_with_a_bcc_is_refused(kind: str) -> No
         b"To: all staff\r\nFrom: HR\r\nRe: holidays\r\n\r\nDear all,\r\n",
         b"From: visitor@x.org\r\nName: Vic\r\nMessage: hello\r\n",  # a contact form
         b"Subject: hi\r\nX-Note: a field, and no address field\r\n",
-        b"\r\nBcc: boss@x.org\r\nTo: c@x.org\r\n",  # the remedy: an empty line first
-        b"Dear all,\r\nBcc: boss@x.org\r\n",  # not at the start
+        b"Dear all,\r\n\r\nBcc: boss@x.org\r\nTo: c@x.org\r\n",  # the remedy
         b"Bcc me next time\r\n",  # no colon
         b"  indented text\r\nNote: x\r\n",
         b"Note: and no line end",
@@ -131,44 +212,61 @@ OTHER_FIELDS = [
     b"Resent-Date: Mon, 1 Jan 2024 10:00:00 +0000",
     b"Resent-From: rf@x.org",
 ]
-CUTS = [b"\r\r\n", b"\r\n\r\n", b"\r\r", b"\n\r\n"]
+# At the cut: 1 to 4 CRs before the LF (one is no cut), or other bare-CR line ends.
+CUTS = [b"\r" * crs + b"\n" for crs in range(1, 5)] + [b"\r\r", b"\n\r\n", b"\r\n\r\n"]
+FILLERS = [b"", b"   ", b"\t", b" \t ", b"X-Y hi: z", b"a line without a colon"]
 
 
 @st.composite
-def cut_messages(draw: st.DrawFn) -> tuple[bytes, list[str]]:
-    """A header block cut somewhere (or not), and the addresses it names."""
+def cut_messages(draw: st.DrawFn) -> tuple[bytes, list[tuple[str, str]]]:
+    """A header block cut somewhere (or not), and the fields and addresses it names.
+
+    After the cut come, maybe, blank lines, lines of white space and lines that are
+    no field, each ending in 1 to 4 CRs and a LF.
+    """
     names = draw(st.lists(st.sampled_from(ADDRESS_FIELDS), min_size=1, max_size=4))
     others = draw(st.lists(st.sampled_from(OTHER_FIELDS), max_size=4, unique=True))
     lines = [f"{name}: R{i}\r\n <{name.lower()}{i}@x.org>".encode() for i, name in
              enumerate(names)]  # fmt: skip
     block = draw(st.permutations(lines + others))
-    addresses = [f"{name.lower()}{i}@x.org" for i, name in enumerate(names)]
+    named = [(name, f"{name.lower()}{i}@x.org") for i, name in enumerate(names)]
     body = b"--B\r\nContent-Type: text/plain\r\n\r\nhi\r\n--B--\r\n"
-    if draw(st.booleans()):  # converted twice all along
+    if draw(st.booleans()):  # converted twice (or more) all along
+        crs = draw(st.sampled_from([b"\r\r\n", b"\r\r\r\n", b"\r\r\r\r\n"]))
         raw = b"From: a@x.org\r\n" + b"\r\n".join(block) + b"\r\n\r\n" + body
-        return raw.replace(b"\r\n", b"\r\r\n"), addresses
+        return raw.replace(b"\r\n", crs), named
     at = draw(st.integers(0, len(block)))
     cut = draw(st.sampled_from(CUTS))
+    fillers = draw(st.lists(st.sampled_from(FILLERS), max_size=3))
+    ends = st.integers(1, 4).map(lambda crs: b"\r" * crs + b"\n")
+    filler = b"".join(line + draw(ends) for line in fillers)
     head = b"\r\n".join([b"From: a@x.org", *block[:at]])
     tail = b"".join(line + b"\r\n" for line in block[at:])
-    return head + cut + tail + b"\r\n" + body, addresses
+    return head + cut + filler + tail + b"\r\n" + body, named
 
 
 @given(cut_messages(), st.sampled_from(sorted(PARSERS)), st.booleans())
 def test_a_lost_bcc_is_never_sent_and_no_recipient_is_silently_lost(
-    case: tuple[bytes, list[str]], kind: str, explicit: bool
+    case: tuple[bytes, list[tuple[str, str]]], kind: str, explicit: bool
 ) -> None:
-    raw, addresses = case
+    raw, named = case
     msg = parsed(kind, raw)
+    addresses = [address for _, address in named]
     try:
         [sent] = send(msg, Envelope("a@x.org", addresses) if explicit else None).outbox
     except InvalidMessageError:
         return  # refused: nothing was sent
     assert b"bcc" not in bytes(sent.data).lower()  # neither a Bcc field nor address
     if not explicit:
+        # Only a recipient whose field name the header block kept may be lost.
         resent = "Resent-Date" in msg
-        wanted = [a for a in addresses if a.startswith("resent-") == resent]
-        assert set(wanted) <= set(sent.envelope.recipients)
+        lost = [
+            name
+            for name, address in named
+            if name.startswith("Resent-") == resent
+            and address not in sent.envelope.recipients
+        ]
+        assert all(name in msg for name in lost)
 
 
 # --- 2. a MIME part without any header ----------------------------------------
