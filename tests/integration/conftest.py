@@ -10,6 +10,7 @@ import pytest
 import trustme
 
 from smtpkit import SMTPConfig
+from smtpkit.auth import Auth
 
 from .smtpd import RecordingHandler, Server, check_password
 
@@ -109,3 +110,15 @@ def auth_server(
         authenticator=check_password,
         auth_required=True,
     )
+
+
+@pytest.fixture
+def submission(
+    auth_server: Server, config_for: Callable[..., SMTPConfig], ca_file: str
+) -> Callable[[Auth], SMTPConfig]:
+    """Build a STARTTLS config for the AUTH test server with the given strategy."""
+
+    def build(auth: Auth) -> SMTPConfig:
+        return config_for(auth_server, tls="starttls", ca_file=ca_file, auth=auth)
+
+    return build

@@ -12,7 +12,6 @@ from __future__ import annotations
 import pickle
 import sys
 import traceback
-from collections.abc import Iterator
 
 import pytest
 from pydantic import SecretStr
@@ -21,6 +20,7 @@ from typing_extensions import override
 from smtpkit import Mailer, Message, SMTPConfig, TransportError
 from smtpkit.auth import Auth, Responder, XOAuth2Auth
 
+from ..chains import linked
 from .scripted import wiretap
 
 if sys.version_info >= (3, 11):
@@ -34,18 +34,6 @@ MESSAGE = Message(sender="a@example.com", to="b@example.com", subject="s", text=
 SECRET = "hunter2-\u00dfecret"
 
 
-def linked(error: BaseException) -> Iterator[BaseException]:
-    seen: set[int] = set()
-    todo: list[object] = [error]
-    while todo:
-        link = todo.pop()
-        if not isinstance(link, BaseException) or id(link) in seen:
-            continue
-        seen.add(id(link))
-        yield link
-        todo += [link.__cause__, link.__context__, *getattr(link, "exceptions", ())]
-
-
 def assert_hidden(error: BaseException) -> None:
     assert error.__cause__ is None
     assert error.__context__ is None
@@ -55,14 +43,6 @@ def assert_hidden(error: BaseException) -> None:
             assert SECRET not in text
             assert "\\xdf" not in text
         assert SECRET.encode() not in pickle.dumps(link)
-
-
-@pytest.fixture
-def submission(auth_server, config_for, ca_file):
-    def build(auth: Auth) -> SMTPConfig:
-        return config_for(auth_server, tls="starttls", ca_file=ca_file, auth=auth)
-
-    return build
 
 
 def send(config: SMTPConfig) -> None:

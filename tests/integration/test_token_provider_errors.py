@@ -39,14 +39,6 @@ def send(config: SMTPConfig) -> list[float]:
     return waits
 
 
-@pytest.fixture
-def submission(auth_server, config_for, ca_file):
-    def build(auth: Auth) -> SMTPConfig:
-        return config_for(auth_server, tls="starttls", ca_file=ca_file, auth=auth)
-
-    return build
-
-
 @pytest.mark.parametrize(
     ("exc", "shown"),
     [

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import pickle
 import traceback
-from collections.abc import Iterator
 
 import pytest
 from typing_extensions import override
@@ -30,6 +29,7 @@ from smtpkit.auth import (
     XOAuth2Auth,
 )
 
+from ..chains import linked
 from .scripted import wiretap
 
 pytestmark = pytest.mark.integration
@@ -39,18 +39,6 @@ SECRET = "ya29.SECRET-TOKEN"  # what must never show; "\udcff" follows it
 LONE = "they contain characters that are not valid Unicode (lone surrogates)"
 
 
-def chain(error: BaseException) -> Iterator[BaseException]:
-    seen: set[int] = set()
-    todo: list[BaseException | None] = [error]
-    while todo:
-        current = todo.pop()
-        if current is None or id(current) in seen:
-            continue
-        seen.add(id(current))
-        yield current
-        todo += [current.__cause__, current.__context__]
-
-
 def assert_hidden(error: BaseException, secret: str = SECRET) -> None:
     """No text, repr, traceback or pickle of *error* or its chain holds *secret*."""
     assert error.__cause__ is None
@@ -58,7 +46,7 @@ def assert_hidden(error: BaseException, secret: str = SECRET) -> None:
     report = "".join(traceback.format_exception(error))
     assert secret not in report
     assert "\udcff" not in report
-    for link in chain(error):
+    for link in linked(error):
         for text in (str(link), repr(link), repr(link.args), repr(vars(link))):
             assert secret not in text
             assert "\udcff" not in text
@@ -73,14 +61,6 @@ def send(config: SMTPConfig) -> list[float]:
     with Mailer(config, sleep=waits.append) as mailer:
         mailer.send(MESSAGE)
     return waits
-
-
-@pytest.fixture
-def submission(auth_server, config_for, ca_file):
-    def build(auth: Auth) -> SMTPConfig:
-        return config_for(auth_server, tls="starttls", ca_file=ca_file, auth=auth)
-
-    return build
 
 
 BAD = f"{SECRET}\udcff"

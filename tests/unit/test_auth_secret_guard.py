@@ -13,7 +13,7 @@ import json
 import pickle
 import sys
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 from hypothesis import given
@@ -23,6 +23,8 @@ from pydantic import SecretStr
 from smtpkit import NetworkError, TransportError
 from smtpkit._auth import auth_secrets, run_auth_code
 
+from ..chains import linked
+
 if sys.version_info >= (3, 11):
     from builtins import ExceptionGroup
 else:  # pragma: no cover - the backport pytest itself depends on before 3.11
@@ -30,18 +32,6 @@ else:  # pragma: no cover - the backport pytest itself depends on before 3.11
 
 SOURCE = "VaultAuth (PLAIN)"
 PASSWORD = "hunter2-\u00dfecret"  # not ASCII: .encode("ascii") fails on it
-
-
-def linked(error: BaseException) -> Iterator[BaseException]:
-    seen: set[int] = set()
-    todo: list[object] = [error]
-    while todo:
-        link = todo.pop()
-        if not isinstance(link, BaseException) or id(link) in seen:
-            continue
-        seen.add(id(link))
-        yield link
-        todo += [link.__cause__, link.__context__, *getattr(link, "exceptions", ())]
 
 
 def assert_hidden(error: BaseException, secret: str) -> None:

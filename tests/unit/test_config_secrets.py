@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import pickle
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from urllib.parse import quote
 
 import pydantic
@@ -21,23 +21,13 @@ from hypothesis import strategies as st
 from smtpkit import ConfigurationError, SMTPConfig
 from smtpkit.auth import OAuthBearerAuth, PlainAuth, XOAuth2Auth
 
+from ..chains import linked
+
 SECRET = "s3cretPW"
 
 
-def chain(error: BaseException) -> Iterator[BaseException]:
-    seen: set[int] = set()
-    todo: list[BaseException | None] = [error]
-    while todo:
-        current = todo.pop()
-        if current is None or id(current) in seen:
-            continue
-        seen.add(id(current))
-        yield current
-        todo += [current.__cause__, current.__context__]
-
-
 def assert_hidden(error: BaseException, secrets: Iterable[str]) -> None:
-    for link in chain(error):
+    for link in linked(error):
         texts = [str(link), repr(link), repr(link.args)]
         if isinstance(link, pydantic.ValidationError):
             texts.append(repr(link.errors()))
