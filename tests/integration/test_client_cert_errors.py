@@ -221,6 +221,16 @@ def alerting_context(ca: trustme.CA, reason: str, sessions: int) -> ssl.SSLConte
     return context
 
 
+def alerting_config(server, tls: str, ca, reason: str, *, sessions: int) -> SMTPConfig:
+    """A config for *server* whose first *sessions* TLS sessions read *reason*."""
+    return SMTPConfig(
+        host=server.host,
+        port=server.port,
+        tls=tls,
+        ssl_context=alerting_context(ca, reason, sessions=sessions),
+    )
+
+
 def tls_server(start_server, tls: str, context: ssl.SSLContext):
     if tls == "implicit":
         return start_server(ssl_context=context)
@@ -234,12 +244,7 @@ def test_another_alert_after_the_handshake_is_a_lost_session_and_retried(
 ):
     # Before: a permanent TLSError "during the TLS handshake", never retried.
     server = tls_server(start_server, tls, server_tls_context)
-    config = SMTPConfig(
-        host=server.host,
-        port=server.port,
-        tls=tls,
-        ssl_context=alerting_context(ca, reason, sessions=1),
-    )
+    config = alerting_config(server, tls, ca, reason, sessions=1)
     waits = send(config)
     assert len(waits) == 1
     assert len(server.messages) == 1
@@ -251,12 +256,7 @@ def test_an_alert_after_every_handshake_fails_as_a_lost_connection(
 ):
     server = tls_server(start_server, tls, server_tls_context)
     reason = "TLSV1_ALERT_INTERNAL_ERROR"
-    config = SMTPConfig(
-        host=server.host,
-        port=server.port,
-        tls=tls,
-        ssl_context=alerting_context(ca, reason, sessions=3),
-    )
+    config = alerting_config(server, tls, ca, reason, sessions=3)
     with pytest.raises(ServerDisconnectedError) as info:
         send(config)
     assert info.value.is_transient
@@ -271,12 +271,7 @@ def test_a_refusal_after_the_handshake_says_after_and_is_not_retried(
     start_server, server_tls_context, ca, tls, reason
 ):
     server = tls_server(start_server, tls, server_tls_context)
-    config = SMTPConfig(
-        host=server.host,
-        port=server.port,
-        tls=tls,
-        ssl_context=alerting_context(ca, reason, sessions=3),
-    )
+    config = alerting_config(server, tls, ca, reason, sessions=3)
     with pytest.raises(TLSError) as info:
         send(config)
     assert str(info.value).startswith(
