@@ -402,8 +402,9 @@ class Mailer:
         """
         try:
             if self._bucket is not None:
+                wait = self._bulk_sleep(interrupted)
                 for _ in ready:
-                    self._bucket.acquire(sleep=self._bulk_sleep(interrupted))
+                    self._bucket.acquire(sleep=wait)
             if interrupted.is_set():
                 raise Interrupted  # noqa: TRY301 - one way out for both
         except Interrupted:
