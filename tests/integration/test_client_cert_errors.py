@@ -71,7 +71,12 @@ def refusing_server(tls: str, context: ssl.SSLContext) -> RawServer:
         try:
             conn.start_tls(context)
         except ssl.SSLError:
-            conn.close()  # after sending the alert, as OpenSSL servers do
+            # OpenSSL has sent the alert.  Read until the client hangs up
+            # before closing: closing at once races the client's EHLO after
+            # STARTTLS, and the kernel answers that EHLO with a reset that
+            # discards the unread alert (a lost connection, rightly retried).
+            conn.wait_closed()
+            conn.close()
             return
         conn.send(b"220 should not get here\r\n")
         conn.wait_closed()
