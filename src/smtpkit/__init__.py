@@ -17,7 +17,7 @@ from importlib.metadata import PackageNotFoundError, version
 
 from . import auth
 from ._address import Address, AddressLike
-from ._bulk import SendManyAbortedError
+from ._bulk import NotSentError, SendManyAbortedError
 from ._config import (
     DEFAULT_POOL_LIMITS,
     PROVIDERS,
@@ -57,6 +57,7 @@ from ._message import Attachment, Envelope, Message
 from ._ratelimit import RateLimit
 from ._reply import EnhancedStatus, ReplyCode, SMTPReply, parse_reply
 from ._retry import DEFAULT_RETRY_POLICY, RetryDetails, RetryHook, RetryPolicy
+from ._stream import SendStream
 from ._transports._connection import SMTPConnection
 from ._transports._pool import PoolStats
 from ._transports.base import RecipientResult, SendResult, Transport
@@ -95,6 +96,7 @@ __all__ = [
     "Mailer",
     "Message",
     "NetworkError",
+    "NotSentError",
     "NotSupportedError",
     "PoolLimits",
     "PoolStats",
@@ -118,6 +120,7 @@ __all__ = [
     "SMTPTransport",
     "SendManyAbortedError",
     "SendResult",
+    "SendStream",
     "Sendable",
     "SenderRefusedError",
     "ServerDisconnectedError",

@@ -1,36 +1,35 @@
-"""``send_many``'s machinery: batches on worker threads, results reported per message.
+"""Bulk sending's parts: batches, their results, and the values callers see.
 
-The mailer hands this module a function that sends one batch and reports each
-message's final result the moment it is known (a pipelined batch learns them one
-by one).  Here the input is read lazily into batches, the batches run on a thread
-pool, and the caller's thread collects results in input order, calling
-``on_progress`` once per message as soon as that message and all before it are
-done: progress follows the deliveries instead of arriving in bursts per batch.
+The mailer hands the engine (``_stream.BulkRun``) a function that sends one batch
+and reports each message's final result the moment it is known (a pipelined batch
+learns them one by one).  This module cuts the input into batches, runs one batch
+so that every message gets a result whatever happens, and defines what callers
+of ``send_many`` and ``send_iter`` get back: ``BulkProgress``,
+``SendManyAbortedError`` and ``NotSentError``.
 """
 
 from __future__ import annotations
 
 import collections
 import itertools
-import logging
 import threading
-from collections.abc import Callable, Iterable, Iterator, Sized
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Final, Generic, TypeVar
 
-from ._exceptions import SMTPKitError
+from ._exceptions import SMTPKitError, TransportError
 from ._transports.base import SendResult, contract_breach
 
 __all__ = [
     "MAX_BATCH",
+    "Batch",
+    "BatchReader",
     "BulkProgress",
+    "NotSentError",
     "Report",
     "SendManyAbortedError",
-    "send_in_batches",
+    "run_batch",
 ]
-
-logger = logging.getLogger("smtpkit")
 
 MAX_BATCH: Final = 32  # messages a worker pipelines on one connection per call
 
@@ -57,16 +56,21 @@ class BulkProgress:
 
 
 class SendManyAbortedError(SMTPKitError):
-    """``send_many`` stopped early because the caller's own code raised.
+    """A bulk send stopped early because the caller's own code raised.
 
     The input iterable (a generator hitting a bad row, say) or the
     ``on_progress`` callback raised.  No further message was read; every message
-    read before that was still sent, and ``results`` reports each of them, in
-    input order, so nothing delivered goes unreported.  The caller's exception
-    is the ``__cause__``.
+    read before that was still sent and reported, in input order, so nothing
+    delivered goes unreported.  The caller's exception is the ``__cause__``.
+
+    From ``send_many``, ``results`` holds one result per message read before the
+    failure.  ``send_iter`` yields each of those results before raising this
+    error, so there ``results`` is empty: it only ever holds results the caller
+    has not been given.
 
     Attributes:
-        results: One ``SendResult`` per message read before the failure.
+        results: The results of messages read but not yet handed to the caller,
+            in input order.
     """
 
     def __init__(self, message: str, *, results: list[SendResult]) -> None:
@@ -74,13 +78,26 @@ class SendManyAbortedError(SMTPKitError):
         self.results = results
 
 
-class _Batch(Generic[T]):
+class NotSentError(TransportError):
+    """The message was never handed to the server: its bulk send stopped first.
+
+    A ``send_iter`` stream closed early, or a ``KeyboardInterrupt``, stops a bulk
+    send; the messages it had read but not yet started (or that were waiting for
+    the rate limit) get a result with this error and ``attempts == 0``.  Sending
+    such a message again cannot make a duplicate.
+    """
+
+    transient_default = True  # nothing was tried: a later send may well succeed
+
+
+class Batch(Generic[T]):
     """One batch's messages and their results, filled in by the worker thread."""
 
     def __init__(self, items: list[T]) -> None:
         self.items = items  # emptied once sent: a run keeps only the results
         self.size = len(items)
         self.results: list[SendResult | None] = [None] * len(items)
+        self.handed_over = 0  # results the caller has been given, from the first
         self._filled = threading.Condition()
 
     def report(self, index: int, result: SendResult) -> None:
@@ -99,30 +116,69 @@ class _Batch(Generic[T]):
         return result
 
 
-def _batches(messages: Iterator[T], workers: int, batch_size: int) -> Iterator[list[T]]:
-    """Cut the input into batches, reading at most ``workers * batch_size`` ahead.
+class BatchReader(Generic[T]):
+    """Cuts the input into batches, reading at most ``workers * batch_size`` ahead.
 
     Small inputs are spread over every worker instead of filling one batch.  When
-    the input itself raises, the messages read before it are still yielded, then
-    the error is raised: nothing taken from the caller is dropped unreported.
+    the input itself raises, the batches read before it still come out first,
+    then the error is raised; and a run that stops early takes back whatever was
+    read but not handed out (:meth:`drain`): nothing taken from the caller is
+    dropped unreported.
     """
-    while True:
-        chunk: list[T] = []
-        failure: Exception | None = None
-        try:
-            chunk.extend(itertools.islice(messages, workers * batch_size))
-        except Exception as exc:  # the caller's iterator, re-raised below
-            failure = exc
-        size = max(1, min(batch_size, -(-len(chunk) // workers)))
-        for start in range(0, len(chunk), size):
-            yield chunk[start : start + size]
-        if failure is not None:
+
+    def __init__(self, messages: Iterator[T], *, workers: int, batch_size: int) -> None:
+        self._messages = messages
+        self._workers = workers
+        self._batch_size = batch_size
+        self._pending: collections.deque[list[T]] = collections.deque()
+        self._failure: Exception | None = None
+        self._exhausted = False
+
+    def next_batch(self) -> list[T] | None:
+        """The next batch, or None once the input is exhausted.
+
+        Raises:
+            Exception: What the input raised, after every batch read before it.
+        """
+        if not self._pending and not self._exhausted:
+            self._read()
+        if self._pending:
+            return self._pending.popleft()
+        if self._failure is not None:
+            failure, self._failure = self._failure, None
             raise failure
+        return None
+
+    def drain(self) -> list[list[T]]:
+        """Take back the batches read but not handed out, and read no more."""
+        self._exhausted = True
+        self._failure = None
+        pending = list(self._pending)
+        self._pending.clear()
+        return pending
+
+    def _read(self) -> None:
+        chunk: list[T] = []
+        try:
+            chunk.extend(
+                itertools.islice(self._messages, self._workers * self._batch_size)
+            )
+        except Exception as exc:  # the caller's iterator, raised by next_batch
+            self._failure = exc
+            self._exhausted = True
+        except BaseException:  # Ctrl-C inside the caller's generator
+            if chunk:  # read from the caller: drain() accounts for it
+                self._pending.append(chunk)
+            raise
         if not chunk:
+            self._exhausted = True
             return
+        size = max(1, min(self._batch_size, -(-len(chunk) // self._workers)))
+        for start in range(0, len(chunk), size):
+            self._pending.append(chunk[start : start + size])
 
 
-def _run(send_batch: Callable[[list[T], Report], None], batch: _Batch[T]) -> None:
+def run_batch(send_batch: Callable[[list[T], Report], None], batch: Batch[T]) -> None:
     """Run one batch; every message gets a result even when *send_batch* breaks."""
     failure: Exception = RuntimeError("the batch ended without a result")
     try:
@@ -136,136 +192,3 @@ def _run(send_batch: Callable[[list[T], Report], None], batch: _Batch[T]) -> Non
                 SendResult(envelope=None, error=contract_breach(failure), attempts=0),
             )
         batch.items = []
-
-
-class _Collector(Generic[T]):
-    """The caller's side of a run: results in input order, progress, and why the
-    input stopped being read."""
-
-    def __init__(
-        self, on_progress: Callable[[BulkProgress], None] | None, total: int | None
-    ) -> None:
-        self.results: list[SendResult] = []
-        self.failed = 0
-        self.stop: tuple[str, Exception] | None = None
-        self.window: collections.deque[tuple[Future[None], _Batch[T]]] = (
-            collections.deque()
-        )
-        self.submitted: list[_Batch[T]] = []  # for the summary of an interrupted run
-        self._on_progress = on_progress
-        self._total = total
-
-    def collect_oldest(self) -> None:
-        """Collect the oldest batch's results; it leaves the window when done."""
-        batch = self.window[0][1]
-        for index in range(batch.size):
-            result = batch.wait(index)
-            self.failed += result.error is not None
-            self.results.append(result)
-            if self._on_progress is not None and self.stop is None:
-                progress = BulkProgress(len(self.results), self.failed, self._total)
-                try:
-                    self._on_progress(progress)
-                except Exception as exc:  # reported by send_in_batches
-                    self.stop = ("on_progress", exc)
-        self.window.popleft()
-
-
-def send_in_batches(
-    messages: Iterable[T],
-    send_batch: Callable[[list[T], Report], None],
-    *,
-    workers: int,
-    batch_size: int,
-    on_progress: Callable[[BulkProgress], None] | None,
-    interrupted: threading.Event | None = None,
-) -> list[SendResult]:
-    """Send *messages* in batches on *workers* threads; results in input order.
-
-    *send_batch* must call ``report(index, result)`` once per message of the
-    batch, as early as it can.  The input is read at most ``2 * workers`` batches
-    ahead of the results collected.  On ``KeyboardInterrupt`` (or any other
-    ``BaseException``) *interrupted* is set, so that batches under way make no
-    further retries; no new batch starts, and what was delivered is logged
-    before the interrupt propagates.
-
-    Raises:
-        SendManyAbortedError: *messages* or *on_progress* raised; what had been
-            read was still sent, and the error's ``results`` reports it.
-    """
-    run: _Collector[T] = _Collector(on_progress, _length(messages))
-    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="smtpkit")
-    try:
-        batches = _batches(iter(messages), workers, batch_size)
-        while run.stop is None:
-            try:
-                items = next(batches)
-            except StopIteration:
-                break
-            except Exception as exc:  # reported below
-                run.stop = ("the input", exc)
-                break
-            batch = _Batch(items)
-            run.submitted.append(batch)
-            run.window.append((pool.submit(_run, send_batch, batch), batch))
-            if len(run.window) >= 2 * workers:
-                run.collect_oldest()
-        # Whatever was read is sent and reported, even after a failure.
-        while run.window:
-            run.collect_oldest()
-    except BaseException as exc:
-        # KeyboardInterrupt and the like: start nothing new, no more retries; let
-        # the sends under way finish, then say what was delivered and give up.
-        if interrupted is not None:
-            interrupted.set()
-        try:
-            pool.shutdown(wait=True, cancel_futures=True)
-        finally:  # also when a second Ctrl-C cuts the wait short
-            _log_interrupted(exc, run.submitted)
-        raise
-    pool.shutdown(wait=True)
-    if run.stop is not None:
-        raise _aborted(*run.stop, run.results)
-    return run.results
-
-
-def _aborted(where: str, cause: Exception, results: list[SendResult]) -> Exception:
-    msg = (
-        f"send_many stopped after {len(results)} message(s): {where} raised "
-        f"{type(cause).__name__}: {cause}"
-    )
-    error = SendManyAbortedError(msg, results=results)
-    error.__cause__ = cause
-    return error
-
-
-def _length(messages: Iterable[object]) -> int | None:
-    """``len(messages)`` for ``BulkProgress.total``; None when it has none."""
-    if not isinstance(messages, Sized):
-        return None
-    try:
-        length = len(messages)
-    except Exception:  # a __len__ that raises is no reason to fail the run
-        return None
-    return length
-
-
-def _log_interrupted(exc: BaseException, submitted: list[_Batch[T]]) -> None:
-    """Count what an interrupted run delivered, so a rerun can avoid duplicates.
-
-    Counted from every batch's result slots (not from what the caller's thread
-    had collected), so the summary is right wherever the interrupt landed.  Every
-    message delivered also has its own INFO line, with its Message-ID, in the
-    ``smtpkit`` log.
-    """
-    results = [r for batch in submitted for r in batch.results if r is not None]
-    delivered = sum(r.error is None for r in results)
-    unsent = sum(batch.size for batch in submitted) - len(results)
-    summary = (
-        f"send_many interrupted by {type(exc).__name__}: {delivered} message(s) "
-        f"delivered, {len(results) - delivered} failed, {unsent} not finished; the "
-        "INFO lines of the smtpkit logger name each delivered Message-ID"
-    )
-    logger.warning("%s", summary)
-    if hasattr(exc, "add_note"):  # Python 3.11+
-        exc.add_note(summary)

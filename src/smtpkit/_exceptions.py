@@ -15,6 +15,7 @@
         │   ├── ConnectTimeoutError (+ ConnectError)
         │   └── ReadTimeoutError
         ├── PoolTimeoutError                           no connection free in time
+        ├── NotSentError (in _bulk)                    a stopped bulk send never sent it
         ├── TLSError                                   handshake or certificate failure
         ├── ProtocolError                              malformed or oversize reply
         ├── NotSupportedError                          STARTTLS, AUTH, SMTPUTF8 or SIZE missing

@@ -18,7 +18,7 @@ from typing import Final
 from typing_extensions import Self
 
 from ._attempt import Attempt, Prepared
-from ._bulk import MAX_BATCH, BulkProgress, Report, send_in_batches
+from ._bulk import MAX_BATCH, BulkProgress, Report, SendManyAbortedError
 from ._config import SMTPConfig
 from ._email_message import envelope_of, render_email
 from ._exceptions import (
@@ -49,6 +49,7 @@ from ._retry import (
     SleepFn,
     run_with_retries,
 )
+from ._stream import BulkRun, SendStream
 from ._transports.base import (
     SendResult,
     Transport,
@@ -232,9 +233,9 @@ class Mailer:
         Each worker thread gets a batch of up to 32 messages and sends them on one
         pooled connection, pipelined when the server offers PIPELINING (about one
         round trip per message).  The iterable is consumed lazily, at most
-        ``2 * concurrency`` batches ahead, so a generator of 100,000 messages needs
-        little memory beyond the returned list.  Retries happen per message, as
-        with :meth:`send`.
+        ``2 * concurrency`` batches ahead.  Retries happen per message, as with
+        :meth:`send`.  The returned list grows with the input (about 1 KB per
+        message); for a large campaign use :meth:`send_iter`, which keeps none.
 
         Args:
             messages: Messages, or ``(message, envelope)`` pairs; a bare message
@@ -257,16 +258,74 @@ class Mailer:
                 was read; what had been read was still sent, and the error's
                 ``results`` reports it, so nothing delivered goes unreported.
         """
+        results: list[SendResult] = []
+        stream = self._stream(messages, concurrency, on_progress, name="send_many")
+        with stream:
+            try:
+                for result in stream:
+                    results.append(result)
+            except SendManyAbortedError as exc:
+                exc.results = [*results, *exc.results]
+                raise
+        return results
+
+    def send_iter(
+        self,
+        messages: Iterable[BulkItem],
+        *,
+        concurrency: int | None = None,
+        on_progress: Callable[[BulkProgress], None] | None = None,
+    ) -> SendStream:
+        """Send many messages like :meth:`send_many`, yielding results as they come.
+
+        The results come one per message, in input order, each as soon as it and
+        every one before it are known, and none is kept: memory stays flat for a
+        campaign of any size.  Everything :meth:`send_many` promises holds, and
+        stopping early is defined: leaving the ``with`` block (``break``, an
+        exception, Ctrl-C) or ``close()`` reads nothing more and starts nothing
+        new, lets the sends already on the wire finish their current attempt,
+        and puts the result of every message read but not yielded in the
+        stream's ``leftover`` (``NotSentError`` for those never sent).
+
+        Args:
+            messages: As for :meth:`send_many`; read lazily, at most
+                ``2 * concurrency`` batches ahead of the results yielded.
+            concurrency: As for :meth:`send_many`.
+            on_progress: As for :meth:`send_many`.
+
+        Returns:
+            A ``SendStream``: an iterator of ``SendResult`` and a context manager.
+            Nothing is read or sent until the first result is asked for.
+
+        Raises:
+            ClosedError: The mailer was closed.
+            ConfigurationError: The transport's ``max_concurrency`` is not a
+                positive integer.
+            SendManyAbortedError: From the iteration, after the last result:
+                *messages* or *on_progress* raised.  Every message read before
+                was sent and its result yielded.
+        """
+        return self._stream(messages, concurrency, on_progress, name="send_iter")
+
+    def _stream(
+        self,
+        messages: Iterable[BulkItem],
+        concurrency: int | None,
+        on_progress: Callable[[BulkProgress], None] | None,
+        *,
+        name: str,
+    ) -> SendStream:
         if self._state is not _State.OPENED:
             self.open()
         if concurrency is not None and not positive_int(concurrency):
-            msg = f"send_many(concurrency=...) must be a positive int, not {concurrency!r}"
+            msg = f"{name}(concurrency=...) must be a positive int, not {concurrency!r}"
             raise ConfigurationError(msg)
         limit = self._max_concurrency()
         interrupted = threading.Event()
-        return send_in_batches(
+        run = BulkRun(
             messages,
             lambda batch, report: self._send_batch(batch, report, interrupted),
+            name=name,
             # More threads than the transport can serve would only queue for a
             # connection (and SMTPTransport's pool would time them out).
             workers=limit if concurrency is None else min(concurrency, limit),
@@ -275,6 +334,7 @@ class Mailer:
             on_progress=on_progress,
             interrupted=interrupted,
         )
+        return SendStream(run)
 
     def _max_concurrency(self) -> int:
         """The transport's ``max_concurrency``, checked: it may be a third party's."""

@@ -7,6 +7,7 @@ import dataclasses
 import inspect
 
 from ._attempt import Interrupted, Prepared
+from ._bulk import NotSentError
 from ._exceptions import InvalidMessageError, SMTPKitError, TransportError
 from ._transports.base import SendResult, Transport, contract_breach
 
@@ -62,8 +63,9 @@ def invalid(exc: Exception) -> SMTPKitError:
     return error
 
 
-def not_sent() -> TransportError:
-    return TransportError("not sent: send_many was interrupted (KeyboardInterrupt)")
+def not_sent() -> NotSentError:
+    """The error of a message its stopped bulk send never handed to the server."""
+    return NotSentError("not sent: the bulk send stopped before its turn")
 
 
 def unretried(item: Prepared, first: SendResult | SMTPKitError) -> SendResult:
@@ -71,5 +73,8 @@ def unretried(item: Prepared, first: SendResult | SMTPKitError) -> SendResult:
     if isinstance(first, SendResult):
         return dataclasses.replace(first, message_id=item.message_id)
     return SendResult(
-        envelope=item.envelope, message_id=item.message_id, error=first, attempts=1
+        envelope=item.envelope,
+        message_id=item.message_id,
+        error=first,
+        attempts=0 if isinstance(first, NotSentError) else 1,
     )

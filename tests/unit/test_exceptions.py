@@ -77,9 +77,13 @@ def round_trip(exc: SMTPKitError) -> SMTPKitError:
 
 
 def test_every_public_error_is_covered():
-    # SendManyAbortedError lives beside send_many (it carries SendResults).
+    # SendManyAbortedError and NotSentError live beside the bulk engine.
     names = {cls.__name__ for cls in ERROR_CLASSES}
-    assert names == {*smtpkit._exceptions.__all__, "SendManyAbortedError"}
+    assert names == {
+        *smtpkit._exceptions.__all__,
+        "SendManyAbortedError",
+        "NotSentError",
+    }
 
 
 @pytest.mark.parametrize("cls", ERROR_CLASSES, ids=lambda cls: cls.__name__)
