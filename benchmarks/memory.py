@@ -49,7 +49,7 @@ SMTP_SINK = shutil.which("smtp-sink") or (
 
 def rss() -> int:
     """This process's resident set size in bytes, now (not the peak)."""
-    with open("/proc/self/statm") as statm:  # noqa: PTH123 - a proc file
+    with open("/proc/self/statm") as statm:
         return int(statm.read().split()[1]) * PAGE
 
 
@@ -139,9 +139,10 @@ class Sink:
             try:
                 socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
                 break
-            except OSError:
+            except OSError as exc:
                 if time.monotonic() > deadline or self._process.poll() is not None:
-                    raise SystemExit("the sink did not start: " + self._out.read_text())
+                    msg = "the sink did not start: " + self._out.read_text()
+                    raise SystemExit(msg) from exc
                 time.sleep(0.05)
 
     def received(self) -> int:
