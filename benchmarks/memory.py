@@ -77,6 +77,8 @@ class _Session(socketserver.StreamRequestHandler):
     """Accept everything, advertise PIPELINING, count messages."""
 
     def handle(self) -> None:
+        # Replies go out one write each: without NODELAY, Nagle holds them back.
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         write = self.wfile.write
         write(b"220 sink ESMTP\r\n")
         in_data = False
@@ -107,7 +109,7 @@ class _Server(socketserver.ThreadingTCPServer):
 
 
 def serve(port: int) -> None:
-    """Run the fallback sink (``--serve PORT``); prints its count on each QUIT-less EOF."""
+    """Run the fallback sink (``--serve PORT``); prints its count when stopped."""
     with _Server(("127.0.0.1", port), _Session) as server:
         print("ready", flush=True)
         with contextlib.suppress(KeyboardInterrupt):
@@ -120,10 +122,10 @@ class Sink:
 
     _MESG = re.compile(rb"mesg=(\d+)")
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, *, python: bool = False) -> None:
         self.port = free_port()
         self._out = workdir / "sink.out"
-        if SMTP_SINK is not None:
+        if SMTP_SINK is not None and not python:
             self.kind = "smtp-sink"
             args = [SMTP_SINK, "-c", "-4"]
             if os.geteuid() == 0:
@@ -215,6 +217,9 @@ def main() -> int:
     parser.add_argument("--list-count", type=int, default=100_000)
     parser.add_argument("--every", type=int, default=50_000)
     parser.add_argument("--limit", type=float, default=50.0, help="MiB of growth")
+    parser.add_argument(
+        "--python-sink", action="store_true", help="the fallback sink, not smtp-sink"
+    )
     parser.add_argument("--serve", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve is not None:
@@ -227,7 +232,7 @@ def main() -> int:
         f"{len(BODY) + 60} byte messages"
     )
     with tempfile.TemporaryDirectory() as workdir:
-        sink = Sink(Path(workdir))
+        sink = Sink(Path(workdir), python=args.python_sink)
         try:
             print(f"sink: {sink.kind} on 127.0.0.1:{sink.port}")
             started = time.perf_counter()
