@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import gc
 import logging
+import os
+import signal
 import threading
 import time
 from collections.abc import Iterator
@@ -339,3 +341,58 @@ def test_send_many_still_returns_everything_when_its_input_fails():
     assert [r.message_id for r in info.value.results] == [
         f"<m{n}@stream>" for n in range(3)
     ]
+
+
+def test_a_second_ctrl_c_while_waiting_leaves_the_outcome_unknown(caplog):
+    caplog.set_level(logging.WARNING, logger="smtpkit")
+    release = threading.Event()
+    started = threading.Event()
+
+    def stuck(envelope: Envelope, data: bytes) -> None:
+        if envelope.recipients[0] != "u0@example.com":
+            started.set()
+            release.wait(5)  # a server that never answers the final dot
+
+    fake = FakeTransport(handler=stuck)
+    with Mailer(transport=fake, retry=NEVER) as mailer:
+        stream = mailer.send_iter([message(n) for n in range(3)], concurrency=1)
+        assert next(stream).ok
+        assert started.wait(5)
+        # The close waits for message 1's attempt; a second Ctrl-C cuts it short.
+        timer = threading.Timer(0.2, os.kill, (os.getpid(), signal.SIGINT))
+        timer.start()
+        try:
+            with pytest.raises(KeyboardInterrupt):
+                stream.close()
+        finally:
+            release.set()
+            timer.join()
+    unknown = [r for r in stream.leftover if r.error is not None]
+    assert len(stream.leftover) == 2
+    assert unknown
+    assert all(r.error.delivery_unknown and r.attempts == 0 for r in unknown)
+    [record] = [r for r in caplog.records if "send_iter" in r.getMessage()]
+    assert f"{len(unknown)} not finished" in record.getMessage()
+    assert wait_until(lambda: pool_threads() == [])
+
+
+def wait_until(condition, timeout: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
+def test_ctrl_c_before_the_input_yields_anything_leaves_nothing_over():
+    def rows() -> Iterator[Message]:
+        raise KeyboardInterrupt
+        yield message(0)  # a generator
+
+    with Mailer(transport=FakeTransport()) as mailer:
+        stream = mailer.send_iter(rows())
+        with pytest.raises(KeyboardInterrupt):
+            consume(stream, [])
+    assert stream.leftover == []
+    assert pool_threads() == []
