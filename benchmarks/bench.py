@@ -41,7 +41,13 @@ from clients import (
     django,
     supports_chunking_switch,
 )
-from latency import Endpoints, ReadyTimes, connect_to_ready, noop_round_trip, print_ready
+from latency import (
+    Endpoints,
+    ReadyTimes,
+    connect_to_ready,
+    noop_round_trip,
+    print_ready,
+)
 from servers import AUTH_USER, SMTP_SINK, PostfixSink, Proxy, SmtpSink, postfix_problem
 from sink import AiosmtpdSink
 from targets import Cell, Sample, TargetCheck, check_targets
@@ -49,7 +55,10 @@ from targets import Cell, Sample, TargetCheck, check_targets
 import smtpkit
 
 SCENARIOS = ("plain", "starttls", "postfix")
-EXTERNAL = {"smtp-source": clients_ext.run_smtp_source, "node": clients_ext.run_nodemailer}
+EXTERNAL = {
+    "smtp-source": clients_ext.run_smtp_source,
+    "node": clients_ext.run_nodemailer,
+}
 
 
 class Sink(Protocol):
@@ -77,7 +86,9 @@ def _runner(client: Client) -> Callable[[Target, int, Workload, int], object]:
     return EXTERNAL[client.needs or ""]
 
 
-def measure(client: Client, target: Target, sink: Sink, count: int, work: Workload) -> Sample:
+def measure(
+    client: Client, target: Target, sink: Sink, count: int, work: Workload
+) -> Sample:
     """One timed run; raises BenchmarkError unless the sink got exactly *count* more."""
     run = _runner(client)
     gc.collect()
@@ -108,7 +119,11 @@ def measure(client: Client, target: Target, sink: Sink, count: int, work: Worklo
         raise BenchmarkError(msg)
     octets = sink.octets()
     # Where the sink counts bytes, each message must at least have carried its body.
-    if octets is not None and octets_before is not None and octets - octets_before < count * work.size:
+    if (
+        octets is not None
+        and octets_before is not None
+        and octets - octets_before < count * work.size
+    ):
         msg = (
             f"{client.name}: the {sink.kind} sink received "
             f"{octets - octets_before} bytes for {count} bodies of {work.size} bytes"
@@ -153,9 +168,18 @@ def _size_label(size: int) -> str:
 def print_table(cells: list[Cell], noop: float | None) -> None:
     """One table per group (raw bytes, built per message), each with its reference."""
     first = cells[0]
-    limit = f"; NOOP {noop * 1000:.1f} ms, limit {1 / noop:.1f} msg/s per connection" if noop else ""
-    print(f"\nRTT {first.rtt_ms:g} ms, {_size_label(first.size)} body, {first.scenario}{limit}")
-    for group, title in (("raw", "same pre-built bytes"), ("build", "built per message")):
+    limit = (
+        f"; NOOP {noop * 1000:.1f} ms, limit {1 / noop:.1f} msg/s per connection"
+        if noop
+        else ""
+    )
+    print(
+        f"\nRTT {first.rtt_ms:g} ms, {_size_label(first.size)} body, {first.scenario}{limit}"
+    )
+    for group, title in (
+        ("raw", "same pre-built bytes"),
+        ("build", "built per message"),
+    ):
         rows = [c for c in cells if CLIENTS[c.client].group == group]
         if not rows:
             continue
@@ -167,10 +191,13 @@ def print_table(cells: list[Cell], noop: float | None) -> None:
         for cell in rows:
             conns = CLIENTS[cell.client].connections
             share = f"{cell.rate * noop / conns:8.0%}" if noop else "     n/a"
+            rate_ratio = _ratio(cell.rate, ref.rate if ref else None)
+            cpu_ratio = _ratio(
+                cell.cpu_per_message, ref.cpu_per_message if ref else None
+            )
             print(f"  {cell.client:<22}{cell.messages:>6}{cell.rate:>10.1f}"
-                  f"{_ratio(cell.rate, ref.rate if ref else None):>9}{share:>9}"
-                  f"{cell.cpu_per_message * 1e6:>12.0f}"
-                  f"{_ratio(cell.cpu_per_message, ref.cpu_per_message if ref else None):>9}")  # fmt: skip
+                  f"{rate_ratio:>9}{share:>9}"
+                  f"{cell.cpu_per_message * 1e6:>12.0f}{cpu_ratio:>9}")  # fmt: skip
     sys.stdout.flush()
 
 
@@ -203,9 +230,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="plain (smtp-sink), starttls (aiosmtpd), postfix")  # fmt: skip
     parser.add_argument("--ready-rtt", type=float, default=20.0,
                         help="RTT in ms for connect-to-ready (0: skip it)")  # fmt: skip
-    parser.add_argument("--reps", type=int, default=None, help="repetitions (default 3)")
+    parser.add_argument(
+        "--reps", type=int, default=None, help="repetitions (default 3)"
+    )
     parser.add_argument("--json", type=Path, default=None, help="write results here")
-    parser.add_argument("--check", action="store_true", help="exit 2 when a target FAILs")
+    parser.add_argument(
+        "--check", action="store_true", help="exit 2 when a target FAILs"
+    )
     args = parser.parse_args(argv)
     if args.reps is None:
         args.reps = 1 if args.quick else 3
@@ -282,7 +313,10 @@ class Endpoint:
 
 
 def _start_endpoints(
-    args: argparse.Namespace, workdir: Path, stack: contextlib.ExitStack, notes: list[str]
+    args: argparse.Namespace,
+    workdir: Path,
+    stack: contextlib.ExitStack,
+    notes: list[str],
 ) -> dict[str, Endpoint]:
     endpoints: dict[str, Endpoint] = {}
     if "plain" in args.transports:
@@ -305,7 +339,9 @@ def _start_endpoints(
     return endpoints
 
 
-def _header(args: argparse.Namespace, endpoints: dict[str, Endpoint]) -> dict[str, object]:
+def _header(
+    args: argparse.Namespace, endpoints: dict[str, Endpoint]
+) -> dict[str, object]:
     meta: dict[str, object] = {
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "python": platform.python_version(),
@@ -346,7 +382,9 @@ def _measure_all(
                         2 * client.connections, works[2048])  # fmt: skip
     cells: list[Cell] = []
     for rtt in args.rtt:
-        for scenario in [s for s in SCENARIOS if s in args.transports and s in endpoints]:
+        for scenario in [
+            s for s in SCENARIOS if s in args.transports and s in endpoints
+        ]:
             endpoint = endpoints[scenario]
             target = endpoint.target(rtt)
             if rtt > 0:
@@ -366,7 +404,9 @@ def _measure_all(
 
 
 def _measure_ready(
-    args: argparse.Namespace, endpoints: dict[str, Endpoint], noop: dict[tuple[float, str], float]
+    args: argparse.Namespace,
+    endpoints: dict[str, Endpoint],
+    noop: dict[tuple[float, str], float],
 ) -> list[ReadyTimes]:
     endpoint = endpoints.get("postfix")
     if args.ready_rtt <= 0 or endpoint is None:
@@ -379,7 +419,9 @@ def _measure_ready(
         "starttls+auth": endpoint.proxied(sink.port_of("submission"), rtt),
         "implicit+auth": endpoint.proxied(sink.port_of("smtps"), rtt),
     }
-    round_trip = noop.get((rtt, "postfix")) or noop_round_trip("127.0.0.1", ports["plain"])
+    round_trip = noop.get((rtt, "postfix")) or noop_round_trip(
+        "127.0.0.1", ports["plain"]
+    )
     ends = Endpoints("127.0.0.1", ports, sink.ca_file, AUTH_USER, sink.password)
     times = connect_to_ready(ends, 3 if args.quick else 8)
     print_ready(times, round_trip)

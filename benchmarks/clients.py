@@ -330,9 +330,7 @@ def run_aiosmtplib_raw(
     )
 
 
-def run_rawsocket(
-    target: Target, count: int, work: Workload, connections: int
-) -> None:
+def run_rawsocket(target: Target, count: int, work: Workload, connections: int) -> None:
     """The ~100-line pipelining client of rawclient.py (the ceiling)."""
     send_pipelined(
         target.host,

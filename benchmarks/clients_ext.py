@@ -43,7 +43,9 @@ SMTP_SOURCE = shutil.which("smtp-source") or (
 _files: dict[int, Path] = {}
 
 
-def run_smtp_source(target: Target, count: int, work: Workload, connections: int) -> None:
+def run_smtp_source(
+    target: Target, count: int, work: Workload, connections: int
+) -> None:
     """Postfix's C load client: -d reuses each session, -s sessions in parallel.
 
     It sends its own generated payload of ``-l`` bytes, not ``work.data``.

@@ -40,7 +40,7 @@ def noop_round_trip(host: str, port: int, samples: int = 20) -> float:
             start = time.perf_counter()
             code, _ = smtp.noop()
             times.append(time.perf_counter() - start)
-            if code != 250:  # noqa: PLR2004 - the NOOP reply
+            if code != 250:
                 msg = f"NOOP answered {code}"
                 raise BenchmarkError(msg)
     return statistics.median(times)
@@ -72,13 +72,19 @@ class ReadyTimes:
         return statistics.median(self.later) if self.later else self.first
 
 
-def _smtpkit_opener(ends: Endpoints, mode: str) -> tuple[Callable[[], None], Callable[[], None]]:
+def _smtpkit_opener(
+    ends: Endpoints, mode: str
+) -> tuple[Callable[[], None], Callable[[], None]]:
     tls = {
         "plain": smtpkit.TLSMode.NONE,
         "starttls+auth": smtpkit.TLSMode.STARTTLS,
         "implicit+auth": smtpkit.TLSMode.IMPLICIT,
     }[mode]
-    auth = {} if mode == "plain" else {"username": ends.username, "password": ends.password}
+    auth = (
+        {}
+        if mode == "plain"
+        else {"username": ends.username, "password": ends.password}
+    )
     config = smtpkit.SMTPConfig(
         host=ends.host,
         port=ends.ports[mode],
@@ -109,7 +115,9 @@ def _smtpkit_opener(ends: Endpoints, mode: str) -> tuple[Callable[[], None], Cal
     return open_one, close
 
 
-def _smtplib_opener(ends: Endpoints, mode: str) -> tuple[Callable[[], None], Callable[[], None]]:
+def _smtplib_opener(
+    ends: Endpoints, mode: str
+) -> tuple[Callable[[], None], Callable[[], None]]:
     context = ssl.create_default_context(cafile=ends.ca_file)
     port = ends.ports[mode]
     opened: list[smtplib.SMTP] = []
@@ -132,7 +140,7 @@ def _smtplib_opener(ends: Endpoints, mode: str) -> tuple[Callable[[], None], Cal
         if mode != "plain":
             smtp.user, smtp.password = ends.username, ends.password
             code, _ = smtp.auth("PLAIN", smtp.auth_plain, initial_response_ok=True)
-            if code != 235:  # noqa: PLR2004 - authentication succeeded
+            if code != 235:
                 msg = f"smtplib AUTH answered {code}"
                 raise BenchmarkError(msg)
 

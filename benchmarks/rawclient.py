@@ -50,7 +50,7 @@ class _Replies:
             self._buffer += chunk
 
 
-def _session(
+def _session(  # noqa: PLR0917 - a private helper with one caller
     host: str,
     port: int,
     numbers: Iterator[int],

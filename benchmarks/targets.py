@@ -63,7 +63,9 @@ class _Checks:
         self.noop = noop
         self.found: list[TargetCheck] = []
 
-    def cell(self, rtt: float, client: str, size: int = KB2, scenario: str = "plain") -> Cell | None:
+    def cell(
+        self, rtt: float, client: str, size: int = KB2, scenario: str = "plain"
+    ) -> Cell | None:
         return self.index.get((rtt, scenario, size, client))
 
     def skip(self, name: str, needs: str) -> None:
@@ -78,13 +80,19 @@ class _Checks:
     ) -> None:  # fmt: skip
         x, y = self.cell(rtt, a, size, scenario), self.cell(rtt, b, size, scenario)
         if x is None or y is None:
-            self.skip(name, f"{a} and {b} at RTT {rtt:g} ({scenario}, {size // 1024} KB)")
+            self.skip(
+                name, f"{a} and {b} at RTT {rtt:g} ({scenario}, {size // 1024} KB)"
+            )
             return
         ratio = x.rate / y.rate
-        detail = f"{x.rate:.1f} vs {y.rate:.1f} msg/s = {ratio:.2f}x (need >= {minimum}x)"
+        detail = (
+            f"{x.rate:.1f} vs {y.rate:.1f} msg/s = {ratio:.2f}x (need >= {minimum}x)"
+        )
         self.verdict(name, ratio >= minimum, detail)
 
-    def cpu_limit(self, name: str, client: str, size: int, limit_us: float, peer: str) -> None:
+    def cpu_limit(
+        self, name: str, client: str, size: int, limit_us: float, peer: str
+    ) -> None:
         x = self.cell(0, client, size)
         if x is None:
             self.skip(name, f"{client} at RTT 0 (plain, {size // 1024} KB)")
@@ -150,11 +158,12 @@ def _ready_checks(c: _Checks, ready: list[ReadyTimes]) -> None:
         name = f"5. connect to ready, {mode}: smtpkit <= smtplib"
         mine, ref = by_key.get(("smtpkit", mode)), by_key.get(("smtplib", mode))
         if mine is None or ref is None:
-            c.skip(name, "the connect-to-ready measurement (Postfix + Dovecot, RTT > 0)")
+            c.skip(
+                name, "the connect-to-ready measurement (Postfix + Dovecot, RTT > 0)"
+            )
             continue
         ratio = mine.typical / ref.typical
         detail = (f"{mine.typical * 1000:.1f} vs {ref.typical * 1000:.1f} ms "
                   f"(first connection {mine.first * 1000:.1f} vs {ref.first * 1000:.1f}) "
                   f"= {ratio:.2f}x")  # fmt: skip
         c.verdict(name, ratio <= 1.0, detail)
-
