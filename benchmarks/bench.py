@@ -7,7 +7,7 @@ CHUNKING) and, for RTT > 0, a latency-injecting proxy (``proxy.py``) in front of
 each, then sends with every client and checks the sink's count after every run.
 See benchmarks/README.md.
 
-    python benchmarks/bench.py                 # the full run (~20 minutes)
+    python benchmarks/bench.py                 # the full run (~25 minutes)
     python benchmarks/bench.py --quick         # a smoke run (~2 minutes)
     python benchmarks/bench.py --rtt 20 --sizes 2k --clients smtpkit-raw-1,smtplib-raw
 """
