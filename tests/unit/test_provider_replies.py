@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pickle
 import re
+from pathlib import Path
 
 import pytest
 from hypothesis import given
@@ -199,3 +200,13 @@ def test_reason_is_a_str_enum_that_prints_its_value() -> None:
     assert str(ReplyReason.QUOTA_EXCEEDED) == "quota_exceeded"
     assert ReplyReason("rate_limited") is ReplyReason.RATE_LIMITED
     assert smtpkit.ReplyReason.__module__ == "smtpkit"
+
+
+def test_providers_guide_lists_every_row() -> None:
+    """docs/guide/providers.md shows each row's reply, reason and source."""
+    root = Path(__file__).resolve().parents[2]
+    guide = (root / "docs" / "guide" / "providers.md").read_text(encoding="utf-8")
+    for rule in _RULES:
+        first_line = rule.example.split("\n")[0].replace("|", "\\|")
+        assert f"`{first_line}` | `{rule.reason.value}` | {rule.hint}" in guide
+        assert rule.doc_url in guide
