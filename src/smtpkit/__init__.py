@@ -54,6 +54,7 @@ from ._exceptions import (
 )
 from ._mailer import BulkItem, BulkProgress, Mailer, Sendable
 from ._message import Attachment, Envelope, Message
+from ._provider_replies import ReplyExplanation, ReplyReason, explain_reply
 from ._ratelimit import RateLimit
 from ._reply import EnhancedStatus, ReplyCode, SMTPReply, parse_reply
 from ._retry import DEFAULT_RETRY_POLICY, RetryDetails, RetryHook, RetryPolicy
@@ -105,6 +106,8 @@ __all__ = [
     "RecipientResult",
     "RecipientsRefusedError",
     "ReplyCode",
+    "ReplyExplanation",
+    "ReplyReason",
     "RetryDetails",
     "RetryHook",
     "RetryPolicy",
@@ -128,6 +131,7 @@ __all__ = [
     "TransportError",
     "__version__",
     "auth",
+    "explain_reply",
     "parse_reply",
 ]
 
