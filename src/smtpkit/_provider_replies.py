@@ -297,6 +297,29 @@ _NETEASE_RULES: Final = (
     ),
 )
 
+# Tencent's reply names its own help page (the authorization code, 授权码).
+_QQ_AUTH_CODE: Final = (
+    "https://service.mail.qq.com/cgi-bin/help?subtype=1&&id=28&&no=1001256"
+)
+_QQ_RULES: Final = (
+    _Rule(
+        provider="QQ Mail",
+        codes=frozenset({535}),
+        pattern=_words(r"login fail\.\s+please enter your authorization code"),
+        reason=ReplyReason.AUTH_NEEDS_APP_PASSWORD,
+        hint="QQ Mail takes an authorization code as the SMTP password, not the QQ "
+        "password: turn on the SMTP service and generate a code in QQ Mail's "
+        "account settings",
+        hint_zh="QQ邮箱的SMTP登录密码是授权码，不是QQ密码：请在QQ邮箱“设置-账户”中"
+        "开启SMTP服务并生成授权码",
+        doc_url=_QQ_AUTH_CODE,
+        example="535 Login Fail. Please enter your authorization code to login. "
+        "More information in "
+        "http://service.mail.qq.com/cgi-bin/help?subtype=1&&id=28&&no=1001256",
+        step="AUTH",
+    ),
+)
+
 _GMAIL_RULES: Final = (
     _Rule(
         provider="Gmail",
@@ -562,6 +585,7 @@ _POSTFIX_RULES: Final = (
 # cites the provider's documentation (docs/guide/providers.md lists them).
 _RULES: Final[tuple[_Rule, ...]] = (
     _NETEASE_RULES
+    + _QQ_RULES
     + _GMAIL_RULES
     + _MICROSOFT_RULES
     + _SES_RULES

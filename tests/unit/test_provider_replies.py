@@ -25,7 +25,7 @@ from smtpkit import (
 )
 from smtpkit._provider_replies import _RULES, _Rule, explain
 
-CHINESE_PROVIDERS = {"NetEase", "Aliyun DirectMail"}
+CHINESE_PROVIDERS = {"NetEase", "QQ Mail", "Aliyun DirectMail"}
 STEPS = {"connect", "AUTH", "MAIL", "RCPT", "DATA", "end of data"}
 
 
