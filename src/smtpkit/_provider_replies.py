@@ -154,6 +154,16 @@ _RULES: Final[tuple[_Rule, ...]] = (
         hint_zh="邮件内容被判定为垃圾邮件，请修改内容后再发送",
         doc_url=_NETEASE_DOC,
     ),
+    # Postfix smtpd with anvil(8): smtpd_client_connection_count_limit.
+    _Rule(
+        provider="Postfix",
+        codes=frozenset({421}),
+        enhanced="4.7.0",
+        pattern=re.compile(r"Error: too many connections from "),
+        reason=ReplyReason.TOO_MANY_CONNECTIONS,
+        hint="too many concurrent connections from this client: use fewer connections",
+        doc_url="https://www.postfix.org/postconf.5.html#smtpd_client_connection_count_limit",
+    ),
 )
 
 
