@@ -28,11 +28,12 @@ class ProviderAdaptation(BaseModel):
             server allowed (never below 1).
         learn_connection_limit: On "too many connections" (NetEase ``421
             HL:ICC``, Postfix anvil ``421 4.7.0 ... too many connections``),
-            halve the pool's effective size, at most down to the number of
-            connections the server did accept (never below 1); the messages
+            shrink the pool's effective size to the number of connections the
+            server did accept (never below 1); the messages
             waiting for the refused connection wait for an open one instead.
             The size grows back by one after every ``grow_after`` delivered
-            messages, up to ``PoolLimits.max_connections``.
+            messages, up to ``PoolLimits.max_connections``; each time growing
+            back is refused, the next try waits for twice as many.
         grow_after: Messages delivered at the smaller size before the pool
             tries one more connection.
         stop_on_quota: When a reply says the sending quota is spent (NetEase

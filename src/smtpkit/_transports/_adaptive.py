@@ -7,7 +7,8 @@ Two replies change how ``SMTPTransport`` uses its pool (each switchable off in
   messages never counted as attempts; they go to a new connection, and the
   pool's messages per connection drop to what this one carried;
 * "too many connections" (NetEase ``421 HL:ICC``, Postfix anvil): the pool
-  shrinks multiplicatively, the waiting messages wait for an open connection,
+  shrinks to the connections the server accepted (multiplicative decrease:
+  one refusal can halve it or more), the waiting messages wait for an open one,
   and the size grows back by one every ``grow_after`` delivered messages
   (additive increase, multiplicative decrease, as TCP does with its window).
 """
@@ -34,6 +35,7 @@ C = TypeVar("C")
 # Refused connections a single send_batch call absorbs before the refusal is
 # the messages' error (the server may refuse for other clients' connections).
 MAX_ABSORBED_REFUSALS: Final = 8
+_MAX_GROW_AFTER: Final = 1_000_000  # messages: growing back never stops entirely
 
 
 def explained(outcome: object) -> ReplyExplanation | None:
@@ -68,6 +70,8 @@ class PoolAdapter(Generic[C]):
         self._adapt = adapt
         self._lock = threading.Lock()
         self._delivered = 0  # messages delivered since the last change of size
+        self._grow_after = adapt.grow_after  # doubles whenever growing failed
+        self._grown = False  # the size was last changed by growing
 
     def holds(self, item: Item) -> bool:
         """True when *item*'s refusal will be undone (sent again, not reported)."""
@@ -141,7 +145,9 @@ class PoolAdapter(Generic[C]):
         if others == 0:
             return False  # nothing of ours to wait for: a real failure
         with self._lock:
-            size = max(1, min(others, (pool.size + 1) // 2))
+            # The number the server did accept is a sharper signal than halving,
+            # and concurrent refusals cannot shrink it below that together.
+            size = max(1, min(others, pool.size))
             if size < pool.size:
                 logger.warning(
                     "the server refused connection %d (too many connections); "
@@ -149,6 +155,11 @@ class PoolAdapter(Generic[C]):
                     others + 1,
                     size,
                 )
+            if self._grown:
+                # Growing back was refused: wait twice as long before the next
+                # try, so a steady limit is probed ever more rarely.
+                self._grow_after = min(self._grow_after * 2, _MAX_GROW_AFTER)
+                self._grown = False
             pool.resize(size)
             self._delivered = 0
         return True
@@ -161,9 +172,10 @@ class PoolAdapter(Generic[C]):
         with self._lock:
             self._delivered += count
             if (
-                self._delivered >= self._adapt.grow_after
+                self._delivered >= self._grow_after
                 and pool.size < pool.max_connections
             ):
                 self._delivered = 0
+                self._grown = True
                 pool.resize(pool.size + 1)
                 logger.debug("trying %d connections again", pool.size)
