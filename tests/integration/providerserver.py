@@ -85,8 +85,7 @@ class LimitedSMTP(SMTP):
                 limits.mails_after_quota += 1
                 reply: str | None = SFQ
             elif (
-                limits.max_messages is not None
-                and self.messages >= limits.max_messages
+                limits.max_messages is not None and self.messages >= limits.max_messages
             ):
                 reply = DMC
             else:
@@ -96,7 +95,6 @@ class LimitedSMTP(SMTP):
             await self.push(reply)
             return
         await super().smtp_MAIL(arg)
-
 
 
 class CountingHandler(RecordingHandler):

@@ -69,7 +69,9 @@ def test_two_connections_and_fifty_messages_are_learnt_not_fought(limited):
     assert [r.error for r in results if r.error is not None] == []
     assert all(r.attempts == 1 for r in results)
     # Every message arrived exactly once.
-    subjects = sorted(m.data.split(b"Subject: ")[1].split(b"\r\n")[0] for m in server.messages)
+    subjects = sorted(
+        m.data.split(b"Subject: ")[1].split(b"\r\n")[0] for m in server.messages
+    )
     assert subjects == sorted(f"n{i}".encode() for i in range(2000))
     assert pool_size <= 2
     assert max_messages == 50
@@ -151,7 +153,10 @@ def test_a_spent_quota_stops_send_many_with_every_message_accounted_for(limited)
     config = _config(server, pool=PoolLimits(max_connections=2))
     retry = RetryPolicy(attempts=5, wait_initial=0, wait_jitter=0)
     messages = _messages(1000)
-    with Mailer(config, retry=retry) as mailer, pytest.raises(QuotaExceededError) as info:
+    with (
+        Mailer(config, retry=retry) as mailer,
+        pytest.raises(QuotaExceededError) as info,
+    ):
         mailer.send_many(messages)
     error = info.value
     results = error.results

@@ -171,10 +171,7 @@ class PoolAdapter(Generic[C]):
         pool = self._pool
         with self._lock:
             self._delivered += count
-            if (
-                self._delivered >= self._grow_after
-                and pool.size < pool.max_connections
-            ):
+            if self._delivered >= self._grow_after and pool.size < pool.max_connections:
                 self._delivered = 0
                 self._grown = True
                 pool.resize(pool.size + 1)
