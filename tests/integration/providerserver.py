@@ -3,7 +3,10 @@
 ``Limits`` counts connections and messages across sessions: beyond
 ``max_connections`` a new connection is greeted with ``421 HL:ICC`` (NetEase)
 and closed; beyond ``max_messages`` on one connection MAIL gets ``450 MI:DMC``;
-after ``quota`` accepted messages MAIL gets ``451 MI:SFQ``.
+after ``quota`` accepted messages MAIL gets ``451 MI:SFQ``.  With
+``refuse_at_mail`` a connection beyond the limit is greeted with 220 and only
+its MAIL gets the 421; with ``dmc_once_at`` only that one MAIL of a connection
+is refused with ``450 MI:DMC`` and the ones after it are accepted again.
 """
 
 from __future__ import annotations
@@ -30,6 +33,8 @@ class Limits:
     max_connections: int | None = None
     max_messages: int | None = None
     quota: int | None = None
+    refuse_at_mail: bool = False
+    dmc_once_at: int | None = None  # the MAIL (0-based, per connection) refused
     active: int = 0
     peak: int = 0  # most sessions served at once
     sessions: int = 0  # connections served (greeted with 220)
@@ -49,6 +54,8 @@ class LimitedSMTP(SMTP):
         self.limits = limits
         self.served = False
         self.messages = 0
+        self.over = False  # beyond max_connections, refused at MAIL
+        self.mail_commands = 0
 
     async def _handle_client(self) -> None:
         limits = self.limits
@@ -64,7 +71,9 @@ class LimitedSMTP(SMTP):
                 limits.sessions += 1
                 limits.peak = max(limits.peak, limits.active)
                 self.served = True
-        if over:
+        if over and limits.refuse_at_mail:
+            self.over = True
+        elif over:
             await self.push(ICC)
             self.transport.close()
             return
@@ -80,10 +89,17 @@ class LimitedSMTP(SMTP):
 
     async def smtp_MAIL(self, arg: str) -> None:  # noqa: N802 - aiosmtpd's naming
         limits = self.limits
+        if self.over:
+            await self.push(ICC)
+            self.transport.close()
+            return
+        index, self.mail_commands = self.mail_commands, self.mail_commands + 1
         with limits.lock:
-            if limits.quota is not None and limits.mails >= limits.quota:
+            if index == limits.dmc_once_at:
+                reply: str | None = DMC
+            elif limits.quota is not None and limits.mails >= limits.quota:
                 limits.mails_after_quota += 1
-                reply: str | None = SFQ
+                reply = SFQ
             elif (
                 limits.max_messages is not None and self.messages >= limits.max_messages
             ):

@@ -188,3 +188,44 @@ def test_stop_on_quota_can_be_switched_off(limited):
         results = mailer.send_many(_messages(10))
     assert len(server.messages) == 5
     assert sum(r.error is not None for r in results) == 5
+
+
+def _subjects(server) -> list[bytes]:
+    return sorted(
+        m.data.split(b"Subject: ")[1].split(b"\r\n")[0] for m in server.messages
+    )
+
+
+@pytest.mark.timeout(60)
+def test_too_many_connections_refused_at_mail_costs_no_attempt(limited):
+    # The server greets every connection and refuses the extra ones' MAIL with
+    # 421 HL:ICC: those messages never started and go to an open connection.
+    limits = Limits(max_connections=2, refuse_at_mail=True)
+    server = limited(limits)
+    config = _config(server, pool=PoolLimits(max_connections=4))
+    with Mailer(config, retry=NEVER) as mailer:
+        results = mailer.send_many(_messages(400))
+        pool_size = mailer.transport._pool.size
+    assert [r.error for r in results if r.error is not None] == []
+    assert all(r.attempts == 1 for r in results)
+    assert _subjects(server) == sorted(f"n{i}".encode() for i in range(400))
+    assert limits.refused >= 1
+    assert pool_size <= 2
+
+
+def test_a_message_limit_refusal_mid_batch_leaves_the_others_delivered_once(limited):
+    # MAIL 3 of the first connection is refused with 450 MI:DMC, the pipelined
+    # messages behind it in the same write are accepted: only message 3 is
+    # sent again (on a new connection), nothing twice, no attempt counted.
+    limits = Limits(dmc_once_at=3)
+    server = limited(limits)
+    config = _config(server, pool=PoolLimits(max_connections=1))
+    with Mailer(config, retry=NEVER) as mailer:
+        results = mailer.send_many(_messages(10), concurrency=1)
+        max_messages = mailer.transport._pool.max_messages
+    assert [r.error for r in results] == [None] * 10
+    assert [r.attempts for r in results] == [1] * 10
+    assert _subjects(server) == sorted(f"n{i}".encode() for i in range(10))
+    assert server.messages[-1].data.count(b"Subject: n3\r\n") == 1
+    assert max_messages == 3  # what the connection carried before the refusal
+    assert limits.sessions == 2

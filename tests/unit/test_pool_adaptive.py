@@ -2,9 +2,19 @@
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 
-from smtpkit import GreetingRefusedError, PoolTimeoutError, ProviderAdaptation
+from smtpkit import (
+    DataRefusedError,
+    GreetingRefusedError,
+    PoolTimeoutError,
+    ProviderAdaptation,
+    SendResult,
+    SMTPReplyError,
+)
+from smtpkit._message import Envelope
 from smtpkit._transports._adaptive import PoolAdapter, explained
 from smtpkit._transports._session import Item
 from smtpkit.testing import reply
@@ -104,3 +114,106 @@ def test_requeue_switched_off_leaves_refusals_alone():
     assert not adapter.holds(item)
     assert adapter.requeue(pooled, [item]) == 0
     assert item.outcome is not None
+
+
+def test_established_leaves_out_connections_still_connecting():
+    h = Harness(max_connections=4)
+    started, go = threading.Event(), threading.Event()
+    create = h.create
+
+    def slow_create():
+        started.set()
+        go.wait(5)
+        return create()
+
+    held = h.pool.acquire()
+    h.pool._create = slow_create
+    thread = threading.Thread(target=h.pool.acquire)
+    thread.start()
+    started.wait(5)
+    assert h.pool.established() == (1, 1)
+    go.set()
+    thread.join(5)
+    assert h.pool.established() == (2, 0)
+    h.fail_create = OSError("refused")
+    with pytest.raises(OSError):
+        h.pool.acquire()
+    assert h.pool.established() == (2, 0)  # the failed slot is given back
+    h.pool.release(held, reusable=True)
+
+
+def test_concurrent_refusals_shrink_to_the_accepted_at_once():
+    # Six connect at once, the server takes two: the refusals that arrive while
+    # others are still connecting must not stop at 5, 4, 3 first.
+    h = Harness(max_connections=6)
+    adapter = PoolAdapter(h.pool, ProviderAdaptation())
+    held = [h.pool.acquire(), h.pool.acquire()]
+    h.pool._connecting = 3  # three more on their way (and to be refused)
+    h.pool._in_use += 3
+    assert adapter.connection_refused(ICC)
+    assert h.pool.size == 2
+    h.pool._connecting = 0
+    h.pool._in_use -= 3
+    for pooled in held:
+        h.pool.release(pooled, reusable=True)
+
+
+def test_a_refusal_while_only_others_connect_waits_for_them():
+    h = Harness(max_connections=6)
+    adapter = PoolAdapter(h.pool, ProviderAdaptation())
+    h.pool._connecting = 3
+    h.pool._in_use = 3
+    assert adapter.connection_refused(ICC)
+    assert h.pool.size == 3
+
+
+def test_a_probe_that_held_makes_the_next_probe_cheap_again():
+    h = Harness(max_connections=4)
+    adapter = PoolAdapter(h.pool, ProviderAdaptation(grow_after=10))
+    held = [h.pool.acquire()]
+    assert adapter.connection_refused(ICC)
+    assert h.pool.size == 1
+    adapter.delivered(10)
+    assert h.pool.size == 2
+    assert adapter.connection_refused(ICC)  # refused: next probe after 20
+    adapter.delivered(20)
+    assert h.pool.size == 2
+    adapter.delivered(20)  # 3 held for 20: back to every 10
+    assert h.pool.size == 3
+    adapter.delivered(10)
+    assert h.pool.size == 4
+    h.pool.release(held[0], reusable=True)
+
+
+def _item(outcome, *, data_sent: bool = False) -> Item:
+    item = Item.prepare(Envelope(sender="a@x.org", recipients=("b@y.org",)), b"x\r\n")
+    item.outcome = outcome
+    item.data_sent = data_sent
+    return item
+
+
+def test_refused_midway_forgets_only_messages_that_never_started():
+    h = Harness(max_connections=4)
+    adapter = PoolAdapter(h.pool, ProviderAdaptation())
+    held = h.pool.acquire()
+    icc = SMTPReplyError(reply("421 HL:ICC 127.0.0.1"), command="MAIL")
+    delivered = _item(SendResult(envelope=None))
+    refused = _item(icc)
+    after_data = _item(DataRefusedError(reply("421 HL:ICC x"), command="end of data"))
+    after_data.data_sent = True
+    batch = [delivered, refused, after_data]
+    assert adapter.refused_midway(batch, icc)
+    assert refused.outcome is None
+    assert delivered.outcome is not None
+    assert after_data.outcome is not None  # the server may have it
+    assert h.pool.size == 1
+    other = SMTPReplyError(reply("421 4.3.2 bye"), command="MAIL")
+    assert not adapter.refused_midway([_item(other)], other)
+    assert not adapter.refused_midway([after_data], icc)  # nothing to undo
+    off = PoolAdapter(h.pool, ProviderAdaptation(learn_connection_limit=False))
+    assert not off.refused_midway([_item(icc)], icc)
+    h.pool.release(held, reusable=False)
+    # Nothing of ours open: the refusal is the message's error.
+    alone = _item(icc)
+    assert not adapter.refused_midway([alone], icc)
+    assert alone.outcome is icc

@@ -59,6 +59,15 @@ def _is_message_limit(outcome: object) -> bool:
     )
 
 
+def _forget(item: Item) -> None:
+    """Clear *item*'s transaction: it starts afresh on another connection."""
+    item.mail = None
+    item.rcpt = {}
+    item.data_reply = None
+    item.data_sent = False
+    item.outcome = None
+
+
 class PoolAdapter(Generic[C]):
     """Learns a server's connection and message limits for one pool.
 
@@ -111,11 +120,7 @@ class PoolAdapter(Generic[C]):
         if carried == 0:
             return 0
         for item in refused:
-            item.mail = None
-            item.rcpt = {}
-            item.data_reply = None
-            item.data_sent = False
-            item.outcome = None
+            _forget(item)
         if carried < self._pool.max_messages:
             logger.warning(
                 "the server allows %d message(s) per connection; reconnecting "
@@ -129,30 +134,29 @@ class PoolAdapter(Generic[C]):
     def connection_refused(self, exc: SMTPKitError) -> bool:
         """Shrink the pool when *exc* says "too many connections".
 
+        Called once the refused connection's slot is given back.
+
         Returns:
             True when the messages should wait for an open connection instead
             of failing: the server refused only this extra connection.
         """
-        explanation = explained(exc)
-        if (
-            not self._adapt.learn_connection_limit
-            or explanation is None
-            or explanation.reason is not ReplyReason.TOO_MANY_CONNECTIONS
-        ):
+        if not self._is_connection_limit(exc):
             return False
         pool = self._pool
-        others = pool.stats().open  # the refused connection's slot is given back
-        if others == 0:
+        established, connecting = pool.established()
+        if established + connecting == 0:
             return False  # nothing of ours to wait for: a real failure
         with self._lock:
             # The number the server did accept is a sharper signal than halving,
-            # and concurrent refusals cannot shrink it below that together.
-            size = max(1, min(others, pool.size))
+            # and concurrent refusals cannot shrink it below that together.  The
+            # ones still connecting count only when none got through yet (they
+            # may be refused too: each refusal shrinks again).
+            size = max(1, min(established or connecting, pool.size))
             if size < pool.size:
                 logger.warning(
                     "the server refused connection %d (too many connections); "
                     "using at most %d",
-                    others + 1,
+                    established + 1,
                     size,
                 )
             if self._grown:
@@ -164,6 +168,40 @@ class PoolAdapter(Generic[C]):
             self._delivered = 0
         return True
 
+    def refused_midway(self, batch: list[Item], error: SMTPKitError) -> bool:
+        """Undo a "too many connections" 421 that came after the greeting.
+
+        Some servers greet first and refuse at EHLO, MAIL or RCPT.  The messages
+        whose data had not gone out never started: they get no outcome and wait
+        for an open connection (see :meth:`connection_refused`), free.  A message
+        whose data went out keeps its error: the server may have it.
+
+        Returns:
+            True when the refusal was undone; the connection is already released.
+        """
+        if not self._is_connection_limit(error):
+            return False
+        undone = [
+            item
+            for item in batch
+            if item.outcome is not None
+            and not item.data_sent
+            and self._is_connection_limit(item.outcome)
+        ]
+        if not undone or not self.connection_refused(error):
+            return False
+        for item in undone:
+            _forget(item)
+        return True
+
+    def _is_connection_limit(self, outcome: object) -> bool:
+        explanation = explained(outcome)
+        return (
+            self._adapt.learn_connection_limit
+            and explanation is not None
+            and explanation.reason is ReplyReason.TOO_MANY_CONNECTIONS
+        )
+
     def delivered(self, count: int) -> None:
         """Count *count* delivered messages; grow the pool by one now and then."""
         if not self._adapt.learn_connection_limit or count == 0:
@@ -172,6 +210,10 @@ class PoolAdapter(Generic[C]):
         with self._lock:
             self._delivered += count
             if self._delivered >= self._grow_after and pool.size < pool.max_connections:
+                if self._grown:
+                    # The last step up held for a whole period: the limit moved,
+                    # so probing is cheap again.
+                    self._grow_after = self._adapt.grow_after
                 self._delivered = 0
                 self._grown = True
                 pool.resize(pool.size + 1)

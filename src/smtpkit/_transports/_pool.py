@@ -122,11 +122,22 @@ class ConnectionPool(Generic[C]):
         with self._cond:
             self._max_messages = max(1, min(count, self._max_messages))
 
+    def established(self) -> tuple[int, int]:
+        """Connections open and past their greeting, and those still connecting.
+
+        Why a server refused one more is best judged by the ones it accepted:
+        connections still connecting may be refused too.
+        """
+        with self._cond:
+            open_ = len(self._idle) + self._in_use
+            return open_ - self._connecting, self._connecting
+
     def _reset_state(self) -> None:
         self._pid = os.getpid()
         self._cond = threading.Condition(threading.Lock())
         self._idle: list[Pooled[C]] = []
         self._in_use = 0
+        self._connecting = 0  # reserved slots whose connection is being opened
         self._created = 0
         self._discarded = 0
         self._closed = False
@@ -191,6 +202,7 @@ class ConnectionPool(Generic[C]):
                 if self._idle:
                     return self._idle.pop()  # LIFO: the warmest connection
                 if self._in_use <= self._size:
+                    self._connecting += 1
                     return None  # a slot is reserved for a new connection
                 self._in_use -= 1
                 remaining = deadline - self._clock()
@@ -206,16 +218,19 @@ class ConnectionPool(Generic[C]):
         conn = self._create()
         try:
             now = self._clock()
-            with self._cond:
-                self._created += 1
-            return Pooled(conn=conn, created_at=now, last_used=now)
+            pooled = Pooled(conn=conn, created_at=now, last_used=now)
         except BaseException:  # interrupted right after connecting
             self._dispose(conn, False)
             raise
+        with self._cond:
+            self._created += 1
+            self._connecting -= 1
+        return pooled
 
     def _unreserve(self) -> None:
         with self._cond:
             self._in_use -= 1
+            self._connecting -= 1
             self._cond.notify()
 
     def _expired(self, pooled: Pooled[C]) -> bool:

@@ -416,9 +416,17 @@ class SMTPTransport(Transport):
             self._adapter.delivered(
                 sum(isinstance(item.outcome, SendResult) for item in batch)
             )
+            if (
+                error is not None
+                and refusals < MAX_ABSORBED_REFUSALS
+                and self._adapter.refused_midway(batch, error)
+            ):
+                refusals += 1  # "too many connections" after the greeting
+                requeued = 1
             if error is None or requeued:
-                # Refused for "too many messages": they go to a new connection
-                # (this one carried some, so this always progresses).
+                # Refused for "too many messages" or "connections": they go to
+                # another connection (this one carried some, or others are open:
+                # this always progresses).
                 report.settled(batch)
                 pending = [item for item in pending if item.outcome is None]
                 continue
