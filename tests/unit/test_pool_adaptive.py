@@ -11,6 +11,7 @@ from smtpkit import (
     GreetingRefusedError,
     PoolTimeoutError,
     ProviderAdaptation,
+    SenderRefusedError,
     SendResult,
     SMTPReplyError,
 )
@@ -217,3 +218,35 @@ def test_refused_midway_forgets_only_messages_that_never_started():
     alone = _item(icc)
     assert not adapter.refused_midway([alone], icc)
     assert alone.outcome is icc
+
+
+def test_an_interrupt_right_after_connecting_disposes_and_frees_the_slot():
+    h = Harness(max_connections=1)
+    calls = []
+
+    def clock() -> float:
+        calls.append(1)
+        if len(calls) == 2:  # the first call sets the deadline, the next stamps
+            raise KeyboardInterrupt
+        return 0.0
+
+    h.pool._clock = clock
+    with pytest.raises(KeyboardInterrupt):
+        h.pool.acquire()
+    assert h.disposed == [(h.created[0], False)]
+    assert h.pool.established() == (0, 0)
+    assert h.pool.stats().in_use == 0
+
+
+def test_a_refusal_at_the_learnt_limit_requeues_without_warning(caplog):
+    h = Harness(max_messages_per_connection=3)
+    adapter = PoolAdapter(h.pool, ProviderAdaptation())
+    pooled = h.pool.acquire()
+    pooled.messages = 3
+    item = _item(SenderRefusedError(DMC, sender="a@x.org"))
+    with caplog.at_level("WARNING", logger="smtpkit"):
+        assert adapter.requeue(pooled, [item]) == 1
+    assert item.outcome is None
+    assert h.pool.max_messages == 3
+    assert caplog.records == []
+    h.pool.release(pooled, reusable=True)
