@@ -16,8 +16,9 @@ import logging
 from importlib.metadata import PackageNotFoundError, version
 
 from . import auth
+from ._adaptation import ProviderAdaptation
 from ._address import Address, AddressLike
-from ._bulk import SendManyAbortedError
+from ._bulk import QuotaExceededError, SendManyAbortedError
 from ._config import (
     DEFAULT_POOL_LIMITS,
     PROVIDERS,
@@ -101,6 +102,8 @@ __all__ = [
     "PoolStats",
     "PoolTimeoutError",
     "ProtocolError",
+    "ProviderAdaptation",
+    "QuotaExceededError",
     "RateLimit",
     "ReadTimeoutError",
     "RecipientResult",

@@ -19,12 +19,15 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Final, Generic, TypeVar
 
-from ._exceptions import SMTPKitError
+from ._exceptions import SMTPKitError, TransportError
+from ._reply import SMTPReply
 from ._transports.base import SendResult, contract_breach
 
 __all__ = [
     "MAX_BATCH",
     "BulkProgress",
+    "Halt",
+    "QuotaExceededError",
     "Report",
     "SendManyAbortedError",
     "send_in_batches",
@@ -74,10 +77,70 @@ class SendManyAbortedError(SMTPKitError):
         self.results = results
 
 
+class QuotaExceededError(SendManyAbortedError):
+    """``send_many`` stopped early: the server said the sending quota is spent.
+
+    Nothing was sent after the refusal became known (no retry either: it would
+    only spend the quota's next window).  ``results`` holds one result per
+    message read, in input order: the ones refused for the quota carry the
+    server's reply; the ones never sent have ``attempts == 0`` and an error
+    saying so.  The messages after ``len(results)`` were not read.
+
+    Attributes:
+        reply: The server's quota reply.
+        resume_after: Seconds after which the provider says (or documents) that
+            sending may resume; None when it does not say.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        results: list[SendResult],
+        reply: SMTPReply | None = None,
+        resume_after: float | None = None,
+    ) -> None:
+        super().__init__(message, results=results)
+        self.reply = reply
+        self.resume_after = resume_after
+
+    @property
+    def unsent(self) -> list[SendResult]:
+        """The results of the messages read but never sent (``attempts == 0``)."""
+        return [r for r in self.results if r.attempts == 0]
+
+
+Halt = Callable[[SendResult], "QuotaExceededError | None"]
+"""``halt(result)``: the error that ends the run after *result*, or None."""
+
+
+class _Halted:
+    """A run's "stop everything" switch, thrown by the first result that asks."""
+
+    def __init__(self, halt: Halt | None) -> None:
+        self._halt = halt
+        self.error: QuotaExceededError | None = None
+        self._lock = threading.Lock()
+
+    def check(self, result: SendResult) -> None:
+        if self._halt is None or self.error is not None:
+            return
+        error = self._halt(result)
+        if error is not None:
+            with self._lock:
+                if self.error is None:
+                    self.error = error
+
+    def not_sent(self) -> SendResult:
+        error = TransportError(f"not sent: send_many stopped ({self.error})")
+        return SendResult(envelope=None, error=error, attempts=0)
+
+
 class _Batch(Generic[T]):
     """One batch's messages and their results, filled in by the worker thread."""
 
-    def __init__(self, items: list[T]) -> None:
+    def __init__(self, items: list[T], halted: _Halted | None = None) -> None:
+        self.halted = halted or _Halted(None)
         self.items = items  # emptied once sent: a run keeps only the results
         self.size = len(items)
         self.results: list[SendResult | None] = [None] * len(items)
@@ -89,6 +152,7 @@ class _Batch(Generic[T]):
             if 0 <= index < len(self.results) and self.results[index] is None:
                 self.results[index] = result
                 self._filled.notify_all()
+        self.halted.check(result)
 
     def wait(self, index: int) -> SendResult:
         """Block until message *index* has its result, and return it."""
@@ -126,7 +190,11 @@ def _run(send_batch: Callable[[list[T], Report], None], batch: _Batch[T]) -> Non
     """Run one batch; every message gets a result even when *send_batch* breaks."""
     failure: Exception = RuntimeError("the batch ended without a result")
     try:
-        send_batch(batch.items, batch.report)
+        if batch.halted.error is not None:  # stopped before this batch began
+            for index in range(batch.size):
+                batch.report(index, batch.halted.not_sent())
+        else:
+            send_batch(batch.items, batch.report)
     except Exception as exc:  # a bug: still one result per message read
         failure = exc
     finally:
@@ -179,6 +247,7 @@ def send_in_batches(
     batch_size: int,
     on_progress: Callable[[BulkProgress], None] | None,
     interrupted: threading.Event | None = None,
+    halt: Halt | None = None,
 ) -> list[SendResult]:
     """Send *messages* in batches on *workers* threads; results in input order.
 
@@ -189,15 +258,21 @@ def send_in_batches(
     further retries; no new batch starts, and what was delivered is logged
     before the interrupt propagates.
 
+    *halt* is asked about every result as soon as it is known; the first error
+    it returns stops the run: no new batch starts, batches not started report
+    their messages as not sent, and that error is raised with every result.
+
     Raises:
         SendManyAbortedError: *messages* or *on_progress* raised; what had been
             read was still sent, and the error's ``results`` reports it.
+        QuotaExceededError: *halt* returned it.
     """
     run: _Collector[T] = _Collector(on_progress, _length(messages))
+    halted = _Halted(halt)
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="smtpkit")
     try:
         batches = _batches(iter(messages), workers, batch_size)
-        while run.stop is None:
+        while run.stop is None and halted.error is None:
             try:
                 items = next(batches)
             except StopIteration:
@@ -205,7 +280,7 @@ def send_in_batches(
             except Exception as exc:  # reported below
                 run.stop = ("the input", exc)
                 break
-            batch = _Batch(items)
+            batch = _Batch(items, halted)
             run.submitted.append(batch)
             run.window.append((pool.submit(_run, send_batch, batch), batch))
             if len(run.window) >= 2 * workers:
@@ -226,6 +301,9 @@ def send_in_batches(
     pool.shutdown(wait=True)
     if run.stop is not None:
         raise _aborted(*run.stop, run.results)
+    if halted.error is not None:
+        halted.error.results = run.results
+        raise halted.error
     return run.results
 
 

@@ -34,10 +34,12 @@ from ._message import Envelope, Message
 from ._mime import normalize_line_endings, render_with_id
 from ._outcomes import (
     Interrupted,
+    adaptation_of,
     callback_error,
     checked,
     invalid,
     not_sent,
+    quota_spent,
     takes_on_result,
     unretried,
 )
@@ -133,6 +135,7 @@ class Mailer:
             transport = SMTPTransport(config)
         self._transport = transport
         self._reports_results = takes_on_result(transport)
+        self._adapt = adaptation_of(transport)
         self.retry = retry
         self._bucket = (
             TokenBucket(rate_limit, sleep=sleep, clock=clock) if rate_limit else None
@@ -256,6 +259,9 @@ class Mailer:
             SendManyAbortedError: *messages* or *on_progress* raised.  Nothing more
                 was read; what had been read was still sent, and the error's
                 ``results`` reports it, so nothing delivered goes unreported.
+            QuotaExceededError: The server said the sending quota is spent
+                (``SMTPConfig.adapt.stop_on_quota``); nothing more was sent, and
+                ``results`` reports every message read, the unsent ones marked.
         """
         if self._state is not _State.OPENED:
             self.open()
@@ -274,6 +280,7 @@ class Mailer:
             batch_size=1 if self._bucket is not None else MAX_BATCH,
             on_progress=on_progress,
             interrupted=interrupted,
+            halt=quota_spent if self._adapt.stop_on_quota else None,
         )
 
     def _max_concurrency(self) -> int:

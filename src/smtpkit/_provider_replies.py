@@ -295,6 +295,16 @@ _NETEASE_RULES: Final = (
         example="451 Requested mail action not taken: too much fail authentication",
         step="AUTH",
     ),
+    # Postfix smtpd with anvil(8): smtpd_client_connection_count_limit.
+    _Rule(
+        provider="Postfix",
+        codes=frozenset({421}),
+        enhanced="4.7.0",
+        pattern=re.compile(r"Error: too many connections from "),
+        reason=ReplyReason.TOO_MANY_CONNECTIONS,
+        hint="too many concurrent connections from this client: use fewer connections",
+        doc_url="https://www.postfix.org/postconf.5.html#smtpd_client_connection_count_limit",
+    ),
 )
 
 # Tencent's reply names its own help page (the authorization code, 授权码).

@@ -56,7 +56,7 @@ def make_error(cls: type[SMTPKitError]) -> SMTPKitError:
         exc: SMTPKitError = cls(
             {"a@example.com": REPLY_451, "b@example.com": REPLY_550}
         )
-    elif cls is SendManyAbortedError:
+    elif issubclass(cls, SendManyAbortedError):
         exc = cls("stopped", results=[SendResult(envelope=None, attempts=0)])
     elif cls in (SenderRefusedError, AuthenticationRequiredError):
         exc = cls(REPLY_550, sender="me@example.com")
@@ -79,7 +79,11 @@ def round_trip(exc: SMTPKitError) -> SMTPKitError:
 def test_every_public_error_is_covered():
     # SendManyAbortedError lives beside send_many (it carries SendResults).
     names = {cls.__name__ for cls in ERROR_CLASSES}
-    assert names == {*smtpkit._exceptions.__all__, "SendManyAbortedError"}
+    assert names == {
+        *smtpkit._exceptions.__all__,
+        "SendManyAbortedError",
+        "QuotaExceededError",
+    }
 
 
 @pytest.mark.parametrize("cls", ERROR_CLASSES, ids=lambda cls: cls.__name__)
