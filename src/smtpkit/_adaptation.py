@@ -17,7 +17,7 @@ __all__ = ["DEFAULT_PROVIDER_ADAPTATION", "ProviderAdaptation"]
 class ProviderAdaptation(BaseModel):
     """How the SMTP transport and ``send_many`` react to well-known provider replies.
 
-    The replies are recognised by :func:`smtpkit.explain` (a table of provider
+    The replies are recognised by :func:`smtpkit.explain_reply` (a table of provider
     replies, never a guess); unknown replies change nothing.
 
     Attributes:

@@ -38,7 +38,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from ._provider_replies import ReplyExplanation, ReplyReason, explain
+from ._provider_replies import ReplyExplanation, ReplyReason, explain_reply
 from ._reply import SMTPReply
 
 __all__ = [
@@ -228,7 +228,7 @@ class SMTPReplyError(TransportError):
         message: str | None = None,
         delivery_unknown: bool = False,
     ) -> None:
-        explanation = explain(reply)
+        explanation = explain_reply(reply)
         text = _with_hint(
             message or f"{command or 'command'} refused: {reply}", explanation
         )

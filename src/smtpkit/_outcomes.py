@@ -17,7 +17,7 @@ from ._exceptions import (
     SMTPReplyError,
     TransportError,
 )
-from ._provider_replies import ReplyReason, explain
+from ._provider_replies import ReplyReason, explain_reply
 from ._transports.base import SendResult, Transport, contract_breach
 
 __all__ = [
@@ -106,7 +106,7 @@ def quota_spent(result: SendResult) -> QuotaExceededError | None:
         else [error.reply]
     )
     for reply in replies:
-        explanation = explain(reply)
+        explanation = explain_reply(reply)
         if explanation is None or explanation.reason is not ReplyReason.QUOTA_EXCEEDED:
             continue
         wait = explanation.retry_after

@@ -25,7 +25,7 @@ from ._exceptions import (
     SMTPTimeoutError,
     TransportError,
 )
-from ._provider_replies import ReplyReason, explain
+from ._provider_replies import ReplyReason, explain_reply
 from ._reply import SMTPReply
 from ._strict import json_array_as_frozenset
 
@@ -105,7 +105,7 @@ class RetryPolicy(BaseModel):
             so this trades possible duplicates for fewer losses; results of such
             retries are flagged ``possibly_duplicated``.
         heed_provider_replies: Read well-known provider replies
-            (:func:`smtpkit.explain`): never retry a failed or locked login,
+            (:func:`smtpkit.explain_reply`): never retry a failed or locked login,
             SMTP switched off or a spent quota, even when the code is 4xx; wait
             at least as long as the provider documents before a retry, and do
             not retry when that wait is longer than ``timeout``.
@@ -181,7 +181,7 @@ class RetryPolicy(BaseModel):
         if self.retry_codes is not None and reply.code not in self.retry_codes:
             return False
         if self.heed_provider_replies:
-            explanation = explain(reply)
+            explanation = explain_reply(reply)
             if explanation is not None and (
                 explanation.reason in _NEVER_RETRIED
                 or (
@@ -225,7 +225,7 @@ class RetryPolicy(BaseModel):
         )
         waits = [
             explanation.retry_after
-            for explanation in map(explain, replies)
+            for explanation in map(explain_reply, replies)
             if explanation is not None and explanation.retry_after is not None
         ]
         return max(waits, default=0.0)

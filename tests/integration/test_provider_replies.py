@@ -22,7 +22,8 @@ from smtpkit import (
     SMTPConfig,
     SMTPReplyError,
 )
-from smtpkit._provider_replies import _RULES, _Rule
+from smtpkit._provider_replies import _RULES
+from smtpkit._reply_reasons import Rule as _Rule
 
 from .rawserver import RawConn, RawServer
 

@@ -14,7 +14,7 @@ import socket
 import pytest
 
 from smtpkit import Mailer, Message, PoolLimits, RetryPolicy
-from smtpkit._provider_replies import ReplyReason, explain
+from smtpkit._provider_replies import ReplyReason, explain_reply
 from smtpkit._reply import parse_reply
 
 pytestmark = [pytest.mark.integration, pytest.mark.postfix]
@@ -45,7 +45,7 @@ def test_anvil_reply_is_explained_as_too_many_connections(postfix):
         b"421 4.7.0 mta.smtpkit.test Error: too many connections from 127.0.0.1\r\n"
     )
     reply = parse_reply(421, line[4:].rstrip(b"\r\n"))
-    explanation = explain(reply)
+    explanation = explain_reply(reply)
     assert explanation is not None
     assert explanation.reason is ReplyReason.TOO_MANY_CONNECTIONS
     assert explanation.provider == "Postfix"

@@ -23,7 +23,8 @@ from smtpkit import (
     explain_reply,
     parse_reply,
 )
-from smtpkit._provider_replies import _RULES, _Rule, explain
+from smtpkit._provider_replies import _RULES
+from smtpkit._reply_reasons import Rule as _Rule
 
 CHINESE_PROVIDERS = {"NetEase", "QQ Mail", "Aliyun DirectMail"}
 STEPS = {"connect", "AUTH", "MAIL", "RCPT", "DATA", "end of data"}
@@ -66,7 +67,7 @@ def test_no_two_rows_claim_the_same_example() -> None:
 
 
 def test_the_issue_examples() -> None:
-    assert explain(wire("450 MI:DMC 163 smtp3,x 1")) is not None
+    assert explain_reply(wire("450 MI:DMC 163 smtp3,x 1")) is not None
     cases = {
         "450 MI:DMC 163 smtp3,x 1": ReplyReason.TOO_MANY_MESSAGES_PER_CONNECTION,
         "451 MI:DMC 163 smtp3,x 1": ReplyReason.TOO_MANY_MESSAGES_PER_CONNECTION,

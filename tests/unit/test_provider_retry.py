@@ -14,7 +14,8 @@ from smtpkit import (
     RetryPolicy,
     SenderRefusedError,
 )
-from smtpkit._provider_replies import ReplyReason, _Rule
+from smtpkit._provider_replies import ReplyReason
+from smtpkit._reply_reasons import Rule as _Rule
 from smtpkit.testing import FakeTransport, reply
 
 MESSAGE = Message(sender="a@example.com", to="b@example.net", subject="s", text="t")
@@ -28,6 +29,8 @@ def _rule(code: int, marker: str, reason: ReplyReason, retry_after=None) -> _Rul
         reason=reason,
         hint="a test row",
         doc_url="https://example.invalid/",
+        example=f"{code} {marker}",
+        step="MAIL",
         retry_after=retry_after,
     )
 

@@ -1,7 +1,7 @@
 """Adapting a pool to what the provider's replies say, instead of hammering.
 
 Two replies change how ``SMTPTransport`` uses its pool (each switchable off in
-``SMTPConfig.adapt``), recognised by :func:`smtpkit._provider_replies.explain`:
+``SMTPConfig.adapt``), recognised by :func:`smtpkit._provider_replies.explain_reply`:
 
 * "too many messages on this connection" (NetEase ``450 MI:DMC``): the refused
   messages never counted as attempts; they go to a new connection, and the
@@ -22,7 +22,7 @@ from typing import Final, Generic, TypeVar
 
 from .._adaptation import ProviderAdaptation
 from .._exceptions import RecipientsRefusedError, SMTPKitError, SMTPReplyError
-from .._provider_replies import ReplyExplanation, ReplyReason, explain
+from .._provider_replies import ReplyExplanation, ReplyReason, explain_reply
 from ._pool import ConnectionPool, Pooled
 from ._session import Item
 
@@ -42,12 +42,12 @@ def explained(outcome: object) -> ReplyExplanation | None:
     """What a provider meant by the reply behind *outcome*, if it is known."""
     if isinstance(outcome, RecipientsRefusedError):
         for reply in outcome.refused.values():
-            explanation = explain(reply)
+            explanation = explain_reply(reply)
             if explanation is not None:
                 return explanation
         return None
     if isinstance(outcome, SMTPReplyError):
-        return explain(outcome.reply)
+        return explain_reply(outcome.reply)
     return None
 
 

@@ -12,7 +12,7 @@ from typing_extensions import Self
 
 from .._exceptions import ClosedError, SMTPKitError, TransportError
 from .._message import Envelope
-from .._provider_replies import ReplyReason, explain
+from .._provider_replies import ReplyReason, explain_reply
 from .._reply import SMTPReply
 
 __all__ = [
@@ -54,13 +54,13 @@ class RecipientResult:
 
         None for an accepted recipient and for a reply no provider documents.
         """
-        explanation = explain(self.reply)
+        explanation = explain_reply(self.reply)
         return None if explanation is None else explanation.reason
 
     @property
     def hint(self) -> str | None:
         """What to do about this recipient's refusal, or None (see ``reason``)."""
-        explanation = explain(self.reply)
+        explanation = explain_reply(self.reply)
         return None if explanation is None else explanation.hint
 
 
