@@ -16,8 +16,9 @@ import logging
 from importlib.metadata import PackageNotFoundError, version
 
 from . import auth
+from ._adaptation import ProviderAdaptation
 from ._address import Address, AddressLike
-from ._bulk import NotSentError, SendManyAbortedError
+from ._bulk import NotSentError, QuotaExceededError, SendManyAbortedError
 from ._config import (
     DEFAULT_POOL_LIMITS,
     PROVIDERS,
@@ -54,6 +55,7 @@ from ._exceptions import (
 )
 from ._mailer import BulkItem, BulkProgress, Mailer, Sendable
 from ._message import Attachment, Envelope, Message
+from ._provider_replies import ReplyExplanation, ReplyReason, explain_reply
 from ._ratelimit import RateLimit
 from ._reply import EnhancedStatus, ReplyCode, SMTPReply, parse_reply
 from ._retry import DEFAULT_RETRY_POLICY, RetryDetails, RetryHook, RetryPolicy
@@ -102,11 +104,15 @@ __all__ = [
     "PoolStats",
     "PoolTimeoutError",
     "ProtocolError",
+    "ProviderAdaptation",
+    "QuotaExceededError",
     "RateLimit",
     "ReadTimeoutError",
     "RecipientResult",
     "RecipientsRefusedError",
     "ReplyCode",
+    "ReplyExplanation",
+    "ReplyReason",
     "RetryDetails",
     "RetryHook",
     "RetryPolicy",
@@ -131,6 +137,7 @@ __all__ = [
     "TransportError",
     "__version__",
     "auth",
+    "explain_reply",
     "parse_reply",
 ]
 

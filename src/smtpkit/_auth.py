@@ -42,6 +42,8 @@ _T = TypeVar("_T")
 _LONE_SURROGATE: Final = re.compile("[\ud800-\udfff]")
 _LONE_SURROGATES: Final = "characters that are not valid Unicode (lone surrogates)"
 _REDACTED: Final = "***"
+# How much of the start of a secret counts as showing it (messages cut long texts).
+_SHOWN_PREFIX: Final = 8
 # Attribute names of a custom Auth whose plain str values are secrets too.
 _SECRET_NAMES: Final = ("password", "passwd", "secret", "token", "api_key")
 
@@ -179,7 +181,7 @@ def _shows_secrets(links: Iterable[BaseException], forms: tuple[str, ...]) -> bo
             return True
         # vars() too: attributes such as JSONDecodeError.doc hold what failed.
         shown = "\n".join(_text(link, show) for show in (str, repr, _attributes))
-        if any(form in shown for form in forms):
+        if _shows(shown, forms):
             return True
     return False
 
@@ -207,9 +209,40 @@ def _secret_forms(secrets: Iterable[str]) -> tuple[str, ...]:
 
 
 def _redact(text: str, forms: tuple[str, ...]) -> str:
-    for form in forms:
-        text = text.replace(form, _REDACTED)
-    return text
+    """*text* with every piece of a secret that it shows replaced by ``***``.
+
+    A piece is any start of a form at least ``_SHOWN_PREFIX`` characters long
+    (all of a shorter secret): messages cut what they quote (``int()`` shows
+    200 characters), and a cut OAuth2 token still leaks most of itself.  Where
+    several forms start alike (``repr`` escapes), the longest piece goes.
+    """
+    heads = {form[:_SHOWN_PREFIX] for form in forms}
+    pieces: list[str] = []
+    done = 0  # text[:done] is redacted already
+    while True:
+        found = [(at, head) for head in heads if (at := text.find(head, done)) != -1]
+        if not found:
+            return "".join(pieces) + text[done:]
+        start = min(at for at, _ in found)
+        end = max(_shown_until(text, start, form) for form in forms)
+        pieces += [text[done:start], _REDACTED]
+        done = end
+
+
+def _shown_until(text: str, start: int, form: str) -> int:
+    """Where the longest start of *form* found at *text*[start] ends (start: none)."""
+    if not text.startswith(form[:_SHOWN_PREFIX], start):
+        return start
+    length = min(len(form), len(text) - start)
+    end = start + _SHOWN_PREFIX
+    while end - start < length and text[end] == form[end - start]:
+        end += 1
+    return min(end, start + len(form))
+
+
+def _shows(text: str, forms: tuple[str, ...]) -> bool:
+    """True when *text* shows a piece of a secret (see ``_redact``)."""
+    return any(form[:_SHOWN_PREFIX] in text for form in forms)
 
 
 def _secret(value: str | SecretStr) -> SecretStr:

@@ -5,7 +5,9 @@ and reports each message's final result the moment it is known (a pipelined batc
 learns them one by one).  This module cuts the input into batches, runs one batch
 so that every message gets a result whatever happens, and defines what callers
 of ``send_many`` and ``send_iter`` get back: ``BulkProgress``,
-``SendManyAbortedError`` and ``NotSentError``.
+``SendManyAbortedError``, ``QuotaExceededError`` and ``NotSentError``.  A run's
+halt switch (``Halt``, ``_Halted``) sees every result as soon as it is known, and
+the first one that asks stops the whole run (a spent quota).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from dataclasses import dataclass
 from typing import Final, Generic, TypeVar
 
 from ._exceptions import SMTPKitError, TransportError
+from ._reply import SMTPReply
 from ._transports.base import SendResult, contract_breach
 
 __all__ = [
@@ -25,7 +28,9 @@ __all__ = [
     "Batch",
     "BatchReader",
     "BulkProgress",
+    "Halt",
     "NotSentError",
+    "QuotaExceededError",
     "Report",
     "SendManyAbortedError",
     "run_batch",
@@ -90,10 +95,81 @@ class NotSentError(TransportError):
     transient_default = True  # nothing was tried: a later send may well succeed
 
 
+class QuotaExceededError(SendManyAbortedError):
+    """A bulk send stopped early: the server said the sending quota is spent.
+
+    No batch started after the refusal became known, and nothing was retried
+    (a retry would only spend the quota's next window); the batches already
+    under way finished.  From ``send_many``, ``results`` holds one result per
+    message read, in input order: the ones refused for the quota carry the
+    server's reply; the ones never sent have a ``NotSentError`` and
+    ``attempts == 0`` (:attr:`unsent`).  The messages after ``len(results)``
+    were not read.  ``send_iter`` yields every one of those results before
+    raising this error, so there ``results`` is empty.
+
+    Attributes:
+        reply: The server's quota reply.
+        resume_after: Seconds after which the provider says (or documents) that
+            sending may resume; None when it does not say.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        results: list[SendResult],
+        reply: SMTPReply | None = None,
+        resume_after: float | None = None,
+    ) -> None:
+        super().__init__(message, results=results)
+        self.reply = reply
+        self.resume_after = resume_after
+
+    @property
+    def unsent(self) -> list[SendResult]:
+        """The results of the messages read but never sent (``NotSentError``).
+
+        Each has ``attempts == 0``; sending it again cannot make a duplicate.
+        """
+        return [r for r in self.results if isinstance(r.error, NotSentError)]
+
+
+Halt = Callable[[SendResult], "QuotaExceededError | None"]
+"""``halt(result)``: the error that ends the run after *result*, or None."""
+
+
+class _Halted:
+    """A run's "stop everything" switch, thrown by the first result that asks.
+
+    *name* is the public method (``send_many``, ``send_iter``), for the error
+    of the messages the stop leaves unsent.
+    """
+
+    def __init__(self, halt: Halt | None, name: str = "send_many") -> None:
+        self._halt = halt
+        self._name = name
+        self.error: QuotaExceededError | None = None
+        self._lock = threading.Lock()
+
+    def check(self, result: SendResult) -> None:
+        if self._halt is None or self.error is not None:
+            return
+        error = self._halt(result)
+        if error is not None:
+            with self._lock:
+                if self.error is None:
+                    self.error = error
+
+    def not_sent(self) -> SendResult:
+        error = NotSentError(f"not sent: {self._name} stopped ({self.error})")
+        return SendResult(envelope=None, error=error, attempts=0)
+
+
 class Batch(Generic[T]):
     """One batch's messages and their results, filled in by the worker thread."""
 
-    def __init__(self, items: list[T]) -> None:
+    def __init__(self, items: list[T], halted: _Halted | None = None) -> None:
+        self.halted = halted or _Halted(None)
         self.items = items  # emptied once sent: a run keeps only the results
         self.size = len(items)
         self.results: list[SendResult | None] = [None] * len(items)
@@ -101,11 +177,17 @@ class Batch(Generic[T]):
         self._filled = threading.Condition()
 
     def report(self, index: int, result: SendResult) -> None:
-        """Record the final result of message *index*; the first report wins."""
+        """Record the final result of message *index*; the first report wins.
+
+        A recorded result is then shown to the run's halt switch, which may
+        stop the whole run (a spent quota).
+        """
         with self._filled:
-            if 0 <= index < len(self.results) and self.results[index] is None:
-                self.results[index] = result
-                self._filled.notify_all()
+            if not (0 <= index < len(self.results) and self.results[index] is None):
+                return
+            self.results[index] = result
+            self._filled.notify_all()
+        self.halted.check(result)
 
     def wait(self, index: int) -> SendResult:
         """Block until message *index* has its result, and return it."""
@@ -182,7 +264,11 @@ def run_batch(send_batch: Callable[[list[T], Report], None], batch: Batch[T]) ->
     """Run one batch; every message gets a result even when *send_batch* breaks."""
     failure: Exception = RuntimeError("the batch ended without a result")
     try:
-        send_batch(batch.items, batch.report)
+        if batch.halted.error is not None:  # stopped before this batch began
+            for index in range(batch.size):
+                batch.report(index, batch.halted.not_sent())
+        else:
+            send_batch(batch.items, batch.report)
     except Exception as exc:  # a bug: still one result per message read
         failure = exc
     finally:

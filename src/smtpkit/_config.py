@@ -24,6 +24,7 @@ from pydantic.functional_validators import ModelWrapValidatorHandler
 from pydantic_core import InitErrorDetails
 from typing_extensions import Self, TypedDict, Unpack, override
 
+from ._adaptation import DEFAULT_PROVIDER_ADAPTATION, ProviderAdaptation
 from ._address import FORBIDDEN_CHARS, ascii_domain
 from ._auth import Auth, has_lone_surrogates, password_strategies
 from ._exceptions import ConfigurationError
@@ -147,7 +148,7 @@ _SHOWN_FIELDS: Final = frozenset(
     {
         "host", "port", "tls", "timeout", "connect_timeout", "local_hostname",
         "allow_insecure_auth", "ca_file", "ca_path", "client_cert", "client_key",
-        "tls_min_version", "pool", "pipelining",
+        "tls_min_version", "pool", "pipelining", "adapt",
     }
 )  # fmt: skip
 _REDACTED: Final = "<redacted>"
@@ -180,6 +181,7 @@ class SMTPConfigFields(TypedDict, total=False):
     ssl_context: ssl.SSLContext | None
     pool: PoolLimits
     pipelining: bool
+    adapt: ProviderAdaptation
 
 
 def _redacted(error: ValidationError) -> ValidationError:
@@ -260,6 +262,8 @@ class SMTPConfig(BaseModel):
         ssl_context: A ready ``ssl.SSLContext``; excludes the other TLS fields.
         pool: Connection pool limits.
         pipelining: Use RFC 2920 PIPELINING when the server offers it.
+        adapt: Which provider replies to adapt to (a message limit per
+            connection, a connection limit, a spent quota); all on by default.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid", arbitrary_types_allowed=True)
@@ -282,6 +286,7 @@ class SMTPConfig(BaseModel):
     ssl_context: ssl.SSLContext | None = None
     pool: PoolLimits = DEFAULT_POOL_LIMITS
     pipelining: bool = True
+    adapt: ProviderAdaptation = DEFAULT_PROVIDER_ADAPTATION
 
     if TYPE_CHECKING:
 
@@ -306,6 +311,7 @@ class SMTPConfig(BaseModel):
             ssl_context: ssl.SSLContext | None = None,
             pool: PoolLimits = DEFAULT_POOL_LIMITS,
             pipelining: bool = True,
+            adapt: ProviderAdaptation = DEFAULT_PROVIDER_ADAPTATION,
         ) -> None:
             """Describe one server; see the class docstring for each field."""
 

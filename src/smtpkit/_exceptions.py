@@ -19,7 +19,7 @@
         ├── TLSError                                   handshake or certificate failure
         ├── ProtocolError                              malformed or oversize reply
         ├── NotSupportedError                          STARTTLS, AUTH, SMTPUTF8 or SIZE missing
-        └── SMTPReplyError                             .reply; transient iff 4xx
+        └── SMTPReplyError                             .reply .reason .hint; transient iff 4xx
             ├── GreetingRefusedError                   banner was not 220
             ├── HeloRefusedError
             ├── AuthenticationError                    535 permanent, 454 transient
@@ -39,6 +39,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from ._provider_replies import ReplyExplanation, ReplyReason, explain_reply
 from ._reply import SMTPReply
 
 __all__ = [
@@ -193,11 +194,31 @@ class NotSupportedError(TransportError):
     """The server lacks an extension this message or configuration needs."""
 
 
+_HINT_MARK = "; hint: "
+
+
+def _with_hint(text: str, explanation: ReplyExplanation | None) -> str:
+    """End *text* with the provider's hint, once."""
+    if explanation is None:
+        return text
+    tail = f"{_HINT_MARK}{explanation.hint}"
+    return text if text.endswith(tail) else f"{text}{tail}"
+
+
 class SMTPReplyError(TransportError):
     """The server answered a command with an error reply.
 
+    When the reply is one a well-known provider documents (see
+    :func:`smtpkit.explain_reply`), ``reason`` and ``hint`` say why and what to
+    do, and the message ends with ``; hint: <hint>``.  smtpkit's own advice (a
+    ``530`` asking for AUTH or STARTTLS) comes first in the message; the
+    provider table has no row for the replies smtpkit already advises on, so
+    the two never disagree.
+
     Attributes:
         reply: The server's reply (code, enhanced status code, decoded text).
+        explanation: What the provider means by it, or None for a reply no
+            provider documents.
     """
 
     def __init__(
@@ -208,9 +229,23 @@ class SMTPReplyError(TransportError):
         message: str | None = None,
         delivery_unknown: bool = False,
     ) -> None:
-        text = message or f"{command or 'command'} refused: {reply}"
+        explanation = explain_reply(reply)
+        text = _with_hint(
+            message or f"{command or 'command'} refused: {reply}", explanation
+        )
         super().__init__(text, command=command, delivery_unknown=delivery_unknown)
         self.reply = reply
+        self.explanation = explanation
+
+    @property
+    def reason(self) -> ReplyReason | None:
+        """Why the provider refused, or None for a reply no provider documents."""
+        return None if self.explanation is None else self.explanation.reason
+
+    @property
+    def hint(self) -> str | None:
+        """What to do about it (one sentence), or None for an unknown reply."""
+        return None if self.explanation is None else self.explanation.hint
 
     @property
     def code(self) -> int:

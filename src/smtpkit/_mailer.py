@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterable
 from email.message import EmailMessage
 from email.message import Message as MIMEMessage
 from email.parser import BytesHeaderParser
+from functools import partial
 from types import TracebackType
 from typing import Final
 
@@ -29,15 +30,17 @@ from ._exceptions import (
     SMTPKitError,
     TransportError,
 )
-from ._mailer_args import check_arguments, id_domain, positive_int
+from ._mailer_args import check_arguments, id_domain, max_concurrency, positive_int
 from ._message import Envelope, Message
 from ._mime import normalize_line_endings, render_with_id
 from ._outcomes import (
     Interrupted,
+    adaptation_of,
     callback_error,
     checked,
     invalid,
     not_sent,
+    quota_spent,
     takes_on_result,
     unretried,
 )
@@ -134,6 +137,7 @@ class Mailer:
             transport = SMTPTransport(config)
         self._transport = transport
         self._reports_results = takes_on_result(transport)
+        self._adapt = adaptation_of(transport)
         self.retry = retry
         self._bucket = (
             TokenBucket(rate_limit, sleep=sleep, clock=clock) if rate_limit else None
@@ -257,6 +261,9 @@ class Mailer:
             SendManyAbortedError: *messages* or *on_progress* raised.  Nothing more
                 was read; what had been read was still sent, and the error's
                 ``results`` reports it, so nothing delivered goes unreported.
+            QuotaExceededError: The server said the sending quota is spent
+                (``SMTPConfig.adapt.stop_on_quota``); nothing more was sent, and
+                ``results`` reports every message read, the unsent ones marked.
         """
         results: list[SendResult] = []
         stream = self._stream(messages, concurrency, on_progress, name="send_many")
@@ -304,6 +311,9 @@ class Mailer:
             SendManyAbortedError: From the iteration, after the last result:
                 *messages* or *on_progress* raised.  Every message read before
                 was sent and its result yielded.
+            QuotaExceededError: From the iteration, after the last result: as
+                for :meth:`send_many`, but every message read was yielded (those
+                never sent with a ``NotSentError``), so ``results`` is empty.
         """
         return self._stream(messages, concurrency, on_progress, name="send_iter")
 
@@ -320,7 +330,7 @@ class Mailer:
         if concurrency is not None and not positive_int(concurrency):
             msg = f"{name}(concurrency=...) must be a positive int, not {concurrency!r}"
             raise ConfigurationError(msg)
-        limit = self._max_concurrency()
+        limit = max_concurrency(self._transport)
         interrupted = threading.Event()
         run = BulkRun(
             messages,
@@ -333,21 +343,9 @@ class Mailer:
             batch_size=1 if self._bucket is not None else MAX_BATCH,
             on_progress=on_progress,
             interrupted=interrupted,
+            halt=partial(quota_spent, name=name) if self._adapt.stop_on_quota else None,
         )
         return SendStream(run)
-
-    def _max_concurrency(self) -> int:
-        """The transport's ``max_concurrency``, checked: it may be a third party's."""
-        name = f"{type(self._transport).__name__}.max_concurrency"
-        try:
-            limit: object = self._transport.max_concurrency
-        except Exception as exc:
-            msg = f"{name} raised {type(exc).__name__}: {exc}"
-            raise ConfigurationError(msg) from exc
-        if not positive_int(limit):
-            msg = f"{name} must be a positive int, not {limit!r}"
-            raise ConfigurationError(msg)
-        return limit
 
     def _send_batch(
         self, messages: list[BulkItem], report: Report, interrupted: threading.Event

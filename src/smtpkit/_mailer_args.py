@@ -10,7 +10,7 @@ from ._config import SMTPConfig
 from ._exceptions import ConfigurationError
 from ._transports.base import Transport
 
-__all__ = ["check_arguments", "id_domain", "positive_int"]
+__all__ = ["check_arguments", "id_domain", "max_concurrency", "positive_int"]
 
 _LABEL_RE: Final = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
 _MAX_DOMAIN: Final = 253
@@ -76,3 +76,17 @@ def id_domain(domain: str) -> str:
 
 def positive_int(value: object) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
+def max_concurrency(transport: Transport) -> int:
+    """*transport*'s ``max_concurrency``, checked: it may be a third party's."""
+    name = f"{type(transport).__name__}.max_concurrency"
+    try:
+        limit: object = transport.max_concurrency
+    except Exception as exc:
+        msg = f"{name} raised {type(exc).__name__}: {exc}"
+        raise ConfigurationError(msg) from exc
+    if not positive_int(limit):
+        msg = f"{name} must be a positive int, not {limit!r}"
+        raise ConfigurationError(msg)
+    return limit

@@ -6,17 +6,28 @@ from __future__ import annotations
 import dataclasses
 import inspect
 
+from ._adaptation import DEFAULT_PROVIDER_ADAPTATION, ProviderAdaptation
 from ._attempt import Interrupted, Prepared
-from ._bulk import NotSentError
-from ._exceptions import InvalidMessageError, SMTPKitError, TransportError
+from ._bulk import NotSentError, QuotaExceededError
+from ._config import SMTPConfig
+from ._exceptions import (
+    InvalidMessageError,
+    RecipientsRefusedError,
+    SMTPKitError,
+    SMTPReplyError,
+    TransportError,
+)
+from ._provider_replies import ReplyReason, explain_reply
 from ._transports.base import SendResult, Transport, contract_breach
 
 __all__ = [
     "Interrupted",
+    "adaptation_of",
     "callback_error",
     "checked",
     "invalid",
     "not_sent",
+    "quota_spent",
     "takes_on_result",
     "unretried",
 ]
@@ -78,3 +89,39 @@ def unretried(item: Prepared, first: SendResult | SMTPKitError) -> SendResult:
         error=first,
         attempts=0 if isinstance(first, NotSentError) else 1,
     )
+
+
+def adaptation_of(transport: Transport) -> ProviderAdaptation:
+    """The ``SMTPConfig.adapt`` of *transport*'s configuration; the default if none."""
+    config = getattr(transport, "config", None)
+    if isinstance(config, SMTPConfig):
+        return config.adapt
+    return DEFAULT_PROVIDER_ADAPTATION
+
+
+def quota_spent(result: SendResult, name: str) -> QuotaExceededError | None:
+    """The error that stops bulk method *name* when *result* says the quota is spent."""
+    error = result.error
+    if not isinstance(error, SMTPReplyError):
+        return None
+    replies = (
+        list(error.refused.values())
+        if isinstance(error, RecipientsRefusedError)
+        else [error.reply]
+    )
+    for reply in replies:
+        explanation = explain_reply(reply)
+        if explanation is None or explanation.reason is not ReplyReason.QUOTA_EXCEEDED:
+            continue
+        wait = explanation.retry_after
+        when = (
+            f"sending may resume in about {wait:.0f} s"
+            if wait is not None
+            else "the provider does not say when sending may resume"
+        )
+        msg = (
+            f"{name} stopped: {explanation.provider} says the sending quota is "
+            f"spent ({reply}); {when}"
+        )
+        return QuotaExceededError(msg, results=[], reply=reply, resume_after=wait)
+    return None

@@ -25,6 +25,7 @@ from ._exceptions import (
     SMTPTimeoutError,
     TransportError,
 )
+from ._provider_replies import ReplyReason, explain_reply
 from ._reply import SMTPReply
 from ._strict import json_array_as_frozenset
 
@@ -39,6 +40,19 @@ __all__ = [
 
 logger = logging.getLogger("smtpkit")
 T = TypeVar("T")
+
+# Replies that say retrying cannot help soon, whatever their code: a login that
+# failed or is locked (retrying would lock the account longer), SMTP switched
+# off, a spent quota (hours away, or tomorrow).
+_NEVER_RETRIED: Final = frozenset(
+    {
+        ReplyReason.AUTH_FAILED,
+        ReplyReason.AUTH_LOCKED,
+        ReplyReason.AUTH_NEEDS_APP_PASSWORD,
+        ReplyReason.SMTP_DISABLED,
+        ReplyReason.QUOTA_EXCEEDED,
+    }
+)
 
 # What the constructor's signature takes for code sets: any set (``{421, 451}``,
 # ``d.keys()``), list, tuple or range.  Not ``Iterable[int]``: bytes and a
@@ -90,6 +104,11 @@ class RetryPolicy(BaseModel):
             data was sent (RFC 1047).  The server may already have the message,
             so this trades possible duplicates for fewer losses; results of such
             retries are flagged ``possibly_duplicated``.
+        heed_provider_replies: Read well-known provider replies
+            (:func:`smtpkit.explain_reply`): never retry a failed or locked login,
+            SMTP switched off or a spent quota, even when the code is 4xx; wait
+            at least as long as the provider documents before a retry, and do
+            not retry when that wait is longer than ``timeout``.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -104,6 +123,7 @@ class RetryPolicy(BaseModel):
     no_retry_enhanced: frozenset[str] = frozenset()
     retry_network_errors: bool = True
     retry_ambiguous: bool = False
+    heed_provider_replies: bool = True
 
     if TYPE_CHECKING:
 
@@ -120,6 +140,7 @@ class RetryPolicy(BaseModel):
             no_retry_enhanced: str | EnhancedCodes = frozenset(),
             retry_network_errors: bool = True,
             retry_ambiguous: bool = False,
+            heed_provider_replies: bool = True,
         ) -> None:
             """Build a policy; see the class docstring for each field."""
 
@@ -159,6 +180,17 @@ class RetryPolicy(BaseModel):
             return False
         if self.retry_codes is not None and reply.code not in self.retry_codes:
             return False
+        if self.heed_provider_replies:
+            explanation = explain_reply(reply)
+            if explanation is not None and (
+                explanation.reason in _NEVER_RETRIED
+                or (
+                    explanation.retry_after is not None
+                    and self.timeout is not None
+                    and explanation.retry_after > self.timeout
+                )
+            ):
+                return False
         enhanced = str(reply.enhanced) if reply.enhanced is not None else ""
         return not any(
             enhanced == code or enhanced.startswith(code + ".")
@@ -181,6 +213,22 @@ class RetryPolicy(BaseModel):
         if isinstance(exc, NetworkError | SMTPTimeoutError):
             return self.retry_network_errors
         return True  # pragma: no cover - every transient class is handled above
+
+    def documented_wait(self, exc: BaseException) -> float:
+        """Seconds the provider documents before a retry after *exc*; 0 if none."""
+        if not self.heed_provider_replies or not isinstance(exc, SMTPReplyError):
+            return 0.0
+        replies = (
+            exc.refused.values()
+            if isinstance(exc, RecipientsRefusedError)
+            else [exc.reply]
+        )
+        waits = [
+            explanation.retry_after
+            for explanation in map(explain_reply, replies)
+            if explanation is not None and explanation.retry_after is not None
+        ]
+        return max(waits, default=0.0)
 
 
 DEFAULT_RETRY_POLICY: Final = RetryPolicy()
@@ -235,13 +283,21 @@ def run_with_retries(
     start = clock()
     deadline = None if policy.timeout is None else start + policy.timeout
 
+    def documented(state: _t.RetryCallState) -> float:
+        error = state.outcome.exception() if state.outcome is not None else None
+        return 0.0 if error is None else policy.documented_wait(error)
+
     def stop(state: _t.RetryCallState) -> bool:
         if state.attempt_number >= policy.attempts:
             return True
-        return deadline is not None and clock() >= deadline
+        # A wait the provider documents that outlasts the budget: the caller's
+        # queue is the place for it, not a sleeping thread.
+        return deadline is not None and clock() + documented(state) >= deadline
 
     def wait(state: _t.RetryCallState) -> float:
-        seconds = policy.backoff(state.attempt_number, randomness)
+        seconds = max(
+            policy.backoff(state.attempt_number, randomness), documented(state)
+        )
         return (
             seconds if deadline is None else max(0.0, min(seconds, deadline - clock()))
         )

@@ -29,9 +29,11 @@ from ._bulk import (
     Batch,
     BatchReader,
     BulkProgress,
+    Halt,
     NotSentError,
     Report,
     SendManyAbortedError,
+    _Halted,
     run_batch,
 )
 from ._exceptions import TransportError
@@ -58,6 +60,8 @@ class BulkRun(Generic[T]):
         interrupted: Set when the run stops early, so that batches under way
             make no further retries and send nothing still waiting for the rate
             limit.
+        halt: Asked about every result as soon as it is known; the first error
+            it returns stops the run (see :meth:`results`).
     """
 
     def __init__(
@@ -70,6 +74,7 @@ class BulkRun(Generic[T]):
         batch_size: int,
         on_progress: Callable[[BulkProgress], None] | None,
         interrupted: threading.Event,
+        halt: Halt | None = None,
     ) -> None:
         self.total = _length(messages)
         self._reader = BatchReader(
@@ -80,6 +85,7 @@ class BulkRun(Generic[T]):
         self._workers = workers
         self._on_progress = on_progress
         self._interrupted = interrupted
+        self._halted = _Halted(halt, name)
         self._window: collections.deque[tuple[Future[None], Batch[T]]] = (
             collections.deque()
         )
@@ -94,9 +100,16 @@ class BulkRun(Generic[T]):
     def results(self) -> Generator[SendResult, None, None]:
         """Yield one result per message, in input order, as each is known.
 
+        When *halt* stops the run, nothing more is read and no batch starts;
+        the batches under way finish, and every message read but not started
+        is yielded with a ``NotSentError`` before the halt's error is raised.
+
         Raises:
             SendManyAbortedError: The input or *on_progress* raised; every
                 message read before was still sent, and its result yielded.
+            QuotaExceededError: *halt* stopped the run; every message read was
+                accounted for in a result yielded before, so ``results`` is
+                empty.
         """
         pool = self._pool = ThreadPoolExecutor(
             max_workers=self._workers, thread_name_prefix="smtpkit"
@@ -119,6 +132,9 @@ class BulkRun(Generic[T]):
                 f"raised {type(cause).__name__}: {cause}"
             )
             raise SendManyAbortedError(msg, results=[]) from cause
+        if self._halted.error is not None:
+            self._halted.error.results = []
+            raise self._halted.error
 
     def stop(self, cause: BaseException | None = None) -> list[SendResult]:
         """Stop early, and account for every message read but not handed over.
@@ -152,7 +168,15 @@ class BulkRun(Generic[T]):
         return self.leftover
 
     def _fill(self, pool: ThreadPoolExecutor) -> None:
-        """Read and start batches until ``2 * workers`` are in flight."""
+        """Read and start batches until ``2 * workers`` are in flight.
+
+        Once halted, nothing more is read: the batches already read join the
+        window at once, and each reports its messages as not sent.
+        """
+        if self._halted.error is not None:
+            for read in self._reader.drain():
+                self._start(pool, read)
+            return
         while self._abort is None and len(self._window) < 2 * self._workers:
             try:
                 items = self._reader.next_batch()
@@ -161,10 +185,11 @@ class BulkRun(Generic[T]):
                 return
             if items is None:
                 return
-            batch = Batch(items)
-            self._window.append(
-                (pool.submit(run_batch, self._send_batch, batch), batch)
-            )
+            self._start(pool, items)
+
+    def _start(self, pool: ThreadPoolExecutor, items: list[T]) -> None:
+        batch = Batch(items, self._halted)
+        self._window.append((pool.submit(run_batch, self._send_batch, batch), batch))
 
     def _hand_over_oldest(self) -> Iterator[SendResult]:
         """Yield the oldest batch's results as they come; it then leaves the window."""
@@ -249,6 +274,11 @@ class SendStream(Iterator[SendResult]):
     server.  A WARNING on the ``smtpkit`` logger counts them.  Use ``with``: a
     stream left unclosed and still referenced keeps its threads until it is
     closed or collected.
+
+    A spent quota (``SMTPConfig.adapt.stop_on_quota``) stops the run from the
+    server's side: nothing more is read, every message read is still yielded
+    (``NotSentError`` for those never sent), then ``QuotaExceededError`` is
+    raised.
     """
 
     def __init__(self, run: _Engine) -> None:

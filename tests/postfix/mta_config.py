@@ -180,6 +180,15 @@ DEFAULT_ENDPOINTS: tuple[Endpoint, ...] = (
             "smtpd_client_event_limit_exceptions": "",
         },
     ),
+    # anvil(8) allows 2 simultaneous sessions from one client; the third gets
+    # "421 4.7.0 <host> Error: too many connections from <addr>" as its greeting.
+    Endpoint(
+        "anvil",
+        options={
+            "smtpd_client_connection_count_limit": "2",
+            "smtpd_client_event_limit_exceptions": "",
+        },
+    ),
 )
 
 

@@ -220,3 +220,20 @@ def test_no_known_secret_shows_whatever_it_holds(secret):
         assert "***" in str(info.value)
         assert info.value.__cause__ is None
         assert_hidden(info.value, secret)
+
+
+@pytest.mark.parametrize("length", [8, 199, 200, 201, 1200])
+def test_a_long_token_cut_short_by_the_message_that_quotes_it_is_hidden(length):
+    # int() quotes at most 200 characters of what it failed on: a long OAuth2
+    # token shows only its start, which is still most of a secret.
+    token = ("ya29." + "x1Y2z3" * 300)[:length]
+    error = run(lambda: int(token), secret=token)
+    assert "***" in str(error)
+    assert token[:8] not in str(error)
+    assert_hidden(error, token[:8])
+
+
+def test_a_short_piece_of_text_that_only_starts_like_a_secret_is_kept():
+    secret = "hunter2-very-long-secret"
+    error = run(lambda: int("hunter"), secret=secret)
+    assert "'hunter'" in str(error)

@@ -56,7 +56,7 @@ def make_error(cls: type[SMTPKitError]) -> SMTPKitError:
         exc: SMTPKitError = cls(
             {"a@example.com": REPLY_451, "b@example.com": REPLY_550}
         )
-    elif cls is SendManyAbortedError:
+    elif issubclass(cls, SendManyAbortedError):
         exc = cls("stopped", results=[SendResult(envelope=None, attempts=0)])
     elif cls in (SenderRefusedError, AuthenticationRequiredError):
         exc = cls(REPLY_550, sender="me@example.com")
@@ -77,12 +77,14 @@ def round_trip(exc: SMTPKitError) -> SMTPKitError:
 
 
 def test_every_public_error_is_covered():
-    # SendManyAbortedError and NotSentError live beside the bulk engine.
+    # SendManyAbortedError, QuotaExceededError and NotSentError live beside
+    # the bulk engine.
     names = {cls.__name__ for cls in ERROR_CLASSES}
     assert names == {
         *smtpkit._exceptions.__all__,
         "SendManyAbortedError",
         "NotSentError",
+        "QuotaExceededError",
     }
 
 

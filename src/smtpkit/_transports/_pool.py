@@ -87,13 +87,57 @@ class ConnectionPool(Generic[C]):
         self._is_alive = is_alive
         self._limits = limits
         self._clock = clock
+        # What the server turned out to allow (see _adaptive.py): never above
+        # the configured limits, never below 1.
+        self._size = limits.max_connections
+        self._max_messages = limits.max_messages_per_connection
         self._reset_state()
+
+    @property
+    def size(self) -> int:
+        """Connections the pool opens at most, as learnt (``max_connections`` at first)."""
+        return self._size
+
+    @property
+    def max_connections(self) -> int:
+        """The configured ``max_connections``: the size never grows past it."""
+        return self._limits.max_connections
+
+    @property
+    def max_messages(self) -> int:
+        """Messages one connection carries before it is replaced, as learnt."""
+        return self._max_messages
+
+    def resize(self, size: int) -> None:
+        """Set how many connections may be open, within 1 and ``max_connections``.
+
+        Connections above a smaller size close as they come back.
+        """
+        with self._cond:
+            self._size = max(1, min(size, self._limits.max_connections))
+            self._cond.notify_all()
+
+    def limit_messages(self, count: int) -> None:
+        """Lower the messages per connection to *count* (never below 1, never up)."""
+        with self._cond:
+            self._max_messages = max(1, min(count, self._max_messages))
+
+    def established(self) -> tuple[int, int]:
+        """Connections open and past their greeting, and those still connecting.
+
+        Why a server refused one more is best judged by the ones it accepted:
+        connections still connecting may be refused too.
+        """
+        with self._cond:
+            open_ = len(self._idle) + self._in_use
+            return open_ - self._connecting, self._connecting
 
     def _reset_state(self) -> None:
         self._pid = os.getpid()
         self._cond = threading.Condition(threading.Lock())
         self._idle: list[Pooled[C]] = []
         self._in_use = 0
+        self._connecting = 0  # reserved slots whose connection is being opened
         self._created = 0
         self._discarded = 0
         self._closed = False
@@ -157,13 +201,14 @@ class ConnectionPool(Generic[C]):
                 self._in_use += 1
                 if self._idle:
                     return self._idle.pop()  # LIFO: the warmest connection
-                if self._in_use <= self._limits.max_connections:
+                if self._in_use <= self._size:
+                    self._connecting += 1
                     return None  # a slot is reserved for a new connection
                 self._in_use -= 1
                 remaining = deadline - self._clock()
                 if remaining <= 0 or not self._cond.wait(remaining):
                     msg = (
-                        f"all {self._limits.max_connections} connections stayed busy "
+                        f"all {self._size} connections stayed busy "
                         f"for {self._limits.acquire_timeout} s"
                     )
                     raise PoolTimeoutError(msg)
@@ -173,16 +218,19 @@ class ConnectionPool(Generic[C]):
         conn = self._create()
         try:
             now = self._clock()
-            with self._cond:
-                self._created += 1
-            return Pooled(conn=conn, created_at=now, last_used=now)
+            pooled = Pooled(conn=conn, created_at=now, last_used=now)
         except BaseException:  # interrupted right after connecting
             self._dispose(conn, False)
             raise
+        with self._cond:
+            self._created += 1
+            self._connecting -= 1
+        return pooled
 
     def _unreserve(self) -> None:
         with self._cond:
             self._in_use -= 1
+            self._connecting -= 1
             self._cond.notify()
 
     def _expired(self, pooled: Pooled[C]) -> bool:
@@ -199,10 +247,12 @@ class ConnectionPool(Generic[C]):
         pooled.last_used = self._clock()
         keep = (
             reusable
-            and pooled.messages < self._limits.max_messages_per_connection
+            and pooled.messages < self._max_messages
             and not self._expired(pooled)
         )
         with self._cond:
+            # After a shrink, the connections above the new size close.
+            keep = keep and self._in_use + len(self._idle) <= self._size
             if keep and not self._closed:
                 self._idle.append(pooled)
                 self._in_use -= 1

@@ -12,6 +12,7 @@ from typing_extensions import Self
 
 from .._exceptions import ClosedError, SMTPKitError, TransportError
 from .._message import Envelope
+from .._provider_replies import ReplyReason, explain_reply
 from .._reply import SMTPReply
 
 __all__ = [
@@ -46,6 +47,21 @@ class RecipientResult:
     def accepted(self) -> bool:
         """True when the server took responsibility for delivering to it."""
         return 200 <= self.reply.code < 300
+
+    @property
+    def reason(self) -> ReplyReason | None:
+        """Why a provider refused this recipient (see ``explain_reply``), or None.
+
+        None for an accepted recipient and for a reply no provider documents.
+        """
+        explanation = explain_reply(self.reply)
+        return None if explanation is None else explanation.reason
+
+    @property
+    def hint(self) -> str | None:
+        """What to do about this recipient's refusal, or None (see ``reason``)."""
+        explanation = explain_reply(self.reply)
+        return None if explanation is None else explanation.hint
 
 
 @dataclass(frozen=True, slots=True)

@@ -37,6 +37,7 @@ from .._exceptions import (
 )
 from .._message import Envelope
 from .._reply import SMTPReply, parse_reply
+from ._adaptive import MAX_ABSORBED_REFUSALS, PoolAdapter
 from ._connection import SMTPConnection
 from ._errors import Progress, map_errors
 from ._hints import Endpoint, no_starttls_message, tls_file_problem, tls_files_error
@@ -105,6 +106,7 @@ class SMTPTransport(Transport):
             is_alive=lambda conn: conn.is_alive(),  # a subclass may override it
             limits=config.pool,
         )
+        self._adapter = PoolAdapter(self._pool, config.adapt)
 
     def __repr__(self) -> str:
         cfg = self.config
@@ -380,10 +382,17 @@ class SMTPTransport(Transport):
         all_items = list(pending)
         report = Reporter(all_items, on_result)
         stale_retry_used = False
+        refusals = 0  # "too many connections" refusals absorbed so far
         while pending:
             try:
                 pooled = self._pool.acquire()
             except (TransportError, ClosedError) as exc:
+                if (
+                    refusals < MAX_ABSORBED_REFUSALS
+                    and self._adapter.connection_refused(exc)
+                ):
+                    refusals += 1  # the server allows fewer: wait for an open one
+                    continue
                 # Could not connect (or log in), or close() came first: every
                 # message still waiting shares the fate, each with its own copy
                 # for retry bookkeeping.  Messages already sent keep their outcome.
@@ -392,9 +401,7 @@ class SMTPTransport(Transport):
                 break
             reusable = False
             try:  # from here the session goes back to the pool exactly once
-                allowance = (
-                    self.config.pool.max_messages_per_connection - pooled.messages
-                )
+                allowance = self._pool.max_messages - pooled.messages
                 if self.config.pool.per_connection_rate is not None:
                     allowance = 1  # spaced out one by one
                     self._pace(pooled)
@@ -402,12 +409,26 @@ class SMTPTransport(Transport):
                 error, fresh_start, reusable = self._run(
                     pooled.conn, batch, reused=pooled.reused, report=report
                 )
+                requeued = self._adapter.requeue(pooled, batch)
                 pooled.messages += sum(1 for item in batch if item.outcome is not None)
             finally:
                 self._pool.release(pooled, reusable=reusable)
-            if error is None:
+            self._adapter.delivered(
+                sum(isinstance(item.outcome, SendResult) for item in batch)
+            )
+            if (
+                error is not None
+                and refusals < MAX_ABSORBED_REFUSALS
+                and self._adapter.refused_midway(batch, error)
+            ):
+                refusals += 1  # "too many connections" after the greeting
+                requeued = 1
+            if error is None or requeued:
+                # Refused for "too many messages" or "connections": they go to
+                # another connection (this one carried some, or others are open:
+                # this always progresses).
                 report.settled(batch)
-                pending = pending[len(batch) :]
+                pending = [item for item in pending if item.outcome is None]
                 continue
             if fresh_start and not stale_retry_used:
                 # RFC 5321 §4.5.3.2: servers drop idle sessions (and a session
@@ -452,7 +473,9 @@ class SMTPTransport(Transport):
         """
         pipelined = self.config.pipelining and conn.has_extn("pipelining")
         runner = TransactionRunner(
-            conn, pipelined=pipelined, on_outcome=report.settled_one if report else None
+            conn,
+            pipelined=pipelined,
+            on_outcome=self._adapter.reported(report.settled_one) if report else None,
         )
         progress = Progress(command="MAIL")
         error: TransportError | None = None

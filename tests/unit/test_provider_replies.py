@@ -1,0 +1,213 @@
+"""The provider reply table: every row explains its own documented example, and
+nothing else is ever guessed."""
+
+from __future__ import annotations
+
+import pickle
+import re
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import smtpkit
+from smtpkit import (
+    AuthenticationError,
+    RecipientResult,
+    RecipientsRefusedError,
+    ReplyExplanation,
+    ReplyReason,
+    SMTPReply,
+    SMTPReplyError,
+    explain_reply,
+    parse_reply,
+)
+from smtpkit._provider_replies import _RULES
+from smtpkit._reply_reasons import Rule as _Rule
+
+CHINESE_PROVIDERS = {"NetEase", "QQ Mail", "Aliyun DirectMail"}
+STEPS = {"connect", "AUTH", "MAIL", "RCPT", "DATA", "end of data"}
+
+
+def wire(example: str) -> SMTPReply:
+    """Parse a documented reply as smtplib hands it over (code prefixes removed)."""
+    lines = example.split("\n")
+    return parse_reply(int(lines[0][:3]), "\n".join(line[4:] for line in lines))
+
+
+def rule_id(rule: _Rule) -> str:
+    return f"{rule.provider}:{rule.example[:24]}"
+
+
+@pytest.mark.parametrize("rule", _RULES, ids=rule_id)
+def test_every_row_explains_its_documented_example(rule: _Rule) -> None:
+    explanation = explain_reply(wire(rule.example))
+    assert explanation == rule.explanation()
+
+
+@pytest.mark.parametrize("rule", _RULES, ids=rule_id)
+def test_every_row_is_complete(rule: _Rule) -> None:
+    assert rule.doc_url.startswith("https://")
+    assert rule.step in STEPS
+    assert min(rule.codes) >= 400
+    assert int(rule.example[:3]) in rule.codes
+    # One sentence, no trailing period, nothing from the reply itself.
+    assert rule.hint
+    assert not rule.hint.endswith(".")
+    assert (rule.hint_zh is not None) == (rule.provider in CHINESE_PROVIDERS)
+    # smtpkit advises on 530 itself (AUTH or STARTTLS first): no competing hint.
+    assert 530 not in rule.codes
+
+
+def test_no_two_rows_claim_the_same_example() -> None:
+    for rule in _RULES:
+        matching = [other for other in _RULES if other.matches(wire(rule.example))]
+        assert matching[0] is rule
+
+
+def test_the_issue_examples() -> None:
+    assert explain_reply(wire("450 MI:DMC 163 smtp3,x 1")) is not None
+    cases = {
+        "450 MI:DMC 163 smtp3,x 1": ReplyReason.TOO_MANY_MESSAGES_PER_CONNECTION,
+        "451 MI:DMC 163 smtp3,x 1": ReplyReason.TOO_MANY_MESSAGES_PER_CONNECTION,
+        "421 HL:ICC 163 smtp3,x 1": ReplyReason.TOO_MANY_CONNECTIONS,
+        "554 DT:SPM 126 smtp2,x 1": ReplyReason.CONTENT_REJECTED,
+        "451 MI:SFQ 163 smtp7,x 1": ReplyReason.QUOTA_EXCEEDED,
+        "454 Throttling failure: Daily message quota exceeded": (
+            ReplyReason.QUOTA_EXCEEDED
+        ),
+    }
+    for text, reason in cases.items():
+        explanation = explain_reply(wire(text))
+        assert explanation is not None
+        assert explanation.reason is reason
+
+
+def test_451_dt_spm_waits_two_minutes_and_554_is_final() -> None:
+    soft = explain_reply(wire("451 DT:SPM 163 smtp1,x 1,please try again"))
+    hard = explain_reply(wire("554 DT:SPM 163 smtp1,x 1"))
+    assert soft is not None
+    assert soft.retry_after == 120.0
+    assert hard is not None
+    assert hard.retry_after is None
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "250 2.0.0 MI:DMC queued",  # success mentioning a tag
+        "354 HL:ICC go ahead",
+        "421 4.7.0 too busy",  # a 421 no provider documents
+        "450 XMI:DMC",  # a tag inside another word
+        "450 MI:DMCX",
+        "535 5.7.8 Authentication failed",  # Gmail's code, another server's text
+        "535 5.7.139 Authentication unsuccessful, something else",
+        "554 DT:SPAM",
+    ],
+)
+def test_unknown_replies_get_no_explanation(text: str) -> None:
+    assert explain_reply(SMTPReply.from_string(text)) is None
+
+
+@given(code=st.integers(min_value=-1, max_value=399), text=st.text())
+def test_no_explanation_below_400(code: int, text: str) -> None:
+    assert explain_reply(parse_reply(code, text)) is None
+
+
+_ANY_TAG = re.compile(
+    r"MI:|HL:|RP:|DT:|WM:|unsolicited|password|authentication|throttling|quota|"
+    r"rejected|spam|rcpt|account|error|recipients",
+    re.IGNORECASE,
+)
+
+
+@given(code=st.integers(min_value=400, max_value=599), text=st.text())
+def test_text_that_matches_no_rule_is_never_explained(code: int, text: str) -> None:
+    reply = parse_reply(code, text)
+    explanation = explain_reply(reply)  # never raises
+    if _ANY_TAG.search(text) is None:
+        assert explanation is None
+
+
+@given(
+    rule=st.sampled_from(_RULES),
+    secret=st.text(min_size=6, alphabet="abcdefghijklmnopqrstuvwxyz0123456789"),
+)
+def test_hints_are_constants_that_never_carry_reply_text(
+    rule: _Rule, secret: str
+) -> None:
+    reply = wire(f"{rule.example} {secret}")
+    explanation = explain_reply(reply)
+    if explanation is not None:
+        assert explanation.hint == rule.hint
+        assert secret not in explanation.hint
+        assert explanation.hint_zh is None or secret not in explanation.hint_zh
+
+
+def test_error_carries_reason_and_hint_and_ends_with_it() -> None:
+    reply = wire("421 HL:ICC 163 smtp3,x 1")
+    error = SMTPReplyError(reply, command="connect")
+    assert error.reason is ReplyReason.TOO_MANY_CONNECTIONS
+    assert error.hint is not None
+    assert str(error) == f"connect refused: {reply}; hint: {error.hint}"
+    assert isinstance(error.explanation, ReplyExplanation)
+
+
+def test_unknown_reply_error_is_unchanged() -> None:
+    error = AuthenticationError(SMTPReply.from_string("535 5.7.8 nope"), command="AUTH")
+    assert error.reason is None
+    assert error.hint is None
+    assert error.explanation is None
+    assert str(error) == "AUTH refused: 535 5.7.8 nope"
+
+
+def test_hint_is_added_once_and_survives_pickling() -> None:
+    reply = wire("554 DT:SPM 126 smtp2,x 1")
+    error = SMTPReplyError(reply, command="DATA")
+    again = SMTPReplyError(reply, command="DATA", message=str(error))
+    assert str(again) == str(error)
+    copy = pickle.loads(pickle.dumps(error))  # noqa: S301 - our own object
+    assert copy.reason is ReplyReason.CONTENT_REJECTED
+    assert str(copy) == str(error)
+
+
+def test_recipients_refused_uses_the_first_reply() -> None:
+    error = RecipientsRefusedError(
+        {
+            "a@example.com": wire("450 RP:DRC 163 smtp3,x 1"),
+            "b@example.com": SMTPReply.from_string("550 5.1.1 no such user"),
+        }
+    )
+    assert error.reason is ReplyReason.TOO_MANY_MESSAGES_PER_CONNECTION
+    assert str(error).endswith(f"; hint: {error.hint}")
+
+
+def test_recipient_result_reason_and_hint() -> None:
+    refused = RecipientResult(
+        "a@example.com", wire("556 The number of RCPTs is over size")
+    )
+    assert refused.reason is ReplyReason.TOO_MANY_RECIPIENTS
+    assert refused.hint is not None
+    accepted = RecipientResult("b@example.com", SMTPReply(250, "OK"))
+    assert accepted.reason is None
+    assert accepted.hint is None
+    unknown = RecipientResult("c@example.com", SMTPReply.from_string("550 5.1.1 no"))
+    assert unknown.reason is None
+    assert unknown.hint is None
+
+
+def test_reason_is_a_str_enum_that_prints_its_value() -> None:
+    assert str(ReplyReason.QUOTA_EXCEEDED) == "quota_exceeded"
+    assert ReplyReason("rate_limited") is ReplyReason.RATE_LIMITED
+    assert smtpkit.ReplyReason.__module__ == "smtpkit"
+
+
+def test_providers_guide_lists_every_row() -> None:
+    """docs/guide/providers.md shows each row's reply, reason and source."""
+    root = Path(__file__).resolve().parents[2]
+    guide = (root / "docs" / "guide" / "providers.md").read_text(encoding="utf-8")
+    for rule in _RULES:
+        first_line = rule.example.split("\n")[0].replace("|", "\\|")
+        assert f"`{first_line}` | `{rule.reason.value}` | {rule.hint}" in guide
+        assert rule.doc_url in guide
