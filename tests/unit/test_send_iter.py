@@ -32,6 +32,8 @@ from smtpkit import (
     SendStream,
     SMTPReply,
 )
+from smtpkit._bulk import Report
+from smtpkit._stream import BulkRun
 from smtpkit.testing import FakeTransport
 
 NEVER = RetryPolicy.never()
@@ -396,3 +398,27 @@ def test_ctrl_c_before_the_input_yields_anything_leaves_nothing_over():
             consume(stream, [])
     assert stream.leftover == []
     assert pool_threads() == []
+
+
+def test_a_batch_function_that_raises_still_gives_every_message_a_result():
+    # The engine's last guard: a bug below it is a result per message, in
+    # order, after the results it did report, never a lost message.
+    def send_batch(items: list[int], report: Report) -> None:
+        report(0, SendResult(envelope=None, attempts=1))
+        raise RuntimeError("a bug")
+
+    run = BulkRun(
+        range(3),
+        send_batch,
+        name="send_iter",
+        workers=1,
+        batch_size=3,
+        on_progress=None,
+        interrupted=threading.Event(),
+    )
+    with SendStream(run) as stream:
+        results = list(stream)
+    assert results[0].error is None
+    assert [r.attempts for r in results] == [1, 0, 0]
+    assert all("a bug" in str(r.error) for r in results[1:])
+    assert all(r.error is not None and r.error.delivery_unknown for r in results[1:])
