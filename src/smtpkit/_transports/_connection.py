@@ -48,6 +48,7 @@ _PROGRESS_POLL: Final = 0.2  # seconds between looks at a draining send queue
 _WRITE_CHUNK: Final = 256 * 1024  # bytes per send() on a plain socket
 _TLS_PIECE: Final = 16 * 1024  # one TLS record (RFC 8446 §5.1)
 _HAS_POLL: Final = hasattr(select, "poll")
+_SPACE: Final = ord(" ")
 
 try:  # Linux: how much of what we sent the peer has not acknowledged yet
     import fcntl
@@ -358,6 +359,16 @@ class SMTPConnection(smtplib.SMTP):
 
     @override
     def getreply(self) -> tuple[int, bytes]:
+        buf = self._rbuf
+        end = buf.find(b"\n")
+        if 3 < end < MAX_REPLY_LINE and buf[3] == _SPACE and buf[:3].isdigit():
+            # Fast path: a complete one-line reply is already buffered (pipelined
+            # replies arrive several to a recv).  Same checks as below: a code of
+            # three digits, then a space; the line within MAX_REPLY_LINE.
+            code = int(buf[:3])
+            text = bytes(buf[4:end]).strip(b" \t\r\n")
+            del buf[: end + 1]
+            return self._got_reply(code, text)
         self._reply_deadline = self._deadline or (time.monotonic() + self.reply_timeout)
         # Only a large write can still be draining: no syscall per small reply.
         self._unacked = (
@@ -390,7 +401,10 @@ class SMTPConnection(smtplib.SMTP):
             lines.append(line[4:].strip(b" \t\r\n"))
             if line[3:4] != b"-":
                 break
-        text = b"\n".join(lines)
+        return self._got_reply(code, b"\n".join(lines))
+
+    def _got_reply(self, code: int, text: bytes) -> tuple[int, bytes]:
+        """Log a complete reply and note when the connection was last used."""
         if logger.isEnabledFor(logging.DEBUG):
             logger.debug("<<< %s %s", code, text.decode("utf-8", "replace"))
         self.last_used = time.monotonic()
