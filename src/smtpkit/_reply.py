@@ -164,9 +164,9 @@ def _parse_cached(code: int, text: bytes | str) -> SMTPReply:
         match = _ENHANCED_RE.match(decoded)
         if match is None:
             return SMTPReply(code=code, text=decoded.strip())
-        enhanced = _enhanced(int(match[1]), int(match[2]), int(match[3]))
+        status = _enhanced(int(match[1]), int(match[2]), int(match[3]))
         return SMTPReply(
-            code=code, text=decoded[match.end() :].strip(), enhanced=enhanced
+            code=code, text=decoded[match.end() :].strip(), enhanced=status
         )
     lines = decoded.split("\n")
     enhanced = EnhancedStatus.parse(lines[0])

@@ -74,23 +74,33 @@ def _unacked_bytes(sock: socket.socket | None) -> int | None:
     return int.from_bytes(raw, sys.byteorder, signed=True)
 
 
-def _readable(sock: socket.socket) -> bool:
-    """True when *sock* has something to read (data, EOF or an error), now.
+class _ReadableCheck:
+    """Tells, without blocking, whether a socket has something to read.
 
     ``poll`` where the platform has it: ``select`` cannot watch a descriptor
-    numbered 1024 or more, which is common in a busy process.
+    numbered 1024 or more, which is common in a busy process.  The poll object
+    is kept for the socket it was made for (asked twice per pipelined write).
     """
-    if isinstance(sock, ssl.SSLSocket) and sock.pending():
-        return True  # already decrypted, waiting inside the TLS layer
-    fd = sock.fileno()
-    if fd < 0:
-        return True
-    if _HAS_POLL:
-        poller = select.poll()
-        poller.register(fd, select.POLLIN | select.POLLPRI)
-        return bool(poller.poll(0))
-    readable, _, _ = select.select([sock], [], [], 0)  # pragma: no cover - Windows
-    return bool(readable)
+
+    def __init__(self) -> None:
+        self._sock: socket.socket | None = None
+        self._poller: select.poll | None = None
+
+    def __call__(self, sock: socket.socket) -> bool:
+        """True when *sock* has something to read (data, EOF or an error), now."""
+        if isinstance(sock, ssl.SSLSocket) and sock.pending():
+            return True  # already decrypted, waiting inside the TLS layer
+        fd = sock.fileno()
+        if fd < 0:
+            return True
+        if not _HAS_POLL:  # pragma: no cover - Windows
+            readable, _, _ = select.select([sock], [], [], 0)
+            return bool(readable)
+        if sock is not self._sock or self._poller is None:
+            self._poller = select.poll()
+            self._poller.register(fd, select.POLLIN | select.POLLPRI)
+            self._sock = sock
+        return bool(self._poller.poll(0))
 
 
 class SMTPConnection(smtplib.SMTP):
@@ -110,6 +120,7 @@ class SMTPConnection(smtplib.SMTP):
         tls_context: ssl.SSLContext | None = None,
     ) -> None:
         self._rbuf = bytearray()
+        self._readable = _ReadableCheck()
         self._deadline: float | None = None
         self._reply_deadline = 0.0
         self._unacked: int | None = None
@@ -320,7 +331,7 @@ class SMTPConnection(smtplib.SMTP):
         sock = self.sock
         if sock is None:
             return None
-        if not _readable(sock):
+        if not self._readable(sock):
             return b""
         try:
             sock.settimeout(0.0)
