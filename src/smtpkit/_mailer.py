@@ -511,10 +511,11 @@ class Mailer:
         result = attempt.result(elapsed=self._clock() - start, error=error)
         if not result.accepted:
             raise attempt.refused_error()
-        logger.info(
-            "sent %s to %d recipient(s): %s",
-            result.message_id,
-            len(result.accepted),
-            result.reply.text if result.reply else "",
-        )
+        if logger.isEnabledFor(logging.INFO):  # its arguments cost more than the call
+            logger.info(
+                "sent %s to %d recipient(s): %s",
+                result.message_id,
+                len(result.accepted),
+                result.reply.text if result.reply else "",
+            )
         return result
