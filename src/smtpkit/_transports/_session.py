@@ -38,6 +38,7 @@ __all__ = ["Item", "Reporter", "TransactionRunner", "dot_stuff", "mail_options"]
 
 ReplyHandler = Callable[[SMTPReply], None]
 _DOT_LINE_RE: Final = re.compile(rb"^\.", re.MULTILINE)
+_DOT_AFTER_LF_RE: Final = re.compile(rb"\n\.")
 
 
 def mail_options(conn: SMTPConnection, envelope: Envelope, data: bytes) -> str:
@@ -79,7 +80,8 @@ def dot_stuff(data: bytes) -> bytes:
 
 def _stuff(data: bytes) -> bytes:
     """Dot-stuff CRLF-normalised *data* and append the ``.`` line."""
-    if data.startswith(b".") or b"\n." in data:
+    # A regex search for a literal runs a fast scan, unlike ``b"\n." in data``.
+    if data.startswith(b".") or _DOT_AFTER_LF_RE.search(data):
         data = _DOT_LINE_RE.sub(b"..", data)
     return data + b".\r\n"
 
@@ -91,12 +93,13 @@ class Item:
     envelope: Envelope
     data: bytes  # CRLF line endings; its length is the SIZE= value (RFC 1870)
     payload: bytes  # dot-stuffed, ending with the "." line
+    utf8: bool  # envelope.needs_smtputf8, worked out once per message
 
     @classmethod
     def prepare(cls, envelope: Envelope, data: bytes) -> Item:
         """Normalise line endings and dot-stuff *data* for the wire."""
         normalized = normalize_line_endings(data)
-        return cls(envelope, normalized, _stuff(normalized))
+        return cls(envelope, normalized, _stuff(normalized), envelope.needs_smtputf8)
 
     mail: SMTPReply | None = None
     rcpt: dict[str, SMTPReply] = field(default_factory=dict)
@@ -236,7 +239,7 @@ class TransactionRunner:
         self, item: Item | None, command: str, args: str, handler: ReplyHandler
     ) -> None:
         text = f"{command} {args}\r\n" if args else f"{command}\r\n"
-        utf8 = item is not None and item.envelope.needs_smtputf8
+        utf8 = item is not None and item.utf8
         self.conn.log_command(command, args)
         self._queue(command, text.encode("utf-8" if utf8 else "ascii"), item, handler)
 
