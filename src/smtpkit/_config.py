@@ -147,7 +147,7 @@ _SHOWN_FIELDS: Final = frozenset(
     {
         "host", "port", "tls", "timeout", "connect_timeout", "local_hostname",
         "allow_insecure_auth", "ca_file", "ca_path", "client_cert", "client_key",
-        "tls_min_version", "pool", "pipelining",
+        "tls_min_version", "pool", "pipelining", "chunking",
     }
 )  # fmt: skip
 _REDACTED: Final = "<redacted>"
@@ -180,6 +180,7 @@ class SMTPConfigFields(TypedDict, total=False):
     ssl_context: ssl.SSLContext | None
     pool: PoolLimits
     pipelining: bool
+    chunking: bool
 
 
 def _redacted(error: ValidationError) -> ValidationError:
@@ -260,6 +261,9 @@ class SMTPConfig(BaseModel):
         ssl_context: A ready ``ssl.SSLContext``; excludes the other TLS fields.
         pool: Connection pool limits.
         pipelining: Use RFC 2920 PIPELINING when the server offers it.
+        chunking: Send the message with RFC 3030 BDAT instead of DATA when the
+            server offers CHUNKING (and PIPELINING is in use): MAIL, RCPT and
+            the message then go out together, one round trip per message.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid", arbitrary_types_allowed=True)
@@ -282,6 +286,7 @@ class SMTPConfig(BaseModel):
     ssl_context: ssl.SSLContext | None = None
     pool: PoolLimits = DEFAULT_POOL_LIMITS
     pipelining: bool = True
+    chunking: bool = True
 
     if TYPE_CHECKING:
 
@@ -306,6 +311,7 @@ class SMTPConfig(BaseModel):
             ssl_context: ssl.SSLContext | None = None,
             pool: PoolLimits = DEFAULT_POOL_LIMITS,
             pipelining: bool = True,
+            chunking: bool = True,
         ) -> None:
             """Describe one server; see the class docstring for each field."""
 

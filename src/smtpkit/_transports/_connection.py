@@ -118,6 +118,9 @@ class SMTPConnection(smtplib.SMTP):
         self.written = 0  # bytes of the last send_raw that reached the kernel
         self.is_tls = False
         self.logged_in = False  # set by the transport after a successful AUTH
+        # A MAIL got 250 here: the server takes transactions on this session, so
+        # a BDAT chunk may follow MAIL and RCPT unanswered (see _session.py).
+        self.mail_accepted = False
         # Set by the transport once the handshake (EHLO, STARTTLS, AUTH) is done.
         # Until then an alert about the client's certificate, the handshake or
         # the TLS version is the server refusing this client (under TLS 1.3 a

@@ -452,7 +452,10 @@ class SMTPTransport(Transport):
         """
         pipelined = self.config.pipelining and conn.has_extn("pipelining")
         runner = TransactionRunner(
-            conn, pipelined=pipelined, on_outcome=report.settled_one if report else None
+            conn,
+            pipelined=pipelined,
+            chunked=self.config.chunking and conn.has_extn("chunking"),
+            on_outcome=report.settled_one if report else None,
         )
         progress = Progress(command="MAIL")
         error: TransportError | None = None
