@@ -270,7 +270,9 @@ class TransactionRunner:
                 # RFC 5321 §3.8: the server is closing the session.
                 self.reusable = False
                 if command in _END_OF_DATA:
-                    error: SMTPReplyError = DataRefusedError(reply, command="end of data")
+                    error: SMTPReplyError = DataRefusedError(
+                        reply, command="end of data"
+                    )
                 else:
                     error = SMTPReplyError(reply, command=command)
                 raise ConnectionLostError(error)
@@ -303,11 +305,9 @@ class TransactionRunner:
         segments = list(self._out)
         self._out.clear()
         payload = b"".join(line for line, _ in segments)
+        data_step = "BDAT" if self.chunked else "DATA"
         carries_data = any(data_of is not None for _, data_of in segments)
-        if carries_data:
-            step = "BDAT" if self.chunked else "DATA"
-        else:
-            step = self._expect[0][0]
+        step = data_step if carries_data else self._expect[0][0]
         self.command = step
         try:
             self.conn.send_raw(payload, step=step)
@@ -403,14 +403,26 @@ class TransactionRunner:
             "BDAT",
             item.data,
             item,
-            functools.partial(setattr, item, "data_reply"),
+            functools.partial(self._chunk_reply, item),
             data_of=item,
         )
         self._drain()
-        final = item.data_reply
-        assert final is not None  # noqa: S101 - _drain read every reply or raised
-        refused = item.mail is None or item.mail.code != 250 or not item.accepted
-        if refused and 200 <= final.code < 300:
+        if not isinstance(item.outcome, SendResult):
+            self._command(None, "RSET", "", _ignore)  # RFC 3030 §2 ends it anyway
+
+    def _chunk_reply(self, item: Item, final: SMTPReply) -> None:
+        """Settle *item* by the reply to its ``BDAT LAST``, as it is read.
+
+        Settled here, not after the drain: a later failure of the session (a
+        stray reply, say) must not take an accepted message back.
+        """
+        item.data_reply = final
+        accepted = item.mail is not None and item.mail.code == 250 and item.accepted
+        if accepted and 200 <= final.code < 300:
+            item.finish(final)
+        elif not 200 <= final.code < 300:
+            item.outcome = self._refusal(item)
+        else:
             # The server took a message this client counts as refused: the
             # replies are out of step and the message may well be queued.
             self.reusable = False
@@ -419,30 +431,29 @@ class TransactionRunner:
             error.delivery_unknown = True
             item.outcome = error
             raise ConnectionLostError(error)
-        if refused or not 200 <= final.code < 300:
-            self._abort(item)  # RFC 3030 §2: the transaction is over; RSET anyway
-            return
-        item.finish(final)
 
-    def _abort(self, item: Item) -> None:
-        """Record why *item* failed and reset the transaction."""
+    def _refusal(self, item: Item) -> SMTPKitError:
+        """Why *item* failed: its MAIL, all its RCPTs, or its DATA/BDAT was refused."""
         assert item.mail is not None  # noqa: S101 - every path reads MAIL's reply first
         if item.mail.code != 250:
             sender = item.envelope.sender
-            item.outcome = mail_refusal(
+            return mail_refusal(
                 item.mail,
                 sender=sender,
                 logged_in=self.conn.logged_in,
                 is_tls=self.conn.is_tls,
             ) or SenderRefusedError(item.mail, sender=sender)
-        elif not item.accepted:
-            item.outcome = RecipientsRefusedError(item.rcpt)
-        else:
-            assert item.data_reply is not None  # noqa: S101 - DATA follows accepted RCPTs
-            # A refused BDAT LAST is the end-of-data reply (RFC 3030 §2): users
-            # see the same error whichever way the server took the message.
-            command = "end of data" if self.chunked else "DATA"
-            item.outcome = DataRefusedError(item.data_reply, command=command)
+        if not item.accepted:
+            return RecipientsRefusedError(item.rcpt)
+        assert item.data_reply is not None  # noqa: S101 - DATA follows accepted RCPTs
+        # A refused BDAT LAST is the end-of-data reply (RFC 3030 §2): users see
+        # the same error whichever way the server took the message.
+        command = "end of data" if self.chunked else "DATA"
+        return DataRefusedError(item.data_reply, command=command)
+
+    def _abort(self, item: Item) -> None:
+        """Record why *item* failed and reset the transaction."""
+        item.outcome = self._refusal(item)
         if item.data_reply is not None and item.data_reply.code == 354:
             # RFC 2920 §3.1: DATA was accepted although no recipient was; end it
             # with an empty message, which the server must refuse.
