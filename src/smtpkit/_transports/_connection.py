@@ -99,6 +99,8 @@ class SMTPConnection(smtplib.SMTP):
         timeout: Seconds allowed for each reply (a deadline, not a per-read timeout).
         tls_context: When given, TLS starts before the greeting (implicit TLS).
         local_hostname: Name for EHLO.
+        tls_session: A TLS session of an earlier connection to the same server
+            with the same context, to resume (implicit TLS or STARTTLS).
     """
 
     def __init__(
@@ -107,8 +109,10 @@ class SMTPConnection(smtplib.SMTP):
         timeout: float,
         local_hostname: str,
         tls_context: ssl.SSLContext | None = None,
+        tls_session: ssl.SSLSession | None = None,
     ) -> None:
         self._rbuf = bytearray()
+        self.tls_session = tls_session
         self._deadline: float | None = None
         self._reply_deadline = 0.0
         self._unacked: int | None = None
@@ -145,7 +149,9 @@ class SMTPConnection(smtplib.SMTP):
         if self._implicit_tls is not None:
             self.connect_stage = "tls"
             try:
-                sock = self._implicit_tls.wrap_socket(sock, server_hostname=host)
+                sock = self._implicit_tls.wrap_socket(
+                    sock, server_hostname=host, session=self.tls_session
+                )
             except BaseException:
                 sock.close()
                 raise
@@ -220,7 +226,9 @@ class SMTPConnection(smtplib.SMTP):
             msg = "server sent data after its STARTTLS reply, before the TLS handshake"
             raise ProtocolError(msg, command="STARTTLS")
         assert self.sock is not None  # noqa: S101 - read_reply just used it
-        self.sock = context.wrap_socket(self.sock, server_hostname=self._host)
+        self.sock = context.wrap_socket(
+            self.sock, server_hostname=self._host, session=self.tls_session
+        )
         self.file = None
         self.helo_resp = self.ehlo_resp = None
         self.esmtp_features = {}

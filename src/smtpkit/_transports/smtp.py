@@ -97,6 +97,10 @@ class SMTPTransport(Transport):
             self._build_tls_context() if config.tls is not TLSMode.NONE else None
         )
         self._closed = False
+        # The TLS session of the last connection set up, resumed by the next one
+        # (one transport: one server, one context, so it is never offered to
+        # another host).  Replaced by each new connection's own session.
+        self._tls_session: ssl.SSLSession | None = None
         self._pool: ConnectionPool[SMTPConnection] = ConnectionPool(
             create=self._open_session,
             dispose=self._dispose,
@@ -164,6 +168,7 @@ class SMTPTransport(Transport):
             timeout=cfg.timeout,
             local_hostname=cfg.local_hostname or _local_fqdn(),
             tls_context=self._tls_context if cfg.tls is TLSMode.IMPLICIT else None,
+            tls_session=self._tls_session,
         )
         progress = Progress(
             endpoint=endpoint,
@@ -299,7 +304,21 @@ class SMTPTransport(Transport):
                 self._dispose(conn, polite=polite)
                 raise
         conn.established = True
+        self._keep_tls_session(conn)
         return conn
+
+    def _keep_tls_session(self, conn: SMTPConnection) -> None:
+        """Keep *conn*'s TLS session so the pool's next connection resumes it.
+
+        Taken once the session is set up: a TLS 1.3 server sends its ticket
+        after the handshake, and it has been read with the first reply since.
+        Resuming saves the certificate exchange and its verification (RFC 8446
+        §2.2); a server that declines simply runs a full handshake.
+        """
+        sock = conn.sock
+        if isinstance(sock, ssl.SSLSocket) and sock.session is not None:
+            self._tls_session = sock.session
+            logger.debug("TLS session resumed: %s", sock.session_reused)
 
     def _dispose(self, conn: SMTPConnection, polite: bool) -> None:
         if polite:
