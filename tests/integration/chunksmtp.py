@@ -114,10 +114,6 @@ class ChunkSMTP:
                 if self.faults.double_bdat:
                     self.faults.double_bdat = False
                     reply += reply
-                if reply.startswith(b"421"):
-                    conn.send(b"".join(pending) + reply)
-                    conn.hang_up()
-                    return
             elif verb == "DATA":
                 conn.send(b"".join(pending) + b"354 go\r\n")
                 pending.clear()
@@ -126,6 +122,10 @@ class ChunkSMTP:
                 reply, in_mail, has_rcpt = b"250 2.0.0 queued\r\n", False, False
             else:
                 reply = b"500 5.5.2 what\r\n"
+            if reply.startswith(b"421"):  # RFC 5321 §3.8: reply, then close
+                conn.send(b"".join(pending) + reply)
+                conn.hang_up()
+                return
             answer(reply)
 
     def _override(self, verb: str) -> bytes | None:

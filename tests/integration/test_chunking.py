@@ -251,3 +251,16 @@ def test_chunk_accepted_after_mail_was_refused_is_out_of_step():
     assert info.value.delivery_unknown  # the server says it took it
     assert info.value.command == "BDAT"
     assert len(script.flushes) == 2
+
+
+def test_421_to_mail_on_a_reused_session_is_replayed_free_on_a_new_one():
+    # The chunk had left, but a 421 to MAIL means the server took no message:
+    # the stale-session rule still applies, without costing an attempt.
+    script = ChunkSMTP()
+    with RawServer(script) as server, Mailer(config(server), retry=NEVER) as mailer:
+        mailer.send(RAW, envelope=ENVELOPE)
+        script.faults.replies["MAIL"] = [b"421 4.4.2 idle too long\r\n"]
+        result = mailer.send(RAW, envelope=ENVELOPE)
+    assert result.attempts == 1
+    assert len(script.flushes) == 2
+    assert script.chunks == [SENT, SENT]  # the refused one was never read

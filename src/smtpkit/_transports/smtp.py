@@ -497,11 +497,13 @@ class SMTPTransport(Transport):
                 if item.outcome is None and (item is awaited or item.data_sent):
                     item.outcome = _error_for(item, exc)
         # A BDAT chunk leaves before any reply is read: once one has left, the
-        # server may hold the message, so a lost session is no free retry.
+        # server may hold the message, so a lost session is no free retry (a
+        # 421 to the first MAIL still is: the server refused the transaction).
+        data_left = any(item.data_sent for item in batch)
         fresh_start = (
             error is not None
             and runner.answered == 0
-            and not any(item.data_sent for item in batch)
+            and (not data_left or isinstance(error, SMTPReplyError))
             and (runner.awaited() is None or (reused and _is_stale(error)))
         )
         return error, fresh_start, error is None and runner.reusable
