@@ -9,6 +9,7 @@ autouse fixture also fails any test here that Postfix finds pipelining improperl
 
 from __future__ import annotations
 
+import ssl
 import time
 
 import pytest
@@ -21,9 +22,12 @@ from smtpkit import (
     RecipientsRefusedError,
     RetryPolicy,
     SenderRefusedError,
+    SMTPConfig,
+    SMTPConnection,
+    SMTPTransport,
 )
 
-from .mta import UNKNOWN_PREFIX, queue_id
+from .mta import TEST_USERS, UNKNOWN_PREFIX, queue_id
 
 pytestmark = [pytest.mark.integration, pytest.mark.postfix]
 
@@ -123,3 +127,37 @@ def test_blind_recipient_refusals_are_read_past(postfix, address):
     postfix.wait_for_deliveries(2, recipients=[good])
     summary = postfix.session_summary(queue_id(last))
     assert " mail=3 rcpt=2/3 bdat=2/3 rset=1 quit=1 " in summary
+
+
+# -- TLS session resumption ------------------------------------------------------
+
+
+class _ResumptionProbe(SMTPTransport):
+    """Notes, for each new connection, whether its TLS session was resumed."""
+
+    def __init__(self, config: SMTPConfig) -> None:
+        super().__init__(config)
+        self.reused: list[bool] = []
+
+    def handshake(self, conn: SMTPConnection) -> None:
+        super().handshake(conn)
+        assert isinstance(conn.sock, ssl.SSLSocket)
+        self.reused.append(conn.sock.session_reused)
+
+
+@pytest.mark.parametrize("endpoint", ["submission", "smtps"])
+def test_pooled_connections_resume_postfix_tls_sessions(postfix, address, endpoint):
+    user = "alice@example.com"
+    config = postfix.config(
+        endpoint,
+        username=user,
+        password=TEST_USERS[user],
+        pool=PoolLimits(max_connections=1, max_messages_per_connection=1),
+    )
+    transport = _ResumptionProbe(config)
+    rcpts = [address() for _ in range(3)]
+    with Mailer(transport=transport, retry=NEVER) as mailer:
+        for rcpt in rcpts:
+            mailer.send(DOTS, envelope=_envelope(rcpt))
+    postfix.wait_for_deliveries(3, recipients=rcpts)
+    assert transport.reused == [False, True, True]
