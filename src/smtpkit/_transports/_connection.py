@@ -110,6 +110,8 @@ class SMTPConnection(smtplib.SMTP):
         timeout: Seconds allowed for each reply (a deadline, not a per-read timeout).
         tls_context: When given, TLS starts before the greeting (implicit TLS).
         local_hostname: Name for EHLO.
+        tls_session: A TLS session of an earlier connection to the same server
+            with the same context, to resume (implicit TLS or STARTTLS).
     """
 
     def __init__(
@@ -118,9 +120,11 @@ class SMTPConnection(smtplib.SMTP):
         timeout: float,
         local_hostname: str,
         tls_context: ssl.SSLContext | None = None,
+        tls_session: ssl.SSLSession | None = None,
     ) -> None:
         self._rbuf = bytearray()
         self._readable = _ReadableCheck()
+        self.tls_session = tls_session
         self._deadline: float | None = None
         self._reply_deadline = 0.0
         self._unacked: int | None = None
@@ -130,6 +134,9 @@ class SMTPConnection(smtplib.SMTP):
         self.written = 0  # bytes of the last send_raw that reached the kernel
         self.is_tls = False
         self.logged_in = False  # set by the transport after a successful AUTH
+        # A MAIL got 250 here: the server takes transactions on this session, so
+        # a BDAT chunk may follow MAIL and RCPT unanswered (see _session.py).
+        self.mail_accepted = False
         # Set by the transport once the handshake (EHLO, STARTTLS, AUTH) is done.
         # Until then an alert about the client's certificate, the handshake or
         # the TLS version is the server refusing this client (under TLS 1.3 a
@@ -154,7 +161,9 @@ class SMTPConnection(smtplib.SMTP):
         if self._implicit_tls is not None:
             self.connect_stage = "tls"
             try:
-                sock = self._implicit_tls.wrap_socket(sock, server_hostname=host)
+                sock = self._implicit_tls.wrap_socket(
+                    sock, server_hostname=host, session=self.tls_session
+                )
             except BaseException:
                 sock.close()
                 raise
@@ -229,7 +238,9 @@ class SMTPConnection(smtplib.SMTP):
             msg = "server sent data after its STARTTLS reply, before the TLS handshake"
             raise ProtocolError(msg, command="STARTTLS")
         assert self.sock is not None  # noqa: S101 - read_reply just used it
-        self.sock = context.wrap_socket(self.sock, server_hostname=self._host)
+        self.sock = context.wrap_socket(
+            self.sock, server_hostname=self._host, session=self.tls_session
+        )
         self.file = None
         self.helo_resp = self.ehlo_resp = None
         self.esmtp_features = {}

@@ -98,6 +98,10 @@ class SMTPTransport(Transport):
             self._build_tls_context() if config.tls is not TLSMode.NONE else None
         )
         self._closed = False
+        # The TLS session of the last connection set up, resumed by the next one
+        # (one transport: one server, one context, so it is never offered to
+        # another host).  Replaced by each new connection's own session.
+        self._tls_session: ssl.SSLSession | None = None
         self._pool: ConnectionPool[SMTPConnection] = ConnectionPool(
             create=self._open_session,
             dispose=self._dispose,
@@ -166,6 +170,7 @@ class SMTPTransport(Transport):
             timeout=cfg.timeout,
             local_hostname=cfg.local_hostname or _local_fqdn(),
             tls_context=self._tls_context if cfg.tls is TLSMode.IMPLICIT else None,
+            tls_session=self._tls_session,
         )
         progress = Progress(
             endpoint=endpoint,
@@ -301,7 +306,21 @@ class SMTPTransport(Transport):
                 self._dispose(conn, polite=polite)
                 raise
         conn.established = True
+        self._keep_tls_session(conn)
         return conn
+
+    def _keep_tls_session(self, conn: SMTPConnection) -> None:
+        """Keep *conn*'s TLS session so the pool's next connection resumes it.
+
+        Taken once the session is set up: a TLS 1.3 server sends its ticket
+        after the handshake, and it has been read with the first reply since.
+        Resuming saves the certificate exchange and its verification (RFC 8446
+        §2.2); a server that declines simply runs a full handshake.
+        """
+        sock = conn.sock
+        if isinstance(sock, ssl.SSLSocket) and sock.session is not None:
+            self._tls_session = sock.session
+            logger.debug("TLS session resumed: %s", sock.session_reused)
 
     def _dispose(self, conn: SMTPConnection, polite: bool) -> None:
         if polite:
@@ -475,6 +494,7 @@ class SMTPTransport(Transport):
         runner = TransactionRunner(
             conn,
             pipelined=pipelined,
+            chunked=self.config.chunking and conn.has_extn("chunking"),
             on_outcome=self._adapter.reported(report.settled_one) if report else None,
         )
         progress = Progress(command="MAIL")
@@ -497,9 +517,14 @@ class SMTPTransport(Transport):
             for item in runner.owed():
                 if item.outcome is None and (item is awaited or item.data_sent):
                     item.outcome = _error_for(item, exc)
+        # A BDAT chunk leaves before any reply is read: once one has left, the
+        # server may hold the message, so a lost session is no free retry (a
+        # 421 to the first MAIL still is: the server refused the transaction).
+        data_left = any(item.data_sent for item in batch)
         fresh_start = (
             error is not None
             and runner.answered == 0
+            and (not data_left or isinstance(error, SMTPReplyError))
             and (runner.awaited() is None or (reused and _is_stale(error)))
         )
         return error, fresh_start, error is None and runner.reusable
