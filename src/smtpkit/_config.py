@@ -467,12 +467,20 @@ class SMTPConfig(BaseModel):
         """True when the transport must log in."""
         return bool(self.auth) or self.username is not None
 
-    def auth_strategies(self) -> tuple[Auth, ...]:
-        """Return the configured strategies, strongest first."""
+    def auth_strategies(self, *, over_tls: bool = False) -> tuple[Auth, ...]:
+        """Return the configured strategies, strongest first.
+
+        Args:
+            over_tls: Rank them for an encrypted session, where PLAIN comes
+                before CRAM-MD5 (see ``Auth.strength_over_tls``).
+        """
         strategies = self.auth
         if not strategies and self.username is not None and self.password is not None:
             strategies = password_strategies(self.username, self.password)
-        return tuple(sorted(strategies, key=lambda a: a.strength, reverse=True))
+        ranked = sorted(
+            strategies, key=lambda a: a.rank(over_tls=over_tls), reverse=True
+        )
+        return tuple(ranked)
 
     @classmethod
     def from_url(cls, url: str, **overrides: Unpack[SMTPConfigFields]) -> SMTPConfig:

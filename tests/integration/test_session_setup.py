@@ -125,6 +125,24 @@ def test_starttls_and_plain_login_take_four_round_trips(
     assert [line.split()[1] for line in replies] == ["220", "250", "220", "250", "235"]
 
 
+def test_username_and_password_over_starttls_log_in_with_one_round_trip(
+    auth_tls_server, config_for, ca_file, caplog
+):
+    # CRAM-MD5 is offered too; over TLS it would only cost a 334 round trip.
+    config = config_for(
+        auth_tls_server,
+        tls="starttls",
+        ca_file=ca_file,
+        username="alice",
+        password="wonderland",
+    )
+    caplog.set_level(logging.DEBUG, logger="smtpkit")
+    with Mailer(config, retry=NEVER) as mailer:
+        assert mailer.send(message()).ok
+    codes = [line.split()[1] for line in reads_before_mail(caplog)]
+    assert codes == ["220", "250", "220", "250", "235"]
+
+
 def test_login_answers_its_two_challenges(auth_tls_server, config_for, ca_file, caplog):
     # LOGIN has no initial response smtpkit can rely on: two 334s, as before.
     config = config_for(

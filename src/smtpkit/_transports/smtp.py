@@ -240,7 +240,7 @@ class SMTPTransport(Transport):
             msg = "server does not offer AUTH, but credentials are configured"
             raise NotSupportedError(msg, command="AUTH")
         offered = set(conn.esmtp_features["auth"].upper().split())
-        strategies = self.config.auth_strategies()
+        strategies = self.config.auth_strategies(over_tls=conn.is_tls)
         chosen = next((s for s in strategies if s.mechanism in offered), None)
         if chosen is None:
             names = ", ".join(s.mechanism for s in strategies)
