@@ -26,7 +26,7 @@ class Faults:
 
     Attributes:
         replies: Reply lines to send instead of the normal one, per verb
-            (``"MAIL"``, ``"RCPT"``, ``"BDAT"``).
+            (``"MAIL"``, ``"RCPT"``, ``"BDAT"``, ``"RSET"``).
         cut_after: Read this many bytes of the next chunk, then reset the link.
         silent_after_chunk: Read the whole next chunk, then hang up without a reply.
         double_bdat: Answer the next BDAT twice.
@@ -99,7 +99,7 @@ class ChunkSMTP:
                 )
                 has_rcpt = has_rcpt or reply.startswith(b"2")
             elif verb in ("RSET", "NOOP"):
-                reply = b"250 2.0.0 ok\r\n"
+                reply = override or b"250 2.0.0 ok\r\n"
                 in_mail = has_rcpt = in_mail and verb == "NOOP"
             elif verb == "BDAT":
                 if not self._chunk(conn, int(words[1])):

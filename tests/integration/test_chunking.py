@@ -16,6 +16,7 @@ from smtpkit import (
     PoolLimits,
     ProtocolError,
     RecipientsRefusedError,
+    RetryPolicy,
     SenderRefusedError,
     ServerDisconnectedError,
     SMTPReplyError,
@@ -264,3 +265,30 @@ def test_421_to_mail_on_a_reused_session_is_replayed_free_on_a_new_one():
     assert result.attempts == 1
     assert len(script.flushes) == 2
     assert script.chunks == [SENT, SENT]  # the refused one was never read
+
+
+def test_a_refused_rset_before_a_blind_chunk_leaves_that_message_unknown_not_resent():
+    # On a proven session the next message's MAIL, RCPT, BDAT and data share a
+    # write with the RSET after a refusal.  A refused RSET ends the session, but
+    # the server went on to read that message: it may hold it, so it is neither
+    # reported as refused nor sent again.
+    script = ChunkSMTP(faults=Faults(replies={"RSET": [b"451 4.3.0 try later\r\n"]}))
+    refused = Envelope(sender="a@example.com", recipients="bad@example.com")
+    retry = RetryPolicy(wait_initial=0, wait_jitter=0)
+    one = PoolLimits(max_connections=1)
+    with (
+        RawServer(script) as server,
+        Mailer(config(server, pool=one), retry=retry) as mailer,
+    ):
+        mailer.send(RAW, envelope=ENVELOPE)  # proves the session
+        script.faults.replies["RCPT"] = [b"550 5.1.1 no such user\r\n"]
+        results = mailer.send_many([(RAW, refused), (RAW, ENVELOPE)])
+    assert server.errors == []
+    assert isinstance(results[0].error, RecipientsRefusedError)
+    third = results[1].error
+    assert third is not None
+    assert third.delivery_unknown
+    assert results[1].attempts == 1
+    assert len(script.flushes) == 1  # one session: the RSET shared its write
+    # Three chunks read (the refused message's among them), none sent twice.
+    assert len(script.chunks) == 3

@@ -516,7 +516,7 @@ class SMTPTransport(Transport):
             awaited = runner.awaited()
             for item in runner.owed():
                 if item.outcome is None and (item is awaited or item.data_sent):
-                    item.outcome = _error_for(item, exc)
+                    item.outcome = _error_for(item, exc, own=item is awaited)
         # A BDAT chunk leaves before any reply is read: once one has left, the
         # server may hold the message, so a lost session is no free retry (a
         # 421 to the first MAIL still is: the server refused the transaction).
@@ -578,12 +578,18 @@ def _copy_error(exc: _E) -> _E:
     return duplicate
 
 
-def _error_for(item: Item, exc: TransportError) -> TransportError:
-    """The connection's error as one message with a reply owed sees it."""
+def _error_for(item: Item, exc: TransportError, *, own: bool) -> TransportError:
+    """The connection's error as one message with a reply owed sees it.
+
+    *own*: the failing reply was to one of this message's commands.  A refusal
+    of another command (an RSET the write carried before this message's BDAT
+    chunk) says nothing of this message, which the server went on to read.
+    """
     duplicate = _copy_error(exc)
-    if item.data_sent and not isinstance(exc, SMTPReplyError):
+    if item.data_sent and not (own and isinstance(exc, SMTPReplyError)):
         # RFC 1047: the data went out but no usable reply came back (lost, timed
-        # out, or garbled): the server may have queued the message.
+        # out, garbled, or the session ended at another command's reply): the
+        # server may have queued the message.
         duplicate.delivery_unknown = True
         duplicate.command = "end of data"
     return duplicate
