@@ -240,7 +240,10 @@ class SMTPTransport(Transport):
             msg = "server does not offer AUTH, but credentials are configured"
             raise NotSupportedError(msg, command="AUTH")
         offered = set(conn.esmtp_features["auth"].upper().split())
-        strategies = self.config.auth_strategies(over_tls=conn.is_tls)
+        # PLAIN outranks CRAM-MD5 only where TLS also proved who the server is:
+        # an unverified TLS peer may be anyone, and CRAM-MD5 never shows it
+        # the password.
+        strategies = self.config.auth_strategies(over_tls=_server_verified(conn))
         chosen = next((s for s in strategies if s.mechanism in offered), None)
         if chosen is None:
             names = ", ".join(s.mechanism for s in strategies)
@@ -569,6 +572,17 @@ def _is_stale(exc: TransportError) -> bool:
 
 
 _E = TypeVar("_E", bound=SMTPKitError)
+
+
+def _server_verified(conn: SMTPConnection) -> bool:
+    """True when the session is TLS with the server's certificate and name checked."""
+    context = getattr(conn.sock, "context", None)
+    return (
+        conn.is_tls
+        and isinstance(context, ssl.SSLContext)
+        and context.verify_mode == ssl.CERT_REQUIRED
+        and context.check_hostname
+    )
 
 
 def _copy_error(exc: _E) -> _E:
