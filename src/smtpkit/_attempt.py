@@ -69,7 +69,9 @@ class Attempt:
 
     def __call__(self, number: int) -> None:
         self.number = number
-        self.counts.update(self.pending.recipients)
+        counts = self.counts
+        for rcpt in self.pending.recipients:  # cheaper than Counter.update for a few
+            counts[rcpt] += 1
         try:
             result = self._attempt(number)
         except RecipientsRefusedError as exc:

@@ -256,10 +256,21 @@ class Auth(abc.ABC):
         mechanism: The SASL name the server advertises (``"PLAIN"``).
         strength: Rank used to pick among configured strategies: when several are
             advertised, the highest wins.
+        strength_over_tls: The rank once the session is encrypted, for a
+            mechanism whose strength is only that it keeps the password off a
+            cleartext channel; None: ``strength``.
     """
 
     mechanism: ClassVar[str]
     strength: ClassVar[int] = 0
+    strength_over_tls: ClassVar[int | None] = None
+
+    @classmethod
+    def rank(cls, *, over_tls: bool) -> int:
+        """The rank to pick by, on an encrypted session or not."""
+        if over_tls and cls.strength_over_tls is not None:
+            return cls.strength_over_tls
+        return cls.strength
 
     def retries_after_failure(self) -> bool:
         """Return True to get a new :meth:`responder` and log in once more after a 535.
@@ -332,6 +343,10 @@ class CramMD5Auth(Auth):
     password: SecretStr
     mechanism: ClassVar[str] = "CRAM-MD5"
     strength: ClassVar[int] = 30
+    # Over TLS the password is safe in PLAIN, which logs in with one round trip
+    # (its initial response) where CRAM-MD5 takes two, and which also works with
+    # servers that keep only password hashes.
+    strength_over_tls: ClassVar[int | None] = 15
 
     def __init__(self, username: str, password: str | SecretStr) -> None:
         object.__setattr__(self, "username", username)

@@ -148,7 +148,7 @@ _SHOWN_FIELDS: Final = frozenset(
     {
         "host", "port", "tls", "timeout", "connect_timeout", "local_hostname",
         "allow_insecure_auth", "ca_file", "ca_path", "client_cert", "client_key",
-        "tls_min_version", "pool", "pipelining", "adapt",
+        "tls_min_version", "pool", "pipelining", "chunking", "adapt",
     }
 )  # fmt: skip
 _REDACTED: Final = "<redacted>"
@@ -181,6 +181,7 @@ class SMTPConfigFields(TypedDict, total=False):
     ssl_context: ssl.SSLContext | None
     pool: PoolLimits
     pipelining: bool
+    chunking: bool
     adapt: ProviderAdaptation
 
 
@@ -262,6 +263,9 @@ class SMTPConfig(BaseModel):
         ssl_context: A ready ``ssl.SSLContext``; excludes the other TLS fields.
         pool: Connection pool limits.
         pipelining: Use RFC 2920 PIPELINING when the server offers it.
+        chunking: Send the message with RFC 3030 BDAT instead of DATA when the
+            server offers CHUNKING (and PIPELINING is in use): MAIL, RCPT and
+            the message then go out together, one round trip per message.
         adapt: Which provider replies to adapt to (a message limit per
             connection, a connection limit, a spent quota); all on by default.
     """
@@ -286,6 +290,7 @@ class SMTPConfig(BaseModel):
     ssl_context: ssl.SSLContext | None = None
     pool: PoolLimits = DEFAULT_POOL_LIMITS
     pipelining: bool = True
+    chunking: bool = True
     adapt: ProviderAdaptation = DEFAULT_PROVIDER_ADAPTATION
 
     if TYPE_CHECKING:
@@ -311,6 +316,7 @@ class SMTPConfig(BaseModel):
             ssl_context: ssl.SSLContext | None = None,
             pool: PoolLimits = DEFAULT_POOL_LIMITS,
             pipelining: bool = True,
+            chunking: bool = True,
             adapt: ProviderAdaptation = DEFAULT_PROVIDER_ADAPTATION,
         ) -> None:
             """Describe one server; see the class docstring for each field."""
@@ -461,12 +467,20 @@ class SMTPConfig(BaseModel):
         """True when the transport must log in."""
         return bool(self.auth) or self.username is not None
 
-    def auth_strategies(self) -> tuple[Auth, ...]:
-        """Return the configured strategies, strongest first."""
+    def auth_strategies(self, *, over_tls: bool = False) -> tuple[Auth, ...]:
+        """Return the configured strategies, strongest first.
+
+        Args:
+            over_tls: Rank them for an encrypted session, where PLAIN comes
+                before CRAM-MD5 (see ``Auth.strength_over_tls``).
+        """
         strategies = self.auth
         if not strategies and self.username is not None and self.password is not None:
             strategies = password_strategies(self.username, self.password)
-        return tuple(sorted(strategies, key=lambda a: a.strength, reverse=True))
+        ranked = sorted(
+            strategies, key=lambda a: a.rank(over_tls=over_tls), reverse=True
+        )
+        return tuple(ranked)
 
     @classmethod
     def from_url(cls, url: str, **overrides: Unpack[SMTPConfigFields]) -> SMTPConfig:

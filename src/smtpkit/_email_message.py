@@ -20,7 +20,7 @@ from email import policy as email_policy
 from email.errors import InvalidHeaderDefect
 from email.message import EmailMessage
 from email.message import Message as MIMEMessage
-from email.parser import BytesParser
+from email.parser import BytesHeaderParser, BytesParser
 from email.utils import getaddresses
 from typing import Final
 
@@ -29,9 +29,23 @@ from ._header_block import as_unicode, check_body_start, check_header_blocks, cu
 from ._message import Envelope
 from ._mime import MAX_LINE, check_header_text, normalize_line_endings
 
-__all__ = ["envelope_of", "render_email"]
+__all__ = ["envelope_of", "raw_message_id", "render_email"]
 
 _FIELD_NAME_RE: Final = re.compile(r"[!-9;-~]+")  # RFC 5322 §3.6.8
+
+# A header block every line of which the stdlib parser reads as a field or its
+# continuation (email.feedparser's headerRE), first line a field, no "From " line,
+# and nothing its str.splitlines() would take for a line break (VT, FF, FS-RS).
+_PLAIN_LINE: Final = rb"[^\r\n\x0b\x0c\x1c-\x1e]*\r\n"
+_PLAIN_FIELD: Final = rb"[\x21-\x39\x3b-\x7e]+:" + _PLAIN_LINE
+_PLAIN_HEADER_BLOCK_RE: Final = re.compile(
+    rb"%s(?:%s|[ \t]%s)*" % (_PLAIN_FIELD, _PLAIN_FIELD, _PLAIN_LINE)
+)
+_MESSAGE_ID_FIELD_RE: Final = re.compile(
+    rb"^message-id:(%s(?:[ \t]%s)*)" % (_PLAIN_LINE, _PLAIN_LINE),
+    re.IGNORECASE | re.MULTILINE,
+)
+_HEADER_PARSER: Final = BytesHeaderParser()
 
 
 @functools.cache
@@ -71,6 +85,28 @@ _ADDRESS_HINT: Final = (
     "smtpkit.Message, which encode names and domains themselves and can carry a "
     "non-ASCII local part (SMTPUTF8)"
 )
+
+
+def raw_message_id(data: bytes) -> str | None:
+    """The Message-ID of CRLF-normalised raw message bytes, as the stdlib reads it.
+
+    Only the header block is looked at: parsing a whole 100 KB message to find
+    one header cost more than sending it.  A plain ASCII block is read here;
+    anything the stdlib parser might read differently (8-bit text, a line that
+    would end its header block early, an odd line break) goes to that parser,
+    given the header block alone, so the answer is always the stdlib's
+    (``BytesHeaderParser``, ``compat32``: the first field, folding kept).
+    """
+    end = data.find(b"\r\n\r\n")
+    block = data if end < 0 else data[: end + 2]
+    if block.isascii() and _PLAIN_HEADER_BLOCK_RE.fullmatch(block):
+        match = _MESSAGE_ID_FIELD_RE.search(block)
+        if match is None:
+            return None
+        return match[1].decode("ascii").lstrip(" \t").rstrip("\r\n")
+    head = data if end < 0 else data[: end + 4]
+    value = _HEADER_PARSER.parsebytes(head, headersonly=True).get("Message-ID")
+    return None if value is None else str(value)
 
 
 def envelope_of(msg: MIMEMessage) -> Envelope:

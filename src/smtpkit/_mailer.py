@@ -11,17 +11,15 @@ import time
 from collections.abc import Callable, Iterable
 from email.message import EmailMessage
 from email.message import Message as MIMEMessage
-from email.parser import BytesHeaderParser
 from functools import partial
 from types import TracebackType
-from typing import Final
 
 from typing_extensions import Self
 
 from ._attempt import Attempt, Prepared
 from ._bulk import MAX_BATCH, BulkProgress, Report, SendManyAbortedError
 from ._config import SMTPConfig
-from ._email_message import envelope_of, render_email
+from ._email_message import envelope_of, raw_message_id, render_email
 from ._exceptions import (
     ClosedError,
     ConfigurationError,
@@ -71,8 +69,6 @@ Sendable = Message | EmailMessage | MIMEMessage | bytes
 
 BulkItem = Sendable | tuple[Sendable, Envelope]
 """What ``Mailer.send_many`` takes: a message, or a message with its envelope."""
-
-_PARSE_HEADERS: Final = BytesHeaderParser()
 
 
 class _State(enum.Enum):
@@ -507,8 +503,7 @@ class Mailer:
                 raise InvalidMessageError(msg)
             # The transport contract: CRLF line endings, the last line included.
             data = normalize_line_endings(bytes(message))
-            headers = _PARSE_HEADERS.parsebytes(data, headersonly=True)
-            return Prepared(envelope, data, headers.get("Message-ID"))
+            return Prepared(envelope, data, raw_message_id(data))
         # Reachable from untyped callers.
         msg = (  # type: ignore[unreachable]
             f"cannot send {type(message).__name__}; pass an smtpkit.Message, an "
@@ -574,10 +569,11 @@ class Mailer:
         result = attempt.result(elapsed=self._clock() - start, error=error)
         if not result.accepted:
             raise attempt.refused_error()
-        logger.info(
-            "sent %s to %d recipient(s): %s",
-            result.message_id,
-            len(result.accepted),
-            result.reply.text if result.reply else "",
-        )
+        if logger.isEnabledFor(logging.INFO):  # its arguments cost more than the call
+            logger.info(
+                "sent %s to %d recipient(s): %s",
+                result.message_id,
+                len(result.accepted),
+                result.reply.text if result.reply else "",
+            )
         return result

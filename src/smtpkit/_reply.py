@@ -5,6 +5,7 @@ Pure stdlib and free of I/O, so every other layer can depend on it.
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from enum import IntEnum
@@ -150,9 +151,30 @@ def parse_reply(code: int, text: bytes | str) -> SMTPReply:
     Returns:
         The reply, with its enhanced status code parsed out of the first line.
     """
+    return _parse_cached(code, text)
+
+
+# A session sees the same few replies over and over ("250 2.1.0 Ok", "354 ...");
+# SMTPReply is immutable, so one parsed value can serve them all.  Unique replies
+# (queue ids) only cycle through the cache.
+@functools.lru_cache(maxsize=512)
+def _parse_cached(code: int, text: bytes | str) -> SMTPReply:
     decoded = decode_reply_text(text) if isinstance(text, bytes) else text
+    if "\n" not in decoded:  # the common single-line reply: no list to build
+        match = _ENHANCED_RE.match(decoded)
+        if match is None:
+            return SMTPReply(code=code, text=decoded.strip())
+        status = _enhanced(int(match[1]), int(match[2]), int(match[3]))
+        return SMTPReply(
+            code=code, text=decoded[match.end() :].strip(), enhanced=status
+        )
     lines = decoded.split("\n")
     enhanced = EnhancedStatus.parse(lines[0])
     if enhanced is not None:
         lines = [_ENHANCED_RE.sub("", line, count=1) for line in lines]
     return SMTPReply(code=code, text="\n".join(lines).strip(), enhanced=enhanced)
+
+
+@functools.lru_cache(maxsize=256)
+def _enhanced(klass: int, subject: int, detail: int) -> EnhancedStatus:
+    return EnhancedStatus(klass, subject, detail)

@@ -279,8 +279,16 @@ def run_with_retries(
 
     The last error is re-raised unchanged once no retry is left.
     """
-    randomness = rng or random.Random()
     start = clock()
+    # Fast path: most first attempts succeed, and tenacity's machinery (and a
+    # fresh Random, seeded from os.urandom) would cost more than the attempt's
+    # own bookkeeping.  A failure is replayed as tenacity's attempt 1 below, so
+    # it is classified, logged and waited for exactly as before.
+    try:
+        return attempt(1)
+    except BaseException as exc:  # replayed to tenacity below, unchanged
+        first_error = exc
+    randomness = rng or random.Random()
     deadline = None if policy.timeout is None else start + policy.timeout
 
     def documented(state: _t.RetryCallState) -> float:
@@ -331,7 +339,10 @@ def run_with_retries(
     )
     for try_ in retrying:
         with try_:
-            result = attempt(try_.retry_state.attempt_number)
+            number = try_.retry_state.attempt_number
+            if number == 1:
+                raise first_error
+            result = attempt(number)
         if not try_.retry_state.outcome or not try_.retry_state.outcome.failed:
             return result
     msg = "unreachable: tenacity re-raises the last error"

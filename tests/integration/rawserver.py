@@ -111,6 +111,17 @@ class RawConn:
             lines.append(line)
         return b"".join(lines)
 
+    def read_exact(self, count: int) -> bytes | None:
+        """Read exactly *count* bytes (a BDAT chunk); None if the client hung up."""
+        while len(self._buf) < count:
+            chunk = self._recv()
+            if not chunk:
+                return None
+            self._buf += chunk
+        data = bytes(self._buf[:count])
+        del self._buf[:count]
+        return data
+
     def read_some(self, count: int) -> int:
         """Read and discard up to *count* bytes; return how many were read."""
         if self._buf:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import logging
+import ssl
 
 import pydantic
 import pytest
@@ -108,10 +109,53 @@ def test_non_ascii_credentials(auth_server, submission, auth_class):
     assert received.login == "用户"
 
 
-def test_username_and_password_pick_cram_md5(auth_server, submission, log):
+def test_over_tls_username_and_password_pick_plain_in_one_round_trip(
+    auth_server, submission, log
+):
+    # CRAM-MD5 is offered too, but over TLS it only costs a second round trip.
     assert send(submission(username="alice", password="wonderland")).ok
-    assert auth_lines(log) == ["AUTH CRAM-MD5"]  # the strongest one offered
+    assert auth_lines(log) == ["AUTH PLAIN"]  # the wiretap hides its response
     assert auth_server.messages[0].login == "alice"
+
+
+def test_over_unverified_tls_username_and_password_keep_cram_md5(
+    auth_server, config_for, log
+):
+    # TLS without certificate checks hides the password from onlookers, not
+    # from whoever answered: that server must not get the password in PLAIN.
+    unverified = ssl.create_default_context()
+    unverified.check_hostname = False
+    unverified.verify_mode = ssl.CERT_NONE
+    config = config_for(
+        auth_server,
+        tls="starttls",
+        ssl_context=unverified,
+        username="alice",
+        password="wonderland",
+    )
+    assert send(config).ok
+    assert auth_lines(log) == ["AUTH CRAM-MD5"]
+    assert auth_server.messages[0].tls
+
+
+def test_over_cleartext_username_and_password_pick_cram_md5(
+    start_server, config_for, pipelining
+):
+    server = start_server(
+        pipelining=pipelining, authenticator=check_password, auth_require_tls=False
+    )
+    log = wiretap(server)
+    config = config_for(
+        server,
+        tls="none",
+        username="alice",
+        password="wonderland",
+        allow_insecure_auth=True,
+    )
+    assert send(config).ok
+    assert auth_lines(log) == ["AUTH CRAM-MD5"]  # the password never crosses
+    assert "wonderland" not in "\n".join(log)
+    assert server.messages[0].login == "alice"
 
 
 def test_username_and_password_fall_back_to_plain(

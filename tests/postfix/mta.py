@@ -536,7 +536,7 @@ class PostfixInstance:
         """The smtpd ``disconnect`` line of the session that queued *queue_id*.
 
         It counts the session's commands, e.g. ``ehlo=2 starttls=1 auth=1 mail=3
-        rcpt=3 data=3 quit=1 commands=14`` (``mail=1/2`` when one MAIL failed).
+        rcpt=3 bdat=3 quit=1 commands=14`` (``mail=1/2`` when one MAIL failed).
         """
         log = self.wait_for_log(f"{queue_id}: client=", timeout=timeout)
         found = re.search(rf"smtpd\[(\d+)\]: {queue_id}: client=", log)

@@ -192,4 +192,4 @@ def test_smtputf8_refused_when_not_offered(postfix, address):
     postfix.wait_for_deliveries(1, recipients=[ok])
     # Nothing of the refused message reached Postfix.
     summary = postfix.session_summary(queue_id(result))
-    assert " mail=1 rcpt=1 data=1 " in summary
+    assert " mail=1 rcpt=1 bdat=1 " in summary

@@ -82,7 +82,7 @@ def test_the_repro_subject_is_refused_before_connecting(postfix, address):
     postfix.wait_until_idle()
     assert len(postfix.deliveries([to])) == 1
     assert delivery.message()["Reply-To"] is None
-    assert " mail=1 rcpt=1 data=1 " in postfix.session_summary(queue_id(result))
+    assert " mail=1 rcpt=1 bdat=1 " in postfix.session_summary(queue_id(result))
 
 
 @pytest.mark.parametrize("smtputf8", [False, True], ids=["7bit", "smtputf8"])

@@ -65,7 +65,7 @@ def test_size_limit_is_checked_before_sending(postfix, address):
         result = mailer.send(_message(small))
     postfix.wait_for_deliveries(1, recipients=[small])
     summary = postfix.session_summary(queue_id(result))
-    assert " mail=1 rcpt=1 data=1 " in summary
+    assert " mail=1 rcpt=1 bdat=1 " in summary
     assert big not in postfix.log(mark)
 
 
@@ -215,7 +215,7 @@ def test_pipelining_accepted_under_reject_unauth_pipelining(postfix, address):
     flat = [r for group in rcpts for r in group]
     assert _count_by_recipient(postfix, flat) == dict.fromkeys(flat, 1)
     summary = postfix.session_summary(queue_id(results[0]))
-    assert " mail=3 rcpt=6 data=3 quit=1 " in summary
+    assert " mail=3 rcpt=6 bdat=3 quit=1 " in summary
     assert "improper command pipelining" not in postfix.log(mark)
 
 
@@ -233,7 +233,7 @@ def test_send_many_pipelines_messages_back_to_back(postfix, address):
     flat = [r for group in groups for r in group]
     assert _count_by_recipient(postfix, flat) == dict.fromkeys(flat, 1)
     summary = postfix.session_summary(queue_id(results[0]))
-    assert " mail=6 rcpt=12 data=6 quit=1 " in summary
+    assert " mail=6 rcpt=12 bdat=6 quit=1 " in summary
     assert len({queue_id(r) for r in results}) == 6
 
 

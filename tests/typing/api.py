@@ -88,7 +88,7 @@ def make_config(**fields: Unpack[SMTPConfigFields]) -> SMTPConfig:
     return SMTPConfig.from_url("smtp://relay.internal", **fields)
 
 
-make_config(local_hostname="app1.example.com", pipelining=False)
+make_config(local_hostname="app1.example.com", pipelining=False, chunking=False)
 
 # Retries: the hook sees a TransportError; a reply needs narrowing.
 policy = RetryPolicy(attempts=5, retry_codes={421, 451}, no_retry_enhanced="4.7.1")

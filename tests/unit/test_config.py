@@ -30,6 +30,20 @@ def test_defaults():
     assert not config.wants_auth
     assert config.pool is DEFAULT_POOL_LIMITS
     assert config.pipelining is True
+    assert config.chunking is True
+
+
+@pytest.mark.parametrize("value", ["false", "0", "no", "off"])
+def test_chunking_switched_off_in_a_url(value):
+    config = SMTPConfig.from_url(f"smtp://mail.example.com?chunking={value}")
+    assert config.chunking is False
+    assert config.pipelining is True
+
+
+def test_an_invalid_chunking_value_is_shown():
+    with pytest.raises(pydantic.ValidationError) as info:
+        SMTPConfig(host="mail.example.com", chunking="maybe")
+    assert "maybe" in str(info.value)  # not a secret: the value may be shown
 
 
 @pytest.mark.parametrize(

@@ -353,3 +353,14 @@ def test_runner_uses_default_rng_and_clock():
         run_with_retries(flaky, RetryPolicy(timeout=None), sleep=time.sleep) == "done"
     )
     assert 0.5 <= time.sleeps[0] <= 1.0
+
+
+def test_run_first_attempt_interrupt_propagates_unchanged():
+    # The first attempt runs outside tenacity (the fast path) and its failure
+    # is replayed into it: a KeyboardInterrupt must still come out as itself.
+    interrupt = KeyboardInterrupt()
+    flaky = Flaky(interrupt)
+    with pytest.raises(KeyboardInterrupt) as info:
+        run_with_retries(flaky, NO_JITTER, sleep=FakeTime().sleep)
+    assert info.value is interrupt
+    assert flaky.calls == [1]

@@ -48,6 +48,7 @@ _PROGRESS_POLL: Final = 0.2  # seconds between looks at a draining send queue
 _WRITE_CHUNK: Final = 256 * 1024  # bytes per send() on a plain socket
 _TLS_PIECE: Final = 16 * 1024  # one TLS record (RFC 8446 §5.1)
 _HAS_POLL: Final = hasattr(select, "poll")
+_SPACE: Final = ord(" ")
 
 try:  # Linux: how much of what we sent the peer has not acknowledged yet
     import fcntl
@@ -73,23 +74,33 @@ def _unacked_bytes(sock: socket.socket | None) -> int | None:
     return int.from_bytes(raw, sys.byteorder, signed=True)
 
 
-def _readable(sock: socket.socket) -> bool:
-    """True when *sock* has something to read (data, EOF or an error), now.
+class _ReadableCheck:
+    """Tells, without blocking, whether a socket has something to read.
 
     ``poll`` where the platform has it: ``select`` cannot watch a descriptor
-    numbered 1024 or more, which is common in a busy process.
+    numbered 1024 or more, which is common in a busy process.  The poll object
+    is kept for the socket it was made for (asked twice per pipelined write).
     """
-    if isinstance(sock, ssl.SSLSocket) and sock.pending():
-        return True  # already decrypted, waiting inside the TLS layer
-    fd = sock.fileno()
-    if fd < 0:
-        return True
-    if _HAS_POLL:
-        poller = select.poll()
-        poller.register(fd, select.POLLIN | select.POLLPRI)
-        return bool(poller.poll(0))
-    readable, _, _ = select.select([sock], [], [], 0)  # pragma: no cover - Windows
-    return bool(readable)
+
+    def __init__(self) -> None:
+        self._sock: socket.socket | None = None
+        self._poller: select.poll | None = None
+
+    def __call__(self, sock: socket.socket) -> bool:
+        """True when *sock* has something to read (data, EOF or an error), now."""
+        if isinstance(sock, ssl.SSLSocket) and sock.pending():
+            return True  # already decrypted, waiting inside the TLS layer
+        fd = sock.fileno()
+        if fd < 0:
+            return True
+        if not _HAS_POLL:  # pragma: no cover - Windows
+            readable, _, _ = select.select([sock], [], [], 0)
+            return bool(readable)
+        if sock is not self._sock or self._poller is None:
+            self._poller = select.poll()
+            self._poller.register(fd, select.POLLIN | select.POLLPRI)
+            self._sock = sock
+        return bool(self._poller.poll(0))
 
 
 class SMTPConnection(smtplib.SMTP):
@@ -99,6 +110,8 @@ class SMTPConnection(smtplib.SMTP):
         timeout: Seconds allowed for each reply (a deadline, not a per-read timeout).
         tls_context: When given, TLS starts before the greeting (implicit TLS).
         local_hostname: Name for EHLO.
+        tls_session: A TLS session of an earlier connection to the same server
+            with the same context, to resume (implicit TLS or STARTTLS).
     """
 
     def __init__(
@@ -107,8 +120,11 @@ class SMTPConnection(smtplib.SMTP):
         timeout: float,
         local_hostname: str,
         tls_context: ssl.SSLContext | None = None,
+        tls_session: ssl.SSLSession | None = None,
     ) -> None:
         self._rbuf = bytearray()
+        self._readable = _ReadableCheck()
+        self.tls_session = tls_session
         self._deadline: float | None = None
         self._reply_deadline = 0.0
         self._unacked: int | None = None
@@ -118,6 +134,9 @@ class SMTPConnection(smtplib.SMTP):
         self.written = 0  # bytes of the last send_raw that reached the kernel
         self.is_tls = False
         self.logged_in = False  # set by the transport after a successful AUTH
+        # A MAIL got 250 here: the server takes transactions on this session, so
+        # a BDAT chunk may follow MAIL and RCPT unanswered (see _session.py).
+        self.mail_accepted = False
         # Set by the transport once the handshake (EHLO, STARTTLS, AUTH) is done.
         # Until then an alert about the client's certificate, the handshake or
         # the TLS version is the server refusing this client (under TLS 1.3 a
@@ -142,7 +161,9 @@ class SMTPConnection(smtplib.SMTP):
         if self._implicit_tls is not None:
             self.connect_stage = "tls"
             try:
-                sock = self._implicit_tls.wrap_socket(sock, server_hostname=host)
+                sock = self._implicit_tls.wrap_socket(
+                    sock, server_hostname=host, session=self.tls_session
+                )
             except BaseException:
                 sock.close()
                 raise
@@ -217,7 +238,9 @@ class SMTPConnection(smtplib.SMTP):
             msg = "server sent data after its STARTTLS reply, before the TLS handshake"
             raise ProtocolError(msg, command="STARTTLS")
         assert self.sock is not None  # noqa: S101 - read_reply just used it
-        self.sock = context.wrap_socket(self.sock, server_hostname=self._host)
+        self.sock = context.wrap_socket(
+            self.sock, server_hostname=self._host, session=self.tls_session
+        )
         self.file = None
         self.helo_resp = self.ehlo_resp = None
         self.esmtp_features = {}
@@ -319,7 +342,7 @@ class SMTPConnection(smtplib.SMTP):
         sock = self.sock
         if sock is None:
             return None
-        if not _readable(sock):
+        if not self._readable(sock):
             return b""
         try:
             sock.settimeout(0.0)
@@ -358,6 +381,16 @@ class SMTPConnection(smtplib.SMTP):
 
     @override
     def getreply(self) -> tuple[int, bytes]:
+        buf = self._rbuf
+        end = buf.find(b"\n")
+        if 3 < end < MAX_REPLY_LINE and buf[3] == _SPACE and buf[:3].isdigit():
+            # Fast path: a complete one-line reply is already buffered (pipelined
+            # replies arrive several to a recv).  Same checks as below: a code of
+            # three digits, then a space; the line within MAX_REPLY_LINE.
+            code = int(buf[:3])
+            text = bytes(buf[4:end]).strip(b" \t\r\n")
+            del buf[: end + 1]
+            return self._got_reply(code, text)
         self._reply_deadline = self._deadline or (time.monotonic() + self.reply_timeout)
         # Only a large write can still be draining: no syscall per small reply.
         self._unacked = (
@@ -390,7 +423,10 @@ class SMTPConnection(smtplib.SMTP):
             lines.append(line[4:].strip(b" \t\r\n"))
             if line[3:4] != b"-":
                 break
-        text = b"\n".join(lines)
+        return self._got_reply(code, b"\n".join(lines))
+
+    def _got_reply(self, code: int, text: bytes) -> tuple[int, bytes]:
+        """Log a complete reply and note when the connection was last used."""
         if logger.isEnabledFor(logging.DEBUG):
             logger.debug("<<< %s %s", code, text.decode("utf-8", "replace"))
         self.last_used = time.monotonic()

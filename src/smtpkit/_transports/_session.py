@@ -6,6 +6,10 @@ back in order.  Without it every command waits for its reply (lockstep).  Both m
 run the same code: commands are queued with the function that will handle their
 reply, and :meth:`TransactionRunner._drain` sends the queue and reads the replies;
 lockstep simply drains after every command.
+
+With CHUNKING (RFC 3030) as well, MAIL, every RCPT and ``BDAT <n> LAST`` followed by
+the message go out in one write: no DATA, no 354 to wait for, so even a single
+message costs one round trip.  BDAT data is counted, not dot-stuffed.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ __all__ = ["Item", "Reporter", "TransactionRunner", "dot_stuff", "mail_options"]
 
 ReplyHandler = Callable[[SMTPReply], None]
 _DOT_LINE_RE: Final = re.compile(rb"^\.", re.MULTILINE)
+_DOT_AFTER_LF_RE: Final = re.compile(rb"\n\.")
 
 
 def mail_options(conn: SMTPConnection, envelope: Envelope, data: bytes) -> str:
@@ -79,7 +84,8 @@ def dot_stuff(data: bytes) -> bytes:
 
 def _stuff(data: bytes) -> bytes:
     """Dot-stuff CRLF-normalised *data* and append the ``.`` line."""
-    if data.startswith(b".") or b"\n." in data:
+    # A regex search for a literal runs a fast scan, unlike ``b"\n." in data``.
+    if data.startswith(b".") or _DOT_AFTER_LF_RE.search(data):
         data = _DOT_LINE_RE.sub(b"..", data)
     return data + b".\r\n"
 
@@ -90,13 +96,20 @@ class Item:
 
     envelope: Envelope
     data: bytes  # CRLF line endings; its length is the SIZE= value (RFC 1870)
-    payload: bytes  # dot-stuffed, ending with the "." line
+    utf8: bool  # envelope.needs_smtputf8, worked out once per message
 
     @classmethod
     def prepare(cls, envelope: Envelope, data: bytes) -> Item:
-        """Normalise line endings and dot-stuff *data* for the wire."""
-        normalized = normalize_line_endings(data)
-        return cls(envelope, normalized, _stuff(normalized))
+        """Normalise the line endings of *data* for the wire."""
+        return cls(envelope, normalize_line_endings(data), envelope.needs_smtputf8)
+
+    @functools.cached_property
+    def payload(self) -> bytes:
+        """The data dot-stuffed for DATA, ending with the ``.`` line.
+
+        Built only when DATA is used: BDAT sends ``data`` as it is.
+        """
+        return _stuff(self.data)
 
     mail: SMTPReply | None = None
     rcpt: dict[str, SMTPReply] = field(default_factory=dict)
@@ -171,10 +184,14 @@ class TransactionRunner:
         conn: SMTPConnection,
         *,
         pipelined: bool,
+        chunked: bool = False,
         on_outcome: Callable[[Item], None] | None = None,
     ) -> None:
         self.conn = conn
         self.pipelined = pipelined
+        # BDAT only together with PIPELINING: its whole point here is sending the
+        # message without waiting for the MAIL and RCPT replies.
+        self.chunked = chunked and pipelined
         self._on_outcome = on_outcome
         self._items: list[Item] = []
         self._reported = 0  # items passed to on_outcome, from the start
@@ -236,7 +253,7 @@ class TransactionRunner:
         self, item: Item | None, command: str, args: str, handler: ReplyHandler
     ) -> None:
         text = f"{command} {args}\r\n" if args else f"{command}\r\n"
-        utf8 = item is not None and item.envelope.needs_smtputf8
+        utf8 = item is not None and item.utf8
         self.conn.log_command(command, args)
         self._queue(command, text.encode("utf-8" if utf8 else "ascii"), item, handler)
 
@@ -255,10 +272,13 @@ class TransactionRunner:
             if reply.code == 421:
                 # RFC 5321 §3.8: the server is closing the session.
                 self.reusable = False
-                error_class = (
-                    DataRefusedError if command == "end of data" else SMTPReplyError
-                )
-                raise ConnectionLostError(error_class(reply, command=command))
+                if command in _END_OF_DATA:
+                    error: SMTPReplyError = DataRefusedError(
+                        reply, command="end of data"
+                    )
+                else:
+                    error = SMTPReplyError(reply, command=command)
+                raise ConnectionLostError(error)
             if command == "RSET" and reply.code != 250:
                 # The transaction state is unknown: a next MAIL could be refused
                 # as nested (503).  The messages after it go to a new session.
@@ -280,15 +300,17 @@ class TransactionRunner:
         """Send everything queued in one write; note which messages' data left.
 
         A message counts as sent (``data_sent``, the outcome may be unknown after
-        a failure, RFC 1047) only once its final ``.`` reached the kernel.  When
+        a failure, RFC 1047) only once its final ``.`` (or the last byte of its
+        BDAT chunk) reached the kernel.  When
         the write fails earlier, the server cannot have the message: the failure
         is certain and the message may be retried.
         """
         segments = list(self._out)
         self._out.clear()
         payload = b"".join(line for line, _ in segments)
+        data_step = "BDAT" if self.chunked else "DATA"
         carries_data = any(data_of is not None for _, data_of in segments)
-        step = "DATA" if carries_data else self._expect[0][0]
+        step = data_step if carries_data else self._expect[0][0]
         self.command = step
         try:
             self.conn.send_raw(payload, step=step)
@@ -318,6 +340,9 @@ class TransactionRunner:
             f"FROM:<{envelope.sender}>{options}",
             functools.partial(setattr, item, "mail"),
         )
+        if self.chunked:
+            self._begin_chunked(item)
+            return
         if not self.pipelined:
             self._drain()
             if item.mail is None or item.mail.code != 250:
@@ -346,22 +371,92 @@ class TransactionRunner:
         if not self.pipelined:
             self._drain()
 
-    def _abort(self, item: Item) -> None:
-        """Record why *item* failed and reset the transaction."""
+    def _begin_chunked(self, item: Item) -> None:
+        """Send RCPT and ``BDAT <n> LAST`` with the data, on a proven session at once.
+
+        RFC 3030 §2: BDAT may be pipelined, and the server reads its *n* octets
+        even when it refuses the chunk (no recipient, say), so MAIL, RCPT and the
+        whole message go out before any reply is read: one round trip.  But a
+        server may refuse MAIL before looking at it at all (Postfix's "530 Must
+        issue a STARTTLS command first") and then it also refuses BDAT without
+        reading the chunk: the message would be read as SMTP commands.  So the
+        data goes out blind only once a MAIL was accepted on this session;
+        until then the MAIL and RCPT replies come first (two round trips, as
+        with DATA).
+        """
+        for rcpt in item.envelope.recipients:
+            self._command(
+                item,
+                "RCPT",
+                f"TO:<{rcpt}>",
+                functools.partial(item.rcpt.__setitem__, rcpt),
+            )
+        if not self.conn.mail_accepted:
+            self._drain()
+            assert item.mail is not None  # noqa: S101 - _drain read it or raised
+            if item.mail.code == 250:
+                self.conn.mail_accepted = True
+            if item.mail.code != 250 or not item.accepted:
+                self._abort(item)
+                return
+        size = len(item.data)
+        self.conn.log_command("BDAT", f"{size} LAST")
+        self._out.append((f"BDAT {size} LAST\r\n".encode("ascii"), None))
+        self._queue(
+            "BDAT",
+            item.data,
+            item,
+            functools.partial(self._chunk_reply, item),
+            data_of=item,
+        )
+        self._drain()
+        if not isinstance(item.outcome, SendResult):
+            self._command(None, "RSET", "", _ignore)  # RFC 3030 §2 ends it anyway
+
+    def _chunk_reply(self, item: Item, final: SMTPReply) -> None:
+        """Settle *item* by the reply to its ``BDAT LAST``, as it is read.
+
+        Settled here, not after the drain: a later failure of the session (a
+        stray reply, say) must not take an accepted message back.
+        """
+        item.data_reply = final
+        accepted = item.mail is not None and item.mail.code == 250 and item.accepted
+        if accepted and 200 <= final.code < 300:
+            item.finish(final)
+        elif not 200 <= final.code < 300:
+            item.outcome = self._refusal(item)
+        else:
+            # The server took a message this client counts as refused: the
+            # replies are out of step and the message may well be queued.
+            self.reusable = False
+            msg = f"reply {final.code} to BDAT after MAIL or every RCPT was refused"
+            error = ProtocolError(msg, command="BDAT")
+            error.delivery_unknown = True
+            item.outcome = error
+            raise ConnectionLostError(error)
+
+    def _refusal(self, item: Item) -> SMTPKitError:
+        """Why *item* failed: its MAIL, all its RCPTs, or its DATA/BDAT was refused."""
         assert item.mail is not None  # noqa: S101 - every path reads MAIL's reply first
         if item.mail.code != 250:
             sender = item.envelope.sender
-            item.outcome = mail_refusal(
+            return mail_refusal(
                 item.mail,
                 sender=sender,
                 logged_in=self.conn.logged_in,
                 is_tls=self.conn.is_tls,
             ) or SenderRefusedError(item.mail, sender=sender)
-        elif not item.accepted:
-            item.outcome = RecipientsRefusedError(item.rcpt)
-        else:
-            assert item.data_reply is not None  # noqa: S101 - DATA follows accepted RCPTs
-            item.outcome = DataRefusedError(item.data_reply, command="DATA")
+        if not item.accepted:
+            return RecipientsRefusedError(item.rcpt)
+        assert item.data_reply is not None  # noqa: S101 - DATA follows accepted RCPTs
+        # A refused BDAT LAST is the end-of-data reply (RFC 3030 §2): users see
+        # the same error whichever way the server took the message.
+        command = "end of data" if self.chunked else "DATA"
+        return DataRefusedError(item.data_reply, command=command)
+
+    def _abort(self, item: Item) -> None:
+        """Record why *item* failed and reset the transaction."""
+        item.outcome = self._refusal(item)
         if item.data_reply is not None and item.data_reply.code == 354:
             # RFC 2920 §3.1: DATA was accepted although no recipient was; end it
             # with an empty message, which the server must refuse.
@@ -369,6 +464,9 @@ class TransactionRunner:
         self._command(None, "RSET", "", _ignore)  # a refusal is seen in _drain
         if not self.pipelined:
             self._drain()
+
+
+_END_OF_DATA: Final = frozenset({"end of data", "BDAT"})
 
 
 def _is_valid_reply(command: str, code: int) -> bool:

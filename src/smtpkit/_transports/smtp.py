@@ -98,6 +98,10 @@ class SMTPTransport(Transport):
             self._build_tls_context() if config.tls is not TLSMode.NONE else None
         )
         self._closed = False
+        # The TLS session of the last connection set up, resumed by the next one
+        # (one transport: one server, one context, so it is never offered to
+        # another host).  Replaced by each new connection's own session.
+        self._tls_session: ssl.SSLSession | None = None
         self._pool: ConnectionPool[SMTPConnection] = ConnectionPool(
             create=self._open_session,
             dispose=self._dispose,
@@ -166,6 +170,7 @@ class SMTPTransport(Transport):
             timeout=cfg.timeout,
             local_hostname=cfg.local_hostname or _local_fqdn(),
             tls_context=self._tls_context if cfg.tls is TLSMode.IMPLICIT else None,
+            tls_session=self._tls_session,
         )
         progress = Progress(
             endpoint=endpoint,
@@ -235,7 +240,10 @@ class SMTPTransport(Transport):
             msg = "server does not offer AUTH, but credentials are configured"
             raise NotSupportedError(msg, command="AUTH")
         offered = set(conn.esmtp_features["auth"].upper().split())
-        strategies = self.config.auth_strategies()
+        # PLAIN outranks CRAM-MD5 only where TLS also proved who the server is:
+        # an unverified TLS peer may be anyone, and CRAM-MD5 never shows it
+        # the password.
+        strategies = self.config.auth_strategies(over_tls=_server_verified(conn))
         chosen = next((s for s in strategies if s.mechanism in offered), None)
         if chosen is None:
             names = ", ".join(s.mechanism for s in strategies)
@@ -301,7 +309,21 @@ class SMTPTransport(Transport):
                 self._dispose(conn, polite=polite)
                 raise
         conn.established = True
+        self._keep_tls_session(conn)
         return conn
+
+    def _keep_tls_session(self, conn: SMTPConnection) -> None:
+        """Keep *conn*'s TLS session so the pool's next connection resumes it.
+
+        Taken once the session is set up: a TLS 1.3 server sends its ticket
+        after the handshake, and it has been read with the first reply since.
+        Resuming saves the certificate exchange and its verification (RFC 8446
+        §2.2); a server that declines simply runs a full handshake.
+        """
+        sock = conn.sock
+        if isinstance(sock, ssl.SSLSocket) and sock.session is not None:
+            self._tls_session = sock.session
+            logger.debug("TLS session resumed: %s", sock.session_reused)
 
     def _dispose(self, conn: SMTPConnection, polite: bool) -> None:
         if polite:
@@ -475,6 +497,7 @@ class SMTPTransport(Transport):
         runner = TransactionRunner(
             conn,
             pipelined=pipelined,
+            chunked=self.config.chunking and conn.has_extn("chunking"),
             on_outcome=self._adapter.reported(report.settled_one) if report else None,
         )
         progress = Progress(command="MAIL")
@@ -496,10 +519,15 @@ class SMTPTransport(Transport):
             awaited = runner.awaited()
             for item in runner.owed():
                 if item.outcome is None and (item is awaited or item.data_sent):
-                    item.outcome = _error_for(item, exc)
+                    item.outcome = _error_for(item, exc, own=item is awaited)
+        # A BDAT chunk leaves before any reply is read: once one has left, the
+        # server may hold the message, so a lost session is no free retry (a
+        # 421 to the first MAIL still is: the server refused the transaction).
+        data_left = any(item.data_sent for item in batch)
         fresh_start = (
             error is not None
             and runner.answered == 0
+            and (not data_left or isinstance(error, SMTPReplyError))
             and (runner.awaited() is None or (reused and _is_stale(error)))
         )
         return error, fresh_start, error is None and runner.reusable
@@ -546,6 +574,17 @@ def _is_stale(exc: TransportError) -> bool:
 _E = TypeVar("_E", bound=SMTPKitError)
 
 
+def _server_verified(conn: SMTPConnection) -> bool:
+    """True when the session is TLS with the server's certificate and name checked."""
+    context = getattr(conn.sock, "context", None)
+    return (
+        conn.is_tls
+        and isinstance(context, ssl.SSLContext)
+        and context.verify_mode == ssl.CERT_REQUIRED
+        and context.check_hostname
+    )
+
+
 def _copy_error(exc: _E) -> _E:
     """A copy of *exc* for one message, so retry bookkeeping stays per message."""
     duplicate = copy.copy(exc)
@@ -553,12 +592,18 @@ def _copy_error(exc: _E) -> _E:
     return duplicate
 
 
-def _error_for(item: Item, exc: TransportError) -> TransportError:
-    """The connection's error as one message with a reply owed sees it."""
+def _error_for(item: Item, exc: TransportError, *, own: bool) -> TransportError:
+    """The connection's error as one message with a reply owed sees it.
+
+    *own*: the failing reply was to one of this message's commands.  A refusal
+    of another command (an RSET the write carried before this message's BDAT
+    chunk) says nothing of this message, which the server went on to read.
+    """
     duplicate = _copy_error(exc)
-    if item.data_sent and not isinstance(exc, SMTPReplyError):
+    if item.data_sent and not (own and isinstance(exc, SMTPReplyError)):
         # RFC 1047: the data went out but no usable reply came back (lost, timed
-        # out, or garbled): the server may have queued the message.
+        # out, garbled, or the session ended at another command's reply): the
+        # server may have queued the message.
         duplicate.delivery_unknown = True
         duplicate.command = "end of data"
     return duplicate
