@@ -129,14 +129,14 @@ def test_a_long_address_list_is_read_in_linear_time():
         msg["From"] = "a@example.com"
         msg["To"] = ", ".join(f"user{i}@example.com" for i in range(count))
         times = []
-        for _ in range(3):
+        for _ in range(2):
             start = time.perf_counter()
             [sent] = send(msg).outbox
             times.append(time.perf_counter() - start)
         assert len(sent.envelope.recipients) == count
         return min(times)
 
-    assert best_time(2400) < 9 * best_time(600)
+    assert best_time(1600) < 9 * best_time(400)
 
 
 def test_legacy_messages_are_accepted_by_send_many():
