@@ -25,6 +25,7 @@ from smtpkit import (
 )
 from smtpkit._provider_replies import _RULES
 from smtpkit._reply_reasons import Rule as _Rule
+from smtpkit._transports._adaptive import explained
 
 CHINESE_PROVIDERS = {"NetEase", "QQ Mail", "Aliyun DirectMail"}
 STEPS = {"connect", "AUTH", "MAIL", "RCPT", "DATA", "end of data"}
@@ -172,15 +173,37 @@ def test_hint_is_added_once_and_survives_pickling() -> None:
     assert str(copy) == str(error)
 
 
-def test_recipients_refused_uses_the_first_reply() -> None:
-    error = RecipientsRefusedError(
+def test_recipients_refused_explains_the_first_documented_refusal() -> None:
+    # Before, only the first refusal was explained: an undocumented one first
+    # left reason and hint None while smtpkit itself acted on the second.
+    for first, second in [("gone@163.com", "b@163.com"), ("b@163.com", "gone@163.com")]:
+        replies = {
+            "gone@163.com": SMTPReply.from_string("550 User not found: gone@163.com"),
+            "b@163.com": wire("451 RP:QRC 163 smtp7,C8Cow 1596954778"),
+        }
+        error = RecipientsRefusedError({first: replies[first], second: replies[second]})
+        assert error.reason is ReplyReason.QUOTA_EXCEEDED
+        assert error.explanation == explain_reply(replies["b@163.com"])
+        assert error.explanation == explained(error)  # what smtpkit acts on
+        assert error.reply == replies[first]  # still the first recipient's reply
+        assert str(error).endswith(f"; hint (for <b@163.com>): {error.hint}")
+        assert str(error).count("hint") == 1
+        copy = pickle.loads(pickle.dumps(error))  # noqa: S301 - our own object
+        assert (str(copy), copy.explanation) == (str(error), error.explanation)
+
+
+def test_recipients_refused_alone_or_undocumented() -> None:
+    alone = RecipientsRefusedError({"a@example.com": wire("450 RP:DRC 163 smtp3,x 1")})
+    assert alone.reason is ReplyReason.TOO_MANY_MESSAGES_PER_CONNECTION
+    assert str(alone).endswith(f">: 450 RP:DRC 163 smtp3,x 1; hint: {alone.hint}")
+    unknown = RecipientsRefusedError(
         {
-            "a@example.com": wire("450 RP:DRC 163 smtp3,x 1"),
-            "b@example.com": SMTPReply.from_string("550 5.1.1 no such user"),
+            "a@example.com": SMTPReply.from_string("550 5.1.1 no such user"),
+            "b@example.com": SMTPReply.from_string("450 4.2.0 busy"),
         }
     )
-    assert error.reason is ReplyReason.TOO_MANY_MESSAGES_PER_CONNECTION
-    assert str(error).endswith(f"; hint: {error.hint}")
+    assert (unknown.reason, unknown.hint, unknown.explanation) == (None, None, None)
+    assert "hint" not in str(unknown)
 
 
 def test_recipient_result_reason_and_hint() -> None:
@@ -189,12 +212,17 @@ def test_recipient_result_reason_and_hint() -> None:
     )
     assert refused.reason is ReplyReason.TOO_MANY_RECIPIENTS
     assert refused.hint is not None
+    assert refused.explanation == explain_reply(refused.reply)
+    assert refused.explanation is not None
+    assert refused.explanation.provider == "Aliyun DirectMail"
     accepted = RecipientResult("b@example.com", SMTPReply(250, "OK"))
     assert accepted.reason is None
     assert accepted.hint is None
+    assert accepted.explanation is None
     unknown = RecipientResult("c@example.com", SMTPReply.from_string("550 5.1.1 no"))
     assert unknown.reason is None
     assert unknown.hint is None
+    assert unknown.explanation is None
 
 
 def test_reason_is_a_str_enum_that_prints_its_value() -> None:
