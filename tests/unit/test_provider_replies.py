@@ -18,11 +18,14 @@ from smtpkit import (
     RecipientsRefusedError,
     ReplyExplanation,
     ReplyReason,
+    SenderRefusedError,
+    SendResult,
     SMTPReply,
     SMTPReplyError,
     explain_reply,
     parse_reply,
 )
+from smtpkit._outcomes import quota_spent
 from smtpkit._provider_replies import _RULES
 from smtpkit._reply_reasons import Rule as _Rule
 from smtpkit._transports._adaptive import explained
@@ -85,6 +88,44 @@ def test_the_issue_examples() -> None:
         assert explanation.reason is reason
 
 
+def test_451_mi_sfq_waits_out_netease_s_15_minute_window() -> None:
+    explanation = explain_reply(wire("451 MI:SFQ 163 smtp7,C8CowAAnpFyamC9fa52cAg"))
+    assert explanation is not None
+    assert explanation.reason is ReplyReason.QUOTA_EXCEEDED
+    assert explanation.retry_after == 900.0
+    error = SenderRefusedError(wire("451 MI:SFQ 163 smtp7,x 1"), sender="me@163.com")
+    stop = quota_spent(SendResult(envelope=None, error=error))
+    assert stop is not None
+    assert stop.resume_after == 900.0
+    assert "sending may resume in about 900 s" in str(stop)
+
+
+def test_gmail_s_likely_unsolicited_needs_google_s_own_marker() -> None:
+    text = (
+        "550-5.7.1 [192.0.2.1 12] Our system has detected that this message is\n"
+        "550-5.7.1 likely unsolicited mail. To reduce the amount of spam sent to Gmail,\n"
+        "550-5.7.1 this message has been blocked. Please visit\n"
+        "550 5.7.1  https://support.google.com/mail/?p=UnsolicitedMessageError {}"
+    )
+    for tail in ("d2e1a72fcca58-7 - gsmtp", "d2e1a72fcca58-7"):  # link alone too
+        explanation = explain_reply(wire(text.format(tail)))
+        assert explanation is not None
+        assert explanation.provider == "Gmail"
+        assert explanation.reason is ReplyReason.CONTENT_REJECTED
+
+
+def test_535_5_7_3_is_exchange_s_and_says_only_what_its_page_says() -> None:
+    explanation = explain_reply(wire("535 5.7.3 Authentication unsuccessful"))
+    assert explanation is not None
+    assert explanation.provider == "Microsoft Exchange / Microsoft 365"
+    assert explanation.reason is ReplyReason.AUTH_FAILED
+    assert explanation.hint == (
+        "the server refused the user name and password (or the OAuth2 token): "
+        "check them"
+    )
+    assert "ms-smtpntlm" in explanation.doc_url
+
+
 def test_451_dt_spm_waits_two_minutes_and_554_is_final() -> None:
     soft = explain_reply(wire("451 DT:SPM 163 smtp1,x 1,please try again"))
     hard = explain_reply(wire("554 DT:SPM 163 smtp1,x 1"))
@@ -105,6 +146,9 @@ def test_451_dt_spm_waits_two_minutes_and_554_is_final() -> None:
         "535 5.7.8 Authentication failed",  # Gmail's code, another server's text
         "535 5.7.139 Authentication unsuccessful, something else",
         "554 DT:SPAM",
+        # Gmail's words from another server: no "gsmtp", no Google link.
+        "550 5.7.1 Message rejected: likely unsolicited mail according to local policy",
+        "550 5.7.1 likely unsolicited mail, see https://example.com/?p=gsmtpx",
     ],
 )
 def test_unknown_replies_get_no_explanation(text: str) -> None:
