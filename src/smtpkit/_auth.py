@@ -20,6 +20,7 @@ from pydantic import SecretStr
 from typing_extensions import override
 
 from ._exceptions import SMTPKitError, TransportError
+from ._redaction import SecretForms
 
 __all__ = [
     "Auth",
@@ -41,9 +42,6 @@ _T = TypeVar("_T")
 # PEP 383: os.environ and os.fsdecode turn bytes that are not UTF-8 into these.
 _LONE_SURROGATE: Final = re.compile("[\ud800-\udfff]")
 _LONE_SURROGATES: Final = "characters that are not valid Unicode (lone surrogates)"
-_REDACTED: Final = "***"
-# How much of the start of a secret counts as showing it (messages cut long texts).
-_SHOWN_PREFIX: Final = 8
 # Attribute names of a custom Auth whose plain str values are secrets too.
 _SECRET_NAMES: Final = ("password", "passwd", "secret", "token", "api_key")
 
@@ -63,13 +61,13 @@ token is close to expiry.
 """
 
 
-def raised(source: str, exc: Exception, *, secrets: Iterable[str] = ()) -> str:
+def raised(source: str, exc: Exception, *, forms: SecretForms) -> str:
     """Say that the caller's code *source* raised *exc* (its text, if any).
 
     A ``UnicodeError``'s text quotes a character of the string it failed on,
-    which may be a secret: only its codec and reason are shown.  Any of the
-    known *secrets* in the text (as written, or escaped as ``repr`` shows it)
-    reads ``***``.
+    which may be a secret: only its codec and reason are shown.  Any piece of
+    the known *secrets* in the text (as written, or escaped as ``repr``, JSON
+    or URL encoding write it) reads ``***``.
     """
     if isinstance(exc, UnicodeError):
         codec = getattr(exc, "encoding", None)
@@ -77,7 +75,7 @@ def raised(source: str, exc: Exception, *, secrets: Iterable[str] = ()) -> str:
         text = f"{codec!r} codec: {reason}" if codec and reason else reason or ""
     else:
         text = _text(exc, str)
-    text = _redact(text, _secret_forms(secrets))
+    text = forms.redact(text)
     return f"{source} raised {type(exc).__name__}" + (f": {text}" if text else "")
 
 
@@ -129,7 +127,7 @@ def run_auth_code(
         call: What to run.
         secrets: Credentials the code may quote in its errors.
     """
-    forms = _secret_forms(secrets)
+    forms = SecretForms(secrets)
     try:
         return call()
     except SMTPKitError as exc:
@@ -137,7 +135,7 @@ def run_auth_code(
             exc.__cause__ = exc.__context__ = None
             exc.__suppress_context__ = True
         exc.args = tuple(
-            _redact(arg, forms) if isinstance(arg, str) else arg for arg in exc.args
+            forms.redact(arg) if isinstance(arg, str) else arg for arg in exc.args
         )
         raise
     except Exception as exc:
@@ -148,7 +146,7 @@ def run_auth_code(
                 f"{_LONE_SURROGATES}"
             )
         else:
-            msg = raised(source, exc, secrets=secrets)
+            msg = raised(source, exc, forms=forms)
         if not _shows_secrets([exc, *_linked(exc)], forms):
             raise TransportError(msg, command="AUTH") from exc
     raise TransportError(msg, command="AUTH")  # outside the handler: no __context__
@@ -174,14 +172,14 @@ def _carried(exc: BaseException) -> list[BaseException]:
     return [link for link in carried if isinstance(link, BaseException)]
 
 
-def _shows_secrets(links: Iterable[BaseException], forms: tuple[str, ...]) -> bool:
+def _shows_secrets(links: Iterable[BaseException], forms: SecretForms) -> bool:
     """True when any of *links* is a UnicodeError, or shows one of the *forms*."""
     for link in links:
         if isinstance(link, UnicodeError):
             return True
         # vars() too: attributes such as JSONDecodeError.doc hold what failed.
         shown = "\n".join(_text(link, show) for show in (str, repr, _attributes))
-        if _shows(shown, forms):
+        if forms.shown_in(shown):
             return True
     return False
 
@@ -197,54 +195,6 @@ def _attributes(exc: object) -> str:
     return repr(vars(exc))
 
 
-def _secret_forms(secrets: Iterable[str]) -> tuple[str, ...]:
-    """Each secret as text may show it: as is, and escaped by repr() and ascii()."""
-    forms: set[str] = set()
-    for secret in secrets:
-        if secret:
-            raw = secret.encode("utf-8", "surrogatepass")
-            forms |= {secret, repr(secret)[1:-1], ascii(secret)[1:-1]}
-            forms.add(repr(raw)[2:-1])
-    return tuple(sorted(forms, key=len, reverse=True))  # longest first
-
-
-def _redact(text: str, forms: tuple[str, ...]) -> str:
-    """*text* with every piece of a secret that it shows replaced by ``***``.
-
-    A piece is any start of a form at least ``_SHOWN_PREFIX`` characters long
-    (all of a shorter secret): messages cut what they quote (``int()`` shows
-    200 characters), and a cut OAuth2 token still leaks most of itself.  Where
-    several forms start alike (``repr`` escapes), the longest piece goes.
-    """
-    heads = {form[:_SHOWN_PREFIX] for form in forms}
-    pieces: list[str] = []
-    done = 0  # text[:done] is redacted already
-    while True:
-        found = [(at, head) for head in heads if (at := text.find(head, done)) != -1]
-        if not found:
-            return "".join(pieces) + text[done:]
-        start = min(at for at, _ in found)
-        end = max(_shown_until(text, start, form) for form in forms)
-        pieces += [text[done:start], _REDACTED]
-        done = end
-
-
-def _shown_until(text: str, start: int, form: str) -> int:
-    """Where the longest start of *form* found at *text*[start] ends (start: none)."""
-    if not text.startswith(form[:_SHOWN_PREFIX], start):
-        return start
-    length = min(len(form), len(text) - start)
-    end = start + _SHOWN_PREFIX
-    while end - start < length and text[end] == form[end - start]:
-        end += 1
-    return min(end, start + len(form))
-
-
-def _shows(text: str, forms: tuple[str, ...]) -> bool:
-    """True when *text* shows a piece of a secret (see ``_redact``)."""
-    return any(form[:_SHOWN_PREFIX] in text for form in forms)
-
-
 def _secret(value: str | SecretStr) -> SecretStr:
     return value if isinstance(value, SecretStr) else SecretStr(value)
 
@@ -258,19 +208,24 @@ class Auth(abc.ABC):
             advertised, the highest wins.
         strength_over_tls: The rank once the session is encrypted, for a
             mechanism whose strength is only that it keeps the password off a
-            cleartext channel; None: ``strength``.
+            cleartext channel; None: ``strength``.  ``CramMD5Auth`` sets it
+            (15, below PLAIN's 20), so a subclass of it that raises
+            ``strength`` should set ``strength_over_tls`` too.
     """
 
     mechanism: ClassVar[str]
     strength: ClassVar[int] = 0
     strength_over_tls: ClassVar[int | None] = None
 
-    @classmethod
-    def rank(cls, *, over_tls: bool) -> int:
-        """The rank to pick by, on an encrypted session or not."""
-        if over_tls and cls.strength_over_tls is not None:
-            return cls.strength_over_tls
-        return cls.strength
+    def rank(self, *, over_tls: bool) -> int:
+        """The rank to pick this strategy by, on an encrypted session or not.
+
+        Read from the instance, so a value an instance or a subclass sets (an
+        attribute or a property) wins over the class's.
+        """
+        if over_tls and self.strength_over_tls is not None:
+            return self.strength_over_tls
+        return self.strength
 
     def retries_after_failure(self) -> bool:
         """Return True to get a new :meth:`responder` and log in once more after a 535.

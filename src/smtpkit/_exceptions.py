@@ -309,17 +309,33 @@ class RecipientsRefusedError(SMTPReplyError):
     When only some recipients are refused, the send succeeds and the refusals are in
     ``SendResult.refused`` instead.
 
+    ``reason``, ``hint`` and ``explanation`` come from the first refusal a
+    provider documents (not merely the first refusal), as smtpkit's own
+    retries and adaptation read them; with several recipients the message
+    names the one the hint is about: ``; hint (for <b@163.com>): ...``.
+
     Attributes:
         refused: Each refused recipient with the server's reply to its RCPT TO.
+        reply: The first recipient's reply.
     """
 
     def __init__(self, refused: Mapping[str, SMTPReply]) -> None:
         if not refused:
             msg = "RecipientsRefusedError needs at least one refused recipient"
             raise ValueError(msg)
-        first = next(iter(refused.values()))
         listed = ", ".join(f"<{addr}>: {reply}" for addr, reply in refused.items())
-        super().__init__(first, command="RCPT", message=f"recipients refused: {listed}")
+        text = f"recipients refused: {listed}"
+        explanation = None
+        for addr, reply in refused.items():
+            explanation = explain_reply(reply)
+            if explanation is not None:
+                whom = f" (for <{addr}>)" if len(refused) > 1 else ""
+                text = f"{text}; hint{whom}: {explanation.hint}"
+                break
+        # SMTPReplyError would explain the first reply: set the fields here.
+        TransportError.__init__(self, text, command="RCPT")
+        self.reply = next(iter(refused.values()))
+        self.explanation = explanation
         self.refused = dict(refused)
 
     @property

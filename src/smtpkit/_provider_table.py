@@ -161,6 +161,7 @@ _NETEASE_RULES: Final = (
         "the sender's quota for a 15-minute period is spent: send less often",
         "发信人在15分钟内的发信数量超过限制，请控制发信频率",
         step="MAIL",
+        retry_after=900.0,  # the page's 15-minute window
     ),
     _netease(
         451,
@@ -278,7 +279,11 @@ _GMAIL_RULES: Final = (
         provider="Gmail",
         codes=frozenset({550}),
         enhanced="5.7.1",
-        pattern=_words(r"likely\s+unsolicited mail"),
+        # Google's own marker too: other servers word their refusals alike.
+        pattern=_words(
+            r"likely\s+unsolicited mail.*"
+            r"(\bgsmtp\b|support\.google\.com/mail/\?p=UnsolicitedMessageError)"
+        ),
         reason=ReplyReason.CONTENT_REJECTED,
         hint="Gmail judged this message as likely spam: change the message "
         "before sending again",
@@ -319,13 +324,14 @@ _MICROSOFT_RULES: Final = (
         step="AUTH",
     ),
     _Rule(
-        provider="Microsoft 365",
+        # Exchange's own reply (MS-SMTPNTLM), on premises as in Microsoft 365.
+        provider="Microsoft Exchange / Microsoft 365",
         codes=frozenset({535}),
         enhanced="5.7.3",
         pattern=_words(r"^Authentication unsuccessful"),
         reason=ReplyReason.AUTH_FAILED,
-        hint="the user name or password is wrong, or SMTP AUTH is off for this "
-        "mailbox: check both",
+        hint="the server refused the user name and password (or the OAuth2 "
+        "token): check them",
         doc_url="https://learn.microsoft.com/en-us/openspecs/windows_protocols/"
         "ms-smtpntlm/62888982-a911-40fa-b587-50b5c69f7334",
         example="535 5.7.3 Authentication unsuccessful",

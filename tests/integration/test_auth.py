@@ -307,3 +307,24 @@ def test_credentials_never_logged_or_shown(auth_server, submission, caplog):
     for text in shown:
         for secret in forms:
             assert secret not in text
+
+
+class _PreferredLogin(LoginAuth):
+    """LOGIN ranked above PLAIN by a property, as a configurable subclass may."""
+
+    @property
+    def strength(self) -> int:  # type: ignore[override]
+        return 99
+
+
+def test_a_strength_read_from_the_instance_picks_the_mechanism(
+    auth_server, submission, log
+):
+    # Before, the ranking read the class attribute: a property object, which
+    # cannot be compared, and the send failed with "transport raised TypeError".
+    config = submission(
+        auth=[PlainAuth("alice", "wonderland"), _PreferredLogin("alice", "wonderland")]
+    )
+    assert send(config).ok
+    assert auth_lines(log) == ["AUTH LOGIN"]
+    assert auth_server.messages[0].login == "alice"

@@ -17,6 +17,7 @@ from smtpkit import (
     Mailer,
     Message,
     RecipientsRefusedError,
+    ReplyReason,
     RetryPolicy,
     SenderRefusedError,
     SMTPConfig,
@@ -152,4 +153,42 @@ def test_partly_refused_recipients_carry_reason_and_hint() -> None:
     assert refused.reason is not None
     assert refused.reason.value == "too_many_recipients"
     assert refused.hint is not None
+    assert refused.explanation is not None
+    assert refused.explanation.provider == "Postfix"
+    assert result.refused == {"b@example.com": refused.reply}  # replies only
     assert result.recipients["a@example.com"].reason is None
+
+
+def test_all_refused_explains_the_first_documented_refusal() -> None:
+    """An undocumented refusal first: the error still says what NetEase means."""
+    replies = [
+        b"550 User not found: gone@163.com\r\n",
+        b"451 RP:QRC 163 smtp7,C8CowAAnpFyamC9fa52cAg--.56912S2 1596954778\r\n",
+    ]
+
+    def script(conn: RawConn) -> None:
+        conn.send(b"220 mx ESMTP\r\n")
+        while line := conn.readline():
+            verb = line[:4].decode().upper()
+            if verb == "RCPT":
+                conn.send(replies.pop(0))
+            elif verb == "QUIT":
+                conn.send(b"221 bye\r\n")
+                return
+            else:  # EHLO, MAIL, RSET
+                conn.send(b"250 ok\r\n")
+
+    with RawServer(script) as server:
+        config = SMTPConfig(host=server.host, port=server.port, tls="none", timeout=3.0)
+        with Mailer(config, retry=RetryPolicy.never()) as mailer:
+            message = Message(
+                sender="me@163.com", to=["gone@163.com", "b@163.com"], text="hi"
+            )
+            with pytest.raises(RecipientsRefusedError) as caught:
+                mailer.send(message)
+    error = caught.value
+    assert error.reason is ReplyReason.QUOTA_EXCEEDED
+    assert error.reply.code == 550  # the first recipient's reply
+    assert str(error).endswith(f"; hint (for <b@163.com>): {error.hint}")
+    assert error.is_transient  # a 4xx among the refusals...
+    assert not RetryPolicy().should_retry(error)  # ...but a spent quota is not retried

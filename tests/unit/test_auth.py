@@ -7,6 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import SecretStr
 
+from smtpkit import SMTPConfig
 from smtpkit.auth import (
     Auth,
     CramMD5Auth,
@@ -179,3 +180,55 @@ def test_custom_mechanism_subclass():
     assert not auth.retries_after_failure()
     with pytest.raises(TypeError):
         Auth()  # type: ignore[abstract]
+
+
+def test_rank_reads_the_instance_so_an_instance_or_subclass_value_wins():
+    # Before, rank() was a classmethod: an instance attribute was ignored and a
+    # property made sorting raise TypeError.
+    class Configurable(Auth):
+        mechanism = "X-CONFIGURABLE"
+
+        def __init__(self, strength: int) -> None:
+            self.strength = strength  # type: ignore[misc]
+
+        def responder(self):
+            return lambda challenge: b""
+
+    class Computed(Auth):
+        mechanism = "X-COMPUTED"
+
+        @property
+        def strength(self) -> int:  # type: ignore[override]
+            return 99
+
+        def responder(self):
+            return lambda challenge: b""
+
+    low, high = Configurable(5), Configurable(50)
+    assert low.rank(over_tls=False) == 5
+    assert high.rank(over_tls=True) == 50  # no strength_over_tls: strength
+    assert Computed().rank(over_tls=False) == 99
+    plain = PlainAuth("u", "p")
+    computed = Computed()
+    config = SMTPConfig(host="h", auth=[low, plain, high, computed])
+    assert config.auth_strategies() == (computed, high, plain, low)
+
+
+def test_a_cram_md5_subclass_ranks_over_tls_by_its_strength_over_tls():
+    class PreferredCram(CramMD5Auth):
+        strength = 99
+
+    class PreferredCramEverywhere(CramMD5Auth):
+        strength = 99
+        strength_over_tls = 99
+
+    plain = PlainAuth("u", "p")
+    config = SMTPConfig(host="h", auth=[plain, PreferredCram("u", "p")])
+    assert [a.mechanism for a in config.auth_strategies()] == ["CRAM-MD5", "PLAIN"]
+    # CramMD5Auth's strength_over_tls (15) still ranks it below PLAIN over TLS.
+    assert [a.mechanism for a in config.auth_strategies(over_tls=True)] == [
+        "PLAIN",
+        "CRAM-MD5",
+    ]
+    everywhere = SMTPConfig(host="h", auth=[plain, PreferredCramEverywhere("u", "p")])
+    assert everywhere.auth_strategies(over_tls=True)[0].mechanism == "CRAM-MD5"

@@ -18,13 +18,17 @@ from smtpkit import (
     RecipientsRefusedError,
     ReplyExplanation,
     ReplyReason,
+    SenderRefusedError,
+    SendResult,
     SMTPReply,
     SMTPReplyError,
     explain_reply,
     parse_reply,
 )
+from smtpkit._outcomes import quota_spent
 from smtpkit._provider_replies import _RULES
 from smtpkit._reply_reasons import Rule as _Rule
+from smtpkit._transports._adaptive import explained
 
 CHINESE_PROVIDERS = {"NetEase", "QQ Mail", "Aliyun DirectMail"}
 STEPS = {"connect", "AUTH", "MAIL", "RCPT", "DATA", "end of data"}
@@ -84,6 +88,44 @@ def test_the_issue_examples() -> None:
         assert explanation.reason is reason
 
 
+def test_451_mi_sfq_waits_out_netease_s_15_minute_window() -> None:
+    explanation = explain_reply(wire("451 MI:SFQ 163 smtp7,C8CowAAnpFyamC9fa52cAg"))
+    assert explanation is not None
+    assert explanation.reason is ReplyReason.QUOTA_EXCEEDED
+    assert explanation.retry_after == 900.0
+    error = SenderRefusedError(wire("451 MI:SFQ 163 smtp7,x 1"), sender="me@163.com")
+    stop = quota_spent(SendResult(envelope=None, error=error))
+    assert stop is not None
+    assert stop.resume_after == 900.0
+    assert "sending may resume in about 900 s" in str(stop)
+
+
+def test_gmail_s_likely_unsolicited_needs_google_s_own_marker() -> None:
+    text = (
+        "550-5.7.1 [192.0.2.1 12] Our system has detected that this message is\n"
+        "550-5.7.1 likely unsolicited mail. To reduce the amount of spam sent to Gmail,\n"
+        "550-5.7.1 this message has been blocked. Please visit\n"
+        "550 5.7.1  https://support.google.com/mail/?p=UnsolicitedMessageError {}"
+    )
+    for tail in ("d2e1a72fcca58-7 - gsmtp", "d2e1a72fcca58-7"):  # link alone too
+        explanation = explain_reply(wire(text.format(tail)))
+        assert explanation is not None
+        assert explanation.provider == "Gmail"
+        assert explanation.reason is ReplyReason.CONTENT_REJECTED
+
+
+def test_535_5_7_3_is_exchange_s_and_says_only_what_its_page_says() -> None:
+    explanation = explain_reply(wire("535 5.7.3 Authentication unsuccessful"))
+    assert explanation is not None
+    assert explanation.provider == "Microsoft Exchange / Microsoft 365"
+    assert explanation.reason is ReplyReason.AUTH_FAILED
+    assert explanation.hint == (
+        "the server refused the user name and password (or the OAuth2 token): "
+        "check them"
+    )
+    assert "ms-smtpntlm" in explanation.doc_url
+
+
 def test_451_dt_spm_waits_two_minutes_and_554_is_final() -> None:
     soft = explain_reply(wire("451 DT:SPM 163 smtp1,x 1,please try again"))
     hard = explain_reply(wire("554 DT:SPM 163 smtp1,x 1"))
@@ -104,6 +146,9 @@ def test_451_dt_spm_waits_two_minutes_and_554_is_final() -> None:
         "535 5.7.8 Authentication failed",  # Gmail's code, another server's text
         "535 5.7.139 Authentication unsuccessful, something else",
         "554 DT:SPAM",
+        # Gmail's words from another server: no "gsmtp", no Google link.
+        "550 5.7.1 Message rejected: likely unsolicited mail according to local policy",
+        "550 5.7.1 likely unsolicited mail, see https://example.com/?p=gsmtpx",
     ],
 )
 def test_unknown_replies_get_no_explanation(text: str) -> None:
@@ -172,15 +217,37 @@ def test_hint_is_added_once_and_survives_pickling() -> None:
     assert str(copy) == str(error)
 
 
-def test_recipients_refused_uses_the_first_reply() -> None:
-    error = RecipientsRefusedError(
+def test_recipients_refused_explains_the_first_documented_refusal() -> None:
+    # Before, only the first refusal was explained: an undocumented one first
+    # left reason and hint None while smtpkit itself acted on the second.
+    for first, second in [("gone@163.com", "b@163.com"), ("b@163.com", "gone@163.com")]:
+        replies = {
+            "gone@163.com": SMTPReply.from_string("550 User not found: gone@163.com"),
+            "b@163.com": wire("451 RP:QRC 163 smtp7,C8Cow 1596954778"),
+        }
+        error = RecipientsRefusedError({first: replies[first], second: replies[second]})
+        assert error.reason is ReplyReason.QUOTA_EXCEEDED
+        assert error.explanation == explain_reply(replies["b@163.com"])
+        assert error.explanation == explained(error)  # what smtpkit acts on
+        assert error.reply == replies[first]  # still the first recipient's reply
+        assert str(error).endswith(f"; hint (for <b@163.com>): {error.hint}")
+        assert str(error).count("hint") == 1
+        copy = pickle.loads(pickle.dumps(error))  # noqa: S301 - our own object
+        assert (str(copy), copy.explanation) == (str(error), error.explanation)
+
+
+def test_recipients_refused_alone_or_undocumented() -> None:
+    alone = RecipientsRefusedError({"a@example.com": wire("450 RP:DRC 163 smtp3,x 1")})
+    assert alone.reason is ReplyReason.TOO_MANY_MESSAGES_PER_CONNECTION
+    assert str(alone).endswith(f">: 450 RP:DRC 163 smtp3,x 1; hint: {alone.hint}")
+    unknown = RecipientsRefusedError(
         {
-            "a@example.com": wire("450 RP:DRC 163 smtp3,x 1"),
-            "b@example.com": SMTPReply.from_string("550 5.1.1 no such user"),
+            "a@example.com": SMTPReply.from_string("550 5.1.1 no such user"),
+            "b@example.com": SMTPReply.from_string("450 4.2.0 busy"),
         }
     )
-    assert error.reason is ReplyReason.TOO_MANY_MESSAGES_PER_CONNECTION
-    assert str(error).endswith(f"; hint: {error.hint}")
+    assert (unknown.reason, unknown.hint, unknown.explanation) == (None, None, None)
+    assert "hint" not in str(unknown)
 
 
 def test_recipient_result_reason_and_hint() -> None:
@@ -189,12 +256,17 @@ def test_recipient_result_reason_and_hint() -> None:
     )
     assert refused.reason is ReplyReason.TOO_MANY_RECIPIENTS
     assert refused.hint is not None
+    assert refused.explanation == explain_reply(refused.reply)
+    assert refused.explanation is not None
+    assert refused.explanation.provider == "Aliyun DirectMail"
     accepted = RecipientResult("b@example.com", SMTPReply(250, "OK"))
     assert accepted.reason is None
     assert accepted.hint is None
+    assert accepted.explanation is None
     unknown = RecipientResult("c@example.com", SMTPReply.from_string("550 5.1.1 no"))
     assert unknown.reason is None
     assert unknown.hint is None
+    assert unknown.explanation is None
 
 
 def test_reason_is_a_str_enum_that_prints_its_value() -> None:

@@ -12,7 +12,7 @@ from typing_extensions import Self
 
 from .._exceptions import ClosedError, SMTPKitError, TransportError
 from .._message import Envelope
-from .._provider_replies import ReplyReason, explain_reply
+from .._provider_replies import ReplyExplanation, ReplyReason, explain_reply
 from .._reply import SMTPReply
 
 __all__ = [
@@ -49,18 +49,23 @@ class RecipientResult:
         return 200 <= self.reply.code < 300
 
     @property
-    def reason(self) -> ReplyReason | None:
-        """Why a provider refused this recipient (see ``explain_reply``), or None.
+    def explanation(self) -> ReplyExplanation | None:
+        """What a provider means by this recipient's refusal (see ``explain_reply``).
 
         None for an accepted recipient and for a reply no provider documents.
         """
-        explanation = explain_reply(self.reply)
+        return explain_reply(self.reply)
+
+    @property
+    def reason(self) -> ReplyReason | None:
+        """Why a provider refused this recipient, or None (see ``explanation``)."""
+        explanation = self.explanation
         return None if explanation is None else explanation.reason
 
     @property
     def hint(self) -> str | None:
-        """What to do about this recipient's refusal, or None (see ``reason``)."""
-        explanation = explain_reply(self.reply)
+        """What to do about this recipient's refusal, or None (see ``explanation``)."""
+        explanation = self.explanation
         return None if explanation is None else explanation.hint
 
 
@@ -107,7 +112,11 @@ class SendResult:
 
     @property
     def refused(self) -> dict[str, SMTPReply]:
-        """Recipients that were refused, each with the server's last reply."""
+        """Recipients that were refused, each with the server's last reply.
+
+        Each recipient's ``reason``, ``hint`` and ``explanation`` are on its
+        ``RecipientResult``: ``result.recipients[address]``.
+        """
         return {r.address: r.reply for r in self.recipients.values() if not r.accepted}
 
     @property
