@@ -94,7 +94,7 @@ def test_451_mi_sfq_waits_out_netease_s_15_minute_window() -> None:
     assert explanation.reason is ReplyReason.QUOTA_EXCEEDED
     assert explanation.retry_after == 900.0
     error = SenderRefusedError(wire("451 MI:SFQ 163 smtp7,x 1"), sender="me@163.com")
-    stop = quota_spent(SendResult(envelope=None, error=error))
+    stop = quota_spent(SendResult(envelope=None, error=error), "send_many")
     assert stop is not None
     assert stop.resume_after == 900.0
     assert "sending may resume in about 900 s" in str(stop)
