@@ -141,11 +141,10 @@ def test_a_refused_login_is_tried_once_for_a_whole_bulk_send():
         assert error.reason == "auth_needs_app_password"
         assert error.reply.code == 535
         assert result.attempts == 1  # one attempt each, as for any refused login
-    first = results[0].error
-    assert first is not None
-    assert "not tried again" not in str(first)  # the refusal itself
-    assert "not tried again" in str(results[-1].error)
-    assert str(results[-1].error).endswith(f"hint: {results[-1].error.hint}")
+    # One batch got the refusal itself; every other got copies of the held one.
+    held = [r.error for r in results if "not tried again" in str(r.error)]
+    assert 0 < len(held) < 1000
+    assert all(str(e).endswith(f"hint: {e.hint}") for e in held if e is not None)
 
 
 @pytest.mark.timeout(60)

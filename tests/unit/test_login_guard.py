@@ -89,6 +89,8 @@ def test_switched_off_holds_nothing_and_does_not_serialise():
     guard = LoginGuard(ProviderAdaptation(hold_auth_refusal=False))
     _refuse(guard, AuthenticationError(QQ, command="AUTH"))
     guard.check()
+    with guard.attempt():
+        pass  # a login that succeeds changes nothing either
     assert ProviderAdaptation.off().hold_auth_refusal is False
 
 
