@@ -35,10 +35,24 @@ class ProviderAdaptation(BaseModel):
             messages, up to ``PoolLimits.max_connections``; each time growing
             back is refused, the next try waits for twice as many.
         grow_after: Messages delivered at the smaller size before the pool
-            tries one more connection.
+            tries one more connection, and before a lowered messages per
+            connection doubles again (up to ``max_messages_per_connection``;
+            a refused try relearns the limit and waits twice as long).
         stop_on_quota: When a reply says the sending quota is spent (NetEase
             ``451 MI:SFQ``...), ``send_many`` sends nothing more and raises
             ``QuotaExceededError`` with every result.
+        hold_auth_refusal: When the server refuses the credentials for good (a
+            5xx to AUTH, or a reply :func:`smtpkit.explain_reply` reads as bad,
+            locked or app-password-only credentials or SMTP switched off, even
+            as a 4xx), the transport logs in no more for ``auth_refusal_pause``
+            seconds: every send meanwhile fails at once with a copy of that
+            refusal, without contacting the server, so a bulk send cannot lock
+            the account by logging in again and again.  Until a login has
+            succeeded, connections log in one at a time, so a wrong password
+            costs one AUTH, not one per connection.  A successful login clears
+            it.
+        auth_refusal_pause: Seconds after a refused login before the transport
+            tries to log in again.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -47,6 +61,8 @@ class ProviderAdaptation(BaseModel):
     learn_connection_limit: bool = True
     grow_after: int = Field(default=200, ge=1)
     stop_on_quota: bool = True
+    hold_auth_refusal: bool = True
+    auth_refusal_pause: float = Field(default=60.0, gt=0, allow_inf_nan=False)
 
     if TYPE_CHECKING:
 
@@ -57,6 +73,8 @@ class ProviderAdaptation(BaseModel):
             learn_connection_limit: bool = True,
             grow_after: int = 200,
             stop_on_quota: bool = True,
+            hold_auth_refusal: bool = True,
+            auth_refusal_pause: float = 60.0,
         ) -> None:
             """Choose the adaptations; see the class docstring for each one."""
 
@@ -67,6 +85,7 @@ class ProviderAdaptation(BaseModel):
             reconnect_on_message_limit=False,
             learn_connection_limit=False,
             stop_on_quota=False,
+            hold_auth_refusal=False,
         )
 
 

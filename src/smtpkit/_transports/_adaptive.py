@@ -5,7 +5,10 @@ Two replies change how ``SMTPTransport`` uses its pool (each switchable off in
 
 * "too many messages on this connection" (NetEase ``450 MI:DMC``): the refused
   messages never counted as attempts; they go to a new connection, and the
-  pool's messages per connection drop to what this one carried;
+  pool's messages per connection drop to what this one carried.  Every
+  ``grow_after`` delivered messages the limit doubles again (up to the
+  configured one): a refusal of a try costs one refused MAIL and teaches the
+  limit exactly again, so a spurious refusal is not kept forever;
 * "too many connections" (NetEase ``421 HL:ICC``, Postfix anvil): the pool
   shrinks to the connections the server accepted (multiplicative decrease:
   one refusal can halve it or more), the waiting messages wait for an open one,
@@ -81,6 +84,10 @@ class PoolAdapter(Generic[C]):
         self._delivered = 0  # messages delivered since the last change of size
         self._grow_after = adapt.grow_after  # doubles whenever growing failed
         self._grown = False  # the size was last changed by growing
+        # The same for the messages per connection.
+        self._carried = 0  # messages delivered since the last change of the limit
+        self._messages_grow_after = adapt.grow_after
+        self._messages_grown = False
 
     def holds(self, item: Item) -> bool:
         """True when *item*'s refusal will be undone (sent again, not reported)."""
@@ -89,9 +96,14 @@ class PoolAdapter(Generic[C]):
         )
 
     def reported(self, report: Callable[[Item], None]) -> Callable[[Item], None]:
-        """*report*, minus the items whose refusal :meth:`requeue` will undo."""
+        """*report*, minus the items whose refusal :meth:`requeue` will undo.
+
+        Every settled item also counts as the pool's progress, which keeps the
+        messages waiting for a connection of a shrunk pool waiting.
+        """
 
         def filtered(item: Item) -> None:
+            self._pool.progressed()
             if not self.holds(item):
                 report(item)
 
@@ -121,14 +133,22 @@ class PoolAdapter(Generic[C]):
             return 0
         for item in refused:
             _forget(item)
-        if carried < self._pool.max_messages:
-            logger.warning(
-                "the server allows %d message(s) per connection; reconnecting "
-                "after every %d from now on",
-                carried,
-                carried,
-            )
-        self._pool.limit_messages(carried)
+        with self._lock:
+            if carried < self._pool.max_messages:
+                logger.warning(
+                    "the server allows %d message(s) per connection; reconnecting "
+                    "after every %d from now on",
+                    carried,
+                    carried,
+                )
+                if self._messages_grown:
+                    # The raised limit was refused: try again twice as late.
+                    self._messages_grow_after = min(
+                        self._messages_grow_after * 2, _MAX_GROW_AFTER
+                    )
+                    self._messages_grown = False
+                self._carried = 0
+            self._pool.limit_messages(carried)
         return len(refused)
 
     def connection_refused(self, exc: SMTPKitError) -> bool:
@@ -203,8 +223,12 @@ class PoolAdapter(Generic[C]):
         )
 
     def delivered(self, count: int) -> None:
-        """Count *count* delivered messages; grow the pool by one now and then."""
-        if not self._adapt.learn_connection_limit or count == 0:
+        """Count *count* delivered messages; raise the learnt limits now and then."""
+        if count == 0:
+            return
+        if self._adapt.reconnect_on_message_limit:
+            self._grow_messages(count)
+        if not self._adapt.learn_connection_limit:
             return
         pool = self._pool
         with self._lock:
@@ -218,3 +242,20 @@ class PoolAdapter(Generic[C]):
                 self._grown = True
                 pool.resize(pool.size + 1)
                 logger.debug("trying %d connections again", pool.size)
+
+    def _grow_messages(self, count: int) -> None:
+        """Double a lowered messages-per-connection limit every ``grow_after``."""
+        pool = self._pool
+        with self._lock:
+            if pool.max_messages >= pool.max_messages_configured:
+                return
+            self._carried += count
+            if self._carried < self._messages_grow_after:
+                return
+            if self._messages_grown:
+                # The last raise held for a whole period: probing is cheap again.
+                self._messages_grow_after = self._adapt.grow_after
+            self._carried = 0
+            self._messages_grown = True
+            pool.allow_messages(pool.max_messages * 2)
+            logger.debug("trying %d messages per connection again", pool.max_messages)

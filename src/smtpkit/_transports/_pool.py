@@ -122,6 +122,17 @@ class ConnectionPool(Generic[C]):
         with self._cond:
             self._max_messages = max(1, min(count, self._max_messages))
 
+    def allow_messages(self, count: int) -> None:
+        """Set the messages per connection, within 1 and the configured limit."""
+        with self._cond:
+            configured = self._limits.max_messages_per_connection
+            self._max_messages = max(1, min(count, configured))
+
+    @property
+    def max_messages_configured(self) -> int:
+        """The configured ``max_messages_per_connection``: the learnt one stays below."""
+        return self._limits.max_messages_per_connection
+
     def established(self) -> tuple[int, int]:
         """Connections open and past their greeting, and those still connecting.
 
@@ -141,6 +152,14 @@ class ConnectionPool(Generic[C]):
         self._created = 0
         self._discarded = 0
         self._closed = False
+        # Bumped whenever a message is settled or a slot comes back: a wait for a
+        # pool the adapter shrank lasts as long as the pool keeps moving.
+        self._progress = 0
+
+    def progressed(self) -> None:
+        """Note that a connection settled a message (see :meth:`acquire`)."""
+        with self._cond:
+            self._progress += 1
 
     def _check_fork(self) -> None:
         if self._pid != os.getpid():
@@ -154,8 +173,16 @@ class ConnectionPool(Generic[C]):
     def acquire(self) -> Pooled[C]:
         """Lend a connection, opening one if the pool is below its limit.
 
+        While the adapter keeps the pool below ``max_connections`` (the server
+        allows fewer), the messages waiting for a connection are waiting
+        because of that, not because the pool is stuck: the ``acquire_timeout``
+        deadline then starts again whenever the last one passed with progress
+        (a message settled, a connection given back).  Only a pool that made no
+        progress at all for ``acquire_timeout`` fails the wait.
+
         Raises:
-            PoolTimeoutError: Every connection stayed busy for ``acquire_timeout``.
+            PoolTimeoutError: Every connection stayed busy for ``acquire_timeout``
+                (with no progress at all, when the pool was shrunk).
             ClosedError: The pool was closed.
         """
         self._check_fork()
@@ -194,6 +221,7 @@ class ConnectionPool(Generic[C]):
 
     def _take_idle_or_reserve(self, deadline: float) -> Pooled[C] | None:
         with self._cond:
+            progress = self._progress
             while True:
                 if self._closed:
                     msg = "the connection pool is closed"
@@ -206,12 +234,20 @@ class ConnectionPool(Generic[C]):
                     return None  # a slot is reserved for a new connection
                 self._in_use -= 1
                 remaining = deadline - self._clock()
-                if remaining <= 0 or not self._cond.wait(remaining):
-                    msg = (
-                        f"all {self._size} connections stayed busy "
-                        f"for {self._limits.acquire_timeout} s"
-                    )
-                    raise PoolTimeoutError(msg)
+                if remaining > 0 and self._cond.wait(remaining):
+                    continue
+                if self._size < self._limits.max_connections and (
+                    self._progress != progress
+                ):
+                    # Shrunk by the adapter and still moving: wait on.
+                    progress = self._progress
+                    deadline = self._clock() + self._limits.acquire_timeout
+                    continue
+                msg = (
+                    f"all {self._size} connections stayed busy "
+                    f"for {self._limits.acquire_timeout} s"
+                )
+                raise PoolTimeoutError(msg)
 
     def _open_new(self) -> Pooled[C]:
         """Open a connection for a reserved slot; the caller gives the slot back."""
@@ -231,6 +267,7 @@ class ConnectionPool(Generic[C]):
         with self._cond:
             self._in_use -= 1
             self._connecting -= 1
+            self._progress += 1
             self._cond.notify()
 
     def _expired(self, pooled: Pooled[C]) -> bool:
@@ -256,6 +293,7 @@ class ConnectionPool(Generic[C]):
             if keep and not self._closed:
                 self._idle.append(pooled)
                 self._in_use -= 1
+                self._progress += 1
                 self._cond.notify()
                 return
         # A healthy connection ends with a clean QUIT; a broken one is just closed.
@@ -268,6 +306,7 @@ class ConnectionPool(Generic[C]):
             with self._cond:
                 self._in_use -= 1
                 self._discarded += counted
+                self._progress += 1
                 self._cond.notify()
 
     def close(self) -> None:

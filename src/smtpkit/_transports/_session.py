@@ -454,6 +454,22 @@ class TransactionRunner:
         command = "end of data" if self.chunked else "DATA"
         return DataRefusedError(item.data_reply, command=command)
 
+    def refused_so_far(self, item: Item) -> SMTPKitError | None:
+        """Why *item* failed, when the replies read so far already refuse it.
+
+        A server may refuse MAIL (or every RCPT) and hang up at once (NetEase's
+        ``450 MI:DMC ... Connection closed``): when pipelined, the session then
+        fails while a later reply of *item* is awaited, but its fate was decided
+        by the refusal, as :meth:`_abort` would record it.  None while its data
+        may have left or the refusal is not complete.
+        """
+        if item.data_sent or item.mail is None:
+            return None
+        all_answered = set(item.envelope.recipients) <= item.rcpt.keys()
+        if item.mail.code != 250 or (all_answered and not item.accepted):
+            return self._refusal(item)
+        return None
+
     def _abort(self, item: Item) -> None:
         """Record why *item* failed and reset the transaction."""
         item.outcome = self._refusal(item)

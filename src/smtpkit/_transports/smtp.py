@@ -6,7 +6,6 @@ smtplib, ssl and socket exceptions become smtpkit exceptions in one place,
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import copy
 import functools
@@ -20,7 +19,6 @@ from typing import Final, TypeVar
 
 from typing_extensions import override
 
-from .._auth import Auth, Responder, auth_secrets, run_auth_code
 from .._config import SMTPConfig, TLSMode
 from .._exceptions import (
     AuthenticationError,
@@ -30,18 +28,19 @@ from .._exceptions import (
     HeloRefusedError,
     NetworkError,
     NotSupportedError,
-    ProtocolError,
     SMTPKitError,
     SMTPReplyError,
     TransportError,
 )
 from .._message import Envelope
-from .._reply import SMTPReply, parse_reply
+from .._reply import parse_reply
 from ._adaptive import MAX_ABSORBED_REFUSALS, PoolAdapter
 from ._connection import SMTPConnection
 from ._errors import Progress, map_errors
 from ._hints import Endpoint, no_starttls_message, tls_file_problem, tls_files_error
+from ._login_guard import LoginGuard
 from ._pool import ConnectionPool, Pooled, PoolStats
+from ._sasl import sasl_exchange
 from ._session import (
     ConnectionLostError,
     Item,
@@ -55,7 +54,6 @@ __all__ = ["SMTPTransport", "dot_stuff"]
 
 logger = logging.getLogger("smtpkit")
 
-_MAX_SASL_CHALLENGES: Final = 8
 _CLOSE_WITHIN: Final = 5.0  # seconds for all the QUITs of a closing pool together
 _TLS_VERSIONS: Final = {"1.2": ssl.TLSVersion.TLSv1_2, "1.3": ssl.TLSVersion.TLSv1_3}
 
@@ -65,10 +63,6 @@ def _local_fqdn() -> str:
     # smtplib asks the resolver for every connection; once per process is enough.
     fqdn = socket.getfqdn()
     return fqdn if "." in fqdn else "localhost.localdomain"
-
-
-def _b64(data: bytes) -> str:
-    return base64.b64encode(data).decode("ascii") or "="
 
 
 class SMTPTransport(Transport):
@@ -111,6 +105,7 @@ class SMTPTransport(Transport):
             limits=config.pool,
         )
         self._adapter = PoolAdapter(self._pool, config.adapt)
+        self._login_guard = LoginGuard(config.adapt)
 
     def __repr__(self) -> str:
         cfg = self.config
@@ -250,41 +245,14 @@ class SMTPTransport(Transport):
             listed = " ".join(sorted(offered)) or "no mechanism"
             msg = f"server offers AUTH with {listed}; configured: {names}"
             raise NotSupportedError(msg, command="AUTH")
-        reply = self._sasl_exchange(conn, chosen)
-        if reply.code == 535 and chosen.retries_after_failure():
-            reply = self._sasl_exchange(conn, chosen)
-        if reply.code != 235:
-            raise AuthenticationError(reply, command="AUTH")
+        with self._login_guard.attempt():  # no login spiral (ProviderAdaptation)
+            reply = sasl_exchange(conn, chosen)
+            if reply.code == 535 and chosen.retries_after_failure():
+                reply = sasl_exchange(conn, chosen)
+            if reply.code != 235:
+                raise AuthenticationError(reply, command="AUTH")
         conn.logged_in = True
         logger.debug("authenticated with %s", chosen.mechanism)
-
-    def _sasl_exchange(self, conn: SMTPConnection, auth: Auth) -> SMTPReply:
-        # Our own loop instead of smtplib.SMTP.auth: it encodes credentials as UTF-8
-        # (smtplib insists on ASCII), never logs them, and bounds the challenges.
-        respond = _guarded(auth)
-        initial = respond(None)
-        args = (
-            auth.mechanism if initial is None else f"{auth.mechanism} {_b64(initial)}"
-        )
-        conn.putcmd("AUTH", args)
-        reply = conn.read_reply()
-        for _ in range(_MAX_SASL_CHALLENGES):
-            if reply.code != 334:
-                return reply
-            try:
-                challenge = base64.b64decode(reply.text.encode("ascii"), validate=True)
-            except (ValueError, UnicodeEncodeError) as exc:
-                conn.send_secret("*")  # RFC 4954 §4: cancel the exchange
-                conn.read_reply()
-                msg = "server sent a SASL challenge that is not base64"
-                raise ProtocolError(msg, command="AUTH") from exc
-            # An empty answer is an empty line here; "=" only stands for an empty
-            # initial response on the AUTH line itself (RFC 4954 §4).
-            answer = respond(challenge) or b""
-            conn.send_secret(base64.b64encode(answer).decode("ascii"))
-            reply = conn.read_reply()
-        msg = f"server sent more than {_MAX_SASL_CHALLENGES} SASL challenges"
-        raise ProtocolError(msg, command="AUTH")
 
     def _open_session(self) -> SMTPConnection:
         progress = Progress(
@@ -292,6 +260,8 @@ class SMTPTransport(Transport):
             tls_min_version=self.config.tls_min_version,
             client_cert=self.config.client_cert,
         )
+        if self.config.wants_auth:
+            self._login_guard.check()  # refused for good: do not even connect
         with map_errors(progress):
             conn = self.create_connection()
             progress.command = "EHLO"
@@ -376,8 +346,13 @@ class SMTPTransport(Transport):
     @property
     @override
     def max_concurrency(self) -> int:
-        """The pool's ``max_connections``: ``send_many`` keeps every connection busy."""
-        return self.config.pool.max_connections
+        """The pool's size: ``send_many`` keeps every connection busy.
+
+        ``max_connections`` at first; after the server said "too many
+        connections", the size learnt (see ``ProviderAdaptation``), so the next
+        ``send_many`` starts no more threads than connections it can get.
+        """
+        return self._pool.size
 
     @override
     def send_batch(
@@ -516,10 +491,15 @@ class SMTPTransport(Transport):
             # The message whose reply failed was attempted, and so was any whose
             # data went out (the server may have it, RFC 1047).  Messages merely
             # pipelined behind them sent nothing of themselves: they move on.
+            # A message already refused (MAIL or every RCPT) keeps that refusal.
             awaited = runner.awaited()
             for item in runner.owed():
-                if item.outcome is None and (item is awaited or item.data_sent):
-                    item.outcome = _error_for(item, exc, own=item is awaited)
+                if item.outcome is None:
+                    refusal = runner.refused_so_far(item)
+                    if refusal is not None:
+                        item.outcome = refusal
+                    elif item is awaited or item.data_sent:
+                        item.outcome = _error_for(item, exc, own=item is awaited)
         # A BDAT chunk leaves before any reply is read: once one has left, the
         # server may hold the message, so a lost session is no free retry (a
         # 421 to the first MAIL still is: the server refused the transaction).
@@ -543,25 +523,6 @@ class SMTPTransport(Transport):
         """QUIT every idle connection; busy ones close when their send ends."""
         self._closed = True
         self._pool.close()
-
-
-def _guarded(auth: Auth) -> Responder:
-    """*auth*'s responder, whose own errors name the strategy, not the session.
-
-    A custom ``Auth`` (or a token provider behind one) is the caller's code:
-    without this its ValueError would read as "EHLO failed" and its
-    ConnectionError as a lost connection, retried.  smtpkit errors pass through,
-    and neither credentials that cannot be encoded nor the secrets *auth* holds
-    are quoted (see ``run_auth_code``).
-    """
-    source = f"{type(auth).__name__} ({auth.mechanism})"
-    secrets = auth_secrets(auth)
-    respond = run_auth_code(source, auth.responder, secrets=secrets)
-
-    def guarded(challenge: bytes | None) -> bytes | None:
-        return run_auth_code(source, lambda: respond(challenge), secrets=secrets)
-
-    return guarded
 
 
 def _is_stale(exc: TransportError) -> bool:
