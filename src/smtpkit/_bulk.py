@@ -280,6 +280,7 @@ class BatchReader(Generic[T]):
 
     def _read(self) -> None:
         chunk: list[T] = []
+        batches: list[list[T]] = []
         try:
             try:
                 chunk.extend(
@@ -290,13 +291,12 @@ class BatchReader(Generic[T]):
                 self._exhausted = True
             size = max(1, min(self._batch_size, -(-len(chunk) // self._workers)))
             batches = [chunk[i : i + size] for i in range(0, len(chunk), size)]
-        except BaseException:  # Ctrl-C while reading or splitting
-            if chunk:  # read from the caller: drain() accounts for it
-                self._pending.append(chunk)
+            self._pending.extend(batches)  # stored in one step, once split
+        except BaseException:  # Ctrl-C while reading, splitting or storing
+            stored = bool(batches) and bool(self._pending)
+            if chunk and not (stored and self._pending[-1] is batches[-1]):
+                self._pending.append(chunk)  # from the caller: drain() reports it
             raise
-        # Split above, stored here in one step: nothing taken from the caller
-        # is ever half stored.
-        self._pending.extend(batches)
         if not chunk:
             self._exhausted = True
 

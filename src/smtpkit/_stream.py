@@ -132,7 +132,7 @@ class BulkRun(Generic[T]):
         try:
             while not self.stop_requested:
                 self._fill(pool)
-                if not self._window:
+                if not self._window or self.stop_requested:
                     break
                 batch = self._window[0]
                 index = batch.handed_over
