@@ -10,7 +10,10 @@ grow with the number of messages.
 Stopping early (the caller closes the stream, breaks out of a ``with`` block, the
 stream is garbage-collected, or Ctrl-C) goes through one path, :meth:`BulkRun.stop`:
 read nothing more, start nothing new, retry nothing, wait for the sends already
-on the wire, and account for every message read but not handed over.
+on the wire, and account for every message read but not handed over.  It runs
+only in the consuming thread and never while the generator runs: a ``close()``
+from ``on_progress``, a signal handler or another thread only raises a flag
+(:meth:`BulkRun.request_stop`) that the consumer acts on at its next step.
 """
 
 from __future__ import annotations
