@@ -133,7 +133,7 @@ class BulkRun(Generic[T]):
             max_workers=self._workers, thread_name_prefix="smtpkit"
         )
         try:
-            while not self.stop_requested:
+            while True:
                 self._fill(pool)
                 if not self._window or self.stop_requested:
                     break
@@ -362,7 +362,7 @@ class SendStream(Iterator[SendResult]):
                 self._stop_now(None)
             return next(self._results)
         finally:
-            self._release(me)
+            self._release()
 
     @property
     def progress(self) -> BulkProgress:
@@ -427,18 +427,17 @@ class SendStream(Iterator[SendResult]):
         try:
             self._stop_now(cause)
         finally:
-            self._release(me)
+            self._release()
 
     def _stop_now(self, cause: BaseException | None) -> None:
         self._run.request_stop(interrupt=False)
         self._run.stop(cause)
         self._results.close()  # ends iteration; the run is already stopped
 
-    def _release(self, me: int) -> None:
+    def _release(self) -> None:
         with self._turn:
-            if self._owner == me:
-                self._owner = None
-                self._turn.notify_all()
+            self._owner = None
+            self._turn.notify_all()
 
 
 def _length(messages: Iterable[object]) -> int | None:

@@ -24,6 +24,7 @@ from smtpkit import (
     Message,
     NotSentError,
     RetryPolicy,
+    SendManyAbortedError,
     SendResult,
     _bulk,
     _stream,
@@ -181,17 +182,22 @@ def test_close_from_a_sigterm_handler_mid_next_is_a_graceful_stop():
 
 def test_close_while_the_consumer_reads_the_input_starts_nothing_more():
     blocked, release = threading.Event(), threading.Event()
+    first_started = threading.Event()
     pulled: list[int] = []
 
     def slow_input() -> Iterator[Message]:
         for n in range(100):
             if n == 40:  # inside the consumer's next(), reading the 2nd chunk
+                assert first_started.wait(5)  # the 1st batch is under way
                 blocked.set()
                 assert release.wait(5)
             pulled.append(n)
             yield message(n)
 
-    fake = FakeTransport()
+    def handler(envelope: Envelope, data: bytes) -> None:
+        first_started.set()
+
+    fake = FakeTransport(handler=handler)
     with Mailer(transport=fake, retry=NEVER) as mailer:
         stream = mailer.send_iter(slow_input(), concurrency=1)
 
@@ -367,3 +373,33 @@ def test_a_second_ctrl_c_leaves_batches_not_started_as_not_sent():
     assert all(isinstance(r.error, NotSentError) for r in leftover[31:])
     assert all(r.attempts == 0 for r in leftover[31:])
     assert wait_until(lambda: pool_threads() == [])
+
+
+def test_next_from_on_progress_is_the_callers_error_not_a_hang():
+    holder: dict[str, Any] = {}
+
+    def on_progress(progress) -> None:
+        next(holder["stream"])  # the stream is mid-step: Python's ValueError
+
+    fake = FakeTransport()
+    with Mailer(transport=fake, retry=NEVER) as mailer:
+        stream = holder["stream"] = mailer.send_iter(
+            [message(n) for n in range(3)], on_progress=on_progress
+        )
+        with pytest.raises(SendManyAbortedError) as info, stream:
+            list(stream)
+    assert isinstance(info.value.__cause__, ValueError)
+    assert len(fake.outbox) == 3
+
+
+def test_a_cancelled_batch_never_runs():
+    sent: list[list[int]] = []
+    batch = _bulk.Batch([1, 2])
+    assert batch.cancel()
+    assert not batch.start()
+    _bulk.run_batch(lambda items, report: sent.append(items), batch)
+    assert sent == []
+    assert batch.results == [None, None]
+    started = _bulk.Batch([1])
+    assert started.start()
+    assert not started.cancel()
