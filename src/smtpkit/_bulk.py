@@ -98,9 +98,10 @@ class NotSentError(TransportError):
 class QuotaExceededError(SendManyAbortedError):
     """A bulk send stopped early: the server said the sending quota is spent.
 
-    No batch started after the refusal became known, and nothing was retried
-    (a retry would only spend the quota's next window); the batches already
-    under way finished.  From ``send_many``, ``results`` holds one result per
+    Nothing is retried or started after the quota reply (a retry would only
+    spend the quota's next window): batches already on the wire finish their
+    current pipelined write, and the messages of theirs that needed a retry keep
+    their first attempt's outcome.  From ``send_many``, ``results`` holds one result per
     message read, in input order: the ones refused for the quota carry the
     server's reply; the ones never sent have a ``NotSentError`` and
     ``attempts == 0`` (:attr:`unsent`).  The messages after ``len(results)``
@@ -142,12 +143,20 @@ class _Halted:
     """A run's "stop everything" switch, thrown by the first result that asks.
 
     *name* is the public method (``send_many``, ``send_iter``), for the error
-    of the messages the stop leaves unsent.
+    of the messages the stop leaves unsent.  Throwing it sets *interrupted*, the
+    run's event that the batches under way obey: no retry, no wait for the rate
+    limit and no new first attempt starts after it.
     """
 
-    def __init__(self, halt: Halt | None, name: str = "send_many") -> None:
+    def __init__(
+        self,
+        halt: Halt | None,
+        name: str = "send_many",
+        interrupted: threading.Event | None = None,
+    ) -> None:
         self._halt = halt
         self._name = name
+        self._interrupted = interrupted
         self.error: QuotaExceededError | None = None
         self._lock = threading.Lock()
 
@@ -159,6 +168,8 @@ class _Halted:
             with self._lock:
                 if self.error is None:
                     self.error = error
+            if self._interrupted is not None:
+                self._interrupted.set()
 
     def not_sent(self) -> SendResult:
         error = NotSentError(f"not sent: {self._name} stopped ({self.error})")
@@ -166,7 +177,12 @@ class _Halted:
 
 
 class Batch(Generic[T]):
-    """One batch's messages and their results, filled in by the worker thread."""
+    """One batch's messages and their results, filled in by the worker thread.
+
+    A batch either starts (:meth:`start`, in the worker) or is cancelled
+    (:meth:`cancel`, by a run that stops), never both: a stop knows, without
+    asking the thread pool, whether a batch may have reached the server.
+    """
 
     def __init__(self, items: list[T], halted: _Halted | None = None) -> None:
         self.halted = halted or _Halted(None)
@@ -174,7 +190,26 @@ class Batch(Generic[T]):
         self.size = len(items)
         self.results: list[SendResult | None] = [None] * len(items)
         self.handed_over = 0  # results the caller has been given, from the first
+        self.started = False
+        self.cancelled = False
         self._filled = threading.Condition()
+
+    def start(self) -> bool:
+        """Claim the batch for sending; False once it was cancelled."""
+        with self._filled:
+            self.started = not self.cancelled
+            return self.started
+
+    def cancel(self) -> bool:
+        """Keep the batch from ever starting; False once it has started."""
+        with self._filled:
+            self.cancelled = not self.started
+            return self.cancelled
+
+    def wait_all(self) -> None:
+        """Block until every message of a started batch has its result."""
+        with self._filled:
+            self._filled.wait_for(lambda: None not in self.results)
 
     def report(self, index: int, result: SendResult) -> None:
         """Record the final result of message *index*; the first report wins.
@@ -231,6 +266,10 @@ class BatchReader(Generic[T]):
             raise failure
         return None
 
+    def unread(self, items: list[T]) -> None:
+        """Put back a batch taken but not started; it comes out first again."""
+        self._pending.appendleft(items)
+
     def drain(self) -> list[list[T]]:
         """Take back the batches read but not handed out, and read no more."""
         self._exhausted = True
@@ -241,27 +280,35 @@ class BatchReader(Generic[T]):
 
     def _read(self) -> None:
         chunk: list[T] = []
+        batches: list[list[T]] = []
         try:
-            chunk.extend(
-                itertools.islice(self._messages, self._workers * self._batch_size)
-            )
-        except Exception as exc:  # the caller's iterator, raised by next_batch
-            self._failure = exc
-            self._exhausted = True
-        except BaseException:  # Ctrl-C inside the caller's generator
-            if chunk:  # read from the caller: drain() accounts for it
-                self._pending.append(chunk)
+            try:
+                chunk.extend(
+                    itertools.islice(self._messages, self._workers * self._batch_size)
+                )
+            except Exception as exc:  # the caller's iterator, raised by next_batch
+                self._failure = exc
+                self._exhausted = True
+            size = max(1, min(self._batch_size, -(-len(chunk) // self._workers)))
+            batches = [chunk[i : i + size] for i in range(0, len(chunk), size)]
+            self._pending.extend(batches)  # stored in one step, once split
+        except BaseException:  # Ctrl-C while reading, splitting or storing
+            stored = bool(batches) and bool(self._pending)
+            if chunk and not (stored and self._pending[-1] is batches[-1]):
+                self._pending.append(chunk)  # from the caller: drain() reports it
             raise
         if not chunk:
             self._exhausted = True
-            return
-        size = max(1, min(self._batch_size, -(-len(chunk) // self._workers)))
-        for start in range(0, len(chunk), size):
-            self._pending.append(chunk[start : start + size])
 
 
 def run_batch(send_batch: Callable[[list[T], Report], None], batch: Batch[T]) -> None:
-    """Run one batch; every message gets a result even when *send_batch* breaks."""
+    """Run one batch; every message gets a result even when *send_batch* breaks.
+
+    A batch cancelled by a stop before its worker reached it is not run: the
+    stop reports its messages as not sent.
+    """
+    if not batch.start():
+        return
     failure: Exception = RuntimeError("the batch ended without a result")
     try:
         if batch.halted.error is not None:  # stopped before this batch began

@@ -289,6 +289,18 @@ class Mailer:
         new, lets the sends already on the wire finish their current attempt,
         and puts the result of every message read but not yielded in the
         stream's ``leftover`` (``NotSentError`` for those never sent).
+        ``close()`` is safe from ``on_progress``, a signal handler or another
+        thread: while a ``next()`` runs, it asks the iterating thread to stop
+        at its next step and returns at once (see ``SendStream.close``).
+
+        The input is read only from the iterating thread, in chunks of
+        ``workers * 32`` messages (``workers`` threads; with a rate limit,
+        ``workers`` messages): a chunk is read whole, or to the end of the
+        input, before any of it is sent, and the next one when fewer than
+        ``2 * workers`` batches are in flight.  A live input (a blocking
+        queue) thus holds a message until its chunk fills or the input ends;
+        a producer waiting for the result of a message it already yielded
+        waits forever.
 
         Args:
             messages: As for :meth:`send_many`; read lazily, at most

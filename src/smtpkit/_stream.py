@@ -10,7 +10,10 @@ grow with the number of messages.
 Stopping early (the caller closes the stream, breaks out of a ``with`` block, the
 stream is garbage-collected, or Ctrl-C) goes through one path, :meth:`BulkRun.stop`:
 read nothing more, start nothing new, retry nothing, wait for the sends already
-on the wire, and account for every message read but not handed over.
+on the wire, and account for every message read but not handed over.  It runs
+only in the consuming thread and never while the generator runs: a ``close()``
+from ``on_progress``, a signal handler or another thread only raises a flag
+(:meth:`BulkRun.request_stop`) that the consumer acts on at its next step.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import collections
 import logging
 import threading
 from collections.abc import Callable, Generator, Iterable, Iterator, Sized
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from types import TracebackType
 from typing import Generic, Protocol, TypeVar
 
@@ -85,17 +88,30 @@ class BulkRun(Generic[T]):
         self._workers = workers
         self._on_progress = on_progress
         self._interrupted = interrupted
-        self._halted = _Halted(halt, name)
-        self._window: collections.deque[tuple[Future[None], Batch[T]]] = (
-            collections.deque()
-        )
+        self._halted = _Halted(halt, name, interrupted)
+        self._window: collections.deque[Batch[T]] = collections.deque()
         self._pool: ThreadPoolExecutor | None = None
         self._abort: tuple[str, Exception] | None = None  # why reading stopped
         self._over = False
+        # Set by request_stop() from anywhere (on_progress, a signal handler,
+        # another thread); only the consuming thread acts on it, at its next step.
+        self.stop_requested = False
         self.done = 0  # results handed over
         self.failed = 0  # of which failed
         self.leftover: list[SendResult] = []
         self.unfinished = 0  # leftover still being sent when a 2nd Ctrl-C came
+
+    def request_stop(self, *, interrupt: bool) -> None:
+        """Ask the consuming thread to stop the run at its next step.
+
+        Safe from any thread and from a signal handler: it only sets a flag,
+        which reading and handing over check.  With *interrupt*, the batches
+        under way also stop retrying at once; a signal handler must not ask
+        for it (it sets a ``threading.Event``, which is not reentrant).
+        """
+        self.stop_requested = True
+        if interrupt:
+            self._interrupted.set()
 
     def results(self) -> Generator[SendResult, None, None]:
         """Yield one result per message, in input order, as each is known.
@@ -103,6 +119,8 @@ class BulkRun(Generic[T]):
         When *halt* stops the run, nothing more is read and no batch starts;
         the batches under way finish, and every message read but not started
         is yielded with a ``NotSentError`` before the halt's error is raised.
+        After :meth:`request_stop`, the next step stops the run (see
+        :meth:`stop`) and ends the iteration.
 
         Raises:
             SendManyAbortedError: The input or *on_progress* raised; every
@@ -117,12 +135,32 @@ class BulkRun(Generic[T]):
         try:
             while True:
                 self._fill(pool)
-                if not self._window:
+                if not self._window or self.stop_requested:
                     break
-                yield from self._hand_over_oldest()
+                batch = self._window[0]
+                index = batch.handed_over
+                if index == batch.size:
+                    self._window.popleft()
+                    continue
+                result = batch.wait(index)
+                failed = self.failed + (result.error is not None)
+                self._report_progress(failed)
+                # The bookkeeping is one statement with no call in it, right
+                # before the yield: CPython runs signal handlers only at calls,
+                # backward jumps and resumptions, so a Ctrl-C cannot land
+                # between a result counted as handed over and its hand-over.
+                batch.handed_over, self.done, self.failed = (
+                    index + 1,
+                    self.done + 1,
+                    failed,
+                )
+                yield result
         except BaseException as exc:  # closed early, Ctrl-C, ...: see stop()
             self.stop(None if isinstance(exc, GeneratorExit) else exc)
             raise
+        if self.stop_requested:
+            self.stop(None)
+            return
         self._over = True
         pool.shutdown(wait=True)
         if self._abort is not None:
@@ -143,7 +181,8 @@ class BulkRun(Generic[T]):
         further retries and send nothing still waiting for the rate limit, and
         their first attempts (already on the wire) are waited for, so each
         message's fate is known.  Idempotent; a no-op once every result was
-        handed over.
+        handed over.  Call it only from the consuming thread, never while
+        :meth:`results` is running (use :meth:`request_stop` there).
 
         Args:
             cause: What stopped the run (Ctrl-C, the caller's exception), or
@@ -157,10 +196,18 @@ class BulkRun(Generic[T]):
         if self._over:
             return self.leftover
         self._over = True
+        self.stop_requested = True
         self._interrupted.set()
         try:
             if self._pool is not None:
-                self._pool.shutdown(wait=True, cancel_futures=True)
+                self._pool.shutdown(wait=False, cancel_futures=True)
+            # Each batch in the window either never starts or is waited for,
+            # whatever the pool did with it (even a Ctrl-C inside submit()).
+            for batch in self._window:
+                if not batch.cancel():
+                    batch.wait_all()
+            if self._pool is not None:
+                self._pool.shutdown(wait=True)
         finally:  # also when a second Ctrl-C cuts the wait short
             self.leftover = self._uncollected()
             self._window.clear()
@@ -171,7 +218,8 @@ class BulkRun(Generic[T]):
         """Read and start batches until ``2 * workers`` are in flight.
 
         Once halted, nothing more is read: the batches already read join the
-        window at once, and each reports its messages as not sent.
+        window at once, and each reports its messages as not sent.  Once a stop
+        is requested, nothing more is read or started.
         """
         if self._halted.error is not None:
             for read in self._reader.drain():
@@ -185,38 +233,37 @@ class BulkRun(Generic[T]):
                 return
             if items is None:
                 return
+            if self.stop_requested:  # asked while the input was being read
+                self._reader.unread(items)
+                return
             self._start(pool, items)
 
     def _start(self, pool: ThreadPoolExecutor, items: list[T]) -> None:
         batch = Batch(items, self._halted)
-        self._window.append((pool.submit(run_batch, self._send_batch, batch), batch))
+        # In the window before it is submitted: stop() accounts for a batch
+        # even when a Ctrl-C lands inside submit() (which starts a thread).
+        self._window.append(batch)
+        pool.submit(run_batch, self._send_batch, batch)
 
-    def _hand_over_oldest(self) -> Iterator[SendResult]:
-        """Yield the oldest batch's results as they come; it then leaves the window."""
-        batch = self._window[0][1]
-        while batch.handed_over < batch.size:
-            result = batch.wait(batch.handed_over)
-            failed = self.failed + (result.error is not None)
-            if self._on_progress is not None and self._abort is None:
-                try:
-                    self._on_progress(BulkProgress(self.done + 1, failed, self.total))
-                except Exception as exc:  # raised once every result is handed over
-                    self._abort = ("on_progress", exc)
-            batch.handed_over += 1
-            self.done, self.failed = self.done + 1, failed
-            yield result
-        self._window.popleft()
+    def _report_progress(self, failed: int) -> None:
+        if self._on_progress is None or self._abort is not None:
+            return
+        try:
+            self._on_progress(BulkProgress(self.done + 1, failed, self.total))
+        except Exception as exc:  # raised once every result is handed over
+            self._abort = ("on_progress", exc)
 
     def _uncollected(self) -> list[SendResult]:
         """The results of every message read but not handed over, in input order."""
         leftover: list[SendResult] = []
-        for future, batch in self._window:
+        for batch in self._window:
             for index in range(batch.handed_over, batch.size):
                 result = batch.results[index]
                 if result is None:
-                    result = SendResult(
-                        envelope=None, error=self._unfinished(future), attempts=0
-                    )
+                    error = self._unfinished(batch)
+                    # attempts == 0 promises "never on the wire": not for these.
+                    attempts = 0 if isinstance(error, NotSentError) else 1
+                    result = SendResult(envelope=None, error=error, attempts=attempts)
                 leftover.append(result)
         for items in self._reader.drain():
             leftover.extend(
@@ -228,10 +275,11 @@ class BulkRun(Generic[T]):
     def _not_sent(self) -> NotSentError:
         return NotSentError(f"not sent: {self._name} stopped before its turn")
 
-    def _unfinished(self, future: Future[None]) -> TransportError:
-        if future.cancelled():  # its batch never started
+    def _unfinished(self, batch: Batch[T]) -> TransportError:
+        if batch.cancelled or batch.cancel():  # its batch never started
             return self._not_sent()
-        # A second Ctrl-C cut short the wait for a batch under way.
+        # A second Ctrl-C cut short the wait for a batch under way: an attempt
+        # was on its way, so the message may have been delivered.
         self.unfinished += 1
         return TransportError(
             f"{self._name} was interrupted while this message was being sent",
@@ -247,10 +295,15 @@ class _Engine(Protocol):
     failed: int
     leftover: list[SendResult]
     unfinished: int
+    stop_requested: bool
 
     def results(
         self,
     ) -> Generator[SendResult, None, None]: ...  # pragma: no cover - a Protocol
+
+    def request_stop(  # pragma: no cover - a Protocol
+        self, *, interrupt: bool
+    ) -> None: ...
 
     def stop(  # pragma: no cover - a Protocol
         self, cause: BaseException | None = None
@@ -275,6 +328,11 @@ class SendStream(Iterator[SendResult]):
     stream left unclosed and still referenced keeps its threads until it is
     closed or collected.
 
+    Thread safety: one thread iterates.  :meth:`close` may be called from any
+    thread, from ``on_progress`` and from a signal handler (a SIGTERM graceful
+    shutdown); each message is still reported exactly once, yielded or in
+    :attr:`leftover`.
+
     A spent quota (``SMTPConfig.adapt.stop_on_quota``) stops the run from the
     server's side: nothing more is read, every message read is still yielded
     (``NotSentError`` for those never sent), then ``QuotaExceededError`` is
@@ -284,12 +342,27 @@ class SendStream(Iterator[SendResult]):
     def __init__(self, run: _Engine) -> None:
         self._run = run
         self._results = run.results()
+        # Who is stepping or stopping the run.  Reentrant, so that a signal
+        # handler calling close() in the middle of __next__ cannot deadlock.
+        self._turn = threading.Condition(threading.RLock())
+        self._owner: int | None = None
 
     def __iter__(self) -> Self:
         return self
 
     def __next__(self) -> SendResult:
-        return next(self._results)
+        me = threading.get_ident()
+        with self._turn:
+            if self._owner == me:  # next() from on_progress: Python's ValueError
+                return next(self._results)
+            self._turn.wait_for(lambda: self._owner is None)
+            self._owner = me
+        try:
+            if self._run.stop_requested:  # close() was asked for meanwhile
+                self._stop_now(None)
+            return next(self._results)
+        finally:
+            self._release()
 
     @property
     def progress(self) -> BulkProgress:
@@ -306,12 +379,22 @@ class SendStream(Iterator[SendResult]):
         return self._run.leftover
 
     def close(self) -> None:
-        """Stop early (see the class docstring); idempotent.
+        """Stop early (see the class docstring); idempotent; never raises.
 
-        Waits for the sends already on the wire, so it may take as long as one
-        attempt; afterwards :attr:`leftover` is set and iteration ends.
+        When no ``next()`` is running, it stops the stream itself: it waits for
+        the sends already on the wire, so it may take as long as one attempt;
+        afterwards :attr:`leftover` is set and iteration ends.
+
+        When a ``next()`` is running (``close()`` from ``on_progress``, from a
+        signal handler, or from another thread while the consumer iterates), it
+        only asks the iterating thread to stop, and returns at once: the result
+        being fetched is still yielded, then the next ``next()`` stops the
+        stream (as above), sets :attr:`leftover` and ends the iteration.  From
+        another thread, it also stops the retries of the batches under way at
+        once.  To know when the stop is complete, wait for the consuming
+        thread's loop (or its ``with`` block) to end.
         """
-        self._stop(None)
+        self._stop(None, wait=False)
 
     def __enter__(self) -> Self:
         return self
@@ -322,11 +405,39 @@ class SendStream(Iterator[SendResult]):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self._stop(exc)
+        self._stop(exc, wait=True)
 
-    def _stop(self, cause: BaseException | None) -> None:
+    def _stop(self, cause: BaseException | None, *, wait: bool) -> None:
+        """Stop now if no one else is stepping the run; otherwise ask for it.
+
+        With *wait* (leaving the ``with`` block), a stop in another thread is
+        waited for, so that :attr:`leftover` is set when the block ends.
+        """
+        me = threading.get_ident()
+        with self._turn:
+            if self._owner == me:  # inside next(): on_progress, a signal handler
+                self._run.request_stop(interrupt=False)
+                return
+            if self._owner is not None:  # another thread steps or stops the run
+                self._run.request_stop(interrupt=True)
+                if not wait:
+                    return
+                self._turn.wait_for(lambda: self._owner is None)
+            self._owner = me
+        try:
+            self._stop_now(cause)
+        finally:
+            self._release()
+
+    def _stop_now(self, cause: BaseException | None) -> None:
+        self._run.request_stop(interrupt=False)
         self._run.stop(cause)
         self._results.close()  # ends iteration; the run is already stopped
+
+    def _release(self) -> None:
+        with self._turn:
+            self._owner = None
+            self._turn.notify_all()
 
 
 def _length(messages: Iterable[object]) -> int | None:

@@ -9,14 +9,19 @@ from collections.abc import Iterator
 import pytest
 
 from smtpkit import (
+    Envelope,
+    Mailer,
+    Message,
     NotSentError,
     QuotaExceededError,
+    RetryPolicy,
     SendResult,
     SendStream,
     TransportError,
 )
 from smtpkit._bulk import Report, _Halted
 from smtpkit._stream import BulkRun
+from smtpkit.testing import FakeTransport
 
 
 def test_the_first_error_wins_even_when_another_thread_halts_meanwhile():
@@ -112,3 +117,40 @@ def test_unsent_lists_the_not_sent_results_only():
         "stopped", results=[SendResult(envelope=None), refused, not_sent]
     )
     assert error.unsent == [not_sent]
+
+
+def test_after_a_quota_stop_nothing_is_retried_or_waited_for():
+    # One batch of three on one connection: m0 spends the quota, m1 was
+    # greylisted in the same pipelined write and m2 accepted.  m1 keeps its
+    # first attempt's outcome: no retry, no backoff sleep after the quota reply.
+    def message(n: int) -> Message:
+        return Message(
+            sender="a@example.com", to=f"u{n}@example.com", subject="s", text="hi"
+        )
+
+    calls: list[str] = []
+
+    def handler(envelope: Envelope, data: bytes) -> str | None:
+        calls.append(envelope.recipients[0])
+        if envelope.recipients[0] == "u0@example.com":
+            return "454 Throttling failure: Daily message quota exceeded"
+        if envelope.recipients[0] == "u1@example.com":
+            return "451 4.3.0 Try again later"
+        return None
+
+    slept: list[float] = []
+    mailer = Mailer(
+        transport=FakeTransport(handler),
+        retry=RetryPolicy(attempts=4),
+        sleep=slept.append,
+    )
+    with mailer, mailer.send_iter([message(n) for n in range(3)], concurrency=1) as s:
+        results: list[SendResult] = []
+        with pytest.raises(QuotaExceededError):
+            results.extend(s)
+    assert calls == ["u0@example.com", "u1@example.com", "u2@example.com"]
+    assert slept == []
+    assert [r.attempts for r in results] == [1, 1, 1]
+    assert results[1].error is not None
+    assert results[1].error.is_transient
+    assert results[2].ok
