@@ -30,7 +30,7 @@ from .._exceptions import (
     SMTPTimeoutError,
     TLSError,
 )
-from .._reply import SMTPReply, parse_reply
+from .._reply import SMTPReply, parse_reply, parse_reply_line
 from ._hints import is_tls_refusal, looks_like_tls
 
 __all__ = ["MAX_REPLY_BYTES", "MAX_REPLY_LINE", "MAX_REPLY_LINES", "SMTPConnection"]
@@ -47,6 +47,7 @@ _DRAIN_WATCH: Final = 64 * 1024  # writes this large may outlast a reply timeout
 _PROGRESS_POLL: Final = 0.2  # seconds between looks at a draining send queue
 _WRITE_CHUNK: Final = 256 * 1024  # bytes per send() on a plain socket
 _TLS_PIECE: Final = 16 * 1024  # one TLS record (RFC 8446 §5.1)
+_TIMEOUT_SLACK: Final = 0.01  # seconds a read may outlast its reply's deadline
 _HAS_POLL: Final = hasattr(select, "poll")
 _SPACE: Final = ord(" ")
 
@@ -287,7 +288,8 @@ class SMTPConnection(smtplib.SMTP):
         view = memoryview(payload)
         total = len(payload)
         idle = self.reply_timeout
-        sock.settimeout(idle)
+        if sock.gettimeout() != idle:  # settimeout is a system call each time
+            sock.settimeout(idle)
         # A socket's timeout bounds one send() call.  A plain send() returns
         # after any progress; an SSL one writes its whole piece or fails, so its
         # pieces are one TLS record (16 KiB): progress at any rate counts.
@@ -379,6 +381,28 @@ class SMTPConnection(smtplib.SMTP):
             self._deadline = saved
         return parse_reply(code, text)
 
+    def next_reply(self, *, debug: bool) -> SMTPReply:
+        """Read one reply on the transaction runner's path, *debug* saying whether to log.
+
+        The runner asks the logger once per batch, not per reply.  A complete
+        one-line reply already buffered (pipelined replies arrive several to a
+        recv) is taken straight from the buffer, with the checks of
+        :meth:`getreply`: three digits, a space, the line within
+        ``MAX_REPLY_LINE``.  The same few lines come back all session long
+        ("250 2.1.5 Ok"), so each distinct line is parsed once.
+        """
+        buf = self._rbuf
+        end = buf.find(b"\n")
+        if not (3 < end < MAX_REPLY_LINE and buf[3] == _SPACE and buf[:3].isdigit()):
+            return self.read_reply()
+        line = bytes(buf[: end + 1])
+        del buf[: end + 1]
+        if debug:
+            text = line[4:].strip(b" \t\r\n").decode("utf-8", "replace")
+            logger.debug("<<< %s %s", line[:3].decode("ascii"), text)
+        self.last_used = time.monotonic()
+        return parse_reply_line(line)
+
     @override
     def getreply(self) -> tuple[int, bytes]:
         buf = self._rbuf
@@ -458,9 +482,12 @@ class SMTPConnection(smtplib.SMTP):
                 msg = f"no complete reply within {self.reply_timeout} s"
                 raise ReadTimeoutError(msg)
             # While our data still drains, wake up to watch it; else just wait.
-            self.sock.settimeout(
-                min(remaining, _PROGRESS_POLL) if self._unacked else remaining
-            )
+            wanted = min(remaining, _PROGRESS_POLL) if self._unacked else remaining
+            current = self.sock.gettimeout()
+            # settimeout is a system call: keep a timeout that ends at most
+            # _TIMEOUT_SLACK after the deadline (the loop then checks it).
+            if current is None or not wanted <= current <= wanted + _TIMEOUT_SLACK:
+                self.sock.settimeout(wanted)
             try:
                 chunk = self.sock.recv(_RECV_SIZE)
             except TimeoutError:
