@@ -44,6 +44,7 @@ from ._message import FORBIDDEN_CHARS, Address, Attachment, Message
 __all__ = [
     "MAX_LINE",
     "check_header_text",
+    "has_dot_line",
     "normalize_line_endings",
     "render",
     "render_with_id",
@@ -513,13 +514,52 @@ class _CRLFBytes(bytes):
     __slots__ = ()
 
 
+class _DotFreeBytes(_CRLFBytes):
+    """Normalised bytes in which no line starts with ``.``: DATA sends them as they are."""
+
+    __slots__ = ()
+
+
+class _DottedBytes(_CRLFBytes):
+    """Normalised bytes in which some line starts with ``.``: DATA doubles it."""
+
+    __slots__ = ()
+
+
+_NORMALISED: Final = frozenset({_CRLFBytes, _DotFreeBytes, _DottedBytes})
+# One scan finds both what normalising and dot-stuffing look for after a line
+# feed: a bare one (no CR before it), or a line that starts with a dot.  Each
+# starts with a literal, which the regex engine scans for fast.
+_BARE_LF_OR_DOT_RE: Final = re.compile(rb"\n(?:(?<!\r\n)|\.)")
+_BARE_LF_RE: Final = re.compile(rb"\n(?<!\r\n)")
+_DOT_AFTER_LF_RE: Final = re.compile(rb"\n\.")
+
+
 def normalize_line_endings(data: bytes) -> bytes:
     """Make every line end in CRLF, including the last (RFC 5321 §2.3.8)."""
-    if type(data) is _CRLFBytes:
+    if type(data) in _NORMALISED:
         return data
-    # Clean when every CR is followed by LF and there are as many LFs as CRs
-    # (then every LF follows a CR).  Two single-byte counts and one search are
-    # far cheaper than rewriting, or than counting the two-byte CRLF.
-    if data.count(b"\r") != data.count(b"\n") or _LONE_CR_RE.search(data):
-        data = _BARE_EOL_RE.sub(b"\r\n", data)
-    return _CRLFBytes(_ending_in_crlf(data))
+    found = _BARE_LF_OR_DOT_RE.search(data)
+    dotted = data.startswith(b".")
+    if found is not None and found.end() - found.start() == 2:
+        # A line starting with a dot after a CRLF: look on for a bare LF.
+        dotted = True
+        found = _BARE_LF_RE.search(data, found.end())
+    if found is not None or _LONE_CR_RE.search(data):
+        return _CRLFBytes(_ending_in_crlf(_BARE_EOL_RE.sub(b"\r\n", data)))
+    data = _ending_in_crlf(data)  # adds no line, so no dot line either
+    return _DottedBytes(data) if dotted else _DotFreeBytes(data)
+
+
+def has_dot_line(data: bytes) -> bool:
+    """True when a line of CRLF-normalised *data* starts with ``.`` (RFC 5321 §4.5.2).
+
+    Known without a scan for what ``normalize_line_endings`` returned.
+    """
+    kind = type(data)
+    if kind is _DotFreeBytes:
+        return False
+    if kind is _DottedBytes:
+        return True
+    # A regex search for a literal runs a fast scan, unlike ``b"\n." in data``.
+    return data.startswith(b".") or _DOT_AFTER_LF_RE.search(data) is not None

@@ -52,6 +52,8 @@ def explained(outcome: object) -> ReplyExplanation | None:
 
 
 def _is_message_limit(outcome: object) -> bool:
+    if not isinstance(outcome, SMTPReplyError):
+        return False  # a delivered message, the common case: nothing to look up
     explanation = explained(outcome)
     return (
         explanation is not None
@@ -92,7 +94,7 @@ class PoolAdapter(Generic[C]):
         """*report*, minus the items whose refusal :meth:`requeue` will undo."""
 
         def filtered(item: Item) -> None:
-            if not self.holds(item):
+            if not isinstance(item.outcome, SMTPReplyError) or not self.holds(item):
                 report(item)
 
         return filtered

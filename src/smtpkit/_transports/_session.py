@@ -32,7 +32,7 @@ from .._exceptions import (
     TransportError,
 )
 from .._message import Envelope
-from .._mime import normalize_line_endings
+from .._mime import has_dot_line, normalize_line_endings
 from .._reply import SMTPReply
 from ._connection import SMTPConnection
 from ._hints import mail_refusal
@@ -42,7 +42,6 @@ __all__ = ["Item", "MailOptions", "Reporter", "TransactionRunner", "dot_stuff"]
 
 logger = logging.getLogger("smtpkit")
 _DOT_LINE_RE: Final = re.compile(rb"^\.", re.MULTILINE)
-_DOT_AFTER_LF_RE: Final = re.compile(rb"\n\.")
 
 
 class MailOptions:
@@ -100,8 +99,7 @@ def dot_stuff(data: bytes) -> bytes:
 
 def _stuff(data: bytes) -> bytes:
     """Dot-stuff CRLF-normalised *data* and append the ``.`` line."""
-    # A regex search for a literal runs a fast scan, unlike ``b"\n." in data``.
-    if data.startswith(b".") or _DOT_AFTER_LF_RE.search(data):
+    if has_dot_line(data):
         data = _DOT_LINE_RE.sub(b"..", data)
     return data + b".\r\n"
 
@@ -170,6 +168,8 @@ class Reporter:
 
     def settled(self, items: list[Item]) -> None:
         """Report every item of *items* that has its outcome."""
+        if not self._index:
+            return  # every item was reported as it settled
         for item in items:
             if item.outcome is not None:
                 self.settled_one(item)
@@ -227,8 +227,7 @@ class TransactionRunner:
         self.answered = 0  # replies handled so far
         self.command = "MAIL"  # the command whose reply is awaited, for errors
         self._out: list[bytes] = []  # queued for the next write
-        self._out_size = 0  # bytes in _out
-        # (end offset in the next write, item) of each message's last data byte
+        # (index in _out, item) of the piece that ends each message's data
         self._data_ends: list[tuple[int, Item]] = []
         self._unsent = False  # the last write failed before a byte of it left
         self._expect: collections.deque[_Expected] = collections.deque()
@@ -282,15 +281,10 @@ class TransactionRunner:
 
     # -- queue --------------------------------------------------------------------
 
-    def _send(self, line: bytes) -> None:
-        """Queue bytes for the next write."""
-        self._out.append(line)
-        self._out_size += len(line)
-
     def _send_data(self, data: bytes, item: Item) -> None:
         """Queue the last bytes of *item*'s data, so its ``data_sent`` can be told."""
-        self._send(data)
-        self._data_ends.append((self._out_size, item))
+        self._data_ends.append((len(self._out), item))
+        self._out.append(data)
 
     def _command(self, item: Item | None, command: str, args: str = "") -> None:
         """Queue a command whose reply needs no argument to be handled."""
@@ -298,7 +292,7 @@ class TransactionRunner:
         if self._debug:
             self.conn.log_command(command, args)
         utf8 = item is not None and item.utf8
-        self._send(text.encode("utf-8" if utf8 else "ascii"))
+        self._out.append(text.encode("utf-8" if utf8 else "ascii"))
         self._expect.append((command, item, ""))
 
     def _rcpts(self, item: Item) -> None:
@@ -314,7 +308,7 @@ class TransactionRunner:
         if self._debug:
             for rcpt in recipients:
                 self.conn.log_command("RCPT", f"TO:<{rcpt}>")
-        self._send(lines)
+        self._out.append(lines)
         self._expect.extend([("RCPT", item, rcpt) for rcpt in recipients])
 
     def _drain(self) -> None:
@@ -400,7 +394,7 @@ class TransactionRunner:
         may be retried.
         """
         out, ends = self._out, self._data_ends
-        self._out, self._out_size, self._data_ends = [], 0, []
+        self._out, self._data_ends = [], []
         payload = out[0] if len(out) == 1 else b"".join(out)
         data_step = "BDAT" if self.chunked else "DATA"
         step = data_step if ends else self._expect[0][0]
@@ -413,10 +407,14 @@ class TransactionRunner:
             self._unsent = conn.written == 0
             raise
         finally:
-            written = conn.written
-            for end, item in ends:
-                if end <= written:
-                    item.data_sent = True
+            if ends:
+                written = conn.written
+                end, start = 0, 0
+                for index, item in ends:
+                    end += sum(len(piece) for piece in out[start : index + 1])
+                    start = index + 1
+                    if end <= written:
+                        item.data_sent = True
 
     # -- one transaction ------------------------------------------------------------
 
@@ -436,7 +434,7 @@ class TransactionRunner:
                 self._abort(item)
                 return
             for rcpt in item.envelope.recipients:
-                self._send(
+                self._out.append(
                     f"RCPT TO:<{rcpt}>\r\n".encode("utf-8" if item.utf8 else "ascii")
                 )
                 if self._debug:
@@ -456,10 +454,9 @@ class TransactionRunner:
             return
         self._expect.append(("end of data", item, ""))
         data = item.data
-        # A regex search for a literal runs a fast scan, unlike ``b"\n." in data``.
-        if data.startswith(b".") or _DOT_AFTER_LF_RE.search(data):
+        if has_dot_line(data):
             data = _DOT_LINE_RE.sub(b"..", data)
-        self._send(data)  # the message itself is never copied to add the dot
+        self._out.append(data)  # the message itself is never copied to add the dot
         self._send_data(b".\r\n", item)
         if not self.pipelined:
             self._drain()
@@ -489,7 +486,7 @@ class TransactionRunner:
         size = len(item.data)
         if self._debug:
             self.conn.log_command("BDAT", f"{size} LAST")
-        self._send(f"BDAT {size} LAST\r\n".encode("ascii"))
+        self._out.append(f"BDAT {size} LAST\r\n".encode("ascii"))
         self._send_data(item.data, item)
         self._expect.append(("BDAT", item, ""))
         self._drain()
@@ -542,7 +539,7 @@ class TransactionRunner:
         if item.data_reply is not None and item.data_reply.code == 354:
             # RFC 2920 §3.1: DATA was accepted although no recipient was; end it
             # with an empty message, which the server must refuse.
-            self._send(b".\r\n")
+            self._out.append(b".\r\n")
             self._expect.append(("end of data", None, ""))
         self._command(None, "RSET")  # a refusal is seen in _drain
         if not self.pipelined:
