@@ -57,7 +57,7 @@ def delivered_at_once(
     recipients: dict[str, RecipientResult] = {}
     for rcpt in item.envelope.recipients:
         result = given.get(rcpt)
-        if result is None or result.attempts != 1 or not result.accepted:
+        if result is None or result.attempts != 1 or not 200 <= result.reply.code < 300:
             return None
         recipients[rcpt] = result
     sent = SendResult(

@@ -392,9 +392,17 @@ class SMTPConnection(smtplib.SMTP):
         ("250 2.1.5 Ok"), so each distinct line is parsed once.
         """
         buf = self._rbuf
+        deadline = None
+        if not buf:
+            # The usual case after a write: wait for the first bytes here, so
+            # that a reply arriving whole takes the short way below too.
+            self._start_reply()
+            deadline = self._reply_deadline  # kept if the long way follows
+            while not buf:
+                self._receive()
         end = buf.find(b"\n")
         if not (3 < end < MAX_REPLY_LINE and buf[3] == _SPACE and buf[:3].isdigit()):
-            return self.read_reply()
+            return self.read_reply(deadline=deadline)
         line = bytes(buf[: end + 1])
         del buf[: end + 1]
         if debug:
@@ -415,11 +423,7 @@ class SMTPConnection(smtplib.SMTP):
             text = bytes(buf[4:end]).strip(b" \t\r\n")
             del buf[: end + 1]
             return self._got_reply(code, text)
-        self._reply_deadline = self._deadline or (time.monotonic() + self.reply_timeout)
-        # Only a large write can still be draining: no syscall per small reply.
-        self._unacked = (
-            _unacked_bytes(self.sock) if self.written >= _DRAIN_WATCH else None
-        )
+        self._start_reply()
         lines: list[bytes] = []
         total = 0
         code = -1
@@ -474,43 +478,60 @@ class SMTPConnection(smtplib.SMTP):
                 msg = f"reply line longer than {MAX_REPLY_LINE} bytes"
                 raise ProtocolError(msg)
             start = len(buf)
-            if self._unacked:
-                self._note_upload_progress()
-            remaining = self._reply_deadline - time.monotonic()
-            if remaining <= 0 or self.sock is None:
-                self.close()
-                msg = f"no complete reply within {self.reply_timeout} s"
-                raise ReadTimeoutError(msg)
-            # While our data still drains, wake up to watch it; else just wait.
-            wanted = min(remaining, _PROGRESS_POLL) if self._unacked else remaining
-            current = self.sock.gettimeout()
-            # settimeout is a system call: keep a timeout that ends at most
-            # _TIMEOUT_SLACK after the deadline (the loop then checks it).
-            if current is None or not wanted <= current <= wanted + _TIMEOUT_SLACK:
-                self.sock.settimeout(wanted)
-            try:
-                chunk = self.sock.recv(_RECV_SIZE)
-            except TimeoutError:
-                continue  # the deadline (or progress) is checked above
-            except OSError as exc:
-                self._raise_setup_alert(exc)
-                self.close()
-                msg = f"connection lost: {exc}"
-                raise ServerDisconnectedError(msg) from exc
-            if not chunk:
-                self.close()
-                msg = "server closed the connection"
-                raise ServerDisconnectedError(msg)
-            buf += chunk
-            if self.connect_stage != "greeting":
-                continue
-            self.greeting_received += len(chunk)
-            if looks_like_tls(buf):
-                # A TLS record where "220 ..." belongs: the server expects the
-                # client to speak TLS first.  Waiting for a line would time out.
-                self.close()
-                msg = "TLS bytes where the greeting was expected"
-                raise TLSError(msg)
+            self._receive()
+
+    def _start_reply(self) -> None:
+        """Start the clock of a reply about to be read."""
+        self._reply_deadline = self._deadline or (time.monotonic() + self.reply_timeout)
+        # Only a large write can still be draining: no syscall per small reply.
+        self._unacked = (
+            _unacked_bytes(self.sock) if self.written >= _DRAIN_WATCH else None
+        )
+
+    def _receive(self) -> None:
+        """Wait for more of the reply, until its deadline, and add it to the buffer.
+
+        Returns without data when a read timed out before the deadline (while
+        a large write drains, reads wake up to watch its progress).
+        """
+        buf = self._rbuf
+        if self._unacked:
+            self._note_upload_progress()
+        remaining = self._reply_deadline - time.monotonic()
+        if remaining <= 0 or self.sock is None:
+            self.close()
+            msg = f"no complete reply within {self.reply_timeout} s"
+            raise ReadTimeoutError(msg)
+        # While our data still drains, wake up to watch it; else just wait.
+        wanted = min(remaining, _PROGRESS_POLL) if self._unacked else remaining
+        current = self.sock.gettimeout()
+        # settimeout is a system call: keep a timeout that ends at most
+        # _TIMEOUT_SLACK after the deadline (the caller then checks it).
+        if current is None or not wanted <= current <= wanted + _TIMEOUT_SLACK:
+            self.sock.settimeout(wanted)
+        try:
+            chunk = self.sock.recv(_RECV_SIZE)
+        except TimeoutError:
+            return  # the deadline (or progress) is checked at the next call
+        except OSError as exc:
+            self._raise_setup_alert(exc)
+            self.close()
+            msg = f"connection lost: {exc}"
+            raise ServerDisconnectedError(msg) from exc
+        if not chunk:
+            self.close()
+            msg = "server closed the connection"
+            raise ServerDisconnectedError(msg)
+        buf += chunk
+        if self.connect_stage != "greeting":
+            return
+        self.greeting_received += len(chunk)
+        if looks_like_tls(buf):
+            # A TLS record where "220 ..." belongs: the server expects the
+            # client to speak TLS first.  Waiting for a line would time out.
+            self.close()
+            msg = "TLS bytes where the greeting was expected"
+            raise TLSError(msg)
 
     def _raise_setup_alert(self, exc: OSError) -> None:
         """Close and re-raise *exc* if the server refuses this client's TLS session.

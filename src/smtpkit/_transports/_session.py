@@ -133,7 +133,10 @@ class Item:
         mail = self.mail
         if mail is None or mail.code != 250:
             return True
-        return not any(reply.code in _RCPT_OK for reply in self.rcpt.values())
+        for reply in self.rcpt.values():  # noqa: SIM110 - no generator per message
+            if reply.code in _RCPT_OK:
+                return False
+        return True
 
     def finish(self, final: SMTPReply) -> None:
         """Record the reply to the end of data."""
@@ -411,7 +414,7 @@ class TransactionRunner:
                 written = conn.written
                 end, start = 0, 0
                 for index, item in ends:
-                    end += sum(len(piece) for piece in out[start : index + 1])
+                    end += sum(map(len, out[start : index + 1]))
                     start = index + 1
                     if end <= written:
                         item.data_sent = True
