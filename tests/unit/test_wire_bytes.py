@@ -61,7 +61,9 @@ def test_normalized_bytes_behave_as_bytes():
 
 
 def reference_has_dot_line(data: bytes) -> bool:
-    return any(line.startswith(b".") for line in reference_normalize(data).split(b"\r\n"))
+    return any(
+        line.startswith(b".") for line in reference_normalize(data).split(b"\r\n")
+    )
 
 
 @given(data=_TEXT | st.binary(max_size=40))
