@@ -164,6 +164,20 @@ class _WireGenerator(BytesGenerator):
     def _encode(self, s: str) -> bytes:  # private stdlib hook
         return s.encode("ascii", "surrogateescape")
 
+    def _write_lines(self, lines: str) -> None:  # private stdlib hook
+        # The stdlib (3.10 to 3.13 alike) splits the text and writes each line
+        # and each line end separately, two encodes and writes per line; one of
+        # each gives the same bytes: every line end becomes the policy's, and a
+        # last line without one stays so.
+        if not lines:
+            return
+        nl = self._NL  # type: ignore[attr-defined]  # set by flatten(), untyped
+        text = _EOL_RE.sub(nl, lines) if "\r" in lines else lines.replace("\n", nl)
+        try:
+            self.write(text)
+        except UnicodeEncodeError:  # nothing was written: the stdlib's own error
+            super()._write_lines(lines)  # type: ignore[misc]  # untyped hook
+
 
 _WIRE_POLICY: Final = _WirePolicy(linesep="\r\n")
 
