@@ -445,8 +445,9 @@ class Mailer:
             raise InvalidMessageError(msg)
         if isinstance(message, Message):
             data, message_id = render_with_id(message, id_domain=self._id_domain)
-            envelope = envelope or message.to_envelope()
-            if message.needs_smtputf8 and not envelope.smtputf8:
+            if envelope is None:
+                envelope = message.to_envelope()  # asks for SMTPUTF8 when needed
+            elif message.needs_smtputf8 and not envelope.smtputf8:
                 envelope = envelope.model_copy(update={"smtputf8": True})
             return Prepared(envelope, data, message_id)
         if isinstance(message, MIMEMessage):  # EmailMessage or the legacy class
