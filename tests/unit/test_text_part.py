@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from email.generator import BytesGenerator
 from email.mime.nonmultipart import MIMENonMultipart
 from io import BytesIO
 
@@ -75,3 +76,22 @@ def test_a_rendered_text_message_keeps_its_header_order():
         b'Content-Type: text/plain; charset="us-ascii"',
         b"Content-Transfer-Encoding: 7bit",
     ]
+
+
+@given(
+    text=st.lists(st.sampled_from(["a", "\n", "\r", "\r\n", "é", "\udc80"])).map(
+        "".join
+    )
+)
+def test_text_is_written_as_the_stdlib_writes_it_line_by_line(text):
+    outputs = []
+    for write_lines in (BytesGenerator._write_lines, _WireGenerator._write_lines):
+        out = BytesIO()
+        generator = _WireGenerator(out, mangle_from_=False, policy=_WIRE_POLICY)
+        generator._NL = "\r\n"  # what flatten() sets
+        try:
+            write_lines(generator, text)
+            outputs.append(out.getvalue())
+        except UnicodeEncodeError as exc:  # the same error, after the same lines
+            outputs.append((out.getvalue(), exc.object, exc.start))
+    assert outputs[0] == outputs[1]
