@@ -153,3 +153,18 @@ def test_message_objects_with_dot_lines_arrive_intact(server, config_for):
     for received in server.messages:
         body = received.data.split(b"\r\n\r\n", 1)[1]
         assert body == text.replace("\n", "\r\n").encode()
+
+
+@pytest.mark.parametrize("pipelining", [True])
+def test_a_message_larger_than_the_socket_buffers_arrives_whole(server, config_for):
+    # The data and the commands after it leave in one gathered write; the
+    # socket takes only a part of it at first, and the rest follows.
+    line = b".dot line, then text to fill the buffers of the connection\r\n"
+    body = line * (6 * 1024 * 1024 // len(line))
+    envelope = Envelope(SENDER, ["a@example.com"])
+    with Mailer(config_for(server, timeout=30.0)) as mailer:
+        results = mailer.send_many(
+            [(raw(0) + body, envelope), (raw(1), envelope)], concurrency=1
+        )
+    assert all(r.ok for r in results)
+    assert [m.data for m in server.messages] == [raw(0) + body, raw(1)]

@@ -49,6 +49,8 @@ _WRITE_CHUNK: Final = 256 * 1024  # bytes per send() on a plain socket
 _TLS_PIECE: Final = 16 * 1024  # one TLS record (RFC 8446 §5.1)
 _TIMEOUT_SLACK: Final = 0.01  # seconds a read may outlast its reply's deadline
 _HAS_POLL: Final = hasattr(select, "poll")
+_HAS_SENDMSG: Final = hasattr(socket.socket, "sendmsg")  # not on Windows
+_MAX_GATHER: Final = 64  # pieces per sendmsg, well under any IOV_MAX
 _SPACE: Final = ord(" ")
 
 try:  # Linux: how much of what we sent the peer has not acknowledged yet
@@ -264,8 +266,12 @@ class SMTPConnection(smtplib.SMTP):
         if logger.isEnabledFor(logging.DEBUG):
             logger.debug(">>> %s", f"{cmd} {args}".rstrip())
 
-    def send_raw(self, payload: bytes, *, step: str = "command") -> None:
+    def send_raw(self, payload: bytes | list[bytes], *, step: str = "command") -> None:
         """Send queued commands and data in one write (RFC 2920 PIPELINING).
+
+        *payload* may come in pieces: a plain socket sends them with one system
+        call without joining them (no copy of a large message to put commands
+        after it); a TLS socket gets them joined.
 
         ``timeout`` bounds each stretch without progress, not the whole write: a
         server reading a large message slowly but steadily is not cut off.
@@ -285,8 +291,18 @@ class SMTPConnection(smtplib.SMTP):
         if sock is None:
             msg = f"not connected when sending {step}"
             raise ServerDisconnectedError(msg, command=step)
-        view = memoryview(payload)
-        total = len(payload)
+        pieces: list[bytes] | None = None
+        if isinstance(payload, bytes):
+            data = payload
+        elif (
+            _HAS_SENDMSG
+            and not isinstance(sock, ssl.SSLSocket)
+            and 1 < len(payload) <= _MAX_GATHER
+        ):
+            pieces, data = payload, b""  # joined only if the socket takes a part
+        else:
+            data = b"".join(payload)
+        total = len(data) if pieces is None else sum(map(len, pieces))
         idle = self.reply_timeout
         if sock.gettimeout() != idle:  # settimeout is a system call each time
             sock.settimeout(idle)
@@ -295,6 +311,11 @@ class SMTPConnection(smtplib.SMTP):
         # pieces are one TLS record (16 KiB): progress at any rate counts.
         piece = _TLS_PIECE if isinstance(sock, ssl.SSLSocket) else _WRITE_CHUNK
         try:
+            if pieces is not None:
+                self.written = sock.sendmsg(pieces)
+                if self.written < total:  # the socket took a part: the rest below
+                    data = b"".join(pieces)
+            view = memoryview(data)
             while self.written < total:
                 self.written += sock.send(view[self.written : self.written + piece])
         except TimeoutError:

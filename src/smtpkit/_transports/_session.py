@@ -398,7 +398,7 @@ class TransactionRunner:
         """
         out, ends = self._out, self._data_ends
         self._out, self._data_ends = [], []
-        payload = out[0] if len(out) == 1 else b"".join(out)
+        payload = out[0] if len(out) == 1 else out  # joined only where it must be
         data_step = "BDAT" if self.chunked else "DATA"
         step = data_step if ends else self._expect[0][0]
         self.command = step
