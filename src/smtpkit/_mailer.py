@@ -36,7 +36,9 @@ from ._outcomes import (
     adaptation_of,
     callback_error,
     checked,
+    delivered_at_once,
     invalid,
+    log_sent,
     not_sent,
     quota_spent,
     takes_on_result,
@@ -380,14 +382,19 @@ class Mailer:
         def on_result(position: int, outcome: object) -> None:
             """Report a message whose first attempt needs no retry, right away."""
             known = checked(outcome)
-            if not 0 <= position < len(ready) or not self._is_settled(known):
+            if not 0 <= position < len(ready):
+                return
+            index, item = ready[position]
+            result = delivered_at_once(item, known, self._clock)
+            if result is None and not self._is_settled(known):
                 return
             with lock:
                 if position in settled:
                     return
                 settled.add(position)
-            index, item = ready[position]
-            report(index, self._finish(item, known, interrupted))
+            if result is None:
+                result = self._finish(item, known, interrupted)
+            report(index, result)
 
         prepared = [item for _, item in ready]
         firsts = self._first_attempts(prepared, on_result, interrupted)
@@ -501,8 +508,9 @@ class Mailer:
             raise InvalidMessageError(msg)
         if isinstance(message, Message):
             data, message_id = render_with_id(message, id_domain=self._id_domain)
-            envelope = envelope or message.to_envelope()
-            if message.needs_smtputf8 and not envelope.smtputf8:
+            if envelope is None:
+                envelope = message.to_envelope()  # asks for SMTPUTF8 when needed
+            elif message.needs_smtputf8 and not envelope.smtputf8:
                 envelope = envelope.model_copy(update={"smtputf8": True})
             return Prepared(envelope, data, message_id)
         if isinstance(message, MIMEMessage):  # EmailMessage or the legacy class
@@ -581,11 +589,5 @@ class Mailer:
         result = attempt.result(elapsed=self._clock() - start, error=error)
         if not result.accepted:
             raise attempt.refused_error()
-        if logger.isEnabledFor(logging.INFO):  # its arguments cost more than the call
-            logger.info(
-                "sent %s to %d recipient(s): %s",
-                result.message_id,
-                len(result.accepted),
-                result.reply.text if result.reply else "",
-            )
+        log_sent(result)
         return result

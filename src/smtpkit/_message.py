@@ -232,7 +232,7 @@ class Envelope(BaseModel):
     def needs_smtputf8(self) -> bool:
         """True when an address is non-ASCII, which only SMTPUTF8 can carry."""
         return self.smtputf8 or not (
-            self.sender.isascii() and all(r.isascii() for r in self.recipients)
+            self.sender.isascii() and all(map(str.isascii, self.recipients))
         )
 
     def with_recipients(self, recipients: tuple[str, ...]) -> Envelope:

@@ -44,6 +44,7 @@ from ._message import FORBIDDEN_CHARS, Address, Attachment, Message
 __all__ = [
     "MAX_LINE",
     "check_header_text",
+    "has_dot_line",
     "normalize_line_endings",
     "render",
     "render_with_id",
@@ -163,6 +164,20 @@ class _WireGenerator(BytesGenerator):
     def _encode(self, s: str) -> bytes:  # private stdlib hook
         return s.encode("ascii", "surrogateescape")
 
+    def _write_lines(self, lines: str) -> None:  # private stdlib hook
+        # The stdlib (3.10 to 3.13 alike) splits the text and writes each line
+        # and each line end separately, two encodes and writes per line; one of
+        # each gives the same bytes: every line end becomes the policy's, and a
+        # last line without one stays so.
+        if not lines:
+            return
+        nl = self._NL  # type: ignore[attr-defined]  # set by flatten(), untyped
+        text = _EOL_RE.sub(nl, lines) if "\r" in lines else lines.replace("\n", nl)
+        try:
+            self.write(text)
+        except UnicodeEncodeError:  # nothing was written: the stdlib's own error
+            super()._write_lines(lines)  # type: ignore[misc]  # untyped hook
+
 
 _WIRE_POLICY: Final = _WirePolicy(linesep="\r\n")
 
@@ -268,10 +283,30 @@ def _text_part(text: str, subtype: str, *, utf8: bool = False) -> MIMENonMultipa
             len(text) > MAX_LINE and _longest_line(text) > MAX_LINE
         )
         labels = (_UTF8_QP, _UTF8_7BIT) if utf8 else (_ASCII_QP, _ASCII_7BIT)
-        part.set_payload(text, labels[0] if needs_qp else labels[1])
+        if needs_qp:
+            part.set_payload(text, labels[0])
+        else:
+            _set_7bit_payload(part, subtype, text, labels[1])
     else:
         part.set_payload(text, _UTF8_BASE64)
     return part
+
+
+def _set_7bit_payload(
+    part: MIMENonMultipart, subtype: str, text: str, charset: Charset
+) -> None:
+    """What ``part.set_payload(text, charset)`` does for ASCII text sent as 7bit.
+
+    The same headers in the same order (``set_param`` moves Content-Type after
+    MIME-Version), the same payload and charset, without parsing Content-Type
+    back for its parameters: for a short text part that parsing cost more
+    than writing the message out.
+    """
+    del part["Content-Type"]
+    part["Content-Type"] = f'text/{subtype}; charset="{charset.get_output_charset()}"'
+    part.set_payload(text)
+    part._charset = charset  # type: ignore[attr-defined]  # what set_charset keeps
+    part["Content-Transfer-Encoding"] = "7bit"
 
 
 def _calendar_part(calendar: str) -> MIMENonMultipart:
@@ -513,13 +548,52 @@ class _CRLFBytes(bytes):
     __slots__ = ()
 
 
+class _DotFreeBytes(_CRLFBytes):
+    """Normalised bytes in which no line starts with ``.``: DATA sends them as they are."""
+
+    __slots__ = ()
+
+
+class _DottedBytes(_CRLFBytes):
+    """Normalised bytes in which some line starts with ``.``: DATA doubles it."""
+
+    __slots__ = ()
+
+
+_NORMALISED: Final = frozenset({_CRLFBytes, _DotFreeBytes, _DottedBytes})
+# One scan finds both what normalising and dot-stuffing look for after a line
+# feed: a bare one (no CR before it), or a line that starts with a dot.  Each
+# starts with a literal, which the regex engine scans for fast.
+_BARE_LF_OR_DOT_RE: Final = re.compile(rb"\n(?:(?<!\r\n)|\.)")
+_BARE_LF_RE: Final = re.compile(rb"\n(?<!\r\n)")
+_DOT_AFTER_LF_RE: Final = re.compile(rb"\n\.")
+
+
 def normalize_line_endings(data: bytes) -> bytes:
     """Make every line end in CRLF, including the last (RFC 5321 §2.3.8)."""
-    if type(data) is _CRLFBytes:
+    if type(data) in _NORMALISED:
         return data
-    # Clean when every CR is followed by LF and there are as many LFs as CRs
-    # (then every LF follows a CR).  Two single-byte counts and one search are
-    # far cheaper than rewriting, or than counting the two-byte CRLF.
-    if data.count(b"\r") != data.count(b"\n") or _LONE_CR_RE.search(data):
-        data = _BARE_EOL_RE.sub(b"\r\n", data)
-    return _CRLFBytes(_ending_in_crlf(data))
+    found = _BARE_LF_OR_DOT_RE.search(data)
+    dotted = data.startswith(b".")
+    if found is not None and found.end() - found.start() == 2:
+        # A line starting with a dot after a CRLF: look on for a bare LF.
+        dotted = True
+        found = _BARE_LF_RE.search(data, found.end())
+    if found is not None or _LONE_CR_RE.search(data):
+        return _CRLFBytes(_ending_in_crlf(_BARE_EOL_RE.sub(b"\r\n", data)))
+    data = _ending_in_crlf(data)  # adds no line, so no dot line either
+    return _DottedBytes(data) if dotted else _DotFreeBytes(data)
+
+
+def has_dot_line(data: bytes) -> bool:
+    """True when a line of CRLF-normalised *data* starts with ``.`` (RFC 5321 §4.5.2).
+
+    Known without a scan for what ``normalize_line_endings`` returned.
+    """
+    kind = type(data)
+    if kind is _DotFreeBytes:
+        return False
+    if kind is _DottedBytes:
+        return True
+    # A regex search for a literal runs a fast scan, unlike ``b"\n." in data``.
+    return data.startswith(b".") or _DOT_AFTER_LF_RE.search(data) is not None

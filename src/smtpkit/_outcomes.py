@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import logging
+from collections.abc import Callable
 
 from ._adaptation import DEFAULT_PROVIDER_ADAPTATION, ProviderAdaptation
 from ._attempt import Interrupted, Prepared
@@ -18,19 +20,66 @@ from ._exceptions import (
     TransportError,
 )
 from ._provider_replies import ReplyReason, explain_reply
-from ._transports.base import SendResult, Transport, contract_breach
+from ._transports.base import RecipientResult, SendResult, Transport, contract_breach
 
 __all__ = [
     "Interrupted",
     "adaptation_of",
     "callback_error",
     "checked",
+    "delivered_at_once",
     "invalid",
+    "log_sent",
     "not_sent",
     "quota_spent",
     "takes_on_result",
     "unretried",
 ]
+
+
+logger = logging.getLogger("smtpkit")
+
+
+def delivered_at_once(
+    item: Prepared, first: SendResult | SMTPKitError, clock: Callable[[], float]
+) -> SendResult | None:
+    """The final result of a message whose first attempt every recipient accepted.
+
+    None otherwise: then the mailer's ``Attempt`` and retry runner decide.  For
+    the common case (``send_many``, all delivered at once) the result is the one
+    they would build, without building them: the first attempt's recipient
+    results in envelope order, its reply, the Message-ID, one attempt.
+    """
+    if type(first) is not SendResult or first.error is not None or first.reply is None:
+        return None
+    start = clock()
+    given = first.recipients
+    recipients: dict[str, RecipientResult] = {}
+    for rcpt in item.envelope.recipients:
+        result = given.get(rcpt)
+        if result is None or result.attempts != 1 or not 200 <= result.reply.code < 300:
+            return None
+        recipients[rcpt] = result
+    sent = SendResult(
+        envelope=item.envelope,
+        recipients=recipients,
+        reply=first.reply,
+        message_id=item.message_id,
+        elapsed=clock() - start,
+    )
+    log_sent(sent)
+    return sent
+
+
+def log_sent(result: SendResult) -> None:
+    """Log a delivered message at INFO (once per message, with its queue id)."""
+    if logger.isEnabledFor(logging.INFO):  # its arguments cost more than the call
+        logger.info(
+            "sent %s to %d recipient(s): %s",
+            result.message_id,
+            len(result.accepted),
+            result.reply.text if result.reply else "",
+        )
 
 
 def takes_on_result(transport: Transport) -> bool:

@@ -17,6 +17,7 @@ __all__ = [
     "SMTPReply",
     "decode_reply_text",
     "parse_reply",
+    "parse_reply_line",
 ]
 
 # RFC 3463 §2: class.subject.detail, class in {2,4,5}, subject <= 3 digits, detail <= 3.
@@ -152,6 +153,16 @@ def parse_reply(code: int, text: bytes | str) -> SMTPReply:
         The reply, with its enhanced status code parsed out of the first line.
     """
     return _parse_cached(code, text)
+
+
+@functools.lru_cache(maxsize=512)
+def parse_reply_line(line: bytes) -> SMTPReply:
+    """Parse one complete single-line reply, ``b"250 2.1.5 Ok\\r\\n"``.
+
+    The caller has checked the form: three digits, a space, a line end.
+    Cached on the raw line: a session sees the same few lines over and over.
+    """
+    return _parse_cached(int(line[:3]), line[4:].strip(b" \t\r\n"))
 
 
 # A session sees the same few replies over and over ("250 2.1.0 Ok", "354 ...");

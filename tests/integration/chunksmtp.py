@@ -67,9 +67,11 @@ class ChunkSMTP:
         def answer(reply: bytes) -> None:
             pending.append(reply)
             if not _more_coming(conn):
+                # Counted before the reply leaves: a fast client reads the
+                # count as soon as it has the reply.
+                self.flushes[index] += 1
                 conn.send(b"".join(pending))
                 pending.clear()
-                self.flushes[index] += 1
 
         conn.send(b"220 chunk ESMTP\r\n")
         in_mail = has_rcpt = False
@@ -115,9 +117,9 @@ class ChunkSMTP:
                     self.faults.double_bdat = False
                     reply += reply
             elif verb == "DATA":
+                self.flushes[index] += 1
                 conn.send(b"".join(pending) + b"354 go\r\n")
                 pending.clear()
-                self.flushes[index] += 1
                 self.data.append(_read_dot_data(conn))
                 reply, in_mail, has_rcpt = b"250 2.0.0 queued\r\n", False, False
             else:

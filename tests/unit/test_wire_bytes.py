@@ -8,7 +8,7 @@ import re
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from smtpkit._mime import normalize_line_endings
+from smtpkit._mime import has_dot_line, normalize_line_endings
 from smtpkit._transports._session import dot_stuff
 
 _EOL = re.compile(rb"\r\n|\r|\n")
@@ -58,3 +58,25 @@ def test_normalized_bytes_behave_as_bytes():
     assert repr(data) == repr(b"Subject: x\r\n\r\nbody\r\n")
     assert pickle.loads(pickle.dumps(data)) == data  # noqa: S301 - our own bytes
     assert hash(data) == hash(bytes(data))
+
+
+def reference_has_dot_line(data: bytes) -> bool:
+    return any(
+        line.startswith(b".") for line in reference_normalize(data).split(b"\r\n")
+    )
+
+
+@given(data=_TEXT | st.binary(max_size=40))
+@example(data=b".")  # a dot at the very start
+@example(data=b"a\r\n.b\nc")  # a dot line before a bare LF: still rewritten
+@example(data=b"a\n.b")  # a bare LF before a dot
+@example(data=b"a\r\n.b\rc")  # a dot line before a lone CR
+@example(data=b"a\r\n.b\r\n")  # a dot line in clean bytes: known without a scan
+def test_normalizing_tells_the_dot_lines_it_saw(data):
+    normal = normalize_line_endings(data)
+    assert normal == reference_normalize(data)
+    assert has_dot_line(normal) is reference_has_dot_line(data)
+    # The same answer for plain bytes, which are scanned.
+    assert has_dot_line(bytes(normal)) is reference_has_dot_line(data)
+    # And dot-stuffing of what was normalised matches line-by-line stuffing.
+    assert dot_stuff(normal) == reference_stuff(data)

@@ -55,6 +55,8 @@ def explained(outcome: object) -> ReplyExplanation | None:
 
 
 def _is_message_limit(outcome: object) -> bool:
+    if not isinstance(outcome, SMTPReplyError):
+        return False  # a delivered message, the common case: nothing to look up
     explanation = explained(outcome)
     return (
         explanation is not None
@@ -104,7 +106,7 @@ class PoolAdapter(Generic[C]):
 
         def filtered(item: Item) -> None:
             self._pool.progressed()
-            if not self.holds(item):
+            if not isinstance(item.outcome, SMTPReplyError) or not self.holds(item):
                 report(item)
 
         return filtered

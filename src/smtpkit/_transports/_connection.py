@@ -30,7 +30,7 @@ from .._exceptions import (
     SMTPTimeoutError,
     TLSError,
 )
-from .._reply import SMTPReply, parse_reply
+from .._reply import SMTPReply, parse_reply, parse_reply_line
 from ._hints import is_tls_refusal, looks_like_tls
 
 __all__ = ["MAX_REPLY_BYTES", "MAX_REPLY_LINE", "MAX_REPLY_LINES", "SMTPConnection"]
@@ -47,7 +47,10 @@ _DRAIN_WATCH: Final = 64 * 1024  # writes this large may outlast a reply timeout
 _PROGRESS_POLL: Final = 0.2  # seconds between looks at a draining send queue
 _WRITE_CHUNK: Final = 256 * 1024  # bytes per send() on a plain socket
 _TLS_PIECE: Final = 16 * 1024  # one TLS record (RFC 8446 §5.1)
+_TIMEOUT_SLACK: Final = 0.01  # seconds a read may outlast its reply's deadline
 _HAS_POLL: Final = hasattr(select, "poll")
+_HAS_SENDMSG: Final = hasattr(socket.socket, "sendmsg")  # not on Windows
+_MAX_GATHER: Final = 64  # pieces per sendmsg, well under any IOV_MAX
 _SPACE: Final = ord(" ")
 
 try:  # Linux: how much of what we sent the peer has not acknowledged yet
@@ -263,8 +266,12 @@ class SMTPConnection(smtplib.SMTP):
         if logger.isEnabledFor(logging.DEBUG):
             logger.debug(">>> %s", f"{cmd} {args}".rstrip())
 
-    def send_raw(self, payload: bytes, *, step: str = "command") -> None:
+    def send_raw(self, payload: bytes | list[bytes], *, step: str = "command") -> None:
         """Send queued commands and data in one write (RFC 2920 PIPELINING).
+
+        *payload* may come in pieces: a plain socket sends them with one system
+        call without joining them (no copy of a large message to put commands
+        after it); a TLS socket gets them joined.
 
         ``timeout`` bounds each stretch without progress, not the whole write: a
         server reading a large message slowly but steadily is not cut off.
@@ -284,15 +291,31 @@ class SMTPConnection(smtplib.SMTP):
         if sock is None:
             msg = f"not connected when sending {step}"
             raise ServerDisconnectedError(msg, command=step)
-        view = memoryview(payload)
-        total = len(payload)
+        pieces: list[bytes] | None = None
+        if isinstance(payload, bytes):
+            data = payload
+        elif (
+            _HAS_SENDMSG
+            and not isinstance(sock, ssl.SSLSocket)
+            and 1 < len(payload) <= _MAX_GATHER
+        ):
+            pieces, data = payload, b""  # joined only if the socket takes a part
+        else:
+            data = b"".join(payload)
+        total = len(data) if pieces is None else sum(map(len, pieces))
         idle = self.reply_timeout
-        sock.settimeout(idle)
+        if sock.gettimeout() != idle:  # settimeout is a system call each time
+            sock.settimeout(idle)
         # A socket's timeout bounds one send() call.  A plain send() returns
         # after any progress; an SSL one writes its whole piece or fails, so its
         # pieces are one TLS record (16 KiB): progress at any rate counts.
         piece = _TLS_PIECE if isinstance(sock, ssl.SSLSocket) else _WRITE_CHUNK
         try:
+            if pieces is not None:
+                self.written = sock.sendmsg(pieces)
+                if self.written < total:  # the socket took a part: the rest below
+                    data = b"".join(pieces)
+            view = memoryview(data)
             while self.written < total:
                 self.written += sock.send(view[self.written : self.written + piece])
         except TimeoutError:
@@ -379,6 +402,36 @@ class SMTPConnection(smtplib.SMTP):
             self._deadline = saved
         return parse_reply(code, text)
 
+    def next_reply(self, *, debug: bool) -> SMTPReply:
+        """Read one reply on the transaction runner's path, *debug* saying whether to log.
+
+        The runner asks the logger once per batch, not per reply.  A complete
+        one-line reply already buffered (pipelined replies arrive several to a
+        recv) is taken straight from the buffer, with the checks of
+        :meth:`getreply`: three digits, a space, the line within
+        ``MAX_REPLY_LINE``.  The same few lines come back all session long
+        ("250 2.1.5 Ok"), so each distinct line is parsed once.
+        """
+        buf = self._rbuf
+        deadline = None
+        if not buf:
+            # The usual case after a write: wait for the first bytes here, so
+            # that a reply arriving whole takes the short way below too.
+            self._start_reply()
+            deadline = self._reply_deadline  # kept if the long way follows
+            while not buf:
+                self._receive()
+        end = buf.find(b"\n")
+        if not (3 < end < MAX_REPLY_LINE and buf[3] == _SPACE and buf[:3].isdigit()):
+            return self.read_reply(deadline=deadline)
+        line = bytes(buf[: end + 1])
+        del buf[: end + 1]
+        if debug:
+            text = line[4:].strip(b" \t\r\n").decode("utf-8", "replace")
+            logger.debug("<<< %s %s", line[:3].decode("ascii"), text)
+        self.last_used = time.monotonic()
+        return parse_reply_line(line)
+
     @override
     def getreply(self) -> tuple[int, bytes]:
         buf = self._rbuf
@@ -391,11 +444,7 @@ class SMTPConnection(smtplib.SMTP):
             text = bytes(buf[4:end]).strip(b" \t\r\n")
             del buf[: end + 1]
             return self._got_reply(code, text)
-        self._reply_deadline = self._deadline or (time.monotonic() + self.reply_timeout)
-        # Only a large write can still be draining: no syscall per small reply.
-        self._unacked = (
-            _unacked_bytes(self.sock) if self.written >= _DRAIN_WATCH else None
-        )
+        self._start_reply()
         lines: list[bytes] = []
         total = 0
         code = -1
@@ -450,40 +499,60 @@ class SMTPConnection(smtplib.SMTP):
                 msg = f"reply line longer than {MAX_REPLY_LINE} bytes"
                 raise ProtocolError(msg)
             start = len(buf)
-            if self._unacked:
-                self._note_upload_progress()
-            remaining = self._reply_deadline - time.monotonic()
-            if remaining <= 0 or self.sock is None:
-                self.close()
-                msg = f"no complete reply within {self.reply_timeout} s"
-                raise ReadTimeoutError(msg)
-            # While our data still drains, wake up to watch it; else just wait.
-            self.sock.settimeout(
-                min(remaining, _PROGRESS_POLL) if self._unacked else remaining
-            )
-            try:
-                chunk = self.sock.recv(_RECV_SIZE)
-            except TimeoutError:
-                continue  # the deadline (or progress) is checked above
-            except OSError as exc:
-                self._raise_setup_alert(exc)
-                self.close()
-                msg = f"connection lost: {exc}"
-                raise ServerDisconnectedError(msg) from exc
-            if not chunk:
-                self.close()
-                msg = "server closed the connection"
-                raise ServerDisconnectedError(msg)
-            buf += chunk
-            if self.connect_stage != "greeting":
-                continue
-            self.greeting_received += len(chunk)
-            if looks_like_tls(buf):
-                # A TLS record where "220 ..." belongs: the server expects the
-                # client to speak TLS first.  Waiting for a line would time out.
-                self.close()
-                msg = "TLS bytes where the greeting was expected"
-                raise TLSError(msg)
+            self._receive()
+
+    def _start_reply(self) -> None:
+        """Start the clock of a reply about to be read."""
+        self._reply_deadline = self._deadline or (time.monotonic() + self.reply_timeout)
+        # Only a large write can still be draining: no syscall per small reply.
+        self._unacked = (
+            _unacked_bytes(self.sock) if self.written >= _DRAIN_WATCH else None
+        )
+
+    def _receive(self) -> None:
+        """Wait for more of the reply, until its deadline, and add it to the buffer.
+
+        Returns without data when a read timed out before the deadline (while
+        a large write drains, reads wake up to watch its progress).
+        """
+        buf = self._rbuf
+        if self._unacked:
+            self._note_upload_progress()
+        remaining = self._reply_deadline - time.monotonic()
+        if remaining <= 0 or self.sock is None:
+            self.close()
+            msg = f"no complete reply within {self.reply_timeout} s"
+            raise ReadTimeoutError(msg)
+        # While our data still drains, wake up to watch it; else just wait.
+        wanted = min(remaining, _PROGRESS_POLL) if self._unacked else remaining
+        current = self.sock.gettimeout()
+        # settimeout is a system call: keep a timeout that ends at most
+        # _TIMEOUT_SLACK after the deadline (the caller then checks it).
+        if current is None or not wanted <= current <= wanted + _TIMEOUT_SLACK:
+            self.sock.settimeout(wanted)
+        try:
+            chunk = self.sock.recv(_RECV_SIZE)
+        except TimeoutError:
+            return  # the deadline (or progress) is checked at the next call
+        except OSError as exc:
+            self._raise_setup_alert(exc)
+            self.close()
+            msg = f"connection lost: {exc}"
+            raise ServerDisconnectedError(msg) from exc
+        if not chunk:
+            self.close()
+            msg = "server closed the connection"
+            raise ServerDisconnectedError(msg)
+        buf += chunk
+        if self.connect_stage != "greeting":
+            return
+        self.greeting_received += len(chunk)
+        if looks_like_tls(buf):
+            # A TLS record where "220 ..." belongs: the server expects the
+            # client to speak TLS first.  Waiting for a line would time out.
+            self.close()
+            msg = "TLS bytes where the greeting was expected"
+            raise TLSError(msg)
 
     def _raise_setup_alert(self, exc: OSError) -> None:
         """Close and re-raise *exc* if the server refuses this client's TLS session.

@@ -15,7 +15,7 @@ message costs one round trip.  BDAT data is counted, not dot-stuffed.
 from __future__ import annotations
 
 import collections
-import functools
+import logging
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -32,45 +32,60 @@ from .._exceptions import (
     TransportError,
 )
 from .._message import Envelope
-from .._mime import normalize_line_endings
+from .._mime import has_dot_line, normalize_line_endings
 from .._reply import SMTPReply
 from ._connection import SMTPConnection
 from ._hints import mail_refusal
 from .base import OnResult, RecipientResult, SendResult
 
-__all__ = ["Item", "Reporter", "TransactionRunner", "dot_stuff", "mail_options"]
+__all__ = ["Item", "MailOptions", "Reporter", "TransactionRunner", "dot_stuff"]
 
-ReplyHandler = Callable[[SMTPReply], None]
+logger = logging.getLogger("smtpkit")
 _DOT_LINE_RE: Final = re.compile(rb"^\.", re.MULTILINE)
-_DOT_AFTER_LF_RE: Final = re.compile(rb"\n\.")
 
 
-def mail_options(conn: SMTPConnection, envelope: Envelope, data: bytes) -> str:
-    """Return the MAIL FROM parameters, or raise when the server cannot take it.
+class MailOptions:
+    """The MAIL FROM parameters a session's extensions call for, worked out per session.
 
-    Raises:
-        NotSupportedError: Over the SIZE limit, 8-bit data without 8BITMIME, or
-            non-ASCII addresses without SMTPUTF8.
+    The EHLO keywords do not change within a session, so they are looked up
+    once, not for every message.
     """
-    options = []
-    features = conn.esmtp_features
-    limit = features.get("size", "")
-    if limit.isdigit() and 0 < int(limit) < len(data):
-        msg = f"message is {len(data)} bytes; the server accepts at most {limit}"
-        raise NotSupportedError(msg, command="MAIL")
-    if "size" in features:
-        options.append(f" SIZE={len(data)}")
-    if not data.isascii():
-        if "8bitmime" not in features:
-            msg = "message contains 8-bit data but the server does not offer 8BITMIME"
+
+    def __init__(self, conn: SMTPConnection) -> None:
+        features = conn.esmtp_features
+        limit = features.get("size", "")
+        self.limit = int(limit) if limit.isdigit() else 0  # 0: no limit stated
+        self.size = "size" in features
+        self.eightbit = "8bitmime" in features
+        self.smtputf8 = "smtputf8" in features
+
+    def __call__(self, data: bytes, *, utf8: bool) -> str:
+        """Return the MAIL FROM parameters, or raise when the server cannot take it.
+
+        Raises:
+            NotSupportedError: Over the SIZE limit, 8-bit data without 8BITMIME,
+                or non-ASCII addresses without SMTPUTF8.
+        """
+        size = len(data)
+        if 0 < self.limit < size:
+            msg = f"message is {size} bytes; the server accepts at most {self.limit}"
             raise NotSupportedError(msg, command="MAIL")
-        options.append(" BODY=8BITMIME")
-    if envelope.needs_smtputf8:
-        if "smtputf8" not in features:
-            msg = "non-ASCII addresses need SMTPUTF8, which the server does not offer"
-            raise NotSupportedError(msg, command="MAIL")
-        options.append(" SMTPUTF8")
-    return "".join(options)
+        options = f" SIZE={size}" if self.size else ""
+        if not data.isascii():
+            if not self.eightbit:
+                msg = (
+                    "message contains 8-bit data but the server does not offer 8BITMIME"
+                )
+                raise NotSupportedError(msg, command="MAIL")
+            options += " BODY=8BITMIME"
+        if utf8:
+            if not self.smtputf8:
+                msg = (
+                    "non-ASCII addresses need SMTPUTF8, which the server does not offer"
+                )
+                raise NotSupportedError(msg, command="MAIL")
+            options += " SMTPUTF8"
+        return options
 
 
 def dot_stuff(data: bytes) -> bytes:
@@ -84,8 +99,7 @@ def dot_stuff(data: bytes) -> bytes:
 
 def _stuff(data: bytes) -> bytes:
     """Dot-stuff CRLF-normalised *data* and append the ``.`` line."""
-    # A regex search for a literal runs a fast scan, unlike ``b"\n." in data``.
-    if data.startswith(b".") or _DOT_AFTER_LF_RE.search(data):
+    if has_dot_line(data):
         data = _DOT_LINE_RE.sub(b"..", data)
     return data + b".\r\n"
 
@@ -103,14 +117,6 @@ class Item:
         """Normalise the line endings of *data* for the wire."""
         return cls(envelope, normalize_line_endings(data), envelope.needs_smtputf8)
 
-    @functools.cached_property
-    def payload(self) -> bytes:
-        """The data dot-stuffed for DATA, ending with the ``.`` line.
-
-        Built only when DATA is used: BDAT sends ``data`` as it is.
-        """
-        return _stuff(self.data)
-
     mail: SMTPReply | None = None
     rcpt: dict[str, SMTPReply] = field(default_factory=dict)
     data_reply: SMTPReply | None = None
@@ -120,21 +126,33 @@ class Item:
     @property
     def accepted(self) -> list[str]:
         """Recipients whose RCPT got 250 or 251."""
-        return [r for r, reply in self.rcpt.items() if reply.code in (250, 251)]
+        return [r for r, reply in self.rcpt.items() if reply.code in _RCPT_OK]
+
+    def is_refused(self) -> bool:
+        """True when MAIL, or every RCPT, was refused (or not answered)."""
+        mail = self.mail
+        if mail is None or mail.code != 250:
+            return True
+        for reply in self.rcpt.values():  # noqa: SIM110 - no generator per message
+            if reply.code in _RCPT_OK:
+                return False
+        return True
 
     def finish(self, final: SMTPReply) -> None:
         """Record the reply to the end of data."""
         if not 200 <= final.code < 300:
             self.outcome = DataRefusedError(final, command="end of data")
             return
-        accepted = set(self.accepted)
         recipients = {
-            r: RecipientResult(r, final if r in accepted else reply)
+            r: RecipientResult(r, final if reply.code in _RCPT_OK else reply)
             for r, reply in self.rcpt.items()
         }
         self.outcome = SendResult(
             envelope=self.envelope, recipients=recipients, reply=final
         )
+
+
+_RCPT_OK: Final = (250, 251)
 
 
 class Reporter:
@@ -153,6 +171,8 @@ class Reporter:
 
     def settled(self, items: list[Item]) -> None:
         """Report every item of *items* that has its outcome."""
+        if not self._index:
+            return  # every item was reported as it settled
         for item in items:
             if item.outcome is not None:
                 self.settled_one(item)
@@ -164,6 +184,17 @@ class ConnectionLostError(Exception):
     def __init__(self, error: TransportError) -> None:
         super().__init__(error)
         self.error = error
+
+
+# What the runner waits for: the command a reply answers, the item it belongs to
+# (None for RSET and the empty message that ends an abandoned DATA), and the
+# recipient of a RCPT.  A reply is handled by its command, in _drain.
+_Expected = tuple[str, "Item | None", str]
+_END_OF_DATA: Final = frozenset({"end of data", "BDAT"})
+# Replies after which an outcome may have been settled (see _drain).
+_SETTLING: Final = frozenset({"end of data", "BDAT", "RSET"})
+# Commands whose 2xx replies are checked further: DATA wants 354, RSET 250.
+_CHECKED: Final = frozenset({"DATA", "RSET"})
 
 
 class TransactionRunner:
@@ -198,11 +229,17 @@ class TransactionRunner:
         self.reusable = True
         self.answered = 0  # replies handled so far
         self.command = "MAIL"  # the command whose reply is awaited, for errors
-        self._out: list[tuple[bytes, Item | None]] = []  # (bytes, item whose data)
+        self._out: list[bytes] = []  # queued for the next write
+        # (index in _out, item) of the piece that ends each message's data
+        self._data_ends: list[tuple[int, Item]] = []
         self._unsent = False  # the last write failed before a byte of it left
-        self._expect: collections.deque[tuple[str, Item | None, ReplyHandler]] = (
-            collections.deque()
-        )
+        self._expect: collections.deque[_Expected] = collections.deque()
+        self._options = MailOptions(conn)
+        self._debug = False  # log commands and replies (asked once per run)
+        # The RCPT lines of the last envelope, kept while the same recipients
+        # tuple comes back (send_many of one Envelope object): (recipients,
+        # SMTPUTF8, lines).  A tuple is immutable, so its identity proves the lines.
+        self._rcpt_lines: tuple[tuple[str, ...], bool, bytes] | None = None
 
     def owed(self) -> list[Item]:
         """Items with a reply still owed (their fate is decided by the failure)."""
@@ -220,126 +257,177 @@ class TransactionRunner:
     def run(self, items: list[Item]) -> None:
         """Send every item; stop early only if the connection fails."""
         self._items = items
+        self._debug = logger.isEnabledFor(logging.DEBUG)
         for item in items:
             self._begin(item)
         self._drain()
-
-    def _report(self) -> None:
-        """Pass on the settled outcomes not passed on yet, in item order."""
-        items = self._items
-        while (
-            self._on_outcome is not None
-            and self._reported < len(items)
-            and items[self._reported].outcome is not None
-        ):
-            self._reported += 1
-            self._on_outcome(items[self._reported - 1])
-
-    # -- queue --------------------------------------------------------------------
-
-    def _queue(
-        self,
-        command: str,
-        line: bytes,
-        item: Item | None,
-        handler: ReplyHandler,
-        *,
-        data_of: Item | None = None,
-    ) -> None:
-        self._out.append((line, data_of))
-        self._expect.append((command, item, handler))
-
-    def _command(
-        self, item: Item | None, command: str, args: str, handler: ReplyHandler
-    ) -> None:
-        text = f"{command} {args}\r\n" if args else f"{command}\r\n"
-        utf8 = item is not None and item.utf8
-        self.conn.log_command(command, args)
-        self._queue(command, text.encode("utf-8" if utf8 else "ascii"), item, handler)
-
-    def _drain(self) -> None:
-        if self._out:
-            self._write()
-        while self._expect:
-            command, _, handler = self._expect[0]
-            self.command = command
-            reply = self.conn.read_reply()
-            # On failure the command stays owed: its message shares the error.
-            if not _is_valid_reply(command, reply.code):
-                self.reusable = False
-                msg = f"reply {reply.code} makes no sense for {command}: out of step"
-                raise ConnectionLostError(ProtocolError(msg, command=command))
-            if reply.code == 421:
-                # RFC 5321 §3.8: the server is closing the session.
-                self.reusable = False
-                if command in _END_OF_DATA:
-                    error: SMTPReplyError = DataRefusedError(
-                        reply, command="end of data"
-                    )
-                else:
-                    error = SMTPReplyError(reply, command=command)
-                raise ConnectionLostError(error)
-            if command == "RSET" and reply.code != 250:
-                # The transaction state is unknown: a next MAIL could be refused
-                # as nested (503).  The messages after it go to a new session.
-                self.reusable = False
-                raise ConnectionLostError(SMTPReplyError(reply, command="RSET"))
-            self._expect.popleft()
-            handler(reply)
-            self.answered += 1
-            self._report()
+        # Every earlier drain is followed by a write, which checks first that
+        # nothing unasked is waiting (SMTPConnection.check_quiet); the last one
+        # is checked here.
         if self.conn.pending_bytes():
             # More bytes than replies owed: an unsolicited or duplicated reply.
             # Whatever it belongs to, the replies can no longer be trusted.
             self.reusable = False
             msg = f"server sent {self.conn.pending_bytes()} bytes nobody asked for"
-            raise ConnectionLostError(ProtocolError(msg, command=command))
+            raise ConnectionLostError(ProtocolError(msg, command=self.command))
         self.command = "MAIL"
+
+    def _report(self) -> None:
+        """Pass on the settled outcomes not passed on yet, in item order."""
+        on_outcome = self._on_outcome
+        if on_outcome is None:
+            return
+        items = self._items
+        while self._reported < len(items) and items[self._reported].outcome is not None:
+            self._reported += 1
+            on_outcome(items[self._reported - 1])
+
+    # -- queue --------------------------------------------------------------------
+
+    def _send_data(self, data: bytes, item: Item) -> None:
+        """Queue the last bytes of *item*'s data, so its ``data_sent`` can be told."""
+        self._data_ends.append((len(self._out), item))
+        self._out.append(data)
+
+    def _command(self, item: Item | None, command: str, args: str = "") -> None:
+        """Queue a command whose reply needs no argument to be handled."""
+        text = f"{command} {args}\r\n" if args else f"{command}\r\n"
+        if self._debug:
+            self.conn.log_command(command, args)
+        utf8 = item is not None and item.utf8
+        self._out.append(text.encode("utf-8" if utf8 else "ascii"))
+        self._expect.append((command, item, ""))
+
+    def _rcpts(self, item: Item) -> None:
+        """Queue a RCPT TO for each of *item*'s recipients, in one piece."""
+        recipients = item.envelope.recipients
+        cached = self._rcpt_lines
+        if cached is not None and cached[0] is recipients and cached[1] is item.utf8:
+            lines = cached[2]
+        else:
+            text = "".join(f"RCPT TO:<{rcpt}>\r\n" for rcpt in recipients)
+            lines = text.encode("utf-8" if item.utf8 else "ascii")
+            self._rcpt_lines = (recipients, item.utf8, lines)
+        if self._debug:
+            for rcpt in recipients:
+                self.conn.log_command("RCPT", f"TO:<{rcpt}>")
+        self._out.append(lines)
+        self._expect.extend([("RCPT", item, rcpt) for rcpt in recipients])
+
+    def _drain(self) -> None:
+        """Send what is queued, then read and handle every reply owed."""
+        if self._out:
+            self._write()
+        expect = self._expect
+        read = self.conn.next_reply
+        debug = self._debug
+        while expect:
+            command, item, rcpt = expect[0]
+            self.command = command
+            reply = read(debug=debug)
+            code = reply.code
+            # On failure the command stays owed: its message shares the error.
+            if not 200 <= code < 300 or command in _CHECKED:
+                self._check(command, reply)
+            expect.popleft()
+            if command == "RCPT":
+                assert item is not None  # noqa: S101 - queued with its item
+                item.rcpt[rcpt] = reply
+            elif command == "MAIL":
+                assert item is not None  # noqa: S101 - queued with its item
+                item.mail = reply
+            elif command == "DATA":
+                assert item is not None  # noqa: S101 - queued with its item
+                item.data_reply = reply
+            elif command == "end of data":
+                if item is not None:  # None: the empty message of an abort
+                    item.finish(reply)
+            elif command == "BDAT":
+                assert item is not None  # noqa: S101 - queued with its item
+                self._chunk_reply(item, reply)
+            self.answered += 1
+            # Outcomes are settled by these replies (an abort's or an
+            # unsupported message's outcome comes before the RSET or the next
+            # end of data): reporting after them reports everything, in order.
+            if command in _SETTLING:
+                self._report()
+        self.command = "MAIL"
+
+    def _check(self, command: str, reply: SMTPReply) -> None:
+        """Raise unless *reply* is a possible answer to *command* on a live session."""
+        code = reply.code
+        if 400 <= code < 600:
+            if code == 421:
+                # RFC 5321 §3.8: the server is closing the session.
+                self._lost_session(command, reply)
+            if command == "RSET":
+                self._rset_refused(reply)
+        elif not (code == 354 if command == "DATA" else 200 <= code < 300):
+            # A reply that cannot answer the command (RFC 5321 §4.3.2).
+            self._out_of_step(command, reply)
+        elif command == "RSET" and code != 250:
+            self._rset_refused(reply)
+
+    def _lost_session(self, command: str, reply: SMTPReply) -> None:
+        self.reusable = False
+        if command in _END_OF_DATA:
+            error: SMTPReplyError = DataRefusedError(reply, command="end of data")
+        else:
+            error = SMTPReplyError(reply, command=command)
+        raise ConnectionLostError(error)
+
+    def _rset_refused(self, reply: SMTPReply) -> None:
+        # The transaction state is unknown: a next MAIL could be refused as
+        # nested (503).  The messages after it go to a new session.
+        self.reusable = False
+        raise ConnectionLostError(SMTPReplyError(reply, command="RSET"))
+
+    def _out_of_step(self, command: str, reply: SMTPReply) -> None:
+        self.reusable = False
+        msg = f"reply {reply.code} makes no sense for {command}: out of step"
+        raise ConnectionLostError(ProtocolError(msg, command=command))
 
     def _write(self) -> None:
         """Send everything queued in one write; note which messages' data left.
 
         A message counts as sent (``data_sent``, the outcome may be unknown after
         a failure, RFC 1047) only once its final ``.`` (or the last byte of its
-        BDAT chunk) reached the kernel.  When
-        the write fails earlier, the server cannot have the message: the failure
-        is certain and the message may be retried.
+        BDAT chunk) reached the kernel.  When the write fails earlier, the
+        server cannot have the message: the failure is certain and the message
+        may be retried.
         """
-        segments = list(self._out)
-        self._out.clear()
-        payload = b"".join(line for line, _ in segments)
+        out, ends = self._out, self._data_ends
+        self._out, self._data_ends = [], []
+        payload = out[0] if len(out) == 1 else out  # joined only where it must be
         data_step = "BDAT" if self.chunked else "DATA"
-        carries_data = any(data_of is not None for _, data_of in segments)
-        step = data_step if carries_data else self._expect[0][0]
+        step = data_step if ends else self._expect[0][0]
         self.command = step
+        conn = self.conn
         try:
-            self.conn.send_raw(payload, step=step)
+            conn.send_raw(payload, step=step)
         except BaseException:
             self.reusable = False
-            self._unsent = self.conn.written == 0
+            self._unsent = conn.written == 0
             raise
         finally:
-            end = 0
-            for line, data_of in segments:
-                end += len(line)
-                if data_of is not None and end <= self.conn.written:
-                    data_of.data_sent = True
+            if ends:
+                written = conn.written
+                end, start = 0, 0
+                for index, item in ends:
+                    end += sum(map(len, out[start : index + 1]))
+                    start = index + 1
+                    if end <= written:
+                        item.data_sent = True
 
     # -- one transaction ------------------------------------------------------------
 
     def _begin(self, item: Item) -> None:
         try:
-            options = mail_options(self.conn, item.envelope, item.data)
+            options = self._options(item.data, utf8=item.utf8)
         except NotSupportedError as exc:
             item.outcome = exc  # nothing sent: the session stays usable
             return
-        envelope = item.envelope
-        self._command(
-            item,
-            "MAIL",
-            f"FROM:<{envelope.sender}>{options}",
-            functools.partial(setattr, item, "mail"),
-        )
+        self._command(item, "MAIL", f"FROM:<{item.envelope.sender}>{options}")
         if self.chunked:
             self._begin_chunked(item)
             return
@@ -348,26 +436,31 @@ class TransactionRunner:
             if item.mail is None or item.mail.code != 250:
                 self._abort(item)
                 return
-        for rcpt in envelope.recipients:
-            self._command(
-                item,
-                "RCPT",
-                f"TO:<{rcpt}>",
-                functools.partial(item.rcpt.__setitem__, rcpt),
-            )
-            if not self.pipelined:
+            for rcpt in item.envelope.recipients:
+                self._out.append(
+                    f"RCPT TO:<{rcpt}>\r\n".encode("utf-8" if item.utf8 else "ascii")
+                )
+                if self._debug:
+                    self.conn.log_command("RCPT", f"TO:<{rcpt}>")
+                self._expect.append(("RCPT", item, rcpt))
                 self._drain()
-        if self.pipelined or item.accepted:
-            self._command(
-                item, "DATA", "", functools.partial(setattr, item, "data_reply")
-            )
+            if not item.is_refused():
+                self._command(item, "DATA")
+        else:
+            self._rcpts(item)
+            self._command(item, "DATA")
         # The previous message's data and this group go out together here.
         self._drain()
-        refused = item.mail is None or item.mail.code != 250 or not item.accepted
-        if refused or item.data_reply is None or item.data_reply.code != 354:
+        data_reply = item.data_reply
+        if item.is_refused() or data_reply is None or data_reply.code != 354:
             self._abort(item)
             return
-        self._queue("end of data", item.payload, item, item.finish, data_of=item)
+        self._expect.append(("end of data", item, ""))
+        data = item.data
+        if has_dot_line(data):
+            data = _DOT_LINE_RE.sub(b"..", data)
+        self._out.append(data)  # the message itself is never copied to add the dot
+        self._send_data(b".\r\n", item)
         if not self.pipelined:
             self._drain()
 
@@ -384,34 +477,24 @@ class TransactionRunner:
         until then the MAIL and RCPT replies come first (two round trips, as
         with DATA).
         """
-        for rcpt in item.envelope.recipients:
-            self._command(
-                item,
-                "RCPT",
-                f"TO:<{rcpt}>",
-                functools.partial(item.rcpt.__setitem__, rcpt),
-            )
+        self._rcpts(item)
         if not self.conn.mail_accepted:
             self._drain()
             assert item.mail is not None  # noqa: S101 - _drain read it or raised
             if item.mail.code == 250:
                 self.conn.mail_accepted = True
-            if item.mail.code != 250 or not item.accepted:
+            if item.is_refused():
                 self._abort(item)
                 return
         size = len(item.data)
-        self.conn.log_command("BDAT", f"{size} LAST")
-        self._out.append((f"BDAT {size} LAST\r\n".encode("ascii"), None))
-        self._queue(
-            "BDAT",
-            item.data,
-            item,
-            functools.partial(self._chunk_reply, item),
-            data_of=item,
-        )
+        if self._debug:
+            self.conn.log_command("BDAT", f"{size} LAST")
+        self._out.append(f"BDAT {size} LAST\r\n".encode("ascii"))
+        self._send_data(item.data, item)
+        self._expect.append(("BDAT", item, ""))
         self._drain()
         if not isinstance(item.outcome, SendResult):
-            self._command(None, "RSET", "", _ignore)  # RFC 3030 §2 ends it anyway
+            self._command(None, "RSET")  # RFC 3030 §2 ends it anyway
 
     def _chunk_reply(self, item: Item, final: SMTPReply) -> None:
         """Settle *item* by the reply to its ``BDAT LAST``, as it is read.
@@ -420,8 +503,7 @@ class TransactionRunner:
         stray reply, say) must not take an accepted message back.
         """
         item.data_reply = final
-        accepted = item.mail is not None and item.mail.code == 250 and item.accepted
-        if accepted and 200 <= final.code < 300:
+        if 200 <= final.code < 300 and not item.is_refused():
             item.finish(final)
         elif not 200 <= final.code < 300:
             item.outcome = self._refusal(item)
@@ -476,21 +558,8 @@ class TransactionRunner:
         if item.data_reply is not None and item.data_reply.code == 354:
             # RFC 2920 §3.1: DATA was accepted although no recipient was; end it
             # with an empty message, which the server must refuse.
-            self._queue("end of data", b".\r\n", None, _ignore)
-        self._command(None, "RSET", "", _ignore)  # a refusal is seen in _drain
+            self._out.append(b".\r\n")
+            self._expect.append(("end of data", None, ""))
+        self._command(None, "RSET")  # a refusal is seen in _drain
         if not self.pipelined:
             self._drain()
-
-
-_END_OF_DATA: Final = frozenset({"end of data", "BDAT"})
-
-
-def _is_valid_reply(command: str, code: int) -> bool:
-    """True when *code* is a possible reply to *command* (RFC 5321 §4.3.2)."""
-    if code in (421,) or 400 <= code < 600:
-        return True
-    return code == 354 if command == "DATA" else 200 <= code < 300
-
-
-def _ignore(reply: SMTPReply) -> None:
-    """Discard a reply whose content changes nothing."""

@@ -407,11 +407,11 @@ class SMTPTransport(Transport):
                     pooled.conn, batch, reused=pooled.reused, report=report
                 )
                 requeued = self._adapter.requeue(pooled, batch)
-                pooled.messages += sum(1 for item in batch if item.outcome is not None)
+                pooled.messages += len([i for i in batch if i.outcome is not None])
             finally:
                 self._pool.release(pooled, reusable=reusable)
             self._adapter.delivered(
-                sum(isinstance(item.outcome, SendResult) for item in batch)
+                len([i for i in batch if isinstance(i.outcome, SendResult)])
             )
             if (
                 error is not None
