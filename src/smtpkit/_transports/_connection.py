@@ -298,8 +298,13 @@ class SMTPConnection(smtplib.SMTP):
             _HAS_SENDMSG
             and not isinstance(sock, ssl.SSLSocket)
             and 1 < len(payload) <= _MAX_GATHER
+            and sum(map(len, payload)) <= _WRITE_CHUNK
         ):
-            pieces, data = payload, b""  # joined only if the socket takes a part
+            # Joined only if the socket takes a part.  Larger writes go in
+            # _WRITE_CHUNK pieces: one huge sendmsg fills a send buffer that the
+            # kernel reports writable again only after a third of it drained, so
+            # a slow, steady reader would look like one that took no data.
+            pieces, data = payload, b""
         else:
             data = b"".join(payload)
         total = len(data) if pieces is None else sum(map(len, pieces))
@@ -418,9 +423,11 @@ class SMTPConnection(smtplib.SMTP):
             # The usual case after a write: wait for the first bytes here, so
             # that a reply arriving whole takes the short way below too.
             self._start_reply()
-            deadline = self._reply_deadline  # kept if the long way follows
             while not buf:
                 self._receive()
+            # Kept if the long way follows; read after the wait, since upload
+            # progress moves the deadline while a large write drains.
+            deadline = self._reply_deadline
         end = buf.find(b"\n")
         if not (3 < end < MAX_REPLY_LINE and buf[3] == _SPACE and buf[:3].isdigit()):
             return self.read_reply(deadline=deadline)

@@ -54,7 +54,9 @@ class MailOptions:
     def __init__(self, conn: SMTPConnection) -> None:
         features = conn.esmtp_features
         limit = features.get("size", "")
-        self.limit = int(limit) if limit.isdigit() else 0  # 0: no limit stated
+        # isdigit() alone passes "²" (EHLO is read as latin-1), which int() refuses.
+        digits = limit.isascii() and limit.isdigit()
+        self.limit = int(limit) if digits else 0  # 0: no limit stated
         self.size = "size" in features
         self.eightbit = "8bitmime" in features
         self.smtputf8 = "smtputf8" in features
