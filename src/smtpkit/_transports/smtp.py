@@ -28,6 +28,7 @@ from .._exceptions import (
     HeloRefusedError,
     NetworkError,
     NotSupportedError,
+    ProtocolError,
     SMTPKitError,
     SMTPReplyError,
     TransportError,
@@ -491,11 +492,14 @@ class SMTPTransport(Transport):
             # The message whose reply failed was attempted, and so was any whose
             # data went out (the server may have it, RFC 1047).  Messages merely
             # pipelined behind them sent nothing of themselves: they move on.
-            # A message already refused (MAIL or every RCPT) keeps that refusal.
+            # A message already refused (MAIL or every RCPT) keeps that refusal,
+            # unless the replies were found out of step: then none read can be
+            # trusted to answer the command it was read for.
             awaited = runner.awaited()
+            trusted = not isinstance(exc, ProtocolError)
             for item in runner.owed():
                 if item.outcome is None:
-                    refusal = runner.refused_so_far(item)
+                    refusal = runner.refused_so_far(item) if trusted else None
                     if refusal is not None:
                         item.outcome = refusal
                     elif item is awaited or item.data_sent:
