@@ -289,8 +289,7 @@ class BatchReader(Generic[T]):
             except Exception as exc:  # the caller's iterator, raised by next_batch
                 self._failure = exc
                 self._exhausted = True
-            size = max(1, min(self._batch_size, -(-len(chunk) // self._workers)))
-            batches = [chunk[i : i + size] for i in range(0, len(chunk), size)]
+            batches = _split(chunk, self._workers, self._batch_size)
             self._pending.extend(batches)  # stored in one step, once split
         except BaseException:  # Ctrl-C while reading, splitting or storing
             stored = bool(batches) and bool(self._pending)
@@ -299,6 +298,18 @@ class BatchReader(Generic[T]):
             raise
         if not chunk:
             self._exhausted = True
+
+
+def _split(chunk: list[T], workers: int, batch_size: int) -> list[list[T]]:
+    """*chunk* in batches spread over *workers*, at most *batch_size* each.
+
+    A function of its own, so that ``_read`` has no loop between reading and
+    storing: Python 3.12+ inlines a comprehension into its caller, and on 3.13
+    a ``KeyboardInterrupt`` injected (by a trace function, as the tests do) in
+    that inlined loop skipped ``_read``'s handler and lost the chunk.
+    """
+    size = max(1, min(batch_size, -(-len(chunk) // workers)))
+    return [chunk[i : i + size] for i in range(0, len(chunk), size)]
 
 
 def run_batch(send_batch: Callable[[list[T], Report], None], batch: Batch[T]) -> None:
