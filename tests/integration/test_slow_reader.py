@@ -147,3 +147,22 @@ def test_a_size_keyword_with_odd_digits_is_no_limit_not_a_raw_error(size):
             transport.close()
     assert result.ok
     assert server.errors == []
+
+
+def test_connections_send_each_request_group_at_once():
+    # Writes are whole request groups already: Nagle would only delay them.
+    def greet(conn):  # type: ignore[no-untyped-def]
+        conn.send(b"220 hi\r\n")
+        conn.wait_closed()
+
+    with RawServer(greet) as server:
+        config = SMTPConfig(host=server.host, port=server.port, tls="none")
+        transport = SMTPTransport(config)
+        conn = transport.create_connection()
+        try:
+            assert conn.sock is not None
+            nodelay = conn.sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+        finally:
+            conn.close()
+            transport.close()
+    assert nodelay == 1

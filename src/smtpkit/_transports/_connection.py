@@ -9,6 +9,7 @@ reply has a deadline and caps on line length, line count and total size.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import select
 import smtplib
@@ -52,6 +53,7 @@ _HAS_POLL: Final = hasattr(select, "poll")
 _HAS_SENDMSG: Final = hasattr(socket.socket, "sendmsg")  # not on Windows
 _MAX_GATHER: Final = 64  # pieces per sendmsg, well under any IOV_MAX
 _SPACE: Final = ord(" ")
+_QUICKACK: Final[int | None] = getattr(socket, "TCP_QUICKACK", None)  # Linux
 
 try:  # Linux: how much of what we sent the peer has not acknowledged yet
     import fcntl
@@ -161,6 +163,11 @@ class SMTPConnection(smtplib.SMTP):
     ) -> socket.socket:
         self.connect_stage = "tcp"
         sock = socket.create_connection((host, port), timeout)
+        # Every write is a whole request group, joined here already; Nagle's
+        # algorithm would hold its last, short segment back until the server
+        # ACKs, and a server that waits for the whole BDAT chunk ACKs late.
+        with contextlib.suppress(OSError):  # not every socket family has it
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         if self._implicit_tls is not None:
             self.connect_stage = "tls"
             try:
@@ -539,6 +546,13 @@ class SMTPConnection(smtplib.SMTP):
             self.sock.settimeout(wanted)
         try:
             chunk = self.sock.recv(_RECV_SIZE)
+            if _QUICKACK is not None:
+                # ACK the next segment at once.  A server that sends its
+                # pipelined replies in two writes (Postfix flushes MAIL's and
+                # RCPT's before it reads a BDAT chunk longer than its buffer)
+                # has the second held by Nagle until the first is ACKed, and a
+                # client with nothing to send delays that ACK by 40 ms.
+                self.sock.setsockopt(socket.IPPROTO_TCP, _QUICKACK, 1)
         except TimeoutError:
             return  # the deadline (or progress) is checked at the next call
         except OSError as exc:
