@@ -100,13 +100,17 @@ def test_a_halt_mid_stream_reads_nothing_more_and_yields_every_message_read():
     # Nothing read after the halt; every message read has one yielded result.
     assert pulled == [0, 1, 2, 3, 4, 5]
     assert len(yielded) == len(pulled)
-    assert [r.error is None for r in yielded[:4]] == [True] * 4
+    assert [r.error is None for r in yielded[:3]] == [True] * 3
     assert "quota" in str(yielded[4].error)
-    unsent = yielded[5]
-    assert isinstance(unsent.error, NotSentError)
-    assert unsent.attempts == 0
-    assert "not sent: send_iter stopped (quota spent)" in str(unsent.error)
-    assert sorted(sent) == [0, 1, 2, 3, 4]  # m5 never reached the transport
+    # m3 ran beside m4: delivered, or not sent when its worker began after the
+    # halt (it checks the halt first).  m5 never reached the transport.
+    not_sent = [n for n, r in enumerate(yielded) if isinstance(r.error, NotSentError)]
+    assert not_sent in ([5], [3, 5])
+    for n in not_sent:
+        assert yielded[n].attempts == 0
+        assert "not sent: send_iter stopped (quota spent)" in str(yielded[n].error)
+    delivered = [n for n, r in enumerate(yielded) if r.error is None]
+    assert sorted(sent) == sorted([*delivered, 4])
     assert info.value.unsent == []  # send_iter yielded them instead
 
 
