@@ -11,7 +11,6 @@ import os
 import signal
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from types import FrameType
 from typing import Any
@@ -31,36 +30,9 @@ from smtpkit import (
 )
 from smtpkit.testing import FakeTransport
 
+from .test_send_iter import message, pool_threads, pulling, wait_until
+
 NEVER = RetryPolicy.never()
-
-
-def message(n: int) -> Message:
-    return Message(
-        sender="a@example.com",
-        to=f"u{n}@example.com",
-        subject=f"m{n}",
-        text="hi",
-        message_id=f"<m{n}@stop>",
-    )
-
-
-def pulling(count: int, pulled: list[int]) -> Iterator[Message]:
-    for n in range(count):
-        pulled.append(n)
-        yield message(n)
-
-
-def pool_threads() -> list[threading.Thread]:
-    return [t for t in threading.enumerate() if t.name.startswith("smtpkit")]
-
-
-def wait_until(condition, timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.01)
-    return True
 
 
 def exactly_once(read: int, yielded: list[SendResult], stream, fake) -> None:
@@ -72,7 +44,7 @@ def exactly_once(read: int, yielded: list[SendResult], stream, fake) -> None:
         if isinstance(result.error, NotSentError):
             assert result.attempts == 0
         else:
-            assert result.message_id == f"<m{n}@stop>"
+            assert result.message_id == f"<m{n}@stream>"
     delivered = sorted(r.message_id for r in every if r.ok)
     assert sorted(str(s.message["Message-ID"]) for s in fake.outbox) == delivered
     assert wait_until(lambda: pool_threads() == [])
@@ -105,7 +77,7 @@ def test_close_from_on_progress_ends_after_the_current_result():
         )
         with stream:
             yielded.extend(stream)  # no exception, no IndexError
-    assert [r.message_id for r in yielded] == [f"<m{n}@stop>" for n in range(3)]
+    assert [r.message_id for r in yielded] == [f"<m{n}@stream>" for n in range(3)]
     assert stream.leftover
     exactly_once(len(pulled), yielded, stream, fake)
     assert list(stream) == []
@@ -142,7 +114,7 @@ def test_close_from_another_thread_returns_at_once_and_the_consumer_stops():
             thread.join()
     assert returned_while_m1_held == [True]
     # m1, being fetched when close() came, is still yielded; then it ends.
-    assert [r.message_id for r in yielded] == ["<m0@stop>", "<m1@stop>"]
+    assert [r.message_id for r in yielded] == ["<m0@stream>", "<m1@stream>"]
     exactly_once(len(pulled), yielded, stream, fake)
 
 
@@ -308,14 +280,16 @@ def _injecting(function: str, module_file: str, at: int, skip_yield: bool):
     return tracer, seen
 
 
-@pytest.mark.parametrize("at", range(1, 40))
-def test_a_ctrl_c_anywhere_while_handing_over_reports_each_message_once(at):
-    tracer, _ = _injecting("results", _stream.__file__, at, skip_yield=True)
+def _interrupted_at(
+    function: str, module_file: str, at: int, *, skip_yield: bool, concurrency: int
+) -> None:
+    """Stream 8 messages with a Ctrl-C injected at line event *at* of *function*."""
+    tracer, _ = _injecting(function, module_file, at, skip_yield=skip_yield)
     fake = FakeTransport()
     pulled: list[int] = []
     yielded: list[SendResult] = []
     with Mailer(transport=fake, retry=NEVER) as mailer:
-        stream = mailer.send_iter(pulling(8, pulled), concurrency=2)
+        stream = mailer.send_iter(pulling(8, pulled), concurrency=concurrency)
         sys.settrace(tracer)
         try:
             with stream:
@@ -326,27 +300,17 @@ def test_a_ctrl_c_anywhere_while_handing_over_reports_each_message_once(at):
         finally:
             sys.settrace(None)
     exactly_once(len(pulled), yielded, stream, fake)
+
+
+@pytest.mark.parametrize("at", range(1, 40))
+def test_a_ctrl_c_anywhere_while_handing_over_reports_each_message_once(at):
+    _interrupted_at("results", _stream.__file__, at, skip_yield=True, concurrency=2)
 
 
 @pytest.mark.parametrize("at", range(1, 12))
 def test_a_ctrl_c_anywhere_while_splitting_the_input_loses_nothing(at):
-    tracer, _ = _injecting("_read", _bulk.__file__, at, skip_yield=False)
-    fake = FakeTransport()
-    pulled: list[int] = []
-    yielded: list[SendResult] = []
-    with Mailer(transport=fake, retry=NEVER) as mailer:
-        stream = mailer.send_iter(pulling(8, pulled), concurrency=4)
-        sys.settrace(tracer)
-        try:
-            with stream:
-                for result in stream:
-                    yielded.append(result)
-        except KeyboardInterrupt:
-            pass
-        finally:
-            sys.settrace(None)
     # Whatever the reader took is reported, wherever the split was cut short.
-    exactly_once(len(pulled), yielded, stream, fake)
+    _interrupted_at("_read", _bulk.__file__, at, skip_yield=False, concurrency=4)
 
 
 def test_a_second_ctrl_c_leaves_batches_not_started_as_not_sent():
