@@ -24,10 +24,10 @@ from smtpkit import (
     InvalidMessageError,
     Mailer,
     Message,
+    _wire_generator,
     render,
 )
 from smtpkit import _render as render_module
-from smtpkit import _wire_generator
 from smtpkit._wire_generator import WireGenerator
 from smtpkit.testing import ConsoleTransport, FakeTransport, FileTransport
 

@@ -120,7 +120,9 @@ def test_fake_transport_verify_is_plausible_and_counted():
         mailer.verify()
     assert fake.verifications == 2
     assert report.size_limit == int(report.extensions["size"])
-    assert report.pipelining and report.chunking and report.smtputf8
+    assert report.pipelining
+    assert report.chunking
+    assert report.smtputf8
     assert [step for step, _ in report.timings] == list(VERIFY_STEPS)
     assert fake.outbox == []
     assert fake.attempts == []
