@@ -9,13 +9,17 @@ from datetime import datetime, timezone
 import pytest
 
 from smtpkit import (
+    AuthenticationError,
     ClosedError,
     Mailer,
     NotSupportedError,
+    SMTPReply,
+    TLSMode,
     Transport,
     VerifyReport,
 )
-from smtpkit._transports._verify import _size_limit, durations
+from smtpkit._transports._hints import Endpoint, auth_refused_message
+from smtpkit._transports._verify import _certificate, _size_limit, durations
 from smtpkit._verify_report import VERIFY_STEPS
 from smtpkit.testing import ConsoleTransport, FakeTransport, FileTransport
 
@@ -156,3 +160,78 @@ def test_transports_without_a_server_refuse_clearly(transport: Transport):
     assert "SMTPTransport" in text
     assert info.value.command == "verify"
     assert not info.value.is_transient
+
+
+# -- the parts of a report that need no socket ---------------------------------------
+
+
+class FakeTLSSocket:
+    def __init__(self, cert=None, error: Exception | None = None) -> None:
+        self.cert = cert
+        self.error = error
+
+    def getpeercert(self):
+        if self.error is not None:
+            raise self.error
+        return self.cert
+
+
+@pytest.mark.parametrize(
+    ("sock", "expected"),
+    [
+        (FakeTLSSocket(error=ValueError("not connected")), (None, None)),
+        (FakeTLSSocket(cert={}), (None, None)),  # CERT_NONE: nothing decoded
+        (
+            FakeTLSSocket(
+                cert={
+                    "subject": (
+                        (("countryName", "DE"),),
+                        (("organizationName", "Example"),),
+                        (("commonName", "mail.example.com"),),
+                        (("businessCategory", "x"),),
+                    ),
+                    "notAfter": "May  6 07:08:09 2031 GMT",
+                }
+            ),
+            ("C=DE, O=Example, CN=mail.example.com, businessCategory=x", EXPIRES),
+        ),
+        (FakeTLSSocket(cert={"notAfter": "next year"}), (None, None)),
+        (FakeTLSSocket(cert={"subject": "odd", "notAfter": 5}), (None, None)),
+    ],
+    ids=["error", "unverified", "full", "bad-date", "odd-shapes"],
+)
+def test_certificate_facts(sock, expected):
+    assert _certificate(sock) == expected
+
+
+@pytest.mark.parametrize(
+    ("reply", "advice"),
+    [
+        ("535 5.7.8 Authentication credentials invalid", "check the username"),
+        ("454 4.7.0 Temporary authentication failure", "try later"),
+        ("534 5.7.9 Authentication mechanism is too weak", None),
+    ],
+)
+def test_auth_refusal_advice(reply, advice):
+    endpoint = Endpoint("mail.example.com", 587, TLSMode.STARTTLS, 30.0, None)
+    text = auth_refused_message(SMTPReply.from_string(reply), "PLAIN", endpoint)
+    assert text.startswith(
+        f"mail.example.com:587 (tls=starttls) refused the login (AUTH PLAIN): {reply}"
+    )
+    if advice is None:
+        assert text.endswith(reply)
+    else:
+        assert advice in text
+
+
+def test_auth_refusal_of_a_known_provider_leaves_the_hint_to_the_error():
+    reply = SMTPReply.from_string(
+        "535 Login Fail. Please enter your authorization code to login. More "
+        "information in https://service.mail.qq.com/detail/0/53"
+    )
+    endpoint = Endpoint("smtp.qq.com", 465, TLSMode.IMPLICIT, 30.0, None)
+    text = auth_refused_message(reply, "LOGIN", endpoint)
+    assert "check the username" not in text
+    error = AuthenticationError(reply, command="AUTH", message=text)
+    assert error.hint is not None
+    assert str(error) == f"{text}; hint: {error.hint}"
