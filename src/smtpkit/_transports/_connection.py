@@ -155,13 +155,11 @@ class SMTPConnection(smtplib.SMTP):
         # Bytes read while waiting for the greeting: none at all is the silence
         # of an implicit-TLS server, some is a slow or stalled plaintext one.
         self.greeting_received = 0
-        self.greeting: SMTPReply | None = None  # the 220, kept for verify()
-        # When the TCP connect (and any implicit-TLS handshake) ended, and the
-        # AUTH mechanism that logged in: cheap facts for verify()'s report.
-        self.connected_at: float | None = None
-        self.auth_mechanism: str | None = None
-        # verify() sets a list here; handshake steps then note when they end.
-        self.laps: list[tuple[str, float]] | None = None
+        # Facts for verify()'s report, cheap enough to note for every session.
+        self.greeting: SMTPReply | None = None
+        self.connected_at: float | None = None  # TCP (and implicit TLS) done
+        self.auth_mechanism: str | None = None  # set by the transport's AUTH
+        self.laps: list[tuple[str, float]] | None = None  # only verify() sets it
         self.last_used = time.monotonic()
         super().__init__(local_hostname=local_hostname, timeout=timeout)
 
@@ -232,11 +230,7 @@ class SMTPConnection(smtplib.SMTP):
         return self.greeting
 
     def lap(self, step: str) -> None:
-        """Note that session set-up *step* just ended, when ``laps`` is set.
-
-        Only ``verify()`` sets ``laps``: connections of the pool pay one
-        attribute test per set-up step, nothing per message.
-        """
+        """Note when set-up *step* ended, into ``laps`` (one test per step otherwise)."""
         if self.laps is not None:
             self.laps.append((step, time.monotonic()))
 
