@@ -57,6 +57,7 @@ from ._mailer import BulkItem, BulkProgress, Mailer, Sendable
 from ._message import Attachment, Envelope, Message
 from ._provider_replies import ReplyExplanation, ReplyReason, explain_reply
 from ._ratelimit import RateLimit
+from ._render import render
 from ._reply import EnhancedStatus, ReplyCode, SMTPReply, parse_reply
 from ._retry import DEFAULT_RETRY_POLICY, RetryDetails, RetryHook, RetryPolicy
 from ._stream import SendStream
@@ -64,6 +65,7 @@ from ._transports._connection import SMTPConnection
 from ._transports._pool import PoolStats
 from ._transports.base import RecipientResult, SendResult, Transport
 from ._transports.smtp import SMTPTransport
+from ._verify_report import VerifyReport
 
 try:
     __version__ = version("pysmtpkit")
@@ -135,10 +137,12 @@ __all__ = [
     "TLSModeLike",
     "Transport",
     "TransportError",
+    "VerifyReport",
     "__version__",
     "auth",
     "explain_reply",
     "parse_reply",
+    "render",
 ]
 
 for _name in __all__:

@@ -58,6 +58,7 @@ from ._transports.base import (
     Transport,
     contract_breach,
 )
+from ._verify_report import VerifyReport
 
 __all__ = ["BulkItem", "BulkProgress", "Mailer", "Sendable"]
 
@@ -190,6 +191,22 @@ class Mailer:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+    def verify(self) -> VerifyReport:
+        """Check the settings: open one session as a send would, then QUIT it.
+
+        On a connection of its own (not the pool's), unopened mailers included;
+        no mail is sent and nothing is retried.
+
+        Raises:
+            ClosedError: The mailer was closed.
+            TransportError: What a send's connection set-up would have met
+                (``ConnectError``, ``TLSError``, ``AuthenticationError``...).
+        """
+        if self._state is _State.CLOSED:
+            msg = "this Mailer is closed; create a new one"
+            raise ClosedError(msg)
+        return self._transport.verify()
 
     # -- sending ----------------------------------------------------------------
 

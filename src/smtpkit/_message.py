@@ -440,3 +440,20 @@ class Message(BaseModel):
         return Envelope(
             sender=sender, recipients=recipients, smtputf8=self.needs_smtputf8
         )
+
+    def as_bytes(self) -> bytes:
+        """Return the bytes a send would transmit; the same as ``smtpkit.render(self)``.
+
+        CRLF line endings, no Bcc header, no envelope.  A missing Message-ID or
+        Date is added as a send adds it (a fresh id, the current time), so the
+        bytes are the same on every call only when both are set.  Write them to
+        a ``.eml`` file to export the message.
+
+        Raises:
+            InvalidMessageError: The message cannot be rendered.
+        """
+        # The renderer sits above the models (it builds MIME from them); the
+        # method is here because users look for it on the message.
+        from ._mime import render_with_id  # noqa: PLC0415 - see above
+
+        return render_with_id(self)[0]

@@ -25,7 +25,6 @@ import re
 from datetime import datetime, timezone
 from email import encoders
 from email.charset import BASE64, QP, Charset
-from email.generator import BytesGenerator
 from email.message import Message as MIMEMessage
 from email.mime.base import MIMEBase
 from email.mime.multipart import MIMEMultipart
@@ -40,6 +39,7 @@ from ._calendar import calendar_method, normalize_calendar
 from ._content_type import format_value, looks_encoded
 from ._exceptions import InvalidMessageError
 from ._message import FORBIDDEN_CHARS, Address, Attachment, Message
+from ._wire_generator import WireGenerator
 
 __all__ = [
     "MAX_LINE",
@@ -152,31 +152,6 @@ class _WirePolicy(Compat32):
         ):
             return f"{name}: {text}{self.linesep}"
         return _fold_header(name, text) + self.linesep
-
-
-class _WireGenerator(BytesGenerator):
-    """``BytesGenerator`` that writes an 8-bit message/rfc822 payload as it is.
-
-    The stdlib writes the string payload of a message/* part as strict ASCII;
-    smtpkit carries those bytes as surrogate escapes, like all 8-bit text here.
-    """
-
-    def _encode(self, s: str) -> bytes:  # private stdlib hook
-        return s.encode("ascii", "surrogateescape")
-
-    def _write_lines(self, lines: str) -> None:  # private stdlib hook
-        # The stdlib (3.10 to 3.13 alike) splits the text and writes each line
-        # and each line end separately, two encodes and writes per line; one of
-        # each gives the same bytes: every line end becomes the policy's, and a
-        # last line without one stays so.
-        if not lines:
-            return
-        nl = self._NL  # type: ignore[attr-defined]  # set by flatten(), untyped
-        text = _EOL_RE.sub(nl, lines) if "\r" in lines else lines.replace("\n", nl)
-        try:
-            self.write(text)
-        except UnicodeEncodeError:  # nothing was written: the stdlib's own error
-            super()._write_lines(lines)  # type: ignore[misc]  # untyped hook
 
 
 _WIRE_POLICY: Final = _WirePolicy(linesep="\r\n")
@@ -519,7 +494,7 @@ def render_with_id(
         for name, value in message.headers.items():
             msg[name] = _unstructured(name, value, utf8=utf8)
         out = BytesIO()
-        _WireGenerator(out, mangle_from_=False, policy=_WIRE_POLICY).flatten(msg)
+        WireGenerator(out, mangle_from_=False, policy=_WIRE_POLICY).flatten(msg)
         # The generator ends with the body's last character (or the closing
         # boundary); the transport contract promises CRLF-terminated lines.
         return _ending_in_crlf(out.getvalue()), message_id

@@ -19,9 +19,9 @@ from smtpkit._mime import (
     _WIRE_POLICY,
     MAX_LINE,
     _text_part,
-    _WireGenerator,
     render,
 )
+from smtpkit._wire_generator import WireGenerator as _WireGenerator
 
 _TEXT = st.lists(
     st.sampled_from(["a", " ", "\n", "\r", "\r\n", ".", "\t", "\0", "é", "x" * 400]),

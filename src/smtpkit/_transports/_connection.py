@@ -155,6 +155,13 @@ class SMTPConnection(smtplib.SMTP):
         # Bytes read while waiting for the greeting: none at all is the silence
         # of an implicit-TLS server, some is a slow or stalled plaintext one.
         self.greeting_received = 0
+        self.greeting: SMTPReply | None = None  # the 220, kept for verify()
+        # When the TCP connect (and any implicit-TLS handshake) ended, and the
+        # AUTH mechanism that logged in: cheap facts for verify()'s report.
+        self.connected_at: float | None = None
+        self.auth_mechanism: str | None = None
+        # verify() sets a list here; handshake steps then note when they end.
+        self.laps: list[tuple[str, float]] | None = None
         self.last_used = time.monotonic()
         super().__init__(local_hostname=local_hostname, timeout=timeout)
 
@@ -178,6 +185,7 @@ class SMTPConnection(smtplib.SMTP):
                 sock.close()
                 raise
             self.is_tls = True
+        self.connected_at = time.monotonic()
         self.connect_stage = "greeting"
         if self._greeting_wait is not None and self._deadline is not None:
             self._deadline = min(self._deadline, time.monotonic() + self._greeting_wait)
@@ -220,7 +228,17 @@ class SMTPConnection(smtplib.SMTP):
             self._deadline = None
         self.connect_stage = "open"
         self.timeout = self.reply_timeout
-        return parse_reply(code, text)
+        self.greeting = parse_reply(code, text)
+        return self.greeting
+
+    def lap(self, step: str) -> None:
+        """Note that session set-up *step* just ended, when ``laps`` is set.
+
+        Only ``verify()`` sets ``laps``: connections of the pool pay one
+        attribute test per set-up step, nothing per message.
+        """
+        if self.laps is not None:
+            self.laps.append((step, time.monotonic()))
 
     def start_tls(self, context: ssl.SSLContext) -> SMTPReply:
         """Run STARTTLS (RFC 3207) and forget everything learnt before it.

@@ -33,6 +33,7 @@ from .._exceptions import (
     SMTPReplyError,
     TLSError,
 )
+from .._provider_replies import explain_reply
 from .._reply import SMTPReply
 
 __all__ = [
@@ -438,6 +439,26 @@ def no_starttls_message(endpoint: Endpoint) -> str:
         "a trusted network: without TLS the message and any password travel in "
         "cleartext"
     )
+
+
+def auth_refused_message(reply: SMTPReply, mechanism: str, endpoint: Endpoint) -> str:
+    """Say what a refused login means and what to change (never the credentials).
+
+    A provider's documented reply gets its own hint appended by the error
+    (see ``explain_reply``); this adds smtpkit's advice only where none exists.
+    """
+    where = f"{endpoint} refused the login (AUTH {mechanism}): {reply}"
+    if explain_reply(reply) is not None:
+        return where
+    if reply.code == 535:  # RFC 4954 §6: authentication credentials invalid
+        return (
+            f"{where}; check the username and password (or token) in the "
+            "configuration; a provider with two-step verification usually needs "
+            "an app password instead of the account password"
+        )
+    if reply.code == 454:  # RFC 4954 §6: temporary authentication failure
+        return f"{where}; the server could not check the credentials now, try later"
+    return where
 
 
 def mail_refusal(

@@ -10,10 +10,11 @@ from typing import Final
 
 from typing_extensions import Self
 
-from .._exceptions import ClosedError, SMTPKitError, TransportError
+from .._exceptions import ClosedError, NotSupportedError, SMTPKitError, TransportError
 from .._message import Envelope
 from .._provider_replies import ReplyExplanation, ReplyReason, explain_reply
 from .._reply import SMTPReply
+from .._verify_report import VerifyReport
 
 __all__ = [
     "DEFAULT_CONCURRENCY",
@@ -244,6 +245,23 @@ class Transport(abc.ABC):
             if on_result is not None:
                 on_result(index, outcome)
         return outcomes
+
+    def verify(self) -> VerifyReport:
+        """Check the settings by opening one session, without sending mail.
+
+        ``SMTPTransport`` connects, logs in and QUITs; ``FakeTransport``
+        returns a made-up report.  A transport that has no server to check
+        keeps this default.
+
+        Raises:
+            NotSupportedError: Always, for a transport without a server.
+        """
+        msg = (
+            f"{type(self).__name__} cannot verify a server connection: "
+            "verify() needs SMTPTransport (a Mailer built from an SMTPConfig); "
+            "FakeTransport returns a made-up report for tests"
+        )
+        raise NotSupportedError(msg, command="verify")
 
     def close(self) -> None:  # noqa: B027 - optional hook, no-op by default
         """Release resources; idempotent."""

@@ -29,6 +29,7 @@ from .._exceptions import (
 )
 from .._message import Envelope
 from .._reply import SMTPReply
+from .._verify_report import VERIFY_STEPS, VerifyReport
 from .base import RecipientResult, SendResult, Transport
 
 __all__ = [
@@ -45,6 +46,32 @@ Outcome = SendResult | SMTPReply | TransportError | str | None
 an exception to raise, or None for "250 OK"."""
 
 Handler = Callable[[Envelope, bytes], Outcome]
+
+_FAKE_REPORT = VerifyReport(
+    host="fake.invalid",
+    port=587,
+    banner="fake.invalid ESMTP smtpkit FakeTransport",
+    extensions={
+        "size": "52428800",
+        "pipelining": "",
+        "8bitmime": "",
+        "enhancedstatuscodes": "",
+        "smtputf8": "",
+        "chunking": "",
+        "auth": "PLAIN LOGIN",
+    },
+    size_limit=52428800,
+    pipelining=True,
+    chunking=True,
+    smtputf8=True,
+    starttls_used=True,
+    tls_version="TLSv1.3",
+    cipher="TLS_AES_256_GCM_SHA384",
+    certificate_subject="CN=fake.invalid",
+    certificate_expires=None,
+    auth_mechanism="PLAIN",
+    timings=tuple((step, 0.0) for step in VERIFY_STEPS),
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,6 +159,7 @@ class FakeTransport(Transport):
         self._closed = False
         self.outbox: list[SentMessage] = []
         self.attempts: list[Envelope] = []
+        self.verifications = 0
 
     @classmethod
     def scripted(cls, *outcomes: Outcome) -> FakeTransport:
@@ -192,6 +220,23 @@ class FakeTransport(Transport):
             with self._lock:
                 self.outbox.append(sent)
         return result
+
+    @override
+    def verify(self) -> VerifyReport:
+        """Return a plausible report of a server that offers everything, at once.
+
+        Nothing is contacted, so code that calls ``Mailer.verify()`` at start-up
+        runs in tests.  ``verifications`` counts the calls.
+
+        Raises:
+            ClosedError: The transport was closed.
+        """
+        with self._lock:
+            if self._closed:
+                msg = "the transport is closed"
+                raise ClosedError(msg)
+            self.verifications += 1
+        return _FAKE_REPORT
 
     @override
     def close(self) -> None:

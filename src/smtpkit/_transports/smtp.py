@@ -23,7 +23,6 @@ from .._config import SMTPConfig, TLSMode
 from .._exceptions import (
     AuthenticationError,
     ClosedError,
-    ConfigurationError,
     GreetingRefusedError,
     HeloRefusedError,
     NetworkError,
@@ -35,10 +34,11 @@ from .._exceptions import (
 )
 from .._message import Envelope
 from .._reply import parse_reply
+from .._verify_report import VerifyReport
 from ._adaptive import MAX_ABSORBED_REFUSALS, PoolAdapter
 from ._connection import SMTPConnection
 from ._errors import Progress, map_errors
-from ._hints import Endpoint, no_starttls_message, tls_file_problem, tls_files_error
+from ._hints import Endpoint, auth_refused_message, no_starttls_message
 from ._login_guard import LoginGuard
 from ._pool import ConnectionPool, Pooled, PoolStats
 from ._sasl import sasl_exchange
@@ -49,6 +49,8 @@ from ._session import (
     TransactionRunner,
     dot_stuff,
 )
+from ._tls_context import build_tls_context
+from ._verify import verify_session
 from .base import OnResult, SendResult, Transport
 
 __all__ = ["SMTPTransport", "dot_stuff"]
@@ -56,7 +58,6 @@ __all__ = ["SMTPTransport", "dot_stuff"]
 logger = logging.getLogger("smtpkit")
 
 _CLOSE_WITHIN: Final = 5.0  # seconds for all the QUITs of a closing pool together
-_TLS_VERSIONS: Final = {"1.2": ssl.TLSVersion.TLSv1_2, "1.3": ssl.TLSVersion.TLSv1_3}
 
 
 @functools.cache
@@ -90,7 +91,7 @@ class SMTPTransport(Transport):
             connect_timeout=config.connect_timeout,
         )
         self._tls_context = (
-            self._build_tls_context() if config.tls is not TLSMode.NONE else None
+            build_tls_context(config) if config.tls is not TLSMode.NONE else None
         )
         self._closed = False
         # The TLS session of the last connection set up, resumed by the next one
@@ -111,38 +112,6 @@ class SMTPTransport(Transport):
     def __repr__(self) -> str:
         cfg = self.config
         return f"<{type(self).__name__} {cfg.host}:{cfg.port} tls={cfg.tls.value}>"
-
-    def _build_tls_context(self) -> ssl.SSLContext:
-        cfg = self.config
-        if cfg.ssl_context is not None:
-            return cfg.ssl_context
-        files = {
-            "ca_file": cfg.ca_file,
-            "ca_path": cfg.ca_path,
-            "client_cert": cfg.client_cert,
-            "client_key": cfg.client_key,
-        }
-        for field, path in files.items():
-            problem = path and tls_file_problem(
-                field, path, directory=field == "ca_path"
-            )
-            if problem:
-                msg = f"cannot load TLS certificates: {problem}"
-                raise ConfigurationError(msg)
-        try:
-            context = ssl.create_default_context(cafile=cfg.ca_file, capath=cfg.ca_path)
-        except (OSError, ssl.SSLError) as exc:
-            trust = {"ca_file": cfg.ca_file, "ca_path": cfg.ca_path}
-            raise tls_files_error(trust, exc) from exc
-        if cfg.client_cert is not None:
-            try:
-                context.load_cert_chain(cfg.client_cert, cfg.client_key)
-            except (OSError, ssl.SSLError) as exc:
-                client = {"client_cert": cfg.client_cert, "client_key": cfg.client_key}
-                raise tls_files_error(client, exc) from exc
-        if cfg.tls_min_version is not None:
-            context.minimum_version = _TLS_VERSIONS[cfg.tls_min_version]
-        return context
 
     # -- extension points -------------------------------------------------------
 
@@ -200,6 +169,7 @@ class SMTPTransport(Transport):
             AuthenticationError: The server refused the credentials.
         """
         self._greet(conn)
+        conn.lap("ehlo")
         if self.config.tls is TLSMode.STARTTLS:
             # No fallback to cleartext: nothing is sent without TLS.
             if not conn.has_extn("starttls"):
@@ -207,9 +177,12 @@ class SMTPTransport(Transport):
                 raise NotSupportedError(msg, command="STARTTLS")
             assert self._tls_context is not None  # noqa: S101 - built for every TLS mode
             conn.start_tls(self._tls_context)
+            conn.lap("starttls")
             self._greet(conn)  # RFC 3207 §4.2: forget everything learnt before TLS
+            conn.lap("ehlo after tls")
         if self.config.wants_auth:
             self._login(conn)
+            conn.lap("auth")
 
     def is_usable(self, conn: SMTPConnection) -> bool:
         """Check an idle connection with NOOP; False when it no longer answers."""
@@ -251,11 +224,24 @@ class SMTPTransport(Transport):
             if reply.code == 535 and chosen.retries_after_failure():
                 reply = sasl_exchange(conn, chosen)
             if reply.code != 235:
-                raise AuthenticationError(reply, command="AUTH")
+                raise AuthenticationError(
+                    reply,
+                    command="AUTH",
+                    message=auth_refused_message(
+                        reply, chosen.mechanism, self._endpoint
+                    ),
+                )
         conn.logged_in = True
+        conn.auth_mechanism = chosen.mechanism
         logger.debug("authenticated with %s", chosen.mechanism)
 
-    def _open_session(self) -> SMTPConnection:
+    def _open_session(
+        self, laps: list[tuple[str, float]] | None = None
+    ) -> SMTPConnection:
+        """Connect, greet, secure and log in: a session ready for transactions.
+
+        *laps*, from ``verify()``, collects when each step ended.
+        """
         progress = Progress(
             endpoint=self._endpoint,
             tls_min_version=self.config.tls_min_version,
@@ -265,6 +251,11 @@ class SMTPTransport(Transport):
             self._login_guard.check()  # refused for good: do not even connect
         with map_errors(progress):
             conn = self.create_connection()
+            if laps is not None:
+                conn.laps = laps
+                if conn.connected_at is not None:  # None from a custom connection
+                    laps.append(("connect", conn.connected_at))
+                conn.lap("greeting" if laps else "connect")
             progress.command = "EHLO"
             try:
                 self.handshake(conn)
@@ -515,6 +506,32 @@ class SMTPTransport(Transport):
             and (runner.awaited() is None or (reused and _is_stale(error)))
         )
         return error, fresh_start, error is None and runner.reusable
+
+    # -- checking ---------------------------------------------------------------
+
+    @override
+    def verify(self) -> VerifyReport:
+        """Open one session as a send would, QUIT it, and report what was seen.
+
+        The session is the pool's own set-up (:meth:`create_connection`, then
+        :meth:`handshake`) on a connection of its own: none is taken from the
+        pool or given to it, and no MAIL is sent.
+
+        Raises:
+            ClosedError: The transport was closed.
+            TransportError: As for a send's connection set-up: ``ConnectError``,
+                ``TLSError``, ``AuthenticationError``, ``NotSupportedError``...
+        """
+        if self._closed:
+            msg = "the transport is closed"
+            raise ClosedError(msg)
+        return verify_session(
+            self._open_session,
+            self._quit_all,
+            host=self.config.host,
+            port=self.config.port,
+            starttls_used=self.config.tls is TLSMode.STARTTLS,
+        )
 
     # -- lifecycle --------------------------------------------------------------
 
