@@ -53,7 +53,9 @@ def run_subprocess(
         check=False,
     )
     out = proc.stdout.decode("utf-8", "replace")
-    return Run(proc.returncode, out, proc.stderr.decode("utf-8", "replace"), proc.stdout)
+    return Run(
+        proc.returncode, out, proc.stderr.decode("utf-8", "replace"), proc.stdout
+    )
 
 
 def run_inline(
@@ -62,9 +64,10 @@ def run_inline(
     env: Mapping[str, str] | None = None,
     stdin: bytes = b"",
     prompt: Callable[[str], str] | None = None,
+    tty: bool = False,
 ) -> Run:
     stdout = io.TextIOWrapper(io.BytesIO(), encoding="utf-8", newline="\n")
-    stderr = io.StringIO()
+    stderr = _Terminal() if tty else io.StringIO()
     old_stdin = sys.stdin
     sys.stdin = io.TextIOWrapper(io.BytesIO(stdin))
     kwargs = {} if prompt is None else {"prompt": prompt}
@@ -83,6 +86,13 @@ def run_inline(
     return Run(int(code), raw.decode("utf-8", "replace"), stderr.getvalue(), raw)
 
 
+class _Terminal(io.StringIO):
+    """A stderr that says it is a terminal."""
+
+    def isatty(self) -> bool:
+        return True
+
+
 def _main_code(*args: object, **kwargs: object) -> int:
     try:
         return main(*args, **kwargs)  # type: ignore[arg-type]
@@ -90,7 +100,7 @@ def _main_code(*args: object, **kwargs: object) -> int:
         return exc.code if isinstance(exc.code, int) else 1
 
 
-@pytest.fixture(params=["subprocess", "inline"])
-def cli(request: pytest.FixtureRequest) -> Cli:
+@pytest.fixture(name="cli", params=["subprocess", "inline"])
+def cli_fixture(request: pytest.FixtureRequest) -> Cli:
     """Run ``smtpkit ARGS...``: as ``python -m smtpkit``, and as ``main()`` in-process."""
     return run_subprocess if request.param == "subprocess" else run_inline

@@ -21,7 +21,7 @@ from .._exceptions import SMTPKitError
 from . import check, render, send
 from ._exit import ExitCode, UsageError, advice_for, exit_code_for
 from ._output import Output
-from ._server import ENV_PASSWORD, ENV_URL, ENV_USERNAME, Prompt, load_server
+from ._server import ENV_PASSWORD, ENV_URL, ENV_USERNAME, Prompt, Server, load_server
 
 __all__ = ["main"]
 
@@ -69,6 +69,7 @@ def main(
     args = build_parser().parse_args(argv)
     output = Output() if output is None else output
     env = os.environ if environ is None else environ
+    server: Server | None = None
     try:
         if args.command == "render":
             return render.run(args, output)
@@ -77,20 +78,22 @@ def main(
             return check.run(args, output, server)
         return send.run(args, output, server)
     except (SMTPKitError, UsageError, ValidationError) as exc:
-        return _fail(args, output, exc)
+        return _fail(args, output, exc, None if server is None else server.shown_url)
     except KeyboardInterrupt:
         output.err("interrupted")
         return ExitCode.INTERRUPTED
 
 
-def _fail(args: argparse.Namespace, output: Output, exc: Exception) -> ExitCode:
+def _fail(
+    args: argparse.Namespace, output: Output, exc: Exception, url: str | None
+) -> ExitCode:
     """Print the error sentence and its advice; return the exit code."""
     code = exit_code_for(exc)
     sentence = describe(exc)
     advice = advice_for(code)
     if getattr(args, "json", False):
         error = {"type": type(exc).__name__, "message": sentence, "advice": advice}
-        document = {"ok": False, "exit_code": int(code), "error": error}
+        document = {"ok": False, "url": url, "exit_code": int(code), "error": error}
         output.out(json.dumps(document, indent=2, ensure_ascii=False))
     output.err(f"smtpkit {args.command}: error: {sentence}")
     if advice is not None:

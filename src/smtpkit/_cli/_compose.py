@@ -29,8 +29,14 @@ _STDIN = "-"
 def add_message_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the options that describe a message to a command's parser."""
     group = parser.add_argument_group("message")
-    group.add_argument("--from", dest="sender", metavar="ADDRESS", help="the From address")
-    for flag, what in (("--to", "To"), ("--cc", "Cc"), ("--bcc", "Bcc (never in the headers)")):
+    group.add_argument(
+        "--from", dest="sender", metavar="ADDRESS", help="the From address"
+    )
+    for flag, what in (
+        ("--to", "To"),
+        ("--cc", "Cc"),
+        ("--bcc", "Bcc (never in the headers)"),
+    ):
         group.add_argument(
             flag,
             action="append",
@@ -40,11 +46,17 @@ def add_message_arguments(parser: argparse.ArgumentParser) -> None:
         )
     group.add_argument("--subject", default=None, help="the subject")
     group.add_argument(
-        "--text", metavar="FILE", help="the plain-text body from FILE (UTF-8), or - for stdin"
+        "--text",
+        metavar="FILE",
+        help="the plain-text body from FILE (UTF-8), or - for stdin",
     )
     group.add_argument("--html", metavar="FILE", help="the HTML body from FILE (UTF-8)")
     group.add_argument(
-        "--attach", action="append", default=[], metavar="FILE", help="attach FILE; repeat"
+        "--attach",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="attach FILE; repeat",
     )
     group.add_argument(
         "--inline",
@@ -88,7 +100,9 @@ def has_content_options(args: argparse.Namespace) -> bool:
     )
 
 
-def build_message(args: argparse.Namespace, *, stdin: BinaryIO | None = None) -> Message:
+def build_message(
+    args: argparse.Namespace, *, stdin: BinaryIO | None = None
+) -> Message:
     """Build the ``Message`` the message options describe.
 
     Raises:
@@ -126,7 +140,9 @@ def envelope_of(args: argparse.Namespace) -> Envelope:
     """
     recipients: Sequence[str] = [*args.to, *args.cc, *args.bcc]
     if not args.sender or not recipients:
-        msg = "--eml needs the envelope: --from ADDRESS and at least one --to/--cc/--bcc"
+        msg = (
+            "--eml needs the envelope: --from ADDRESS and at least one --to/--cc/--bcc"
+        )
         raise UsageError(msg)
     return Envelope(sender=args.sender, recipients=tuple(recipients))
 

@@ -2,7 +2,8 @@
 
 A script tells "fix your settings" (2) from "the server is unreachable" (3) from
 "the password is wrong" (4) by the code alone; the sentence on stderr is the
-library's own error text, followed by one line of advice for the class of error.
+library's own error text (a refused login already says what to check), and for
+configuration and connection errors one more line of advice.
 """
 
 from __future__ import annotations
@@ -41,31 +42,35 @@ class UsageError(Exception):
     """A command-line mistake the parser cannot see: a missing file, no URL."""
 
 
+# Checked in order: the first class that matches decides.
+_CODES: tuple[tuple[tuple[type[BaseException], ...], ExitCode], ...] = (
+    (
+        (UsageError, ConfigurationError, InvalidMessageError, ValidationError),
+        ExitCode.CONFIG,
+    ),
+    ((AuthenticationError,), ExitCode.AUTH),
+    (
+        (
+            NetworkError,
+            SMTPTimeoutError,
+            TLSError,
+            GreetingRefusedError,
+            HeloRefusedError,
+        ),
+        ExitCode.CONNECT,
+    ),
+)
+# No AUTH mechanism in common is a login problem; no STARTTLS a TLS one.
+_NOT_SUPPORTED = {"AUTH": ExitCode.AUTH, "STARTTLS": ExitCode.CONNECT}
+
+
 def exit_code_for(exc: BaseException) -> ExitCode:
     """Return the exit code for an error that ended a command."""
-    if isinstance(
-        exc,
-        UsageError | ConfigurationError | InvalidMessageError | ValidationError,
-    ):
-        return ExitCode.CONFIG
-    if isinstance(exc, AuthenticationError):
-        return ExitCode.AUTH
     if isinstance(exc, NotSupportedError):
-        # No AUTH mechanism in common is a login problem; no STARTTLS a TLS one.
-        if exc.command == "AUTH":
-            return ExitCode.AUTH
-        if exc.command == "STARTTLS":
-            return ExitCode.CONNECT
-        return ExitCode.FAILED
-    if isinstance(
-        exc,
-        NetworkError
-        | SMTPTimeoutError
-        | TLSError
-        | GreetingRefusedError
-        | HeloRefusedError,
-    ):
-        return ExitCode.CONNECT
+        return _NOT_SUPPORTED.get(exc.command or "", ExitCode.FAILED)
+    for classes, code in _CODES:
+        if isinstance(exc, classes):
+            return code
     return ExitCode.FAILED
 
 
@@ -76,10 +81,6 @@ _ADVICE = {
     ExitCode.CONNECT: (
         "check the host and port, and the scheme: smtps:// for port 465, smtp:// "
         "(STARTTLS) for 587; a firewall may block outgoing SMTP"
-    ),
-    ExitCode.AUTH: (
-        "check the user name and password; many providers (Gmail, Outlook, QQ, 163) "
-        "want an app password or authorization code, not the account password"
     ),
 }
 

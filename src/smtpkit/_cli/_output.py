@@ -27,7 +27,9 @@ class Output:
         stderr: Where errors, advice, prompts and progress go.
     """
 
-    def __init__(self, stdout: TextIO | None = None, stderr: TextIO | None = None) -> None:
+    def __init__(
+        self, stdout: TextIO | None = None, stderr: TextIO | None = None
+    ) -> None:
         self.stdout = sys.stdout if stdout is None else stdout
         self.stderr = sys.stderr if stderr is None else stderr
         self._secrets: list[str] = []

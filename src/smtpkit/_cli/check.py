@@ -53,7 +53,7 @@ def run(args: argparse.Namespace, output: Output, server: Server) -> ExitCode:
         document = {"ok": True, "url": server.shown_url, **report.as_dict()}
         output.out(json.dumps(document, indent=2, ensure_ascii=False))
     else:
-        output.out(f"server: {server.shown_url}")
+        output.out(f"url: {server.shown_url}")
         output.out(str(report))
         output.out("ok: the server accepted the connection and the login")
     return ExitCode.OK

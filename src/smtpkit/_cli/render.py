@@ -38,7 +38,11 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     )
     add_message_arguments(parser)
     parser.add_argument(
-        "-o", "--output", metavar="FILE", required=True, help="the .eml file, or - for stdout"
+        "-o",
+        "--output",
+        metavar="FILE",
+        required=True,
+        help="the .eml file, or - for stdout",
     )
     parser.add_argument("--preview", metavar="FILE", help="also write an HTML preview")
     parser.add_argument(

@@ -72,7 +72,9 @@ def collect(args: argparse.Namespace) -> list[BulkItem]:
         pydantic.ValidationError: An address or another message field is invalid.
     """
     if (args.eml or args.jsonl) and has_content_options(args):
-        msg = "--eml and --jsonl take no --subject, --text, --html, --attach or --inline"
+        msg = (
+            "--eml and --jsonl take no --subject, --text, --html, --attach or --inline"
+        )
         raise UsageError(msg)
     if args.eml:
         return [(read_eml(args.eml), envelope_of(args))]
@@ -98,7 +100,7 @@ def run(args: argparse.Namespace, output: Output, server: Server) -> ExitCode:
             failures += _report(output, number, len(items), result)
     if progress is not None:
         output.stderr.write("\n")
-    output.err(f"server: {server.shown_url}")
+    output.err(f"url: {server.shown_url}")
     if not failures:
         return ExitCode.OK
     # The most specific failure decides: a login or connection problem is what
@@ -118,7 +120,9 @@ def _progress(output: Output) -> Callable[[BulkProgress], None]:
     return show
 
 
-def _report(output: Output, number: int, total: int, result: SendResult) -> list[ExitCode]:
+def _report(
+    output: Output, number: int, total: int, result: SendResult
+) -> list[ExitCode]:
     """Print one message's outcome; return the exit codes of what failed in it."""
     label = f"message {number}/{total}" if total > 1 else "message"
     if result.message_id:
@@ -132,8 +136,8 @@ def _report(output: Output, number: int, total: int, result: SendResult) -> list
     if error is not None and not result.recipients:
         output.out(f"{label}: failed: {error}")
         return [exit_code_for(error)]
-    reply = "" if result.reply is None else f": {result.reply}"
-    output.out(f"{label}: sent{reply}")
+    queued = "" if result.reply is None else f": {result.reply}"
+    output.out(f"{label}: sent{queued}")
     failed: list[ExitCode] = []
     for recipient in result.recipients.values():
         word = "accepted" if recipient.accepted else "refused "
