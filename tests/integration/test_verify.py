@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import ssl
 from datetime import datetime, timezone
 
 import pytest
@@ -21,6 +22,7 @@ from smtpkit import (
     NotSupportedError,
     RetryPolicy,
     SMTPConfig,
+    SMTPConnection,
     SMTPTransport,
     TLSError,
     VerifyReport,
@@ -28,7 +30,7 @@ from smtpkit import (
 from smtpkit.auth import LoginAuth, PlainAuth
 
 from .scripted import wiretap
-from .smtpd import check_password, free_port
+from .smtpd import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -173,7 +175,7 @@ def test_report_never_holds_credentials(auth_server, submission, caplog):
 
 def test_refused_port_is_a_connect_error(config_for):
     config = SMTPConfig(host="127.0.0.1", port=free_port(), tls="none", timeout=5.0)
-    with pytest.raises(ConnectError, match="cannot connect to 127.0.0.1"):
+    with pytest.raises(ConnectError, match=r"cannot connect to 127\.0\.0\.1"):
         Mailer(config).verify()
 
 
@@ -230,3 +232,39 @@ def test_transport_verify_after_close_is_closed_error(start_server, config_for):
     transport.close()
     with pytest.raises(ClosedError):
         transport.verify()
+
+
+def test_resumed_tls_session_still_reports_the_certificate(
+    starttls_server, config_for, ca_file
+):
+    config = config_for(starttls_server, tls="starttls", ca_file=ca_file)
+    with Mailer(config, retry=RetryPolicy.never()) as mailer:
+        mailer.send(MESSAGE)  # the next session resumes this one's TLS session
+        report = mailer.verify()
+    assert report.certificate_subject is not None
+    assert report.certificate_expires is not None
+
+
+def test_unverified_tls_reports_no_certificate(starttls_server, config_for):
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    config = config_for(starttls_server, tls="starttls", ssl_context=context)
+    report = Mailer(config).verify()
+    assert report.tls_version is not None
+    assert report.cipher
+    assert report.certificate_subject is None
+    assert report.certificate_expires is None
+
+
+def test_custom_connection_without_connect_instant_times_connect_whole(
+    start_server, config_for
+):
+    class Custom(SMTPTransport):
+        def create_connection(self) -> SMTPConnection:
+            conn = super().create_connection()
+            conn.connected_at = None  # as a connection made some other way
+            return conn
+
+    report = Custom(config_for(start_server())).verify()
+    assert steps(report) == ["connect", "ehlo", "quit"]

@@ -26,6 +26,8 @@ from smtpkit import (
     SMTPReplyError,
     TLSMode,
     TransportError,
+    VerifyReport,
+    render,
 )
 from smtpkit.auth import PlainAuth
 from smtpkit.testing import FakeTransport, no_wait
@@ -110,3 +112,14 @@ fake = FakeTransport()
 with Mailer(transport=fake, retry=no_wait(policy), on_retry=on_retry) as mailer:
     assert_type(mailer.send(message), SendResult)
     assert_type(mailer.send_many([message]), list[SendResult])
+
+# Rendering and verify(): the public shapes the command line codes against.
+assert_type(render(message), bytes)
+assert_type(render(message, message_id_domain="mail.example.com"), bytes)
+assert_type(message.as_bytes(), bytes)
+verified = Mailer(transport=FakeTransport()).verify()
+assert_type(verified, VerifyReport)
+assert_type(verified.as_dict(), dict[str, object])
+assert_type(verified.timings, tuple[tuple[str, float], ...])
+assert_type(verified.certificate_expires, datetime | None)
+assert_type(verified.size_limit, int | None)

@@ -89,8 +89,7 @@ def session_report(
     expires = None
     if isinstance(sock, ssl.SSLSocket):
         tls_version = sock.version()
-        described = sock.cipher()
-        cipher = None if described is None else described[0]
+        cipher = (sock.cipher() or (None,))[0]
         subject, expires = _certificate(sock)
     greeting = conn.greeting
     return VerifyReport(
