@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import textwrap
 
 from .._mailer import Mailer
 from ._exit import ExitCode
@@ -28,11 +29,12 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     parser = subparsers.add_parser(
         "check",
         help="connect, STARTTLS and log in as a send would, then report; sends no mail",
-        description=(
+        description=textwrap.fill(
             "Open one session exactly as a send would (connect, greeting, EHLO, "
             "STARTTLS, EHLO, AUTH), QUIT, and print what the server offers: "
             "banner, extensions, size limit, TLS version and certificate, the AUTH "
-            "mechanism used and the time each step took.  Sends no mail."
+            "mechanism used and the time each step took.  Sends no mail.",
+            width=78,
         ),
         epilog=_EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,

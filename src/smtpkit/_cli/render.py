@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import textwrap
 from pathlib import Path
 
 from .. import render
@@ -29,9 +30,10 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     parser = subparsers.add_parser(
         "render",
         help="write the message as .eml (the bytes a send would transmit) and a preview",
-        description=(
+        description=textwrap.fill(
             "Render a message to the exact bytes a send would transmit, minus the "
-            "envelope (Bcc is never in them).  Connects to nothing."
+            "envelope (Bcc is never in them).  Connects to nothing.",
+            width=78,
         ),
         epilog=_EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,

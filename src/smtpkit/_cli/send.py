@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import textwrap
 from collections.abc import Callable
 
 from .._bulk import BulkProgress
@@ -43,11 +44,12 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     parser = subparsers.add_parser(
         "send",
         help="send a message, an .eml file or a JSON-lines file of messages",
-        description=(
+        description=textwrap.fill(
             "Send a message built from the options, an existing .eml file with the "
             "envelope from --from/--to/--cc/--bcc, or many messages from a JSON-lines "
             "file (one smtpkit Message object per line).  Prints each recipient's "
-            "result; a progress line goes to stderr when it is a terminal."
+            "result; a progress line goes to stderr when it is a terminal.",
+            width=78,
         ),
         epilog=_EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
