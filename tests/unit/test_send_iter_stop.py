@@ -239,12 +239,13 @@ def test_ctrl_c_inside_submit_still_accounts_for_the_batch():
     yielded: list[SendResult] = []
     with Mailer(transport=fake, retry=NEVER) as mailer:
         stream = mailer.send_iter([message(n) for n in range(10)], concurrency=2)
+        previous = sys.gettrace()
         sys.settrace(tracer)
         try:
             with pytest.raises(KeyboardInterrupt), stream:
                 yielded.extend(stream)
         finally:
-            sys.settrace(None)
+            sys.settrace(previous)  # give coverage its tracer back
     assert fired
     assert len(fake.outbox) == 5  # the batch being submitted did go out
     exactly_once(10, yielded, stream, fake)
@@ -290,6 +291,7 @@ def _interrupted_at(
     yielded: list[SendResult] = []
     with Mailer(transport=fake, retry=NEVER) as mailer:
         stream = mailer.send_iter(pulling(8, pulled), concurrency=concurrency)
+        previous = sys.gettrace()
         sys.settrace(tracer)
         try:
             with stream:
@@ -298,7 +300,7 @@ def _interrupted_at(
         except KeyboardInterrupt:
             pass
         finally:
-            sys.settrace(None)
+            sys.settrace(previous)  # give coverage its tracer back
     exactly_once(len(pulled), yielded, stream, fake)
 
 
