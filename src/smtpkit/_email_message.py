@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import copy
 import functools
+import io
 import re
 from collections.abc import Iterator
 from email import policy as email_policy
 from email.errors import InvalidHeaderDefect
+from email.generator import BytesGenerator
 from email.message import EmailMessage
 from email.message import Message as MIMEMessage
 from email.parser import BytesHeaderParser, BytesParser
@@ -375,7 +377,7 @@ def render_email(msg: MIMEMessage, envelope: Envelope) -> tuple[Envelope, bytes]
         envelope = envelope.model_copy(update={"smtputf8": True})
     policy = _UTF8_POLICY if envelope.needs_smtputf8 else email_policy.SMTP
     try:
-        data = msg.as_bytes(policy=policy if modern else _COMPAT32_WIRE)
+        data = _flatten(msg, policy if modern else _COMPAT32_WIRE)
     except UnicodeEncodeError as exc:  # e.g. a compat32 str body without a charset
         msg_text = f"the message holds text its policy cannot encode: {exc}"
         raise InvalidMessageError(msg_text) from exc
@@ -385,6 +387,18 @@ def render_email(msg: MIMEMessage, envelope: Envelope) -> tuple[Envelope, bytes]
     _check_lines(data)
     _check_rendered(msg, data, addresses)
     return envelope, normalize_line_endings(data)  # a body may end without one
+
+
+def _flatten(msg: MIMEMessage, policy: email_policy.Policy) -> bytes:
+    """Write *msg* as ``Message.as_bytes(policy=...)`` does, whatever its class.
+
+    Called through the generator rather than ``msg.as_bytes``: Django's MIME
+    classes (``SafeMIMEText``...) override ``as_bytes`` without the ``policy``
+    argument, so that call failed for every Django message.
+    """
+    out = io.BytesIO()
+    BytesGenerator(out, mangle_from_=False, policy=policy).flatten(msg)
+    return out.getvalue()
 
 
 def _check_rendered(
