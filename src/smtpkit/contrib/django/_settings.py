@@ -8,7 +8,7 @@ win as they do for Django's own backend (``None`` means "use the settings").
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -115,14 +115,11 @@ def resolve_settings(arguments: Mapping[str, Any]) -> BackendSettings:
         known = ", ".join(sorted(_CONFIG_FIELDS | _MAILER_OPTIONS | {"url"}))
         msg = f"unknown smtpkit option(s) {', '.join(unknown)}; known: {known}"
         raise SettingsError(msg)
-    if url is None:
-        fields = _config_fields(django_values, server=True)
-    else:
-        # The URL names the server; EMAIL_HOST & co. (which always have Django's
-        # defaults) yield to it, and only explicit arguments override it.
-        fields = _config_fields(django_values, server=False)
-        fields.update(_config_fields(explicit, server=True, partial=True))
+    # The URL names the server; EMAIL_HOST & co. (which always have Django's
+    # defaults) yield to it.  Explicit arguments win over everything.
+    fields = _config_fields(django_values, server=url is None)
     fields.update(options)
+    fields.update(_config_fields(django_values, server=True, only=explicit.keys()))
     try:
         if url is None:
             config = SMTPConfig(**fields)
@@ -158,36 +155,42 @@ def _smtpkit_arguments(arguments: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _config_fields(
-    values: Mapping[str, Any], *, server: bool, partial: bool = False
+    values: Mapping[str, Any], *, server: bool, only: Collection[str] | None = None
 ) -> dict[str, Any]:
     """Map Django-level *values* to ``SMTPConfig`` fields.
 
-    With *server*, host, port, TLS mode and credentials are included; with
-    *partial*, only what *values* holds (the explicit arguments over a URL).
+    With *server*, host, port, TLS mode and credentials are included.  With
+    *only* (the explicit arguments), just the fields those arguments touch,
+    each computed from all of *values* as Django would (``use_tls=False`` with
+    ``EMAIL_USE_SSL`` still means implicit TLS).
     """
+
+    def wanted(*names: str) -> bool:
+        return only is None or any(name in only for name in names)
+
     fields: dict[str, Any] = {}
     if server:
         use_tls, use_ssl = values.get("use_tls"), values.get("use_ssl")
         if use_tls and use_ssl:
             raise SettingsError(_BOTH_TLS_FLAGS)
-        if not partial or use_tls is not None or use_ssl is not None:
+        if wanted("use_tls", "use_ssl"):
             # Like Django: no flag means a cleartext session (no STARTTLS).
             fields["tls"] = "implicit" if use_ssl else "starttls" if use_tls else "none"
-        if values.get("host") or not partial:
+        if wanted("host"):
             fields["host"] = values.get("host")
-        if values.get("port") or not partial:
+        if wanted("port"):
             fields["port"] = values.get("port") or None
-        if not partial or "username" in values or "password" in values:
+        if wanted("username", "password"):
             username, password = values.get("username"), values.get("password")
             # Like Django: log in only when both are non-empty.
             both = bool(username) and bool(password)
             fields["username"] = str(username) if both else None
             fields["password"] = str(password) if both else None
-    if values.get("timeout") is not None:
+    if wanted("timeout") and values.get("timeout") is not None:
         fields["timeout"] = values["timeout"]
-    if values.get("ssl_certfile"):
+    if wanted("ssl_certfile") and values.get("ssl_certfile"):
         fields["client_cert"] = str(values["ssl_certfile"])
-    if values.get("ssl_keyfile"):
+    if wanted("ssl_keyfile") and values.get("ssl_keyfile"):
         fields["client_key"] = str(values["ssl_keyfile"])
     return fields
 
