@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import copy
 import functools
+import inspect
 import io
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from email import policy as email_policy
 from email.errors import InvalidHeaderDefect
 from email.generator import BytesGenerator
@@ -390,15 +391,30 @@ def render_email(msg: MIMEMessage, envelope: Envelope) -> tuple[Envelope, bytes]
 
 
 def _flatten(msg: MIMEMessage, policy: email_policy.Policy) -> bytes:
-    """Write *msg* as ``Message.as_bytes(policy=...)`` does, whatever its class.
+    """Write *msg* as ``msg.as_bytes(policy=...)`` does.
 
-    Called through the generator rather than ``msg.as_bytes``: Django's MIME
-    classes (``SafeMIMEText``...) override ``as_bytes`` without the ``policy``
-    argument, so that call failed for every Django message.
+    Django's MIME classes (``SafeMIMEText``...) override ``as_bytes`` without the
+    ``policy`` argument, so that call failed for every Django message; such a
+    class is written through the generator, as the stdlib's ``as_bytes`` would.
     """
+    if _takes_policy(type(msg).as_bytes):
+        return msg.as_bytes(policy=policy)
     out = io.BytesIO()
     BytesGenerator(out, mangle_from_=False, policy=policy).flatten(msg)
     return out.getvalue()
+
+
+@functools.cache
+def _takes_policy(as_bytes: Callable[..., bytes]) -> bool:
+    """Whether a class's ``as_bytes`` accepts ``policy=`` (the stdlib's does)."""
+    try:
+        parameters = inspect.signature(as_bytes).parameters.values()
+    except (TypeError, ValueError):  # pragma: no cover - not introspectable
+        return True
+    return any(
+        p.name == "policy" or p.kind is inspect.Parameter.VAR_KEYWORD
+        for p in parameters
+    )
 
 
 def _check_rendered(
