@@ -14,10 +14,13 @@ from __future__ import annotations
 
 import copy
 import functools
+import inspect
+import io
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from email import policy as email_policy
 from email.errors import InvalidHeaderDefect
+from email.generator import BytesGenerator
 from email.message import EmailMessage
 from email.message import Message as MIMEMessage
 from email.parser import BytesHeaderParser, BytesParser
@@ -375,7 +378,7 @@ def render_email(msg: MIMEMessage, envelope: Envelope) -> tuple[Envelope, bytes]
         envelope = envelope.model_copy(update={"smtputf8": True})
     policy = _UTF8_POLICY if envelope.needs_smtputf8 else email_policy.SMTP
     try:
-        data = msg.as_bytes(policy=policy if modern else _COMPAT32_WIRE)
+        data = _flatten(msg, policy if modern else _COMPAT32_WIRE)
     except UnicodeEncodeError as exc:  # e.g. a compat32 str body without a charset
         msg_text = f"the message holds text its policy cannot encode: {exc}"
         raise InvalidMessageError(msg_text) from exc
@@ -385,6 +388,33 @@ def render_email(msg: MIMEMessage, envelope: Envelope) -> tuple[Envelope, bytes]
     _check_lines(data)
     _check_rendered(msg, data, addresses)
     return envelope, normalize_line_endings(data)  # a body may end without one
+
+
+def _flatten(msg: MIMEMessage, policy: email_policy.Policy) -> bytes:
+    """Write *msg* as ``msg.as_bytes(policy=...)`` does.
+
+    Django's MIME classes (``SafeMIMEText``...) override ``as_bytes`` without the
+    ``policy`` argument, so that call failed for every Django message; such a
+    class is written through the generator, as the stdlib's ``as_bytes`` would.
+    """
+    if _takes_policy(type(msg).as_bytes):
+        return msg.as_bytes(policy=policy)
+    out = io.BytesIO()
+    BytesGenerator(out, mangle_from_=False, policy=policy).flatten(msg)
+    return out.getvalue()
+
+
+@functools.cache
+def _takes_policy(as_bytes: Callable[..., bytes]) -> bool:
+    """Whether a class's ``as_bytes`` accepts ``policy=`` (the stdlib's does)."""
+    try:
+        parameters = inspect.signature(as_bytes).parameters.values()
+    except (TypeError, ValueError):  # pragma: no cover - not introspectable
+        return True
+    return any(
+        p.name == "policy" or p.kind is inspect.Parameter.VAR_KEYWORD
+        for p in parameters
+    )
 
 
 def _check_rendered(

@@ -1,0 +1,104 @@
+"""A Django ``EmailMessage`` into what ``Mailer.send`` takes: a message and its envelope.
+
+The message is Django's own ``message()``, so its MIME structure (alternatives,
+attachments, inline images with their Content-ID) is exactly what the stock
+backend sends; the Bcc recipients are only in the envelope, as there.  Two
+things differ: addresses are parsed and checked by ``smtpkit.Address`` (IDN
+domains become A-labels, a non-ASCII local part asks for SMTPUTF8), and an
+address with a non-ASCII local part is written in the headers as UTF-8 (RFC
+6532), where Django before 6.0 puts an RFC 2047 encoded word inside the address
+(``=?utf-8?b?...?=@example.com``), which no mail client can reply to.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from email.message import EmailMessage as ModernMessage
+from email.message import Message as MIMEMessage
+from email.utils import formataddr, getaddresses
+from typing import Any, Final
+
+from django.core.mail import EmailMessage as DjangoMessage
+from pydantic import ValidationError
+
+from smtpkit import Address, Envelope
+
+__all__ = ["to_smtpkit"]
+
+_LIST_FIELDS: Final = (("To", "to"), ("Cc", "cc"), ("Reply-To", "reply_to"))
+
+
+def to_smtpkit(message: DjangoMessage) -> tuple[MIMEMessage, Envelope] | None:
+    """Return the message to send and its envelope; None when it has no recipient.
+
+    Raises:
+        ValueError: An address is invalid (as Django's backend raises, whatever
+            ``fail_silently`` says: it is the caller's mistake, not the server's).
+    """
+    recipients = message.recipients()
+    if not recipients:
+        return None
+    sender = _address(message.from_email)
+    envelope = Envelope(sender.email, [_address(r).email for r in recipients])
+    built = message.message()
+    if not isinstance(built, ModernMessage):
+        _write_utf8_addresses(built, message)
+    return built, envelope
+
+
+def _address(value: Any) -> Address:
+    """One address as Django accepts it: a string (lazy too) or a (name, address) pair."""
+    try:
+        if isinstance(value, tuple):
+            name, email = value
+            return Address((str(name), str(email)))
+        return Address(str(value))
+    except (ValidationError, ValueError):  # ValueError: not a pair
+        pass  # raised below, without pydantic's chained detail
+    msg = f"Invalid address {value!r}"
+    raise ValueError(msg)
+
+
+def _write_utf8_addresses(built: MIMEMessage, message: DjangoMessage) -> None:
+    """Rewrite address fields holding a non-ASCII local part as raw UTF-8.
+
+    Only Django's legacy (compat32) messages need it; the values written are
+    the ones Django used (``extra_headers`` first, as ``message()`` does).
+    """
+    sources: list[tuple[str, list[Any]]] = [
+        ("From", [message.extra_headers.get("From", message.from_email)])
+    ]
+    for field, attribute in _LIST_FIELDS:
+        if field in message.extra_headers:
+            sources.append((field, [message.extra_headers[field]]))
+        else:
+            sources.append((field, list(getattr(message, attribute))))
+    for field, values in sources:
+        addresses = [a for v in values for a in _addresses(v)]
+        if field in built and any(
+            not a.email.partition("@")[0].isascii() for a in addresses
+        ):
+            text = ", ".join(_mailbox(a) for a in addresses)
+            # compat32 writes surrogate-escaped bytes back as the raw bytes.
+            built.replace_header(
+                field, text.encode().decode("ascii", "surrogateescape")
+            )
+
+
+def _addresses(value: Any) -> Iterable[Address]:
+    """The addresses of one Django value: one address, or a header's list."""
+    if isinstance(value, tuple):
+        return [_address(value)]
+    text = str(value)
+    try:
+        return [Address(text)]
+    except ValidationError:  # a header value with several addresses
+        return [_address(pair) for pair in getaddresses([text])]
+
+
+def _mailbox(address: Address) -> str:
+    """``name <local@domain>``: the name RFC 2047 encoded if needed, the address raw."""
+    if address.name is None:
+        return address.email
+    # formataddr quotes or encodes the name; it refuses a non-ASCII address.
+    return formataddr((address.name, "x@x"))[: -len("<x@x>")] + f"<{address.email}>"

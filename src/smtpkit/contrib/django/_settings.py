@@ -1,0 +1,208 @@
+"""Django's ``EMAIL_*`` settings, ``SMTPKIT`` and constructor arguments into smtpkit values.
+
+Precedence, lowest first: the ``EMAIL_*`` settings; ``SMTPKIT`` (a URL replaces
+the server fields of ``EMAIL_*`` as a group: host, port, TLS mode, credentials;
+a dict's fields replace one field each); the backend's keyword arguments, which
+win as they do for Django's own backend (``None`` means "use the settings").
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass
+from typing import Any, Final
+
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
+from pydantic import ValidationError
+
+from smtpkit import (
+    DEFAULT_RETRY_POLICY,
+    ConfigurationError,
+    Mailer,
+    RateLimit,
+    RetryPolicy,
+    SMTPConfig,
+)
+
+__all__ = ["DJANGO_SETTINGS", "BackendSettings", "SettingsError", "resolve_settings"]
+
+# Constructor argument -> the Django setting it overrides.
+DJANGO_SETTINGS: Final = {
+    "host": "EMAIL_HOST",
+    "port": "EMAIL_PORT",
+    "username": "EMAIL_HOST_USER",
+    "password": "EMAIL_HOST_PASSWORD",
+    "use_tls": "EMAIL_USE_TLS",
+    "use_ssl": "EMAIL_USE_SSL",
+    "timeout": "EMAIL_TIMEOUT",
+    "ssl_certfile": "EMAIL_SSL_CERTFILE",
+    "ssl_keyfile": "EMAIL_SSL_KEYFILE",
+}
+_SERVER_ARGUMENTS: Final = frozenset({"host", "port", "username", "password"})
+_MAILER_OPTIONS: Final = frozenset({"retry", "rate_limit", "message_id_domain"})
+_CONFIG_FIELDS: Final = frozenset(SMTPConfig.model_fields)
+# Django's own wording, so that code matching the stock backend's error still does.
+_BOTH_TLS_FLAGS: Final = (
+    "EMAIL_USE_TLS/EMAIL_USE_SSL are mutually exclusive, so only set "
+    "one of those settings to True."
+)
+
+
+class SettingsError(ImproperlyConfigured, ValueError):
+    """Settings the backend cannot use.
+
+    ``ImproperlyConfigured`` for Django, and a ``ValueError`` because Django's
+    own SMTP backend raises that for conflicting TLS flags.
+    """
+
+
+@dataclass(frozen=True)
+class BackendSettings:
+    """Everything one shared mailer is built from; equal settings share a mailer.
+
+    Attributes:
+        django: The Django-level values (constructor argument, else setting),
+            kept as the stock backend's attributes (``backend.host``...).
+        config: The server settings.
+        retry: The retry policy.
+        rate_limit: Messages per second across the process, or None.
+        message_id_domain: See ``Mailer(message_id_domain=...)``.
+    """
+
+    django: Mapping[str, Any]
+    config: SMTPConfig
+    retry: RetryPolicy
+    rate_limit: RateLimit | None
+    message_id_domain: str | None
+
+    @property
+    def key(self) -> tuple[object, ...]:
+        """What identifies the shared mailer: equal settings, one pool."""
+        return (self.config, self.retry, self.rate_limit, self.message_id_domain)
+
+    def make_mailer(self) -> Mailer:
+        """Build the mailer these settings describe."""
+        return Mailer(
+            self.config,
+            retry=self.retry,
+            rate_limit=self.rate_limit,
+            message_id_domain=self.message_id_domain,
+        )
+
+
+def resolve_settings(arguments: Mapping[str, Any]) -> BackendSettings:
+    """Combine the settings with the backend's keyword *arguments*.
+
+    Raises:
+        SettingsError: Both TLS flags are set, an option is unknown, or a value
+            is invalid (the message names it; secrets are never quoted).
+    """
+    explicit = {
+        name: value
+        for name, value in arguments.items()
+        if name in DJANGO_SETTINGS and value is not None
+    }
+    django_values = {
+        name: explicit.get(name, getattr(settings, setting, None))
+        for name, setting in DJANGO_SETTINGS.items()
+    }
+    options = {**_smtpkit_setting(), **_smtpkit_arguments(arguments)}
+    url = options.pop("url", None)
+    mailer_options = {k: options.pop(k) for k in _MAILER_OPTIONS & options.keys()}
+    unknown = sorted(options.keys() - _CONFIG_FIELDS)
+    if unknown:
+        known = ", ".join(sorted(_CONFIG_FIELDS | _MAILER_OPTIONS | {"url"}))
+        msg = f"unknown smtpkit option(s) {', '.join(unknown)}; known: {known}"
+        raise SettingsError(msg)
+    # The URL names the server; EMAIL_HOST & co. (which always have Django's
+    # defaults) yield to it.  Explicit arguments win over everything.
+    fields = _config_fields(django_values, server=url is None)
+    fields.update(options)
+    fields.update(_config_fields(django_values, server=True, only=explicit.keys()))
+    try:
+        if url is None:
+            config = SMTPConfig(**fields)
+        elif isinstance(url, str):
+            config = SMTPConfig.from_url(url, **fields)
+        else:
+            msg = f"SMTPKIT's url must be a str, not {type(url).__name__}"
+            raise SettingsError(msg)
+        retry, rate_limit = _mailer_values(mailer_options)
+    except (ValidationError, ConfigurationError, TypeError) as exc:
+        msg = f"smtpkit cannot use the email settings: {exc}"
+        raise SettingsError(msg) from exc
+    domain = mailer_options.get("message_id_domain")
+    return BackendSettings(django_values, config, retry, rate_limit, domain)
+
+
+def _smtpkit_setting() -> dict[str, Any]:
+    """The ``SMTPKIT`` setting as a dict (a URL becomes ``{"url": ...}``)."""
+    value = getattr(settings, "SMTPKIT", None)
+    if value is None:
+        return {}
+    if isinstance(value, str):
+        return {"url": value}
+    if isinstance(value, Mapping):
+        return {str(k): v for k, v in value.items()}
+    msg = f"SMTPKIT must be a URL or a dict, not {type(value).__name__}"
+    raise SettingsError(msg)
+
+
+def _smtpkit_arguments(arguments: Mapping[str, Any]) -> dict[str, Any]:
+    """The constructor arguments that are smtpkit options (not Django's names)."""
+    return {k: v for k, v in arguments.items() if k not in DJANGO_SETTINGS}
+
+
+def _config_fields(
+    values: Mapping[str, Any], *, server: bool, only: Collection[str] | None = None
+) -> dict[str, Any]:
+    """Map Django-level *values* to ``SMTPConfig`` fields.
+
+    With *server*, host, port, TLS mode and credentials are included.  With
+    *only* (the explicit arguments), just the fields those arguments touch,
+    each computed from all of *values* as Django would (``use_tls=False`` with
+    ``EMAIL_USE_SSL`` still means implicit TLS).
+    """
+
+    def wanted(*names: str) -> bool:
+        return only is None or any(name in only for name in names)
+
+    fields: dict[str, Any] = {}
+    if server:
+        use_tls, use_ssl = values.get("use_tls"), values.get("use_ssl")
+        if use_tls and use_ssl:
+            raise SettingsError(_BOTH_TLS_FLAGS)
+        if wanted("use_tls", "use_ssl"):
+            # Like Django: no flag means a cleartext session (no STARTTLS).
+            fields["tls"] = "implicit" if use_ssl else "starttls" if use_tls else "none"
+        if wanted("host"):
+            fields["host"] = values.get("host")
+        if wanted("port"):
+            fields["port"] = values.get("port") or None
+        if wanted("username", "password"):
+            username, password = values.get("username"), values.get("password")
+            # Like Django: log in only when both are non-empty.
+            both = bool(username) and bool(password)
+            fields["username"] = str(username) if both else None
+            fields["password"] = str(password) if both else None
+    if wanted("timeout") and values.get("timeout") is not None:
+        fields["timeout"] = values["timeout"]
+    if wanted("ssl_certfile") and values.get("ssl_certfile"):
+        fields["client_cert"] = str(values["ssl_certfile"])
+    if wanted("ssl_keyfile") and values.get("ssl_keyfile"):
+        fields["client_key"] = str(values["ssl_keyfile"])
+    return fields
+
+
+def _mailer_values(options: Mapping[str, Any]) -> tuple[RetryPolicy, RateLimit | None]:
+    """The retry policy and rate limit, from values or dicts (a number for a rate)."""
+    retry = options.get("retry", DEFAULT_RETRY_POLICY)
+    if not isinstance(retry, RetryPolicy):
+        retry = RetryPolicy.model_validate(retry)
+    rate = options.get("rate_limit")
+    if isinstance(rate, int | float) and not isinstance(rate, bool):
+        rate = RateLimit(rate)
+    elif rate is not None and not isinstance(rate, RateLimit):
+        rate = RateLimit.model_validate(rate)
+    return retry, rate
