@@ -252,6 +252,21 @@ class AsyncMailer:
                 # Workers still finishing an attempt end on their own.
                 executor.shutdown(wait=False, cancel_futures=False)
 
+    def _close_after_loop(self) -> None:
+        """Close the mailer from synchronous code once its event loop has ended.
+
+        For teardown code that cannot await (the pytest fixture): closes the
+        transport and the executor in the calling thread.  Sends still running
+        are not waited for; prefer ``await aclose()`` inside the loop.
+        """
+        if self._state is _State.CLOSED:
+            return
+        self._state = _State.CLOSED
+        self._stop.is_set = True
+        self._transport.close()
+        if self._executor is not None:
+            self._executor.shutdown(wait=False)
+
     async def __aenter__(self) -> Self:
         await self.open()
         return self
