@@ -20,6 +20,7 @@ from smtpkit import (
     RecipientsRefusedError,
 )
 
+from ..mailers import SESSION_REUSE_RACE
 from .faults import (
     FaultHandler,
     client_sockets,
@@ -44,14 +45,6 @@ def message(i: int, to: str = "rcpt@example.com") -> Message:
     )
 
 
-SESSION_RACE = pytest.mark.async_xfail(
-    strict=False,  # a race: the async variant fails about one run in five
-    reason="AsyncMailer resolves a send when its outcome is known, before the worker "
-    "returns the connection to the pool, so the next sequential send can open a "
-    "second connection",
-)
-
-
 @pytest.fixture
 def mailer_for(make_mailer):
     """Build a Mailer (or AsyncMailer) with a recording sleep and these pool limits."""
@@ -67,7 +60,7 @@ def mailer_for(make_mailer):
     return build
 
 
-@SESSION_RACE
+@SESSION_REUSE_RACE
 def test_sequential_sends_share_one_session(mailer_for, start_fault_server, config_for):
     server = start_fault_server()
     with mailer_for(server, config_for) as mailer:
@@ -95,7 +88,7 @@ def test_max_connections_is_respected_under_concurrency(
     assert stats.created == 2
 
 
-@SESSION_RACE
+@SESSION_REUSE_RACE
 def test_max_messages_per_connection_retires_sessions_with_quit(
     mailer_for, start_fault_server, config_for
 ):
@@ -115,7 +108,7 @@ def test_max_messages_per_connection_retires_sessions_with_quit(
     assert handler.commands_of(3)[-1] == "QUIT"
 
 
-@SESSION_RACE
+@SESSION_REUSE_RACE
 @pytest.mark.parametrize(("check_after_idle", "noop"), [(0.0, True), (60.0, False)])
 def test_idle_connection_is_checked_with_noop(
     mailer_for, start_fault_server, config_for, check_after_idle, noop
@@ -155,7 +148,7 @@ def test_connection_closed_by_server_while_idle_is_replaced(
     assert (stats.created, stats.discarded) == (2, 1)
 
 
-@SESSION_RACE
+@SESSION_REUSE_RACE
 def test_421_at_mail_on_a_reused_connection_is_not_an_attempt(
     mailer_for, start_fault_server, config_for
 ):
@@ -175,7 +168,7 @@ def test_421_at_mail_on_a_reused_connection_is_not_an_attempt(
     assert (stats.created, stats.discarded) == (2, 1)
 
 
-@SESSION_RACE
+@SESSION_REUSE_RACE
 @pytest.mark.parametrize("pipelining", [False, True], ids=["lockstep", "pipelined"])
 def test_rset_after_a_failed_transaction_before_reuse(
     mailer_for, start_fault_server, config_for, pipelining

@@ -119,7 +119,7 @@ def test_exhausted_retries_raise_the_last_error_with_history(
         ("MAIL", "553 5.1.8 sender rejected", SenderRefusedError),
     ],
 )
-def test_5xx_is_never_retried(
+def test_5xx_is_never_retried(  # noqa: PLR0917 - pytest passes fixtures by position
     mailer_for, start_fault_server, config_for, command, reply, error
 ):
     server = start_fault_server()
