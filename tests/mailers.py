@@ -49,7 +49,7 @@ T = TypeVar("T")
 MAILER_KINDS = ("sync", "async")
 
 # A test that would hang on the facade is a finding, not a reason to hang the suite.
-_CALL_TIMEOUT = 120.0
+_CALL_TIMEOUT = 30.0
 
 
 def async_sleep(sleep: Callable[[float], object]) -> Callable[[float], Awaitable[None]]:
