@@ -152,21 +152,9 @@ AnyMailer = Mailer | AsyncMailerFacade
 MakeMailer = Callable[..., AnyMailer]
 
 
+# ``@pytest.mark.async_xfail(reason=..., strict=True)`` (registered in pyproject)
+# marks a finding: the test's AsyncMailer variant fails; the sync one must pass.
 ASYNC_XFAIL = "async_xfail"
-
-
-def pytest_configure(config: pytest.Config) -> None:
-    """Register ``@pytest.mark.async_xfail(reason=..., strict=True)``.
-
-    It marks a finding: an acceptance test whose ``AsyncMailer`` variant fails
-    (xfail applies to the "async" parameter only; the sync one must pass).
-    """
-    config.addinivalue_line(
-        "markers",
-        f"{ASYNC_XFAIL}(reason, strict=True): the AsyncMailer variant of a "
-        "make_mailer test is a known failure",
-    )
-
 
 _REUSE_RACE = (
     "AsyncMailer resolves a send as soon as its outcome is known, before the "
