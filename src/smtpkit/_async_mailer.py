@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import enum
-import functools
 import logging
 import random
 import time
+import weakref
 from collections.abc import AsyncIterable, Awaitable, Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from types import TracebackType
@@ -22,10 +22,11 @@ from types import TracebackType
 from typing_extensions import Self
 
 from ._async_bulk import BulkSend, Stop
+from ._async_detach import Detached
 from ._attempt import Attempt, Interrupted, Prepared
 from ._bulk import MAX_BATCH, BulkProgress, NotSentError
 from ._config import SMTPConfig
-from ._delivery import concluded, ended_with, failed_result
+from ._delivery import concluded, ended_with
 from ._dispatch import Dispatcher, Job
 from ._exceptions import ClosedError, ConfigurationError, SMTPKitError
 from ._mailer_args import (
@@ -106,7 +107,9 @@ class AsyncMailer:
         on_retry: Called on the loop before each wait between attempts.
         on_detached: Called on the loop with the result of a message whose
             caller was cancelled after its transaction started (see above);
-            if it raises, the error is logged and ignored.
+            if it raises, the error is logged and ignored.  When the event
+            loop has closed meanwhile (``asyncio.run`` ended by Ctrl-C), it is
+            called from the worker thread that finished the attempt.
         sleep: Awaited for waits between attempts and for the rate limit.
         clock: Monotonic clock in seconds (injectable).
         rng: Source of jitter (inject ``random.Random(seed)`` in tests).
@@ -143,7 +146,7 @@ class AsyncMailer:
         self.retry = retry
         self._bucket = TokenBucket(rate_limit, clock=clock) if rate_limit else None
         self._on_retry = on_retry
-        self._on_detached = on_detached
+        self._detached = Detached(on_detached, clock)
         self._sleep = sleep
         self._clock = clock
         self._rng = rng or random.Random()
@@ -151,6 +154,9 @@ class AsyncMailer:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._executor: ThreadPoolExecutor | None = None
         self._dispatcher: Dispatcher | None = None
+        # Every dispatcher made (send_many with a lower concurrency makes its
+        # own): aclose() waits for and fails the jobs of each.
+        self._dispatchers: weakref.WeakSet[Dispatcher] = weakref.WeakSet()
         self._opening: asyncio.Future[None] | None = None
         self._active = 0  # send() and send_many() calls running
         self._idle_waiters: list[asyncio.Future[None]] = []
@@ -224,11 +230,13 @@ class AsyncMailer:
             return
         opened = self._state is _State.OPENED
         self._state = _State.CLOSING
-        if not opened or self._loop is None:
+        if not opened or self._loop is None:  # also while an open() runs
             self._state = _State.CLOSED
             await asyncio.get_running_loop().run_in_executor(
                 None, self._transport.close
             )
+            if self._executor is not None:
+                self._executor.shutdown(wait=False)
             return
         loop = self._loop
         try:
@@ -239,8 +247,10 @@ class AsyncMailer:
                     await asyncio.wait_for(asyncio.shield(waiter), timeout)
                 except asyncio.TimeoutError:
                     self._stop.is_set = True
-                    assert self._dispatcher is not None  # noqa: S101 - set by open()
-                    failed = self._dispatcher.fail_unstarted(_not_sent_closing)
+                    failed = sum(
+                        d.fail_unstarted(_not_sent_closing)
+                        for d in list(self._dispatchers)
+                    )
                     if failed:
                         logger.warning(
                             "aclose: %d message(s) not sent: the timeout came first",
@@ -433,7 +443,8 @@ class AsyncMailer:
                 on_retry=self._on_retry,
             )
         except asyncio.CancelledError:
-            self._detach(attempt, dispatcher, in_flight, start)
+            job = in_flight[0] if in_flight else None
+            self._detached.detach(attempt, dispatcher, job, start)
             raise
         except Interrupted:
             if attempt.number == 0:
@@ -441,76 +452,10 @@ class AsyncMailer:
                 unsent.attempts = 0
                 raise unsent from None
             last = attempt.history[-1] if attempt.history else None
-            return self._final(attempt, last, start, raising=True)
+            return self._detached.final(attempt, last, start, raising=True)
         except Exception as exc:  # re-raised when no recipient has it
             error = ended_with(attempt, exc)
         return concluded(attempt, elapsed=self._clock() - start, error=error)
-
-    def _detach(
-        self,
-        attempt: Attempt,
-        dispatcher: Dispatcher,
-        in_flight: list[Job],
-        start: float,
-    ) -> None:
-        """A cancelled caller: drop its unstarted attempt, or report it later."""
-        job = in_flight[0] if in_flight else None
-        if job is not None and not dispatcher.withdraw(job):
-            settle = functools.partial(self._settle_detached, attempt, start=start)
-            if job.outcome is not None:
-                settle(job.outcome)
-            else:
-                job.on_late = settle
-            return
-        if attempt.number >= 1:  # an earlier attempt reached the server
-            last = attempt.history[-1] if attempt.history else None
-            self._report_detached(self._final(attempt, last, start))
-
-    def _settle_detached(
-        self, attempt: Attempt, outcome: SendResult | SMTPKitError, *, start: float
-    ) -> None:
-        try:
-            attempt.record(attempt.number + 1, outcome)
-        except Exception as exc:  # a refusal or an error: part of the result
-            self._report_detached(self._final(attempt, exc, start))
-        else:
-            self._report_detached(self._final(attempt, None, start))
-
-    def _final(
-        self,
-        attempt: Attempt,
-        exc: Exception | None,
-        start: float,
-        *,
-        raising: bool = False,
-    ) -> SendResult:
-        """The result of a message whose attempts ended (with *exc*, or not)."""
-        try:
-            error = None if exc is None else ended_with(attempt, exc)
-            return concluded(attempt, elapsed=self._clock() - start, error=error)
-        except Exception as failure:
-            if raising:
-                raise
-            return failed_result(attempt.prepared, failure)
-
-    def _report_detached(self, result: SendResult) -> None:
-        if result.error is None:
-            outcome = "delivered"
-        elif getattr(result.error, "delivery_unknown", False):
-            outcome = "delivery unknown"
-        else:
-            outcome = f"not delivered ({type(result.error).__name__})"
-        logger.warning(
-            "a cancelled send finished in the background: %s, message %s",
-            outcome,
-            result.message_id,
-        )
-        if self._on_detached is None:
-            return
-        try:
-            self._on_detached(result)
-        except Exception:
-            logger.exception("on_detached raised; the result was logged above")
 
     # -- plumbing ---------------------------------------------------------------
 
@@ -547,7 +492,7 @@ class AsyncMailer:
     def _new_dispatcher(self, workers: int) -> Dispatcher:
         assert self._loop is not None  # noqa: S101 - set by open()
         assert self._executor is not None  # noqa: S101 - set by open()
-        return Dispatcher(
+        dispatcher = Dispatcher(
             self._transport,
             self._executor,
             self._loop,
@@ -557,6 +502,8 @@ class AsyncMailer:
             reports_results=self._reports_results,
             on_idle=self._wake_if_idle,
         )
+        self._dispatchers.add(dispatcher)
+        return dispatcher
 
     async def _enter(self) -> Dispatcher:
         if self._state is not _State.OPENED:
@@ -575,9 +522,7 @@ class AsyncMailer:
         self._wake_if_idle()
 
     def _is_idle(self) -> bool:
-        return self._active == 0 and not (
-            self._dispatcher is not None and self._dispatcher.busy
-        )
+        return self._active == 0 and not any(d.busy for d in list(self._dispatchers))
 
     def _wake_if_idle(self) -> None:
         if self._idle_waiters and self._is_idle():
