@@ -12,7 +12,11 @@ import trustme
 from smtpkit import SMTPConfig
 from smtpkit.auth import Auth
 
+from ..mailers import mailer_kind, make_mailer
 from .smtpd import RecordingHandler, Server, check_password
+
+# Fixtures: every test asking for make_mailer runs for Mailer and AsyncMailer.
+__all__ = ["mailer_kind", "make_mailer"]
 
 pytestmark = pytest.mark.integration
 

@@ -16,7 +16,6 @@ import pytest
 
 from smtpkit import (
     AuthenticationError,
-    Mailer,
     Message,
     NotSupportedError,
     RetryPolicy,
@@ -40,9 +39,15 @@ WRONG = "hunter2-not-the-password"
 ALL_MECHANISMS = ["PLAIN", "LOGIN", "CRAM-MD5", "XOAUTH2", "OAUTHBEARER"]
 
 
-def send(config: SMTPConfig):
-    with Mailer(config, retry=RetryPolicy.never()) as mailer:
-        return mailer.send(MESSAGE)
+@pytest.fixture
+def send(make_mailer):
+    """Send MESSAGE through a new Mailer (or AsyncMailer), without retries."""
+
+    def send_one(config: SMTPConfig):
+        with make_mailer(config, retry=RetryPolicy.never()) as mailer:
+            return mailer.send(MESSAGE)
+
+    return send_one
 
 
 @pytest.fixture
@@ -75,7 +80,9 @@ def auth_lines(log: list[str]) -> list[str]:
     ],
     ids=lambda value: getattr(value, "mechanism", None),
 )
-def test_each_mechanism_delivers(auth_server, submission, log, auth, login):
+def test_each_mechanism_delivers(  # noqa: PLR0917 - pytest passes fixtures by position
+    send, auth_server, submission, log, auth, login
+):
     result = send(submission(auth=auth))
     assert result.ok
     [received] = auth_server.messages
@@ -89,7 +96,7 @@ def test_each_mechanism_delivers(auth_server, submission, log, auth, login):
 
 
 @pytest.mark.parametrize("auth_class", [PlainAuth, LoginAuth, CramMD5Auth])
-def test_wrong_password(auth_server, submission, log, auth_class):
+def test_wrong_password(send, auth_server, submission, log, auth_class):
     with pytest.raises(AuthenticationError) as info:
         send(submission(auth=auth_class("alice", WRONG)))
     exc = info.value
@@ -103,14 +110,14 @@ def test_wrong_password(auth_server, submission, log, auth_class):
 
 
 @pytest.mark.parametrize("auth_class", [PlainAuth, LoginAuth, CramMD5Auth])
-def test_non_ascii_credentials(auth_server, submission, auth_class):
+def test_non_ascii_credentials(send, auth_server, submission, auth_class):
     assert send(submission(auth=auth_class("用户", "密码-пароль"))).ok
     [received] = auth_server.messages
     assert received.login == "用户"
 
 
 def test_over_tls_username_and_password_pick_plain_in_one_round_trip(
-    auth_server, submission, log
+    send, auth_server, submission, log
 ):
     # CRAM-MD5 is offered too, but over TLS it only costs a second round trip.
     assert send(submission(username="alice", password="wonderland")).ok
@@ -119,7 +126,7 @@ def test_over_tls_username_and_password_pick_plain_in_one_round_trip(
 
 
 def test_over_unverified_tls_username_and_password_keep_cram_md5(
-    auth_server, config_for, log
+    send, auth_server, config_for, log
 ):
     # TLS without certificate checks hides the password from onlookers, not
     # from whoever answered: that server must not get the password in PLAIN.
@@ -139,7 +146,7 @@ def test_over_unverified_tls_username_and_password_keep_cram_md5(
 
 
 def test_over_cleartext_username_and_password_pick_cram_md5(
-    start_server, config_for, pipelining
+    send, start_server, config_for, pipelining
 ):
     server = start_server(
         pipelining=pipelining, authenticator=check_password, auth_require_tls=False
@@ -159,7 +166,7 @@ def test_over_cleartext_username_and_password_pick_cram_md5(
 
 
 def test_username_and_password_fall_back_to_plain(
-    start_server, server_tls_context, config_for, ca_file
+    send, start_server, server_tls_context, config_for, ca_file
 ):
     server = start_server(
         tls_context=server_tls_context,
@@ -177,7 +184,7 @@ def test_username_and_password_fall_back_to_plain(
 
 
 def test_token_provider_is_asked_again_after_a_refused_token(
-    auth_server, submission, log
+    send, auth_server, submission, log
 ):
     tokens = ["expired-token", "good-token"]
     calls = []
@@ -194,7 +201,7 @@ def test_token_provider_is_asked_again_after_a_refused_token(
 
 
 @pytest.mark.parametrize("auth_class", [XOAuth2Auth, OAuthBearerAuth])
-def test_static_bad_token(auth_server, submission, log, auth_class):
+def test_static_bad_token(send, auth_server, submission, log, auth_class):
     with pytest.raises(AuthenticationError) as info:
         send(submission(auth=auth_class("alice@example.com", token="bad-token")))
     assert info.value.reply.code == 535
@@ -203,7 +210,9 @@ def test_static_bad_token(auth_server, submission, log, auth_class):
     assert auth_server.messages == []
 
 
-def test_cleartext_auth_needs_explicit_consent(start_server, config_for, pipelining):
+def test_cleartext_auth_needs_explicit_consent(
+    send, start_server, config_for, pipelining
+):
     server = start_server(
         pipelining=pipelining, authenticator=check_password, auth_require_tls=False
     )
@@ -224,8 +233,8 @@ def test_cleartext_auth_needs_explicit_consent(start_server, config_for, pipelin
 
 
 @pytest.mark.parametrize("tls", [False, True], ids=["no-AUTH-line", "empty-AUTH-list"])
-def test_server_without_auth(
-    start_server, server_tls_context, config_for, ca_file, tls
+def test_server_without_auth(  # noqa: PLR0917 - pytest passes fixtures by position
+    send, start_server, server_tls_context, config_for, ca_file, tls
 ):
     if tls:
         # aiosmtpd always lists AUTH after TLS, here with no mechanism in it.
@@ -250,7 +259,7 @@ def test_server_without_auth(
 
 
 def test_configured_mechanism_not_offered(
-    start_server, server_tls_context, config_for, ca_file
+    send, start_server, server_tls_context, config_for, ca_file
 ):
     server = start_server(
         tls_context=server_tls_context,
@@ -271,7 +280,7 @@ def _b64(text: str) -> str:
     return base64.b64encode(text.encode()).decode()
 
 
-def test_credentials_never_logged_or_shown(auth_server, submission, caplog):
+def test_credentials_never_logged_or_shown(send, auth_server, submission, caplog):
     secrets = ["wonderland", "good-token", WRONG]
     forms = [
         *secrets,
@@ -318,7 +327,7 @@ class _PreferredLogin(LoginAuth):
 
 
 def test_a_strength_read_from_the_instance_picks_the_mechanism(
-    auth_server, submission, log
+    send, auth_server, submission, log
 ):
     # Before, the ranking read the class attribute: a property object, which
     # cannot be compared, and the send failed with "transport raised TypeError".

@@ -11,7 +11,6 @@ import pytest
 
 from smtpkit import (
     BulkProgress,
-    Mailer,
     Message,
     PoolLimits,
     RateLimit,
@@ -46,7 +45,9 @@ def received_ids(server) -> list[bytes]:
     return ids
 
 
-def test_send_many_2000_messages_from_8_threads(start_fault_server, config_for):
+def test_send_many_2000_messages_from_8_threads(
+    make_mailer, start_fault_server, config_for
+):
     server = start_fault_server(handler=FaultHandler(pipelining=True))
     server.handler.rcpt_replies[REFUSED] = "550 5.1.1 no such user"
     refused_at = {13, 777, 1999}
@@ -55,13 +56,14 @@ def test_send_many_2000_messages_from_8_threads(start_fault_server, config_for):
         for i in range(2000)
     ]
     assert wait_until(lambda: server_sockets(server.port) == 0)
-    baseline = open_fds()
     progress: list[BulkProgress] = []
-    mailer = Mailer(
+    # Built first: AsyncMailer's event loop (its selector) holds descriptors too.
+    mailer = make_mailer(
         config_for(server, pool=PoolLimits(max_connections=8)),
         sleep=[].append,
         rng=random.Random(0),
     )
+    baseline = open_fds()
     start = time.monotonic()
     with mailer:
         results = mailer.send_many(messages, concurrency=8, on_progress=progress.append)
@@ -97,7 +99,9 @@ def test_send_many_2000_messages_from_8_threads(start_fault_server, config_for):
     assert wait_until(lambda: open_fds() == baseline, 3.0), (open_fds(), baseline)
 
 
-def test_send_many_consumes_a_generator_lazily(start_fault_server, config_for):
+def test_send_many_consumes_a_generator_lazily(
+    make_mailer, start_fault_server, config_for
+):
     server = start_fault_server()
     total = 200
     yielded = 0
@@ -109,7 +113,7 @@ def test_send_many_consumes_a_generator_lazily(start_fault_server, config_for):
             yielded += 1
             yield message(i)
 
-    with Mailer(config_for(server), sleep=[].append) as mailer:
+    with make_mailer(config_for(server), sleep=[].append) as mailer:
         results = mailer.send_many(
             generate(),
             concurrency=1,
@@ -121,12 +125,14 @@ def test_send_many_consumes_a_generator_lazily(start_fault_server, config_for):
     assert max(lag) < total // 2
 
 
-def test_send_many_reports_failures_without_raising(start_fault_server, config_for):
+def test_send_many_reports_failures_without_raising(
+    make_mailer, start_fault_server, config_for
+):
     server = start_fault_server()
     server.handler.rcpt_replies[REFUSED] = "550 5.1.1 no such user"
     server.handler.queue("EOD", "554 5.7.1 spam")
     progress: list[BulkProgress] = []
-    with Mailer(config_for(server), sleep=[].append) as mailer:
+    with make_mailer(config_for(server), sleep=[].append) as mailer:
         results = mailer.send_many(
             [message(0, to=REFUSED), message(1), message(2)],
             concurrency=1,
@@ -142,7 +148,9 @@ def test_send_many_reports_failures_without_raising(start_fault_server, config_f
 
 
 @pytest.mark.parametrize(("burst", "waits"), [(1, [0.05] * 9), (3, [0.05] * 7)])
-def test_rate_limit_spaces_sends(start_fault_server, config_for, burst, waits):
+def test_rate_limit_spaces_sends(
+    make_mailer, start_fault_server, config_for, burst, waits
+):
     server = start_fault_server()
     now = [0.0]
     recorded: list[float] = []
@@ -151,7 +159,7 @@ def test_rate_limit_spaces_sends(start_fault_server, config_for, burst, waits):
         recorded.append(seconds)
         now[0] += seconds
 
-    mailer = Mailer(
+    mailer = make_mailer(
         config_for(server),
         rate_limit=RateLimit(per_second=20, burst=burst),
         sleep=sleep,
@@ -166,10 +174,10 @@ def test_rate_limit_spaces_sends(start_fault_server, config_for, burst, waits):
 
 
 def test_rate_limit_is_shared_by_threads_with_the_real_clock(
-    start_fault_server, config_for
+    make_mailer, start_fault_server, config_for
 ):
     server = start_fault_server()
-    with Mailer(config_for(server), rate_limit=RateLimit(per_second=20)) as mailer:
+    with make_mailer(config_for(server), rate_limit=RateLimit(per_second=20)) as mailer:
         start = time.monotonic()
         results = mailer.send_many([message(i) for i in range(10)], concurrency=4)
         elapsed = time.monotonic() - start

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from smtpkit import BulkProgress, Mailer, Message, PoolLimits, SMTPTransport
+from smtpkit import BulkProgress, Message, PoolLimits, SMTPTransport
 
 from .faults import FaultHandler, fault_servers
 
@@ -37,14 +37,14 @@ def message(i: int) -> Message:
 
 @pytest.mark.parametrize("pipelining", [True, False])
 def test_progress_follows_each_delivery_not_each_batch(
-    start_fault_server, config_for, pipelining
+    make_mailer, start_fault_server, config_for, pipelining
 ):
     server = start_fault_server(
         handler=TimedHandler(pipelining=pipelining, data_delay=0.05)
     )
     seen: list[tuple[float, BulkProgress]] = []
     count = 12  # one batch on one connection: the old code reported all at its end
-    with Mailer(config_for(server), sleep=[].append) as mailer:
+    with make_mailer(config_for(server), sleep=[].append) as mailer:
         results = mailer.send_many(
             [message(i) for i in range(count)],
             concurrency=1,
@@ -63,14 +63,14 @@ def test_progress_follows_each_delivery_not_each_batch(
 
 
 def test_failures_that_will_not_be_retried_are_reported_at_once(
-    start_fault_server, config_for
+    make_mailer, start_fault_server, config_for
 ):
     server = start_fault_server(handler=TimedHandler(pipelining=True, data_delay=0.05))
     server.handler.rcpt_replies["gone@example.com"] = "550 5.1.1 no such user"
     messages = [message(i) for i in range(8)]
     messages[1] = Message(sender="s@example.com", to="gone@example.com", text="x")
     seen: list[tuple[float, BulkProgress]] = []
-    with Mailer(config_for(server), sleep=[].append) as mailer:
+    with make_mailer(config_for(server), sleep=[].append) as mailer:
         results = mailer.send_many(
             iter(messages),
             concurrency=1,
@@ -84,14 +84,19 @@ def test_failures_that_will_not_be_retried_are_reported_at_once(
     assert seen[2][0] < arrived[-1]
 
 
+@pytest.mark.async_xfail(
+    reason="AsyncMailer.send_many forms a batch from what one loop iteration "
+    "rendered (8 messages): 28 messages make 4 batches, so 4 of the 7 connections "
+    "are used"
+)
 def test_send_many_uses_the_pool_size_of_a_transport_passed_directly(
-    start_fault_server, config_for
+    make_mailer, start_fault_server, config_for
 ):
     server = start_fault_server(handler=FaultHandler(data_delay=0.1))
     config = config_for(server, pool=PoolLimits(max_connections=7))
     transport = SMTPTransport(config)
     assert transport.max_concurrency == 7
-    with Mailer(transport=transport, sleep=[].append) as mailer:
+    with make_mailer(transport=transport, sleep=[].append) as mailer:
         results = mailer.send_many([message(i) for i in range(28)])
     assert all(r.ok for r in results)
     assert server.handler.max_open == 7  # not the old fixed 4

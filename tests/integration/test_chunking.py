@@ -12,7 +12,6 @@ import pytest
 from smtpkit import (
     DataRefusedError,
     Envelope,
-    Mailer,
     PoolLimits,
     ProtocolError,
     RecipientsRefusedError,
@@ -22,6 +21,7 @@ from smtpkit import (
     SMTPReplyError,
 )
 
+from ..mailers import SESSION_REUSE_AFTER_REFUSAL, SESSION_REUSE_RACE
 from .chunksmtp import ChunkSMTP, Faults
 from .rawserver import RawServer
 from .scriptsmtp import NEVER, config
@@ -38,9 +38,13 @@ def sent_commands(script: ChunkSMTP) -> list[str]:
     return [line.split(":")[0].split()[0].upper() for line in script.log]
 
 
-def test_proven_session_sends_each_message_in_one_round_trip():
+@SESSION_REUSE_RACE
+def test_proven_session_sends_each_message_in_one_round_trip(make_mailer):
     script = ChunkSMTP()
-    with RawServer(script) as server, Mailer(config(server), retry=NEVER) as mailer:
+    with (
+        RawServer(script) as server,
+        make_mailer(config(server), retry=NEVER) as mailer,
+    ):
         first = mailer.send(RAW, envelope=ENVELOPE)
         after_first = script.flushes[0]
         second = mailer.send(RAW, envelope=ENVELOPE)
@@ -61,21 +65,24 @@ def test_proven_session_sends_each_message_in_one_round_trip():
     assert "DATA" not in sent_commands(script)
 
 
-def test_mail_options_size_and_8bitmime_match_the_chunk():
+def test_mail_options_size_and_8bitmime_match_the_chunk(make_mailer):
     script = ChunkSMTP(extensions=("PIPELINING", "CHUNKING", "8BITMIME", "SIZE 100000"))
-    with RawServer(script) as server, Mailer(config(server), retry=NEVER) as mailer:
+    with (
+        RawServer(script) as server,
+        make_mailer(config(server), retry=NEVER) as mailer,
+    ):
         mailer.send(RAW, envelope=ENVELOPE)
     assert f"MAIL FROM:<a@example.com> SIZE={len(SENT)} BODY=8BITMIME" in script.log
     assert script.chunks == [SENT]
 
 
-def test_bulk_sends_use_bdat_one_round_trip_per_message():
+def test_bulk_sends_use_bdat_one_round_trip_per_message(make_mailer):
     script = ChunkSMTP()
     items = [(RAW + str(n).encode(), ENVELOPE) for n in range(5)]
     one = PoolLimits(max_connections=1)
     with (
         RawServer(script) as server,
-        Mailer(config(server, pool=one), retry=NEVER) as mailer,
+        make_mailer(config(server, pool=one), retry=NEVER) as mailer,
     ):
         results = mailer.send_many(items)
     assert all(not isinstance(r, Exception) for r in results)
@@ -93,11 +100,11 @@ def test_bulk_sends_use_bdat_one_round_trip_per_message():
     ],
     ids=["no-chunking", "no-pipelining", "chunking-off", "pipelining-off"],
 )
-def test_falls_back_to_data(extensions, fields):
+def test_falls_back_to_data(make_mailer, extensions, fields):
     script = ChunkSMTP(extensions=extensions)
     with (
         RawServer(script) as server,
-        Mailer(config(server, **fields), retry=NEVER) as mailer,
+        make_mailer(config(server, **fields), retry=NEVER) as mailer,
     ):
         mailer.send(RAW, envelope=ENVELOPE)
         mailer.send(RAW, envelope=ENVELOPE)
@@ -105,13 +112,16 @@ def test_falls_back_to_data(extensions, fields):
     assert script.data == [SENT, SENT]  # dot-stuffed on the wire, undone here
 
 
-def test_mail_refused_on_a_new_session_sends_no_chunk():
+def test_mail_refused_on_a_new_session_sends_no_chunk(make_mailer):
     # Postfix refuses MAIL before STARTTLS without reading a following chunk:
     # the message would be read as commands.  So nothing is sent blind.
     script = ChunkSMTP(
         faults=Faults(replies={"MAIL": [b"530 5.7.0 STARTTLS first\r\n"]})
     )
-    with RawServer(script) as server, Mailer(config(server), retry=NEVER) as mailer:
+    with (
+        RawServer(script) as server,
+        make_mailer(config(server), retry=NEVER) as mailer,
+    ):
         with pytest.raises(SMTPReplyError) as info:
             mailer.send(RAW, envelope=ENVELOPE)
         result = mailer.send(RAW, envelope=ENVELOPE)
@@ -122,9 +132,13 @@ def test_mail_refused_on_a_new_session_sends_no_chunk():
     assert result.reply.code == 250
 
 
-def test_mail_refused_on_a_proven_session_keeps_the_session_in_step():
+@SESSION_REUSE_AFTER_REFUSAL
+def test_mail_refused_on_a_proven_session_keeps_the_session_in_step(make_mailer):
     script = ChunkSMTP()
-    with RawServer(script) as server, Mailer(config(server), retry=NEVER) as mailer:
+    with (
+        RawServer(script) as server,
+        make_mailer(config(server), retry=NEVER) as mailer,
+    ):
         mailer.send(RAW, envelope=ENVELOPE)
         script.faults.replies["MAIL"] = [b"450 4.7.1 too much mail\r\n"]
         with pytest.raises(SenderRefusedError) as info:
@@ -139,12 +153,16 @@ def test_mail_refused_on_a_proven_session_keeps_the_session_in_step():
     assert last.reply.text == "queued as C3"
 
 
-def test_every_recipient_refused_on_a_proven_session():
+@SESSION_REUSE_AFTER_REFUSAL
+def test_every_recipient_refused_on_a_proven_session(make_mailer):
     script = ChunkSMTP()
     envelope = Envelope(
         sender="a@example.com", recipients=["x@example.com", "y@example.com"]
     )
-    with RawServer(script) as server, Mailer(config(server), retry=NEVER) as mailer:
+    with (
+        RawServer(script) as server,
+        make_mailer(config(server), retry=NEVER) as mailer,
+    ):
         mailer.send(RAW, envelope=ENVELOPE)
         script.faults.replies["RCPT"] = [b"550 5.1.1 no\r\n", b"450 4.2.1 busy\r\n"]
         with pytest.raises(RecipientsRefusedError) as info:
@@ -159,12 +177,15 @@ def test_every_recipient_refused_on_a_proven_session():
     assert last.reply.code == 250
 
 
-def test_some_recipients_refused_the_rest_get_the_bdat_reply():
+def test_some_recipients_refused_the_rest_get_the_bdat_reply(make_mailer):
     script = ChunkSMTP()
     envelope = Envelope(
         sender="a@example.com", recipients=["x@example.com", "y@example.com"]
     )
-    with RawServer(script) as server, Mailer(config(server), retry=NEVER) as mailer:
+    with (
+        RawServer(script) as server,
+        make_mailer(config(server), retry=NEVER) as mailer,
+    ):
         mailer.send(RAW, envelope=ENVELOPE)
         script.faults.replies["RCPT"] = [b"550 5.1.1 no\r\n"]
         result = mailer.send(RAW, envelope=envelope)
@@ -173,9 +194,13 @@ def test_some_recipients_refused_the_rest_get_the_bdat_reply():
     assert result.reply.text == "queued as C2"
 
 
-def test_chunk_refused_is_a_data_refusal_at_end_of_data():
+@SESSION_REUSE_AFTER_REFUSAL
+def test_chunk_refused_is_a_data_refusal_at_end_of_data(make_mailer):
     script = ChunkSMTP(faults=Faults(replies={"BDAT": [b"554 5.7.1 spam\r\n"]}))
-    with RawServer(script) as server, Mailer(config(server), retry=NEVER) as mailer:
+    with (
+        RawServer(script) as server,
+        make_mailer(config(server), retry=NEVER) as mailer,
+    ):
         with pytest.raises(DataRefusedError) as info:
             mailer.send(RAW, envelope=ENVELOPE)
         mailer.send(RAW, envelope=ENVELOPE)
@@ -185,11 +210,14 @@ def test_chunk_refused_is_a_data_refusal_at_end_of_data():
     assert len(script.flushes) == 1
 
 
-def test_421_after_bdat_is_a_certain_refusal_and_drops_the_session():
+def test_421_after_bdat_is_a_certain_refusal_and_drops_the_session(make_mailer):
     script = ChunkSMTP(
         faults=Faults(replies={"BDAT": [b"421 4.3.2 shutting down\r\n"]})
     )
-    with RawServer(script) as server, Mailer(config(server), retry=NEVER) as mailer:
+    with (
+        RawServer(script) as server,
+        make_mailer(config(server), retry=NEVER) as mailer,
+    ):
         with pytest.raises(DataRefusedError) as info:
             mailer.send(RAW, envelope=ENVELOPE)
         mailer.send(RAW, envelope=ENVELOPE)
@@ -200,14 +228,14 @@ def test_421_after_bdat_is_a_certain_refusal_and_drops_the_session():
     assert len(script.flushes) == 2  # a new connection for the next message
 
 
-def test_connection_cut_before_the_last_byte_left_is_certain():
+def test_connection_cut_before_the_last_byte_left_is_certain(make_mailer):
     # A big chunk, a small receive window, and a reset after 1,000 bytes: the
     # client's write fails before the last byte reached its kernel.
     raw = b"Subject: big\r\n\r\n" + (b"x" * 998 + b"\r\n") * 20_000
     script = ChunkSMTP()
     with (
         RawServer(script, rcvbuf=4096) as server,
-        Mailer(config(server), retry=NEVER) as mailer,
+        make_mailer(config(server), retry=NEVER) as mailer,
     ):
         mailer.send(RAW, envelope=ENVELOPE)  # prove the session: next one is blind
         script.faults.cut_after = 1000
@@ -217,9 +245,12 @@ def test_connection_cut_before_the_last_byte_left_is_certain():
     assert info.value.is_transient
 
 
-def test_connection_lost_after_the_whole_chunk_is_delivery_unknown():
+def test_connection_lost_after_the_whole_chunk_is_delivery_unknown(make_mailer):
     script = ChunkSMTP()
-    with RawServer(script) as server, Mailer(config(server), retry=NEVER) as mailer:
+    with (
+        RawServer(script) as server,
+        make_mailer(config(server), retry=NEVER) as mailer,
+    ):
         mailer.send(RAW, envelope=ENVELOPE)
         script.faults.silent_after_chunk = True
         with pytest.raises(ServerDisconnectedError) as info:
@@ -229,9 +260,12 @@ def test_connection_lost_after_the_whole_chunk_is_delivery_unknown():
     assert script.chunks == [SENT, SENT]  # the server does hold it
 
 
-def test_bdat_answered_twice_is_out_of_step_and_the_session_is_dropped():
+def test_bdat_answered_twice_is_out_of_step_and_the_session_is_dropped(make_mailer):
     script = ChunkSMTP()
-    with RawServer(script) as server, Mailer(config(server), retry=NEVER) as mailer:
+    with (
+        RawServer(script) as server,
+        make_mailer(config(server), retry=NEVER) as mailer,
+    ):
         mailer.send(RAW, envelope=ENVELOPE)
         script.faults.double_bdat = True
         result = mailer.send(RAW, envelope=ENVELOPE)  # its own reply was fine
@@ -240,9 +274,12 @@ def test_bdat_answered_twice_is_out_of_step_and_the_session_is_dropped():
     assert len(script.flushes) == 2  # the extra reply: the session was not reused
 
 
-def test_chunk_accepted_after_mail_was_refused_is_out_of_step():
+def test_chunk_accepted_after_mail_was_refused_is_out_of_step(make_mailer):
     script = ChunkSMTP()
-    with RawServer(script) as server, Mailer(config(server), retry=NEVER) as mailer:
+    with (
+        RawServer(script) as server,
+        make_mailer(config(server), retry=NEVER) as mailer,
+    ):
         mailer.send(RAW, envelope=ENVELOPE)
         script.faults.replies["MAIL"] = [b"550 5.7.1 no\r\n"]
         script.faults.replies["BDAT"] = [b"250 2.0.0 queued anyway\r\n"]
@@ -254,11 +291,15 @@ def test_chunk_accepted_after_mail_was_refused_is_out_of_step():
     assert len(script.flushes) == 2
 
 
-def test_421_to_mail_on_a_reused_session_is_replayed_free_on_a_new_one():
+@SESSION_REUSE_RACE
+def test_421_to_mail_on_a_reused_session_is_replayed_free_on_a_new_one(make_mailer):
     # The chunk had left, but a 421 to MAIL means the server took no message:
     # the stale-session rule still applies, without costing an attempt.
     script = ChunkSMTP()
-    with RawServer(script) as server, Mailer(config(server), retry=NEVER) as mailer:
+    with (
+        RawServer(script) as server,
+        make_mailer(config(server), retry=NEVER) as mailer,
+    ):
         mailer.send(RAW, envelope=ENVELOPE)
         script.faults.replies["MAIL"] = [b"421 4.4.2 idle too long\r\n"]
         result = mailer.send(RAW, envelope=ENVELOPE)
@@ -267,7 +308,9 @@ def test_421_to_mail_on_a_reused_session_is_replayed_free_on_a_new_one():
     assert script.chunks == [SENT, SENT]  # the refused one was never read
 
 
-def test_a_refused_rset_before_a_blind_chunk_leaves_that_message_unknown_not_resent():
+def test_a_refused_rset_before_a_blind_chunk_leaves_that_message_unknown_not_resent(
+    make_mailer,
+):
     # On a proven session the next message's MAIL, RCPT, BDAT and data share a
     # write with the RSET after a refusal.  A refused RSET ends the session, but
     # the server went on to read that message: it may hold it, so it is neither
@@ -278,7 +321,7 @@ def test_a_refused_rset_before_a_blind_chunk_leaves_that_message_unknown_not_res
     one = PoolLimits(max_connections=1)
     with (
         RawServer(script) as server,
-        Mailer(config(server, pool=one), retry=retry) as mailer,
+        make_mailer(config(server, pool=one), retry=retry) as mailer,
     ):
         mailer.send(RAW, envelope=ENVELOPE)  # proves the session
         script.faults.replies["RCPT"] = [b"550 5.1.1 no such user\r\n"]

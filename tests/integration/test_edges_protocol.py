@@ -18,7 +18,6 @@ import pytest
 
 from smtpkit import (
     DataRefusedError,
-    Mailer,
     ProtocolError,
     ReadTimeoutError,
     ServerDisconnectedError,
@@ -64,11 +63,11 @@ def cut_after(count: int) -> DataHandler:
 
 
 @pytest.mark.parametrize("pipelining", [False, True], ids=["lockstep", "pipelined"])
-def test_reset_during_upload_is_certain_and_retried(pipelining):
+def test_reset_during_upload_is_certain_and_retried(make_mailer, pipelining):
     script = Script(pipelining=pipelining, data=[cut_after(64 * 1024)])
     errors, hook = retries_seen()
     with RawServer(script, rcvbuf=64 * 1024) as server:
-        with Mailer(config(server), retry=TWICE, on_retry=hook) as mailer:
+        with make_mailer(config(server), retry=TWICE, on_retry=hook) as mailer:
             result = mailer.send(message(size=16 * 1024 * 1024))
     assert result.ok
     assert result.attempts == 2
@@ -91,7 +90,7 @@ def tls_pair() -> tuple[ssl.SSLContext, str]:
 
 
 def test_tls_close_during_upload_is_a_network_error_not_a_tls_failure(
-    tls_pair, tmp_path
+    make_mailer, tls_pair, tmp_path
 ):
     server_context, ca_pem = tls_pair
     ca_file = tmp_path / "ca.pem"
@@ -100,7 +99,7 @@ def test_tls_close_during_upload_is_a_network_error_not_a_tls_failure(
     errors, hook = retries_seen()
     with RawServer(script, rcvbuf=64 * 1024) as server:
         cfg = config(server, tls="implicit", ca_file=str(ca_file))
-        with Mailer(cfg, retry=TWICE, on_retry=hook) as mailer:
+        with make_mailer(cfg, retry=TWICE, on_retry=hook) as mailer:
             result = mailer.send(message(size=16 * 1024 * 1024))
     assert result.ok
     assert result.attempts == 2
@@ -123,11 +122,11 @@ def stall_after(count: int, release: threading.Event) -> DataHandler:
     return handle
 
 
-def test_stalled_upload_times_out_as_a_certain_failure():
+def test_stalled_upload_times_out_as_a_certain_failure(make_mailer):
     release = threading.Event()
     script = Script(data=[stall_after(64 * 1024, release)])
     with RawServer(script, rcvbuf=64 * 1024) as server:
-        with Mailer(config(server, timeout=0.5), retry=NEVER) as mailer:
+        with make_mailer(config(server, timeout=0.5), retry=NEVER) as mailer:
             started = time.monotonic()
             with pytest.raises(SMTPTimeoutError) as info:
                 mailer.send(message(size=16 * 1024 * 1024))
@@ -167,7 +166,7 @@ def slow_reader(chunk: int, pause: float) -> DataHandler:
 
 @pytest.mark.parametrize("secure", [False, True], ids=["plain", "tls"])
 def test_slow_steady_reader_is_not_cut_off_by_the_reply_timeout(
-    secure, tls_pair, tmp_path
+    make_mailer, secure, tls_pair, tmp_path
 ):
     # About 2.5 MB/s for 12 MB: far longer than the 1 s timeout in total, but the
     # server never stays silent for long.
@@ -179,7 +178,7 @@ def test_slow_steady_reader_is_not_cut_off_by_the_reply_timeout(
     )
     tls = {"tls": "implicit", "ca_file": str(ca_file)} if secure else {}
     with RawServer(script, rcvbuf=128 * 1024) as server:
-        with Mailer(config(server, timeout=1.0, **tls), retry=NEVER) as mailer:
+        with make_mailer(config(server, timeout=1.0, **tls), retry=NEVER) as mailer:
             started = time.monotonic()
             result = mailer.send(message(size=12 * 1024 * 1024))
             took = time.monotonic() - started
@@ -202,7 +201,9 @@ def test_slow_steady_reader_is_not_cut_off_by_the_reply_timeout(
     ],
     ids=["malformed", "oversize", "impossible-code", "refused"],
 )
-def test_protocol_error_after_the_final_dot_is_delivery_unknown(final, error, unknown):
+def test_protocol_error_after_the_final_dot_is_delivery_unknown(
+    make_mailer, final, error, unknown
+):
     # A garbled answer to the final dot may hide a queued message; a refusal not.
     def reply(conn: RawConn, number: int) -> bool:
         conn.received.append(conn.read_data() or b"")  # type: ignore[attr-defined]
@@ -212,7 +213,7 @@ def test_protocol_error_after_the_final_dot_is_delivery_unknown(final, error, un
 
     script = Script(data=[reply])
     with RawServer(script) as server:
-        with Mailer(config(server), retry=TWICE) as mailer:
+        with make_mailer(config(server), retry=TWICE) as mailer:
             with pytest.raises(error) as info:
                 mailer.send(message())
     assert info.value.delivery_unknown is unknown
@@ -224,7 +225,9 @@ def test_protocol_error_after_the_final_dot_is_delivery_unknown(final, error, un
 
 
 @pytest.mark.parametrize("pipelining", [False, True], ids=["lockstep", "pipelined"])
-def test_refused_rset_moves_the_rest_of_the_batch_to_a_new_connection(pipelining):
+def test_refused_rset_moves_the_rest_of_the_batch_to_a_new_connection(
+    make_mailer, pipelining
+):
     script = Script(
         pipelining=pipelining,
         replies={
@@ -233,7 +236,7 @@ def test_refused_rset_moves_the_rest_of_the_batch_to_a_new_connection(pipelining
         },
     )
     with RawServer(script) as server:
-        with Mailer(config(server), retry=NEVER) as mailer:
+        with make_mailer(config(server), retry=NEVER) as mailer:
             results = mailer.send_many([message(n) for n in range(4)], concurrency=1)
     assert [r.ok for r in results] == [False, True, True, True]
     assert results[1].attempts == 1  # moving on did not count as an attempt
@@ -267,7 +270,7 @@ def test_stray_reply_in_its_own_segment_is_caught_before_the_next_command():
         conn.close()
 
 
-def test_stray_reply_during_pacing_does_not_answer_the_next_message():
+def test_stray_reply_during_pacing_does_not_answer_the_next_message(make_mailer):
     # The second message waits on its pooled connection (per-connection pacing)
     # while a stray "250" arrives; it must not be taken as MAIL's reply.
     def stray(conn: RawConn) -> None:
@@ -278,7 +281,7 @@ def test_stray_reply_during_pacing_does_not_answer_the_next_message():
     script.data = [_accept_then(stray)]
     with RawServer(script) as server:
         cfg = config(server, pool={"per_connection_rate": 2.0, "max_connections": 1})
-        with Mailer(cfg, retry=NEVER) as mailer:
+        with make_mailer(cfg, retry=NEVER) as mailer:
             results = mailer.send_many([message(0), message(1)], concurrency=1)
     assert [r.ok for r in results] == [True, True]
     assert [r.attempts for r in results] == [1, 1]
@@ -295,7 +298,7 @@ def _accept_then(after: Callable[[RawConn], None]) -> DataHandler:
     return handle
 
 
-def test_a_silent_server_after_a_small_message_times_out_on_time():
+def test_a_silent_server_after_a_small_message_times_out_on_time(make_mailer):
     # The data is acknowledged at once; the watch for a draining send queue must
     # not stretch the reply deadline for it.
     def never_reply(conn: RawConn, number: int) -> bool:
@@ -305,7 +308,7 @@ def test_a_silent_server_after_a_small_message_times_out_on_time():
 
     script = Script(data=[never_reply])
     with RawServer(script) as server:
-        with Mailer(config(server, timeout=0.5), retry=NEVER) as mailer:
+        with make_mailer(config(server, timeout=0.5), retry=NEVER) as mailer:
             started = time.monotonic()
             with pytest.raises(ReadTimeoutError) as info:
                 mailer.send(message(size=64 * 1024))
@@ -325,9 +328,11 @@ class NonAsciiCommand(SMTPTransport):
         conn.putcmd("XTAG", "café")  # smtplib encodes commands as ASCII
 
 
-def test_a_value_error_inside_the_session_becomes_a_transport_error():
+def test_a_value_error_inside_the_session_becomes_a_transport_error(make_mailer):
     with RawServer(Script()) as server:
-        with Mailer(transport=NonAsciiCommand(config(server)), retry=TWICE) as mailer:
+        with make_mailer(
+            transport=NonAsciiCommand(config(server)), retry=TWICE
+        ) as mailer:
             with pytest.raises(TransportError) as info:
                 mailer.send(message())
     error = info.value
@@ -361,7 +366,9 @@ class SmallSendBuffer(SMTPTransport):
         return conn
 
 
-def test_slow_tls_reader_below_the_old_piece_rate_is_not_cut_off(tls_pair, tmp_path):
+def test_slow_tls_reader_below_the_old_piece_rate_is_not_cut_off(
+    make_mailer, tls_pair, tmp_path
+):
     # About 210 KB/s with a 1 s timeout: a 256 KiB TLS write would need more than
     # the timeout in one send() call; one record at a time keeps making progress.
     server_context, ca_pem = tls_pair
@@ -370,7 +377,7 @@ def test_slow_tls_reader_below_the_old_piece_rate_is_not_cut_off(tls_pair, tmp_p
     script = Script(data=[slow_reader(64 * 1024, 0.3)], tls=server_context)
     with RawServer(script, rcvbuf=64 * 1024) as server:
         cfg = config(server, timeout=1.0, tls="implicit", ca_file=str(ca_file))
-        with Mailer(transport=SmallSendBuffer(cfg), retry=NEVER) as mailer:
+        with make_mailer(transport=SmallSendBuffer(cfg), retry=NEVER) as mailer:
             result = mailer.send(message(size=1024 * 1024))
     assert result.ok
     assert len(script.received) == 1

@@ -12,7 +12,6 @@ import pytest
 
 from smtpkit import (
     Envelope,
-    Mailer,
     Message,
     NotSupportedError,
     ProtocolError,
@@ -23,6 +22,7 @@ from smtpkit import (
     TLSError,
 )
 
+from ..mailers import SESSION_REUSE_AFTER_REFUSAL
 from .rawserver import RawConn, RawServer
 
 pytestmark = pytest.mark.integration
@@ -115,27 +115,27 @@ class MiniSMTP:
             conn.send(b"500 what\r\n")
 
 
-def test_lockstep_client_never_sends_ahead():
+def test_lockstep_client_never_sends_ahead(make_mailer):
     script = MiniSMTP(pipelining=False)
-    with RawServer(script) as server, Mailer(config(server)) as mailer:
+    with RawServer(script) as server, make_mailer(config(server)) as mailer:
         mailer.send_many([message(1), message(2)], concurrency=1)
     assert len(script.messages) == 2
     assert script.sent_ahead
     assert not any(ahead for _, ahead in script.sent_ahead)
 
 
-def test_pipelining_groups_mail_rcpt_data():
+def test_pipelining_groups_mail_rcpt_data(make_mailer):
     script = MiniSMTP()
-    with RawServer(script) as server, Mailer(config(server)) as mailer:
+    with RawServer(script) as server, make_mailer(config(server)) as mailer:
         mailer.send(message())
     # When MAIL's reply is due, RCPT and DATA are already on their way.
     assert script.sent_ahead[0] == ("MAIL", True)
     assert script.messages == [script.messages[0]]
 
 
-def test_pipelining_starts_the_next_message_with_the_final_dot():
+def test_pipelining_starts_the_next_message_with_the_final_dot(make_mailer):
     script = MiniSMTP()
-    with RawServer(script) as server, Mailer(config(server)) as mailer:
+    with RawServer(script) as server, make_mailer(config(server)) as mailer:
         results = mailer.send_many([message(n) for n in range(3)], concurrency=1)
     assert [r.reply.text for r in results] == [
         "queued as M1",
@@ -148,14 +148,14 @@ def test_pipelining_starts_the_next_message_with_the_final_dot():
     assert dots == [True, True, False]
 
 
-def test_pipelined_batch_recovers_from_refusals_in_the_middle():
+def test_pipelined_batch_recovers_from_refusals_in_the_middle(make_mailer):
     script = MiniSMTP()
     script.overrides = {
         "MAIL": [b"250 ok\r\n", b"550 5.7.1 sender blocked\r\n"],
         ".": [b"250 ok one\r\n", b"451 4.3.0 try later\r\n"],
     }
     with RawServer(script) as server:
-        with Mailer(config(server), retry=RetryPolicy.never()) as mailer:
+        with make_mailer(config(server), retry=RetryPolicy.never()) as mailer:
             results = mailer.send_many([message(n) for n in range(4)], concurrency=1)
     kinds = [type(r.error).__name__ if r.error else "ok" for r in results]
     assert kinds == ["ok", "SenderRefusedError", "DataRefusedError", "ok"]
@@ -182,19 +182,19 @@ def unsolicited_reply(pipelining: bool):
 
 
 @pytest.mark.parametrize("pipelining", [False, True], ids=["lockstep", "pipelined"])
-def test_extra_reply_is_a_protocol_error_not_a_success(pipelining):
+def test_extra_reply_is_a_protocol_error_not_a_success(make_mailer, pipelining):
     with RawServer(unsolicited_reply(pipelining)) as server:
-        with Mailer(config(server), retry=RetryPolicy.never()) as mailer:
+        with make_mailer(config(server), retry=RetryPolicy.never()) as mailer:
             with pytest.raises(ProtocolError):
                 mailer.send(message())
             assert mailer.transport.stats().open == 0  # connection thrown away
 
 
-def test_impossible_reply_code_is_a_protocol_error():
+def test_impossible_reply_code_is_a_protocol_error(make_mailer):
     script = MiniSMTP()
     script.overrides = {"DATA": [b"250 sure\r\n"]}  # DATA must get 354 or an error
     with RawServer(script) as server:
-        with Mailer(config(server), retry=RetryPolicy.never()) as mailer:
+        with make_mailer(config(server), retry=RetryPolicy.never()) as mailer:
             with pytest.raises(ProtocolError, match="out of step"):
                 mailer.send(message())
     assert script.messages == []
@@ -210,10 +210,10 @@ def starttls_injection(conn: RawConn) -> None:
     conn.wait_closed()
 
 
-def test_bytes_after_starttls_reply_are_refused_before_the_handshake():
+def test_bytes_after_starttls_reply_are_refused_before_the_handshake(make_mailer):
     with RawServer(starttls_injection) as server:
         cfg = config(server, tls="starttls")
-        with Mailer(cfg, retry=RetryPolicy.never()) as mailer:
+        with make_mailer(cfg, retry=RetryPolicy.never()) as mailer:
             with pytest.raises(ProtocolError, match="before the TLS handshake"):
                 mailer.send(message())
     # The client hung up instead of starting a handshake on a tainted stream.
@@ -228,11 +228,11 @@ def endless_challenges(conn: RawConn) -> None:
         conn.send(b"334 VXNlcm5hbWU6\r\n")
 
 
-def test_sasl_exchange_is_bounded():
+def test_sasl_exchange_is_bounded(make_mailer):
     with RawServer(endless_challenges) as server:
         cfg = config(server, username="u", password="p", allow_insecure_auth=True)
         started = time.monotonic()
-        with Mailer(cfg, retry=RetryPolicy.never()) as mailer:
+        with make_mailer(cfg, retry=RetryPolicy.never()) as mailer:
             with pytest.raises(ProtocolError, match="SASL challenges"):
                 mailer.send(message())
         assert time.monotonic() - started < 2.0
@@ -249,23 +249,23 @@ def trickling_greeting(conn: RawConn) -> None:
         conn.send(bytes([byte]))
 
 
-def test_connect_and_greeting_share_one_deadline():
+def test_connect_and_greeting_share_one_deadline(make_mailer):
     with RawServer(trickling_greeting) as server:
         cfg = config(server, connect_timeout=0.5)
         started = time.monotonic()
-        with Mailer(cfg, retry=RetryPolicy.never()) as mailer:
+        with make_mailer(cfg, retry=RetryPolicy.never()) as mailer:
             with pytest.raises(TimeoutError):
                 mailer.send(message())
         assert time.monotonic() - started < 1.5
 
 
-def test_tls_error_is_typed_for_a_server_that_does_not_speak_tls():
+def test_tls_error_is_typed_for_a_server_that_does_not_speak_tls(make_mailer):
     def plain(conn: RawConn) -> None:
         conn.send(b"220 not tls\r\n")
         conn.wait_closed()
 
     with RawServer(plain) as server:
-        with Mailer(
+        with make_mailer(
             config(server, tls="implicit"), retry=RetryPolicy.never()
         ) as mailer:
             with pytest.raises(TLSError):
@@ -287,14 +287,14 @@ def conversation(*steps: tuple[bytes | None, bytes]):
     return script
 
 
-def test_starttls_refused_fails_before_credentials_or_mail():
+def test_starttls_refused_fails_before_credentials_or_mail(make_mailer):
     script = conversation(
         (b"EHLO", b"250-hi\r\n250-STARTTLS\r\n250 AUTH PLAIN\r\n"),
         (b"STARTTLS", b"454 4.7.0 TLS not available due to temporary reason\r\n"),
     )
     with RawServer(script) as server:
         cfg = config(server, tls="starttls", username="u", password="secret")
-        with Mailer(cfg, retry=RetryPolicy.never()) as mailer:
+        with make_mailer(cfg, retry=RetryPolicy.never()) as mailer:
             with pytest.raises(SMTPReplyError) as info:
                 mailer.send(message())
     assert info.value.command == "STARTTLS"
@@ -319,9 +319,9 @@ def helo_only(conn: RawConn) -> None:
             conn.send(replies.get(verb, b"250 ok\r\n"))
 
 
-def test_helo_fallback_when_ehlo_is_not_understood():
+def test_helo_fallback_when_ehlo_is_not_understood(make_mailer):
     with RawServer(helo_only) as server:
-        with Mailer(config(server), retry=RetryPolicy.never()) as mailer:
+        with make_mailer(config(server), retry=RetryPolicy.never()) as mailer:
             result = mailer.send(message())
     assert result.reply.text == "queued"
     verbs = [line.split()[0].upper() for line in server.connections[0].lines[:4]]
@@ -329,11 +329,11 @@ def test_helo_fallback_when_ehlo_is_not_understood():
     assert server.errors == []
 
 
-def test_421_at_end_of_data_in_a_batch_moves_the_rest_to_a_new_connection():
+def test_421_at_end_of_data_in_a_batch_moves_the_rest_to_a_new_connection(make_mailer):
     script = MiniSMTP()
     script.overrides = {".": [b"250 one\r\n", b"421 4.3.2 shutting down\r\n"]}
     with RawServer(script) as server:
-        with Mailer(config(server), retry=RetryPolicy.never()) as mailer:
+        with make_mailer(config(server), retry=RetryPolicy.never()) as mailer:
             results = mailer.send_many([message(n) for n in range(4)], concurrency=1)
     assert results[0].ok
     assert results[1].error.reply.code == 421
@@ -343,12 +343,12 @@ def test_421_at_end_of_data_in_a_batch_moves_the_rest_to_a_new_connection():
     assert len(server.connections) == 2
 
 
-def test_no_8bitmime_means_8bit_raw_data_is_refused_before_mail():
+def test_no_8bitmime_means_8bit_raw_data_is_refused_before_mail(make_mailer):
     script = MiniSMTP(pipelining=False)
     raw = "Subject: café\r\n\r\nnaïve\r\n".encode()
     envelope = Envelope(sender="a@example.com", recipients=["b@example.com"])
     with RawServer(script) as server:
-        with Mailer(config(server), retry=RetryPolicy.never()) as mailer:
+        with make_mailer(config(server), retry=RetryPolicy.never()) as mailer:
             with pytest.raises(NotSupportedError, match="8BITMIME"):
                 mailer.send(raw, envelope=envelope)
             mailer.send(message())  # the session survived the local refusal
@@ -356,14 +356,15 @@ def test_no_8bitmime_means_8bit_raw_data_is_refused_before_mail():
     assert len(script.messages) == 1
 
 
-def test_data_accepted_without_recipients_is_ended_empty_and_reset():
+@SESSION_REUSE_AFTER_REFUSAL
+def test_data_accepted_without_recipients_is_ended_empty_and_reset(make_mailer):
     script = MiniSMTP()
     script.overrides = {
         "RCPT": [b"550 5.1.1 nobody\r\n"],
         "DATA": [b"354 go anyway\r\n"],
     }
     with RawServer(script) as server:
-        with Mailer(config(server), retry=RetryPolicy.never()) as mailer:
+        with make_mailer(config(server), retry=RetryPolicy.never()) as mailer:
             with pytest.raises(RecipientsRefusedError):
                 mailer.send(message())
             mailer.send(message(2))
@@ -374,7 +375,7 @@ def test_data_accepted_without_recipients_is_ended_empty_and_reset():
     assert len(server.connections) == 1
 
 
-def test_non_base64_sasl_challenge_is_a_protocol_error():
+def test_non_base64_sasl_challenge_is_a_protocol_error(make_mailer):
     script = conversation(
         (b"EHLO", b"250-hi\r\n250 AUTH LOGIN\r\n"),
         (b"AUTH", b"334 this is not base64!\r\n"),
@@ -382,7 +383,7 @@ def test_non_base64_sasl_challenge_is_a_protocol_error():
     )
     with RawServer(script) as server:
         cfg = config(server, username="u", password="p", allow_insecure_auth=True)
-        with Mailer(cfg, retry=RetryPolicy.never()) as mailer:
+        with make_mailer(cfg, retry=RetryPolicy.never()) as mailer:
             with pytest.raises(ProtocolError, match="not base64"):
                 mailer.send(message())
     assert server.errors == []
@@ -402,10 +403,10 @@ def one_message_then_hang_up(conn: RawConn) -> None:
         conn.send(b"250 ok\r\n")
 
 
-def test_a_connection_closed_while_idle_is_never_reused():
+def test_a_connection_closed_while_idle_is_never_reused(make_mailer):
     with RawServer(one_message_then_hang_up) as server:
         cfg = config(server, pool={"check_after_idle": 60.0})
-        with Mailer(cfg, retry=RetryPolicy.never()) as mailer:
+        with make_mailer(cfg, retry=RetryPolicy.never()) as mailer:
             mailer.send(message(1))
             time.sleep(0.1)  # let the server's FIN arrive
             result = mailer.send(message(2))

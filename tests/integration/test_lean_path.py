@@ -12,7 +12,7 @@ import logging
 
 import pytest
 
-from smtpkit import Envelope, Mailer, Message, RetryPolicy
+from smtpkit import Envelope, Message, RetryPolicy
 
 SENDER = "sender@example.com"
 
@@ -21,9 +21,9 @@ def raw(i: int) -> bytes:
     return f"Subject: m{i}\r\nMessage-ID: <m{i}@lean>\r\n\r\nbody {i}\r\n".encode()
 
 
-def test_one_envelope_object_for_every_message(server, config_for):
+def test_one_envelope_object_for_every_message(make_mailer, server, config_for):
     envelope = Envelope(SENDER, ["a@example.com", "b@example.com"])
-    with Mailer(config_for(server)) as mailer:
+    with make_mailer(config_for(server)) as mailer:
         results = mailer.send_many([(raw(i), envelope) for i in range(40)])
     assert all(r.ok for r in results)
     assert [r.message_id for r in results] == [f"<m{i}@lean>" for i in range(40)]
@@ -36,7 +36,7 @@ def test_one_envelope_object_for_every_message(server, config_for):
 
 
 def test_envelopes_that_change_in_between_never_get_stale_rcpt_lines(
-    server, config_for
+    make_mailer, server, config_for
 ):
     first = Envelope(SENDER, ["a@example.com", "b@example.com"])
     # An equal tuple that is another object, a copy with other recipients, and
@@ -46,7 +46,7 @@ def test_envelopes_that_change_in_between_never_get_stale_rcpt_lines(
     resent = Envelope("other@example.com", first.recipients)
     flagged = Envelope(SENDER, first.recipients, smtputf8=True)
     order = [first, other, first, equal, other, resent, flagged, first]
-    with Mailer(config_for(server)) as mailer:
+    with make_mailer(config_for(server)) as mailer:
         results = mailer.send_many(
             [(raw(i), e) for i, e in enumerate(order)], concurrency=1
         )
@@ -58,10 +58,10 @@ def test_envelopes_that_change_in_between_never_get_stale_rcpt_lines(
 
 
 def test_an_envelope_mutated_behind_pydantics_back_is_sent_as_it_is_now(
-    server, config_for
+    make_mailer, server, config_for
 ):
     envelope = Envelope(SENDER, ["a@example.com"])
-    with Mailer(config_for(server)) as mailer:
+    with make_mailer(config_for(server)) as mailer:
         mailer.send_many([(raw(0), envelope), (raw(1), envelope)])
         # Frozen models can still be changed with object.__setattr__; the new
         # tuple is another object, so nothing derived from the old one is used.
@@ -75,12 +75,14 @@ def test_an_envelope_mutated_behind_pydantics_back_is_sent_as_it_is_now(
     ]
 
 
-def test_smtputf8_is_asked_per_message_on_one_session(start_server, config_for):
+def test_smtputf8_is_asked_per_message_on_one_session(
+    make_mailer, start_server, config_for
+):
     server = start_server(pipelining=True)
     ascii_envelope = Envelope(SENDER, ["a@example.com"])
     utf8_envelope = Envelope(SENDER, ["用户@example.com"])
     order = [ascii_envelope, utf8_envelope, ascii_envelope, utf8_envelope]
-    with Mailer(config_for(server)) as mailer:
+    with make_mailer(config_for(server)) as mailer:
         results = mailer.send_many(
             [(raw(i), e) for i, e in enumerate(order)], concurrency=1
         )
@@ -95,9 +97,11 @@ def test_smtputf8_is_asked_per_message_on_one_session(start_server, config_for):
     assert all(f"SIZE={len(m.data)}" in m.mail_options for m in server.messages)
 
 
-def test_a_result_from_send_many_equals_the_one_from_send(server, config_for):
+def test_a_result_from_send_many_equals_the_one_from_send(
+    make_mailer, server, config_for
+):
     envelope = Envelope(SENDER, ["a@example.com", "b@example.com"])
-    with Mailer(config_for(server)) as mailer:
+    with make_mailer(config_for(server)) as mailer:
         single = mailer.send(raw(0), envelope=envelope)
         [bulk] = mailer.send_many([(raw(0), envelope)])
     for name in ("envelope", "message_id", "attempts", "error", "accepted"):
@@ -110,11 +114,13 @@ def test_a_result_from_send_many_equals_the_one_from_send(server, config_for):
     assert bulk.elapsed >= 0
 
 
-def test_partly_refused_messages_still_take_the_long_way(start_server, config_for):
+def test_partly_refused_messages_still_take_the_long_way(
+    make_mailer, start_server, config_for
+):
     server = start_server(pipelining=True)
     server.handler.rcpt_replies["busy@example.com"] = "450 4.2.1 try later"
     envelope = Envelope(SENDER, ["a@example.com", "busy@example.com"])
-    with Mailer(config_for(server), retry=RetryPolicy.never()) as mailer:
+    with make_mailer(config_for(server), retry=RetryPolicy.never()) as mailer:
         [result] = mailer.send_many([(raw(0), envelope)])
     assert result.accepted == ("a@example.com",)
     assert result.refused["busy@example.com"].code == 450
@@ -122,9 +128,11 @@ def test_partly_refused_messages_still_take_the_long_way(start_server, config_fo
 
 
 @pytest.mark.parametrize("pipelining", [True])
-def test_commands_and_replies_are_logged_only_at_debug(server, config_for, caplog):
+def test_commands_and_replies_are_logged_only_at_debug(
+    make_mailer, server, config_for, caplog
+):
     envelope = Envelope(SENDER, ["a@example.com", "b@example.com"])
-    with Mailer(config_for(server)) as mailer:
+    with make_mailer(config_for(server)) as mailer:
         caplog.set_level(logging.INFO, logger="smtpkit")
         mailer.send_many([(raw(0), envelope)])
         assert not [r for r in caplog.records if r.levelno == logging.DEBUG]
@@ -144,10 +152,10 @@ def test_commands_and_replies_are_logged_only_at_debug(server, config_for, caplo
     assert any(line.startswith("sent <m1@lean>") for line in lines), lines
 
 
-def test_message_objects_with_dot_lines_arrive_intact(server, config_for):
+def test_message_objects_with_dot_lines_arrive_intact(make_mailer, server, config_for):
     text = ".leading dot\n..two dots\n.\nend\n"
     message = Message(sender=SENDER, to="a@example.com", subject="dots", text=text)
-    with Mailer(config_for(server)) as mailer:
+    with make_mailer(config_for(server)) as mailer:
         mailer.send_many([message, message])
     assert len(server.messages) == 2
     for received in server.messages:
@@ -156,13 +164,15 @@ def test_message_objects_with_dot_lines_arrive_intact(server, config_for):
 
 
 @pytest.mark.parametrize("pipelining", [True])
-def test_a_message_larger_than_the_socket_buffers_arrives_whole(server, config_for):
+def test_a_message_larger_than_the_socket_buffers_arrives_whole(
+    make_mailer, server, config_for
+):
     # The data and the commands after it leave in one gathered write; the
     # socket takes only a part of it at first, and the rest follows.
     line = b".dot line, then text to fill the buffers of the connection\r\n"
     body = line * (6 * 1024 * 1024 // len(line))
     envelope = Envelope(SENDER, ["a@example.com"])
-    with Mailer(config_for(server, timeout=30.0)) as mailer:
+    with make_mailer(config_for(server, timeout=30.0)) as mailer:
         results = mailer.send_many(
             [(raw(0) + body, envelope), (raw(1), envelope)], concurrency=1
         )

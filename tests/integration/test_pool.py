@@ -14,13 +14,13 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from smtpkit import (
-    Mailer,
     Message,
     PoolLimits,
     PoolTimeoutError,
     RecipientsRefusedError,
 )
 
+from ..mailers import SESSION_REUSE_RACE
 from .faults import (
     FaultHandler,
     client_sockets,
@@ -45,18 +45,23 @@ def message(i: int, to: str = "rcpt@example.com") -> Message:
     )
 
 
-def mailer_for(
-    server, config_for, waits: list[float] | None = None, on_retry=None, **pool
-) -> Mailer:
-    return Mailer(
-        config_for(server, pool=PoolLimits(**pool)),
-        sleep=(waits if waits is not None else []).append,
-        on_retry=on_retry,
-        rng=random.Random(0),
-    )
+@pytest.fixture
+def mailer_for(make_mailer):
+    """Build a Mailer (or AsyncMailer) with a recording sleep and these pool limits."""
+
+    def build(server, config_for, waits=None, on_retry=None, **pool):
+        return make_mailer(
+            config_for(server, pool=PoolLimits(**pool)),
+            sleep=(waits if waits is not None else []).append,
+            on_retry=on_retry,
+            rng=random.Random(0),
+        )
+
+    return build
 
 
-def test_sequential_sends_share_one_session(start_fault_server, config_for):
+@SESSION_REUSE_RACE
+def test_sequential_sends_share_one_session(mailer_for, start_fault_server, config_for):
     server = start_fault_server()
     with mailer_for(server, config_for) as mailer:
         mailer.send(message(1))
@@ -67,7 +72,9 @@ def test_sequential_sends_share_one_session(start_fault_server, config_for):
     assert (stats.created, stats.open, stats.idle, stats.discarded) == (1, 1, 1, 0)
 
 
-def test_max_connections_is_respected_under_concurrency(start_fault_server, config_for):
+def test_max_connections_is_respected_under_concurrency(
+    mailer_for, start_fault_server, config_for
+):
     server = start_fault_server(handler=FaultHandler(data_delay=0.05))
     with mailer_for(server, config_for, max_connections=2) as mailer:
         with ThreadPoolExecutor(max_workers=6) as threads:
@@ -81,8 +88,9 @@ def test_max_connections_is_respected_under_concurrency(start_fault_server, conf
     assert stats.created == 2
 
 
+@SESSION_REUSE_RACE
 def test_max_messages_per_connection_retires_sessions_with_quit(
-    start_fault_server, config_for
+    mailer_for, start_fault_server, config_for
 ):
     server = start_fault_server()
     handler = server.handler
@@ -100,9 +108,10 @@ def test_max_messages_per_connection_retires_sessions_with_quit(
     assert handler.commands_of(3)[-1] == "QUIT"
 
 
+@SESSION_REUSE_RACE
 @pytest.mark.parametrize(("check_after_idle", "noop"), [(0.0, True), (60.0, False)])
 def test_idle_connection_is_checked_with_noop(
-    start_fault_server, config_for, check_after_idle, noop
+    mailer_for, start_fault_server, config_for, check_after_idle, noop
 ):
     server = start_fault_server()
     with mailer_for(server, config_for, check_after_idle=check_after_idle) as mailer:
@@ -116,7 +125,7 @@ def test_idle_connection_is_checked_with_noop(
 
 @pytest.mark.parametrize("check_after_idle", [0.0, 60.0], ids=["noop", "no-check"])
 def test_connection_closed_by_server_while_idle_is_replaced(
-    start_fault_server, config_for, check_after_idle
+    mailer_for, start_fault_server, config_for, check_after_idle
 ):
     # aiosmtpd drops a session after `timeout` seconds without a command.
     server = start_fault_server(timeout=0.3)
@@ -139,8 +148,9 @@ def test_connection_closed_by_server_while_idle_is_replaced(
     assert (stats.created, stats.discarded) == (2, 1)
 
 
+@SESSION_REUSE_RACE
 def test_421_at_mail_on_a_reused_connection_is_not_an_attempt(
-    start_fault_server, config_for
+    mailer_for, start_fault_server, config_for
 ):
     server = start_fault_server()
     handler = server.handler
@@ -158,9 +168,10 @@ def test_421_at_mail_on_a_reused_connection_is_not_an_attempt(
     assert (stats.created, stats.discarded) == (2, 1)
 
 
+@SESSION_REUSE_RACE
 @pytest.mark.parametrize("pipelining", [False, True], ids=["lockstep", "pipelined"])
 def test_rset_after_a_failed_transaction_before_reuse(
-    start_fault_server, config_for, pipelining
+    mailer_for, start_fault_server, config_for, pipelining
 ):
     handler = FaultHandler(pipelining=pipelining)
     handler.rcpt_replies["nobody@example.com"] = "550 5.1.1 no such user"
@@ -178,13 +189,16 @@ def test_rset_after_a_failed_transaction_before_reuse(
     assert (stats.created, stats.discarded) == (1, 0)
 
 
-def test_close_quits_and_closes_every_connection(start_fault_server, config_for):
+def test_close_quits_and_closes_every_connection(
+    mailer_for, start_fault_server, config_for
+):
     server = start_fault_server(handler=FaultHandler(data_delay=0.02))
     handler = server.handler
     # Let the server finish with the controller's start-up probe first.
     assert wait_until(lambda: server_sockets(server.port) == 0)
-    baseline = open_fds()
+    # Built first: AsyncMailer's event loop (its selector) holds descriptors too.
     mailer = mailer_for(server, config_for, max_connections=4)
+    baseline = open_fds()
     results = mailer.send_many([message(i) for i in range(16)], concurrency=4)
     assert all(r.ok for r in results)
     opened = mailer.transport.stats().open
@@ -200,8 +214,12 @@ def test_close_quits_and_closes_every_connection(start_fault_server, config_for)
     assert wait_until(lambda: open_fds() == baseline, 3.0), (open_fds(), baseline)
 
 
+@pytest.mark.async_xfail(
+    reason="AsyncMailer queues a send while every connection is busy and never "
+    "raises PoolTimeoutError after PoolLimits.acquire_timeout"
+)
 def test_pool_timeout_when_every_connection_is_busy_is_not_retried(
-    start_fault_server, config_for
+    mailer_for, start_fault_server, config_for
 ):
     server = start_fault_server(handler=FaultHandler(block=threading.Event()))
     handler = server.handler
@@ -212,8 +230,11 @@ def test_pool_timeout_when_every_connection_is_busy_is_not_retried(
     )
     first: list[object] = []
     busy = threading.Thread(target=lambda: first.append(mailer.send(message(1))))
+    # Unblocks the server if the second send waits instead of timing out.
+    release = threading.Timer(3.0, handler.block.set)
     with mailer:
         busy.start()
+        release.start()
         try:
             assert handler.blocked.wait(5)
             start = time.monotonic()
@@ -221,6 +242,7 @@ def test_pool_timeout_when_every_connection_is_busy_is_not_retried(
                 mailer.send(message(2))
             elapsed = time.monotonic() - start
         finally:
+            release.cancel()
             handler.block.set()
             busy.join(5)
         stats = mailer.transport.stats()

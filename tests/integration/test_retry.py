@@ -12,7 +12,6 @@ import pytest
 
 from smtpkit import (
     DataRefusedError,
-    Mailer,
     Message,
     ReadTimeoutError,
     RetryDetails,
@@ -49,23 +48,31 @@ def expected_waits(policy: RetryPolicy, n: int) -> list[float]:
     return [policy.backoff(attempt, rng) for attempt in range(1, n + 1)]
 
 
-def make_mailer(server, config_for, waits, *, retry=None, on_retry=None, **config):
-    return Mailer(
-        config_for(server, **config),
-        retry=retry or RetryPolicy(),
-        on_retry=on_retry,
-        sleep=waits.append,
-        rng=random.Random(0),
-    )
+@pytest.fixture
+def mailer_for(make_mailer):
+    """Build a Mailer (or AsyncMailer) that records its waits in *waits*."""
+
+    def build(server, config_for, waits, *, retry=None, on_retry=None, **config):
+        return make_mailer(
+            config_for(server, **config),
+            retry=retry or RetryPolicy(),
+            on_retry=on_retry,
+            sleep=waits.append,
+            rng=random.Random(0),
+        )
+
+    return build
 
 
-def test_451_twice_then_250_is_delivered_once(start_fault_server, config_for):
+def test_451_twice_then_250_is_delivered_once(
+    mailer_for, start_fault_server, config_for
+):
     server = start_fault_server()
     server.handler.queue("EOD", "451 4.3.0 try again", "451 4.3.0 try again")
     waits: list[float] = []
     details: list[RetryDetails] = []
     policy = RetryPolicy()
-    with make_mailer(
+    with mailer_for(
         server, config_for, waits, retry=policy, on_retry=details.append
     ) as mailer:
         result = mailer.send(message())
@@ -83,13 +90,13 @@ def test_451_twice_then_250_is_delivered_once(start_fault_server, config_for):
 
 
 def test_exhausted_retries_raise_the_last_error_with_history(
-    start_fault_server, config_for
+    mailer_for, start_fault_server, config_for
 ):
     server = start_fault_server()
     server.handler.queue("EOD", "451 4.3.0 one", "452 4.3.1 two", "451 4.3.0 three")
     waits: list[float] = []
     with (
-        make_mailer(server, config_for, waits) as mailer,
+        mailer_for(server, config_for, waits) as mailer,
         pytest.raises(DataRefusedError) as info,
     ):
         mailer.send(message())
@@ -112,11 +119,13 @@ def test_exhausted_retries_raise_the_last_error_with_history(
         ("MAIL", "553 5.1.8 sender rejected", SenderRefusedError),
     ],
 )
-def test_5xx_is_never_retried(start_fault_server, config_for, command, reply, error):
+def test_5xx_is_never_retried(  # noqa: PLR0917 - pytest passes fixtures by position
+    mailer_for, start_fault_server, config_for, command, reply, error
+):
     server = start_fault_server()
     server.handler.queue(command, reply)
     waits: list[float] = []
-    with make_mailer(server, config_for, waits) as mailer:
+    with mailer_for(server, config_for, waits) as mailer:
         with pytest.raises(error) as info:
             mailer.send(message())
         assert mailer.send(message(i=2)).ok  # the session survived the refusal
@@ -128,13 +137,13 @@ def test_5xx_is_never_retried(start_fault_server, config_for, command, reply, er
 
 
 def test_421_at_mail_on_a_fresh_connection_is_retried_on_a_new_one(
-    start_fault_server, config_for
+    mailer_for, start_fault_server, config_for
 ):
     server = start_fault_server()
     handler = server.handler
     handler.queue("MAIL", "421 4.3.2 shutting down")
     waits: list[float] = []
-    with make_mailer(server, config_for, waits) as mailer:
+    with mailer_for(server, config_for, waits) as mailer:
         result = mailer.send(message())
         stats = mailer.transport.stats()
     assert result.ok
@@ -145,13 +154,15 @@ def test_421_at_mail_on_a_fresh_connection_is_retried_on_a_new_one(
     assert (stats.created, stats.discarded) == (2, 1)
 
 
-def test_partial_failure_retries_only_the_4xx_recipient(start_fault_server, config_for):
+def test_partial_failure_retries_only_the_4xx_recipient(
+    mailer_for, start_fault_server, config_for
+):
     server = start_fault_server()
     server.handler.rcpt_replies.update(
         {B: ["450 4.2.1 mailbox busy"], C: "550 5.1.1 no such user"}
     )
     waits: list[float] = []
-    with make_mailer(server, config_for, waits) as mailer:
+    with mailer_for(server, config_for, waits) as mailer:
         result = mailer.send(message(A, B, C))
     # First transaction: delivered to a (b busy, c unknown); second: b only.
     assert [m.rcpt_tos for m in server.messages] == [[A], [B]]
@@ -171,7 +182,7 @@ def test_partial_failure_retries_only_the_4xx_recipient(start_fault_server, conf
 
 
 def test_4xx_recipient_out_of_retries_is_refused_with_its_last_reply(
-    start_fault_server, config_for
+    mailer_for, start_fault_server, config_for
 ):
     server = start_fault_server()
     server.handler.rcpt_replies[B] = [
@@ -180,7 +191,7 @@ def test_4xx_recipient_out_of_retries_is_refused_with_its_last_reply(
         "452 4.2.2 mailbox full",
     ]
     waits: list[float] = []
-    with make_mailer(server, config_for, waits) as mailer:
+    with mailer_for(server, config_for, waits) as mailer:
         result = mailer.send(message(A, B))
     assert [m.rcpt_tos for m in server.messages] == [[A]]
     assert result.accepted == (A,)
@@ -193,11 +204,11 @@ def test_4xx_recipient_out_of_retries_is_refused_with_its_last_reply(
 
 
 def test_disconnect_after_final_dot_is_ambiguous_and_not_retried(
-    start_fault_server, config_for
+    mailer_for, start_fault_server, config_for
 ):
     server = start_fault_server(handler=FaultHandler(drop_next=1))
     waits: list[float] = []
-    with make_mailer(server, config_for, waits) as mailer:
+    with mailer_for(server, config_for, waits) as mailer:
         with pytest.raises(ServerDisconnectedError) as info:
             mailer.send(message())
         stats = mailer.transport.stats()
@@ -211,12 +222,12 @@ def test_disconnect_after_final_dot_is_ambiguous_and_not_retried(
 
 
 def test_disconnect_after_final_dot_is_resent_with_retry_ambiguous(
-    start_fault_server, config_for
+    mailer_for, start_fault_server, config_for
 ):
     server = start_fault_server(handler=FaultHandler(drop_next=1))
     waits: list[float] = []
     policy = RetryPolicy(retry_ambiguous=True)
-    with make_mailer(server, config_for, waits, retry=policy) as mailer:
+    with mailer_for(server, config_for, waits, retry=policy) as mailer:
         result = mailer.send(message())
     assert result.ok
     assert result.possibly_duplicated
@@ -227,11 +238,13 @@ def test_disconnect_after_final_dot_is_resent_with_retry_ambiguous(
     assert server.messages[0].data == server.messages[1].data
 
 
-def test_read_timeout_after_data_is_ambiguous(start_fault_server, config_for):
+def test_read_timeout_after_data_is_ambiguous(
+    mailer_for, start_fault_server, config_for
+):
     handler = FaultHandler(stall_next=1, stall_for=1.5)
     server = start_fault_server(handler=handler)
     waits: list[float] = []
-    with make_mailer(server, config_for, waits, timeout=0.5) as mailer:
+    with mailer_for(server, config_for, waits, timeout=0.5) as mailer:
         with pytest.raises(ReadTimeoutError) as info:
             mailer.send(message())
         stats = mailer.transport.stats()
@@ -243,7 +256,9 @@ def test_read_timeout_after_data_is_ambiguous(start_fault_server, config_for):
     assert stats.discarded == 1
 
 
-def test_total_timeout_caps_attempts_and_waits(start_fault_server, config_for):
+def test_total_timeout_caps_attempts_and_waits(
+    make_mailer, start_fault_server, config_for
+):
     server = start_fault_server()
     server.handler.queue("EOD", *["451 4.3.0 try again"] * 10)
     now = [0.0]
@@ -254,7 +269,7 @@ def test_total_timeout_caps_attempts_and_waits(start_fault_server, config_for):
         now[0] += seconds
 
     policy = RetryPolicy(attempts=10, timeout=1.0, wait_initial=0.4, wait_jitter=0)
-    mailer = Mailer(
+    mailer = make_mailer(
         config_for(server),
         retry=policy,
         sleep=sleep,

@@ -13,7 +13,6 @@ import logging
 import pytest
 
 from smtpkit import (
-    Mailer,
     Message,
     PoolLimits,
     RetryPolicy,
@@ -64,12 +63,12 @@ def tls_server(request, start_server, server_tls_context):
 
 @pytest.mark.parametrize("tls_server", ["starttls", "implicit"], indirect=True)
 def test_later_pooled_connections_resume_the_tls_session(
-    tls_server, config_for, ca_file
+    make_mailer, tls_server, config_for, ca_file
 ):
     mode, server = tls_server
     config = config_for(server, tls=mode, ca_file=ca_file, pool=ONE_EACH)
     transport = probe(config)
-    with Mailer(transport=transport, retry=NEVER) as mailer:
+    with make_mailer(transport=transport, retry=NEVER) as mailer:
         for n in range(3):
             assert mailer.send(message(n)).ok
     assert transport.reused == [False, True, True]
@@ -78,13 +77,13 @@ def test_later_pooled_connections_resume_the_tls_session(
 
 @pytest.mark.parametrize("tls_server", ["starttls", "implicit"], indirect=True)
 def test_a_session_is_never_offered_by_another_transport(
-    tls_server, config_for, ca_file
+    make_mailer, tls_server, config_for, ca_file
 ):
     mode, server = tls_server
     config = config_for(server, tls=mode, ca_file=ca_file, pool=ONE_EACH)
     first, second = probe(config), probe(config)
     for transport in (first, second):
-        with Mailer(transport=transport, retry=NEVER) as mailer:
+        with make_mailer(transport=transport, retry=NEVER) as mailer:
             mailer.send(message())
     assert first.reused == second.reused == [False]
 
@@ -106,7 +105,7 @@ def auth_tls_server(start_server, server_tls_context):
 
 
 def test_starttls_and_plain_login_take_four_round_trips(
-    auth_tls_server, config_for, ca_file, caplog
+    make_mailer, auth_tls_server, config_for, ca_file, caplog
 ):
     # EHLO, STARTTLS, EHLO (RFC 3207 §4.2 requires it) and AUTH PLAIN with its
     # initial response (RFC 4954 §4): no 334 round trip, no extra EHLO.
@@ -118,7 +117,7 @@ def test_starttls_and_plain_login_take_four_round_trips(
         auth=PlainAuth("alice", "wonderland"),
     )
     caplog.set_level(logging.DEBUG, logger="smtpkit")
-    with Mailer(config, retry=NEVER) as mailer:
+    with make_mailer(config, retry=NEVER) as mailer:
         assert mailer.send(message()).ok
     assert log[:5] == ["EHLO", "STARTTLS", "EHLO", "AUTH PLAIN", "MAIL"]
     replies = reads_before_mail(caplog)
@@ -126,7 +125,7 @@ def test_starttls_and_plain_login_take_four_round_trips(
 
 
 def test_username_and_password_over_starttls_log_in_with_one_round_trip(
-    auth_tls_server, config_for, ca_file, caplog
+    make_mailer, auth_tls_server, config_for, ca_file, caplog
 ):
     # CRAM-MD5 is offered too; over TLS it would only cost a 334 round trip.
     config = config_for(
@@ -137,13 +136,15 @@ def test_username_and_password_over_starttls_log_in_with_one_round_trip(
         password="wonderland",
     )
     caplog.set_level(logging.DEBUG, logger="smtpkit")
-    with Mailer(config, retry=NEVER) as mailer:
+    with make_mailer(config, retry=NEVER) as mailer:
         assert mailer.send(message()).ok
     codes = [line.split()[1] for line in reads_before_mail(caplog)]
     assert codes == ["220", "250", "220", "250", "235"]
 
 
-def test_login_answers_its_two_challenges(auth_tls_server, config_for, ca_file, caplog):
+def test_login_answers_its_two_challenges(
+    make_mailer, auth_tls_server, config_for, ca_file, caplog
+):
     # LOGIN has no initial response smtpkit can rely on: two 334s, as before.
     config = config_for(
         auth_tls_server,
@@ -152,19 +153,19 @@ def test_login_answers_its_two_challenges(auth_tls_server, config_for, ca_file, 
         auth=LoginAuth("alice", "wonderland"),
     )
     caplog.set_level(logging.DEBUG, logger="smtpkit")
-    with Mailer(config, retry=NEVER) as mailer:
+    with make_mailer(config, retry=NEVER) as mailer:
         assert mailer.send(message()).ok
     codes = [line.split()[1] for line in reads_before_mail(caplog)]
     assert codes == ["220", "250", "220", "250", "334", "334", "235"]
 
 
 def test_plain_session_takes_one_round_trip_after_the_greeting(
-    start_server, config_for, caplog
+    make_mailer, start_server, config_for, caplog
 ):
     server = start_server()
     log = wiretap(server)
     caplog.set_level(logging.DEBUG, logger="smtpkit")
-    with Mailer(config_for(server), retry=NEVER) as mailer:
+    with make_mailer(config_for(server), retry=NEVER) as mailer:
         assert mailer.send(message()).ok
     assert log[:2] == ["EHLO", "MAIL"]
     assert [line.split()[1] for line in reads_before_mail(caplog)] == ["220", "250"]

@@ -13,7 +13,6 @@ import trustme
 
 from smtpkit import (
     ConfigurationError,
-    Mailer,
     Message,
     NotSupportedError,
     RetryPolicy,
@@ -28,9 +27,15 @@ pytestmark = pytest.mark.integration
 MESSAGE = Message(sender="a@example.com", to="b@example.com", subject="tls", text="x")
 
 
-def send(config: SMTPConfig, message: Message = MESSAGE):
-    with Mailer(config, retry=RetryPolicy.never()) as mailer:
-        return mailer.send(message)
+@pytest.fixture
+def send(make_mailer):
+    """Send one message through a new Mailer (or AsyncMailer), without retries."""
+
+    def send_one(config: SMTPConfig, message: Message = MESSAGE):
+        with make_mailer(config, retry=RetryPolicy.never()) as mailer:
+            return mailer.send(message)
+
+    return send_one
 
 
 def server_context(
@@ -53,7 +58,7 @@ def implicit_server(start_server, server_tls_context):
     return start_server(ssl_context=server_tls_context)
 
 
-def test_starttls_delivers_over_tls(starttls_server, config_for, ca_file):
+def test_starttls_delivers_over_tls(send, starttls_server, config_for, ca_file):
     log = wiretap(starttls_server)
     result = send(config_for(starttls_server, tls="starttls", ca_file=ca_file))
     assert result.ok
@@ -66,7 +71,7 @@ def test_starttls_delivers_over_tls(starttls_server, config_for, ca_file):
     assert received.session_id == 2  # the second EHLO opened the TLS session
 
 
-def test_implicit_tls_delivers(implicit_server, config_for, ca_file):
+def test_implicit_tls_delivers(send, implicit_server, config_for, ca_file):
     log = wiretap(implicit_server)
     result = send(config_for(implicit_server, tls="implicit", ca_file=ca_file))
     assert result.ok
@@ -77,8 +82,8 @@ def test_implicit_tls_delivers(implicit_server, config_for, ca_file):
 
 
 @pytest.mark.parametrize("mode", ["starttls", "implicit"])
-def test_untrusted_certificate_is_refused(
-    start_server, untrusted_tls_context, config_for, ca_file, mode
+def test_untrusted_certificate_is_refused(  # noqa: PLR0917 - pytest passes fixtures by position
+    send, start_server, untrusted_tls_context, config_for, ca_file, mode
 ):
     if mode == "starttls":
         server = start_server(tls_context=untrusted_tls_context, require_starttls=True)
@@ -95,7 +100,7 @@ def test_untrusted_certificate_is_refused(
 
 @pytest.mark.parametrize("mode", ["starttls", "implicit"])
 def test_system_trust_store_is_the_default(
-    start_server, server_tls_context, config_for, mode
+    send, start_server, server_tls_context, config_for, mode
 ):
     # Without ca_file the throw-away CA is unknown: verification is on by default.
     if mode == "starttls":
@@ -107,7 +112,7 @@ def test_system_trust_store_is_the_default(
     assert server.messages == []
 
 
-def test_hostname_mismatch_is_refused(start_server, ca, ca_file):
+def test_hostname_mismatch_is_refused(send, start_server, ca, ca_file):
     context = server_context(ca.issue_cert("mail.example.test"))
     server = start_server(tls_context=context, require_starttls=True)
     log = wiretap(server)
@@ -123,7 +128,7 @@ def test_hostname_mismatch_is_refused(start_server, ca, ca_file):
     assert "MAIL" not in log
 
 
-def test_starttls_required_but_not_offered(start_server, config_for):
+def test_starttls_required_but_not_offered(send, start_server, config_for):
     # The server would take AUTH in cleartext; the client must not even try.
     server = start_server(authenticator=lambda *args: None, auth_require_tls=False)
     log = wiretap(server)
@@ -137,7 +142,7 @@ def test_starttls_required_but_not_offered(start_server, config_for):
     assert server.messages == []
 
 
-def test_user_supplied_ssl_context_is_used(starttls_server, config_for, ca_file):
+def test_user_supplied_ssl_context_is_used(send, starttls_server, config_for, ca_file):
     trusting = ssl.create_default_context(cafile=ca_file)
     assert send(config_for(starttls_server, tls="starttls", ssl_context=trusting)).ok
     [received] = starttls_server.messages
@@ -149,7 +154,7 @@ def test_user_supplied_ssl_context_is_used(starttls_server, config_for, ca_file)
     assert len(starttls_server.messages) == 1
 
 
-def test_tls_min_version_13(starttls_server, config_for, ca_file):
+def test_tls_min_version_13(send, starttls_server, config_for, ca_file):
     config = config_for(
         starttls_server, tls="starttls", ca_file=ca_file, tls_min_version="1.3"
     )
@@ -158,7 +163,7 @@ def test_tls_min_version_13(starttls_server, config_for, ca_file):
 
 
 def test_tls_min_version_13_refuses_a_tls12_server(
-    start_server, ca, config_for, ca_file
+    send, start_server, ca, config_for, ca_file
 ):
     context = server_context(
         ca.issue_cert("127.0.0.1"), maximum_version=ssl.TLSVersion.TLSv1_2
@@ -172,8 +177,8 @@ def test_tls_min_version_13_refuses_a_tls12_server(
     assert len(server.messages) == 1
 
 
-def test_client_certificate_is_presented(
-    start_server, ca, config_for, ca_file, tmp_path
+def test_client_certificate_is_presented(  # noqa: PLR0917 - pytest passes fixtures by position
+    send, start_server, ca, config_for, ca_file, tmp_path
 ):
     context = server_context(ca.issue_cert("127.0.0.1"))
     context.verify_mode = ssl.CERT_REQUIRED  # the server insists on a client cert
@@ -192,11 +197,11 @@ def test_client_certificate_is_presented(
 
 @pytest.mark.parametrize("field", ["ca_file", "client_cert"])
 def test_missing_tls_files_are_a_configuration_error(
-    starttls_server, config_for, tmp_path, field
+    make_mailer, starttls_server, config_for, tmp_path, field
 ):
     config = config_for(
         starttls_server, tls="starttls", **{field: str(tmp_path / "missing.pem")}
     )
     with pytest.raises(ConfigurationError, match="certificates"):
-        Mailer(config)
+        make_mailer(config)
     assert starttls_server.handler.sessions == 0

@@ -19,7 +19,11 @@ from collections.abc import Callable, Generator, Iterator
 import pytest
 import trustme
 
+from ..mailers import mailer_kind, make_mailer
 from .mta import MTAUnavailableError, PostfixInstance, mta_unavailable_reason
+
+# Fixtures: every test asking for make_mailer runs for Mailer and AsyncMailer.
+__all__ = ["mailer_kind", "make_mailer"]
 
 AddressFactory = Callable[..., str]
 

@@ -16,7 +16,6 @@ from smtpkit import (
     AuthenticationError,
     AuthenticationRequiredError,
     Envelope,
-    Mailer,
     Message,
     NotSupportedError,
     RecipientsRefusedError,
@@ -50,7 +49,7 @@ def _message(to: str, subject: str = "hello") -> Message:
 # -- security modes -------------------------------------------------------------
 
 
-def test_plain_endpoint_stores_raw_bytes_exactly(postfix, address):
+def test_plain_endpoint_stores_raw_bytes_exactly(make_mailer, postfix, address):
     rcpt = address()
     data = (
         b"From: a@example.com\r\nTo: b@example.net\r\nSubject: raw\r\n\r\n"
@@ -58,7 +57,7 @@ def test_plain_endpoint_stores_raw_bytes_exactly(postfix, address):
         + b"x" * 998
         + b"\r\n\r\n"
     )
-    with Mailer(postfix.config("plain"), retry=NEVER) as mailer:
+    with make_mailer(postfix.config("plain"), retry=NEVER) as mailer:
         result = mailer.send(data, envelope=Envelope(sender=ALICE, recipients=[rcpt]))
     assert result.ok
     [delivery] = postfix.wait_for_deliveries(1, recipients=[rcpt])
@@ -69,11 +68,11 @@ def test_plain_endpoint_stores_raw_bytes_exactly(postfix, address):
     assert "using TLS" not in delivery.received
 
 
-def test_starttls_with_ca_file(postfix, address):
+def test_starttls_with_ca_file(make_mailer, postfix, address):
     rcpt = address()
     config = postfix.config("submission", username=ALICE, password=ALICE_PASSWORD)
     assert config.ca_file == postfix.ca_file
-    with Mailer(config, retry=NEVER) as mailer:
+    with make_mailer(config, retry=NEVER) as mailer:
         mailer.send(_message(rcpt))
     [delivery] = postfix.wait_for_deliveries(1, recipients=[rcpt])
     # ESMTPSA: ESMTP with TLS (S) and authentication (A), RFC 3848.
@@ -82,10 +81,10 @@ def test_starttls_with_ca_file(postfix, address):
     assert delivery.message()["Subject"] == "hello"
 
 
-def test_implicit_tls(postfix, address):
+def test_implicit_tls(make_mailer, postfix, address):
     rcpt = address()
     config = postfix.config("smtps", username=ALICE, password=ALICE_PASSWORD)
-    with Mailer(config, retry=NEVER) as mailer:
+    with make_mailer(config, retry=NEVER) as mailer:
         mailer.send(_message(rcpt))
     [delivery] = postfix.wait_for_deliveries(1, recipients=[rcpt])
     assert "with ESMTPSA id" in delivery.received
@@ -93,13 +92,15 @@ def test_implicit_tls(postfix, address):
 
 
 @pytest.mark.parametrize("endpoint", ["submission", "smtps"])
-def test_untrusted_certificate_is_refused(postfix, address, tmp_path, endpoint):
+def test_untrusted_certificate_is_refused(
+    make_mailer, postfix, address, tmp_path, endpoint
+):
     other_ca = tmp_path / "other-ca.pem"
     trustme.CA().cert_pem.write_to_path(str(other_ca))
     config = postfix.config(
         endpoint, username=ALICE, password=ALICE_PASSWORD, ca_file=str(other_ca)
     )
-    with Mailer(config, retry=NEVER) as mailer, pytest.raises(TLSError) as info:
+    with make_mailer(config, retry=NEVER) as mailer, pytest.raises(TLSError) as info:
         mailer.send(_message(address()))
     assert not info.value.is_transient
     assert "the certificate is not trusted" in str(info.value)
@@ -107,10 +108,10 @@ def test_untrusted_certificate_is_refused(postfix, address, tmp_path, endpoint):
     assert "CERTIFICATE_VERIFY_FAILED" in str(info.value.__cause__)
 
 
-def test_submission_refuses_mail_before_starttls(postfix, address):
+def test_submission_refuses_mail_before_starttls(make_mailer, postfix, address):
     # smtpd_tls_security_level=encrypt: MAIL in cleartext is refused.
     config = postfix.config("submission", tls="none")
-    with Mailer(config, retry=NEVER) as mailer:
+    with make_mailer(config, retry=NEVER) as mailer:
         with pytest.raises(AuthenticationRequiredError) as info:
             mailer.send(_message(address()))
     assert info.value.reply.code == 530
@@ -119,7 +120,7 @@ def test_submission_refuses_mail_before_starttls(postfix, address):
     assert "the server requires TLS before MAIL: use tls='starttls'" in str(info.value)
 
 
-def test_submission_offers_auth_only_after_starttls(postfix, address):
+def test_submission_offers_auth_only_after_starttls(make_mailer, postfix, address):
     # smtpd_tls_auth_only=yes: no AUTH in the cleartext EHLO, so smtpkit refuses
     # to go on rather than send mail unauthenticated.
     config = postfix.config(
@@ -129,14 +130,14 @@ def test_submission_offers_auth_only_after_starttls(postfix, address):
         password=ALICE_PASSWORD,
         allow_insecure_auth=True,
     )
-    with Mailer(config, retry=NEVER) as mailer:
+    with make_mailer(config, retry=NEVER) as mailer:
         with pytest.raises(NotSupportedError, match="does not offer AUTH"):
             mailer.send(_message(address()))
 
 
-def test_submission_requires_auth_to_relay(postfix, address):
+def test_submission_requires_auth_to_relay(make_mailer, postfix, address):
     rcpt = address()
-    with Mailer(postfix.config("submission"), retry=NEVER) as mailer:
+    with make_mailer(postfix.config("submission"), retry=NEVER) as mailer:
         with pytest.raises(RecipientsRefusedError) as info:
             mailer.send(_message(rcpt))
     reply = info.value.refused[rcpt]
@@ -173,11 +174,13 @@ PASSWORD_MECHANISMS = [PlainAuth, LoginAuth, CramMD5Auth]
     [(ALICE, ALICE_PASSWORD), (UNICODE_USER, UNICODE_PASSWORD)],
     ids=["ascii", "unicode"],
 )
-def test_password_mechanism_logs_in(postfix, address, mechanism, user, password):
+def test_password_mechanism_logs_in(  # noqa: PLR0917 - pytest passes fixtures by position
+    make_mailer, postfix, address, mechanism, user, password
+):
     rcpt = address()
     mark = postfix.log_offset()
     config = postfix.config("submission", auth=mechanism(user, password))
-    with Mailer(config, retry=NEVER) as mailer:
+    with make_mailer(config, retry=NEVER) as mailer:
         mailer.send(_message(rcpt))
     [delivery] = postfix.wait_for_deliveries(1, recipients=[rcpt])
     assert "with ESMTPSA" in delivery.received
@@ -191,10 +194,10 @@ def test_password_mechanism_logs_in(postfix, address, mechanism, user, password)
     [XOAuth2Auth(OAUTH_USER, TOKEN), OAuthBearerAuth(OAUTH_USER, TOKEN)],
     ids=lambda a: a.mechanism,
 )
-def test_token_mechanism_logs_in(postfix, address, auth):
+def test_token_mechanism_logs_in(make_mailer, postfix, address, auth):
     rcpt = address()
     mark = postfix.log_offset()
-    with Mailer(postfix.config("smtps", auth=auth), retry=NEVER) as mailer:
+    with make_mailer(postfix.config("smtps", auth=auth), retry=NEVER) as mailer:
         mailer.send(_message(rcpt))
     postfix.wait_for_deliveries(1, recipients=[rcpt])
     postfix.wait_for_log(
@@ -212,11 +215,13 @@ WRONG: list[Auth] = [
 
 
 @pytest.mark.parametrize("auth", WRONG, ids=lambda a: a.mechanism)
-def test_wrong_credentials_raise_authentication_error(postfix, address, auth):
+def test_wrong_credentials_raise_authentication_error(
+    make_mailer, postfix, address, auth
+):
     rcpt = address()
     mark = postfix.log_offset()
     # Default retry policy: a 535 is permanent, so exactly one attempt is made.
-    with Mailer(postfix.config("submission", auth=auth)) as mailer:
+    with make_mailer(postfix.config("submission", auth=auth)) as mailer:
         with pytest.raises(AuthenticationError) as info:
             mailer.send(_message(rcpt))
     error = info.value
@@ -236,10 +241,10 @@ def test_wrong_credentials_raise_authentication_error(postfix, address, auth):
 # -- sessions -------------------------------------------------------------------
 
 
-def test_pooled_connection_carries_several_messages(postfix, address):
+def test_pooled_connection_carries_several_messages(make_mailer, postfix, address):
     rcpts = [address() for _ in range(3)]
     config = postfix.config("smtps", username=ALICE, password=ALICE_PASSWORD)
-    with Mailer(config, retry=NEVER) as mailer:
+    with make_mailer(config, retry=NEVER) as mailer:
         results = [mailer.send(_message(rcpt)) for rcpt in rcpts]
     postfix.wait_for_deliveries(3, recipients=rcpts)
     # One TLS session, one login, three transactions, then a polite QUIT.

@@ -13,7 +13,7 @@ import socket
 
 import pytest
 
-from smtpkit import Mailer, Message, PoolLimits, RetryPolicy
+from smtpkit import Message, PoolLimits, RetryPolicy
 from smtpkit._provider_replies import ReplyReason, explain_reply
 from smtpkit._reply import parse_reply
 
@@ -52,7 +52,7 @@ def test_anvil_reply_is_explained_as_too_many_connections(postfix):
 
 
 @pytest.mark.timeout(180)
-def test_send_many_learns_the_anvil_connection_limit(postfix, address):
+def test_send_many_learns_the_anvil_connection_limit(make_mailer, postfix, address):
     rcpts = [address() for _ in range(300)]
     messages = [
         Message(sender=SENDER, to=rcpt, subject=f"n{i}", text="hello\n")
@@ -60,7 +60,7 @@ def test_send_many_learns_the_anvil_connection_limit(postfix, address):
     ]
     mark = postfix.log_offset()
     config = postfix.config("anvil", pool=PoolLimits(max_connections=6))
-    with Mailer(config, retry=RetryPolicy.never()) as mailer:
+    with make_mailer(config, retry=RetryPolicy.never()) as mailer:
         results = mailer.send_many(messages)
         pool_size = mailer.transport._pool.size
         created = mailer.transport.stats().created

@@ -17,7 +17,6 @@ import pytest
 from smtpkit import (
     AuthenticationRequiredError,
     Envelope,
-    Mailer,
     PoolLimits,
     RecipientsRefusedError,
     RetryPolicy,
@@ -49,10 +48,10 @@ def _envelope(rcpt: str) -> Envelope:
 
 @pytest.mark.parametrize("data", [DOTS, EIGHT_BIT], ids=["dot-lines", "8bit"])
 def test_bdat_stores_the_bytes_exactly_on_a_new_and_a_proven_session(
-    postfix, address, data
+    make_mailer, postfix, address, data
 ):
     first, second = address(), address()
-    with Mailer(postfix.config("plain"), retry=NEVER) as mailer:
+    with make_mailer(postfix.config("plain"), retry=NEVER) as mailer:
         results = [mailer.send(data, envelope=_envelope(r)) for r in (first, second)]
     deliveries = postfix.wait_for_deliveries(2, recipients=[first, second])
     for delivery in deliveries:
@@ -62,22 +61,22 @@ def test_bdat_stores_the_bytes_exactly_on_a_new_and_a_proven_session(
     assert "data=" not in summary
 
 
-def test_chunking_false_sends_data(postfix, address):
+def test_chunking_false_sends_data(make_mailer, postfix, address):
     rcpt = address()
     config = postfix.config("plain", chunking=False)
-    with Mailer(config, retry=NEVER) as mailer:
+    with make_mailer(config, retry=NEVER) as mailer:
         result = mailer.send(DOTS, envelope=_envelope(rcpt))
     [delivery] = postfix.wait_for_deliveries(1, recipients=[rcpt])
     assert delivery.original == DOTS.replace(b"\r\n", b"\n")
     assert " mail=1 rcpt=1 data=1 quit=1 " in postfix.session_summary(queue_id(result))
 
 
-def test_mail_refused_before_starttls_sends_no_chunk(postfix, address):
+def test_mail_refused_before_starttls_sends_no_chunk(make_mailer, postfix, address):
     # Postfix refuses MAIL, RCPT and BDAT here without reading the chunk: sent
     # blind, the message would be read as commands ("non-SMTP command").
     mark = postfix.log_offset()
     config = postfix.config("submission", tls="none")
-    with Mailer(config, retry=NEVER) as mailer:
+    with make_mailer(config, retry=NEVER) as mailer:
         with pytest.raises(AuthenticationRequiredError):
             mailer.send(DOTS, envelope=_envelope(address()))
     log = postfix.wait_for_log("disconnect from", since=mark)
@@ -86,7 +85,9 @@ def test_mail_refused_before_starttls_sends_no_chunk(postfix, address):
     assert " mail=0/1 rcpt=0/1 " in log
 
 
-def test_blind_mail_refusal_is_read_past_and_the_session_carries_on(postfix, address):
+def test_blind_mail_refusal_is_read_past_and_the_session_carries_on(
+    make_mailer, postfix, address
+):
     # smtpd_client_message_rate_limit=2 per second: the third MAIL gets 450
     # while its chunk is already on the way.  Postfix reads the chunk, answers
     # BDAT with 503, and the fourth message goes through on the same session
@@ -95,7 +96,7 @@ def test_blind_mail_refusal_is_read_past_and_the_session_carries_on(postfix, add
     rcpts = [address() for _ in range(4)]
     mark = postfix.log_offset()
     config = postfix.config("ratelimit", pool=ONE)
-    with Mailer(config, retry=NEVER) as mailer:
+    with make_mailer(config, retry=NEVER) as mailer:
         results = mailer.send_many([(DOTS, _envelope(r)) for r in rcpts[:3]])
         for _ in range(20):  # each refusal here is another blind chunk read past
             try:
@@ -116,9 +117,9 @@ def test_blind_mail_refusal_is_read_past_and_the_session_carries_on(postfix, add
     assert "non-SMTP command" not in postfix.log(mark)
 
 
-def test_blind_recipient_refusals_are_read_past(postfix, address):
+def test_blind_recipient_refusals_are_read_past(make_mailer, postfix, address):
     good, gone = address(), address(UNKNOWN_PREFIX)
-    with Mailer(postfix.config("plain", pool=ONE), retry=NEVER) as mailer:
+    with make_mailer(postfix.config("plain", pool=ONE), retry=NEVER) as mailer:
         mailer.send(DOTS, envelope=_envelope(good))  # proves the session
         with pytest.raises(RecipientsRefusedError) as info:
             mailer.send(DOTS, envelope=_envelope(gone))
@@ -146,7 +147,9 @@ class _ResumptionProbe(SMTPTransport):
 
 
 @pytest.mark.parametrize("endpoint", ["submission", "smtps"])
-def test_pooled_connections_resume_postfix_tls_sessions(postfix, address, endpoint):
+def test_pooled_connections_resume_postfix_tls_sessions(
+    make_mailer, postfix, address, endpoint
+):
     user = "alice@example.com"
     config = postfix.config(
         endpoint,
@@ -156,7 +159,7 @@ def test_pooled_connections_resume_postfix_tls_sessions(postfix, address, endpoi
     )
     transport = _ResumptionProbe(config)
     rcpts = [address() for _ in range(3)]
-    with Mailer(transport=transport, retry=NEVER) as mailer:
+    with make_mailer(transport=transport, retry=NEVER) as mailer:
         for rcpt in rcpts:
             mailer.send(DOTS, envelope=_envelope(rcpt))
     postfix.wait_for_deliveries(3, recipients=rcpts)

@@ -13,7 +13,6 @@ from smtpkit import (
     Address,
     Attachment,
     Envelope,
-    Mailer,
     Message,
     NotSupportedError,
     RetryPolicy,
@@ -28,7 +27,9 @@ PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) + b"\r\n.\r\n\x00\xff" * 40
 PDF = b"%PDF-1.4\n" + os.urandom(3000) + b"\n%%EOF\n"
 
 
-def test_unicode_message_with_attachments_and_inline_image(postfix, address):
+def test_unicode_message_with_attachments_and_inline_image(
+    make_mailer, postfix, address
+):
     to, cc, bcc = address("to"), address("cc"), address("bcc")
     message = Message(
         sender=Address(name="张三 (Zhang San)", email="zhangsan@example.com"),
@@ -50,7 +51,7 @@ def test_unicode_message_with_attachments_and_inline_image(postfix, address):
         ],
         headers={"X-Campaign": "Frühling"},
     )
-    with Mailer(postfix.config("plain"), retry=NEVER) as mailer:
+    with make_mailer(postfix.config("plain"), retry=NEVER) as mailer:
         result = mailer.send(message)
     assert result.accepted == (to, cc, bcc)
 
@@ -96,7 +97,7 @@ def test_unicode_message_with_attachments_and_inline_image(postfix, address):
     assert image.get_content() == PNG
 
 
-def test_email_message_is_stored_byte_for_byte(postfix, address):
+def test_email_message_is_stored_byte_for_byte(make_mailer, postfix, address):
     to = address()
     msg = EmailMessage()
     msg["From"] = "Jürgen <juergen@example.com>"
@@ -106,19 +107,19 @@ def test_email_message_is_stored_byte_for_byte(postfix, address):
     # What Mailer sends for an EmailMessage without SMTPUTF8.
     expected = msg.as_bytes(policy=email.policy.SMTP)
     assert not expected.isascii()
-    with Mailer(postfix.config("plain"), retry=NEVER) as mailer:
+    with make_mailer(postfix.config("plain"), retry=NEVER) as mailer:
         mailer.send(msg)
     [delivery] = postfix.wait_for_deliveries(1, recipients=[to])
     assert delivery.original == expected.replace(b"\r\n", b"\n")
     assert delivery.sender == "juergen@example.com"
 
 
-def test_bare_line_feeds_are_sent_as_crlf(postfix, address):
+def test_bare_line_feeds_are_sent_as_crlf(make_mailer, postfix, address):
     # The plain endpoint has smtpd_forbid_bare_newline=yes: a bare LF would be
     # refused with 550, so delivery proves smtpkit normalised the line endings.
     to = address()
     data = b"Subject: line endings\n\nunix\nmac\rwindows\r\n.dot\n"
-    with Mailer(postfix.config("plain"), retry=NEVER) as mailer:
+    with make_mailer(postfix.config("plain"), retry=NEVER) as mailer:
         mailer.send(data, envelope=Envelope(sender="a@example.com", recipients=[to]))
     [delivery] = postfix.wait_for_deliveries(1, recipients=[to])
     assert delivery.original == b"Subject: line endings\n\nunix\nmac\nwindows\n.dot\n"
@@ -142,7 +143,7 @@ def test_bare_line_feed_guard_is_active(postfix, address):
         stream.close()
 
 
-def test_smtputf8_addresses(postfix, address):
+def test_smtputf8_addresses(make_mailer, postfix, address):
     to = "用户-" + address("δοκιμή")
     sender = "发件人@example.com"
     idn = Address(name="Ünïcødé", email=address("señor", "bücher.example"))
@@ -154,7 +155,7 @@ def test_smtputf8_addresses(postfix, address):
     )
     assert message.needs_smtputf8
     mark = postfix.log_offset()
-    with Mailer(
+    with make_mailer(
         postfix.config(
             "submission", username="用户@example.com", password="пароль-密码-🔑"
         ),
@@ -178,10 +179,10 @@ def test_smtputf8_addresses(postfix, address):
     postfix.wait_for_log(f"from=<{sender}>", since=mark)
 
 
-def test_smtputf8_refused_when_not_offered(postfix, address):
+def test_smtputf8_refused_when_not_offered(make_mailer, postfix, address):
     # The "ascii" endpoint has smtputf8_enable=no: smtpkit stops before MAIL.
     message = Message(sender="a@example.com", to="用户@example.net", text="x")
-    with Mailer(postfix.config("ascii"), retry=NEVER) as mailer:
+    with make_mailer(postfix.config("ascii"), retry=NEVER) as mailer:
         with pytest.raises(NotSupportedError, match="SMTPUTF8"):
             mailer.send(message)
         # The session stays usable for mail that does not need SMTPUTF8.

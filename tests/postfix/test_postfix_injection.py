@@ -20,7 +20,6 @@ from smtpkit import (
     Address,
     Attachment,
     InvalidMessageError,
-    Mailer,
     Message,
     RetryPolicy,
 )
@@ -58,7 +57,7 @@ PART_FIELDS = [
 ]
 
 
-def test_the_repro_subject_is_refused_before_connecting(postfix, address):
+def test_the_repro_subject_is_refused_before_connecting(make_mailer, postfix, address):
     to = address("victim")
     with pytest.raises(ValidationError):
         Message(sender="billing@example.com", to=to, subject=REPRO, text="x")
@@ -69,7 +68,7 @@ def test_the_repro_subject_is_refused_before_connecting(postfix, address):
     forwarded["Subject"] = REPRO
     forwarded.set_payload("x")
     mark = postfix.log_offset()
-    with Mailer(postfix.config("plain"), retry=NEVER) as mailer:
+    with make_mailer(postfix.config("plain"), retry=NEVER) as mailer:
         # The renderer refuses even what a model bug could let through.
         with pytest.raises(InvalidMessageError, match="Subject"):
             mailer.send(legit.model_copy(update={"subject": REPRO}))
@@ -87,7 +86,7 @@ def test_the_repro_subject_is_refused_before_connecting(postfix, address):
 
 @pytest.mark.parametrize("smtputf8", [False, True], ids=["7bit", "smtputf8"])
 def test_long_unicode_headers_arrive_with_exactly_the_expected_fields(
-    postfix, address, smtputf8
+    make_mailer, postfix, address, smtputf8
 ):
     to = ("收件人-" if smtputf8 else "") + address("every-class")
     message = Message(
@@ -99,7 +98,7 @@ def test_long_unicode_headers_arrive_with_exactly_the_expected_fields(
         headers={"X-Note": EVERY_CLASS},
     )
     assert message.needs_smtputf8 is smtputf8
-    with Mailer(postfix.config("plain"), retry=NEVER) as mailer:
+    with make_mailer(postfix.config("plain"), retry=NEVER) as mailer:
         mailer.send(message)
     [delivery] = postfix.wait_for_deliveries(1, recipients=[to])
 

@@ -15,7 +15,6 @@ from smtpkit import (
     Attachment,
     DataRefusedError,
     Envelope,
-    Mailer,
     Message,
     NotSupportedError,
     RecipientsRefusedError,
@@ -23,6 +22,7 @@ from smtpkit import (
     SenderRefusedError,
 )
 
+from ..mailers import AnyMailer
 from .mta import BUSY_PREFIX, UNKNOWN_PREFIX, queue_id
 
 pytestmark = [pytest.mark.integration, pytest.mark.postfix]
@@ -54,10 +54,10 @@ def _count_by_recipient(postfix, recipients: list[str]) -> dict[str, int]:
 # -- message size ---------------------------------------------------------------
 
 
-def test_size_limit_is_checked_before_sending(postfix, address):
+def test_size_limit_is_checked_before_sending(make_mailer, postfix, address):
     big, small = address(), address()
     mark = postfix.log_offset()
-    with Mailer(postfix.config("small"), retry=NEVER) as mailer:
+    with make_mailer(postfix.config("small"), retry=NEVER) as mailer:
         with pytest.raises(NotSupportedError, match="at most 20000") as info:
             mailer.send(_message(big, size=30_000))
         assert not info.value.is_transient
@@ -69,9 +69,9 @@ def test_size_limit_is_checked_before_sending(postfix, address):
     assert big not in postfix.log(mark)
 
 
-def test_size_limit_without_size_extension_is_a_552(postfix, address):
+def test_size_limit_without_size_extension_is_a_552(make_mailer, postfix, address):
     big, small = address(), address()
-    with Mailer(postfix.config("small_nosize"), retry=RetryPolicy()) as mailer:
+    with make_mailer(postfix.config("small_nosize"), retry=RetryPolicy()) as mailer:
         with pytest.raises(DataRefusedError) as info:
             mailer.send(_message(big, size=30_000))
         error = info.value
@@ -87,9 +87,9 @@ def test_size_limit_without_size_extension_is_a_552(postfix, address):
 # -- recipients -----------------------------------------------------------------
 
 
-def test_recipient_limit_reported_per_recipient(postfix, address):
+def test_recipient_limit_reported_per_recipient(make_mailer, postfix, address):
     rcpts = [address() for _ in range(5)]
-    with Mailer(postfix.config("limits"), retry=NEVER) as mailer:
+    with make_mailer(postfix.config("limits"), retry=NEVER) as mailer:
         result = mailer.send(_message(*rcpts))
     assert result.accepted == tuple(rcpts[:3])
     assert set(result.refused) == set(rcpts[3:])
@@ -102,9 +102,11 @@ def test_recipient_limit_reported_per_recipient(postfix, address):
     }
 
 
-def test_recipient_limit_overflow_goes_in_a_second_transaction(postfix, address):
+def test_recipient_limit_overflow_goes_in_a_second_transaction(
+    make_mailer, postfix, address
+):
     rcpts = [address() for _ in range(5)]
-    with Mailer(postfix.config("limits"), retry=TWICE, sleep=_no_sleep) as mailer:
+    with make_mailer(postfix.config("limits"), retry=TWICE, sleep=_no_sleep) as mailer:
         result = mailer.send(_message(*rcpts))
     assert result.ok
     assert result.attempts == 2
@@ -112,12 +114,12 @@ def test_recipient_limit_overflow_goes_in_a_second_transaction(postfix, address)
     assert _count_by_recipient(postfix, rcpts) == dict.fromkeys(rcpts, 1)
 
 
-def test_busy_recipient_retried_unknown_not(postfix, address):
+def test_busy_recipient_retried_unknown_not(make_mailer, postfix, address):
     ok = [address(), address()]
     busy, unknown = address(BUSY_PREFIX), address(UNKNOWN_PREFIX)
     mark = postfix.log_offset()
     config = postfix.config("plain")
-    with Mailer(config, retry=TWICE, sleep=_no_sleep) as mailer:
+    with make_mailer(config, retry=TWICE, sleep=_no_sleep) as mailer:
         result = mailer.send(_message(ok[0], busy, unknown, ok[1]))
     assert result.accepted == tuple(ok)
     assert {
@@ -145,9 +147,9 @@ def test_busy_recipient_retried_unknown_not(postfix, address):
     }
 
 
-def test_all_recipients_refused_raises_after_retries(postfix, address):
+def test_all_recipients_refused_raises_after_retries(make_mailer, postfix, address):
     busy, unknown = address(BUSY_PREFIX), address(UNKNOWN_PREFIX)
-    with Mailer(postfix.config("plain"), retry=TWICE, sleep=_no_sleep) as mailer:
+    with make_mailer(postfix.config("plain"), retry=TWICE, sleep=_no_sleep) as mailer:
         with pytest.raises(RecipientsRefusedError) as info:
             mailer.send(_message(busy, unknown))
         error = info.value
@@ -163,7 +165,7 @@ def test_all_recipients_refused_raises_after_retries(postfix, address):
 # -- rate limits (anvil) --------------------------------------------------------
 
 
-def test_rate_limit_waited_out_by_retries(postfix, address):
+def test_rate_limit_waited_out_by_retries(make_mailer, postfix, address):
     rcpts = [address() for _ in range(4)]
     waits: list[float] = []  # anvil's window is real time: really sleep
     policy = RetryPolicy(
@@ -174,7 +176,7 @@ def test_rate_limit_waited_out_by_retries(postfix, address):
         waits.append(seconds)
         time.sleep(seconds)
 
-    with Mailer(postfix.config("ratelimit"), retry=policy, sleep=sleep) as mailer:
+    with make_mailer(postfix.config("ratelimit"), retry=policy, sleep=sleep) as mailer:
         results = [mailer.send(_message(rcpt)) for rcpt in rcpts]
     assert all(r.ok for r in results)
     assert waits, "four messages at two per window must have hit the limit"
@@ -182,15 +184,17 @@ def test_rate_limit_waited_out_by_retries(postfix, address):
     assert _count_by_recipient(postfix, rcpts) == dict.fromkeys(rcpts, 1)
 
 
-def test_rate_limit_reported_when_retries_run_out(postfix, address):
+def test_rate_limit_reported_when_retries_run_out(make_mailer, postfix, address):
     # smtpd_client_message_rate_limit=2 per anvil_rate_time_unit (1 s).
     sent = []
 
-    def send_six(mailer: Mailer) -> None:
+    def send_six(mailer: AnyMailer) -> None:
         for _ in range(6):
             sent.append(mailer.send(_message(address())))
 
-    with Mailer(postfix.config("ratelimit"), retry=TWICE, sleep=_no_sleep) as mailer:
+    with make_mailer(
+        postfix.config("ratelimit"), retry=TWICE, sleep=_no_sleep
+    ) as mailer:
         with pytest.raises(SenderRefusedError) as info:
             send_six(mailer)
     error = info.value
@@ -204,12 +208,14 @@ def test_rate_limit_reported_when_retries_run_out(postfix, address):
 # -- pipelining -----------------------------------------------------------------
 
 
-def test_pipelining_accepted_under_reject_unauth_pipelining(postfix, address):
+def test_pipelining_accepted_under_reject_unauth_pipelining(
+    make_mailer, postfix, address
+):
     rcpts = [[address(), address()] for _ in range(3)]
     mark = postfix.log_offset()
     config = postfix.config("pipelining")
     assert config.pipelining
-    with Mailer(config, retry=NEVER) as mailer:
+    with make_mailer(config, retry=NEVER) as mailer:
         results = [mailer.send(_message(*group)) for group in rcpts]
     assert all(r.ok for r in results)
     flat = [r for group in rcpts for r in group]
@@ -219,14 +225,14 @@ def test_pipelining_accepted_under_reject_unauth_pipelining(postfix, address):
     assert "improper command pipelining" not in postfix.log(mark)
 
 
-def test_send_many_pipelines_messages_back_to_back(postfix, address):
+def test_send_many_pipelines_messages_back_to_back(make_mailer, postfix, address):
     # One batch on one connection: each message's data, its final dot and the
     # next message's MAIL/RCPT/DATA share a write (RFC 2920 §3.1).  Postfix,
     # with reject_unauth_pipelining and smtpd_forbid_unauth_pipelining, agrees.
     groups = [[address(), address()] for _ in range(6)]
     messages = [_message(*group) for group in groups]
     config = postfix.config("pipelining")
-    with Mailer(config, retry=NEVER) as mailer:
+    with make_mailer(config, retry=NEVER) as mailer:
         results = mailer.send_many(messages, concurrency=1)
     assert [r.error for r in results] == [None] * 6
     assert all(r.ok for r in results)
@@ -237,7 +243,7 @@ def test_send_many_pipelines_messages_back_to_back(postfix, address):
     assert len({queue_id(r) for r in results}) == 6
 
 
-def test_send_many_refusals_inside_a_pipelined_batch(postfix, address):
+def test_send_many_refusals_inside_a_pipelined_batch(make_mailer, postfix, address):
     ok = [address() for _ in range(4)]
     busy, unknown = address(BUSY_PREFIX), address(UNKNOWN_PREFIX)
     messages = [
@@ -247,7 +253,7 @@ def test_send_many_refusals_inside_a_pipelined_batch(postfix, address):
         _message(ok[2], ok[3]),
     ]
     config = postfix.config("pipelining")
-    with Mailer(config, retry=TWICE, sleep=_no_sleep) as mailer:
+    with make_mailer(config, retry=TWICE, sleep=_no_sleep) as mailer:
         results = mailer.send_many(messages, concurrency=1)
     assert results[0].ok
     assert results[3].ok
@@ -287,7 +293,7 @@ def test_reject_unauth_pipelining_guard_is_active(
     postfix.wait_for_log("improper command pipelining after DATA", since=mark)
 
 
-def test_size_counts_crlf_line_endings(postfix, address):
+def test_size_counts_crlf_line_endings(make_mailer, postfix, address):
     # RFC 1870 §4: the size includes CR-LF pairs.  Raw LF-only input of 19,912
     # bytes is 21,904 bytes on the wire, over the server's 20,000.
     rcpt = address()
@@ -295,7 +301,7 @@ def test_size_counts_crlf_line_endings(postfix, address):
     assert len(data) < 20_000 < len(data.replace(b"\n", b"\r\n"))
     envelope = Envelope(sender=SENDER, recipients=[rcpt])
     mark = postfix.log_offset()
-    with Mailer(postfix.config("small"), retry=NEVER) as mailer:
+    with make_mailer(postfix.config("small"), retry=NEVER) as mailer:
         with pytest.raises(NotSupportedError, match="21904 bytes"):
             mailer.send(data, envelope=envelope)
     assert rcpt not in postfix.log(mark)
