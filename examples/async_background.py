@@ -15,7 +15,8 @@ vanish either.  ``BackgroundSender`` keeps both promises:
   the ``AsyncMailer`` coalesces their sends into pipelined batches on its pool.
 - Every message gets exactly one call of ``on_outcome(message, outcome)``: a
   ``SendResult`` when the server took it, or the exception when it did not
-  (retries exhausted, refused, or not sent at all because shutdown timed out).
+  (retries exhausted, refused, or ``smtpkit.NotSentError`` when shutdown timed
+  out before it was sent: sending it again cannot make a duplicate).
 - ``aclose()`` stops new submissions, waits (bounded) until the queue is drained,
   and reports whatever could not be sent in time.  A send cancelled mid-flight is
   reported with its ``CancelledError``; the mailer still finishes that attempt and
@@ -39,10 +40,6 @@ log = logging.getLogger("background_sender")
 
 Outcome = smtpkit.SendResult | BaseException
 OnOutcome = Callable[[smtpkit.Message, Outcome], None]
-
-
-class NotSentError(Exception):
-    """The message was still queued when shutdown ran out of time: nothing was sent."""
 
 
 class BackgroundSender:
@@ -112,7 +109,10 @@ class BackgroundSender:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         while not self._queue.empty():
             message = self._queue.get_nowait()
-            self._report(message, NotSentError("still queued when shutdown timed out"))
+            error = smtpkit.NotSentError(
+                "not sent: still queued when shutdown timed out"
+            )
+            self._report(message, error)
 
     def _check_open(self) -> None:
         if self._closing:

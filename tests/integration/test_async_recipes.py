@@ -341,7 +341,7 @@ def test_shutdown_timeout_reports_queued_and_in_flight_messages() -> None:
     assert isinstance(in_flight, asyncio.CancelledError)
     for subject in ("m1", "m2", "m3", "m4"):
         [outcome] = outcomes.by_subject[subject]
-        assert isinstance(outcome, background.NotSentError)
+        assert isinstance(outcome, smtpkit.NotSentError)
     # The cancelled send was finished, not resent, and its outcome reached the hook.
     assert [e.recipients for e in fake.attempts] == [("reader0@example.com",)]
     assert [r.accepted for r in detached] == [("reader0@example.com",)]
