@@ -18,6 +18,7 @@ from importlib.metadata import PackageNotFoundError, version
 from . import auth
 from ._adaptation import ProviderAdaptation
 from ._address import Address, AddressLike
+from ._async_mailer import AsyncMailer
 from ._bulk import NotSentError, QuotaExceededError, SendManyAbortedError
 from ._config import (
     DEFAULT_POOL_LIMITS,
@@ -80,6 +81,7 @@ __all__ = [
     "PROVIDERS",
     "Address",
     "AddressLike",
+    "AsyncMailer",
     "Attachment",
     "AuthenticationError",
     "AuthenticationRequiredError",

@@ -68,22 +68,45 @@ class Attempt:
         self.possibly_duplicated = False
 
     def __call__(self, number: int) -> None:
+        """Make attempt *number* through the transport and record its outcome."""
+        self._begin(number)
+        outcome: SendResult | SMTPKitError
+        try:
+            outcome = self._attempt(number)
+        except SMTPKitError as exc:
+            outcome = exc
+        self._record(outcome)
+
+    def record(self, number: int, outcome: SendResult | SMTPKitError) -> None:
+        """Record attempt *number*'s *outcome*, made elsewhere (``AsyncMailer``'s
+        worker threads), exactly as ``__call__`` records the one it makes.
+
+        Raises:
+            RecipientsRefusedError: Some recipients are still pending (retry).
+            SMTPKitError: *outcome* itself, when it is an error.
+        """
+        self._begin(number)
+        self._record(outcome)
+
+    def _begin(self, number: int) -> None:
         self.number = number
         counts = self.counts
         for rcpt in self.pending.recipients:  # cheaper than Counter.update for a few
             counts[rcpt] += 1
-        try:
-            result = self._attempt(number)
-        except RecipientsRefusedError as exc:
-            replies = exc.refused
-        except TransportError as exc:
-            self._failed(exc)
-            if exc.delivery_unknown and self.retry.should_retry(exc):
+
+    def _record(self, outcome: SendResult | SMTPKitError) -> None:
+        if isinstance(outcome, RecipientsRefusedError):
+            replies = outcome.refused
+        elif isinstance(outcome, TransportError):
+            self._failed(outcome)
+            if outcome.delivery_unknown and self.retry.should_retry(outcome):
                 self.possibly_duplicated = True
-            raise
+            raise outcome
+        elif isinstance(outcome, SMTPKitError):  # ClosedError: not an attempt's error
+            raise outcome
         else:
-            self.reply = result.reply
-            replies = {r: rr.reply for r, rr in result.recipients.items()}
+            self.reply = outcome.reply
+            replies = {r: rr.reply for r, rr in outcome.recipients.items()}
         retry = self.retry
         pending = []
         for rcpt, reply in replies.items():

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import copy
 import enum
 import logging
 import random
 import threading
 import time
 from collections.abc import Callable, Iterable
-from email.message import EmailMessage
-from email.message import Message as MIMEMessage
 from functools import partial
 from types import TracebackType
 
@@ -19,18 +16,22 @@ from typing_extensions import Self
 from ._attempt import Attempt, Prepared
 from ._bulk import MAX_BATCH, BulkProgress, Report, SendManyAbortedError
 from ._config import SMTPConfig
-from ._email_message import envelope_of, raw_message_id, render_email
-from ._exceptions import (
-    ClosedError,
-    ConfigurationError,
-    InvalidMessageError,
-    RecipientsRefusedError,
-    SMTPKitError,
-    TransportError,
+from ._delivery import (
+    batch_outcomes,
+    concluded,
+    ended_with,
+    failed_result,
+    is_settled,
 )
-from ._mailer_args import check_arguments, id_domain, max_concurrency, positive_int
-from ._message import Envelope, Message
-from ._mime import normalize_line_endings, render_with_id
+from ._exceptions import ClosedError, ConfigurationError, SMTPKitError
+from ._mailer_args import (
+    check_arguments,
+    id_domain,
+    max_concurrency,
+    positive_int,
+    transport_for,
+)
+from ._message import Envelope
 from ._outcomes import (
     Interrupted,
     adaptation_of,
@@ -38,12 +39,12 @@ from ._outcomes import (
     checked,
     delivered_at_once,
     invalid,
-    log_sent,
     not_sent,
     quota_spent,
     takes_on_result,
     unretried,
 )
+from ._prepare import BulkItem, Sendable, prepare
 from ._ratelimit import RateLimit, TokenBucket
 from ._retry import (
     DEFAULT_RETRY_POLICY,
@@ -53,24 +54,11 @@ from ._retry import (
     run_with_retries,
 )
 from ._stream import BulkRun, SendStream
-from ._transports.base import (
-    SendResult,
-    Transport,
-    contract_breach,
-)
+from ._transports.base import SendResult, Transport
 
 __all__ = ["BulkItem", "BulkProgress", "Mailer", "Sendable"]
 
 logger = logging.getLogger("smtpkit")
-
-Sendable = Message | EmailMessage | MIMEMessage | bytes
-"""What ``Mailer.send`` takes: a ``Message``; a pre-built stdlib message, either an
-``EmailMessage`` or a legacy ``email.message.Message`` (what
-``email.message_from_bytes`` returns by default, and Django's
-``EmailMessage.message()``); or raw bytes with an explicit envelope."""
-
-BulkItem = Sendable | tuple[Sendable, Envelope]
-"""What ``Mailer.send_many`` takes: a message, or a message with its envelope."""
 
 
 class _State(enum.Enum):
@@ -125,14 +113,7 @@ class Mailer:
         self._id_domain = (
             None if message_id_domain is None else id_domain(message_id_domain)
         )
-        if (config is None) == (transport is None):
-            msg = "pass exactly one of config= or transport="
-            raise ConfigurationError(msg)
-        if transport is None:
-            from ._transports.smtp import SMTPTransport  # noqa: PLC0415 - only the default needs smtplib
-
-            assert config is not None  # noqa: S101 - checked above
-            transport = SMTPTransport(config)
+        transport = transport_for(config, transport)
         self._transport = transport
         self._reports_results = takes_on_result(transport)
         self._adapt = adaptation_of(transport)
@@ -386,7 +367,7 @@ class Mailer:
                 return
             index, item = ready[position]
             result = delivered_at_once(item, known, self._clock)
-            if result is None and not self._is_settled(known):
+            if result is None and not is_settled(self.retry, known):
                 return
             with lock:
                 if position in settled:
@@ -410,22 +391,6 @@ class Mailer:
             else:
                 report(index, self._finish(item, first, interrupted))
 
-    def _is_settled(self, outcome: SendResult | SMTPKitError) -> bool:
-        """Whether a first attempt's *outcome* is final: no retry would follow it."""
-        retry = self.retry
-        if retry.attempts <= 1:
-            return True
-        if isinstance(outcome, SendResult):
-            replies = [r.reply for r in outcome.recipients.values()]
-        elif isinstance(outcome, RecipientsRefusedError):
-            replies = list(outcome.refused.values())
-        else:
-            return not retry.should_retry(outcome)
-        return not any(
-            not 200 <= reply.code < 300 and retry.should_retry_reply(reply)
-            for reply in replies
-        )
-
     def _finish(
         self,
         item: Prepared,
@@ -441,24 +406,8 @@ class Mailer:
             return self._deliver(item, first=first, sleep=self._bulk_sleep(interrupted))
         except Interrupted:
             return unretried(item, first)
-        except SMTPKitError as exc:
-            # Resent after an attempt whose outcome was unknown: the server
-            # may hold it once or more even though the last attempt failed.
-            history = exc.history if isinstance(exc, TransportError) else ()
-            return SendResult(
-                envelope=item.envelope,
-                message_id=item.message_id,
-                error=exc,
-                attempts=getattr(exc, "attempts", 0),
-                possibly_duplicated=any(e.delivery_unknown for e in history),
-            )
-        except Exception as exc:  # on_retry, sleep or a clock of the caller's
-            return SendResult(
-                envelope=item.envelope,
-                message_id=item.message_id,
-                error=callback_error(exc),
-                attempts=0,
-            )
+        except Exception as exc:  # SMTPKitError, or a hook of the caller's raised
+            return failed_result(item, exc)
 
     def _first_attempts(
         self,
@@ -485,51 +434,12 @@ class Mailer:
         except Exception as exc:  # the caller's clock or sleep: nothing was sent
             return [callback_error(exc) for _ in ready]
         items = [(p.envelope, p.data) for p in ready]
-        try:
-            if self._reports_results:
-                outcomes = list(self._transport.send_batch(items, on_result=on_result))
-            else:
-                outcomes = list(self._transport.send_batch(items))
-        except SMTPKitError as exc:  # e.g. ClosedError before anything was sent
-            return [copy.copy(exc) for _ in ready]  # one per message's bookkeeping
-        except Exception as exc:  # a transport breaking its contract
-            return [contract_breach(exc) for _ in ready]
-        if len(outcomes) != len(ready):
-            wrong = ValueError(
-                f"send_batch returned {len(outcomes)} outcomes for {len(ready)} messages"
-            )
-            return [contract_breach(wrong) for _ in ready]
-        return [checked(outcome) for outcome in outcomes]
+        return batch_outcomes(
+            self._transport, items, on_result if self._reports_results else None
+        )
 
     def _prepare(self, message: Sendable, envelope: Envelope | None) -> Prepared:
-        if envelope is not None and not isinstance(envelope, Envelope):
-            # Reachable from untyped callers.
-            msg = f"envelope must be an Envelope, not {type(envelope).__name__}"  # type: ignore[unreachable]
-            raise InvalidMessageError(msg)
-        if isinstance(message, Message):
-            data, message_id = render_with_id(message, id_domain=self._id_domain)
-            if envelope is None:
-                envelope = message.to_envelope()  # asks for SMTPUTF8 when needed
-            elif message.needs_smtputf8 and not envelope.smtputf8:
-                envelope = envelope.model_copy(update={"smtputf8": True})
-            return Prepared(envelope, data, message_id)
-        if isinstance(message, MIMEMessage):  # EmailMessage or the legacy class
-            envelope, data = render_email(message, envelope or envelope_of(message))
-            header = message.get("Message-ID")
-            return Prepared(envelope, data, None if header is None else str(header))
-        if isinstance(message, bytes | bytearray | memoryview):
-            if envelope is None:
-                msg = "raw bytes need an explicit envelope=Envelope(sender=..., recipients=...)"
-                raise InvalidMessageError(msg)
-            # The transport contract: CRLF line endings, the last line included.
-            data = normalize_line_endings(bytes(message))
-            return Prepared(envelope, data, raw_message_id(data))
-        # Reachable from untyped callers.
-        msg = (  # type: ignore[unreachable]
-            f"cannot send {type(message).__name__}; pass an smtpkit.Message, an "
-            "email.message.Message (EmailMessage included), or bytes with an envelope"
-        )
-        raise InvalidMessageError(msg)
+        return prepare(message, envelope, id_domain=self._id_domain)
 
     def _bulk_sleep(self, interrupted: threading.Event) -> SleepFn:
         """The sleep between a bulk message's attempts: it ends the retries (raising
@@ -572,22 +482,6 @@ class Mailer:
                 rng=self._rng,
                 on_retry=self._on_retry,
             )
-        except RecipientsRefusedError:
-            pass  # the recipients' last replies are in attempt.last
-        except SMTPKitError as exc:  # ClosedError included: close() during a retry
-            if not attempt.final:
-                raise
-            error = exc  # some recipients were delivered before this failure
-        except Interrupted:
-            if not attempt.final:
-                raise
-            # Some recipients have it: a result, like retries run out (no error).
-        except Exception as exc:  # on_retry, sleep or a clock of the caller's raised
-            if not attempt.final:
-                raise
-            error = callback_error(exc)
-        result = attempt.result(elapsed=self._clock() - start, error=error)
-        if not result.accepted:
-            raise attempt.refused_error()
-        log_sent(result)
-        return result
+        except Exception as exc:  # re-raised when no recipient has it
+            error = ended_with(attempt, exc)
+        return concluded(attempt, elapsed=self._clock() - start, error=error)

@@ -10,7 +10,13 @@ from ._config import SMTPConfig
 from ._exceptions import ConfigurationError
 from ._transports.base import Transport
 
-__all__ = ["check_arguments", "id_domain", "max_concurrency", "positive_int"]
+__all__ = [
+    "check_arguments",
+    "id_domain",
+    "max_concurrency",
+    "positive_int",
+    "transport_for",
+]
 
 _LABEL_RE: Final = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
 _MAX_DOMAIN: Final = 253
@@ -90,3 +96,20 @@ def max_concurrency(transport: Transport) -> int:
         msg = f"{name} must be a positive int, not {limit!r}"
         raise ConfigurationError(msg)
     return limit
+
+
+def transport_for(config: SMTPConfig | None, transport: Transport | None) -> Transport:
+    """The transport a mailer sends through: *transport*, or one for *config*.
+
+    Raises:
+        ConfigurationError: Neither or both are given.
+    """
+    if (config is None) == (transport is None):
+        msg = "pass exactly one of config= or transport="
+        raise ConfigurationError(msg)
+    if transport is None:
+        from ._transports.smtp import SMTPTransport  # noqa: PLC0415 - only the default needs smtplib
+
+        assert config is not None  # noqa: S101 - checked above
+        transport = SMTPTransport(config)
+    return transport

@@ -64,6 +64,17 @@ class TokenBucket:
         *sleep* replaces the bucket's own for this wait (``send_many`` passes one
         that an interrupt ends).
         """
+        wait = self.reserve()
+        if wait:
+            (self._sleep if sleep is None else sleep)(wait)
+        return wait
+
+    def reserve(self) -> float:
+        """Take one token now and return the seconds to wait before using it.
+
+        ``AsyncMailer`` awaits the wait with ``asyncio.sleep`` instead of
+        blocking; the token is spent either way, so callers queue in order.
+        """
         with self._lock:
             now = self._clock()
             rate = self._limit.per_second
@@ -73,7 +84,4 @@ class TokenBucket:
             self._updated = now
             self._tokens -= 1
             # A negative balance is a reservation: this caller waits its turn.
-            wait = 0.0 if self._tokens >= 0 else -self._tokens / rate
-        if wait:
-            (self._sleep if sleep is None else sleep)(wait)
-        return wait
+            return 0.0 if self._tokens >= 0 else -self._tokens / rate

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, Protocol, TypeAlias, TypeVar
@@ -36,6 +36,7 @@ __all__ = [
     "RetryPolicy",
     "SleepFn",
     "run_with_retries",
+    "run_with_retries_async",
 ]
 
 logger = logging.getLogger("smtpkit")
@@ -266,28 +267,20 @@ class SleepFn(Protocol):
         """Wait *seconds*."""
 
 
-def run_with_retries(
-    attempt: Callable[[int], T],
+def _retry_arguments(
     policy: RetryPolicy,
     *,
-    sleep: SleepFn = time.sleep,
-    clock: Callable[[], float] = time.monotonic,
-    rng: random.Random | None = None,
-    on_retry: RetryHook | None = None,
-) -> T:
-    """Call ``attempt(n)`` for n = 1, 2, ... until it returns or the policy gives up.
+    start: float,
+    clock: Callable[[], float],
+    rng: random.Random | None,
+    on_retry: RetryHook | None,
+) -> dict[str, Any]:
+    """The stop, wait, retry and before_sleep of tenacity's loop, for either face.
 
-    The last error is re-raised unchanged once no retry is left.
+    Built once per message and given to ``tenacity.Retrying`` (``Mailer``) or
+    ``tenacity.AsyncRetrying`` (``AsyncMailer``), so both stop, wait, log and
+    call *on_retry* identically.
     """
-    start = clock()
-    # Fast path: most first attempts succeed, and tenacity's machinery (and a
-    # fresh Random, seeded from os.urandom) would cost more than the attempt's
-    # own bookkeeping.  A failure is replayed as tenacity's attempt 1 below, so
-    # it is classified, logged and waited for exactly as before.
-    try:
-        return attempt(1)
-    except BaseException as exc:  # replayed to tenacity below, unchanged
-        first_error = exc
     randomness = rng or random.Random()
     deadline = None if policy.timeout is None else start + policy.timeout
 
@@ -329,13 +322,42 @@ def run_with_retries(
                 RetryDetails(state.attempt_number, seconds, error, clock() - start)
             )
 
+    return {
+        "stop": stop,
+        "wait": wait,
+        "retry": _t.retry_if_exception(policy.should_retry),
+        "before_sleep": before_sleep,
+        "reraise": True,
+    }
+
+
+def run_with_retries(
+    attempt: Callable[[int], T],
+    policy: RetryPolicy,
+    *,
+    sleep: SleepFn = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
+    rng: random.Random | None = None,
+    on_retry: RetryHook | None = None,
+) -> T:
+    """Call ``attempt(n)`` for n = 1, 2, ... until it returns or the policy gives up.
+
+    The last error is re-raised unchanged once no retry is left.
+    """
+    start = clock()
+    # Fast path: most first attempts succeed, and tenacity's machinery (and a
+    # fresh Random, seeded from os.urandom) would cost more than the attempt's
+    # own bookkeeping.  A failure is replayed as tenacity's attempt 1 below, so
+    # it is classified, logged and waited for exactly as before.
+    try:
+        return attempt(1)
+    except BaseException as exc:  # replayed to tenacity below, unchanged
+        first_error = exc
     retrying = _t.Retrying(
-        stop=stop,
-        wait=wait,
-        retry=_t.retry_if_exception(policy.should_retry),
         sleep=sleep,
-        before_sleep=before_sleep,
-        reraise=True,
+        **_retry_arguments(
+            policy, start=start, clock=clock, rng=rng, on_retry=on_retry
+        ),
     )
     for try_ in retrying:
         with try_:
@@ -343,6 +365,43 @@ def run_with_retries(
             if number == 1:
                 raise first_error
             result = attempt(number)
+        if not try_.retry_state.outcome or not try_.retry_state.outcome.failed:
+            return result
+    msg = "unreachable: tenacity re-raises the last error"
+    raise AssertionError(msg)  # pragma: no cover
+
+
+async def run_with_retries_async(
+    attempt: Callable[[int], Awaitable[T]],
+    policy: RetryPolicy,
+    *,
+    sleep: Callable[[float], Awaitable[None]],
+    clock: Callable[[], float] = time.monotonic,
+    rng: random.Random | None = None,
+    on_retry: RetryHook | None = None,
+) -> T:
+    """``run_with_retries`` for coroutines: the waits are awaited with *sleep*.
+
+    ``asyncio.CancelledError`` (and any other ``BaseException`` that is not an
+    ``Exception``) is never retried: it leaves at once, unchanged.
+    """
+    start = clock()
+    try:  # the same fast path as run_with_retries
+        return await attempt(1)
+    except Exception as exc:  # replayed to tenacity below, unchanged
+        first_error = exc
+    retrying = _t.AsyncRetrying(
+        sleep=sleep,
+        **_retry_arguments(
+            policy, start=start, clock=clock, rng=rng, on_retry=on_retry
+        ),
+    )
+    async for try_ in retrying:
+        with try_:
+            number = try_.retry_state.attempt_number
+            if number == 1:
+                raise first_error
+            result = await attempt(number)
         if not try_.retry_state.outcome or not try_.retry_state.outcome.failed:
             return result
     msg = "unreachable: tenacity re-raises the last error"

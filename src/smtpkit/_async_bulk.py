@@ -1,0 +1,189 @@
+"""``AsyncMailer.send_many``: one task per message read, in a bounded window.
+
+The input (a plain or an async iterable) is read on the loop, at most
+``window`` messages ahead of the ones finished; each message becomes a task
+that prepares it and delivers it through the mailer's dispatcher.  Results are
+reported to ``on_progress`` in input order.  Stopping is defined as for
+``Mailer.send_many``: the input or ``on_progress`` raising stops the reading
+(what was read is still sent); a quota reply stops the reading and withdraws
+the messages not yet started; a cancelled caller cancels every message's task.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterable, Awaitable, Callable, Iterable, Sized
+from typing import Protocol
+
+from ._attempt import Prepared
+from ._bulk import MAX_BATCH, BulkProgress, QuotaExceededError, SendManyAbortedError
+from ._delivery import failed_result
+from ._dispatch import Dispatcher, Job
+from ._outcomes import invalid, not_sent, quota_spent
+from ._prepare import BulkItem
+from ._transports.base import SendResult
+
+__all__ = ["BulkSend", "Stop"]
+
+logger = logging.getLogger("smtpkit")
+
+YIELD_EVERY = 32  # messages read from a plain iterable between two loop turns
+
+
+class Stop:
+    """Ends the sending of one run's messages (or, for ``aclose``, of all).
+
+    Once set, no attempt starts; the run's attempts still queued for a worker
+    are withdrawn and resolved with ``NotSentError``.
+    """
+
+    __slots__ = ("is_set", "jobs")
+
+    def __init__(self) -> None:
+        self.is_set = False
+        self.jobs: set[tuple[Dispatcher, Job]] = set()  # queued or running
+
+    def set(self) -> None:
+        """Stop: withdraw every attempt of the run that has not started."""
+        self.is_set = True
+        jobs, self.jobs = self.jobs, set()
+        for dispatcher, job in jobs:
+            if dispatcher.withdraw(job):
+                job.resolve(not_sent())
+
+
+class Deliver(Protocol):
+    """``AsyncMailer.deliver``: one prepared message, with retries."""
+
+    def __call__(
+        self, prepared: Prepared, dispatcher: Dispatcher, stop: Stop | None, /
+    ) -> Awaitable[SendResult]:
+        """Deliver *prepared*; raise when no recipient got it."""
+
+
+class BulkSend:
+    """One ``send_many`` call."""
+
+    def __init__(
+        self,
+        prepare: Callable[[BulkItem], Prepared],
+        deliver: Deliver,
+        dispatcher: Dispatcher,
+        *,
+        workers: int,
+        on_progress: Callable[[BulkProgress], None] | None,
+        stop_on_quota: bool,
+    ) -> None:
+        self._prepare = prepare
+        self._deliver = deliver
+        self._dispatcher = dispatcher
+        self._on_progress = on_progress
+        self._stop_on_quota = stop_on_quota
+        self._window = asyncio.Semaphore(2 * MAX_BATCH * workers)
+        self._stop = Stop()
+        self._results: list[SendResult | None] = []
+        self._tasks: set[asyncio.Task[SendResult]] = set()
+        self._reported = 0
+        self._failed = 0
+        self._total: int | None = None
+        self._abort: tuple[str, Exception] | None = None
+        self._halt: QuotaExceededError | None = None
+
+    async def send(
+        self, messages: Iterable[BulkItem] | AsyncIterable[BulkItem]
+    ) -> list[SendResult]:
+        """Send every message; see ``AsyncMailer.send_many``."""
+        if isinstance(messages, Sized):
+            self._total = len(messages)
+        try:
+            await self._read(messages)
+            while self._tasks:
+                await asyncio.wait(set(self._tasks))
+        except asyncio.CancelledError:
+            for task in self._tasks:
+                task.cancel()  # each withdraws its message or detaches it
+            raise
+        results = [r for r in self._results if r is not None]
+        if self._abort is not None:
+            where, cause = self._abort
+            msg = (
+                f"send_many stopped after {len(results)} message(s): {where} "
+                f"raised {type(cause).__name__}: {cause}"
+            )
+            raise SendManyAbortedError(msg, results=results) from cause
+        if self._halt is not None:
+            self._halt.results = results
+            raise self._halt
+        return results
+
+    async def _read(
+        self, messages: Iterable[BulkItem] | AsyncIterable[BulkItem]
+    ) -> None:
+        try:
+            if isinstance(messages, AsyncIterable):
+                async for item in messages:
+                    if not await self._start(item):
+                        return
+            else:
+                for count, item in enumerate(messages, 1):
+                    if not await self._start(item):
+                        return
+                    if count % YIELD_EVERY == 0:
+                        await asyncio.sleep(0)  # let results and the dispatcher run
+        except Exception as exc:  # the caller's iterable: stop reading, keep sending
+            self._abort = ("messages", exc)
+
+    async def _start(self, item: BulkItem) -> bool:
+        """Start *item*'s task after a slot frees; False once reading must stop."""
+        if self._reading_stopped():
+            return False
+        await self._window.acquire()
+        if self._reading_stopped():
+            self._window.release()
+            return False
+        index = len(self._results)
+        self._results.append(None)
+        task = asyncio.get_running_loop().create_task(self._one(item))
+        self._tasks.add(task)
+        task.add_done_callback(lambda t: self._done(index, t))
+        return True
+
+    async def _one(self, item: BulkItem) -> SendResult:
+        try:
+            prepared = self._prepare(item)
+        except Exception as exc:  # anything one message causes is its own result
+            return SendResult(envelope=None, error=invalid(exc), attempts=0)
+        try:
+            return await self._deliver(prepared, self._dispatcher, self._stop)
+        except Exception as exc:
+            return failed_result(prepared, exc)
+
+    def _done(self, index: int, task: asyncio.Task[SendResult]) -> None:
+        self._tasks.discard(task)
+        self._window.release()
+        if task.cancelled():
+            return  # send_many itself was cancelled
+        result = task.result()
+        self._results[index] = result
+        if self._stop_on_quota and self._halt is None:
+            self._halt = quota_spent(result, name="send_many")
+            if self._halt is not None:
+                self._stop.set()
+        results = self._results
+        while self._reported < len(results):
+            done = results[self._reported]
+            if done is None:
+                break
+            self._reported += 1
+            self._failed += done.error is not None
+            if self._on_progress is not None and self._abort is None:
+                try:
+                    self._on_progress(
+                        BulkProgress(self._reported, self._failed, self._total)
+                    )
+                except Exception as exc:
+                    self._abort = ("on_progress", exc)
+
+    def _reading_stopped(self) -> bool:
+        return self._abort is not None or self._halt is not None or self._stop.is_set

@@ -1,0 +1,220 @@
+"""``AsyncMailer``'s dispatcher: attempts queued on the event loop, sent by threads.
+
+Every ``await send()`` and every message of ``send_many`` puts one attempt (a
+``Job``) into one queue.  The dispatcher hands up to ``MAX_BATCH`` waiting jobs
+at a time to a worker thread of the mailer's executor, which makes them with one
+``transport.send_batch`` call: on ``SMTPTransport`` one pooled connection,
+pipelined.  At most ``max_batches`` batches are in flight, so the transport's
+pool never sees more callers than it has connections, however many coroutines
+wait.  Each outcome goes back to the loop (``call_soon_threadsafe``) as soon as
+the transport knows it, not at the end of the batch.
+
+A job's life: QUEUED (in the deque) -> HANDED (in a batch given to the
+executor) -> STARTED (its worker called ``send_batch`` with it) -> resolved.
+``withdraw()`` (a cancelled caller) drops a QUEUED or HANDED job, which is then
+never sent; a STARTED one runs to its outcome, which goes to the job's
+``on_late`` callback instead of the caller.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import enum
+import functools
+import logging
+import threading
+from collections.abc import Callable
+from concurrent.futures import Executor
+
+from ._bulk import MAX_BATCH
+from ._delivery import batch_outcomes
+from ._exceptions import SMTPKitError
+from ._message import Envelope
+from ._outcomes import checked
+from ._transports.base import SendResult, Transport
+
+__all__ = ["Dispatcher", "Job"]
+
+logger = logging.getLogger("smtpkit")
+
+Outcome = SendResult | SMTPKitError
+
+
+class JobState(enum.Enum):
+    QUEUED = 1
+    HANDED = 2
+    STARTED = 3
+    DROPPED = 4
+
+
+class Job:
+    """One attempt of one message, from the queue to its outcome.
+
+    ``future`` gets the outcome on the loop; a caller that stops waiting (it was
+    cancelled) sets ``on_late`` to hear of an outcome that arrives later.
+    """
+
+    __slots__ = ("data", "envelope", "future", "on_late", "outcome", "state")
+
+    def __init__(
+        self, envelope: Envelope, data: bytes, future: asyncio.Future[Outcome]
+    ) -> None:
+        self.envelope = envelope
+        self.data = data
+        self.future = future
+        self.state = JobState.QUEUED
+        self.outcome: Outcome | None = None
+        self.on_late: Callable[[Outcome], None] | None = None
+
+    def resolve(self, outcome: object) -> None:
+        """Take the attempt's outcome (on the loop); the first one counts."""
+        if self.outcome is not None:
+            return
+        self.outcome = known = checked(outcome)
+        if self.on_late is not None:
+            self.on_late(known)
+        elif not self.future.done():
+            self.future.set_result(known)
+
+
+class Dispatcher:
+    """Feeds queued jobs to worker threads in batches; see the module docstring.
+
+    Used on one event loop only (the one the mailer first ran on); its lock
+    guards the job states that the loop and the workers both change.
+    """
+
+    def __init__(
+        self,
+        transport: Transport,
+        executor: Executor,
+        loop: asyncio.AbstractEventLoop,
+        *,
+        max_batches: int,
+        batch_size: int = MAX_BATCH,
+        reports_results: bool,
+        on_idle: Callable[[], None],
+    ) -> None:
+        self._transport = transport
+        self._executor = executor
+        self._loop = loop
+        self._max_batches = max_batches
+        self._batch_size = batch_size
+        self._reports_results = reports_results
+        self._on_idle = on_idle
+        self._queue: collections.deque[Job] = collections.deque()
+        self._lock = threading.Lock()
+        self._in_flight = 0
+        self._pump_scheduled = False
+        self._handed: set[Job] = set()  # given to the executor, not yet done
+
+    @property
+    def busy(self) -> bool:
+        """Whether a batch is in flight or a job waits (on the loop)."""
+        return self._in_flight > 0 or any(
+            j.state is JobState.QUEUED for j in self._queue
+        )
+
+    def submit(self, envelope: Envelope, data: bytes) -> Job:
+        """Queue one attempt; the dispatcher starts it when a worker is free.
+
+        Jobs submitted in the same loop iteration share batches: the queue is
+        pumped once, after the caller's step.
+        """
+        job = Job(envelope, data, self._loop.create_future())
+        self._queue.append(job)
+        if not self._pump_scheduled:
+            self._pump_scheduled = True
+            self._loop.call_soon(self._pump)
+        return job
+
+    def withdraw(self, job: Job) -> bool:
+        """Drop *job* unless its batch started; True when it will not be sent."""
+        with self._lock:
+            if job.state is JobState.STARTED:
+                return False
+            job.state = JobState.DROPPED
+        return True
+
+    def fail_unstarted(self, error: Callable[[], SMTPKitError]) -> int:
+        """Resolve every job not yet started with ``error()``; return how many."""
+        failed = []
+        with self._lock:
+            for job in self._queue:
+                if job.state is JobState.QUEUED:
+                    job.state = JobState.DROPPED
+                    failed.append(job)
+            self._queue.clear()
+            for job in self._handed:
+                if job.state is JobState.HANDED:
+                    job.state = JobState.DROPPED
+                    failed.append(job)
+        for job in failed:
+            job.resolve(error())
+        return len(failed)
+
+    # -- on the loop -----------------------------------------------------------
+
+    def _pump(self) -> None:
+        self._pump_scheduled = False
+        while self._in_flight < self._max_batches and self._queue:
+            batch: list[Job] = []
+            with self._lock:
+                while self._queue and len(batch) < self._batch_size:
+                    job = self._queue.popleft()
+                    if job.state is JobState.QUEUED:
+                        job.state = JobState.HANDED
+                        batch.append(job)
+            if not batch:
+                continue
+            self._in_flight += 1
+            self._handed.update(batch)
+            done = self._loop.run_in_executor(self._executor, self._run, batch)
+            done.add_done_callback(functools.partial(self._batch_done, batch=batch))
+        if not self.busy:
+            self._on_idle()
+
+    def _batch_done(self, done: asyncio.Future[None], *, batch: list[Job]) -> None:
+        self._in_flight -= 1
+        self._handed.difference_update(batch)
+        if not done.cancelled() and done.exception() is not None:
+            # _run catches everything a transport does; this is a bug of ours
+            # (or the executor refused work): no job may stay unresolved.
+            error = done.exception()
+            logger.error("smtpkit dispatcher batch failed: %r", error)
+        for job in batch:
+            if job.state is JobState.STARTED and job.outcome is None:
+                job.resolve(
+                    SMTPKitError("internal error: the batch ended without an outcome")
+                )
+        self._pump()
+
+    # -- in a worker thread ----------------------------------------------------
+
+    def _run(self, batch: list[Job]) -> None:
+        with self._lock:  # a job cancelled after it was handed is dropped here
+            started = [job for job in batch if job.state is JobState.HANDED]
+            for job in started:
+                job.state = JobState.STARTED
+        if not started:
+            return
+        items = [(job.envelope, job.data) for job in started]
+
+        def post(job: Job, outcome: object) -> None:
+            try:
+                self._loop.call_soon_threadsafe(job.resolve, outcome)
+            except RuntimeError:  # the loop was closed under a running send
+                logger.warning(
+                    "smtpkit: an outcome arrived after its event loop closed"
+                )
+
+        def on_result(index: int, outcome: SendResult | SMTPKitError) -> None:
+            if 0 <= index < len(started):
+                post(started[index], outcome)
+
+        outcomes = batch_outcomes(
+            self._transport, items, on_result if self._reports_results else None
+        )
+        for job, outcome in zip(started, outcomes, strict=True):
+            post(job, outcome)
