@@ -19,7 +19,7 @@ use at most ``PoolLimits.max_connections`` connections.
 from __future__ import annotations
 
 import socket
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from contextlib import asynccontextmanager
 from typing import Annotated
 
@@ -47,7 +47,9 @@ def create_app(make_mailer: Callable[[], smtpkit.AsyncMailer]) -> FastAPI:
     """Build the app; *make_mailer* is called once, when the app starts."""
 
     @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, smtpkit.AsyncMailer]]:
+    async def lifespan(
+        app: FastAPI,
+    ) -> AsyncGenerator[dict[str, smtpkit.AsyncMailer], None]:
         # Lifespan state: every request sees it as request.state.mailer.
         async with make_mailer() as mailer:
             yield {"mailer": mailer}
