@@ -26,7 +26,7 @@ import statistics
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from clients import (
     RECIPIENT,
@@ -116,7 +116,7 @@ def _run(main: Callable[[], Awaitable[None]]) -> None:
 # -- smtpkit -------------------------------------------------------------------------
 
 
-def _async_mailer(target: Target, connections: int) -> Any:
+def _async_mailer(target: Target, connections: int) -> smtpkit.AsyncMailer:
     config = smtpkit.SMTPConfig(
         host=target.host,
         port=target.port,
@@ -124,7 +124,7 @@ def _async_mailer(target: Target, connections: int) -> Any:
         ca_file=target.ca_file,
         pool=smtpkit.PoolLimits(max_connections=connections),
     )
-    return smtpkit.AsyncMailer(config)  # type: ignore[attr-defined]  # issue 10
+    return smtpkit.AsyncMailer(config)
 
 
 def _check(name: str, results: list[smtpkit.SendResult], count: int) -> None:
