@@ -97,7 +97,13 @@ def test_python_block_runs(
     if tests:
         pytester: pytest.Pytester = request.getfixturevalue("pytester")
         pytester.makepyfile(test_example=block.source)
-        result = pytester.runpytest_inprocess("-p", "no:cacheprovider")
+        result = pytester.runpytest_inprocess(
+            "-p",
+            "no:cacheprovider",
+            # pytest-asyncio (our test extra) warns when a run's ini leaves it unset.
+            "-o",
+            "asyncio_default_fixture_loop_scope=function",
+        )
         result.assert_outcomes(passed=len(tests))
 
 

@@ -67,7 +67,7 @@ class BulkSend:
 
     def __init__(
         self,
-        prepare: Callable[[BulkItem], Prepared],
+        prepare: Callable[[BulkItem], Awaitable[Prepared]],
         deliver: Deliver,
         dispatcher: Dispatcher,
         *,
@@ -151,7 +151,7 @@ class BulkSend:
 
     async def _one(self, item: BulkItem) -> SendResult:
         try:
-            prepared = self._prepare(item)
+            prepared = await self._prepare(item)
         except Exception as exc:  # anything one message causes is its own result
             return SendResult(envelope=None, error=invalid(exc), attempts=0)
         try:

@@ -111,10 +111,12 @@ class Dispatcher:
 
     @property
     def busy(self) -> bool:
-        """Whether a batch is in flight or a job waits (on the loop)."""
-        return self._in_flight > 0 or any(
-            j.state is JobState.QUEUED for j in self._queue
-        )
+        """Whether a batch is in flight or a job waits (on the loop).
+
+        ``_pump`` empties the queue whenever a worker is free, so a queue left
+        holding only withdrawn jobs means every worker is busy anyway.
+        """
+        return self._in_flight > 0 or bool(self._queue)
 
     def submit(self, envelope: Envelope, data: bytes) -> Job:
         """Queue one attempt; the dispatcher starts it when a worker is free.

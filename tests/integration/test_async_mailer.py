@@ -27,7 +27,9 @@ async def test_concurrent_sends_arrive_once_each_within_the_pool(
     start_server, config_for
 ):
     server = start_server(pipelining=True)
-    config = config_for(server, pool=PoolLimits(max_connections=3))
+    config = config_for(
+        server, pool=PoolLimits(max_connections=3, max_messages_per_connection=1000)
+    )
     async with AsyncMailer(config) as mailer:
         results = await asyncio.gather(*(mailer.send(message(n)) for n in range(300)))
     assert all(r.ok for r in results)
