@@ -206,7 +206,7 @@ def print_table(cells: list[Cell], noop: float | None) -> None:
                   f"{cell.cpu_per_message * 1e6:>12.0f}{cpu_ratio:>9}")  # fmt: skip
     for cell in cells:
         if cell.lag is not None:
-            print(f"  event loop lag during {cell.client}: {cell.lag.describe()}")
+            print(f"  event loop lag during {cell.client}: {cell.describe_lag()}")
     sys.stdout.flush()
 
 

@@ -57,6 +57,12 @@ class Cell:
         lags = [s.lag for s in self.samples if s.lag is not None]
         return max(lags, key=lambda lag: lag.p99, default=None)
 
+    def describe_lag(self) -> str:
+        """The worst repetition's lag, and every repetition's p99."""
+        assert self.lag is not None  # noqa: S101 - only asked of the asyncio rows
+        runs = ", ".join(f"{s.lag.p99 * 1000:.2f}" for s in self.samples if s.lag)
+        return f"{self.lag.describe()}; p99 per run {runs} ms"
+
 
 @dataclass
 class TargetCheck:
@@ -122,14 +128,17 @@ class _Checks:
                   f"{share:.0%} (need >= {minimum:.0%})")  # fmt: skip
         self.verdict(name, share >= minimum, detail)
 
-    def lag_limit(self, name: str, rtt: float, client: str, limit: float) -> None:
-        x = self.cell(rtt, client)
-        lag = x.lag if x is not None else None
-        if lag is None:
+    def lag_limit(
+        self, name: str, rtt: float, client: str, limit: float, peer: str
+    ) -> None:
+        """Judge the worst repetition's p99; *peer*'s lag shows the machine's share."""
+        x, y = self.cell(rtt, client), self.cell(rtt, peer)
+        if x is None or x.lag is None:
             self.skip(name, f"{client} at RTT {rtt:g} (plain, 2 KB)")
             return
-        detail = f"{lag.describe()} (need p99 < {limit * 1000:g} ms)"
-        self.verdict(name, lag.p99 < limit, detail)
+        versus = f"; {peer}: p99 {y.lag.p99 * 1000:.2f} ms" if y and y.lag else ""
+        detail = f"{x.describe_lag()}{versus} (need p99 < {limit * 1000:g} ms)"
+        self.verdict(name, x.lag.p99 < limit, detail)
 
 
 def check_targets(
@@ -206,4 +215,4 @@ def _async_checks(c: _Checks) -> None:
                  ">= 2.5x aiosmtplib-1000", 20, "smtpkit-async-1000", "aiosmtplib-1000",
                  2.5)  # fmt: skip
     c.lag_limit("10. RTT 20 ms, 1,000 concurrent send(): event loop lag p99 < 5 ms",
-                20, "smtpkit-async-1000", 0.005)  # fmt: skip
+                20, "smtpkit-async-1000", 0.005, "aiosmtplib-1000")  # fmt: skip
