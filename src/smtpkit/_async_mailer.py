@@ -15,6 +15,7 @@ import functools
 import logging
 import random
 import time
+import weakref
 from collections.abc import AsyncIterable, Awaitable, Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from types import TracebackType
@@ -106,7 +107,9 @@ class AsyncMailer:
         on_retry: Called on the loop before each wait between attempts.
         on_detached: Called on the loop with the result of a message whose
             caller was cancelled after its transaction started (see above);
-            if it raises, the error is logged and ignored.
+            if it raises, the error is logged and ignored.  When the event
+            loop has closed meanwhile (``asyncio.run`` ended by Ctrl-C), it is
+            called from the worker thread that finished the attempt.
         sleep: Awaited for waits between attempts and for the rate limit.
         clock: Monotonic clock in seconds (injectable).
         rng: Source of jitter (inject ``random.Random(seed)`` in tests).
@@ -151,6 +154,9 @@ class AsyncMailer:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._executor: ThreadPoolExecutor | None = None
         self._dispatcher: Dispatcher | None = None
+        # Every dispatcher made (send_many with a lower concurrency makes its
+        # own): aclose() waits for and fails the jobs of each.
+        self._dispatchers: weakref.WeakSet[Dispatcher] = weakref.WeakSet()
         self._opening: asyncio.Future[None] | None = None
         self._active = 0  # send() and send_many() calls running
         self._idle_waiters: list[asyncio.Future[None]] = []
@@ -224,11 +230,13 @@ class AsyncMailer:
             return
         opened = self._state is _State.OPENED
         self._state = _State.CLOSING
-        if not opened or self._loop is None:
+        if not opened or self._loop is None:  # also while an open() runs
             self._state = _State.CLOSED
             await asyncio.get_running_loop().run_in_executor(
                 None, self._transport.close
             )
+            if self._executor is not None:
+                self._executor.shutdown(wait=False)
             return
         loop = self._loop
         try:
@@ -239,8 +247,10 @@ class AsyncMailer:
                     await asyncio.wait_for(asyncio.shield(waiter), timeout)
                 except asyncio.TimeoutError:
                     self._stop.is_set = True
-                    assert self._dispatcher is not None  # noqa: S101 - set by open()
-                    failed = self._dispatcher.fail_unstarted(_not_sent_closing)
+                    failed = sum(
+                        d.fail_unstarted(_not_sent_closing)
+                        for d in list(self._dispatchers)
+                    )
                     if failed:
                         logger.warning(
                             "aclose: %d message(s) not sent: the timeout came first",
@@ -547,7 +557,7 @@ class AsyncMailer:
     def _new_dispatcher(self, workers: int) -> Dispatcher:
         assert self._loop is not None  # noqa: S101 - set by open()
         assert self._executor is not None  # noqa: S101 - set by open()
-        return Dispatcher(
+        dispatcher = Dispatcher(
             self._transport,
             self._executor,
             self._loop,
@@ -557,6 +567,8 @@ class AsyncMailer:
             reports_results=self._reports_results,
             on_idle=self._wake_if_idle,
         )
+        self._dispatchers.add(dispatcher)
+        return dispatcher
 
     async def _enter(self) -> Dispatcher:
         if self._state is not _State.OPENED:
@@ -575,9 +587,7 @@ class AsyncMailer:
         self._wake_if_idle()
 
     def _is_idle(self) -> bool:
-        return self._active == 0 and not (
-            self._dispatcher is not None and self._dispatcher.busy
-        )
+        return self._active == 0 and not any(d.busy for d in list(self._dispatchers))
 
     def _wake_if_idle(self) -> None:
         if self._idle_waiters and self._is_idle():

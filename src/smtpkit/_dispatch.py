@@ -77,6 +77,18 @@ class Job:
         elif not self.future.done():
             self.future.set_result(known)
 
+    def resolve_after_loop(self, outcome: object) -> None:
+        """Take the outcome in a worker thread: the job's event loop is closed.
+
+        Nobody can await the future any more; a detached caller's ``on_late``
+        (``on_detached``) still hears of the outcome, from this thread.
+        """
+        if self.outcome is None and self.on_late is not None:
+            self.outcome = known = checked(outcome)
+            self.on_late(known)
+        else:
+            logger.warning("smtpkit: an attempt ended after its event loop closed")
+
 
 class Dispatcher:
     """Feeds queued jobs to worker threads in batches; see the module docstring.
@@ -206,10 +218,8 @@ class Dispatcher:
         def post(job: Job, outcome: object) -> None:
             try:
                 self._loop.call_soon_threadsafe(job.resolve, outcome)
-            except RuntimeError:  # the loop was closed under a running send
-                logger.warning(
-                    "smtpkit: an outcome arrived after its event loop closed"
-                )
+            except RuntimeError:  # the loop closed under a running attempt
+                job.resolve_after_loop(outcome)
 
         def on_result(index: int, outcome: SendResult | SMTPKitError) -> None:
             if 0 <= index < len(started):

@@ -308,3 +308,57 @@ def test_any_mix_of_cancellations_never_loses_or_duplicates(
         assert sorted(reported) == sorted(sent)  # every copy sent is reported once
 
     asyncio.run(run())
+
+
+def test_keyboard_interrupt_in_on_progress_sends_nothing_new_and_loses_nothing() -> (
+    None
+):
+    """Ctrl-C from a callback ends asyncio.run; started messages reach on_detached."""
+    transport = GatedTransport(concurrency=1, delay=0.002)
+    detached: list[SendResult] = []
+
+    def on_progress(progress: object) -> None:
+        raise KeyboardInterrupt
+
+    async def main() -> None:
+        mailer = AsyncMailer(transport=transport, on_detached=detached.append)
+        await mailer.send_many(
+            [message(n) for n in range(200)], on_progress=on_progress
+        )
+
+    with pytest.raises(KeyboardInterrupt):
+        asyncio.run(main())
+    for _ in range(500):  # the started batch finishes in its worker thread
+        if len(detached) == len(transport.sent) - 1:
+            threading.Event().wait(0.1)
+            if len(detached) == len(transport.sent) - 1:
+                break
+        threading.Event().wait(0.01)
+    sent = [e.recipients[0] for e in transport.sent]
+    assert len(sent) == len(set(sent)) <= 32  # only the started batch; no resend
+    # The message whose progress raised was returned to nobody; every other one
+    # that the server got was handed to on_detached.
+    assert len(detached) == len(sent) - 1
+    assert all(r.ok for r in detached)
+
+
+@pytest.mark.asyncio
+async def test_aclose_deadline_fails_the_queue_of_a_lower_concurrency_send_many() -> (
+    None
+):
+    transport = GatedTransport(concurrency=4)
+    transport.gate.clear()
+    mailer = AsyncMailer(transport=transport)
+    await mailer.open()
+    task = asyncio.ensure_future(
+        mailer.send_many([message(n) for n in range(100)], concurrency=1)
+    )
+    await asyncio.to_thread(transport.entered.wait, 5)
+    threading.Timer(0.3, transport.gate.set).start()
+    await mailer.aclose(timeout=0.1)
+    results = await task
+    sent = [r for r in results if r.ok]
+    unsent = [r for r in results if isinstance(r.error, NotSentError)]
+    assert len(sent) == len(transport.sent) <= 32  # the batch on the wire finished
+    assert len(sent) + len(unsent) == len(results)
+    assert all(r.attempts == 0 for r in unsent)
