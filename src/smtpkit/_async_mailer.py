@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import enum
-import functools
 import logging
 import random
 import time
@@ -23,10 +22,11 @@ from types import TracebackType
 from typing_extensions import Self
 
 from ._async_bulk import BulkSend, Stop
+from ._async_detach import Detached
 from ._attempt import Attempt, Interrupted, Prepared
 from ._bulk import MAX_BATCH, BulkProgress, NotSentError
 from ._config import SMTPConfig
-from ._delivery import concluded, ended_with, failed_result
+from ._delivery import concluded, ended_with
 from ._dispatch import Dispatcher, Job
 from ._exceptions import ClosedError, ConfigurationError, SMTPKitError
 from ._mailer_args import (
@@ -146,7 +146,7 @@ class AsyncMailer:
         self.retry = retry
         self._bucket = TokenBucket(rate_limit, clock=clock) if rate_limit else None
         self._on_retry = on_retry
-        self._on_detached = on_detached
+        self._detached = Detached(on_detached, clock)
         self._sleep = sleep
         self._clock = clock
         self._rng = rng or random.Random()
@@ -443,7 +443,8 @@ class AsyncMailer:
                 on_retry=self._on_retry,
             )
         except asyncio.CancelledError:
-            self._detach(attempt, dispatcher, in_flight, start)
+            job = in_flight[0] if in_flight else None
+            self._detached.detach(attempt, dispatcher, job, start)
             raise
         except Interrupted:
             if attempt.number == 0:
@@ -451,76 +452,10 @@ class AsyncMailer:
                 unsent.attempts = 0
                 raise unsent from None
             last = attempt.history[-1] if attempt.history else None
-            return self._final(attempt, last, start, raising=True)
+            return self._detached.final(attempt, last, start, raising=True)
         except Exception as exc:  # re-raised when no recipient has it
             error = ended_with(attempt, exc)
         return concluded(attempt, elapsed=self._clock() - start, error=error)
-
-    def _detach(
-        self,
-        attempt: Attempt,
-        dispatcher: Dispatcher,
-        in_flight: list[Job],
-        start: float,
-    ) -> None:
-        """A cancelled caller: drop its unstarted attempt, or report it later."""
-        job = in_flight[0] if in_flight else None
-        if job is not None and not dispatcher.withdraw(job):
-            settle = functools.partial(self._settle_detached, attempt, start=start)
-            if job.outcome is not None:
-                settle(job.outcome)
-            else:
-                job.on_late = settle
-            return
-        if attempt.number >= 1:  # an earlier attempt reached the server
-            last = attempt.history[-1] if attempt.history else None
-            self._report_detached(self._final(attempt, last, start))
-
-    def _settle_detached(
-        self, attempt: Attempt, outcome: SendResult | SMTPKitError, *, start: float
-    ) -> None:
-        try:
-            attempt.record(attempt.number + 1, outcome)
-        except Exception as exc:  # a refusal or an error: part of the result
-            self._report_detached(self._final(attempt, exc, start))
-        else:
-            self._report_detached(self._final(attempt, None, start))
-
-    def _final(
-        self,
-        attempt: Attempt,
-        exc: Exception | None,
-        start: float,
-        *,
-        raising: bool = False,
-    ) -> SendResult:
-        """The result of a message whose attempts ended (with *exc*, or not)."""
-        try:
-            error = None if exc is None else ended_with(attempt, exc)
-            return concluded(attempt, elapsed=self._clock() - start, error=error)
-        except Exception as failure:
-            if raising:
-                raise
-            return failed_result(attempt.prepared, failure)
-
-    def _report_detached(self, result: SendResult) -> None:
-        if result.error is None:
-            outcome = "delivered"
-        elif getattr(result.error, "delivery_unknown", False):
-            outcome = "delivery unknown"
-        else:
-            outcome = f"not delivered ({type(result.error).__name__})"
-        logger.warning(
-            "a cancelled send finished in the background: %s, message %s",
-            outcome,
-            result.message_id,
-        )
-        if self._on_detached is None:
-            return
-        try:
-            self._on_detached(result)
-        except Exception:
-            logger.exception("on_detached raised; the result was logged above")
 
     # -- plumbing ---------------------------------------------------------------
 

@@ -362,3 +362,32 @@ async def test_aclose_deadline_fails_the_queue_of_a_lower_concurrency_send_many(
     assert len(sent) == len(transport.sent) <= 32  # the batch on the wire finished
     assert len(sent) + len(unsent) == len(results)
     assert all(r.attempts == 0 for r in unsent)
+
+
+@pytest.mark.asyncio
+async def test_cancelled_after_its_batch_was_handed_to_a_busy_executor() -> None:
+    """Handed to a worker but not started: the worker drops it; nothing is sent."""
+    transport = GatedTransport(concurrency=2)
+    transport.gate.clear()
+    detached: list[SendResult] = []
+    async with AsyncMailer(transport=transport, on_detached=detached.append) as m:
+        # Two batches hold both worker threads.
+        busy = []
+        for n in range(2):  # one batch each
+            busy.append(asyncio.ensure_future(m.send(message(n))))
+            await asyncio.sleep(0.05)
+        # Its own dispatcher (concurrency 1) hands a batch to the busy executor.
+        bulk = asyncio.ensure_future(
+            m.send_many([message(n) for n in range(10, 15)], concurrency=1)
+        )
+        await asyncio.sleep(0.05)
+        bulk.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await bulk
+        transport.gate.set()
+        for task in busy:
+            assert (await task).ok
+        assert (await m.send(message(99))).ok
+    sent = sorted(e.recipients[0] for e in transport.sent)
+    assert sent == ["u0@example.com", "u1@example.com", "u99@example.com"]
+    assert detached == []  # nothing of the cancelled run had started

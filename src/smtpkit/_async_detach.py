@@ -1,0 +1,109 @@
+"""The results of ``AsyncMailer`` sends whose callers stopped waiting.
+
+A caller cancelled after its attempt started gets ``CancelledError`` at once;
+the attempt runs to its end in its worker, and its outcome is recorded here like
+any other (``Attempt.record``), logged at WARNING (no addresses) and handed to
+``on_detached``.  Nothing is retried after the cancel, so nothing is resent.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable
+
+from ._attempt import Attempt
+from ._delivery import concluded, ended_with, failed_result
+from ._dispatch import Dispatcher, Job
+from ._exceptions import SMTPKitError
+from ._transports.base import SendResult
+
+__all__ = ["Detached"]
+
+logger = logging.getLogger("smtpkit")
+
+
+class Detached:
+    """Settles cancelled sends: withdraws what has not started, reports the rest."""
+
+    def __init__(
+        self,
+        on_detached: Callable[[SendResult], None] | None,
+        clock: Callable[[], float],
+    ) -> None:
+        self._on_detached = on_detached
+        self._clock = clock
+
+    def detach(
+        self,
+        attempt: Attempt,
+        dispatcher: Dispatcher,
+        job: Job | None,
+        start: float,
+    ) -> None:
+        """A cancelled caller: drop its unstarted attempt, or report it later.
+
+        *job* is the attempt in flight, if any; when it started, its outcome is
+        reported as soon as it is known.  Without one (cancelled while waiting
+        to retry), the earlier attempts' outcome is reported now.
+        """
+        if job is not None and not dispatcher.withdraw(job):
+            settle = functools.partial(self._settle, attempt, start=start)
+            if job.outcome is not None:
+                settle(job.outcome)
+            else:
+                job.on_late = settle
+            return
+        if attempt.number >= 1:  # an earlier attempt reached the server
+            last = attempt.history[-1] if attempt.history else None
+            self._report(self.final(attempt, last, start))
+
+    def final(
+        self,
+        attempt: Attempt,
+        exc: Exception | None,
+        start: float,
+        *,
+        raising: bool = False,
+    ) -> SendResult:
+        """The result of a message whose attempts ended (with *exc*, or not).
+
+        With *raising*, the error of a message no recipient got is raised (as
+        ``send`` does); otherwise it is the result's ``error``.
+        """
+        try:
+            error = None if exc is None else ended_with(attempt, exc)
+            return concluded(attempt, elapsed=self._clock() - start, error=error)
+        except Exception as failure:
+            if raising:
+                raise
+            return failed_result(attempt.prepared, failure)
+
+    def _settle(
+        self, attempt: Attempt, outcome: SendResult | SMTPKitError, *, start: float
+    ) -> None:
+        try:
+            attempt.record(attempt.number + 1, outcome)
+        except Exception as exc:  # a refusal or an error: part of the result
+            self._report(self.final(attempt, exc, start))
+        else:
+            self._report(self.final(attempt, None, start))
+
+    def _report(self, result: SendResult) -> None:
+        if result.error is None:
+            outcome = "delivered"
+        elif getattr(result.error, "delivery_unknown", False):
+            outcome = "delivery unknown"
+        else:
+            outcome = f"not delivered ({type(result.error).__name__})"
+        logger.warning(
+            "a cancelled send finished in the background: %s, message %s",
+            outcome,
+            result.message_id,
+        )
+        if self._on_detached is None:
+            return
+        try:
+            self._on_detached(result)
+        except Exception:
+            logger.exception("on_detached raised; the result was logged above")
