@@ -30,6 +30,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Protocol
 
+import clients_async
 import clients_ext
 from clients import (
     CLIENTS,
@@ -54,6 +55,7 @@ from targets import Cell, Sample, TargetCheck, check_targets
 
 import smtpkit
 
+CLIENTS.update(clients_async.ASYNC_CLIENTS)
 SCENARIOS = ("plain", "starttls", "postfix")
 EXTERNAL = {
     "smtp-source": clients_ext.run_smtp_source,
@@ -100,6 +102,7 @@ def measure(
         msg = f"{client.name} failed: {exc!r}"
         raise BenchmarkError(msg) from exc
     wall = time.perf_counter() - start
+    lag = clients_async.take_lag()  # the asyncio rows measure the loop's lag
     # Client CPU only: the sinks and the proxy are other processes.  A child process
     # (smtp-source) is charged the growth of RUSAGE_CHILDREN around the run; the
     # node driver times itself (its start-up is not sending mail).
@@ -129,7 +132,7 @@ def measure(
             f"{octets - octets_before} bytes for {count} bodies of {work.size} bytes"
         )
         raise BenchmarkError(msg)
-    return Sample(count, wall, cpu)
+    return Sample(count, wall, cpu, lag)
 
 
 def message_count(client: Client, rtt_ms: float, size: int, quick: bool) -> int:
@@ -141,8 +144,11 @@ def message_count(client: Client, rtt_ms: float, size: int, quick: bool) -> int:
     connection set-up (about 3 round trips) weighs little against the NOOP limit.
     A pool of k connections gets k times as many (each connection carries as
     many), capped by that CPU estimate (at RTT 0 the CPU is the limit).
-    New-connection-per-message clients get half the count.
+    New-connection-per-message clients get half the count.  A row defined by its
+    count (1,000 concurrent sends) always sends that many.
     """
+    if client.fixed_count is not None:
+        return client.fixed_count
     cpu = 0.001 + size * 50e-9
     seconds, low, high = (0.3, 5, 80) if quick else (1.5, 30, 600)
     if client.round_trips == 1 and client.connections == 1:
@@ -198,6 +204,9 @@ def print_table(cells: list[Cell], noop: float | None) -> None:
             print(f"  {cell.client:<22}{cell.messages:>6}{cell.rate:>10.1f}"
                   f"{rate_ratio:>9}{share:>9}"
                   f"{cell.cpu_per_message * 1e6:>12.0f}{cpu_ratio:>9}")  # fmt: skip
+    for cell in cells:
+        if cell.lag is not None:
+            print(f"  event loop lag during {cell.client}: {cell.describe_lag()}")
     sys.stdout.flush()
 
 
@@ -256,6 +265,8 @@ def _missing(need: str | None) -> str | None:
         "django": lambda: None if django else "Django not installed",
         "chunking": lambda: None if supports_chunking_switch()
         else "this smtpkit has no SMTPConfig(chunking=...)",
+        "asyncmailer": lambda: None if clients_async.has_async_mailer()
+        else "this smtpkit has no AsyncMailer",
         "smtp-source": lambda: None if clients_ext.SMTP_SOURCE
         else "smtp-source not installed (apt-get install postfix)",
         "node": clients_ext.nodemailer_problem,

@@ -352,7 +352,10 @@ class Client:
         round_trips: Round trips per message on one connection (sizes the runs so
             each takes about as long: 1 when pipelined, 4 in lockstep).
         needs: A capability the row needs ("aiosmtplib", "django", "chunking",
-            "smtp-source", "node"); the row is skipped when it is missing.
+            "smtp-source", "node", "asyncmailer"); the row is skipped when it is
+            missing.
+        fixed_count: The run's message count when the row is defined by it (1,000
+            concurrent sends), instead of one scaled to the RTT.
     """
 
     name: str
@@ -365,6 +368,7 @@ class Client:
     supports_tls: bool = True
     needs: str | None = None
     optional: bool = False  # run only when named in --clients
+    fixed_count: int | None = None  # messages per run, whatever the RTT and size
 
     @property
     def external(self) -> bool:
