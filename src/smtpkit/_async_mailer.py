@@ -37,7 +37,13 @@ from ._mailer_args import (
     transport_for,
 )
 from ._message import Envelope
-from ._outcomes import adaptation_of, invalid, not_sent, takes_on_result
+from ._outcomes import (
+    acquire_timeout_of,
+    adaptation_of,
+    invalid,
+    not_sent,
+    takes_on_result,
+)
 from ._prepare import BulkItem, Sendable, prepare
 from ._ratelimit import RateLimit, TokenBucket
 from ._retry import (
@@ -143,6 +149,7 @@ class AsyncMailer:
         self._transport = transport_for(config, transport)
         self._reports_results = takes_on_result(self._transport)
         self._adapt = adaptation_of(self._transport)
+        self._acquire_timeout = acquire_timeout_of(self._transport)
         self.retry = retry
         self._bucket = TokenBucket(rate_limit, clock=clock) if rate_limit else None
         self._on_retry = on_retry
@@ -390,6 +397,7 @@ class AsyncMailer:
                 workers=workers,
                 on_progress=on_progress,
                 stop_on_quota=self._adapt.stop_on_quota,
+                on_orphaned=self._detached.report,
             )
             return await run.send(messages)
         finally:
@@ -420,7 +428,16 @@ class AsyncMailer:
                 await self._sleep(wait)
             if stopped():
                 raise Interrupted
-            job = dispatcher.submit(attempt.pending, prepared.data)
+            # send(): the outcome comes once the connection is back in the pool,
+            # and a wait for a worker is bounded as Mailer.send's for a
+            # connection.  send_many: at once (on_progress), queued unbounded,
+            # as Mailer.send_many's batches; the run waits for the batches.
+            job = dispatcher.submit(
+                attempt.pending,
+                prepared.data,
+                early=stop is not None,
+                acquire_timeout=self._acquire_timeout if stop is None else None,
+            )
             in_flight.append(job)
             if stop is not None:
                 stop.jobs.add((dispatcher, job))
@@ -428,6 +445,7 @@ class AsyncMailer:
             in_flight.clear()
             if stop is not None:
                 stop.jobs.discard((dispatcher, job))
+                stop.hold(job)
             if isinstance(outcome, NotSentError) and stopped():
                 raise Interrupted  # withdrawn by aclose() or the run: not an attempt
             attempt.record(number, outcome)
