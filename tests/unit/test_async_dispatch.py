@@ -116,7 +116,8 @@ async def test_send_returns_only_after_its_batch_gave_the_connection_back() -> N
         result = await task
         returned = time.monotonic()
     assert result.ok
-    assert transport.ended and transport.ended[0] <= returned
+    assert transport.ended
+    assert transport.ended[0] <= returned
 
 
 @pytest.mark.asyncio
