@@ -6,7 +6,7 @@ at a time to a worker thread of the mailer's executor, which makes them with one
 ``transport.send_batch`` call: on ``SMTPTransport`` one pooled connection,
 pipelined.  At most ``max_batches`` batches are in flight, so the transport's
 pool never sees more callers than it has connections, however many coroutines
-wait.  The waiting jobs are spread over the free workers (as ``BulkRun`` spreads
+wait.  What waits is cut into even batches over all workers (as ``BulkRun`` cuts
 a read chunk), so that a burst smaller than ``max_batches * MAX_BATCH`` still
 keeps every connection busy.
 
@@ -174,6 +174,8 @@ class Dispatcher:
         self._in_flight = 0
         self._pump_scheduled = False
         self._handed: set[Job] = set()  # given to the executor, not yet done
+        self._chunk_left = 0  # jobs of the current chunk still in the queue
+        self._chunk_batch = 1  # the size of the current chunk's batches
 
     @property
     def busy(self) -> bool:
@@ -254,14 +256,12 @@ class Dispatcher:
     def _pump(self) -> None:
         self._pump_scheduled = False
         while self._in_flight < self._max_batches and self._queue:
-            # Spread what waits over the free workers (``_bulk._split``), so a
-            # small burst does not queue on one connection while others idle.
-            free = self._max_batches - self._in_flight
-            size = max(1, min(self._batch_size, -(-len(self._queue) // free)))
+            size = self._next_batch_size()
             batch: list[Job] = []
             with self._lock:
                 while self._queue and len(batch) < size:
                     job = self._queue.popleft()
+                    self._chunk_left -= 1
                     if job.state is JobState.QUEUED:
                         job.state = JobState.HANDED
                         batch.append(job)
@@ -275,6 +275,21 @@ class Dispatcher:
                 job.batch = done
         if not self.busy:
             self._on_idle()
+
+    def _next_batch_size(self) -> int:
+        """How many waiting jobs the next batch takes.
+
+        What waits when the last chunk has been handed out becomes the next
+        chunk, cut into ``max_batches`` even batches of at most ``batch_size``,
+        as ``_bulk._split`` cuts a read chunk for ``Mailer.send_many``: a small
+        burst does not queue on one connection while others idle, and the end
+        of a long run is shared evenly, not left to one worker's full batch.
+        """
+        if self._chunk_left <= 0:
+            self._chunk_left = waiting = len(self._queue)
+            share = -(-waiting // self._max_batches)
+            self._chunk_batch = max(1, min(self._batch_size, share))
+        return self._chunk_batch
 
     def _batch_done(self, done: asyncio.Future[None], *, batch: list[Job]) -> None:
         self._in_flight -= 1
