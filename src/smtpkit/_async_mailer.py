@@ -307,7 +307,12 @@ class AsyncMailer:
         """Send one message, retrying transient failures per the policy.
 
         Concurrent calls share connections: while all are busy, waiting messages
-        are queued and go out up to 32 per connection per round trip.
+        are queued and go out up to 32 per connection per round trip.  As with
+        ``Mailer.send``, the call returns once its connection is back in the
+        pool (after the RSET of a refused transaction, say), so a following
+        ``send()`` reuses it; and a message that waits longer than the pool's
+        ``acquire_timeout`` for a free connection fails with
+        ``PoolTimeoutError`` (not retried, nothing sent).
 
         Args:
             message: A ``Message``, a pre-built ``EmailMessage``, or raw bytes.
@@ -322,7 +327,9 @@ class AsyncMailer:
             InvalidMessageError: No recipient, or raw bytes without an envelope.
             TransportError: Nothing was delivered; ``attempts`` and ``history``
                 tell what was tried.  ``NotSentError`` when ``aclose()``'s
-                timeout came before the message was started.
+                timeout came before the message was started;
+                ``PoolTimeoutError`` when every connection stayed busy for
+                ``PoolLimits.acquire_timeout`` seconds.
             ClosedError: The mailer was closed (or is closing).
             asyncio.CancelledError: The caller was cancelled; see the class
                 docstring for what was sent and where the outcome goes.
@@ -353,7 +360,12 @@ class AsyncMailer:
         batch, pipelined on one pooled connection.  The input, a plain or an
         async iterable, is read lazily, at most ``2 * 32 * concurrency``
         messages ahead of the ones finished.  Retries happen per message, as
-        with :meth:`send`.
+        with :meth:`send`.  Like ``Mailer.send_many``'s, its messages queue
+        for a worker without a time bound (``acquire_timeout`` applies only
+        to a worker's wait for a pooled connection, which the transport
+        enforces); ``on_progress`` hears of each message as soon as it is
+        finished, and the call returns once every connection it used is back
+        in the pool.
 
         Args:
             messages: Messages, or ``(message, envelope)`` pairs.
@@ -379,7 +391,8 @@ class AsyncMailer:
                 marked with ``NotSentError``.
             asyncio.CancelledError: The caller was cancelled: messages not yet
                 started are not sent; started ones finish their attempt and
-                their results go to ``on_detached``.
+                their results go to ``on_detached`` (all of them, when the
+                cancel came while the last connections were being given back).
         """
         if concurrency is not None and not positive_int(concurrency):
             msg = f"send_many(concurrency=...) must be a positive int, not {concurrency!r}"
