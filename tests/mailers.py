@@ -154,22 +154,8 @@ MakeMailer = Callable[..., AnyMailer]
 
 # ``@pytest.mark.async_xfail(reason=..., strict=True)`` (registered in pyproject)
 # marks a finding: the test's AsyncMailer variant fails; the sync one must pass.
+# Remove a mark once it is fixed (a strict one turns the XPASS into a failure).
 ASYNC_XFAIL = "async_xfail"
-
-_REUSE_RACE = (
-    "AsyncMailer resolves a send as soon as its outcome is known, before the "
-    "worker has finished with the connection (RSET after a refusal, or just "
-    "putting it back in the pool), so the next sequential send starts a second "
-    "worker that opens a second connection"
-)
-# Findings in AsyncMailer (see the marks' reasons); remove a mark once it is fixed.
-SESSION_REUSE_RACE = pytest.mark.async_xfail(
-    strict=False,  # a race: the async variant fails now and then, not every time
-    reason=_REUSE_RACE,
-)
-SESSION_REUSE_AFTER_REFUSAL = pytest.mark.async_xfail(
-    reason=_REUSE_RACE + " (here every time: the refusal's RSET takes a round trip)"
-)
 
 
 @pytest.fixture(params=MAILER_KINDS)

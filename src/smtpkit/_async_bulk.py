@@ -7,6 +7,11 @@ reported to ``on_progress`` in input order.  Stopping is defined as for
 ``Mailer.send_many``: the input or ``on_progress`` raising stops the reading
 (what was read is still sent); a quota reply stops the reading and withdraws
 the messages not yet started; a cancelled caller cancels every message's task.
+
+A message's task ends as soon as its outcome is known (``on_progress`` follows
+the deliveries), which may be before its worker has put the connection back in
+the pool; ``send`` therefore returns only once every batch that carried one of
+its messages has ended, as ``Mailer.send_many`` returns after its workers.
 """
 
 from __future__ import annotations
@@ -35,14 +40,23 @@ class Stop:
     """Ends the sending of one run's messages (or, for ``aclose``, of all).
 
     Once set, no attempt starts; the run's attempts still queued for a worker
-    are withdrawn and resolved with ``NotSentError``.
+    are withdrawn and resolved with ``NotSentError``.  It also keeps the run's
+    batches that are still running (``hold``), for the run to wait for.
     """
 
-    __slots__ = ("is_set", "jobs")
+    __slots__ = ("batches", "is_set", "jobs")
 
     def __init__(self) -> None:
         self.is_set = False
         self.jobs: set[tuple[Dispatcher, Job]] = set()  # queued or running
+        self.batches: set[asyncio.Future[None]] = set()  # running, with a job's
+
+    def hold(self, job: Job) -> None:
+        """Keep *job*'s batch until it ends: its connection is not free yet."""
+        batch = job.batch
+        if batch is not None and not batch.done() and batch not in self.batches:
+            self.batches.add(batch)
+            batch.add_done_callback(self.batches.discard)
 
     def set(self) -> None:
         """Stop: withdraw every attempt of the run that has not started."""
@@ -74,8 +88,10 @@ class BulkSend:
         workers: int,
         on_progress: Callable[[BulkProgress], None] | None,
         stop_on_quota: bool,
+        on_orphaned: Callable[[SendResult], None],
     ) -> None:
         self._prepare = prepare
+        self._on_orphaned = on_orphaned
         self._deliver = deliver
         self._dispatcher = dispatcher
         self._on_progress = on_progress
@@ -105,6 +121,13 @@ class BulkSend:
                 task.cancel()  # each withdraws its message or detaches it
             raise
         results = [r for r in self._results if r is not None]
+        try:
+            while self._stop.batches:  # connections still being given back
+                await asyncio.wait(set(self._stop.batches))
+        except asyncio.CancelledError:
+            for result in results:  # all final, but the caller will not see them
+                self._on_orphaned(result)
+            raise
         if self._abort is not None:
             where, cause = self._abort
             msg = (

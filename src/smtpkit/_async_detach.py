@@ -56,7 +56,7 @@ class Detached:
             return
         if attempt.number >= 1:  # an earlier attempt reached the server
             last = attempt.history[-1] if attempt.history else None
-            self._report(self.final(attempt, last, start))
+            self.report(self.final(attempt, last, start))
 
     def final(
         self,
@@ -85,11 +85,12 @@ class Detached:
         try:
             attempt.record(attempt.number + 1, outcome)
         except Exception as exc:  # a refusal or an error: part of the result
-            self._report(self.final(attempt, exc, start))
+            self.report(self.final(attempt, exc, start))
         else:
-            self._report(self.final(attempt, None, start))
+            self.report(self.final(attempt, None, start))
 
-    def _report(self, result: SendResult) -> None:
+    def report(self, result: SendResult) -> None:
+        """Log the result of a send whose caller stopped waiting; pass it on."""
         if result.error is None:
             outcome = "delivered"
         elif getattr(result.error, "delivery_unknown", False):

@@ -37,7 +37,13 @@ from ._mailer_args import (
     transport_for,
 )
 from ._message import Envelope
-from ._outcomes import adaptation_of, invalid, not_sent, takes_on_result
+from ._outcomes import (
+    acquire_timeout_of,
+    adaptation_of,
+    invalid,
+    not_sent,
+    takes_on_result,
+)
 from ._prepare import BulkItem, Sendable, prepare
 from ._ratelimit import RateLimit, TokenBucket
 from ._retry import (
@@ -143,6 +149,7 @@ class AsyncMailer:
         self._transport = transport_for(config, transport)
         self._reports_results = takes_on_result(self._transport)
         self._adapt = adaptation_of(self._transport)
+        self._acquire_timeout = acquire_timeout_of(self._transport)
         self.retry = retry
         self._bucket = TokenBucket(rate_limit, clock=clock) if rate_limit else None
         self._on_retry = on_retry
@@ -300,7 +307,12 @@ class AsyncMailer:
         """Send one message, retrying transient failures per the policy.
 
         Concurrent calls share connections: while all are busy, waiting messages
-        are queued and go out up to 32 per connection per round trip.
+        are queued and go out up to 32 per connection per round trip.  As with
+        ``Mailer.send``, the call returns once its connection is back in the
+        pool (after the RSET of a refused transaction, say), so a following
+        ``send()`` reuses it; and a message that waits longer than the pool's
+        ``acquire_timeout`` for a free connection fails with
+        ``PoolTimeoutError`` (not retried, nothing sent).
 
         Args:
             message: A ``Message``, a pre-built ``EmailMessage``, or raw bytes.
@@ -315,7 +327,9 @@ class AsyncMailer:
             InvalidMessageError: No recipient, or raw bytes without an envelope.
             TransportError: Nothing was delivered; ``attempts`` and ``history``
                 tell what was tried.  ``NotSentError`` when ``aclose()``'s
-                timeout came before the message was started.
+                timeout came before the message was started;
+                ``PoolTimeoutError`` when every connection stayed busy for
+                ``PoolLimits.acquire_timeout`` seconds.
             ClosedError: The mailer was closed (or is closing).
             asyncio.CancelledError: The caller was cancelled; see the class
                 docstring for what was sent and where the outcome goes.
@@ -346,7 +360,12 @@ class AsyncMailer:
         batch, pipelined on one pooled connection.  The input, a plain or an
         async iterable, is read lazily, at most ``2 * 32 * concurrency``
         messages ahead of the ones finished.  Retries happen per message, as
-        with :meth:`send`.
+        with :meth:`send`.  Like ``Mailer.send_many``'s, its messages queue
+        for a worker without a time bound (``acquire_timeout`` applies only
+        to a worker's wait for a pooled connection, which the transport
+        enforces); ``on_progress`` hears of each message as soon as it is
+        finished, and the call returns once every connection it used is back
+        in the pool.
 
         Args:
             messages: Messages, or ``(message, envelope)`` pairs.
@@ -372,7 +391,8 @@ class AsyncMailer:
                 marked with ``NotSentError``.
             asyncio.CancelledError: The caller was cancelled: messages not yet
                 started are not sent; started ones finish their attempt and
-                their results go to ``on_detached``.
+                their results go to ``on_detached`` (all of them, when the
+                cancel came while the last connections were being given back).
         """
         if concurrency is not None and not positive_int(concurrency):
             msg = f"send_many(concurrency=...) must be a positive int, not {concurrency!r}"
@@ -390,6 +410,7 @@ class AsyncMailer:
                 workers=workers,
                 on_progress=on_progress,
                 stop_on_quota=self._adapt.stop_on_quota,
+                on_orphaned=self._detached.report,
             )
             return await run.send(messages)
         finally:
@@ -420,7 +441,16 @@ class AsyncMailer:
                 await self._sleep(wait)
             if stopped():
                 raise Interrupted
-            job = dispatcher.submit(attempt.pending, prepared.data)
+            # send(): the outcome comes once the connection is back in the pool,
+            # and a wait for a worker is bounded as Mailer.send's for a
+            # connection.  send_many: at once (on_progress), queued unbounded,
+            # as Mailer.send_many's batches; the run waits for the batches.
+            job = dispatcher.submit(
+                attempt.pending,
+                prepared.data,
+                early=stop is not None,
+                acquire_timeout=self._acquire_timeout if stop is None else None,
+            )
             in_flight.append(job)
             if stop is not None:
                 stop.jobs.add((dispatcher, job))
@@ -428,6 +458,7 @@ class AsyncMailer:
             in_flight.clear()
             if stop is not None:
                 stop.jobs.discard((dispatcher, job))
+                stop.hold(job)
             if isinstance(outcome, NotSentError) and stopped():
                 raise Interrupted  # withdrawn by aclose() or the run: not an attempt
             attempt.record(number, outcome)

@@ -6,8 +6,26 @@ at a time to a worker thread of the mailer's executor, which makes them with one
 ``transport.send_batch`` call: on ``SMTPTransport`` one pooled connection,
 pipelined.  At most ``max_batches`` batches are in flight, so the transport's
 pool never sees more callers than it has connections, however many coroutines
-wait.  Each outcome goes back to the loop (``call_soon_threadsafe``) as soon as
-the transport knows it, not at the end of the batch.
+wait.  What waits is cut into even batches over all workers (as ``BulkRun`` cuts
+a read chunk), so that a burst smaller than ``max_batches * MAX_BATCH`` still
+keeps every connection busy.
+
+Each outcome goes back to the loop (``call_soon_threadsafe``) as soon as the
+transport knows it.  Who hears of it then depends on the job:
+
+* a ``send()`` job (``early=False``) resolves its future only when its batch has
+  ended, that is when ``send_batch`` returned and the connection is back in the
+  pool (after the RSET of a refused transaction, the QUIT of a spent session),
+  as ``Mailer.send`` returns: the caller's next ``send()`` then finds that
+  connection idle instead of opening a second one;
+* a ``send_many`` job (``early=True``) resolves at once, so ``on_progress``
+  follows the deliveries; ``send_many`` itself waits for the batches of its
+  jobs (``Job.batch``) before it returns;
+* a job whose caller was cancelled hands its outcome to ``on_late`` at once.
+
+A ``send()`` job also has a deadline (the pool's ``acquire_timeout``): still
+waiting for a worker when it passes, it is withdrawn and fails with
+``PoolTimeoutError``, as ``Mailer.send`` fails waiting for a pooled connection.
 
 A job's life: QUEUED (in the deque) -> HANDED (in a batch given to the
 executor) -> STARTED (its worker called ``send_batch`` with it) -> resolved.
@@ -29,7 +47,7 @@ from concurrent.futures import Executor
 
 from ._bulk import MAX_BATCH
 from ._delivery import batch_outcomes
-from ._exceptions import SMTPKitError
+from ._exceptions import PoolTimeoutError, SMTPKitError
 from ._message import Envelope
 from ._outcomes import checked
 from ._transports.base import SendResult, Transport
@@ -51,31 +69,67 @@ class JobState(enum.Enum):
 class Job:
     """One attempt of one message, from the queue to its outcome.
 
-    ``future`` gets the outcome on the loop; a caller that stops waiting (it was
-    cancelled) sets ``on_late`` to hear of an outcome that arrives later.
+    ``future`` gets the outcome on the loop: at once for an ``early`` job, else
+    once its batch has ended (see the module docstring).  A caller that stops
+    waiting (it was cancelled) sets ``on_late`` to hear of an outcome that
+    arrives later.  ``batch`` is the job's batch once handed to a worker: done
+    when the batch has ended and its connection is back in the pool.
     """
 
-    __slots__ = ("data", "envelope", "future", "on_late", "outcome", "state")
+    __slots__ = (
+        "batch",
+        "data",
+        "early",
+        "envelope",
+        "future",
+        "on_late",
+        "outcome",
+        "state",
+        "timer",
+    )
 
     def __init__(
-        self, envelope: Envelope, data: bytes, future: asyncio.Future[Outcome]
+        self,
+        envelope: Envelope,
+        data: bytes,
+        future: asyncio.Future[Outcome],
+        *,
+        early: bool,
     ) -> None:
         self.envelope = envelope
         self.data = data
         self.future = future
+        self.early = early
         self.state = JobState.QUEUED
         self.outcome: Outcome | None = None
         self.on_late: Callable[[Outcome], None] | None = None
+        self.batch: asyncio.Future[None] | None = None
+        self.timer: asyncio.TimerHandle | None = None
 
     def resolve(self, outcome: object) -> None:
-        """Take the attempt's outcome (on the loop); the first one counts."""
+        """Take the attempt's outcome (on the loop); the first one counts.
+
+        A started job that is not ``early`` keeps it until ``release()``.
+        """
         if self.outcome is not None:
             return
         self.outcome = known = checked(outcome)
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
         if self.on_late is not None:
             self.on_late(known)
-        elif not self.future.done():
-            self.future.set_result(known)
+        elif self.early or self.state is not JobState.STARTED:
+            self._settle()
+
+    def release(self) -> None:
+        """The job's batch ended (on the loop): hand over a held outcome."""
+        if self.on_late is None:
+            self._settle()
+
+    def _settle(self) -> None:
+        if self.outcome is not None and not self.future.done():
+            self.future.set_result(self.outcome)
 
     def resolve_after_loop(self, outcome: object) -> None:
         """Take the outcome in a worker thread: the job's event loop is closed.
@@ -120,6 +174,8 @@ class Dispatcher:
         self._in_flight = 0
         self._pump_scheduled = False
         self._handed: set[Job] = set()  # given to the executor, not yet done
+        self._chunk_left = 0  # jobs of the current chunk still in the queue
+        self._chunk_batch = 1  # the size of the current chunk's batches
 
     @property
     def busy(self) -> bool:
@@ -130,14 +186,33 @@ class Dispatcher:
         """
         return self._in_flight > 0 or bool(self._queue)
 
-    def submit(self, envelope: Envelope, data: bytes) -> Job:
+    def submit(
+        self,
+        envelope: Envelope,
+        data: bytes,
+        *,
+        early: bool = False,
+        acquire_timeout: float | None = None,
+    ) -> Job:
         """Queue one attempt; the dispatcher starts it when a worker is free.
 
         Jobs submitted in the same loop iteration share batches: the queue is
         pumped once, after the caller's step.
+
+        Args:
+            envelope: The attempt's envelope (the recipients still pending).
+            data: The message.
+            early: Resolve the job's future as soon as its outcome is known,
+                not when its batch has ended (``send_many``).
+            acquire_timeout: Seconds the job may wait for a worker before it is
+                withdrawn and fails with ``PoolTimeoutError``; None: no bound.
         """
-        job = Job(envelope, data, self._loop.create_future())
+        job = Job(envelope, data, self._loop.create_future(), early=early)
         self._queue.append(job)
+        if acquire_timeout is not None:
+            job.timer = self._loop.call_later(
+                acquire_timeout, self._expire, job, acquire_timeout
+            )
         if not self._pump_scheduled:
             self._pump_scheduled = True
             self._loop.call_soon(self._pump)
@@ -170,13 +245,23 @@ class Dispatcher:
 
     # -- on the loop -----------------------------------------------------------
 
+    def _expire(self, job: Job, timeout: float) -> None:
+        """*job* waited *timeout* seconds for a worker: fail it, unsent."""
+        job.timer = None
+        if not self.withdraw(job):
+            return  # started meanwhile: the transport's own pool wait applies
+        msg = f"all {self._max_batches} connections stayed busy for {timeout} s"
+        job.resolve(PoolTimeoutError(msg))
+
     def _pump(self) -> None:
         self._pump_scheduled = False
         while self._in_flight < self._max_batches and self._queue:
+            size = self._next_batch_size()
             batch: list[Job] = []
             with self._lock:
-                while self._queue and len(batch) < self._batch_size:
+                while self._queue and len(batch) < size:
                     job = self._queue.popleft()
+                    self._chunk_left -= 1
                     if job.state is JobState.QUEUED:
                         job.state = JobState.HANDED
                         batch.append(job)
@@ -186,8 +271,25 @@ class Dispatcher:
             self._handed.update(batch)
             done = self._loop.run_in_executor(self._executor, self._run, batch)
             done.add_done_callback(functools.partial(self._batch_done, batch=batch))
+            for job in batch:
+                job.batch = done
         if not self.busy:
             self._on_idle()
+
+    def _next_batch_size(self) -> int:
+        """How many waiting jobs the next batch takes.
+
+        What waits when the last chunk has been handed out becomes the next
+        chunk, cut into ``max_batches`` even batches of at most ``batch_size``,
+        as ``_bulk._split`` cuts a read chunk for ``Mailer.send_many``: a small
+        burst does not queue on one connection while others idle, and the end
+        of a long run is shared evenly, not left to one worker's full batch.
+        """
+        if self._chunk_left <= 0:
+            self._chunk_left = waiting = len(self._queue)
+            share = -(-waiting // self._max_batches)
+            self._chunk_batch = max(1, min(self._batch_size, share))
+        return self._chunk_batch
 
     def _batch_done(self, done: asyncio.Future[None], *, batch: list[Job]) -> None:
         self._in_flight -= 1
@@ -202,6 +304,7 @@ class Dispatcher:
                 job.resolve(
                     SMTPKitError("internal error: the batch ended without an outcome")
                 )
+            job.release()  # the connection is back in the pool
         self._pump()
 
     # -- in a worker thread ----------------------------------------------------

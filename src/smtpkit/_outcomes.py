@@ -24,6 +24,7 @@ from ._transports.base import RecipientResult, SendResult, Transport, contract_b
 
 __all__ = [
     "Interrupted",
+    "acquire_timeout_of",
     "adaptation_of",
     "callback_error",
     "checked",
@@ -146,6 +147,19 @@ def adaptation_of(transport: Transport) -> ProviderAdaptation:
     if isinstance(config, SMTPConfig):
         return config.adapt
     return DEFAULT_PROVIDER_ADAPTATION
+
+
+def acquire_timeout_of(transport: Transport) -> float | None:
+    """``PoolLimits.acquire_timeout`` of *transport*'s configuration, if it has one.
+
+    None for a transport without an ``SMTPConfig`` (``FakeTransport``): its
+    ``send`` never times out waiting for a connection, so nor does a send
+    waiting for a worker to call it.
+    """
+    config = getattr(transport, "config", None)
+    if isinstance(config, SMTPConfig):
+        return config.pool.acquire_timeout
+    return None
 
 
 def quota_spent(result: SendResult, name: str) -> QuotaExceededError | None:

@@ -84,11 +84,6 @@ def test_failures_that_will_not_be_retried_are_reported_at_once(
     assert seen[2][0] < arrived[-1]
 
 
-@pytest.mark.async_xfail(
-    reason="AsyncMailer.send_many forms a batch from what one loop iteration "
-    "rendered (8 messages): 28 messages make 4 batches, so 4 of the 7 connections "
-    "are used"
-)
 def test_send_many_uses_the_pool_size_of_a_transport_passed_directly(
     make_mailer, start_fault_server, config_for
 ):

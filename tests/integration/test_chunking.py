@@ -21,7 +21,6 @@ from smtpkit import (
     SMTPReplyError,
 )
 
-from ..mailers import SESSION_REUSE_AFTER_REFUSAL, SESSION_REUSE_RACE
 from .chunksmtp import ChunkSMTP, Faults
 from .rawserver import RawServer
 from .scriptsmtp import NEVER, config
@@ -38,7 +37,6 @@ def sent_commands(script: ChunkSMTP) -> list[str]:
     return [line.split(":")[0].split()[0].upper() for line in script.log]
 
 
-@SESSION_REUSE_RACE
 def test_proven_session_sends_each_message_in_one_round_trip(make_mailer):
     script = ChunkSMTP()
     with (
@@ -132,7 +130,6 @@ def test_mail_refused_on_a_new_session_sends_no_chunk(make_mailer):
     assert result.reply.code == 250
 
 
-@SESSION_REUSE_AFTER_REFUSAL
 def test_mail_refused_on_a_proven_session_keeps_the_session_in_step(make_mailer):
     script = ChunkSMTP()
     with (
@@ -153,7 +150,6 @@ def test_mail_refused_on_a_proven_session_keeps_the_session_in_step(make_mailer)
     assert last.reply.text == "queued as C3"
 
 
-@SESSION_REUSE_AFTER_REFUSAL
 def test_every_recipient_refused_on_a_proven_session(make_mailer):
     script = ChunkSMTP()
     envelope = Envelope(
@@ -194,7 +190,6 @@ def test_some_recipients_refused_the_rest_get_the_bdat_reply(make_mailer):
     assert result.reply.text == "queued as C2"
 
 
-@SESSION_REUSE_AFTER_REFUSAL
 def test_chunk_refused_is_a_data_refusal_at_end_of_data(make_mailer):
     script = ChunkSMTP(faults=Faults(replies={"BDAT": [b"554 5.7.1 spam\r\n"]}))
     with (
@@ -291,7 +286,6 @@ def test_chunk_accepted_after_mail_was_refused_is_out_of_step(make_mailer):
     assert len(script.flushes) == 2
 
 
-@SESSION_REUSE_RACE
 def test_421_to_mail_on_a_reused_session_is_replayed_free_on_a_new_one(make_mailer):
     # The chunk had left, but a 421 to MAIL means the server took no message:
     # the stale-session rule still applies, without costing an attempt.

@@ -22,7 +22,6 @@ from smtpkit import (
     TLSError,
 )
 
-from ..mailers import SESSION_REUSE_AFTER_REFUSAL
 from .rawserver import RawConn, RawServer
 
 pytestmark = pytest.mark.integration
@@ -356,7 +355,6 @@ def test_no_8bitmime_means_8bit_raw_data_is_refused_before_mail(make_mailer):
     assert len(script.messages) == 1
 
 
-@SESSION_REUSE_AFTER_REFUSAL
 def test_data_accepted_without_recipients_is_ended_empty_and_reset(make_mailer):
     script = MiniSMTP()
     script.overrides = {

@@ -20,7 +20,6 @@ from smtpkit import (
     RecipientsRefusedError,
 )
 
-from ..mailers import SESSION_REUSE_RACE
 from .faults import (
     FaultHandler,
     client_sockets,
@@ -60,7 +59,6 @@ def mailer_for(make_mailer):
     return build
 
 
-@SESSION_REUSE_RACE
 def test_sequential_sends_share_one_session(mailer_for, start_fault_server, config_for):
     server = start_fault_server()
     with mailer_for(server, config_for) as mailer:
@@ -88,7 +86,6 @@ def test_max_connections_is_respected_under_concurrency(
     assert stats.created == 2
 
 
-@SESSION_REUSE_RACE
 def test_max_messages_per_connection_retires_sessions_with_quit(
     mailer_for, start_fault_server, config_for
 ):
@@ -108,7 +105,6 @@ def test_max_messages_per_connection_retires_sessions_with_quit(
     assert handler.commands_of(3)[-1] == "QUIT"
 
 
-@SESSION_REUSE_RACE
 @pytest.mark.parametrize(("check_after_idle", "noop"), [(0.0, True), (60.0, False)])
 def test_idle_connection_is_checked_with_noop(
     mailer_for, start_fault_server, config_for, check_after_idle, noop
@@ -148,7 +144,6 @@ def test_connection_closed_by_server_while_idle_is_replaced(
     assert (stats.created, stats.discarded) == (2, 1)
 
 
-@SESSION_REUSE_RACE
 def test_421_at_mail_on_a_reused_connection_is_not_an_attempt(
     mailer_for, start_fault_server, config_for
 ):
@@ -168,7 +163,6 @@ def test_421_at_mail_on_a_reused_connection_is_not_an_attempt(
     assert (stats.created, stats.discarded) == (2, 1)
 
 
-@SESSION_REUSE_RACE
 @pytest.mark.parametrize("pipelining", [False, True], ids=["lockstep", "pipelined"])
 def test_rset_after_a_failed_transaction_before_reuse(
     mailer_for, start_fault_server, config_for, pipelining
@@ -214,10 +208,6 @@ def test_close_quits_and_closes_every_connection(
     assert wait_until(lambda: open_fds() == baseline, 3.0), (open_fds(), baseline)
 
 
-@pytest.mark.async_xfail(
-    reason="AsyncMailer queues a send while every connection is busy and never "
-    "raises PoolTimeoutError after PoolLimits.acquire_timeout"
-)
 def test_pool_timeout_when_every_connection_is_busy_is_not_retried(
     mailer_for, start_fault_server, config_for
 ):
