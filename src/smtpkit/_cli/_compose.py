@@ -19,6 +19,7 @@ from typing import BinaryIO
 from pydantic import ValidationError
 
 from .._message import Attachment, Envelope, Message
+from .._render import render
 from ._exit import UsageError
 
 __all__ = ["add_message_arguments", "build_message", "read_eml", "read_jsonl"]
@@ -155,8 +156,8 @@ def read_eml(path: str) -> MIMEMessage:
 def read_jsonl(path: str, *, sender: str | None) -> list[Message]:
     """Read one ``Message`` per line (JSON objects); ``sender`` fills a missing one.
 
-    Every line is checked before anything is sent, so a typo on line 900 does
-    not stop a run half way.
+    Every line is checked, and rendered, before anything is sent, so a typo
+    or a header that cannot be written on line 900 does not stop a run half way.
 
     Raises:
         UsageError: The file cannot be read, or a line is not a valid message
@@ -170,10 +171,15 @@ def read_jsonl(path: str, *, sender: str | None) -> list[Message]:
             data = json.loads(line)
             if isinstance(data, dict) and "sender" not in data and sender:
                 line = json.dumps({**data, "sender": sender})  # noqa: PLW2901
-            messages.append(Message.model_validate_json(line))
-        except ValueError as exc:  # JSON syntax, or pydantic's ValidationError
+            message = Message.model_validate_json(line)
+            render(message)  # what a send would do first: it must not fail later
+            messages.append(message)
+        except ValueError as exc:  # JSON syntax, pydantic's ValidationError,
+            # InvalidMessageError (a ValueError too)
             problem = _first_problem(exc) if isinstance(exc, ValidationError) else exc
             error = f"{path}, line {number}: {problem}"
+        except RecursionError:  # json nests deeper than Python recurses
+            error = f"{path}, line {number}: nested too deeply"
         else:
             continue
         raise UsageError(error)
