@@ -249,7 +249,7 @@ def test_fake_verify_returns_a_fresh_report_each_call() -> None:
     with pytest.raises(TypeError):
         first.extensions["size"] = "1"  # type: ignore[index]  # read-only: the point
     assert second.extensions["size"] == "52428800"
-    assert pickle.loads(pickle.dumps(first)) == first
+    assert pickle.loads(pickle.dumps(first)) == first  # noqa: S301 - our own bytes
 
 
 def test_report_extensions_are_a_read_only_copy() -> None:

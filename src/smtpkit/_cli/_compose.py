@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from email.message import Message as MIMEMessage
 from pathlib import Path
 from typing import BinaryIO
+from urllib.parse import quote
 
 from pydantic import ValidationError
 
@@ -25,6 +26,9 @@ from ._exit import UsageError
 __all__ = ["add_message_arguments", "build_message", "read_eml", "read_jsonl"]
 
 _STDIN = "-"
+# Printable ASCII a Content-ID may hold as is: not space, "<", ">", nor the
+# "%" and '"' that percent-encoding and quoting give a meaning.
+_CID_SAFE = "".join(c for c in map(chr, range(0x21, 0x7F)) if c not in '<>%"')
 
 
 def add_message_arguments(parser: argparse.ArgumentParser) -> None:
@@ -64,7 +68,11 @@ def add_message_arguments(parser: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         metavar="FILE",
-        help="an inline image, referenced from the HTML as cid:NAME (NAME: the file's name)",
+        help=(
+            "an inline image, referenced from the HTML as cid:NAME: the file's "
+            'name, percent-encoded where it holds spaces, non-ASCII or <>%%" '
+            "(my logo.png: cid:my%%20logo.png)"
+        ),
     )
 
 
@@ -88,10 +96,23 @@ def _read_text(path: str, stdin: BinaryIO | None = None) -> str:
     raise UsageError(msg)
 
 
+def content_id_for(name: str) -> str:
+    """The Content-ID ``--inline`` gives a file: its name, as a ``cid:`` URL writes it.
+
+    A Content-ID is printable ASCII without spaces or ``<>`` (RFC 2392), so
+    any other character, and ``%`` and ``"``, is percent-encoded as UTF-8: the
+    HTML refers to ``my logo.png`` as ``cid:my%20logo.png``, the way an editor
+    writes that file name in a URL.
+    """
+    return quote(name, safe=_CID_SAFE, errors="surrogateescape")
+
+
 def _attachment(path: str, *, inline: bool) -> Attachment:
     name = Path(path).name
     content = _read_bytes(path)
-    return Attachment(name, content, content_id=name if inline else None)
+    return Attachment(
+        name, content, content_id=content_id_for(name) if inline else None
+    )
 
 
 def has_content_options(args: argparse.Namespace) -> bool:
