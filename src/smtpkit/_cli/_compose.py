@@ -10,12 +10,12 @@ from __future__ import annotations
 import argparse
 import email
 import json
+import re
 import sys
 from collections.abc import Sequence
 from email.message import Message as MIMEMessage
 from pathlib import Path
-from typing import BinaryIO
-from urllib.parse import quote
+from typing import BinaryIO, Final
 
 from pydantic import ValidationError
 
@@ -26,9 +26,8 @@ from ._exit import UsageError
 __all__ = ["add_message_arguments", "build_message", "read_eml", "read_jsonl"]
 
 _STDIN = "-"
-# Printable ASCII a Content-ID may hold as is: not space, "<", ">", nor the
-# "%" and '"' that percent-encoding and quoting give a meaning.
-_CID_SAFE = "".join(c for c in map(chr, range(0x21, 0x7F)) if c not in '<>%"')
+# What a Content-ID made from a file name may not hold as is (see content_id_for).
+_CID_UNSAFE_RE: Final = re.compile(r'[^!-~]|[<>%"]')
 
 
 def add_message_arguments(parser: argparse.ArgumentParser) -> None:
@@ -70,8 +69,8 @@ def add_message_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="FILE",
         help=(
             "an inline image, referenced from the HTML as cid:NAME: the file's "
-            'name, percent-encoded where it holds spaces, non-ASCII or <>%%" '
-            "(my logo.png: cid:my%%20logo.png)"
+            'name with each space, non-ASCII character and <>%%" made _ '
+            "(my logo.png: cid:my_logo.png)"
         ),
     )
 
@@ -97,14 +96,14 @@ def _read_text(path: str, stdin: BinaryIO | None = None) -> str:
 
 
 def content_id_for(name: str) -> str:
-    """The Content-ID ``--inline`` gives a file: its name, as a ``cid:`` URL writes it.
+    """The Content-ID ``--inline`` gives a file: its name, made a valid one.
 
-    A Content-ID is printable ASCII without spaces or ``<>`` (RFC 2392), so
-    any other character, and ``%`` and ``"``, is percent-encoded as UTF-8: the
-    HTML refers to ``my logo.png`` as ``cid:my%20logo.png``, the way an editor
-    writes that file name in a URL.
+    A Content-ID is printable ASCII without spaces or ``<>``; every other
+    character (and ``%``, which a ``cid:`` URL decodes, RFC 2392) becomes
+    ``_``, so ``my logo.png`` is ``cid:my_logo.png`` in the HTML, the same
+    string whether a mail client decodes the URL or not.
     """
-    return quote(name, safe=_CID_SAFE, errors="surrogateescape")
+    return _CID_UNSAFE_RE.sub("_", name)
 
 
 def _attachment(path: str, *, inline: bool) -> Attachment:
@@ -138,10 +137,17 @@ def build_message(
     html = None if args.html is None else _read_text(args.html, stdin)
     if text is None and html is None and not args.attach:
         text = ""  # a test message may be empty; it still needs a body part
-    attachments = [
-        *(_attachment(path, inline=False) for path in args.attach),
-        *(_attachment(path, inline=True) for path in args.inline),
-    ]
+    inline = [_attachment(path, inline=True) for path in args.inline]
+    named: dict[str | None, str] = {}
+    for path, part in zip(args.inline, inline, strict=True):
+        if part.content_id in named:
+            msg = (
+                f"--inline {named[part.content_id]} and {path} would both be "
+                f"cid:{part.content_id}; rename one"
+            )
+            raise UsageError(msg)
+        named[part.content_id] = path
+    attachments = [*(_attachment(path, inline=False) for path in args.attach), *inline]
     return Message(
         sender=args.sender,
         to=args.to,
