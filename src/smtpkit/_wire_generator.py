@@ -66,7 +66,7 @@ class WireGenerator(BytesGenerator):
     def _make_boundary(self, text: bytes | None = None) -> str:  # stdlib hook
         """The next multipart's boundary (see :class:`_Boundaries`)."""
         if self._boundaries is None:  # pragma: no cover - flatten() sets it first
-            self._boundaries = _Boundaries(None)
+            self._boundaries = _Boundaries(Message())
         return self._boundaries.make(text or b"")
 
 
@@ -95,26 +95,23 @@ class _Boundaries:
 
     __slots__ = ("_payloads", "_position", "_seed", "_taken")
 
-    def __init__(self, msg: Message | None) -> None:
-        message_id = "" if msg is None else str(msg.get("Message-ID", ""))
-        date = "" if msg is None else str(msg.get("Date", ""))
+    def __init__(self, msg: Message) -> None:
+        message_id = str(msg.get("Message-ID", ""))
+        date = str(msg.get("Date", ""))
         self._seed = f"smtpkit boundary\0{message_id}\0{date}".encode(
             "utf-8", "surrogateescape"
         )
         self._position = 0
-        # Boundaries already set are taken, and so is any text in a part's
+        # The boundaries given so far are taken, and so is any text in a part's
         # payload: an attached message/rfc822 is a payload string here, with
         # boundaries of its own that a sibling multipart must not reuse.
+        # (smtpkit builds every multipart itself: none has a boundary yet.)
         self._taken: set[str] = set()
-        self._payloads: list[str] = []
-        if msg is not None:
-            for part in msg.walk():
-                boundary = part.get_boundary()
-                if boundary:
-                    self._taken.add(boundary)
-                payload = part.get_payload()
-                if isinstance(payload, str):
-                    self._payloads.append(payload)
+        self._payloads = [
+            payload
+            for part in msg.walk()
+            if isinstance(payload := part.get_payload(), str)
+        ]
 
     def make(self, content: bytes) -> str:
         """A boundary for the next multipart, found nowhere in its *content*."""

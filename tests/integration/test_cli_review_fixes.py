@@ -21,7 +21,7 @@ import pytest
 
 from smtpkit._cli import _compose, send
 
-from .clirunner import _CLEAN_ENV, run_inline, run_subprocess
+from .clirunner import _CLEAN_ENV, Cli, cli_fixture, run_inline, run_subprocess  # noqa: F401 - the fixture
 from .rawserver import RawConn, RawServer
 
 pytestmark = pytest.mark.integration
@@ -169,7 +169,7 @@ def test_ctrl_c_before_its_turn_reports_not_sent(tmp_path, monkeypatch) -> None:
 # -- 3. delivery unknown: its own line, exit 1, no connect advice -------------------------
 
 
-def test_delivery_unknown_is_not_a_connect_failure(tmp_path) -> None:
+def test_delivery_unknown_is_not_a_connect_failure(cli: Cli, tmp_path) -> None:
     def on_data(conn: RawConn, data: bytes) -> bool:
         if b"Subject: lost" in data:
             conn.reset()  # no reply to the end of data
@@ -183,7 +183,7 @@ def test_delivery_unknown_is_not_a_connect_failure(tmp_path) -> None:
         *({"to": ["b@example.com"], "subject": s, "text": "x"} for s in subjects),
     )
     with RawServer(mail_server(on_data)) as server:
-        run = run_subprocess(["send", url(server), "--jsonl", batch, *FROM])
+        run = cli(["send", url(server), "--jsonl", batch, *FROM])
     assert run.code == 1, run.both
     assert (
         "delivery unknown: the server may have accepted it; check before resending"
@@ -197,7 +197,7 @@ def test_delivery_unknown_is_not_a_connect_failure(tmp_path) -> None:
 # -- 4. --jsonl renders every line before the first send -------------------------------
 
 
-def test_an_unrenderable_line_stops_the_run_before_any_send(tmp_path) -> None:
+def test_an_unrenderable_line_stops_the_run_before_any_send(cli: Cli, tmp_path) -> None:
     datas: list[bytes] = []
     batch = jsonl(
         tmp_path,
@@ -212,7 +212,7 @@ def test_an_unrenderable_line_stops_the_run_before_any_send(tmp_path) -> None:
     with RawServer(
         mail_server(lambda c, d: c.send(b"250 ok\r\n") or True, datas)
     ) as server:
-        run = run_subprocess(["send", url(server), "--jsonl", batch, *FROM])
+        run = cli(["send", url(server), "--jsonl", batch, *FROM])
         assert server.connections == []
     assert run.code == 2, run.both
     assert f"{batch}, line 2: header List-Unsubscribe" in run.err
@@ -223,17 +223,15 @@ def test_an_unrenderable_line_stops_the_run_before_any_send(tmp_path) -> None:
 # -- 5. argparse errors hide URLs and the password --------------------------------------
 
 
-def test_usage_errors_hide_the_url_and_password() -> None:
-    run = run_subprocess(
+def test_usage_errors_hide_the_url_and_password(cli: Cli) -> None:
+    run = cli(
         ["check", "smtp://alice:pa ss-w0rd@mail.example.com", "extra", "smtps://x:y@z"]
     )
     assert run.code == 2
     assert "unrecognized arguments" in run.err
     for shown in ("pa ss", "ss-w0rd", "alice", "x:y", "mail.example.com"):
         assert shown not in run.both, shown
-    run = run_subprocess(
-        ["check", "--bogus=env-secret-1"], env={"SMTP_PASSWORD": "env-secret-1"}
-    )
+    run = cli(["check", "--bogus=env-secret-1"], env={"SMTP_PASSWORD": "env-secret-1"})
     assert run.code == 2
     assert "env-secret-1" not in run.both
     assert "--bogus=***" in run.err
@@ -252,7 +250,7 @@ def test_usage_errors_hide_the_url_and_password() -> None:
         (b"220 go\r\n250 injected\r\n", "server sent data after its STARTTLS reply"),
     ],
 )
-def test_starttls_refused_or_broken_exits_3(reply, sentence) -> None:
+def test_starttls_refused_or_broken_exits_3(cli: Cli, reply, sentence) -> None:
     def script(conn: RawConn) -> None:
         conn.send(b"220 hi\r\n")
         conn.readline()
@@ -265,7 +263,7 @@ def test_starttls_refused_or_broken_exits_3(reply, sentence) -> None:
                 return
 
     with RawServer(script) as server:
-        run = run_subprocess(["check", f"smtp://{server.host}:{server.port}?timeout=5"])
+        run = cli(["check", f"smtp://{server.host}:{server.port}?timeout=5"])
     assert run.code == 3, run.both
     assert f"{server.host}:{server.port}" in run.err
     assert sentence in run.err
@@ -284,12 +282,10 @@ def test_password_prompt_at_end_of_stdin_exits_2() -> None:
     assert "Traceback" not in run.err
 
 
-def test_deeply_nested_jsonl_exits_2(tmp_path) -> None:
+def test_deeply_nested_jsonl_exits_2(cli: Cli, tmp_path) -> None:
     path = tmp_path / "deep.jsonl"
     path.write_text("[" * 200_000 + "]" * 200_000 + "\n", "utf-8")
-    run = run_subprocess(
-        ["send", "smtp://127.0.0.1:9?tls=none", "--jsonl", str(path), *FROM]
-    )
+    run = cli(["send", "smtp://127.0.0.1:9?tls=none", "--jsonl", str(path), *FROM])
     assert run.code == 2, run.both
     assert "line 1: nested too deeply" in run.err
     assert "Traceback" not in run.err
@@ -369,3 +365,15 @@ def test_inline_names_that_clash_are_a_usage_error(tmp_path) -> None:
     )
     assert run.code == 2, run.both
     assert "would both be cid:a_b.png; rename one" in run.err
+
+
+def test_password_prompt_that_ends_exits_2_in_process() -> None:
+    def no_input(prompt: str) -> str:
+        raise EOFError
+
+    run = run_inline(
+        ["check", "smtp://alice@127.0.0.1:9?timeout=1", "--prompt-password"],
+        prompt=no_input,
+    )
+    assert run.code == 2, run.both
+    assert "--prompt-password got no password" in run.err

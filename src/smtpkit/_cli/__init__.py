@@ -149,12 +149,10 @@ def _fail(
     sentence = describe(exc)
     advice = advice_for(code)
     url = None if server is None else server.shown_url
-    if is_starttls_failure(exc):
+    if is_starttls_failure(exc) and server is not None:
+        # "STARTTLS refused: 454 ..." names no server: say which one.
         advice = STARTTLS_ADVICE
-        if server is not None:  # "STARTTLS refused: 454 ..." names no server
-            endpoint = f"{server.config.host}:{server.config.port}"
-            if endpoint not in sentence:
-                sentence = f"{endpoint}: {sentence}"
+        sentence = f"{server.config.host}:{server.config.port}: {sentence}"
     if getattr(args, "json", False):
         error = {"type": type(exc).__name__, "message": sentence, "advice": advice}
         document = {"ok": False, "url": url, "exit_code": int(code), "error": error}
