@@ -9,6 +9,7 @@ a refused STARTTLS exits 3; odd input is a usage error, never a traceback;
 
 from __future__ import annotations
 
+import io
 import json
 import signal
 import subprocess
@@ -19,7 +20,10 @@ from pathlib import Path
 
 import pytest
 
+from smtpkit._bulk import NotSentError
 from smtpkit._cli import _compose, send
+from smtpkit._cli._output import Output
+from smtpkit._transports.base import SendResult
 
 from .clirunner import _CLEAN_ENV, Cli, cli_fixture, run_inline, run_subprocess  # noqa: F401 - the fixture
 from .rawserver import RawConn, RawServer
@@ -377,3 +381,12 @@ def test_password_prompt_that_ends_exits_2_in_process() -> None:
     )
     assert run.code == 2, run.both
     assert "--prompt-password got no password" in run.err
+
+
+def test_a_message_never_sent_reads_not_sent() -> None:
+    out = io.StringIO()
+    report = send._Report(Output(out, io.StringIO()), 2)
+    report.add(SendResult(envelope=None, error=NotSentError("not sent"), attempts=0))
+    assert out.getvalue() == "message 1/2: not sent (interrupted before its turn)\n"
+    assert report.failures == [send.ExitCode.FAILED]
+    assert not report.reached_server
