@@ -7,8 +7,10 @@ only thing it says about logging in is the mechanism used.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
 from datetime import datetime
+from types import MappingProxyType
 from typing import Final
 
 __all__ = ["VERIFY_STEPS", "VerifyReport"]
@@ -40,6 +42,8 @@ class VerifyReport:
         extensions: The EHLO extensions (the last EHLO: after STARTTLS, the
             ones offered under TLS), lower-case names as smtplib gives them,
             each with its parameters (``{"size": "35882577", "pipelining": ""}``).
+            A read-only mapping (a copy of what was given), as the report is
+            frozen.
         size_limit: The SIZE limit in bytes (RFC 1870), or None when the server
             announces none (or ``SIZE 0``, which means no fixed limit).
         pipelining: PIPELINING offered (RFC 2920).
@@ -61,7 +65,7 @@ class VerifyReport:
     host: str
     port: int
     banner: str
-    extensions: dict[str, str] = field(default_factory=dict)
+    extensions: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     size_limit: int | None = None
     pipelining: bool = False
     chunking: bool = False
@@ -73,6 +77,22 @@ class VerifyReport:
     certificate_expires: datetime | None = None
     auth_mechanism: str | None = None
     timings: tuple[tuple[str, float], ...] = ()
+
+    def __post_init__(self) -> None:
+        # A copy, read-only: a frozen report that shares or hands out a dict
+        # could still be changed under its holders.
+        extensions = MappingProxyType(dict(self.extensions))
+        object.__setattr__(self, "extensions", extensions)
+
+    def __reduce__(self) -> tuple[type[VerifyReport], tuple[object, ...]]:
+        # A mappingproxy does not pickle: rebuild from a plain dict.
+        values = tuple(
+            dict(self.extensions)
+            if item.name == "extensions"
+            else getattr(self, item.name)
+            for item in fields(self)
+        )
+        return type(self), values
 
     @property
     def total_time(self) -> float:

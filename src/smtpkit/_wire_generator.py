@@ -2,9 +2,9 @@
 
 Two changes to the stdlib generator: 8-bit text carried as surrogate escapes is
 written out as the bytes it stands for, and a multipart boundary is derived
-from the parts it separates instead of drawn at random, so the same message
-renders to the same bytes (``smtpkit.render`` promises that when Message-ID
-and Date are given).
+from the message's Message-ID and Date instead of drawn at random, so the same
+message renders to the same bytes (``smtpkit.render`` promises that when
+Message-ID and Date are given), and a boundary tells nothing about the body.
 """
 
 from __future__ import annotations
@@ -12,7 +12,14 @@ from __future__ import annotations
 import hashlib
 import re
 from email.generator import BytesGenerator
-from typing import Final
+from email.message import Message
+from typing import TYPE_CHECKING, Final
+
+from typing_extensions import Self, override
+
+if TYPE_CHECKING:
+    # typeshed's type of clone()'s file (str, even on BytesGenerator)
+    from _typeshed import SupportsWrite
 
 __all__ = ["WireGenerator"]
 
@@ -22,6 +29,8 @@ _BOUNDARY_HEX: Final = 24  # 96 bits of the digest: "=" * 15 + 24 + "==" is 41 c
 
 class WireGenerator(BytesGenerator):
     """``BytesGenerator`` for the DATA bytes (see the module docstring)."""
+
+    _boundaries: _Boundaries | None = None  # set by the first flatten()
 
     def _encode(self, s: str) -> bytes:  # private stdlib hook
         return s.encode("ascii", "surrogateescape")
@@ -40,21 +49,86 @@ class WireGenerator(BytesGenerator):
         except UnicodeEncodeError:  # nothing was written: the stdlib's own error
             super()._write_lines(lines)  # type: ignore[misc]  # untyped hook
 
-    @classmethod
-    def _make_boundary(cls, text: bytes | str | None = None) -> str:  # stdlib hook
-        """A boundary derived from the parts' bytes, and found nowhere in them.
+    @override
+    def flatten(
+        self, msg: Message, unixfrom: bool = False, linesep: str | None = None
+    ) -> None:
+        if self._boundaries is None:  # the whole message: its clones share this
+            self._boundaries = _Boundaries(msg)
+        super().flatten(msg, unixfrom, linesep)
 
-        A digest of the parts cannot be planted in them (each part would have
-        to contain a digest of itself), and the stdlib's check only looks for
-        whole lines ending in a bare LF, which a CRLF message never has; so
-        the boundary may not occur anywhere in the parts at all (RFC 2046
-        §5.1.1), not just as a line.
-        """
-        data = (text or b"") if not isinstance(text, str) else text.encode()
-        digest = hashlib.sha256(data).hexdigest()[:_BOUNDARY_HEX]
-        boundary = candidate = f"==============={digest}=="
-        counter = 0
-        while candidate.encode() in data:
-            candidate = f"{boundary}.{counter}"
-            counter += 1
-        return candidate
+    @override
+    def clone(self, fp: SupportsWrite[str]) -> Self:  # writes each part
+        clone = super().clone(fp)
+        clone._boundaries = self._boundaries
+        return clone
+
+    def _make_boundary(self, text: bytes | None = None) -> str:  # stdlib hook
+        """The next multipart's boundary (see :class:`_Boundaries`)."""
+        if self._boundaries is None:  # pragma: no cover - flatten() sets it first
+            self._boundaries = _Boundaries(Message())
+        return self._boundaries.make(text or b"")
+
+
+class _Boundaries:
+    """The multipart boundaries of one message: public data in, no body out.
+
+    A boundary is written in a header, so it must not be derived from the body:
+    any function of the body and public data lets a reader of the headers test
+    guesses of a short secret in it (a 6-digit login code falls to a million
+    hashes).  Each one is a digest of the Message-ID, the Date and the
+    multipart's position in the tree (children come first, so positions follow
+    the order the generator finishes them), which the headers show anyway: the
+    same message renders to the same bytes, and a generated (random) Message-ID
+    makes the boundaries unpredictable too.
+
+    A body may still hold the boundary (a crafted one, or a forwarded copy of
+    this very message): the boundary may occur nowhere in the parts it
+    separates (RFC 2046 §5.1.1; not only as a whole line, since the stdlib's
+    check looks only for lines ending in a bare LF, which a CRLF message never
+    has), and smtpkit also keeps it out of every other part and boundary of
+    the message (an attached message/rfc822 keeps its own boundaries), so a
+    digest of the next attempt number is tried until one is free.  Which
+    attempt wins depends on the body only when the body holds the earlier
+    candidates, which its author must already know.
+    """
+
+    __slots__ = ("_payloads", "_position", "_seed", "_taken")
+
+    def __init__(self, msg: Message) -> None:
+        message_id = str(msg.get("Message-ID", ""))
+        date = str(msg.get("Date", ""))
+        self._seed = f"smtpkit boundary\0{message_id}\0{date}".encode(
+            "utf-8", "surrogateescape"
+        )
+        self._position = 0
+        # The boundaries given so far are taken, and so is any text in a part's
+        # payload: an attached message/rfc822 is a payload string here, with
+        # boundaries of its own that a sibling multipart must not reuse.
+        # (smtpkit builds every multipart itself: none has a boundary yet.)
+        self._taken: set[str] = set()
+        self._payloads = [
+            payload
+            for part in msg.walk()
+            if isinstance(payload := part.get_payload(), str)
+        ]
+
+    def make(self, content: bytes) -> str:
+        """A boundary for the next multipart, found nowhere in its *content*."""
+        position, self._position = self._position, self._position + 1
+        attempt = 0
+        while True:
+            key = b"%s\0%d\0%d" % (self._seed, position, attempt)
+            digest = hashlib.sha256(key).hexdigest()[:_BOUNDARY_HEX]
+            candidate = f"==============={digest}=="
+            if not self._is_taken(candidate, content):
+                self._taken.add(candidate)
+                return candidate
+            attempt += 1
+
+    def _is_taken(self, candidate: str, content: bytes) -> bool:
+        return (
+            candidate in self._taken
+            or candidate.encode() in content
+            or any(candidate in payload for payload in self._payloads)
+        )

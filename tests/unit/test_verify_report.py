@@ -4,6 +4,7 @@ and the report parts that need no socket (SIZE parsing, timings)."""
 from __future__ import annotations
 
 import json
+import pickle
 from datetime import datetime, timezone
 
 import pytest
@@ -235,3 +236,28 @@ def test_auth_refusal_of_a_known_provider_leaves_the_hint_to_the_error():
     error = AuthenticationError(reply, command="AUTH", message=text)
     assert error.hint is not None
     assert str(error) == f"{text}; hint: {error.hint}"
+
+
+# -- review fix-11a: one report per call, and a frozen report that stays so --------
+
+
+def test_fake_verify_returns_a_fresh_report_each_call() -> None:
+    transport = FakeTransport()
+    first, second = transport.verify(), transport.verify()
+    assert first is not second
+    assert first == second
+    with pytest.raises(TypeError):
+        first.extensions["size"] = "1"  # type: ignore[index]  # read-only: the point
+    assert second.extensions["size"] == "52428800"
+    assert pickle.loads(pickle.dumps(first)) == first  # noqa: S301 - our own bytes
+
+
+def test_report_extensions_are_a_read_only_copy() -> None:
+    given = {"size": "100"}
+    report = VerifyReport(host="h", port=25, banner="b", extensions=given)
+    given["size"] = "1"
+    assert report.extensions == {"size": "100"}
+    with pytest.raises(TypeError):
+        report.extensions["x"] = ""  # type: ignore[index]  # read-only: the point
+    assert report.as_dict()["extensions"] == {"size": "100"}
+    assert VerifyReport(host="h", port=25, banner="b").extensions == {}

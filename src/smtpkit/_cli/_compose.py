@@ -10,20 +10,24 @@ from __future__ import annotations
 import argparse
 import email
 import json
+import re
 import sys
 from collections.abc import Sequence
 from email.message import Message as MIMEMessage
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Final
 
 from pydantic import ValidationError
 
 from .._message import Attachment, Envelope, Message
+from .._render import render
 from ._exit import UsageError
 
 __all__ = ["add_message_arguments", "build_message", "read_eml", "read_jsonl"]
 
 _STDIN = "-"
+# What a Content-ID made from a file name may not hold as is (see content_id_for).
+_CID_UNSAFE_RE: Final = re.compile(r'[^!-~]|[<>%"]')
 
 
 def add_message_arguments(parser: argparse.ArgumentParser) -> None:
@@ -63,7 +67,11 @@ def add_message_arguments(parser: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         metavar="FILE",
-        help="an inline image, referenced from the HTML as cid:NAME (NAME: the file's name)",
+        help=(
+            "an inline image, referenced from the HTML as cid:NAME: the file's "
+            'name with each space, non-ASCII character and <>%%" made _ '
+            "(my logo.png: cid:my_logo.png)"
+        ),
     )
 
 
@@ -87,10 +95,23 @@ def _read_text(path: str, stdin: BinaryIO | None = None) -> str:
     raise UsageError(msg)
 
 
+def content_id_for(name: str) -> str:
+    """The Content-ID ``--inline`` gives a file: its name, made a valid one.
+
+    A Content-ID is printable ASCII without spaces or ``<>``; every other
+    character (and ``%``, which a ``cid:`` URL decodes, RFC 2392) becomes
+    ``_``, so ``my logo.png`` is ``cid:my_logo.png`` in the HTML, the same
+    string whether a mail client decodes the URL or not.
+    """
+    return _CID_UNSAFE_RE.sub("_", name)
+
+
 def _attachment(path: str, *, inline: bool) -> Attachment:
     name = Path(path).name
     content = _read_bytes(path)
-    return Attachment(name, content, content_id=name if inline else None)
+    return Attachment(
+        name, content, content_id=content_id_for(name) if inline else None
+    )
 
 
 def has_content_options(args: argparse.Namespace) -> bool:
@@ -116,10 +137,17 @@ def build_message(
     html = None if args.html is None else _read_text(args.html, stdin)
     if text is None and html is None and not args.attach:
         text = ""  # a test message may be empty; it still needs a body part
-    attachments = [
-        *(_attachment(path, inline=False) for path in args.attach),
-        *(_attachment(path, inline=True) for path in args.inline),
-    ]
+    inline = [_attachment(path, inline=True) for path in args.inline]
+    named: dict[str | None, str] = {}
+    for path, part in zip(args.inline, inline, strict=True):
+        if part.content_id in named:
+            msg = (
+                f"--inline {named[part.content_id]} and {path} would both be "
+                f"cid:{part.content_id}; rename one"
+            )
+            raise UsageError(msg)
+        named[part.content_id] = path
+    attachments = [*(_attachment(path, inline=False) for path in args.attach), *inline]
     return Message(
         sender=args.sender,
         to=args.to,
@@ -155,8 +183,8 @@ def read_eml(path: str) -> MIMEMessage:
 def read_jsonl(path: str, *, sender: str | None) -> list[Message]:
     """Read one ``Message`` per line (JSON objects); ``sender`` fills a missing one.
 
-    Every line is checked before anything is sent, so a typo on line 900 does
-    not stop a run half way.
+    Every line is checked, and rendered, before anything is sent, so a typo
+    or a header that cannot be written on line 900 does not stop a run half way.
 
     Raises:
         UsageError: The file cannot be read, or a line is not a valid message
@@ -170,10 +198,15 @@ def read_jsonl(path: str, *, sender: str | None) -> list[Message]:
             data = json.loads(line)
             if isinstance(data, dict) and "sender" not in data and sender:
                 line = json.dumps({**data, "sender": sender})  # noqa: PLW2901
-            messages.append(Message.model_validate_json(line))
-        except ValueError as exc:  # JSON syntax, or pydantic's ValidationError
+            message = Message.model_validate_json(line)
+            render(message)  # what a send would do first: it must not fail later
+            messages.append(message)
+        except ValueError as exc:  # JSON syntax, pydantic's ValidationError,
+            # InvalidMessageError (a ValueError too)
             problem = _first_problem(exc) if isinstance(exc, ValidationError) else exc
             error = f"{path}, line {number}: {problem}"
+        except RecursionError:  # json nests deeper than Python recurses
+            error = f"{path}, line {number}: nested too deeply"
         else:
             continue
         raise UsageError(error)

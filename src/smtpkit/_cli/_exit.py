@@ -8,7 +8,9 @@ configuration and connection errors one more line of advice.
 
 from __future__ import annotations
 
+import contextlib
 import enum
+from collections.abc import Iterator
 
 from pydantic import ValidationError
 
@@ -20,11 +22,21 @@ from .._exceptions import (
     InvalidMessageError,
     NetworkError,
     NotSupportedError,
+    SMTPKitError,
     SMTPTimeoutError,
     TLSError,
+    TransportError,
 )
 
-__all__ = ["ExitCode", "UsageError", "advice_for", "exit_code_for"]
+__all__ = [
+    "STARTTLS_ADVICE",
+    "ExitCode",
+    "UsageError",
+    "advice_for",
+    "exit_code_for",
+    "input_errors",
+    "is_starttls_failure",
+]
 
 
 class ExitCode(enum.IntEnum):
@@ -40,6 +52,27 @@ class ExitCode(enum.IntEnum):
 
 class UsageError(Exception):
     """A command-line mistake the parser cannot see: a missing file, no URL."""
+
+
+@contextlib.contextmanager
+def input_errors(what: str) -> Iterator[None]:
+    """Turn any unforeseen error while reading *what* into a ``UsageError``.
+
+    The input is the user's (files, options, stdin): whatever it makes the
+    parsers raise (a ``RecursionError`` from deep JSON, an ``OSError`` from a
+    device) is a usage error, exit 2, not a traceback.  smtpkit's and
+    pydantic's own errors pass through with their exit codes.
+    """
+    try:
+        yield
+    except (UsageError, SMTPKitError, ValidationError):
+        raise
+    except RecursionError:
+        msg = f"cannot read {what}: it is nested too deeply"
+        raise UsageError(msg) from None
+    except Exception as exc:
+        msg = f"cannot read {what}: {type(exc).__name__}: {exc}"
+        raise UsageError(msg) from None
 
 
 # Checked in order: the first class that matches decides.
@@ -64,8 +97,23 @@ _CODES: tuple[tuple[tuple[type[BaseException], ...], ExitCode], ...] = (
 _NOT_SUPPORTED = {"AUTH": ExitCode.AUTH, "STARTTLS": ExitCode.CONNECT}
 
 
+def is_starttls_failure(exc: BaseException) -> bool:
+    """True when STARTTLS was refused (454) or broken (bytes before the handshake).
+
+    Not a failed handshake (``TLSError``, with its own advice), nor a server
+    that does not offer STARTTLS at all.
+    """
+    return (
+        isinstance(exc, TransportError)
+        and exc.command == "STARTTLS"
+        and not isinstance(exc, (TLSError, NotSupportedError))
+    )
+
+
 def exit_code_for(exc: BaseException) -> ExitCode:
     """Return the exit code for an error that ended a command."""
+    if is_starttls_failure(exc):
+        return ExitCode.CONNECT  # a TLS failure, whatever the server replied
     if isinstance(exc, NotSupportedError):
         return _NOT_SUPPORTED.get(exc.command or "", ExitCode.FAILED)
     for classes, code in _CODES:
@@ -83,6 +131,13 @@ _ADVICE = {
         "(STARTTLS) for 587; a firewall may block outgoing SMTP"
     ),
 }
+
+
+STARTTLS_ADVICE = (
+    "the server would not start TLS: a 454 is temporary, so try again later; "
+    "if the server offers implicit TLS, use smtps:// (port 465); never send "
+    "the password with tls=none"
+)
 
 
 def advice_for(code: ExitCode) -> str | None:

@@ -95,7 +95,14 @@ def load_server(
                 f"(smtp://USER@HOST) or set ${ENV_USERNAME}"
             )
             raise UsageError(msg)
-        fields["password"] = prompt(f"Password for {fields['username']}: ")
+        try:
+            fields["password"] = prompt(f"Password for {fields['username']}: ")
+        except EOFError:  # no terminal and stdin at its end: nothing was typed
+            msg = (
+                "--prompt-password got no password (stdin ended, no terminal): run "
+                f"it in a terminal, or set ${ENV_PASSWORD} instead"
+            )
+            raise UsageError(msg) from None
     else:
         fields.setdefault("password", environ.get(ENV_PASSWORD) or None)
     output.hide(fields["password"])

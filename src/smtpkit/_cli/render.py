@@ -8,7 +8,7 @@ from pathlib import Path
 
 from .. import render
 from ._compose import add_message_arguments, build_message
-from ._exit import ExitCode, UsageError
+from ._exit import ExitCode, UsageError, input_errors
 from ._output import Output
 from ._preview import NoHTMLError, preview_html
 
@@ -61,7 +61,8 @@ def run(args: argparse.Namespace, output: Output) -> ExitCode:
         UsageError: A file cannot be read or written, or there is no HTML to preview.
         pydantic.ValidationError: The message options are invalid.
     """
-    message = build_message(args)
+    with input_errors("the message files"):
+        message = build_message(args)
     data = render(message, message_id_domain=args.message_id_domain)
     preview = None
     if args.preview is not None:

@@ -6,8 +6,8 @@ import argparse
 import textwrap
 from collections.abc import Callable
 
-from .._bulk import BulkProgress
-from .._exceptions import RecipientsRefusedError
+from .._bulk import BulkProgress, NotSentError
+from .._exceptions import RecipientsRefusedError, TransportError
 from .._mailer import BulkItem, Mailer
 from .._transports.base import SendResult
 from ._compose import (
@@ -18,7 +18,7 @@ from ._compose import (
     read_eml,
     read_jsonl,
 )
-from ._exit import ExitCode, UsageError, advice_for, exit_code_for
+from ._exit import ExitCode, UsageError, advice_for, exit_code_for, input_errors
 from ._output import Output
 from ._server import Server, add_server_arguments
 
@@ -33,9 +33,11 @@ examples:
   smtpkit send "$SMTP_URL" --eml saved.eml --from me@example.com --to you@example.com
   smtpkit send "$SMTP_URL" --jsonl campaign.jsonl --from news@example.com
 
-exit codes: 0 every recipient accepted; 1 a message or recipient was refused
-(or another SMTP failure); 2 bad URL, options or files (nothing sent); 3 cannot
-connect or TLS failed; 4 the server refused the credentials.
+exit codes: 0 every recipient accepted; 1 a message or recipient was refused,
+its delivery is unknown (the connection dropped after the data was sent: check
+before resending), or another SMTP failure; 2 bad URL, options or files (nothing
+sent); 3 cannot connect or TLS failed; 4 the server refused the credentials;
+130 interrupted (Ctrl-C): every message's result is printed first.
 """
 
 
@@ -89,26 +91,46 @@ def collect(args: argparse.Namespace) -> list[BulkItem]:
 
 
 def run(args: argparse.Namespace, output: Output, server: Server) -> ExitCode:
-    """Send and print every recipient's result; return the exit code."""
-    items = collect(args)
+    """Send and print every recipient's result; return the exit code.
+
+    Ctrl-C stops reading and waits for the sends already on the wire (a second
+    one stops waiting), then prints every message's result: the ones delivered
+    meanwhile, those whose delivery is unknown, and those never sent.
+    """
+    with input_errors("the message files"):
+        items = collect(args)
     progress = _progress(output) if output.is_tty and len(items) > 1 else None
-    failures: list[ExitCode] = []
+    report = _Report(output, len(items))
+    interrupted = False
     with Mailer(server.config) as mailer:
-        for number, result in enumerate(
-            mailer.send_iter(items, on_progress=progress), start=1
-        ):
-            if progress is not None:
-                output.status("")
-            failures += _report(output, number, len(items), result)
+        stream = mailer.send_iter(items, on_progress=progress)
+        try:
+            with stream:
+                for result in stream:
+                    if progress is not None:
+                        output.status("")
+                    report.add(result)
+        except KeyboardInterrupt:
+            interrupted = True
+        for result in stream.leftover:  # empty unless the run was interrupted
+            report.add(result)
     if progress is not None:
         output.stderr.write("\n")
     output.err(f"url: {server.shown_url}")
-    if not failures:
+    if interrupted:
+        output.err(
+            f"interrupted: {report.count} of {len(items)} message(s) reported above; "
+            "those 'not sent' never reached the server and can be sent again"
+        )
+        return ExitCode.INTERRUPTED
+    if not report.failures:
         return ExitCode.OK
     # The most specific failure decides: a login or connection problem is what
     # the user must fix first; a refused recipient is 1.
-    code = max(failures, key=lambda c: (c is not ExitCode.FAILED, c))
-    advice = advice_for(code)
+    code = max(report.failures, key=lambda c: (c is not ExitCode.FAILED, c))
+    # "Check the host" or "nothing was sent" would be wrong once a message
+    # reached the server.
+    advice = None if report.reached_server else advice_for(code)
     if advice is not None:
         output.err(f"what to do: {advice}")
     return code
@@ -122,32 +144,56 @@ def _progress(output: Output) -> Callable[[BulkProgress], None]:
     return show
 
 
-def _report(
-    output: Output, number: int, total: int, result: SendResult
-) -> list[ExitCode]:
-    """Print one message's outcome; return the exit codes of what failed in it."""
-    label = f"message {number}/{total}" if total > 1 else "message"
-    if result.message_id:
-        label = f"{label} {result.message_id}"
-    error = result.error
-    if isinstance(error, RecipientsRefusedError):
-        output.out(f"{label}: not sent, every recipient refused")
-        for address, reply in error.refused.items():
-            output.out(f"  refused  {address}: {reply}")
-        return [ExitCode.FAILED]
-    if error is not None and not result.recipients:
-        output.out(f"{label}: failed: {error}")
-        return [exit_code_for(error)]
-    queued = "" if result.reply is None else f": {result.reply}"
-    output.out(f"{label}: sent{queued}")
-    failed: list[ExitCode] = []
-    for recipient in result.recipients.values():
-        word = "accepted" if recipient.accepted else "refused "
-        hint = f" (hint: {recipient.hint})" if recipient.hint else ""
-        output.out(f"  {word} {recipient.address}: {recipient.reply}{hint}")
-        if not recipient.accepted:
-            failed.append(ExitCode.FAILED)
-    if error is not None:
-        output.out(f"  then failed: {error}")
-        failed.append(exit_code_for(error))
-    return failed
+class _Report:
+    """Prints each message's outcome and remembers what the exit code needs."""
+
+    def __init__(self, output: Output, total: int) -> None:
+        self._output = output
+        self._total = total
+        self.count = 0
+        self.failures: list[ExitCode] = []
+        self.reached_server = False  # a transaction got as far as the recipients
+
+    def add(self, result: SendResult) -> None:
+        """Print one message's outcome."""
+        self.count += 1
+        output = self._output
+        label = f"message {self.count}/{self._total}" if self._total > 1 else "message"
+        if result.message_id:
+            label = f"{label} {result.message_id}"
+        error = result.error
+        if isinstance(error, RecipientsRefusedError):
+            self.reached_server = True
+            output.out(f"{label}: not sent, every recipient refused")
+            for address, reply in error.refused.items():
+                output.out(f"  refused  {address}: {reply}")
+            self.failures.append(ExitCode.FAILED)
+            return
+        if isinstance(error, NotSentError):
+            output.out(f"{label}: not sent (interrupted before its turn)")
+            self.failures.append(ExitCode.FAILED)
+            return
+        if isinstance(error, TransportError) and error.delivery_unknown:
+            self.reached_server = True
+            output.out(
+                f"{label}: delivery unknown: the server may have accepted it; "
+                f"check before resending ({error})"
+            )
+            self.failures.append(ExitCode.FAILED)
+            return
+        if error is not None and not result.recipients:
+            output.out(f"{label}: failed: {error}")
+            self.failures.append(exit_code_for(error))
+            return
+        queued = "" if result.reply is None else f": {result.reply}"
+        output.out(f"{label}: sent{queued}")
+        for recipient in result.recipients.values():
+            word = "accepted" if recipient.accepted else "refused "
+            hint = f" (hint: {recipient.hint})" if recipient.hint else ""
+            output.out(f"  {word} {recipient.address}: {recipient.reply}{hint}")
+            self.reached_server = True
+            if not recipient.accepted:
+                self.failures.append(ExitCode.FAILED)
+        if error is not None:
+            output.out(f"  then failed: {error}")
+            self.failures.append(exit_code_for(error))

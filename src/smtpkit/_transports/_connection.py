@@ -31,6 +31,7 @@ from .._exceptions import (
     SMTPTimeoutError,
     TLSError,
 )
+from .._redaction import SecretForms
 from .._reply import SMTPReply, parse_reply, parse_reply_line
 from ._hints import is_tls_refusal, looks_like_tls
 
@@ -139,6 +140,8 @@ class SMTPConnection(smtplib.SMTP):
         self.written = 0  # bytes of the last send_raw that reached the kernel
         self.is_tls = False
         self.logged_in = False  # set by the transport after a successful AUTH
+        # During AUTH: the credentials as sent, kept out of the logged replies.
+        self.reply_forms: SecretForms | None = None
         # A MAIL got 250 here: the server takes transactions on this session, so
         # a BDAT chunk may follow MAIL and RCPT unanswered (see _session.py).
         self.mail_accepted = False
@@ -501,9 +504,15 @@ class SMTPConnection(smtplib.SMTP):
         return self._got_reply(code, b"\n".join(lines))
 
     def _got_reply(self, code: int, text: bytes) -> tuple[int, bytes]:
-        """Log a complete reply and note when the connection was last used."""
+        """Log a complete reply and note when the connection was last used.
+
+        During AUTH, :attr:`reply_forms` hides what the server may quote back.
+        """
         if logger.isEnabledFor(logging.DEBUG):
-            logger.debug("<<< %s %s", code, text.decode("utf-8", "replace"))
+            shown = text.decode("utf-8", "replace")
+            if self.reply_forms is not None:
+                shown = self.reply_forms.redact(shown)
+            logger.debug("<<< %s %s", code, shown)
         self.last_used = time.monotonic()
         return code, text
 

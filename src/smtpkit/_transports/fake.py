@@ -47,31 +47,34 @@ an exception to raise, or None for "250 OK"."""
 
 Handler = Callable[[Envelope, bytes], Outcome]
 
-_FAKE_REPORT = VerifyReport(
-    host="fake.invalid",
-    port=587,
-    banner="fake.invalid ESMTP smtpkit FakeTransport",
-    extensions={
-        "size": "52428800",
-        "pipelining": "",
-        "8bitmime": "",
-        "enhancedstatuscodes": "",
-        "smtputf8": "",
-        "chunking": "",
-        "auth": "PLAIN LOGIN",
-    },
-    size_limit=52428800,
-    pipelining=True,
-    chunking=True,
-    smtputf8=True,
-    starttls_used=True,
-    tls_version="TLSv1.3",
-    cipher="TLS_AES_256_GCM_SHA384",
-    certificate_subject="CN=fake.invalid",
-    certificate_expires=None,
-    auth_mechanism="PLAIN",
-    timings=tuple((step, 0.0) for step in VERIFY_STEPS),
-)
+
+def _fake_report() -> VerifyReport:
+    """A fresh report of a server that offers everything (one per call)."""
+    return VerifyReport(
+        host="fake.invalid",
+        port=587,
+        banner="fake.invalid ESMTP smtpkit FakeTransport",
+        extensions={
+            "size": "52428800",
+            "pipelining": "",
+            "8bitmime": "",
+            "enhancedstatuscodes": "",
+            "smtputf8": "",
+            "chunking": "",
+            "auth": "PLAIN LOGIN",
+        },
+        size_limit=52428800,
+        pipelining=True,
+        chunking=True,
+        smtputf8=True,
+        starttls_used=True,
+        tls_version="TLSv1.3",
+        cipher="TLS_AES_256_GCM_SHA384",
+        certificate_subject="CN=fake.invalid",
+        certificate_expires=None,
+        auth_mechanism="PLAIN",
+        timings=tuple((step, 0.0) for step in VERIFY_STEPS),
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -236,7 +239,7 @@ class FakeTransport(Transport):
                 msg = "the transport is closed"
                 raise ClosedError(msg)
             self.verifications += 1
-        return _FAKE_REPORT
+        return _fake_report()
 
     @override
     def close(self) -> None:
