@@ -15,7 +15,6 @@ from smtpkit import Envelope, Mailer, SendResult, SMTPConfig, SMTPKitError
 from ._convert import to_smtpkit
 from ._errors import as_django_error
 from ._settings import resolve_settings
-from ._shared import shared_mailer
 
 __all__ = ["SMTPKIT_RESULT", "EmailBackend"]
 
@@ -106,7 +105,7 @@ class EmailBackend(BaseEmailBackend):
     @property
     def mailer(self) -> Mailer:
         """This process's shared mailer for these settings (built on first use)."""
-        return shared_mailer(self._settings.key, self._settings.make_mailer)
+        return self._settings.shared_mailer()
 
     @override
     def open(self) -> bool:
