@@ -15,6 +15,7 @@ from django.core.mail import EmailMessage, EmailMultiAlternatives, get_connectio
 from django.utils.translation import gettext_lazy
 
 import smtpkit
+from smtpkit._email_message import _renders_itself
 from smtpkit.contrib.django import SMTPKIT_RESULT, EmailBackend
 
 from ..integration.smtpd import free_port
@@ -347,3 +348,21 @@ def test_a_broken_utf8_address_field_is_an_invalid_address(server):
     with pytest.raises(ValueError, match="Invalid address"):
         message.send(fail_silently=True)
     assert server.messages == []
+
+
+def test_djangos_mime_classes_are_written_by_smtpkit_not_their_as_bytes():
+    # Django's as_bytes takes no policy (only a line ending): it is the one class
+    # family written through the generator; any other such class renders itself.
+    built = EmailMultiAlternatives("S", "B", "f@example.com", ["t@example.com"])
+    built.attach_alternative("<p>h</p>", "text/html")
+    message = built.message()
+    assert type(message).as_bytes.__module__.startswith("django.core.mail")
+    assert not _renders_itself(message)
+    assert all(not _renders_itself(part) for part in message.walk())
+
+    class Own(StdMessage):
+        def as_bytes(self, unixfrom: bool = False) -> bytes:  # type: ignore[override]
+            return super().as_bytes(unixfrom)
+
+    assert _renders_itself(Own())
+    assert not _renders_itself(StdMessage())
