@@ -132,7 +132,8 @@ class EmailBackend(BaseEmailBackend):
         refusal is logged at WARNING (without addresses) and is in the
         message's ``smtpkit_result``.  A message nothing was delivered for is
         not counted; unless ``fail_silently``, its error is raised after the
-        other messages were sent.
+        other messages were sent.  Its ``smtpkit_result`` has no recipients
+        (``refused`` is empty): the failure is its ``error``.
 
         Raises:
             ValueError: An address is invalid (before anything is sent).
