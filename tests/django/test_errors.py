@@ -103,16 +103,20 @@ def test_a_message_smtpkit_refuses_raises_an_smtplib_exception(server):
     assert len(server.messages) == 1
 
 
-def test_a_closed_mailer_raises_an_smtplib_exception(server):
+@pytest.mark.parametrize("count", [1, 2])  # Mailer.send, Mailer.send_many
+def test_a_closed_mailer_raises_an_smtplib_exception(server, count):
     backend = EmailBackend()
     backend.mailer.close()
-    message = EmailMessage("S", "B", "from@example.com", ["to@example.com"])
+    messages = [
+        EmailMessage("S", "B", "from@example.com", ["to@example.com"])
+        for _ in range(count)
+    ]
     with pytest.raises(smtplib.SMTPException, match="closed") as caught:
-        backend.send_messages([message])
+        backend.send_messages(messages)
     assert isinstance(caught.value, smtpkit.ClosedError)
     assert isinstance(caught.value, RuntimeError)
     assert isinstance(caught.value.__cause__, smtpkit.ClosedError)
-    assert EmailBackend(fail_silently=True).send_messages([message]) == 0
+    assert EmailBackend(fail_silently=True).send_messages(messages) == 0
     assert server.messages == []
 
 

@@ -341,10 +341,17 @@ def test_utf8_local_parts_rewrite_only_their_field_keeping_its_structure(
     assert "From: from@example.com" in lines  # an ASCII field is left alone
 
 
-def test_a_broken_utf8_address_field_is_an_invalid_address(server):
-    message = EmailMessage(
-        "S", "B", "from@example.com", ["x@example.com"], reply_to=["用户@"]
-    )
+@pytest.mark.parametrize(
+    "values",
+    [
+        {"reply_to": ["用户@"]},  # Django refuses it itself
+        # Django writes "=?utf-8?b?55So5oi3?=@example.comextra"; smtpkit refuses.
+        {"headers": {"Reply-To": "用户@example.com extra"}},
+        {"headers": {"Reply-To": "Ann <用户@example.com"}},
+    ],
+)
+def test_a_broken_utf8_address_field_is_an_invalid_address(server, values):
+    message = EmailMessage("S", "B", "from@example.com", ["x@example.com"], **values)
     with pytest.raises(ValueError, match="Invalid address"):
         message.send(fail_silently=True)
     assert server.messages == []

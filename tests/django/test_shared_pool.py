@@ -15,7 +15,7 @@ from django.test.utils import override_settings
 
 import smtpkit
 from smtpkit.auth import XOAuth2Auth
-from smtpkit.contrib.django import EmailBackend, close_shared_mailers
+from smtpkit.contrib.django import EmailBackend, _shared, close_shared_mailers
 from smtpkit.contrib.django._shared import registry_key
 
 from ..integration.smtpd import TOKENS, Server, check_password
@@ -240,3 +240,16 @@ def test_registry_keys_compare_by_value_down_to_leaves_compared_by_identity():
     assert registry_key({1, 2}) == registry_key({2, 1}) == frozenset({1, 2})
     assert registry_key(HashRaises()) != registry_key(HashRaises())
     assert registry_key("plain") == "plain"
+
+
+def test_the_fork_hook_abandons_the_parents_mailers_without_closing_them(server):
+    # What os.register_at_fork runs in a child (the subprocess test above runs
+    # it for real, outside this process's coverage).
+    parent = EmailBackend().mailer
+    assert EmailBackend().send_messages([message("before")]) == 1
+    _shared._forget_after_fork()
+    try:
+        assert EmailBackend().mailer is not parent
+        assert "QUIT" not in server.handler.commands  # the parent's session lives
+    finally:
+        parent.close()
