@@ -386,22 +386,45 @@ def render_email(msg: MIMEMessage, envelope: Envelope) -> tuple[Envelope, bytes]
         msg_text = f"the message cannot be rendered: {exc}"
         raise InvalidMessageError(msg_text) from exc
     _check_lines(data)
-    _check_rendered(msg, data, addresses)
+    try:
+        _check_rendered(msg, data, addresses)
+    except InvalidMessageError as exc:
+        if not _renders_itself(msg):
+            raise
+        msg_text = (
+            f"{type(msg).__name__}.as_bytes() wrote other header fields or "
+            "addresses than the message holds (a signature it adds?); smtpkit "
+            "sends only what it can check against the message: render and sign "
+            "it yourself and send the bytes, mailer.send(data, envelope=...)"
+        )
+        raise InvalidMessageError(msg_text) from exc
     return envelope, normalize_line_endings(data)  # a body may end without one
 
 
 def _flatten(msg: MIMEMessage, policy: email_policy.Policy) -> bytes:
-    """Write *msg* as ``msg.as_bytes(policy=...)`` does.
+    """Write *msg* as ``msg.as_bytes(policy=...)`` does, or with its class's own rendering.
 
     Django's MIME classes (``SafeMIMEText``...) override ``as_bytes`` without the
-    ``policy`` argument, so that call failed for every Django message; such a
-    class is written through the generator, as the stdlib's ``as_bytes`` would.
+    ``policy`` argument, only to choose the line ending; they are written through
+    the generator, as the stdlib's ``as_bytes`` would.  Any other class whose
+    ``as_bytes`` takes no ``policy`` renders itself (it may add a signature):
+    its ``as_bytes()`` is called and the caller checks and normalises the bytes
+    like any others (see ``_renders_itself``).
     """
-    if _takes_policy(type(msg).as_bytes):
+    as_bytes = type(msg).as_bytes
+    if _takes_policy(as_bytes):
         return msg.as_bytes(policy=policy)
+    if not _is_djangos(as_bytes):
+        return msg.as_bytes()
     out = io.BytesIO()
     BytesGenerator(out, mangle_from_=False, policy=policy).flatten(msg)
     return out.getvalue()
+
+
+def _renders_itself(msg: MIMEMessage) -> bool:
+    """Whether *msg* is written by its class's own ``as_bytes()``, policy unused."""
+    as_bytes = type(msg).as_bytes
+    return not _takes_policy(as_bytes) and not _is_djangos(as_bytes)
 
 
 @functools.cache
@@ -415,6 +438,12 @@ def _takes_policy(as_bytes: Callable[..., bytes]) -> bool:
         p.name == "policy" or p.kind is inspect.Parameter.VAR_KEYWORD
         for p in parameters
     )
+
+
+def _is_djangos(as_bytes: Callable[..., bytes]) -> bool:
+    """Whether *as_bytes* is Django's (its ``MIMEMixin``, in ``django.core.mail``)."""
+    module = getattr(as_bytes, "__module__", None) or ""
+    return module == "django.core.mail" or module.startswith("django.core.mail.")
 
 
 def _check_rendered(

@@ -15,6 +15,7 @@ from django.core.mail import EmailMessage, EmailMultiAlternatives, get_connectio
 from django.utils.translation import gettext_lazy
 
 import smtpkit
+from smtpkit._email_message import _renders_itself
 from smtpkit.contrib.django import SMTPKIT_RESULT, EmailBackend
 
 from ..integration.smtpd import free_port
@@ -253,3 +254,122 @@ def test_message_header_injection_is_refused_by_django_first(server):
     with pytest.raises(ValueError, match="newline"):
         EmailMessage("S\r\nBcc: x@y", "B", "f@example.com", ["t@example.com"]).send()
     assert server.messages == []
+
+
+@pytest.mark.parametrize(
+    "to_header",
+    [
+        "undisclosed-recipients:;",
+        "Customers: ;",
+        "list@example.com (Our list)",
+        "Friends: ann@example.com;",
+    ],
+)
+def test_ascii_address_headers_are_sent_as_django_wrote_them(server, to_header):
+    message = EmailMessage(
+        "Newsletter",
+        "body",
+        "news@example.com",
+        bcc=["a@example.com", "b@example.com"],
+        headers={"To": to_header},
+    )
+    assert message.send() == 1
+    [received] = server.messages
+    assert received.rcpt_tos == ["a@example.com", "b@example.com"]
+    assert f"\r\nTo: {to_header}\r\n".encode() in received.data
+    assert b"Bcc" not in received.data
+
+
+def test_an_empty_address_is_refused_as_a_message_not_an_invalid_address(server):
+    # '"Sales" <>' is no RFC 5322 address: smtpkit's check of the rendered
+    # headers refuses the message (typed, fail_silently honoured), and the other
+    # messages still go out.  The backend's own conversion no longer trips on it.
+    bad = EmailMessage(
+        "S", "B", "f@example.com", bcc=["a@example.com"], headers={"To": '"Sales" <>'}
+    )
+    good = EmailMessage("S", "B", "f@example.com", ["b@example.com"])
+    with pytest.raises(smtpkit.InvalidMessageError, match="null addr-spec") as caught:
+        EmailBackend().send_messages([bad, good])
+    assert isinstance(caught.value, smtplib.SMTPException)
+    assert [m.rcpt_tos for m in server.messages] == [["b@example.com"]]
+    assert EmailBackend(fail_silently=True).send_messages([bad]) == 0
+
+
+@pytest.mark.parametrize(
+    ("values", "header"),
+    [
+        (  # a group keeps its name; the other group member stays
+            {
+                "to": ["用户@example.com"],
+                "headers": {"To": "team: 用户@example.com, b@x.org;"},
+            },
+            "To: team: 用户@example.com, b@x.org;",
+        ),
+        (  # a comment stays a comment (not a display name)
+            {
+                "to": ["x@example.com"],
+                "headers": {"Reply-To": "用户@example.com (desk)"},
+            },
+            "Reply-To: 用户@example.com (desk)",
+        ),
+        (  # quoted names with commas and parentheses stay quoted
+            {
+                "to": ["用户@example.com"],
+                "headers": {"To": '"Doe, J" <用户@example.com>, "Ann (x)" <a@x.org>'},
+            },
+            'To: "Doe, J" <用户@example.com>, "Ann (x)" <a@x.org>',
+        ),
+        (  # a field with a non-ASCII name only is Django's (an encoded word)
+            {"to": ["用户@example.com"], "cc": ["Jöhn <j@example.com>"]},
+            "Cc: =?utf-8?b?SsO2aG4=?= <j@example.com>",
+        ),
+        (  # list attributes: each value as written
+            {"to": ['"Doe, J" <用户@example.com>', "Jöhn <o@example.com>"]},
+            'To: "Doe, J" <用户@example.com>, Jöhn <o@example.com>',
+        ),
+    ],
+)
+def test_utf8_local_parts_rewrite_only_their_field_keeping_its_structure(
+    server, values, header
+):
+    message = EmailMessage("S", "B", "from@example.com", **values)
+    assert message.send() == 1
+    [received] = server.messages
+    assert "SMTPUTF8" in received.mail_options
+    lines = received.data.split(b"\r\n\r\n")[0].decode().split("\r\n")
+    assert header in lines
+    assert "From: from@example.com" in lines  # an ASCII field is left alone
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        {"reply_to": ["用户@"]},  # Django refuses it itself
+        # Django writes "=?utf-8?b?55So5oi3?=@example.comextra"; smtpkit refuses.
+        {"headers": {"Reply-To": "用户@example.com extra"}},
+        {"headers": {"Reply-To": "Ann <用户@example.com"}},
+    ],
+)
+def test_a_broken_utf8_address_field_is_an_invalid_address(server, values):
+    message = EmailMessage("S", "B", "from@example.com", ["x@example.com"], **values)
+    with pytest.raises(ValueError, match="Invalid address"):
+        message.send(fail_silently=True)
+    assert server.messages == []
+
+
+def test_djangos_mime_classes_are_written_by_smtpkit_not_their_as_bytes():
+    # Django's as_bytes takes no policy (only a line ending): it is the one class
+    # family written through the generator; any other such class renders itself.
+    built = EmailMultiAlternatives("S", "B", "f@example.com", ["t@example.com"])
+    built.attach_alternative("<p>h</p>", "text/html")
+    message = built.message()
+    assert type(message).as_bytes.__module__.startswith("django.core.mail")
+    assert not _renders_itself(message)
+    assert all(not _renders_itself(part) for part in message.walk())
+
+    class Own(StdMessage):
+        def as_bytes(self, unixfrom: bool = False) -> bytes:  # type: ignore[override]
+            return super().as_bytes(unixfrom)
+
+    assert _renders_itself(Own())
+    assert not _renders_itself(StdMessage())

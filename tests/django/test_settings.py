@@ -9,6 +9,7 @@ import sys
 
 import pytest
 from django.core.exceptions import ImproperlyConfigured
+from django.core.mail import EmailMessage
 from django.test.utils import override_settings
 
 import smtpkit
@@ -192,3 +193,70 @@ def test_import_smtpkit_never_imports_django():
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     )
     assert out.stdout.strip() == "False"
+
+
+URL_MODES = {
+    "smtp://smtp.url.test": TLSMode.STARTTLS,
+    "smtps://smtp.url.test": TLSMode.IMPLICIT,
+    "smtp://smtp.url.test/?tls=none": TLSMode.NONE,
+}
+FLAG_VALUES = (None, False, True)
+
+
+def asked_mode(url_mode: TLSMode, use_tls: bool | None, use_ssl: bool | None):
+    """The documented table: a True flag picks its mode, nothing else changes it."""
+    if use_ssl:
+        return TLSMode.IMPLICIT
+    if use_tls:
+        return TLSMode.STARTTLS
+    return url_mode
+
+
+@pytest.mark.parametrize("url", URL_MODES)
+@pytest.mark.parametrize("use_tls", FLAG_VALUES)
+@pytest.mark.parametrize("use_ssl", FLAG_VALUES)
+# SMTPKIT as a URL or a dict with a url; the EMAIL_USE_* settings yield to it.
+@pytest.mark.parametrize(("as_dict", "email_use_tls"), [(False, True), (True, False)])
+def test_tls_flags_never_drop_the_tls_smtpkit_sets(
+    url, use_tls, use_ssl, as_dict, email_use_tls
+):
+    setting = {"url": url} if as_dict else url
+    with override_settings(SMTPKIT=setting, EMAIL_USE_TLS=email_use_tls):
+        if use_tls and use_ssl:
+            with pytest.raises(ImproperlyConfigured, match="mutually exclusive"):
+                EmailBackend(use_tls=use_tls, use_ssl=use_ssl)
+            return
+        backend = EmailBackend(use_tls=use_tls, use_ssl=use_ssl)
+    assert backend.config.tls is asked_mode(URL_MODES[url], use_tls, use_ssl)
+
+
+@pytest.mark.parametrize("mode", list(TLSMode))
+@pytest.mark.parametrize("use_tls", FLAG_VALUES)
+@pytest.mark.parametrize("use_ssl", FLAG_VALUES)
+def test_tls_flags_never_drop_a_tls_option_in_smtpkit(mode, use_tls, use_ssl):
+    if use_tls and use_ssl:
+        pytest.skip("both flags: refused, tested above")
+    with override_settings(SMTPKIT={"tls": mode.value, "timeout": 5.0}):
+        backend = EmailBackend(use_tls=use_tls, use_ssl=use_ssl)
+    assert backend.config.tls is asked_mode(mode, use_tls, use_ssl)
+
+
+def test_an_invalid_tls_option_is_improperly_configured():
+    with override_settings(SMTPKIT={"tls": "sometimes"}):
+        with pytest.raises(ImproperlyConfigured, match="tls must be one of"):
+            EmailBackend(use_tls=False)
+
+
+def test_use_tls_false_does_not_send_credentials_in_cleartext(server):
+    # smtp:// is required STARTTLS; this server offers none.  use_tls=False once
+    # made it a cleartext session that logged in and sent.
+    url = f"smtp://bob:secret@{server.host}:{server.port}"
+    options = {"url": url, "allow_insecure_auth": True, "retry": {"attempts": 1}}
+    with override_settings(SMTPKIT=options):
+        backend = EmailBackend(use_tls=False, use_ssl=False)
+    assert backend.config.tls is TLSMode.STARTTLS
+    message = EmailMessage("S", "B", "from@example.com", ["to@example.com"])
+    with pytest.raises(smtpkit.NotSupportedError, match="STARTTLS"):
+        backend.send_messages([message])
+    assert server.messages == []
+    assert "AUTH" not in " ".join(server.handler.commands)

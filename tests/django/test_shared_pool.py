@@ -7,13 +7,19 @@ import subprocess
 import sys
 import textwrap
 import threading
+from dataclasses import dataclass
 
 import pytest
 from django.core.mail import EmailMessage, get_connection
 from django.test.utils import override_settings
 
 import smtpkit
-from smtpkit.contrib.django import EmailBackend, close_shared_mailers
+from smtpkit.auth import XOAuth2Auth
+from smtpkit.contrib.django import EmailBackend, _shared, close_shared_mailers
+from smtpkit.contrib.django._shared import registry_key
+
+from ..integration.smtpd import TOKENS, Server, check_password
+from .conftest import QuitRecordingHandler
 
 
 def message(subject: str) -> EmailMessage:
@@ -81,37 +87,61 @@ def test_close_shared_mailers_closes_the_pool_and_a_new_one_follows(server):
     assert backend.send_messages([message("two")]) == 1
 
 
+class SessionQuitHandler(QuitRecordingHandler):
+    """Also records which session each QUIT came on."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.quit_sessions: list[int] = []
+
+    async def handle_QUIT(self, server, session, envelope):  # noqa: N802 - aiosmtpd's hook name
+        self.quit_sessions.append(getattr(session, "smtpkit_id", 0))
+        return await super().handle_QUIT(server, session, envelope)
+
+
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
-@pytest.mark.filterwarnings("ignore:.*fork.*:DeprecationWarning")
-def test_a_forked_child_gets_its_own_mailer(server):
-    backend = EmailBackend()
-    assert backend.send_messages([message("parent-1")]) == 1
-    parent_mailer = backend.mailer
-    read, write = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover - runs in the child, which never returns
-        code = 1
-        try:
-            fresh = backend.mailer is not parent_mailer
-            sent = backend.send_messages([message("child")])
-            code = 0 if fresh and sent == 1 else 1
-        finally:
-            os.write(write, b"%d" % code)
-            os._exit(code)
-    os.close(write)
-    _, status = os.waitpid(pid, 0)
-    assert os.read(read, 10) == b"0"
-    os.close(read)
-    assert os.waitstatus_to_exitcode(status) == 0
-    # The parent's mailer and its pooled session are untouched.
-    assert backend.mailer is parent_mailer
-    assert "QUIT" not in server.handler.commands
-    assert backend.send_messages([message("parent-2")]) == 1
+def test_a_forked_child_gets_its_own_mailer_and_closes_only_it_at_exit():
+    # A real process, as under gunicorn --preload: the parent sends, forks; the
+    # child sends and ends with sys.exit, so its atexit handlers run; then the
+    # parent sends again on its pooled session and exits.
+    server = Server(SessionQuitHandler())
+    try:
+        code = textwrap.dedent(
+            f"""
+            import os, sys
+            import django
+            from django.conf import settings
+            settings.configure(
+                EMAIL_BACKEND="smtpkit.contrib.django.EmailBackend",
+                EMAIL_HOST="{server.host}", EMAIL_PORT={server.port},
+            )
+            django.setup()
+            from django.core.mail import get_connection, send_mail
+            assert send_mail("parent-1", "B", "f@example.com", ["t@example.com"]) == 1
+            parent_mailer = get_connection().mailer
+            pid = os.fork()
+            if pid == 0:
+                assert get_connection().mailer is not parent_mailer
+                assert send_mail("child", "B", "f@example.com", ["t@example.com"]) == 1
+                sys.exit(0)
+            _, status = os.waitpid(pid, 0)
+            assert os.waitstatus_to_exitcode(status) == 0, status
+            assert get_connection().mailer is parent_mailer
+            assert send_mail("parent-2", "B", "f@example.com", ["t@example.com"]) == 1
+            """
+        )
+        subprocess.run([sys.executable, "-c", code], check=True, timeout=30)
+    finally:
+        server.stop()
     sessions = {
         m.data.split(b"Subject: ")[1].split(b"\r\n")[0]: m.session_id
         for m in server.messages
     }
+    assert sessions.keys() == {b"parent-1", b"child", b"parent-2"}
+    # The parent's session outlived the child: parent-2 went out on it.
     assert sessions[b"parent-1"] == sessions[b"parent-2"] != sessions[b"child"]
+    # The child's exit QUIT its own session only; the parent's exit, its own.
+    assert server.handler.quit_sessions == [sessions[b"child"], sessions[b"parent-1"]]
 
 
 def test_pool_is_closed_at_interpreter_exit(server):
@@ -142,3 +172,84 @@ def test_django_settings_changes_pick_another_mailer(server, start_server):
         assert EmailBackend().mailer is not first
     assert len(other.messages) == 1
     assert server.messages == []
+
+
+@dataclass
+class Tokens:
+    """A token provider as people write them: a dataclass (eq=True: unhashable)."""
+
+    tenant: str
+
+    def __call__(self) -> str:
+        return TOKENS["alice@example.com"]
+
+
+class HashRaises:
+    """A token provider whose __hash__ raises something other than TypeError."""
+
+    def __hash__(self) -> int:
+        raise ValueError("no hash")
+
+    def __call__(self) -> str:
+        return TOKENS["alice@example.com"]
+
+
+@pytest.mark.parametrize("provider", [Tokens("t1"), HashRaises()], ids=type)
+@pytest.mark.parametrize("fail_silently", [False, True])
+def test_an_unhashable_token_provider_shares_one_mailer(
+    start_server, provider, fail_silently
+):
+    server = start_server(authenticator=check_password, auth_require_tls=False)
+    auth = XOAuth2Auth(username="alice@example.com", token_provider=provider)
+    options = {"auth": auth, "allow_insecure_auth": True, "timeout": 5.0}
+    with override_settings(
+        EMAIL_HOST=server.host, EMAIL_PORT=server.port, SMTPKIT=options
+    ):
+        backend = get_connection(fail_silently=fail_silently)
+        assert backend.send_messages([message("one")]) == 1
+        assert get_connection().mailer is backend.mailer
+        assert get_connection().send_messages([message("two")]) == 1
+    assert [m.login for m in server.messages] == ["alice@example.com"] * 2
+    assert len({m.session_id for m in server.messages}) == 1  # one pool
+
+
+def test_registry_keys_compare_by_value_down_to_leaves_compared_by_identity():
+    provider = Tokens("t")
+    config = smtpkit.SMTPConfig(
+        host="h.test",
+        auth=XOAuth2Auth(username="u@example.com", token_provider=provider),
+    )
+    same = smtpkit.SMTPConfig(
+        host="h.test",
+        auth=XOAuth2Auth(username="u@example.com", token_provider=provider),
+    )
+    equal = smtpkit.SMTPConfig(
+        host="h.test",
+        auth=XOAuth2Auth(username="u@example.com", token_provider=Tokens("t")),
+    )
+    other = smtpkit.SMTPConfig(
+        host="h.test",
+        auth=XOAuth2Auth(username="u@example.com", token_provider=Tokens("t2")),
+    )
+    assert registry_key(config) == registry_key(same) == registry_key(equal)
+    assert hash(registry_key(config)) == hash(registry_key(same))
+    assert registry_key(config) != registry_key(other)
+    assert registry_key((config, 1)) == registry_key((same, 1))
+    assert registry_key([1, [2]]) == registry_key([1, [2]]) != registry_key((1, [2]))
+    assert registry_key({"a": [1], "b": 2}) == registry_key({"b": 2, "a": [1]})
+    assert registry_key({1, 2}) == registry_key({2, 1}) == frozenset({1, 2})
+    assert registry_key(HashRaises()) != registry_key(HashRaises())
+    assert registry_key("plain") == "plain"
+
+
+def test_the_fork_hook_abandons_the_parents_mailers_without_closing_them(server):
+    # What os.register_at_fork runs in a child (the subprocess test above runs
+    # it for real, outside this process's coverage).
+    parent = EmailBackend().mailer
+    assert EmailBackend().send_messages([message("before")]) == 1
+    _shared._forget_after_fork()
+    try:
+        assert EmailBackend().mailer is not parent
+        assert "QUIT" not in server.handler.commands  # the parent's session lives
+    finally:
+        parent.close()

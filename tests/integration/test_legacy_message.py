@@ -121,3 +121,55 @@ def test_a_part_without_any_header_arrives_with_its_blank_line(server, config_fo
     assert received.data.endswith(b"\r\n--XX\r\n\r\nhello world\r\n--XX--\r\n")
     [part] = email.message_from_bytes(received.data).get_payload()
     assert part.get_payload() == "hello world"
+
+
+class SignedMessage(email.message.Message):
+    """A user's class whose as_bytes (no policy parameter) adds a signature."""
+
+    def as_bytes(self, unixfrom: bool = False) -> bytes:  # type: ignore[override]
+        return b"DKIM-Signature: v=1; b=abc\n" + super().as_bytes(unixfrom)
+
+
+class FooterMessage(email.message.Message):
+    """A user's class whose as_bytes (no policy parameter) fills in the body."""
+
+    def as_bytes(self, unixfrom: bool = False) -> bytes:  # type: ignore[override]
+        return super().as_bytes(unixfrom).replace(b"{footer}", b"-- sent by us")
+
+
+def own_rendering(cls: type[email.message.Message]) -> email.message.Message:
+    msg = cls()
+    msg["From"] = "a@example.com"
+    msg["To"] = "b@example.com"
+    msg["Bcc"] = "hidden@example.com"
+    msg["Subject"] = "hi"
+    msg.set_payload("Hello\n{footer}\n")
+    return msg
+
+
+def test_an_own_as_bytes_that_adds_a_field_is_refused_not_bypassed(server, config_for):
+    # Sending the generator's bytes would drop the signature without a word.
+    with Mailer(config_for(server)) as mailer:
+        with pytest.raises(InvalidMessageError, match=r"SignedMessage\.as_bytes\(\)"):
+            mailer.send(own_rendering(SignedMessage))
+    assert server.messages == []
+
+
+def test_an_own_as_bytes_is_what_goes_out_checked_and_normalised(server, config_for):
+    with Mailer(config_for(server)) as mailer:
+        result = mailer.send(own_rendering(FooterMessage))
+    assert result.ok
+    [received] = server.messages
+    assert received.rcpt_tos == ["b@example.com", "hidden@example.com"]
+    assert received.data.endswith(b"\r\n\r\nHello\r\n-- sent by us\r\n")
+    assert b"\n" not in received.data.replace(b"\r\n", b"")  # CRLF throughout
+    assert b"hidden" not in received.data  # Bcc left out, as for any message
+
+
+def test_an_own_as_bytes_still_gets_the_line_length_check(server, config_for):
+    msg = own_rendering(FooterMessage)
+    msg.set_payload("{footer}" + "x" * 1000 + "\n")
+    with Mailer(config_for(server)) as mailer:
+        with pytest.raises(InvalidMessageError, match="998"):
+            mailer.send(msg)
+    assert server.messages == []

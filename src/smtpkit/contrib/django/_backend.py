@@ -15,7 +15,6 @@ from smtpkit import Envelope, Mailer, SendResult, SMTPConfig, SMTPKitError
 from ._convert import to_smtpkit
 from ._errors import as_django_error
 from ._settings import resolve_settings
-from ._shared import shared_mailer
 
 __all__ = ["SMTPKIT_RESULT", "EmailBackend"]
 
@@ -106,7 +105,7 @@ class EmailBackend(BaseEmailBackend):
     @property
     def mailer(self) -> Mailer:
         """This process's shared mailer for these settings (built on first use)."""
-        return shared_mailer(self._settings.key, self._settings.make_mailer)
+        return self._settings.shared_mailer()
 
     @override
     def open(self) -> bool:
@@ -133,7 +132,8 @@ class EmailBackend(BaseEmailBackend):
         refusal is logged at WARNING (without addresses) and is in the
         message's ``smtpkit_result``.  A message nothing was delivered for is
         not counted; unless ``fail_silently``, its error is raised after the
-        other messages were sent.
+        other messages were sent.  Its ``smtpkit_result`` has no recipients
+        (``refused`` is empty): the failure is its ``error``.
 
         Raises:
             ValueError: An address is invalid (before anything is sent).

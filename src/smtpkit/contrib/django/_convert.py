@@ -12,10 +12,11 @@ address with a non-ASCII local part is written in the headers as UTF-8 (RFC
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from email import policy as email_policy
+from email.errors import InvalidHeaderDefect
 from email.message import EmailMessage as ModernMessage
 from email.message import Message as MIMEMessage
-from email.utils import formataddr, getaddresses
+from email.utils import formataddr
 from typing import Any, Final
 
 from django.core.mail import EmailMessage as DjangoMessage
@@ -26,6 +27,8 @@ from smtpkit import Address, Envelope
 __all__ = ["to_smtpkit"]
 
 _LIST_FIELDS: Final = (("To", "to"), ("Cc", "cc"), ("Reply-To", "reply_to"))
+# The modern header parser: it reads groups, comments and empty addresses.
+_HEADER_POLICY: Final = email_policy.default
 
 
 def to_smtpkit(message: DjangoMessage) -> tuple[MIMEMessage, Envelope] | None:
@@ -60,10 +63,20 @@ def _address(value: Any) -> Address:
 
 
 def _write_utf8_addresses(built: MIMEMessage, message: DjangoMessage) -> None:
-    """Rewrite address fields holding a non-ASCII local part as raw UTF-8.
+    """Write the address fields holding a non-ASCII local part as raw UTF-8.
 
-    Only Django's legacy (compat32) messages need it; the values written are
-    the ones Django used (``extra_headers`` first, as ``message()`` does).
+    Only Django's legacy (compat32) messages need it.  A field is touched only
+    when one of its values (the ones Django used: ``extra_headers`` first, as
+    ``message()`` does) has an address with a non-ASCII local part, and then it
+    is written as those values are, joined by commas: group names, comments and
+    display names stay as written, in UTF-8 (RFC 6532 §3.2; the message goes
+    with SMTPUTF8 anyway), where Django put an encoded word in the addr-spec and
+    dropped the groups.  Every other field (``undisclosed-recipients:;``,
+    ``"Sales" <>``) is left exactly as Django wrote it.
+
+    Raises:
+        ValueError: A value of a field that needs rewriting is not a valid
+            address list.
     """
     sources: list[tuple[str, list[Any]]] = [
         ("From", [message.extra_headers.get("From", message.from_email)])
@@ -74,26 +87,39 @@ def _write_utf8_addresses(built: MIMEMessage, message: DjangoMessage) -> None:
         else:
             sources.append((field, list(getattr(message, attribute))))
     for field, values in sources:
-        addresses = [a for v in values for a in _addresses(v)]
-        if field in built and any(
-            not a.email.partition("@")[0].isascii() for a in addresses
-        ):
-            text = ", ".join(_mailbox(a) for a in addresses)
+        if field not in built:
+            continue
+        pieces = [_piece(field, value) for value in values]
+        if any(utf8 for _, utf8 in pieces):
+            text = ", ".join(piece for piece, _ in pieces)
             # compat32 writes surrogate-escaped bytes back as the raw bytes.
             built.replace_header(
                 field, text.encode().decode("ascii", "surrogateescape")
             )
 
 
-def _addresses(value: Any) -> Iterable[Address]:
-    """The addresses of one Django value: one address, or a header's list."""
+def _piece(field: str, value: Any) -> tuple[str, bool]:
+    """One Django value as header text, and whether it has a non-ASCII local part.
+
+    A string is kept as written; a ``(name, address)`` pair becomes
+    ``name <address>``.  Only non-ASCII text is parsed.
+
+    Raises:
+        ValueError: The value has a non-ASCII local part but does not parse as
+            an address list without repairs.
+    """
     if isinstance(value, tuple):
-        return [_address(value)]
+        address = _address(value)
+        return _mailbox(address), not address.email.partition("@")[0].isascii()
     text = str(value)
-    try:
-        return [Address(text)]
-    except ValidationError:  # a header value with several addresses
-        return [_address(pair) for pair in getaddresses([text])]
+    if text.isascii():
+        return text, False
+    header = _HEADER_POLICY.header_factory(field, text)
+    utf8 = any(not a.username.isascii() for a in header.addresses)
+    if utf8 and any(isinstance(d, InvalidHeaderDefect) for d in header.defects):
+        msg = f"Invalid address {value!r}"
+        raise ValueError(msg)
+    return text, utf8
 
 
 def _mailbox(address: Address) -> str:

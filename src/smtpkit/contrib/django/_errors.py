@@ -53,9 +53,26 @@ def _rebuild(
     cls: type[SMTPKitError], args: tuple[Any, ...], state: dict[str, Any]
 ) -> SMTPKitError:
     compatible = _compatible(cls)
-    exc = compatible.__new__(compatible)
+    exc = _allocate(compatible)
     exc.args = args
     exc.__dict__.update(state)
+    return exc
+
+
+def _allocate(cls: type[SMTPKitError]) -> SMTPKitError:
+    """A *cls* made without running its ``__init__`` (the caller sets its state).
+
+    ``cls.__new__`` finds the first ``__new__`` of the MRO, ``ValueError``'s for
+    ``InvalidMessageError`` mixed with ``SMTPException``; but the instance layout
+    is ``OSError``'s (``SMTPException`` derives from it), and CPython refuses
+    ``ValueError.__new__(cls)`` as "not safe".  The layout comes down the chain of
+    ``__base__`` (CPython's ``tp_base``), so the first class on that chain that
+    defines ``__new__`` is the one whose ``__new__`` is safe: ``OSError`` there.
+    """
+    base: Any = cls  # a class; Any because typeshed types __new__ as type's own
+    while "__new__" not in vars(base):
+        base = base.__base__  # object, at the end of the chain, defines __new__
+    exc: SMTPKitError = base.__new__(cls)
     return exc
 
 

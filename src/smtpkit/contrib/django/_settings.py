@@ -4,6 +4,15 @@ Precedence, lowest first: the ``EMAIL_*`` settings; ``SMTPKIT`` (a URL replaces
 the server fields of ``EMAIL_*`` as a group: host, port, TLS mode, credentials;
 a dict's fields replace one field each); the backend's keyword arguments, which
 win as they do for Django's own backend (``None`` means "use the settings").
+One exception: when ``SMTPKIT`` sets the TLS mode (a URL always does), the
+``use_tls``/``use_ssl`` arguments may only ask for TLS (STARTTLS or implicit),
+never drop it, so that ``use_tls=False`` cannot turn ``smtps://`` into a
+cleartext session.
+
+The mailer these settings describe is built (and shared, see ``_shared``) when
+they are resolved, so that whatever ``Mailer`` refuses (a ``message_id_domain``
+that is not a domain, a certificate file that cannot be loaded) is an
+``ImproperlyConfigured`` when the backend is made, not an error at every send.
 """
 
 from __future__ import annotations
@@ -23,7 +32,12 @@ from smtpkit import (
     RateLimit,
     RetryPolicy,
     SMTPConfig,
+    SMTPKitError,
+    TLSMode,
 )
+from smtpkit._url import smtp_url_fields
+
+from ._shared import shared_mailer
 
 __all__ = ["DJANGO_SETTINGS", "BackendSettings", "SettingsError", "resolve_settings"]
 
@@ -90,6 +104,18 @@ class BackendSettings:
             message_id_domain=self.message_id_domain,
         )
 
+    def shared_mailer(self) -> Mailer:
+        """This process's mailer for these settings, built on first use.
+
+        Raises:
+            SettingsError: ``Mailer`` refused the settings.
+        """
+        try:
+            return shared_mailer(self.key, self.make_mailer)
+        except (SMTPKitError, ValueError, TypeError) as exc:
+            msg = f"smtpkit cannot use the email settings: {exc}"
+            raise SettingsError(msg) from exc
+
 
 def resolve_settings(arguments: Mapping[str, Any]) -> BackendSettings:
     """Combine the settings with the backend's keyword *arguments*.
@@ -116,10 +142,12 @@ def resolve_settings(arguments: Mapping[str, Any]) -> BackendSettings:
         msg = f"unknown smtpkit option(s) {', '.join(unknown)}; known: {known}"
         raise SettingsError(msg)
     # The URL names the server; EMAIL_HOST & co. (which always have Django's
-    # defaults) yield to it.  Explicit arguments win over everything.
+    # defaults) yield to it.  Explicit arguments win over everything, except
+    # that they never lower a TLS mode SMTPKIT set.
+    chosen_tls = _smtpkit_tls(url, options)
     fields = _config_fields(django_values, server=url is None)
     fields.update(options)
-    fields.update(_config_fields(django_values, server=True, only=explicit.keys()))
+    fields.update(_explicit_fields(django_values, explicit, chosen_tls))
     try:
         if url is None:
             config = SMTPConfig(**fields)
@@ -133,7 +161,51 @@ def resolve_settings(arguments: Mapping[str, Any]) -> BackendSettings:
         msg = f"smtpkit cannot use the email settings: {exc}"
         raise SettingsError(msg) from exc
     domain = mailer_options.get("message_id_domain")
-    return BackendSettings(django_values, config, retry, rate_limit, domain)
+    resolved = BackendSettings(django_values, config, retry, rate_limit, domain)
+    resolved.shared_mailer()  # what Mailer refuses is refused now
+    return resolved
+
+
+def _smtpkit_tls(url: object, options: Mapping[str, Any]) -> TLSMode | None:
+    """The TLS mode ``SMTPKIT`` sets (its ``tls``, else its URL's), or None.
+
+    Raises:
+        SettingsError: The mode is not one of ``TLSMode``'s.
+    """
+    value = options.get("tls")
+    if value is None and isinstance(url, str):
+        try:
+            value = smtp_url_fields(url).get("tls")
+        except ConfigurationError:
+            return None  # building the config reports it, without the userinfo
+    if value is None:
+        return None
+    try:
+        return TLSMode(value)
+    except ValueError:
+        modes = ", ".join(mode.value for mode in TLSMode)
+        msg = f"smtpkit cannot use the email settings: tls must be one of {modes}"
+        raise SettingsError(msg) from None
+
+
+def _explicit_fields(
+    values: Mapping[str, Any], explicit: Mapping[str, Any], chosen_tls: TLSMode | None
+) -> dict[str, Any]:
+    """The ``SMTPConfig`` fields the explicit constructor arguments set.
+
+    Where ``SMTPKIT`` chose the TLS mode (*chosen_tls*), the TLS flags come from
+    the arguments alone (the ``EMAIL_USE_*`` settings yielded to ``SMTPKIT``) and
+    may only ask for TLS, never drop it: ``use_ssl=True`` means implicit TLS,
+    ``use_tls=True`` STARTTLS (required, as smtpkit always does it), and a
+    ``False`` flag keeps ``SMTPKIT``'s mode.
+    """
+    if chosen_tls is None:
+        return _config_fields(values, server=True, only=explicit.keys())
+    flags = {"use_tls": explicit.get("use_tls"), "use_ssl": explicit.get("use_ssl")}
+    fields = _config_fields({**values, **flags}, server=True, only=explicit.keys())
+    if fields.get("tls") == TLSMode.NONE.value:
+        fields["tls"] = chosen_tls  # no flag asked for TLS: nothing to change
+    return fields
 
 
 def _smtpkit_setting() -> dict[str, Any]:

@@ -9,18 +9,52 @@ starts with an empty registry and a new lock: the parent's mailers hold the
 parent's sockets and possibly locks that some parent thread held at the fork.
 They are abandoned in the child, never closed there (closing would QUIT the
 parent's sessions).  At interpreter exit every mailer of the process is closed.
+
+The registry key is made of the settings' values (see ``registry_key``): equal
+settings share a mailer even when a value, such as a token provider written as a
+``@dataclass`` with ``__call__``, cannot be hashed.
 """
 
 from __future__ import annotations
 
 import atexit
+import dataclasses
 import os
 import threading
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Mapping
+from typing import NamedTuple
+
+from pydantic import BaseModel
 
 from smtpkit import Mailer
 
-__all__ = ["close_shared_mailers", "shared_mailer"]
+__all__ = ["close_shared_mailers", "registry_key", "shared_mailer"]
+
+
+class _Entry(NamedTuple):
+    """A shared mailer, and the values its key was made of.
+
+    Holding the values keeps alive every object the key names by ``id()``, so
+    that no other object can take that id while the entry exists.
+    """
+
+    mailer: Mailer
+    values: object
+
+
+@dataclasses.dataclass(frozen=True)
+class _Parts:
+    """An unhashable value in a key: its type and the keys of its parts."""
+
+    kind: type
+    parts: tuple[Hashable, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class _Identity:
+    """A value that is neither hashable nor made of parts: the object itself."""
+
+    object_id: int
 
 
 class _Registry:
@@ -29,7 +63,7 @@ class _Registry:
     def __init__(self) -> None:
         self.pid = os.getpid()
         self.lock = threading.Lock()
-        self.mailers: dict[Hashable, Mailer] = {}
+        self.mailers: dict[Hashable, _Entry] = {}
 
 
 _registry = _Registry()
@@ -48,14 +82,56 @@ def _forget_after_fork() -> None:
     _registry = _Registry()
 
 
-def shared_mailer(key: Hashable, factory: Callable[[], Mailer]) -> Mailer:
-    """Return this process's mailer for *key*, built with *factory* the first time."""
+def registry_key(value: object) -> Hashable:
+    """A hashable key for *value* that equal values share.
+
+    A hashable value is its own key.  An unhashable pydantic model, dataclass,
+    list, tuple, set or mapping is keyed by its type and its parts' keys, so one
+    unhashable field does not stop the rest from being compared by value;
+    anything else unhashable (a callable object with ``__eq__``) by its
+    ``id()``: only the same object matches.  Never raises, whatever ``__hash__``
+    does.
+    """
+    if _hashable(value):
+        return value
+    parts: tuple[object, ...]
+    if isinstance(value, BaseModel):
+        parts = tuple(getattr(value, name) for name in type(value).model_fields)
+    elif dataclasses.is_dataclass(value) and not isinstance(value, type):
+        parts = tuple(getattr(value, f.name) for f in dataclasses.fields(value))
+    elif isinstance(value, set):
+        return frozenset(value)  # its members are hashable, and order is not kept
+    elif isinstance(value, Mapping):
+        items = frozenset((k, registry_key(v)) for k, v in value.items())
+        return _Parts(type(value), (items,))
+    elif isinstance(value, list | tuple):
+        parts = tuple(value)
+    else:
+        return _Identity(id(value))
+    return _Parts(type(value), tuple(registry_key(part) for part in parts))
+
+
+def _hashable(value: object) -> bool:
+    try:
+        hash(value)
+    except Exception:  # a user's __hash__ may raise anything
+        return False
+    return True
+
+
+def shared_mailer(values: object, factory: Callable[[], Mailer]) -> Mailer:
+    """Return this process's mailer for *values*, built with *factory* the first time.
+
+    Raises:
+        Exception: Whatever *factory* raises (nothing is stored then).
+    """
+    key = registry_key(values)
     registry = _current()
     with registry.lock:
-        mailer = registry.mailers.get(key)
-        if mailer is None:
-            mailer = registry.mailers[key] = factory()
-        return mailer
+        entry = registry.mailers.get(key)
+        if entry is None:
+            entry = registry.mailers[key] = _Entry(factory(), values)
+        return entry.mailer
 
 
 def close_shared_mailers() -> None:
@@ -67,10 +143,10 @@ def close_shared_mailers() -> None:
     """
     registry = _current()
     with registry.lock:
-        mailers = list(registry.mailers.values())
+        entries = list(registry.mailers.values())
         registry.mailers.clear()
-    for mailer in mailers:
-        mailer.close()
+    for entry in entries:
+        entry.mailer.close()
 
 
 if hasattr(os, "register_at_fork"):  # pragma: no branch - absent on Windows only
