@@ -17,8 +17,12 @@ from .smtpd import RecordingHandler, Server
 pytestmark = pytest.mark.integration
 
 # Any Unicode but lone surrogates (not text) and NUL (PLAIN's separator).
+# At most 60 characters (240 UTF-8 bytes): AUTH PLAIN's base64 of a longer password
+# can pass aiosmtpd's 512-octet command line limit, which answers 500, not 535.
 ODD_TEXT = st.text(
-    st.characters(exclude_categories=("Cs",), exclude_characters="\x00"), min_size=3
+    st.characters(exclude_categories=("Cs",), exclude_characters="\x00"),
+    min_size=3,
+    max_size=60,
 )
 
 
