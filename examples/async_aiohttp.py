@@ -31,15 +31,26 @@ MAILER = web.AppKey("mailer", smtpkit.AsyncMailer)
 
 async def signup(request: web.Request) -> web.Response:
     """``POST /signup`` with ``{"email": ...}``: send a welcome message."""
-    body = await request.json()
-    message = smtpkit.Message(
-        sender="Shop <welcome@example.com>",
-        to=[body["email"]],
-        subject="Welcome!",
-        text="Thanks for signing up.\n",
-    )
+    try:
+        body = await request.json()
+        message = smtpkit.Message(
+            sender="Shop <welcome@example.com>",
+            to=[body["email"]],
+            subject="Welcome!",
+            text="Thanks for signing up.\n",
+        )
+    except (ValueError, LookupError, TypeError):
+        # Not JSON, no "email", or not an address (pydantic's ValidationError is
+        # a ValueError; CR/LF injection included): the client's mistake.  The
+        # answer does not echo the input.
+        return web.json_response({"error": "invalid email address"}, status=400)
     try:
         result = await request.app[MAILER].send(message)
+    except smtpkit.InvalidMessageError:
+        return web.json_response({"error": "invalid email address"}, status=400)
+    except smtpkit.ClosedError:
+        # The app is shutting down: its cleanup context closed the mailer.
+        return web.json_response({"error": "shutting down"}, status=503)
     except smtpkit.TransportError:
         # Retries already ran out; tell the client to try later (or queue it).
         return web.json_response({"error": "mail server unavailable"}, status=503)

@@ -26,7 +26,7 @@ from typing import Annotated
 from aiosmtpd.controller import Controller
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.testclient import TestClient
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 import smtpkit
 
@@ -61,14 +61,23 @@ def create_app(make_mailer: Callable[[], smtpkit.AsyncMailer]) -> FastAPI:
         body: Signup,
         mailer: Annotated[smtpkit.AsyncMailer, Depends(get_mailer)],
     ) -> dict[str, str | None]:
-        message = smtpkit.Message(
-            sender="Shop <welcome@example.com>",
-            to=[body.email],
-            subject="Welcome!",
-            text="Thanks for signing up.\n",
-        )
         try:
+            message = smtpkit.Message(
+                sender="Shop <welcome@example.com>",
+                to=[body.email],
+                subject="Welcome!",
+                text="Thanks for signing up.\n",
+            )
             result = await mailer.send(message)
+        except (ValidationError, smtpkit.InvalidMessageError) as exc:
+            # Not an address (CR/LF injection included): the client's mistake.
+            # The detail does not echo the input.
+            raise HTTPException(
+                status_code=422, detail="invalid email address"
+            ) from exc
+        except smtpkit.ClosedError as exc:
+            # The app is shutting down: the lifespan closed the mailer.
+            raise HTTPException(status_code=503, detail="shutting down") from exc
         except smtpkit.TransportError as exc:
             # Retries already ran out; tell the client to try later (or queue it).
             raise HTTPException(

@@ -10,7 +10,7 @@ from typing import Final
 
 from typing_extensions import Self
 
-from .._exceptions import ClosedError, NotSupportedError, SMTPKitError, TransportError
+from .._exceptions import NotSupportedError, SMTPKitError, TransportError
 from .._message import Envelope
 from .._provider_replies import ReplyExplanation, ReplyReason, explain_reply
 from .._reply import SMTPReply
@@ -223,10 +223,12 @@ class Transport(abc.ABC):
                 not raise.
 
         Returns:
-            One outcome per item, in order: a result, or the error of its attempt
-            (``ClosedError`` for items not started because ``close()`` came first;
-            anything else a subclass raises becomes a ``TransportError`` with
-            ``delivery_unknown=True``).
+            One outcome per item, in order: a result, or the ``SMTPKitError`` its
+            attempt raised, unchanged, as ``Mailer.send`` would raise it
+            (``ClosedError`` for items not started because ``close()`` came
+            first; a custom transport's ``InvalidMessageError`` stays one).
+            Any other exception a subclass raises becomes a ``TransportError``
+            with ``delivery_unknown=True``.
 
         Raises:
             ClosedError: The transport was closed.
@@ -236,8 +238,10 @@ class Transport(abc.ABC):
             outcome: SendResult | SMTPKitError
             try:
                 outcome = self.send(envelope, data)
-            except (TransportError, ClosedError) as exc:
-                # A close() between two messages fails only those not yet sent.
+            except SMTPKitError as exc:
+                # The attempt's own error, as send() raised it: a close() between
+                # two messages fails only those not yet sent, and a custom
+                # transport's InvalidMessageError is not a delivery-unknown.
                 outcome = exc
             except Exception as exc:  # a subclass breaking the contract
                 outcome = contract_breach(exc)
