@@ -24,6 +24,8 @@ REDACTED: Final = "***"
 # secret "password-2024-Long!"), and 12 characters of a random token are
 # already too much to show.
 SHOWN_MIN: Final = 12
+# An enhanced status code opening a continuation line ("535 5.7.8 ...").
+_STATUS_RE: Final = re.compile(r"[245]\.\d{1,3}\.\d{1,3}\s+")
 
 
 def _forms_of(secret: str) -> set[str]:
@@ -73,30 +75,80 @@ class SecretForms:
         """*text* with every piece of a secret that it shows replaced by ``***``.
 
         A piece is any start of a form at least ``SHOWN_MIN`` characters long
-        (all of a shorter form).  Every complete occurrence goes first; then
-        each place where a piece starts, each one searched for on its own, so a
-        piece that stops short never hides a longer one starting a character
-        later (``"a" + secret`` for a secret starting with ``"a"``).
+        (all of a shorter form).  Every complete occurrence is hidden, and from
+        each place where a piece starts, the longest piece found there, each one
+        searched for on its own, so a piece that stops short never hides a
+        longer one starting a character later (``"a" + secret`` for a secret
+        starting with ``"a"``).
         """
+        return _hide(text, self._spans(text))
+
+    def redact_lines(self, text: str) -> str:
+        """:meth:`redact` for a multiline reply, which may split a secret across lines.
+
+        A server quoting what it was sent may wrap it onto the next reply line
+        ("535-5.7.8 bad AGFsaWNlAEh1" / "535 5.7.8 bnRlcjJzZWNyZXQ="): the
+        lines are searched as one text, without their line breaks, the blanks
+        around them and a continuation line's enhanced status code, and what is
+        found is hidden on each line it spans.  Line breaks, status codes and
+        the server's other words stay.
+        """
+        if "\n" not in text:
+            return self.redact(text)
+        joined: list[str] = []
+        where: list[int] = []  # where each character of the joined text is
+        offset = 0
+        for number, line in enumerate(text.split("\n")):
+            start = len(line) - len(line.lstrip())
+            if number:
+                status = _STATUS_RE.match(line, start)
+                start = start if status is None else status.end()
+            kept = line[start:].rstrip()
+            joined.append(kept)
+            where += range(offset + start, offset + start + len(kept))
+            offset += len(line) + 1
+        hidden = [False] * len(text)
+        for begin, end in self._spans("".join(joined)):
+            for index in where[begin:end]:
+                hidden[index] = True
+        # A line break is never hidden (no index above names one): each line
+        # keeps its own "***".
+        pieces: list[str] = []
+        for index, char in enumerate(text):
+            if not hidden[index]:
+                pieces.append(char)
+            elif not index or not hidden[index - 1]:
+                pieces.append(REDACTED)
+        return "".join(pieces)
+
+    def _spans(self, text: str) -> list[list[int]]:
+        """The ``[start, end)`` stretches of *text* to hide, in order, disjoint."""
         if self._whole is None or self._heads is None:
-            return text
-        text = self._whole.sub(REDACTED, text)
-        spans: list[list[int]] = []  # [start, end) to hide, in order, disjoint
+            return []
+        found = [[m.start(), m.end()] for m in self._whole.finditer(text)]
         hit = self._heads.search(text)
         while hit is not None:
             start = hit.start()
             end = max(_shown_until(text, start, form) for form in self.forms)
+            found.append([start, end])
+            hit = self._heads.search(text, start + 1)
+        spans: list[list[int]] = []
+        for start, end in sorted(found):
             if spans and start <= spans[-1][1]:
                 spans[-1][1] = max(spans[-1][1], end)
             else:
                 spans.append([start, end])
-            hit = self._heads.search(text, start + 1)
-        pieces: list[str] = []
-        done = 0
-        for start, end in spans:
-            pieces += [text[done:start], REDACTED]
-            done = end
-        return "".join(pieces) + text[done:]
+        return spans
+
+
+def _hide(text: str, spans: list[list[int]]) -> str:
+    """*text* with each of the ordered, disjoint *spans* replaced by ``***``."""
+    pieces: list[str] = []
+    done = 0
+    for start, end in spans:
+        pieces += [text[done:start], REDACTED]
+        done = end
+    return "".join(pieces) + text[done:]
 
 
 def _alternation(literals: Iterable[str]) -> re.Pattern[str] | None:

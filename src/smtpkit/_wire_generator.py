@@ -25,6 +25,8 @@ __all__ = ["WireGenerator"]
 
 _EOL_RE: Final = re.compile(r"\r\n|\r|\n")
 _BOUNDARY_HEX: Final = 24  # 96 bits of the digest: "=" * 15 + 24 + "==" is 41 chars
+# Where a candidate boundary occurs: 15 "=", its digest (lowercase hex), "==".
+_CANDIDATE_RE: Final = re.compile(rb"(?=={15}([0-9a-f]{%d})==)" % _BOUNDARY_HEX)
 
 
 class WireGenerator(BytesGenerator):
@@ -102,33 +104,44 @@ class _Boundaries:
             "utf-8", "surrogateescape"
         )
         self._position = 0
-        # The boundaries given so far are taken, and so is any text in a part's
-        # payload: an attached message/rfc822 is a payload string here, with
-        # boundaries of its own that a sibling multipart must not reuse.
-        # (smtpkit builds every multipart itself: none has a boundary yet.)
-        self._taken: set[str] = set()
-        self._payloads = [
-            payload
-            for part in msg.walk()
-            if isinstance(payload := part.get_payload(), str)
-        ]
+        # The digests of the boundaries given so far are taken, and so is any
+        # boundary-shaped text in a part's payload: an attached message/rfc822
+        # is a payload string here, with boundaries of its own that a sibling
+        # multipart must not reuse.  (smtpkit builds every multipart itself:
+        # none has a boundary yet.)
+        self._taken: set[bytes] = set()
+        self._payloads: set[bytes] = set()
+        for part in msg.walk():
+            payload = part.get_payload()
+            if isinstance(payload, str):
+                # Any str encodes so; a candidate is ASCII, found all the same.
+                self._payloads |= _digests_in(payload.encode("utf-8", "surrogatepass"))
 
     def make(self, content: bytes) -> str:
-        """A boundary for the next multipart, found nowhere in its *content*."""
+        """A boundary for the next multipart, found nowhere in its *content*.
+
+        The content is scanned once for every boundary-shaped string in it,
+        so crafted content holding many of the candidates in turn costs one
+        digest per candidate, not one scan of the content each.
+        """
         position, self._position = self._position, self._position + 1
+        taken = _digests_in(content)
         attempt = 0
         while True:
             key = b"%s\0%d\0%d" % (self._seed, position, attempt)
-            digest = hashlib.sha256(key).hexdigest()[:_BOUNDARY_HEX]
-            candidate = f"==============={digest}=="
-            if not self._is_taken(candidate, content):
-                self._taken.add(candidate)
-                return candidate
+            digest = hashlib.sha256(key).hexdigest()[:_BOUNDARY_HEX].encode()
+            if not (
+                digest in taken or digest in self._taken or digest in self._payloads
+            ):
+                self._taken.add(digest)
+                return f"==============={digest.decode()}=="
             attempt += 1
 
-    def _is_taken(self, candidate: str, content: bytes) -> bool:
-        return (
-            candidate in self._taken
-            or candidate.encode() in content
-            or any(candidate in payload for payload in self._payloads)
-        )
+
+def _digests_in(text: bytes) -> set[bytes]:
+    """The digest of every candidate boundary *text* holds, overlapping ones too.
+
+    A candidate occurs in *text* exactly where this pattern matches (a
+    lookahead, so "==...==" sharing its "==" with the next one is found too).
+    """
+    return {found[1] for found in _CANDIDATE_RE.finditer(text)}

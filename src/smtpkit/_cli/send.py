@@ -102,16 +102,23 @@ def run(args: argparse.Namespace, output: Output, server: Server) -> ExitCode:
     progress = _progress(output) if output.is_tty and len(items) > 1 else None
     report = _Report(output, len(items))
     interrupted = False
+    # The result out of the stream and not yet printed: a Ctrl-C landing while
+    # it is printed must not lose it (it is in neither the loop nor leftover).
+    taken: SendResult | None = None
     with Mailer(server.config) as mailer:
         stream = mailer.send_iter(items, on_progress=progress)
         try:
             with stream:
                 for result in stream:
+                    taken = result
                     if progress is not None:
                         output.status("")
                     report.add(result)
+                    taken = None
         except KeyboardInterrupt:
             interrupted = True
+        if taken is not None:
+            report.add(taken)
         for result in stream.leftover:  # empty unless the run was interrupted
             report.add(result)
     if progress is not None:
@@ -145,7 +152,12 @@ def _progress(output: Output) -> Callable[[BulkProgress], None]:
 
 
 class _Report:
-    """Prints each message's outcome and remembers what the exit code needs."""
+    """Prints each message's outcome and remembers what the exit code needs.
+
+    A message's lines go out in one write, and it counts (in ``count`` and the
+    exit code) only once written: ``add`` may be called again for a result
+    whose printing a Ctrl-C cut short, and prints it then.
+    """
 
     def __init__(self, output: Output, total: int) -> None:
         self._output = output
@@ -153,47 +165,74 @@ class _Report:
         self.count = 0
         self.failures: list[ExitCode] = []
         self.reached_server = False  # a transaction got as far as the recipients
+        self._last: SendResult | None = None  # the result printed last
 
     def add(self, result: SendResult) -> None:
-        """Print one message's outcome."""
-        self.count += 1
-        output = self._output
-        label = f"message {self.count}/{self._total}" if self._total > 1 else "message"
+        """Print one message's outcome, unless it was the one printed last."""
+        if result is self._last:
+            return
+        outcome = _Outcome()
+        label = (
+            f"message {self.count + 1}/{self._total}" if self._total > 1 else "message"
+        )
         if result.message_id:
             label = f"{label} {result.message_id}"
-        error = result.error
-        if isinstance(error, RecipientsRefusedError):
-            self.reached_server = True
-            output.out(f"{label}: not sent, every recipient refused")
-            for address, reply in error.refused.items():
-                output.out(f"  refused  {address}: {reply}")
-            self.failures.append(ExitCode.FAILED)
-            return
-        if isinstance(error, NotSentError):
-            output.out(f"{label}: not sent (interrupted before its turn)")
-            self.failures.append(ExitCode.FAILED)
-            return
-        if isinstance(error, TransportError) and error.delivery_unknown:
-            self.reached_server = True
-            output.out(
-                f"{label}: delivery unknown: the server may have accepted it; "
-                f"check before resending ({error})"
-            )
-            self.failures.append(ExitCode.FAILED)
-            return
-        if error is not None and not result.recipients:
-            output.out(f"{label}: failed: {error}")
-            self.failures.append(exit_code_for(error))
-            return
-        queued = "" if result.reply is None else f": {result.reply}"
-        output.out(f"{label}: sent{queued}")
-        for recipient in result.recipients.values():
-            word = "accepted" if recipient.accepted else "refused "
-            hint = f" (hint: {recipient.hint})" if recipient.hint else ""
-            output.out(f"  {word} {recipient.address}: {recipient.reply}{hint}")
-            self.reached_server = True
-            if not recipient.accepted:
-                self.failures.append(ExitCode.FAILED)
-        if error is not None:
-            output.out(f"  then failed: {error}")
-            self.failures.append(exit_code_for(error))
+        _describe(result, label, outcome)
+        self._output.out("\n".join(outcome.lines))
+        # Nothing below calls Python code, where CPython delivers a Ctrl-C; one
+        # landing as the write returns prints this result twice, never loses it.
+        self._last = result
+        self.count += 1
+        self.failures += outcome.failures
+        self.reached_server = self.reached_server or outcome.reached_server
+
+
+class _Outcome:
+    """What one message's result prints and adds to the exit code."""
+
+    __slots__ = ("failures", "lines", "reached_server")
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+        self.failures: list[ExitCode] = []
+        self.reached_server = False
+
+
+def _describe(result: SendResult, label: str, outcome: _Outcome) -> None:
+    """Fill *outcome* with the lines and exit codes of *result*."""
+    lines, failures = outcome.lines, outcome.failures
+    error = result.error
+    if isinstance(error, RecipientsRefusedError):
+        outcome.reached_server = True
+        lines.append(f"{label}: not sent, every recipient refused")
+        lines += [f"  refused  {a}: {reply}" for a, reply in error.refused.items()]
+        failures.append(ExitCode.FAILED)
+        return
+    if isinstance(error, NotSentError):
+        lines.append(f"{label}: not sent (interrupted before its turn)")
+        failures.append(ExitCode.FAILED)
+        return
+    if isinstance(error, TransportError) and error.delivery_unknown:
+        outcome.reached_server = True
+        lines.append(
+            f"{label}: delivery unknown: the server may have accepted it; "
+            f"check before resending ({error})"
+        )
+        failures.append(ExitCode.FAILED)
+        return
+    if error is not None and not result.recipients:
+        lines.append(f"{label}: failed: {error}")
+        failures.append(exit_code_for(error))
+        return
+    queued = "" if result.reply is None else f": {result.reply}"
+    lines.append(f"{label}: sent{queued}")
+    for recipient in result.recipients.values():
+        word = "accepted" if recipient.accepted else "refused "
+        hint = f" (hint: {recipient.hint})" if recipient.hint else ""
+        lines.append(f"  {word} {recipient.address}: {recipient.reply}{hint}")
+        outcome.reached_server = True
+        if not recipient.accepted:
+            failures.append(ExitCode.FAILED)
+    if error is not None:
+        lines.append(f"  then failed: {error}")
+        failures.append(exit_code_for(error))

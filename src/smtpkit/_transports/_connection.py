@@ -491,17 +491,32 @@ class SMTPConnection(smtplib.SMTP):
                 or line[3:4] not in (b" ", b"-", b"\r", b"\n")
             ):
                 self.close()
-                msg_0 = f"malformed reply line: {line[:80]!r}"
+                msg_0 = f"malformed reply line: {self._quoted(lines, line)}"
                 raise ProtocolError(msg_0)
             if lines and int(head) != code:
                 self.close()
-                msg_0 = f"reply code changed within a multiline reply: {line[:80]!r}"
+                shown = self._quoted(lines, line)
+                msg_0 = f"reply code changed within a multiline reply: {shown}"
                 raise ProtocolError(msg_0)
             code = int(head)
             lines.append(line[4:].strip(b" \t\r\n"))
             if line[3:4] != b"-":
                 break
         return self._got_reply(code, b"\n".join(lines))
+
+    def _quoted(self, lines: list[bytes], line: bytes) -> str:
+        """*line*, the start of it, as an error quotes it; during AUTH, redacted.
+
+        The lines before it are searched too (see ``SecretForms.redact_lines``):
+        a server quoting what it was sent may have split it across them.
+        """
+        forms = self.reply_forms
+        if forms is None:
+            return repr(line[:80])
+        texts = [*lines, line[4:].strip(b" \t\r\n")]
+        shown = forms.redact_lines(b"\n".join(texts).decode("utf-8", "replace"))
+        last = shown.rsplit("\n", 1)[-1]
+        return repr(f"{line[:4].decode('utf-8', 'replace')}{last}"[:80])
 
     def _got_reply(self, code: int, text: bytes) -> tuple[int, bytes]:
         """Log a complete reply and note when the connection was last used.
@@ -511,7 +526,7 @@ class SMTPConnection(smtplib.SMTP):
         if logger.isEnabledFor(logging.DEBUG):
             shown = text.decode("utf-8", "replace")
             if self.reply_forms is not None:
-                shown = self.reply_forms.redact(shown)
+                shown = self.reply_forms.redact_lines(shown)
             logger.debug("<<< %s %s", code, shown)
         self.last_used = time.monotonic()
         return code, text

@@ -4,7 +4,9 @@ Our own loop instead of ``smtplib.SMTP.auth``: it encodes credentials as UTF-8
 (smtplib insists on ASCII), never logs them, and bounds the challenges.  A
 server may quote what it was sent in its reply ("535 bad AGFsaWNlAEh1bnRlcg==")
 or the password itself: every reply of the exchange is logged and returned with
-the credentials and each response sent (as sent in base64, and decoded) hidden.
+the credentials and each response sent (as sent in base64, and decoded) hidden,
+also where the server split them across the lines of a multiline reply, and so
+is every error quoting a malformed reply line (see ``SMTPConnection``).
 """
 
 from __future__ import annotations
@@ -104,8 +106,8 @@ class _Hidden:
         self.forms = SecretForms(self._secrets)
 
     def redact(self, reply: SMTPReply) -> SMTPReply:
-        """*reply* with its text redacted."""
-        text = self.forms.redact(reply.text)
+        """*reply* with its text redacted, a secret split across its lines too."""
+        text = self.forms.redact_lines(reply.text)
         return reply if text == reply.text else dataclasses.replace(reply, text=text)
 
 

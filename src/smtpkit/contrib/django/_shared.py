@@ -11,8 +11,10 @@ They are abandoned in the child, never closed there (closing would QUIT the
 parent's sessions).  At interpreter exit every mailer of the process is closed.
 
 The registry key is made of the settings' values (see ``registry_key``): equal
-settings share a mailer even when a value, such as a token provider written as a
-``@dataclass`` with ``__call__``, cannot be hashed.
+settings share a mailer.  An unhashable object of the user's own (a token
+provider written as a ``@dataclass`` or a pydantic model with ``__call__``)
+counts by identity, so the same provider object shares one mailer and two
+different ones never do; a key hit is confirmed with ``==`` as well.
 """
 
 from __future__ import annotations
@@ -63,7 +65,8 @@ class _Registry:
     def __init__(self) -> None:
         self.pid = os.getpid()
         self.lock = threading.Lock()
-        self.mailers: dict[Hashable, _Entry] = {}
+        # Values with one key that do not compare equal get a mailer each.
+        self.mailers: dict[Hashable, list[_Entry]] = {}
 
 
 _registry = _Registry()
@@ -85,19 +88,23 @@ def _forget_after_fork() -> None:
 def registry_key(value: object) -> Hashable:
     """A hashable key for *value* that equal values share.
 
-    A hashable value is its own key.  An unhashable pydantic model, dataclass,
-    list, tuple, set or mapping is keyed by its type and its parts' keys, so one
-    unhashable field does not stop the rest from being compared by value;
-    anything else unhashable (a callable object with ``__eq__``) by its
-    ``id()``: only the same object matches.  Never raises, whatever ``__hash__``
-    does.
+    A hashable value is its own key (compared with ``==``).  smtpkit's own
+    unhashable models and dataclasses (an ``SMTPConfig`` or ``XOAuth2Auth``
+    holding an unhashable token provider),
+    lists, tuples, sets and mappings are keyed by their type and their parts'
+    keys, so one unhashable part does not stop the rest from being compared by
+    value.  Any other unhashable object, such as a token provider written as a
+    pydantic model or a ``@dataclass``, is keyed by its ``id()``: only the same
+    object matches, since its declared fields may not be all it holds (a
+    ``PrivateAttr`` secret, ``extra="allow"`` fields, attributes set in
+    ``__post_init__``).  Never raises, whatever ``__hash__`` does.
     """
     if _hashable(value):
         return value
     parts: tuple[object, ...]
-    if isinstance(value, BaseModel):
+    if isinstance(value, BaseModel) and _is_smtpkits(value):
         parts = tuple(getattr(value, name) for name in type(value).model_fields)
-    elif dataclasses.is_dataclass(value) and not isinstance(value, type):
+    elif _is_smtpkits(value) and dataclasses.is_dataclass(value):
         parts = tuple(getattr(value, f.name) for f in dataclasses.fields(value))
     elif isinstance(value, set):
         return frozenset(value)  # its members are hashable, and order is not kept
@@ -109,6 +116,25 @@ def registry_key(value: object) -> Hashable:
     else:
         return _Identity(id(value))
     return _Parts(type(value), tuple(registry_key(part) for part in parts))
+
+
+def _is_smtpkits(value: object) -> bool:
+    """True for a value of smtpkit's own classes: every field declared, nothing else."""
+    module = type(value).__module__
+    return module == "smtpkit" or module.startswith("smtpkit.")
+
+
+def _same(stored: object, values: object) -> bool:
+    """True when *stored* and *values* are equal, however ``__eq__`` behaves.
+
+    The key already names every unhashable user object by identity (and the
+    entry keeps it alive, so no other object can take its id); this confirms
+    the rest with ``==``, which also sees what a model's declared fields do not.
+    """
+    try:
+        return stored is values or bool(stored == values)
+    except Exception:  # a user's __eq__ may raise anything
+        return False
 
 
 def _hashable(value: object) -> bool:
@@ -128,9 +154,12 @@ def shared_mailer(values: object, factory: Callable[[], Mailer]) -> Mailer:
     key = registry_key(values)
     registry = _current()
     with registry.lock:
-        entry = registry.mailers.get(key)
-        if entry is None:
-            entry = registry.mailers[key] = _Entry(factory(), values)
+        entries = registry.mailers.setdefault(key, [])
+        for entry in entries:
+            if _same(entry.values, values):
+                return entry.mailer
+        entry = _Entry(factory(), values)
+        entries.append(entry)
         return entry.mailer
 
 
@@ -143,7 +172,7 @@ def close_shared_mailers() -> None:
     """
     registry = _current()
     with registry.lock:
-        entries = list(registry.mailers.values())
+        entries = [entry for same in registry.mailers.values() for entry in same]
         registry.mailers.clear()
     for entry in entries:
         entry.mailer.close()
