@@ -45,7 +45,7 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import Executor
 
-from ._bulk import MAX_BATCH
+from ._bulk import MAX_BATCH, NotSentError
 from ._delivery import batch_outcomes
 from ._exceptions import PoolTimeoutError, SMTPKitError
 from ._message import Envelope
@@ -132,13 +132,16 @@ class Job:
             self.future.set_result(self.outcome)
 
     def resolve_after_loop(self, outcome: object) -> None:
-        """Take the outcome in a worker thread: the job's event loop is closed.
+        """Take the outcome in a worker thread: the job's event loop is closed,
+        or stopped (nothing runs its callbacks; closing it would drop them).
 
         Nobody can await the future any more; a detached caller's ``on_late``
         (``on_detached``) still hears of the outcome, from this thread.
         """
-        if self.outcome is None and self.on_late is not None:
-            self.outcome = known = checked(outcome)
+        if self.outcome is not None:
+            return  # heard already (``on_result``, then the batch's end)
+        self.outcome = known = checked(outcome)
+        if self.on_late is not None:
             self.on_late(known)
         else:
             logger.warning("smtpkit: an attempt ended after its event loop closed")
@@ -267,14 +270,29 @@ class Dispatcher:
                         batch.append(job)
             if not batch:
                 continue
+            try:
+                done = self._loop.run_in_executor(self._executor, self._run, batch)
+            except RuntimeError as exc:  # the executor was shut down (aclose)
+                self._refused(batch, exc)
+                continue
             self._in_flight += 1
             self._handed.update(batch)
-            done = self._loop.run_in_executor(self._executor, self._run, batch)
             done.add_done_callback(functools.partial(self._batch_done, batch=batch))
             for job in batch:
                 job.batch = done
         if not self.busy:
             self._on_idle()
+
+    def _refused(self, batch: list[Job], exc: RuntimeError) -> None:
+        """The executor refused *batch*: none of it was sent; fail each job."""
+        logger.warning("smtpkit: %d message(s) not sent: %s", len(batch), exc)
+        with self._lock:
+            for job in batch:
+                job.state = JobState.DROPPED
+        for job in batch:
+            error = NotSentError(f"not sent: no worker would take it ({exc})")
+            error.attempts = 0
+            job.resolve(error)
 
     def _next_batch_size(self) -> int:
         """How many waiting jobs the next batch takes.
@@ -319,6 +337,11 @@ class Dispatcher:
         items = [(job.envelope, job.data) for job in started]
 
         def post(job: Job, outcome: object) -> None:
+            if job.on_late is not None and not self._loop.is_running():
+                # A detached caller, and a loop stopped (maybe never run
+                # again, then closed, which drops its callbacks): settle here.
+                job.resolve_after_loop(outcome)
+                return
             try:
                 self._loop.call_soon_threadsafe(job.resolve, outcome)
             except RuntimeError:  # the loop closed under a running attempt
