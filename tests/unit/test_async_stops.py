@@ -343,3 +343,21 @@ async def test_the_injected_sleep_error_still_surfaces() -> None:
     ) as mailer:
         with pytest.raises(RuntimeError, match="sleep broke"):
             await mailer.send(message())
+
+
+@pytest.mark.asyncio
+async def test_rate_limited_sends_failed_in_the_queue_by_aclose_give_their_tokens_back() -> (
+    None
+):
+    transport = SlowTransport(concurrency=1, delay=0.3)
+    mailer = AsyncMailer(
+        transport=transport, rate_limit=RateLimit(per_second=0.001, burst=10)
+    )
+    await mailer.open()
+    sends = [asyncio.ensure_future(mailer.send(message(n))) for n in range(5)]
+    await asyncio.sleep(0.05)  # one on the wire, four queued, five tokens taken
+    await mailer.aclose(timeout=0.05)
+    outcomes = await asyncio.gather(*sends, return_exceptions=True)
+    assert sum(isinstance(o, NotSentError) for o in outcomes) == 4
+    assert mailer._bucket is not None
+    assert 8.99 < mailer._bucket._tokens < 9.01  # only the sent one spent its token

@@ -13,9 +13,18 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from smtpkit import AsyncMailer, Envelope, Message, SendResult, TransportError
-from smtpkit._async_waits import RenderTurns
+from smtpkit import (
+    AsyncMailer,
+    Envelope,
+    Message,
+    RateLimit,
+    SendResult,
+    TransportError,
+)
+from smtpkit._async_waits import RenderTurns, interruptible_sleep, take_token
+from smtpkit._attempt import Interrupted
 from smtpkit._dispatch import Dispatcher
+from smtpkit._ratelimit import TokenBucket
 from smtpkit._transports.base import OnResult, Transport
 from smtpkit.testing import FakeTransport
 
@@ -153,3 +162,21 @@ async def test_a_burst_fills_every_worker_with_batches_of_at_most_32() -> None:
     assert sum(transport.sizes) == 200
     assert max(transport.sizes) <= 32
     executor.shutdown()
+
+
+@pytest.mark.asyncio
+async def test_a_sleep_asked_for_after_the_stop_raises_at_once() -> None:
+    stop = asyncio.Event()
+    stop.set()
+    with pytest.raises(Interrupted):
+        await interruptible_sleep(asyncio.sleep, 3600, stop)
+
+
+@pytest.mark.asyncio
+async def test_a_token_taken_after_the_stop_is_given_back() -> None:
+    bucket = TokenBucket(RateLimit(per_second=1))
+    with pytest.raises(Interrupted):
+        await take_token(bucket, asyncio.sleep, lambda: True)
+    assert bucket.reserve() == 0.0  # the burst token is still there
+    with pytest.raises(Interrupted):
+        await take_token(None, asyncio.sleep, lambda: True)

@@ -7,9 +7,17 @@ import threading
 import pydantic
 import pytest
 
-from smtpkit import Mailer, Message, RateLimit
+from smtpkit import (
+    Envelope,
+    Mailer,
+    Message,
+    QuotaExceededError,
+    RateLimit,
+    SendResult,
+    SMTPReply,
+)
 from smtpkit._ratelimit import TokenBucket
-from smtpkit.testing import FakeTransport
+from smtpkit.testing import FakeTransport, no_wait
 
 
 class FakeTime:
@@ -147,3 +155,61 @@ def test_mailer_send_interrupted_in_its_rate_limit_wait_books_no_turn():
     time.now += 1.0
     mailer.send(msg)  # no wait: would sleep (and raise) 3 s without the refunds
     assert len(fake.outbox) == 2
+
+
+def test_send_many_stopped_by_a_spent_quota_gives_back_the_tokens_it_did_not_use():
+    time = FakeTime()
+    attempts = 0
+
+    def handler(envelope: Envelope, data: bytes) -> SendResult | SMTPReply:
+        nonlocal attempts
+        attempts += 1
+        if attempts > 3:
+            return SMTPReply.from_string("451 MI:SFQ 4.7.1 sending quota exceeded")
+        return SendResult.delivered(envelope)
+
+    fake = FakeTransport(handler)
+    burst = 1000
+    mailer = Mailer(
+        transport=fake,
+        rate_limit=RateLimit(per_second=1, burst=burst),
+        retry=no_wait(),
+        sleep=time.sleep,
+        clock=time.clock,
+    )
+    msgs = [
+        Message(sender="a@example.com", to=[f"u{n}@example.com"], subject="s", text="x")
+        for n in range(200)
+    ]
+    with pytest.raises(QuotaExceededError):
+        mailer.send_many(msgs, concurrency=2)
+    assert mailer._bucket is not None
+    # Only the attempts made spent a token: the batches stopped before theirs
+    # gave theirs back.
+    assert mailer._bucket.reserve() == 0.0
+    assert mailer._bucket._tokens == burst - len(fake.attempts) - 1
+
+
+def test_send_many_with_a_broken_sleep_reports_it_and_books_no_turn():
+    time = FakeTime()
+
+    def broken(seconds: float) -> None:
+        raise RuntimeError("sleep broke")
+
+    fake = FakeTransport()
+    mailer = Mailer(
+        transport=fake,
+        rate_limit=RateLimit(per_second=1),
+        sleep=broken,
+        clock=time.clock,
+    )
+    msgs = [
+        Message(sender="a@example.com", to=[f"u{n}@example.com"], subject="s", text="x")
+        for n in range(3)
+    ]
+    results = mailer.send_many(msgs, concurrency=1)
+    assert [r.ok for r in results] == [True, False, False]
+    assert all("sleep broke" in str(r.error) for r in results[1:])
+    time.now += 1.0
+    assert mailer._bucket is not None
+    assert mailer._bucket.reserve() == 0.0  # the failed waits kept no turn
