@@ -6,7 +6,10 @@ that prepares it and delivers it through the mailer's dispatcher.  Results are
 reported to ``on_progress`` in input order.  Stopping is defined as for
 ``Mailer.send_many``: the input or ``on_progress`` raising stops the reading
 (what was read is still sent); a quota reply stops the reading and withdraws
-the messages not yet started; a cancelled caller cancels every message's task.
+the messages not yet started; a cancelled caller cancels every message's task
+and hands every result it will not see to ``on_orphaned`` (``on_detached``):
+the ones already known, the ones that end meanwhile, and (through each task's
+own cancellation) the ones whose attempt was on the wire.
 
 A message's task ends as soon as its outcome is known (``on_progress`` follows
 the deliveries), which may be before its worker has put the connection back in
@@ -105,6 +108,7 @@ class BulkSend:
         self._total: int | None = None
         self._abort: tuple[str, Exception] | None = None
         self._halt: QuotaExceededError | None = None
+        self._orphaned = False  # the caller was cancelled: results go elsewhere
 
     async def send(
         self, messages: Iterable[BulkItem] | AsyncIterable[BulkItem]
@@ -117,6 +121,7 @@ class BulkSend:
             while self._tasks:
                 await asyncio.wait(set(self._tasks))
         except asyncio.CancelledError:
+            self._orphan()
             for task in self._tasks:
                 task.cancel()  # each withdraws its message or detaches it
             raise
@@ -125,8 +130,7 @@ class BulkSend:
             while self._stop.batches:  # connections still being given back
                 await asyncio.wait(set(self._stop.batches))
         except asyncio.CancelledError:
-            for result in results:  # all final, but the caller will not see them
-                self._on_orphaned(result)
+            self._orphan()
             raise
         if self._abort is not None:
             where, cause = self._abort
@@ -182,12 +186,24 @@ class BulkSend:
         except Exception as exc:
             return failed_result(prepared, exc)
 
+    def _orphan(self) -> None:
+        """The caller was cancelled: hand every result it will not see to
+        ``on_orphaned``, now for those known, later for those still coming
+        (tasks that ended but whose ``_done`` has not run yet)."""
+        self._orphaned = True
+        for result in self._results:
+            if result is not None:
+                self._on_orphaned(result)
+
     def _done(self, index: int, task: asyncio.Task[SendResult]) -> None:
         self._tasks.discard(task)
         self._window.release()
         if task.cancelled():
-            return  # send_many itself was cancelled
+            return  # withdrawn, or its outcome goes to on_detached on its own
         result = task.result()
+        if self._orphaned:
+            self._on_orphaned(result)
+            return
         self._results[index] = result
         if self._stop_on_quota and self._halt is None:
             self._halt = quota_spent(result, name="send_many")

@@ -10,6 +10,7 @@ own: waiting with ``asyncio.sleep`` and defined cancellation.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import logging
 import random
@@ -23,6 +24,7 @@ from typing_extensions import Self
 
 from ._async_bulk import BulkSend, Stop
 from ._async_detach import Detached
+from ._async_waits import RenderTurns, interruptible_sleep, take_token
 from ._attempt import Attempt, Interrupted, Prepared
 from ._bulk import MAX_BATCH, BulkProgress, NotSentError
 from ._config import SMTPConfig
@@ -91,7 +93,10 @@ class AsyncMailer:
     * Waiting in the queue for a worker (all connections busy), or handed to a
       worker whose batch has not started: the message is withdrawn; nothing is
       sent.  ``CancelledError`` propagates.
-    * Waiting for the rate limit: nothing is sent.
+    * Waiting for the rate limit: nothing is sent, and the reserved turn is
+      given back (the sends after it do not wait for it).
+    * Waiting for the mailer to open (a first ``send()``): only that caller is
+      cancelled; the opening goes on for the others.
     * Its batch started (connecting, MAIL, RCPT, DATA, the upload, waiting for
       the reply to the final dot): ``CancelledError`` propagates at once, but the
       worker finishes the attempt so the connection stays coherent (returned to
@@ -102,8 +107,9 @@ class AsyncMailer:
     * Waiting between two attempts: no further attempt starts; when an earlier
       attempt reached the server, its outcome goes to ``on_detached`` as above.
     * ``send_many`` cancelled: no message not yet started is sent; every started
-      one finishes its current attempt as above and its result reaches
-      ``on_detached``.
+      one finishes its current attempt as above; the result of every message the
+      run finished or started reaches ``on_detached`` (those delivered before the
+      cancel too: the caller never gets the list).
 
     Args:
         config: Server settings; builds an ``SMTPTransport``.
@@ -114,8 +120,9 @@ class AsyncMailer:
         on_detached: Called on the loop with the result of a message whose
             caller was cancelled after its transaction started (see above);
             if it raises, the error is logged and ignored.  When the event
-            loop has closed meanwhile (``asyncio.run`` ended by Ctrl-C), it is
-            called from the worker thread that finished the attempt.
+            loop has stopped or closed meanwhile (``asyncio.run`` ended by
+            Ctrl-C), it is called from the worker thread that finished the
+            attempt.
         sleep: Awaited for waits between attempts and for the rate limit.
         clock: Monotonic clock in seconds (injectable).
         rng: Source of jitter (inject ``random.Random(seed)`` in tests).
@@ -164,11 +171,12 @@ class AsyncMailer:
         # Every dispatcher made (send_many with a lower concurrency makes its
         # own): aclose() waits for and fails the jobs of each.
         self._dispatchers: weakref.WeakSet[Dispatcher] = weakref.WeakSet()
-        self._opening: asyncio.Future[None] | None = None
+        self._opening: asyncio.Task[None] | None = None
         self._active = 0  # send() and send_many() calls running
         self._idle_waiters: list[asyncio.Future[None]] = []
         self._stop = Stop()  # set at aclose()'s deadline: no attempt starts
-        self._renders = 0  # messages rendered in this iteration of the loop
+        self._stopping = asyncio.Event()  # the same, for waits to wake up on
+        self._render_turns = RenderTurns(RENDERS_PER_TURN)
 
     @property
     def transport(self) -> Transport:
@@ -197,38 +205,45 @@ class AsyncMailer:
             raise ClosedError(msg)
         loop = self._check_loop()
         if self._opening is None:
-            self._opening = loop.create_future()
+            # A task of its own: a cancelled caller stops waiting for it, but
+            # the opening goes on for the others (and fails for all alike).
+            self._opening = loop.create_task(self._open_now(loop))
             self._opening.add_done_callback(_consume)
-            try:
-                executor = self._executor = ThreadPoolExecutor(
-                    max_workers=max_concurrency(self._transport),
-                    thread_name_prefix="smtpkit-async",
-                )
-                self._dispatcher = self._new_dispatcher(
-                    max_concurrency(self._transport)
-                )
-                await loop.run_in_executor(executor, self._transport.open)
-            except BaseException as exc:
-                self._opening.set_exception(exc)
-                self._opening = None
-                raise
-            if self._state is _State.UNOPENED:
-                self._state = _State.OPENED
-            self._opening.set_result(None)
-            return
         await asyncio.shield(self._opening)
+
+    async def _open_now(self, loop: asyncio.AbstractEventLoop) -> None:
+        executor = None
+        try:
+            workers = max_concurrency(self._transport)
+            executor = self._executor = ThreadPoolExecutor(
+                max_workers=workers, thread_name_prefix="smtpkit-async"
+            )
+            self._dispatcher = self._new_dispatcher(workers)
+            await loop.run_in_executor(executor, self._transport.open)
+        except BaseException:
+            self._opening = None  # the next send() tries again
+            if executor is not None:
+                executor.shutdown(wait=False)
+            raise
+        if self._state is _State.UNOPENED:
+            self._state = _State.OPENED
 
     async def aclose(self, timeout: float | None = 30.0) -> None:
         """Stop accepting sends, let the running ones finish, close the transport.
 
         New ``send()``/``send_many()`` calls raise ``ClosedError`` at once.  Sends
         already running (retries included) get up to *timeout* seconds; at the
-        deadline the messages still waiting for a worker (or for a retry) fail
-        with ``NotSentError`` (never dropped silently), and the attempts already
-        on the wire finish in their worker.  Then the transport is closed in a
-        worker thread (``SMTPTransport`` QUITs its idle sessions) and the
-        executor shut down without blocking the loop.  Idempotent: a second call
-        returns at once.
+        deadline the messages still waiting for a worker fail with
+        ``NotSentError`` (never dropped silently), a send waiting for a retry
+        or the rate limit wakes and fails with its last attempt's error
+        (``NotSentError`` if none), and the attempts already on the wire finish
+        in their worker.  Then the transport is closed in a worker thread
+        (``SMTPTransport`` QUITs its idle sessions) and the executor shut down
+        without blocking the loop.  Idempotent: a second call returns at once.
+
+        Cancelled itself (Ctrl-C while ``async with`` exits, a timeout around
+        it), it acts as if the deadline had come: no send is left waiting, and
+        the transport's closing is started but not waited for.
 
         Args:
             timeout: Seconds to wait for running sends; None waits for them all.
@@ -237,40 +252,53 @@ class AsyncMailer:
             return
         opened = self._state is _State.OPENED
         self._state = _State.CLOSING
-        if not opened or self._loop is None:  # also while an open() runs
-            self._state = _State.CLOSED
-            await asyncio.get_running_loop().run_in_executor(
-                None, self._transport.close
-            )
-            if self._executor is not None:
-                self._executor.shutdown(wait=False)
-            return
-        loop = self._loop
+        loop = asyncio.get_running_loop()
+        why = "the timeout came first"
+        cancelled = False
         try:
-            if not self._is_idle():
-                waiter = loop.create_future()
-                self._idle_waiters.append(waiter)
-                try:
-                    await asyncio.wait_for(asyncio.shield(waiter), timeout)
-                except asyncio.TimeoutError:
-                    self._stop.is_set = True
-                    failed = sum(
-                        d.fail_unstarted(_not_sent_closing)
-                        for d in list(self._dispatchers)
-                    )
-                    if failed:
-                        logger.warning(
-                            "aclose: %d message(s) not sent: the timeout came first",
-                            failed,
-                        )
+            if opened:
+                await self._drain(loop, timeout)
+            elif self._opening is not None:  # let it end, then close what it opened
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(self._opening)
+        except asyncio.CancelledError:
+            why, cancelled = "aclose() was cancelled", True
+            raise
         finally:
-            self._state = _State.CLOSED
-            self._stop.is_set = True
-            await loop.run_in_executor(None, self._transport.close)
+            self._halt()
+            # However aclose ends (its timeout, its own cancellation), nothing
+            # may stay queued: the executor takes no new batch after this.
+            failed = sum(
+                d.fail_unstarted(_not_sent_closing) for d in list(self._dispatchers)
+            )
+            if failed:
+                logger.warning("aclose: %d message(s) not sent: %s", failed, why)
+            closing = loop.run_in_executor(None, self._transport.close)
+            closing.add_done_callback(_consume)  # awaited unless cancelled
             executor = self._executor
             if executor is not None:
                 # Workers still finishing an attempt end on their own.
                 executor.shutdown(wait=False, cancel_futures=False)
+            if not cancelled:  # a cancelled caller does not wait for the QUITs
+                await closing
+
+    async def _drain(
+        self, loop: asyncio.AbstractEventLoop, timeout: float | None
+    ) -> None:
+        """Wait up to *timeout* seconds for every running send to end."""
+        if self._is_idle():
+            return
+        waiter: asyncio.Future[None] = loop.create_future()
+        self._idle_waiters.append(waiter)
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(asyncio.shield(waiter), timeout)
+
+    def _halt(self) -> None:
+        """No attempt starts from now on; waits for a retry or a token end."""
+        self._state = _State.CLOSED
+        self._stop.is_set = True
+        with contextlib.suppress(RuntimeError):  # _close_after_loop: loop closed
+            self._stopping.set()
 
     def _close_after_loop(self) -> None:
         """Close the mailer from synchronous code once its event loop has ended.
@@ -281,8 +309,7 @@ class AsyncMailer:
         """
         if self._state is _State.CLOSED:
             return
-        self._state = _State.CLOSED
-        self._stop.is_set = True
+        self._halt()
         self._transport.close()
         if self._executor is not None:
             self._executor.shutdown(wait=False)
@@ -336,7 +363,7 @@ class AsyncMailer:
         """
         dispatcher = await self._enter()
         try:
-            await self._render_turn()
+            await self._render_turns.wait()
             try:
                 prepared = prepare(message, envelope, id_domain=self._id_domain)
             except SMTPKitError:
@@ -436,11 +463,7 @@ class AsyncMailer:
             return self._stop.is_set or (stop is not None and stop.is_set)
 
         async def one(number: int) -> None:
-            wait = 0.0 if self._bucket is None else self._bucket.reserve()
-            if wait:
-                await self._sleep(wait)
-            if stopped():
-                raise Interrupted
+            await take_token(self._bucket, self._wait, stopped)
             # send(): the outcome comes once the connection is back in the pool,
             # and a wait for a worker is bounded as Mailer.send's for a
             # connection.  send_many: at once (on_progress), queued unbounded,
@@ -460,6 +483,8 @@ class AsyncMailer:
                 stop.jobs.discard((dispatcher, job))
                 stop.hold(job)
             if isinstance(outcome, NotSentError) and stopped():
+                if self._bucket is not None:
+                    self._bucket.refund()  # its token sent nothing
                 raise Interrupted  # withdrawn by aclose() or the run: not an attempt
             attempt.record(number, outcome)
 
@@ -468,7 +493,7 @@ class AsyncMailer:
             await run_with_retries_async(
                 one,
                 self.retry,
-                sleep=self._sleep,
+                sleep=self._wait,
                 clock=self._clock,
                 rng=self._rng,
                 on_retry=self._on_retry,
@@ -488,28 +513,16 @@ class AsyncMailer:
             error = ended_with(attempt, exc)
         return concluded(attempt, elapsed=self._clock() - start, error=error)
 
+    async def _wait(self, seconds: float) -> None:
+        """Sleep (retry backoff, rate limit) until *seconds* pass or aclose() stops."""
+        await interruptible_sleep(self._sleep, seconds, self._stopping)
+
     # -- plumbing ---------------------------------------------------------------
 
     async def _prepare_item(self, item: BulkItem) -> Prepared:
-        await self._render_turn()
+        await self._render_turns.wait()
         message, envelope = item if isinstance(item, tuple) else (item, None)
         return prepare(message, envelope, id_domain=self._id_domain)
-
-    async def _render_turn(self) -> None:
-        """Wait until this loop iteration has rendered fewer than its share.
-
-        A thousand ``send()`` calls started together would otherwise all render
-        in one iteration of the loop (about 0.2 ms each), holding up every other
-        task; past ``RENDERS_PER_TURN`` the rest wait for the next iteration.
-        """
-        while self._renders >= RENDERS_PER_TURN:
-            await asyncio.sleep(0)
-        self._renders += 1
-        if self._renders == 1:  # the next iteration starts with a fresh share
-            asyncio.get_running_loop().call_soon(self._new_render_turn)
-
-    def _new_render_turn(self) -> None:
-        self._renders = 0
 
     def _check_loop(self) -> asyncio.AbstractEventLoop:
         loop = asyncio.get_running_loop()
@@ -570,6 +583,6 @@ def _not_sent_closing() -> NotSentError:
 
 
 def _consume(future: asyncio.Future[None]) -> None:
-    """Mark an opening's error as seen: the opener re-raises it itself."""
+    """Mark an error as seen: whoever awaits the future re-raises it itself."""
     if not future.cancelled():
         future.exception()

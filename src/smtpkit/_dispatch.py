@@ -6,9 +6,10 @@ at a time to a worker thread of the mailer's executor, which makes them with one
 ``transport.send_batch`` call: on ``SMTPTransport`` one pooled connection,
 pipelined.  At most ``max_batches`` batches are in flight, so the transport's
 pool never sees more callers than it has connections, however many coroutines
-wait.  What waits is cut into even batches over all workers (as ``BulkRun`` cuts
-a read chunk), so that a burst smaller than ``max_batches * MAX_BATCH`` still
-keeps every connection busy.
+wait.  What waits is cut into even batches over all workers, at most
+``MAX_BATCH`` each (as ``BulkRun`` cuts a read chunk), so that a burst smaller
+than ``max_batches * MAX_BATCH``, and the tail of a long run, still keep every
+connection busy.
 
 Each outcome goes back to the loop (``call_soon_threadsafe``) as soon as the
 transport knows it.  Who hears of it then depends on the job:
@@ -45,7 +46,7 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import Executor
 
-from ._bulk import MAX_BATCH
+from ._bulk import MAX_BATCH, NotSentError
 from ._delivery import batch_outcomes
 from ._exceptions import PoolTimeoutError, SMTPKitError
 from ._message import Envelope
@@ -132,13 +133,16 @@ class Job:
             self.future.set_result(self.outcome)
 
     def resolve_after_loop(self, outcome: object) -> None:
-        """Take the outcome in a worker thread: the job's event loop is closed.
+        """Take the outcome in a worker thread: the job's event loop is closed,
+        or stopped (nothing runs its callbacks; closing it would drop them).
 
         Nobody can await the future any more; a detached caller's ``on_late``
         (``on_detached``) still hears of the outcome, from this thread.
         """
-        if self.outcome is None and self.on_late is not None:
-            self.outcome = known = checked(outcome)
+        if self.outcome is not None:
+            return  # heard already (``on_result``, then the batch's end)
+        self.outcome = known = checked(outcome)
+        if self.on_late is not None:
             self.on_late(known)
         else:
             logger.warning("smtpkit: an attempt ended after its event loop closed")
@@ -174,8 +178,8 @@ class Dispatcher:
         self._in_flight = 0
         self._pump_scheduled = False
         self._handed: set[Job] = set()  # given to the executor, not yet done
-        self._chunk_left = 0  # jobs of the current chunk still in the queue
-        self._chunk_batch = 1  # the size of the current chunk's batches
+        self._round_left = 0  # jobs of the current round still in the queue
+        self._round_parts = 0  # batches of the current round still to cut
 
     @property
     def busy(self) -> bool:
@@ -261,35 +265,55 @@ class Dispatcher:
             with self._lock:
                 while self._queue and len(batch) < size:
                     job = self._queue.popleft()
-                    self._chunk_left -= 1
+                    self._round_left -= 1
                     if job.state is JobState.QUEUED:
                         job.state = JobState.HANDED
                         batch.append(job)
             if not batch:
                 continue
+            try:
+                done = self._loop.run_in_executor(self._executor, self._run, batch)
+            except RuntimeError as exc:  # the executor was shut down (aclose)
+                self._refused(batch, exc)
+                continue
             self._in_flight += 1
             self._handed.update(batch)
-            done = self._loop.run_in_executor(self._executor, self._run, batch)
             done.add_done_callback(functools.partial(self._batch_done, batch=batch))
             for job in batch:
                 job.batch = done
         if not self.busy:
             self._on_idle()
 
+    def _refused(self, batch: list[Job], exc: RuntimeError) -> None:
+        """The executor refused *batch*: none of it was sent; fail each job."""
+        logger.warning("smtpkit: %d message(s) not sent: %s", len(batch), exc)
+        with self._lock:
+            for job in batch:
+                job.state = JobState.DROPPED
+        for job in batch:
+            error = NotSentError(f"not sent: no worker would take it ({exc})")
+            error.attempts = 0
+            job.resolve(error)
+
     def _next_batch_size(self) -> int:
         """How many waiting jobs the next batch takes.
 
-        What waits when the last chunk has been handed out becomes the next
-        chunk, cut into ``max_batches`` even batches of at most ``batch_size``,
-        as ``_bulk._split`` cuts a read chunk for ``Mailer.send_many``: a small
-        burst does not queue on one connection while others idle, and the end
-        of a long run is shared evenly, not left to one worker's full batch.
+        What waits when a round begins is cut into ``max_batches`` even
+        batches of at most ``batch_size`` (each takes ``ceil(left / parts
+        left)``: 4 jobs on 3 workers are 2, 1 and 1, not 2 and 2 with one
+        worker idle), as ``_bulk._split`` cuts a read chunk for
+        ``Mailer.send_many``.  A round ends after ``max_batches`` batches (or
+        when its jobs are gone), so a small burst does not queue on one
+        connection while others idle, and the end of a long run is shared
+        evenly, not left to one worker's full batch; while a run is long,
+        batches stay full.
         """
-        if self._chunk_left <= 0:
-            self._chunk_left = waiting = len(self._queue)
-            share = -(-waiting // self._max_batches)
-            self._chunk_batch = max(1, min(self._batch_size, share))
-        return self._chunk_batch
+        if self._round_parts <= 0 or self._round_left <= 0:
+            self._round_left = len(self._queue)
+            self._round_parts = self._max_batches
+        share = -(-self._round_left // self._round_parts)
+        self._round_parts -= 1
+        return max(1, min(self._batch_size, share))
 
     def _batch_done(self, done: asyncio.Future[None], *, batch: list[Job]) -> None:
         self._in_flight -= 1
@@ -319,6 +343,11 @@ class Dispatcher:
         items = [(job.envelope, job.data) for job in started]
 
         def post(job: Job, outcome: object) -> None:
+            if job.on_late is not None and not self._loop.is_running():
+                # A detached caller, and a loop stopped (maybe never run
+                # again, then closed, which drops its callbacks): settle here.
+                job.resolve_after_loop(outcome)
+                return
             try:
                 self._loop.call_soon_threadsafe(job.resolve, outcome)
             except RuntimeError:  # the loop closed under a running attempt

@@ -439,17 +439,23 @@ class Mailer:
         transports written before it existed do not).  Nothing is sent once the
         run is *interrupted*, also after waiting for the rate limit.
         """
+        taken = 0  # rate-limit tokens taken for this batch
         try:
             if self._bucket is not None:
                 wait = self._bulk_sleep(interrupted)
                 for _ in ready:
-                    self._bucket.acquire(sleep=wait)
+                    self._bucket.acquire(sleep=wait)  # gives its token back if ended
+                    taken += 1
             if interrupted.is_set():
                 raise Interrupted  # noqa: TRY301 - one way out for both
-        except Interrupted:
-            return [not_sent() for _ in ready]
-        except Exception as exc:  # the caller's clock or sleep: nothing was sent
-            return [callback_error(exc) for _ in ready]
+        except BaseException as exc:
+            if self._bucket is not None and taken:
+                self._bucket.refund(taken)  # nothing was sent with them
+            if isinstance(exc, Interrupted):
+                return [not_sent() for _ in ready]
+            if isinstance(exc, Exception):  # the caller's clock or sleep
+                return [callback_error(exc) for _ in ready]
+            raise
         items = [(p.envelope, p.data) for p in ready]
         return batch_outcomes(
             self._transport, items, on_result if self._reports_results else None

@@ -66,7 +66,11 @@ class TokenBucket:
         """
         wait = self.reserve()
         if wait:
-            (self._sleep if sleep is None else sleep)(wait)
+            try:
+                (self._sleep if sleep is None else sleep)(wait)
+            except BaseException:  # interrupted: nothing is sent with this token
+                self.refund()
+                raise
         return wait
 
     def reserve(self) -> float:
@@ -76,12 +80,26 @@ class TokenBucket:
         blocking; the token is spent either way, so callers queue in order.
         """
         with self._lock:
-            now = self._clock()
-            rate = self._limit.per_second
-            self._tokens = min(
-                self._limit.burst, self._tokens + (now - self._updated) * rate
-            )
-            self._updated = now
+            self._refill()
             self._tokens -= 1
             # A negative balance is a reservation: this caller waits its turn.
+            rate = self._limit.per_second
             return 0.0 if self._tokens >= 0 else -self._tokens / rate
+
+    def refund(self, tokens: int = 1) -> None:
+        """Give back *tokens* taken by ``reserve`` but never used to send.
+
+        A caller cancelled (or interrupted) while waiting for its reservation
+        sends nothing; without a refund its turn would stay booked and every
+        later caller would wait for it (40 cancelled sends at 2/s: 20 s).
+        """
+        with self._lock:
+            self._refill()
+            self._tokens = min(float(self._limit.burst), self._tokens + tokens)
+
+    def _refill(self) -> None:
+        """Add the tokens earned since the last update (under the lock)."""
+        now = self._clock()
+        earned = (now - self._updated) * self._limit.per_second
+        self._tokens = min(self._limit.burst, self._tokens + earned)
+        self._updated = now

@@ -7,8 +7,17 @@ import threading
 import pydantic
 import pytest
 
-from smtpkit import RateLimit
+from smtpkit import (
+    Envelope,
+    Mailer,
+    Message,
+    QuotaExceededError,
+    RateLimit,
+    SendResult,
+    SMTPReply,
+)
 from smtpkit._ratelimit import TokenBucket
+from smtpkit.testing import FakeTransport, no_wait
 
 
 class FakeTime:
@@ -93,3 +102,114 @@ def test_thread_safety_smoke():
     expected = [0.0] * burst + [n / per_second for n in range(1, total - burst + 1)]
     assert sorted(waits) == pytest.approx(expected)
     assert len(time.sleeps) == total - burst
+
+
+def test_refund_gives_a_reserved_turn_back_and_never_exceeds_burst():
+    time = FakeTime()
+    bucket = TokenBucket(RateLimit(per_second=1), sleep=time.sleep, clock=time.clock)
+    assert [bucket.reserve() for _ in range(3)] == [0.0, 1.0, 2.0]
+    bucket.refund(2)  # two reservations cancelled: their turns are free again
+    assert bucket.reserve() == 1.0
+    time.now += 3600
+    bucket.refund(5)
+    assert [bucket.reserve() for _ in range(2)] == [0.0, 1.0]  # burst 1 still
+
+
+@pytest.mark.parametrize("interrupt", [KeyboardInterrupt, RuntimeError])
+def test_acquire_interrupted_during_its_wait_gives_the_token_back(interrupt):
+    time = FakeTime()
+    bucket = TokenBucket(RateLimit(per_second=1), sleep=time.sleep, clock=time.clock)
+    assert bucket.acquire() == 0.0
+
+    def interrupted(seconds: float) -> None:
+        raise interrupt
+
+    for _ in range(5):  # e.g. send_many interrupted while it waits for the bucket
+        with pytest.raises(interrupt):
+            bucket.acquire(sleep=interrupted)
+    time.now += 1.0
+    assert bucket.acquire() == 0.0  # without the refunds: a 5 s wait
+
+
+def test_mailer_send_interrupted_in_its_rate_limit_wait_books_no_turn():
+    time = FakeTime()
+    waits: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        waits.append(seconds)
+        raise KeyboardInterrupt
+
+    fake = FakeTransport()
+    mailer = Mailer(
+        transport=fake,
+        rate_limit=RateLimit(per_second=1),
+        sleep=sleep,
+        clock=time.clock,
+    )
+    msg = Message(sender="a@example.com", to=["b@example.com"], subject="s", text="x")
+    mailer.send(msg)
+    for _ in range(3):
+        with pytest.raises(KeyboardInterrupt):
+            mailer.send(msg)
+    assert waits == [1.0, 1.0, 1.0]  # each waited for the same, unbooked, turn
+    time.now += 1.0
+    mailer.send(msg)  # no wait: would sleep (and raise) 3 s without the refunds
+    assert len(fake.outbox) == 2
+
+
+def test_send_many_stopped_by_a_spent_quota_gives_back_the_tokens_it_did_not_use():
+    time = FakeTime()
+    attempts = 0
+
+    def handler(envelope: Envelope, data: bytes) -> SendResult | SMTPReply:
+        nonlocal attempts
+        attempts += 1
+        if attempts > 3:
+            return SMTPReply.from_string("451 MI:SFQ 4.7.1 sending quota exceeded")
+        return SendResult.delivered(envelope)
+
+    fake = FakeTransport(handler)
+    burst = 1000
+    mailer = Mailer(
+        transport=fake,
+        rate_limit=RateLimit(per_second=1, burst=burst),
+        retry=no_wait(),
+        sleep=time.sleep,
+        clock=time.clock,
+    )
+    msgs = [
+        Message(sender="a@example.com", to=[f"u{n}@example.com"], subject="s", text="x")
+        for n in range(200)
+    ]
+    with pytest.raises(QuotaExceededError):
+        mailer.send_many(msgs, concurrency=2)
+    assert mailer._bucket is not None
+    # Only the attempts made spent a token: the batches stopped before theirs
+    # gave theirs back.
+    assert mailer._bucket.reserve() == 0.0
+    assert mailer._bucket._tokens == burst - len(fake.attempts) - 1
+
+
+def test_send_many_with_a_broken_sleep_reports_it_and_books_no_turn():
+    time = FakeTime()
+
+    def broken(seconds: float) -> None:
+        raise RuntimeError("sleep broke")
+
+    fake = FakeTransport()
+    mailer = Mailer(
+        transport=fake,
+        rate_limit=RateLimit(per_second=1),
+        sleep=broken,
+        clock=time.clock,
+    )
+    msgs = [
+        Message(sender="a@example.com", to=[f"u{n}@example.com"], subject="s", text="x")
+        for n in range(3)
+    ]
+    results = mailer.send_many(msgs, concurrency=1)
+    assert [r.ok for r in results] == [True, False, False]
+    assert all("sleep broke" in str(r.error) for r in results[1:])
+    time.now += 1.0
+    assert mailer._bucket is not None
+    assert mailer._bucket.reserve() == 0.0  # the failed waits kept no turn
