@@ -27,6 +27,9 @@ transport knows it.  Who hears of it then depends on the job:
 A ``send()`` job also has a deadline (the pool's ``acquire_timeout``): still
 waiting for a worker when it passes, it is withdrawn and fails with
 ``PoolTimeoutError``, as ``Mailer.send`` fails waiting for a pooled connection.
+The deadline ends when the job is handed to a worker: the time the worker thread
+takes to start is not waiting for a connection (with ``acquire_timeout=0`` a
+send to an idle pool must not fail).
 
 A job's life: QUEUED (in the deque) -> HANDED (in a batch given to the
 executor) -> STARTED (its worker called ``send_batch`` with it) -> resolved.
@@ -269,6 +272,11 @@ class Dispatcher:
                     if job.state is JobState.QUEUED:
                         job.state = JobState.HANDED
                         batch.append(job)
+                        if job.timer is not None:
+                            # It has a worker: from here only the transport's
+                            # own pool wait applies, as for ``Mailer.send``.
+                            job.timer.cancel()
+                            job.timer = None
             if not batch:
                 continue
             try:

@@ -208,6 +208,22 @@ def test_close_quits_and_closes_every_connection(
     assert wait_until(lambda: open_fds() == baseline, 3.0), (open_fds(), baseline)
 
 
+@pytest.mark.parametrize("acquire_timeout", [0.0, 0.0005])
+def test_a_zero_acquire_timeout_fails_no_send_to_an_idle_pool(
+    mailer_for, start_fault_server, config_for, acquire_timeout
+):
+    """Waiting for a connection is bounded; a worker thread's start-up is not
+    waiting (``AsyncMailer`` once failed sends to an idle pool this way)."""
+    server = start_fault_server(handler=FaultHandler())
+    mailer = mailer_for(
+        server, config_for, max_connections=4, acquire_timeout=acquire_timeout
+    )
+    with mailer:
+        results = [mailer.send(message(i)) for i in range(30)]
+    assert all(result.ok for result in results)
+    assert len(server.handler.messages) == 30
+
+
 def test_pool_timeout_when_every_connection_is_busy_is_not_retried(
     mailer_for, start_fault_server, config_for
 ):
