@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any, Final
 
 from django.core.mail import EmailMessage as DjangoMessage
@@ -14,11 +15,17 @@ from smtpkit import Envelope, Mailer, SendResult, SMTPConfig, SMTPKitError
 
 from ._convert import to_smtpkit
 from ._errors import as_django_error
-from ._settings import resolve_settings
+from ._settings import KNOWN_OPTIONS, resolve_settings
 
 __all__ = ["SMTPKIT_RESULT", "EmailBackend"]
 
 logger = logging.getLogger("smtpkit.contrib.django")
+
+# Django >= 6.1: BaseEmailBackend takes the MAILERS alias (and reports unknown
+# options itself); before, it takes fail_silently and ignores anything else.
+_BASE_TAKES_ALIAS: Final = (
+    "alias" in inspect.signature(BaseEmailBackend.__init__).parameters
+)
 
 SMTPKIT_RESULT: Final = "smtpkit_result"
 """The attribute ``send_messages`` sets on each Django message: its ``SendResult``
@@ -35,6 +42,10 @@ class EmailBackend(BaseEmailBackend):
     override both, with the stock backend's names (``host``, ``port``,
     ``username``, ``password``, ``use_tls``, ``use_ssl``, ``timeout``,
     ``ssl_keyfile``, ``ssl_certfile``) and smtpkit's (``pool``, ``retry``...).
+
+    On Django >= 6.1 it can instead be a ``MAILERS`` backend: Django passes the
+    mailer's ``alias`` and ``OPTIONS`` (the same names), and those are all it
+    reads (see ``_settings``); bad options raise Django's ``InvalidMailer``.
 
     Every backend in a process with the same settings sends through one shared
     mailer and its connection pool, from any thread; a forked child gets its
@@ -66,9 +77,26 @@ class EmailBackend(BaseEmailBackend):
         timeout: float | None = None,
         ssl_keyfile: str | None = None,
         ssl_certfile: str | None = None,
+        *,
+        alias: str | None = None,
+        _ignore_unknown_kwargs: Collection[str] | None = None,
         **options: Any,
     ) -> None:
-        super().__init__(fail_silently=fail_silently)
+        if _BASE_TAKES_ALIAS:
+            # fail_silently is ours: passed on, Django 6.1 deprecates it.
+            super().__init__(alias=alias)
+        else:
+            super().__init__(fail_silently=fail_silently)
+            self.alias = alias
+        self.fail_silently = fail_silently
+        if _ignore_unknown_kwargs:
+            # Django's get_connection(**kwargs) over MAILERS: the keyword
+            # arguments it adds that the backend does not know are dropped.
+            options = {
+                name: value
+                for name, value in options.items()
+                if name not in _ignore_unknown_kwargs or name in KNOWN_OPTIONS
+            }
         resolved = resolve_settings(
             {
                 "host": host,
@@ -81,7 +109,8 @@ class EmailBackend(BaseEmailBackend):
                 "ssl_keyfile": ssl_keyfile,
                 "ssl_certfile": ssl_certfile,
                 **options,
-            }
+            },
+            alias=alias,
         )
         self._settings = resolved
         # The stock backend's attributes, for code that reads them.

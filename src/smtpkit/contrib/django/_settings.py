@@ -9,6 +9,12 @@ One exception: when ``SMTPKIT`` sets the TLS mode (a URL always does), the
 never drop it, so that ``use_tls=False`` cannot turn ``smtps://`` into a
 cleartext session.
 
+In Django 6.1's ``MAILERS`` mode (the backend is given an ``alias``) the
+backend's ``OPTIONS`` are everything: neither ``EMAIL_*`` (which Django no
+longer lets anyone read then) nor ``SMTPKIT`` is consulted, and the options are
+checked as Django checks its own SMTP backend's (``host``, or smtpkit's ``url``,
+is required; errors are ``InvalidMailer``).
+
 The mailer these settings describe is built (and shared, see ``_shared``) when
 they are resolved, so that whatever ``Mailer`` refuses (a ``message_id_domain``
 that is not a domain, a certificate file that cannot be loaded) is an
@@ -39,7 +45,22 @@ from smtpkit._url import smtp_url_fields
 
 from ._shared import shared_mailer
 
-__all__ = ["DJANGO_SETTINGS", "BackendSettings", "SettingsError", "resolve_settings"]
+try:  # Django >= 6.1
+    from django.core.mail import InvalidMailer as _InvalidMailerBase
+except ImportError:  # Django < 6.1 has no MAILERS (nor an alias to pass)
+
+    class _InvalidMailerBase(ImproperlyConfigured):  # type: ignore[no-redef]
+        """Stands in for Django 6.1's ``InvalidMailer``."""
+
+
+__all__ = [
+    "DJANGO_SETTINGS",
+    "KNOWN_OPTIONS",
+    "BackendSettings",
+    "InvalidMailerError",
+    "SettingsError",
+    "resolve_settings",
+]
 
 # Constructor argument -> the Django setting it overrides.
 DJANGO_SETTINGS: Final = {
@@ -56,7 +77,16 @@ DJANGO_SETTINGS: Final = {
 _SERVER_ARGUMENTS: Final = frozenset({"host", "port", "username", "password"})
 _MAILER_OPTIONS: Final = frozenset({"retry", "rate_limit", "message_id_domain"})
 _CONFIG_FIELDS: Final = frozenset(SMTPConfig.model_fields)
-# Django's own wording, so that code matching the stock backend's error still does.
+KNOWN_OPTIONS: Final = frozenset(
+    DJANGO_SETTINGS.keys() | _CONFIG_FIELDS | _MAILER_OPTIONS | {"url"}
+)
+"""Every option the backend takes (besides ``fail_silently`` and ``alias``)."""
+# Django's own wording (6.1's for MAILERS), so that code matching the stock
+# backend's errors still does.
+_BOTH_TLS_OPTIONS: Final = (
+    "The 'use_ssl' and 'use_tls' OPTIONS are incompatible. "
+    "Set at most one of them to True."
+)
 _BOTH_TLS_FLAGS: Final = (
     "EMAIL_USE_TLS/EMAIL_USE_SSL are mutually exclusive, so only set "
     "one of those settings to True."
@@ -69,6 +99,19 @@ class SettingsError(ImproperlyConfigured, ValueError):
     ``ImproperlyConfigured`` for Django, and a ``ValueError`` because Django's
     own SMTP backend raises that for conflicting TLS flags.
     """
+
+
+class InvalidMailerError(_InvalidMailerBase, SettingsError):
+    """A ``MAILERS`` entry's ``OPTIONS`` the backend cannot use.
+
+    Django's ``InvalidMailer`` (on Django >= 6.1, which raises it for its own
+    backend's bad options), hence an ``ImproperlyConfigured``; also a
+    ``SettingsError``.  The message starts with ``MAILERS['alias']:``, as
+    Django's does.
+    """
+
+    def __init__(self, message: str, *, alias: str) -> None:
+        super().__init__(f"MAILERS[{alias!r}]: {message}")
 
 
 @dataclass(frozen=True)
@@ -117,28 +160,50 @@ class BackendSettings:
             raise SettingsError(msg) from exc
 
 
-def resolve_settings(arguments: Mapping[str, Any]) -> BackendSettings:
+def resolve_settings(
+    arguments: Mapping[str, Any], *, alias: str | None = None
+) -> BackendSettings:
     """Combine the settings with the backend's keyword *arguments*.
+
+    With an *alias* (Django's ``MAILERS`` mode) the *arguments* are the
+    mailer's ``OPTIONS`` and nothing else is read.
 
     Raises:
         SettingsError: Both TLS flags are set, an option is unknown, or a value
             is invalid (the message names it; secrets are never quoted).
+            With an *alias*, an ``InvalidMailerError`` (Django's
+            ``InvalidMailer``), also when neither ``host`` nor ``url`` is set.
     """
+    if alias is None:
+        return _resolve(arguments, mailers=False)
+    try:
+        return _resolve(arguments, mailers=True)
+    except SettingsError as exc:
+        raise InvalidMailerError(str(exc), alias=alias) from exc
+
+
+def _resolve(arguments: Mapping[str, Any], *, mailers: bool) -> BackendSettings:
+    """``resolve_settings``; with *mailers*, from the *arguments* alone."""
     explicit = {
         name: value
         for name, value in arguments.items()
         if name in DJANGO_SETTINGS and value is not None
     }
     django_values = {
-        name: explicit.get(name, getattr(settings, setting, None))
+        name: explicit.get(name, None if mailers else getattr(settings, setting, None))
         for name, setting in DJANGO_SETTINGS.items()
     }
-    options = {**_smtpkit_setting(), **_smtpkit_arguments(arguments)}
+    smtpkit_setting = {} if mailers else _smtpkit_setting()
+    options = {**smtpkit_setting, **_smtpkit_arguments(arguments)}
     url = options.pop("url", None)
+    if mailers and url is None and django_values["host"] is None:
+        raise SettingsError(_missing_host_message())
+    if mailers and django_values["use_tls"] and django_values["use_ssl"]:
+        raise SettingsError(_BOTH_TLS_OPTIONS)
     mailer_options = {k: options.pop(k) for k in _MAILER_OPTIONS & options.keys()}
     unknown = sorted(options.keys() - _CONFIG_FIELDS)
     if unknown:
-        known = ", ".join(sorted(_CONFIG_FIELDS | _MAILER_OPTIONS | {"url"}))
+        known = ", ".join(sorted(KNOWN_OPTIONS))
         msg = f"unknown smtpkit option(s) {', '.join(unknown)}; known: {known}"
         raise SettingsError(msg)
     # The URL names the server; EMAIL_HOST & co. (which always have Django's
@@ -161,9 +226,36 @@ def resolve_settings(arguments: Mapping[str, Any]) -> BackendSettings:
         msg = f"smtpkit cannot use the email settings: {exc}"
         raise SettingsError(msg) from exc
     domain = mailer_options.get("message_id_domain")
+    if mailers:  # the stock backend's attributes show what is used
+        django_values.update(_used_values(config))
     resolved = BackendSettings(django_values, config, retry, rate_limit, domain)
     resolved.shared_mailer()  # what Mailer refuses is refused now
     return resolved
+
+
+def _missing_host_message() -> str:
+    """Django's words for OPTIONS without a host, and where an SMTPKIT went."""
+    message = "OPTIONS must define 'host' (or smtpkit's 'url')."
+    if getattr(settings, "SMTPKIT", None) is not None:
+        message += (
+            " The SMTPKIT setting is not read for MAILERS: move its url and"
+            " options into OPTIONS."
+        )
+    return message
+
+
+def _used_values(config: SMTPConfig) -> dict[str, Any]:
+    """Django-level values of what *config* uses (its port default, a URL's server)."""
+    password = config.password.get_secret_value() if config.password else None
+    return {
+        "host": config.host,
+        "port": config.port,
+        "username": config.username,
+        "password": password,
+        "use_tls": config.tls is TLSMode.STARTTLS,
+        "use_ssl": config.tls is TLSMode.IMPLICIT,
+        "timeout": config.timeout,
+    }
 
 
 def _smtpkit_tls(url: object, options: Mapping[str, Any]) -> TLSMode | None:
