@@ -13,6 +13,7 @@ from django.test.utils import override_settings
 from smtpkit.contrib.django import close_shared_mailers
 
 from ..integration.smtpd import RecordingHandler, Server
+from . import modes
 from . import settings as project_settings
 
 pytestmark = pytest.mark.integration
@@ -22,6 +23,27 @@ if not settings.configured:
         **{k: v for k, v in vars(project_settings).items() if k.isupper()}
     )
     django.setup()
+
+
+@pytest.fixture
+def legacy_email_settings() -> Iterator[None]:
+    """``EMAIL_BACKEND`` and ``EMAIL_*`` as the project's mail settings.
+
+    They are already before Django 6.1; on 6.1 ``MAILERS`` is removed for the
+    test (Django reads no ``EMAIL_*`` while it is defined).  Used by
+    ``modes.LEGACY``, which also ignores Django's deprecation warnings.
+    """
+    if not modes.HAS_MAILERS:
+        yield
+        return
+    with override_settings(**project_settings.legacy_email_settings):
+        del settings.MAILERS
+        yield
+
+
+def mailers_setting(**options: Any) -> dict[str, Any]:
+    """A ``MAILERS`` setting: the default mailer is smtpkit's with *options*."""
+    return {"default": {"BACKEND": project_settings.backend, "OPTIONS": options}}
 
 
 @pytest.fixture(autouse=True)
@@ -57,7 +79,10 @@ def start_server() -> Iterator[Any]:
 
 @pytest.fixture
 def server(start_server: Any) -> Iterator[Server]:
-    """A plain server with PIPELINING and SMTPUTF8, set as EMAIL_HOST/EMAIL_PORT."""
+    """A plain server with PIPELINING and SMTPUTF8, set as EMAIL_HOST/EMAIL_PORT.
+
+    For ``modes.LEGACY`` tests; ``MAILERS`` tests set their own OPTIONS.
+    """
     started = start_server(enable_SMTPUTF8=True)
     with override_settings(EMAIL_HOST=started.host, EMAIL_PORT=started.port):
         yield started

@@ -15,6 +15,10 @@ import smtpkit
 from smtpkit.contrib.django import SMTPKIT_RESULT, EmailBackend
 from smtpkit.contrib.django._errors import as_django_error
 
+from . import modes
+
+pytestmark = modes.LEGACY
+
 PUBLIC_ERRORS = sorted(
     (
         value

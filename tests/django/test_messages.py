@@ -19,6 +19,9 @@ from smtpkit._email_message import _renders_itself
 from smtpkit.contrib.django import SMTPKIT_RESULT, EmailBackend
 
 from ..integration.smtpd import free_port
+from . import modes
+
+pytestmark = modes.LEGACY
 
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256))
 

@@ -18,6 +18,10 @@ from smtpkit.auth import XOAuth2Auth
 from smtpkit.contrib.django import EmailBackend
 from smtpkit.contrib.django._errors import as_django_error
 
+from . import modes
+
+pytestmark = modes.LEGACY
+
 # (settings, constructor arguments, expected SMTPConfig fields)
 MAPPING = [
     ({}, {}, {"host": "127.0.0.1", "port": 9, "tls": TLSMode.NONE, "username": None}),

@@ -19,7 +19,10 @@ from smtpkit.contrib.django import EmailBackend, _shared, close_shared_mailers
 from smtpkit.contrib.django._shared import registry_key
 
 from ..integration.smtpd import TOKENS, Server, check_password
+from . import modes
 from .conftest import QuitRecordingHandler
+
+pytestmark = modes.LEGACY
 
 
 def message(subject: str) -> EmailMessage:
