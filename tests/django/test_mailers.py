@@ -162,7 +162,7 @@ INVALID = [
             "password": "hunter2",
             "retry": {"x": 1},
         },
-        "retry",
+        "RetryPolicy",
     ),
     ({"host": "h", "message_id_domain": "not a domain"}, "message_id_domain"),
 ]
