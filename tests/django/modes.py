@@ -18,6 +18,15 @@ import pytest
 
 HAS_MAILERS: Final = django.VERSION >= (6, 1)
 
+MODERN_MESSAGES: Final = django.VERSION >= (6, 0)
+"""Django 6 builds stdlib ``email.message.EmailMessage`` objects (policy default).
+
+Before 6.0 ``message()`` returns Django's compat32 ``SafeMIME*`` classes.  The
+modern message is rendered by smtpkit in UTF-8 when it goes with SMTPUTF8, takes
+``MIMEPart`` attachments (``MIMEBase`` ones are deprecated) and folds long
+fields itself; tests assert the bytes each version legitimately sends.
+"""
+
 DEPRECATION_FILTERS: Final = [
     # Django 6.1's RemovedInDjango2028Warning, by message (the class does not
     # exist before 6.1, so a filter cannot name it).

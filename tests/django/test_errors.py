@@ -90,7 +90,9 @@ def test_every_error_becomes_smtplib_compatible(cls):
 
 def test_a_message_smtpkit_refuses_raises_an_smtplib_exception(server):
     # A header line over 998 octets: smtpkit's InvalidMessageError (a ValueError).
-    long_header = {"X-Long": "a" * 1200}
+    # A Message-ID is one token, which no Django version folds or encodes (Django
+    # 6 folds a long unstructured field into encoded words).
+    long_header = {"Message-ID": "<" + "a" * 1200 + "@example.com>"}
     message = EmailMessage(
         "S", "B", "from@example.com", ["to@example.com"], headers=long_header
     )

@@ -7,7 +7,10 @@ things differ: addresses are parsed and checked by ``smtpkit.Address`` (IDN
 domains become A-labels, a non-ASCII local part asks for SMTPUTF8), and an
 address with a non-ASCII local part is written in the headers as UTF-8 (RFC
 6532), where Django before 6.0 puts an RFC 2047 encoded word inside the address
-(``=?utf-8?b?...?=@example.com``), which no mail client can reply to.
+(``=?utf-8?b?...?=@example.com``), which no mail client can reply to.  Django
+6 builds a stdlib ``email.message.EmailMessage``, which smtpkit renders in
+UTF-8 itself; its values are checked the same way, as its parser silently
+repairs a broken one (``Ann <用户@example.com`` gets its ``>``).
 """
 
 from __future__ import annotations
@@ -44,8 +47,13 @@ def to_smtpkit(message: DjangoMessage) -> tuple[MIMEMessage, Envelope] | None:
     sender = _address(message.from_email)
     envelope = Envelope(sender.email, [_address(r).email for r in recipients])
     built = message.message()
+    fields = _utf8_address_fields(built, message)
     if not isinstance(built, ModernMessage):
-        _write_utf8_addresses(built, message)
+        for field, text in fields.items():
+            # compat32 writes surrogate-escaped bytes back as the raw bytes.
+            built.replace_header(
+                field, text.encode().decode("ascii", "surrogateescape")
+            )
     return built, envelope
 
 
@@ -62,21 +70,24 @@ def _address(value: Any) -> Address:
     raise ValueError(msg)
 
 
-def _write_utf8_addresses(built: MIMEMessage, message: DjangoMessage) -> None:
-    """Write the address fields holding a non-ASCII local part as raw UTF-8.
+def _utf8_address_fields(built: MIMEMessage, message: DjangoMessage) -> dict[str, str]:
+    """The address fields holding a non-ASCII local part, as their values were written.
 
-    Only Django's legacy (compat32) messages need it.  A field is touched only
-    when one of its values (the ones Django used: ``extra_headers`` first, as
-    ``message()`` does) has an address with a non-ASCII local part, and then it
-    is written as those values are, joined by commas: group names, comments and
-    display names stay as written, in UTF-8 (RFC 6532 §3.2; the message goes
-    with SMTPUTF8 anyway), where Django put an encoded word in the addr-spec and
-    dropped the groups.  Every other field (``undisclosed-recipients:;``,
-    ``"Sales" <>``) is left exactly as Django wrote it.
+    A field is listed only when one of its values (the ones Django used:
+    ``extra_headers`` first, as ``message()`` does) has an address with a
+    non-ASCII local part, and then as those values are, joined by commas: group
+    names, comments and display names stay as written, in UTF-8 (RFC 6532 §3.2;
+    the message goes with SMTPUTF8 anyway).  Django's legacy (compat32) message
+    gets these fields written so, where Django put an encoded word in the
+    addr-spec and dropped the groups; every other field
+    (``undisclosed-recipients:;``, ``"Sales" <>``) is left exactly as Django
+    wrote it.  Django 6's message needs no rewriting, but its values get the
+    same check, so that a broken one is refused on every Django version rather
+    than sent repaired.
 
     Raises:
-        ValueError: A value of a field that needs rewriting is not a valid
-            address list.
+        ValueError: A value with a non-ASCII local part is not a valid address
+            list.
     """
     sources: list[tuple[str, list[Any]]] = [
         ("From", [message.extra_headers.get("From", message.from_email)])
@@ -86,16 +97,14 @@ def _write_utf8_addresses(built: MIMEMessage, message: DjangoMessage) -> None:
             sources.append((field, [message.extra_headers[field]]))
         else:
             sources.append((field, list(getattr(message, attribute))))
+    fields: dict[str, str] = {}
     for field, values in sources:
         if field not in built:
             continue
         pieces = [_piece(field, value) for value in values]
         if any(utf8 for _, utf8 in pieces):
-            text = ", ".join(piece for piece, _ in pieces)
-            # compat32 writes surrogate-escaped bytes back as the raw bytes.
-            built.replace_header(
-                field, text.encode().decode("ascii", "surrogateescape")
-            )
+            fields[field] = ", ".join(piece for piece, _ in pieces)
+    return fields
 
 
 def _piece(field: str, value: Any) -> tuple[str, bool]:
