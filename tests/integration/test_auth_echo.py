@@ -12,11 +12,12 @@ from __future__ import annotations
 import base64
 import logging
 import pickle
+from collections.abc import Callable
 
 import pytest
 
-from smtpkit import AuthenticationError, Mailer, SMTPConfig
-from smtpkit.auth import LoginAuth, PlainAuth, XOAuth2Auth
+from smtpkit import AuthenticationError, Mailer, SMTPConfig, SMTPKitError
+from smtpkit.auth import Auth, LoginAuth, PlainAuth, XOAuth2Auth
 
 from .clirunner import run_subprocess
 from .rawserver import RawConn, RawServer
@@ -33,6 +34,34 @@ LEAKS = [
     TOKEN,
     base64.b64encode(f"user={USER}\x01auth=Bearer {TOKEN}\x01\x01".encode()).decode(),
 ]
+
+
+def refused_verify(
+    script: Callable[[RawConn], None], auth: Auth, error_type: type[SMTPKitError]
+) -> tuple[SMTPKitError, RawServer]:
+    """Run ``verify()`` with *auth* against a raw *script* server; its error."""
+    with RawServer(script) as server:
+        config = SMTPConfig(
+            host=server.host,
+            port=server.port,
+            tls="none",
+            allow_insecure_auth=True,
+            auth=[auth],
+            timeout=5,
+        )
+        with pytest.raises(error_type) as info, Mailer(config) as mailer:
+            mailer.verify()
+    return info.value, server
+
+
+def every_form(error: SMTPKitError) -> list[str]:
+    """Every text of *error* a program might show or store."""
+    return [
+        str(error),
+        repr(error),
+        repr(vars(error)),
+        pickle.dumps(error).decode("latin-1"),
+    ]
 
 
 def echo_server(mechanism: str):
@@ -83,20 +112,9 @@ def test_an_echoed_response_is_hidden_in_the_error_and_the_log(
     mechanism, auth, caplog
 ) -> None:
     caplog.set_level(logging.DEBUG, logger="smtpkit")
-    with RawServer(echo_server(mechanism)) as server:
-        config = SMTPConfig(
-            host=server.host,
-            port=server.port,
-            tls="none",
-            allow_insecure_auth=True,
-            auth=[auth],
-            timeout=5,
-        )
-        with pytest.raises(AuthenticationError) as info, Mailer(config) as mailer:
-            mailer.verify()
-    error = info.value
-    shown = [str(error), repr(error), repr(vars(error)), str(error.reply)]
-    shown.append(pickle.dumps(error).decode("latin-1"))
+    error, server = refused_verify(echo_server(mechanism), auth, AuthenticationError)
+    assert isinstance(error, AuthenticationError)
+    shown = [*every_form(error), str(error.reply)]
     log = caplog.text
     assert "535" in log
     assert "***" in str(error)
