@@ -122,8 +122,11 @@ def supports_chunking_switch() -> bool:
     return "chunking" in smtpkit.SMTPConfig.model_fields
 
 
-def smtpkit_mailer(target: Target, connections: int, **extra: Any) -> smtpkit.Mailer:
-    config = smtpkit.SMTPConfig(
+def smtpkit_config(
+    target: Target, connections: int, **extra: Any
+) -> smtpkit.SMTPConfig:
+    """The config every smtpkit client (threads or asyncio) sends with."""
+    return smtpkit.SMTPConfig(
         host=target.host,
         port=target.port,
         tls=smtpkit.TLSMode.STARTTLS if target.tls else smtpkit.TLSMode.NONE,
@@ -131,10 +134,13 @@ def smtpkit_mailer(target: Target, connections: int, **extra: Any) -> smtpkit.Ma
         pool=smtpkit.PoolLimits(max_connections=connections),
         **extra,
     )
-    return smtpkit.Mailer(config)
 
 
-def _check_results(name: str, results: list[smtpkit.SendResult], count: int) -> None:
+def smtpkit_mailer(target: Target, connections: int, **extra: Any) -> smtpkit.Mailer:
+    return smtpkit.Mailer(smtpkit_config(target, connections, **extra))
+
+
+def check_results(name: str, results: list[smtpkit.SendResult], count: int) -> None:
     bad = [r for r in results if not r.ok]
     if len(results) != count or bad:
         detail = bad[0].error if bad else f"{len(results)} results"
@@ -150,7 +156,7 @@ def run_smtpkit(target: Target, count: int, work: Workload, connections: int) ->
     messages = (build_message(i, work.body) for i in range(count))
     with smtpkit_mailer(target, connections) as mailer:
         results = mailer.send_many(messages, concurrency=connections)
-    _check_results("smtpkit", results, count)
+    check_results("smtpkit", results, count)
 
 
 def run_smtpkit_send(
@@ -275,7 +281,7 @@ def run_smtpkit_raw(
     items = itertools.repeat((work.data, work.envelope), count)
     with smtpkit_mailer(target, connections, **extra) as mailer:
         results = mailer.send_many(items, concurrency=connections)
-    _check_results("smtpkit raw", results, count)
+    check_results("smtpkit raw", results, count)
 
 
 def run_smtpkit_raw_send(

@@ -36,7 +36,9 @@ from clients import (
     Target,
     Workload,
     aiosmtplib,
+    check_results,
     client_context,
+    smtpkit_config,
 )
 
 import smtpkit
@@ -117,22 +119,7 @@ def _run(main: Callable[[], Awaitable[None]]) -> None:
 
 
 def _async_mailer(target: Target, connections: int) -> smtpkit.AsyncMailer:
-    config = smtpkit.SMTPConfig(
-        host=target.host,
-        port=target.port,
-        tls=smtpkit.TLSMode.STARTTLS if target.tls else smtpkit.TLSMode.NONE,
-        ca_file=target.ca_file,
-        pool=smtpkit.PoolLimits(max_connections=connections),
-    )
-    return smtpkit.AsyncMailer(config)
-
-
-def _check(name: str, results: list[smtpkit.SendResult], count: int) -> None:
-    bad = [r for r in results if not r.ok]
-    if len(results) != count or bad:
-        detail = bad[0].error if bad else f"{len(results)} results"
-        msg = f"{name}: {len(bad)} of {count} messages failed: {detail!r}"
-        raise BenchmarkError(msg)
+    return smtpkit.AsyncMailer(smtpkit_config(target, connections))
 
 
 def run_smtpkit_async(
@@ -144,7 +131,7 @@ def run_smtpkit_async(
         items = itertools.repeat((work.data, work.envelope), count)
         async with _async_mailer(target, connections) as mailer:
             results = await mailer.send_many(items, concurrency=connections)
-        _check("smtpkit-async", results, count)
+        check_results("smtpkit-async", results, count)
 
     _run(main)
 
@@ -159,7 +146,7 @@ def run_smtpkit_async_concurrent(
             results = await asyncio.gather(
                 *(mailer.send(work.data, envelope=work.envelope) for _ in range(count))
             )
-        _check("smtpkit-async-1000", list(results), count)
+        check_results("smtpkit-async-1000", list(results), count)
 
     _run(main)
 

@@ -190,7 +190,9 @@ def measure(sink: Sink, runner: Runner, raws: list[bytes]) -> tuple[float, float
 def main() -> int:
     """Run the comparison and print one line per client and a verdict per target."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--count", type=int, default=2000, help="messages per run (2 KB)")
+    parser.add_argument(
+        "--count", type=int, default=2000, help="messages per run (2 KB)"
+    )
     parser.add_argument("--repeat", type=int, default=3, help="runs per cell (median)")
     parser.add_argument("--sizes", default="2k,100k", help="comma-separated: 2k,100k")
     parser.add_argument(
