@@ -15,12 +15,10 @@ from __future__ import annotations
 import copy
 import functools
 import inspect
-import io
 import re
 from collections.abc import Callable, Iterator
 from email import policy as email_policy
 from email.errors import InvalidHeaderDefect
-from email.generator import BytesGenerator
 from email.message import EmailMessage
 from email.message import Message as MIMEMessage
 from email.parser import BytesHeaderParser, BytesParser
@@ -404,27 +402,19 @@ def render_email(msg: MIMEMessage, envelope: Envelope) -> tuple[Envelope, bytes]
 def _flatten(msg: MIMEMessage, policy: email_policy.Policy) -> bytes:
     """Write *msg* as ``msg.as_bytes(policy=...)`` does, or with its class's own rendering.
 
-    Django's MIME classes (``SafeMIMEText``...) override ``as_bytes`` without the
-    ``policy`` argument, only to choose the line ending; they are written through
-    the generator, as the stdlib's ``as_bytes`` would.  Any other class whose
-    ``as_bytes`` takes no ``policy`` renders itself (it may add a signature):
-    its ``as_bytes()`` is called and the caller checks and normalises the bytes
-    like any others (see ``_renders_itself``).
+    A class whose ``as_bytes`` takes no ``policy`` (Django's MIME classes before
+    Django 6, which choose only the line ending; or one that adds a signature)
+    renders itself: its ``as_bytes()`` is called, and the caller checks and
+    normalises the bytes like any others (see ``_renders_itself``).
     """
-    as_bytes = type(msg).as_bytes
-    if _takes_policy(as_bytes):
+    if _takes_policy(type(msg).as_bytes):
         return msg.as_bytes(policy=policy)
-    if not _is_djangos(as_bytes):
-        return msg.as_bytes()
-    out = io.BytesIO()
-    BytesGenerator(out, mangle_from_=False, policy=policy).flatten(msg)
-    return out.getvalue()
+    return msg.as_bytes()
 
 
 def _renders_itself(msg: MIMEMessage) -> bool:
     """Whether *msg* is written by its class's own ``as_bytes()``, policy unused."""
-    as_bytes = type(msg).as_bytes
-    return not _takes_policy(as_bytes) and not _is_djangos(as_bytes)
+    return not _takes_policy(type(msg).as_bytes)
 
 
 @functools.cache
@@ -438,12 +428,6 @@ def _takes_policy(as_bytes: Callable[..., bytes]) -> bool:
         p.name == "policy" or p.kind is inspect.Parameter.VAR_KEYWORD
         for p in parameters
     )
-
-
-def _is_djangos(as_bytes: Callable[..., bytes]) -> bool:
-    """Whether *as_bytes* is Django's (its ``MIMEMixin``, in ``django.core.mail``)."""
-    module = getattr(as_bytes, "__module__", None) or ""
-    return module == "django.core.mail" or module.startswith("django.core.mail.")
 
 
 def _check_rendered(
