@@ -1,11 +1,19 @@
 #!/usr/bin/env bash
-# Install Postfix (with smtp-sink) and Dovecot for the Postfix test suite, without
-# starting any daemon. Needs root; does nothing when everything is already there.
+# Install Postfix (with smtp-sink), Dovecot, OpenDKIM, dnsmasq, Redis and microsocks for
+# the tests that run real servers, without starting any daemon. Needs root; does nothing when everything is already there.
 set -euo pipefail
 export PATH="$PATH:/usr/sbin:/sbin"
 missing=()
 command -v postfix >/dev/null 2>&1 || missing+=(postfix)
 command -v dovecot >/dev/null 2>&1 || missing+=(dovecot-core)
+# The DKIM proof (tests/opendkim/): OpenDKIM as Postfix's verifying milter, dnsmasq
+# serving the selector's TXT record on a loopback address.
+command -v opendkim >/dev/null 2>&1 || missing+=(opendkim opendkim-tools)
+command -v dnsmasq >/dev/null 2>&1 || missing+=(dnsmasq-base)
+# The Celery proof (tests/celery/): a real Redis broker and state store.
+command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+# The proxy recipe (tests/integration/test_proxies.py): a SOCKS5 proxy on loopback.
+command -v microsocks >/dev/null 2>&1 || missing+=(microsocks)
 [ ${#missing[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" != 0 ]; then
     echo "tests/mta/install.sh: not root; Postfix tests will be skipped (need: ${missing[*]})" >&2
