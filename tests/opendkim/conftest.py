@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -69,6 +70,10 @@ def opendkim(verifier_dir: Path) -> Iterator[OpenDKIM]:
     finally:
         verifier.stop()
         dns.stop()
+    pgrep = subprocess.run(
+        ["pgrep", "-f", str(verifier_dir)], capture_output=True, text=True, check=False
+    )
+    assert pgrep.returncode == 1, f"processes left behind: {pgrep.stdout}"
 
 
 @pytest.fixture(scope="session")
