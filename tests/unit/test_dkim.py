@@ -135,6 +135,7 @@ def test_keys_in_every_form(tmp_path):
         path.write_bytes(key.traditional)
         for signer in (
             DKIMSigner(key.traditional, domain=DOMAIN, selector=SELECTOR),
+            DKIMSigner(key.pem.decode(), domain=DOMAIN, selector=SELECTOR),
             DKIMSigner.from_pem_file(path, domain=DOMAIN, selector=SELECTOR),
             DKIMSigner.from_pem_file(str(path), domain=DOMAIN, selector=SELECTOR),
         ):
@@ -166,7 +167,8 @@ def _short_rsa_pem() -> bytes:
 @pytest.mark.parametrize(
     ("pem", "text"),
     [
-        ("not bytes", "PEM bytes, not str"),
+        (42, "PEM bytes or ASCII text, not int"),
+        ("-----BEGIN PRIVATE KEY-----é", "PEM bytes or ASCII text, not str"),
         (b"garbage", "neither PEM nor a base64 Ed25519 seed"),
         (b"-----BEGIN PRIVATE KEY-----\n!!!\n-----END PRIVATE KEY-----", "not base64"),
         (

@@ -17,5 +17,4 @@ from ._signer import DEFAULT_HEADERS, Algorithm, Canonicalization, DKIMSigner
 
 __all__ = ["DEFAULT_HEADERS", "Algorithm", "Canonicalization", "DKIMSigner"]
 
-for _name in ("Algorithm", "Canonicalization", "DKIMSigner"):
-    globals()[_name].__module__ = __name__
+DKIMSigner.__module__ = __name__

@@ -57,8 +57,12 @@ def read_key(data: object) -> PrivateKey:
         ConfigurationError: It is not an unencrypted RSA (1024 bits or more) or
             Ed25519 private key.
     """
+    if isinstance(data, str) and data.isascii():
+        data = data.encode("ascii")  # PEM read as text
     if not isinstance(data, bytes | bytearray):
-        msg = f"a DKIM private key is PEM bytes, not {type(data).__name__}"
+        msg = (
+            f"a DKIM private key is PEM bytes or ASCII text, not {type(data).__name__}"
+        )
         raise ConfigurationError(msg)
     data = bytes(data)
     match = _PEM_RE.search(data)

@@ -68,7 +68,7 @@ class DKIMSigner:
         key: The private key: PEM (``BEGIN PRIVATE KEY`` for PKCS#8 RSA or
             Ed25519, ``BEGIN RSA PRIVATE KEY`` for PKCS#1), or the base64
             Ed25519 seed that dkimpy's ``dknewkey`` writes.  The algorithm
-            follows from it.
+            follows from it.  Bytes, or the same as ASCII text.
         domain: The signing domain (``d=``), whose DNS holds the public key.
         selector: The selector (``s=``): the key's TXT record is at
             ``<selector>._domainkey.<domain>``.
@@ -86,7 +86,7 @@ class DKIMSigner:
 
     def __init__(
         self,
-        key: bytes,
+        key: bytes | str,
         *,
         domain: str,
         selector: str,
@@ -110,7 +110,7 @@ class DKIMSigner:
     @classmethod
     def from_pem(
         cls,
-        pem: bytes,
+        pem: bytes | str,
         *,
         domain: str,
         selector: str,
