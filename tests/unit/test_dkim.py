@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import base64
 import email.message
+import subprocess
+import sys
 import threading
 
 import dkim
@@ -280,3 +282,11 @@ def test_signing_is_thread_safe():
             thread.join()
     assert len(fake.outbox) == 8
     assert all(verified(sent.data, key) for sent in fake.outbox)
+
+
+def test_import_smtpkit_does_not_import_dkimpy():
+    code = (
+        "import sys, smtpkit; "
+        "assert not {'dkim', 'nacl', 'smtpkit.contrib.dkim'} & set(sys.modules)"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
