@@ -48,7 +48,7 @@ DEFAULT_HEADERS: Final[tuple[str, ...]] = (
 # RFC 6376 §5.4.1 / dkimpy: fields that relays add or rewrite, never signed.
 _NEVER_SIGNED: Final = frozenset(
     {"return-path", "received", "comments", "keywords", "bcc", "resent-bcc"}
-    | {"dkim-signature"}
+    | {"dkim-signature"}  # a signature never signs another one
 )
 _FIELD_NAME_RE: Final = re.compile(r"[\x21-\x39\x3b-\x7e]+")
 _LABEL_RE: Final = re.compile(r"(?!-)[A-Za-z0-9_-]{1,63}(?<!-)")
