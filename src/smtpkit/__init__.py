@@ -61,6 +61,7 @@ from ._ratelimit import RateLimit
 from ._render import render
 from ._reply import EnhancedStatus, ReplyCode, SMTPReply, parse_reply
 from ._retry import DEFAULT_RETRY_POLICY, RetryDetails, RetryHook, RetryPolicy
+from ._signing import MessageSigner, SigningError
 from ._stream import SendStream
 from ._transports._connection import SMTPConnection
 from ._transports._pool import PoolStats
@@ -101,6 +102,7 @@ __all__ = [
     "InvalidMessageError",
     "Mailer",
     "Message",
+    "MessageSigner",
     "NetworkError",
     "NotSentError",
     "NotSupportedError",
@@ -134,6 +136,7 @@ __all__ = [
     "Sendable",
     "SenderRefusedError",
     "ServerDisconnectedError",
+    "SigningError",
     "TLSError",
     "TLSMode",
     "TLSModeLike",
