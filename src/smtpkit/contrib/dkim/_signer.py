@@ -203,6 +203,10 @@ class DKIMSigner:
         policy = dkim.CanonicalizationPolicy.from_c_value(b"/".join(self._canon))
         body = policy.canonicalize_body(signer.body)
         signer.hasher = hashlib.sha256  # both algorithms hash with SHA-256
+        # gen_header() signs through key.sign(digest) on this branch; the RSA key
+        # has that shape and signs in OpenSSL (_keys._OpenSSLRSAKey).  The a= tag
+        # written is the field below, the key's own algorithm.
+        signer.signature_algorithm = b"ed25519-sha256"
         domain = self.domain.encode()
         fields = [
             (b"v", b"1"),
