@@ -63,8 +63,10 @@ from ._reply import EnhancedStatus, ReplyCode, SMTPReply, parse_reply
 from ._retry import DEFAULT_RETRY_POLICY, RetryDetails, RetryHook, RetryPolicy
 from ._stream import SendStream
 from ._transports._connection import SMTPConnection
+from ._transports._failover_config import FailoverConfig
 from ._transports._pool import PoolStats
 from ._transports.base import RecipientResult, SendResult, Transport
+from ._transports.failover import FailoverTransport, RoundRobinTransport, ServerStats
 from ._transports.smtp import SMTPTransport
 from ._verify_report import VerifyReport
 
@@ -96,6 +98,8 @@ __all__ = [
     "DataRefusedError",
     "EnhancedStatus",
     "Envelope",
+    "FailoverConfig",
+    "FailoverTransport",
     "GreetingRefusedError",
     "HeloRefusedError",
     "InvalidMessageError",
@@ -120,6 +124,7 @@ __all__ = [
     "RetryDetails",
     "RetryHook",
     "RetryPolicy",
+    "RoundRobinTransport",
     "SMTPConfig",
     "SMTPConfigFields",
     "SMTPConnection",
@@ -134,6 +139,7 @@ __all__ = [
     "Sendable",
     "SenderRefusedError",
     "ServerDisconnectedError",
+    "ServerStats",
     "TLSError",
     "TLSMode",
     "TLSModeLike",
