@@ -11,16 +11,12 @@ than 421) never moves: another server would risk a duplicate or repeat a refusal
 
 from __future__ import annotations
 
-import copy
-import inspect
 import itertools
 import logging
 import math
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Final
 
 from typing_extensions import override
 
@@ -28,17 +24,24 @@ from .._config import SMTPConfig
 from .._exceptions import (
     ClosedError,
     ConfigurationError,
-    GreetingRefusedError,
-    NetworkError,
     SMTPKitError,
-    SMTPReplyError,
-    SMTPTimeoutError,
-    TLSError,
     TransportError,
 )
 from .._message import Envelope
 from .._verify_report import VerifyReport
 from ._failover_config import DEFAULT_COOLDOWN, FailoverConfig
+from ._failover_parts import (
+    NOT_BACK,
+    Outcome,
+    Run,
+    Server,
+    ServerStats,
+    checked,
+    copy_error,
+    moves_on,
+    named,
+    server_names,
+)
 from .base import OnResult, SendResult, Transport, contract_breach
 from .smtp import SMTPTransport
 
@@ -47,76 +50,9 @@ __all__ = [
     "FailoverTransport",
     "RoundRobinTransport",
     "ServerStats",
-    "moves_on",
 ]
 
 logger = logging.getLogger("smtpkit")
-
-Outcome = SendResult | SMTPKitError
-_NOT_BACK: Final = math.inf
-
-
-def moves_on(outcome: Outcome) -> bool:
-    """True when *outcome* is a server's own failure that another server may retry.
-
-    A connection, TLS or greeting failure, a 421 (the server is closing the
-    session), or a session lost or timed out before the message data was sent.
-    Never a ``delivery_unknown`` error, a 5xx, or another 4xx reply.
-    """
-    if not isinstance(outcome, TransportError) or outcome.delivery_unknown:
-        return False
-    if isinstance(outcome, SMTPReplyError):
-        code = outcome.reply.code
-        return code == 421 or (
-            isinstance(outcome, GreetingRefusedError) and 400 <= code < 500
-        )
-    return isinstance(outcome, NetworkError | SMTPTimeoutError | TLSError)
-
-
-@dataclass(frozen=True, slots=True)
-class ServerStats:
-    """Counters of one server of a ``FailoverTransport`` (``stats()``).
-
-    Attributes:
-        name: The server's name (``"host:port"``), as ``SendResult.server`` says.
-        delivered: Messages it took (a result, possibly with some refusals).
-        failed: Messages whose final error came from it (refused, or every
-            server failed and it was the last one tried).
-        moved: Messages it failed that moved on to another server.
-        failures: Times it failed and was set aside.
-        available: False while it is set aside after a failure.
-        cooldown_left: Seconds until it is tried first again (0 when available).
-    """
-
-    name: str
-    delivered: int
-    failed: int
-    moved: int
-    failures: int
-    available: bool
-    cooldown_left: float
-
-
-class _Server:
-    """One server's transport and counters (guarded by the owner's lock)."""
-
-    __slots__ = (
-        "delivered",
-        "down_until",
-        "failed",
-        "failures",
-        "moved",
-        "name",
-        "takes_on_result",
-        "transport",
-    )
-
-    def __init__(self, name: str, transport: Transport) -> None:
-        self.name = name
-        self.transport = transport
-        self.takes_on_result = _takes_on_result(transport)
-        self.down_until = -_NOT_BACK
-        self.delivered = self.failed = self.moved = self.failures = 0
 
 
 class FailoverTransport(Transport):
@@ -175,7 +111,7 @@ class FailoverTransport(Transport):
                     f"not {type(value).__name__}"
                 )
                 raise TypeError(msg)
-        labels = _names(servers, names)
+        labels = server_names(servers, names)
         transports: list[Transport] = []
         built: list[Transport] = []  # closed again if a later one cannot be built
         try:
@@ -189,7 +125,7 @@ class FailoverTransport(Transport):
             for transport in built:
                 transport.close()
             raise
-        self._servers = [_Server(n, t) for n, t in zip(labels, transports, strict=True)]
+        self._servers = [Server(n, t) for n, t in zip(labels, transports, strict=True)]
         self._cooldown = float(cooldown)
         self._clock = clock
         self._lock = threading.Lock()
@@ -235,15 +171,14 @@ class FailoverTransport(Transport):
         """Where this send starts in the list (always the first server here)."""
         return 0
 
-    def _order(self) -> list[_Server]:
+    def _order(self) -> list[Server]:
         """The servers to try for one batch: available ones first, in turn."""
         start = self._first()
         turn = self._servers[start:] + self._servers[:start]
         now = self._clock()
         with self._lock:
             back = {
-                id(s): (s.down_until if s.down_until > now else -_NOT_BACK)
-                for s in turn
+                id(s): (s.down_until if s.down_until > now else -NOT_BACK) for s in turn
             }
         return sorted(turn, key=lambda s: back[id(s)])  # stable: keeps the turn
 
@@ -286,17 +221,20 @@ class FailoverTransport(Transport):
         if self._closed:
             msg = "the transport is closed"
             raise ClosedError(msg)
-        run = _Run(items, on_result)
+        run = Run(items, on_result)
         pending = list(range(len(items)))
-        for server in self._order():
+        order = self._order()
+        for number, server in enumerate(order, 1):
             if not pending:
                 break
-            pending = self._send_on(server, run, pending)
+            pending = self._send_on(server, run, pending, last=number == len(order))
         for index in pending:  # every server failed: the last one's error stands
             run.settle(index)
         return run.results()
 
-    def _send_on(self, server: _Server, run: _Run, pending: list[int]) -> list[int]:
+    def _send_on(
+        self, server: Server, run: Run, pending: list[int], *, last: bool
+    ) -> list[int]:
         """Send the *pending* items of *run* through *server*; return those that move on."""
         counts = {"delivered": 0, "failed": 0}
 
@@ -304,9 +242,9 @@ class FailoverTransport(Transport):
             index = pending[position]
             if run.final[index]:
                 return  # reported already (on_result, then the returned list)
-            run.outcomes[index] = named = _named(outcome, server.name)
-            if not moves_on(named):
-                counts["delivered" if isinstance(named, SendResult) else "failed"] += 1
+            run.outcomes[index] = tagged = named(outcome, server.name)
+            if not moves_on(tagged):
+                counts["delivered" if isinstance(tagged, SendResult) else "failed"] += 1
                 run.settle(index)
 
         batch = [run.items[index] for index in pending]
@@ -316,7 +254,7 @@ class FailoverTransport(Transport):
             else:
                 returned = server.transport.send_batch(batch)
         except SMTPKitError as exc:
-            returned = [_copy_error(exc) for _ in batch]
+            returned = [copy_error(exc) for _ in batch]
         except Exception as exc:  # a transport breaking the contract
             returned = [contract_breach(exc) for _ in batch]
         answer: object = returned  # a third party's transport may return anything
@@ -328,28 +266,25 @@ class FailoverTransport(Transport):
             )
             returned = [contract_breach(problem) for _ in batch]
         for position, outcome in enumerate(returned):
-            arrived(position, _checked(outcome))
+            arrived(position, checked(outcome))
         moving = [index for index in pending if not run.final[index]]
-        self._count(server, moving, counts["delivered"], counts["failed"])
-        return moving
-
-    def _count(
-        self, server: _Server, moving: list[int], delivered: int, failed: int
-    ) -> None:
         with self._lock:
-            server.delivered += delivered
-            server.failed += failed
+            server.delivered += counts["delivered"]
+            server.failed += counts["failed"] + (len(moving) if last else 0)
             if moving:
-                server.moved += len(moving)
+                server.moved += 0 if last else len(moving)
                 server.failures += 1
                 server.down_until = self._clock() + self._cooldown
         if moving:
             logger.warning(
-                "server %s failed; set aside for %.0f s, %d message(s) move on",
+                "server %s failed (%s); set aside for %.0f s, %d message(s) %s",
                 server.name,
+                type(run.outcomes[moving[0]]).__name__,
                 self._cooldown,
                 len(moving),
+                "failed on every server" if last else "move on",
             )
+        return moving
 
     # -- checking and lifecycle ----------------------------------------------------
 
@@ -445,93 +380,3 @@ class RoundRobinTransport(FailoverTransport):
     def max_concurrency(self) -> int:
         """The sum of the servers' ``max_concurrency``: every one is kept busy."""
         return sum(server.transport.max_concurrency for server in self._servers)
-
-
-def _names(
-    servers: Sequence[Transport | SMTPConfig], names: Sequence[str] | None
-) -> list[str]:
-    """The servers' names: *names*, checked, or ones made up from the servers."""
-    if names is not None:
-        given: list[object] = list(names)
-        if len(given) != len(servers):
-            msg = f"names lists {len(given)} names for {len(servers)} servers"
-            raise ConfigurationError(msg)
-        chosen = [n for n in given if isinstance(n, str) and n]
-        if len(set(chosen)) != len(given):
-            msg = "names must be distinct, non-empty strings"
-            raise ConfigurationError(msg)
-        return chosen
-    labels: list[str] = []
-    for number, server in enumerate(servers, 1):
-        config = (
-            server
-            if isinstance(server, SMTPConfig)
-            else getattr(server, "config", None)
-        )
-        label = (
-            f"{config.host}:{config.port}"
-            if isinstance(config, SMTPConfig)
-            else type(server).__name__
-        )
-        labels.append(f"{label}#{number}" if label in labels else label)
-    return labels
-
-
-class _Run:
-    """One ``send_batch`` call: each item's latest outcome, and which are final."""
-
-    def __init__(
-        self, items: Sequence[tuple[Envelope, bytes]], on_result: OnResult | None
-    ) -> None:
-        self.items = items
-        self.on_result = on_result
-        self.outcomes: list[Outcome | None] = [None] * len(items)
-        self.final = [False] * len(items)
-
-    def settle(self, index: int) -> None:
-        """Make item *index*'s latest outcome its final one, and report it."""
-        outcome = self.outcomes[index]
-        assert outcome is not None  # noqa: S101 - a server answered for it
-        self.final[index] = True
-        if self.on_result is not None:
-            self.on_result(index, outcome)
-
-    def results(self) -> list[Outcome]:
-        return [outcome for outcome in self.outcomes if outcome is not None]
-
-
-def _checked(outcome: object) -> Outcome:
-    """*outcome* if a transport may return it, else a contract breach."""
-    if isinstance(outcome, SendResult | SMTPKitError):
-        return outcome
-    return contract_breach(TypeError(f"send_batch returned {type(outcome).__name__}"))
-
-
-def _named(outcome: Outcome, name: str) -> Outcome:
-    """*outcome* naming the server it came from (a nested one's name stays)."""
-    if isinstance(outcome, SendResult):
-        if outcome.server is None:
-            return outcome.with_updates(server=name)
-        return outcome
-    if isinstance(outcome, TransportError) and outcome.server is None:
-        outcome.server = name
-    return outcome
-
-
-def _copy_error(exc: SMTPKitError) -> SMTPKitError:
-    """A copy of *exc* for one message, so retry bookkeeping stays per message."""
-    duplicate = copy.copy(exc)
-    duplicate.__cause__ = exc.__cause__
-    return duplicate
-
-
-def _takes_on_result(transport: Transport) -> bool:
-    """Whether ``transport.send_batch`` accepts ``on_result=`` (older ones do not)."""
-    try:
-        parameters = inspect.signature(transport.send_batch).parameters.values()
-    except (TypeError, ValueError):  # a builtin or otherwise opaque callable
-        return False
-    return any(
-        p.name == "on_result" or p.kind is inspect.Parameter.VAR_KEYWORD
-        for p in parameters
-    )
