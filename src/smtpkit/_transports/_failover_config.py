@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Final, Literal
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from typing_extensions import Self
@@ -37,6 +38,17 @@ class FailoverConfig(BaseModel):
     servers: tuple[SMTPConfig, ...] = Field(min_length=1)
     strategy: Strategy = "failover"
     cooldown: float = Field(default=DEFAULT_COOLDOWN, ge=0.0)
+
+    if TYPE_CHECKING:  # any sequence of configs; validation makes it a tuple
+
+        def __init__(
+            self,
+            *,
+            servers: Sequence[SMTPConfig],
+            strategy: Strategy = "failover",
+            cooldown: float = DEFAULT_COOLDOWN,
+        ) -> None:
+            """Pass the servers in order of preference."""
 
     @field_validator("cooldown")
     @classmethod
