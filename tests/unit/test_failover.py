@@ -6,8 +6,10 @@ servers are in tests/integration/test_failover.py.
 
 from __future__ import annotations
 
+import collections
 import pickle
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from hypothesis import given, settings
@@ -467,3 +469,41 @@ def test_network_error_from_a_fake_moves_on():
     primary = FakeTransport.scripted(NetworkError("gone"))
     transport = FailoverTransport([primary, FakeTransport()], names=["p", "b"])
     assert transport.send(*items(1)[0]).server == "b"
+
+
+def test_concurrent_sends_share_the_turns_exactly():
+    servers = [FakeTransport() for _ in range(3)]
+    transport = RoundRobinTransport(servers, names=["a", "b", "c"])
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(lambda _: transport.send(*items(1)[0]), range(300)))
+    assert collections.Counter(r.server for r in results) == {
+        "a": 100,
+        "b": 100,
+        "c": 100,
+    }
+    assert [s.delivered for s in transport.stats()] == [100, 100, 100]
+    assert [len(s.outbox) for s in servers] == [100, 100, 100]
+
+
+def test_a_result_subclass_keeps_its_class_and_every_field():
+    class Tagged(SendResult):
+        __slots__ = ()
+
+    tagged = Tagged(
+        envelope=ENV, reply=reply("250 ok"), message_id="<x@y>", elapsed=2.0
+    )
+    plain = SendResult(envelope=ENV, reply=reply("250 ok"), attempts=3, elapsed=1.5)
+    transport = FailoverTransport(
+        [FakeTransport.scripted(tagged, plain)], names=["only"]
+    )
+    first = transport.send(*items(1)[0])
+    second = transport.send(*items(1)[0])
+    assert type(first) is Tagged
+    assert first == Tagged(
+        envelope=ENV,
+        reply=reply("250 ok"),
+        message_id="<x@y>",
+        elapsed=2.0,
+        server="only",
+    )
+    assert second == plain.with_updates(server="only")

@@ -8,6 +8,7 @@ it is final.  A ``Server`` holds one server's transport and counters; its
 from __future__ import annotations
 
 import copy
+import dataclasses
 import inspect
 import math
 from collections.abc import Sequence
@@ -168,12 +169,21 @@ def checked(outcome: object) -> Outcome:
     return contract_breach(TypeError(f"send_batch returned {type(outcome).__name__}"))
 
 
+# Every field but ``server``, read once: a new SendResult field is carried too.
+_RESULT_FIELDS: Final = tuple(
+    f.name for f in dataclasses.fields(SendResult) if f.name != "server"
+)
+
+
 def named(outcome: Outcome, name: str) -> Outcome:
     """*outcome* naming the server it came from (a nested one's name stays)."""
     if isinstance(outcome, SendResult):
-        if outcome.server is None:
+        if outcome.server is not None:
+            return outcome
+        if type(outcome) is not SendResult:  # a subclass: keep its class
             return outcome.with_updates(server=name)
-        return outcome
+        fields = {field: getattr(outcome, field) for field in _RESULT_FIELDS}
+        return SendResult(**fields, server=name)  # cheaper than with_updates
     if isinstance(outcome, TransportError) and outcome.server is None:
         outcome.server = name
     return outcome

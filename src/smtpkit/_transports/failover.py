@@ -117,13 +117,14 @@ class FailoverTransport(Transport):
         try:
             for server in servers:
                 if isinstance(server, SMTPConfig):
-                    built.append(SMTPTransport(server))
-                transports.append(
-                    built[-1] if isinstance(server, SMTPConfig) else server
-                )
+                    transport: Transport = SMTPTransport(server)
+                    built.append(transport)
+                else:
+                    transport = server
+                transports.append(transport)
         except BaseException:
-            for transport in built:
-                transport.close()
+            for done in built:
+                done.close()
             raise
         self._servers = [Server(n, t) for n, t in zip(labels, transports, strict=True)]
         self._cooldown = float(cooldown)
