@@ -166,6 +166,55 @@ def test_never_moved_after_the_data_was_sent(make_mailer, config_for):
         assert received_ids(backup) == []
 
 
+class StallingHandler(RecordingHandler):
+    """Holds the first MAIL reply for *stall* seconds."""
+
+    def __init__(self, stall: float, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.stall = stall
+
+    async def handle_MAIL(self, server, session, envelope, address, mail_options):  # noqa: N802
+        if self.stall:
+            self.stall, stall = 0.0, self.stall
+            await asyncio.sleep(stall)
+        return await super().handle_MAIL(
+            server, session, envelope, address, mail_options
+        )
+
+
+def test_a_server_stalling_before_the_data_moves_on(
+    make_mailer, start_server, config_for
+):
+    primary = start_server(handler=StallingHandler(1.5))
+    backup = start_server()
+    transport = FailoverTransport(
+        [config_for(primary, timeout=0.4), config_for(backup)]
+    )
+    with make_mailer(transport=transport, retry=no_wait()) as mailer:
+        result = mailer.send(message(1))
+    assert (result.server, result.attempts) == (name(backup), 1)
+    assert received_ids(backup) == ["<m1@failover>"]
+    assert received_ids(primary) == []  # its session ended before any DATA
+
+
+def test_a_server_stalling_after_the_data_keeps_the_message(make_mailer, config_for):
+    with fault_servers() as start:
+        primary = start(handler=FaultHandler(stall_next=1, stall_for=1.5))
+        backup = start()
+        transport = FailoverTransport(
+            [config_for(primary, timeout=0.4), config_for(backup)]
+        )
+        with (
+            make_mailer(transport=transport, retry=no_wait()) as mailer,
+            pytest.raises(TransportError) as caught,
+        ):
+            mailer.send(message(1))
+        assert caught.value.delivery_unknown
+        assert caught.value.server == name(primary)
+        assert received_ids(backup) == []
+        assert transport.stats()[0].failures == 0  # not the server's failure
+
+
 def test_every_server_down(make_mailer):
     first, second = dead_port(), dead_port()
     transport = FailoverTransport([dead_config(first), dead_config(second)])
