@@ -507,3 +507,21 @@ def test_a_result_subclass_keeps_its_class_and_every_field():
         server="only",
     )
     assert second == plain.with_updates(server="only")
+
+
+@pytest.mark.parametrize("kind", [RuntimeError, KeyboardInterrupt])
+def test_a_raising_clock_is_a_typed_error_or_propagates(kind):
+    def clock() -> float:
+        raise kind("clock broke")
+
+    transport = FailoverTransport([FakeTransport()], clock=clock)
+    message = Message(sender="me@example.com", to="a@example.com")
+    with Mailer(transport=transport, retry=no_wait()) as mailer:
+        if kind is KeyboardInterrupt:
+            with pytest.raises(KeyboardInterrupt):
+                mailer.send(message)
+            return
+        with pytest.raises(TransportError, match="clock broke"):
+            mailer.send(message)
+        with pytest.raises(ConfigurationError, match="clock broke"):
+            mailer.send_many([message])
