@@ -525,3 +525,19 @@ def test_a_raising_clock_is_a_typed_error_or_propagates(kind):
             mailer.send(message)
         with pytest.raises(ConfigurationError, match="clock broke"):
             mailer.send_many([message])
+
+
+def test_a_server_reporting_twice_is_reported_once():
+    class Stutter(FakeTransport):
+        def send_batch(self, items, *, on_result=None):
+            outcomes = [self.send(e, d) for e, d in items]
+            for _ in range(2):
+                for index, outcome in enumerate(outcomes):
+                    on_result(index, outcome)
+            return outcomes
+
+    reported: list[int] = []
+    transport = FailoverTransport([Stutter()])
+    transport.send_batch(items(3), on_result=lambda i, _: reported.append(i))
+    assert reported == [0, 1, 2]
+    assert transport.stats()[0].delivered == 3

@@ -266,8 +266,10 @@ class FailoverTransport(Transport):
                 "not a list of one outcome per message"
             )
             returned = [contract_breach(problem) for _ in batch]
+        final = run.final
         for position, outcome in enumerate(returned):
-            arrived(position, checked(outcome))
+            if not final[pending[position]]:  # not reported through on_result
+                arrived(position, checked(outcome))
         moving = [index for index in pending if not run.final[index]]
         with self._lock:
             server.delivered += counts["delivered"]
