@@ -110,6 +110,8 @@ class TransportError(SMTPKitError):
             have queued the message, so resending risks a duplicate.
         attempts: How many attempts were made before this error was given up on.
         history: The errors of the earlier attempts, oldest first.
+        server: The server that failed, as a ``FailoverTransport`` names it; None
+            from a transport with a single server.
 
     Args:
         message: What failed, and where possible what to do about it.
@@ -135,6 +137,7 @@ class TransportError(SMTPKitError):
         self.delivery_unknown = delivery_unknown
         self.attempts = 1
         self.history: tuple[TransportError, ...] = ()
+        self.server: str | None = None
         self._transient = transient
 
     @property
