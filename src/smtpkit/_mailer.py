@@ -24,6 +24,7 @@ from ._delivery import (
     is_settled,
 )
 from ._exceptions import ClosedError, ConfigurationError, SMTPKitError
+from ._hooks import HookRunner, Hooks
 from ._mailer_args import (
     check_arguments,
     id_domain,
@@ -81,6 +82,8 @@ class Mailer:
         retry: When to retry; ``RetryPolicy.never()`` disables retries.
         rate_limit: Messages per second across all threads, or None.
         on_retry: Called before each wait between attempts.
+        hooks: Callables run around each message (before, after, on retry,
+            on failure); see ``Hooks``.
         sleep: Waits between attempts and for the rate limit (injectable).
         clock: Monotonic clock in seconds (injectable).
         rng: Source of jitter (inject ``random.Random(seed)`` in tests).
@@ -105,6 +108,7 @@ class Mailer:
         retry: RetryPolicy = DEFAULT_RETRY_POLICY,
         rate_limit: RateLimit | None = None,
         on_retry: RetryHook | None = None,
+        hooks: Hooks | None = None,
         sleep: SleepFn = time.sleep,
         clock: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
@@ -123,6 +127,7 @@ class Mailer:
             TokenBucket(rate_limit, sleep=sleep, clock=clock) if rate_limit else None
         )
         self._on_retry = on_retry
+        self._hooks = HookRunner(hooks) if hooks else None
         self._sleep = sleep
         self._clock = clock
         self._rng = rng or random.Random()
@@ -219,7 +224,9 @@ class Mailer:
             raise
         except Exception as exc:
             raise invalid(exc) from exc
-        return self._deliver(prepared)
+        if self._hooks is None or prepared.event is None:
+            return self._deliver(prepared)
+        return self._hooks.around(prepared.event, partial(self._deliver, prepared))
 
     def send_many(
         self,
@@ -376,6 +383,8 @@ class Mailer:
                 report(index, SendResult(envelope=None, error=invalid(exc), attempts=0))
         settled: set[int] = set()
         lock = threading.Lock()
+        if self._hooks is not None:
+            report = _reporting(self._hooks, ready, report)
 
         def on_result(position: int, outcome: object) -> None:
             """Report a message whose first attempt needs no retry, right away."""
@@ -462,7 +471,8 @@ class Mailer:
         )
 
     def _prepare(self, message: Sendable, envelope: Envelope | None) -> Prepared:
-        return prepare(message, envelope, id_domain=self._id_domain)
+        prepared = prepare(message, envelope, id_domain=self._id_domain)
+        return prepared if self._hooks is None else self._hooks.before(prepared)
 
     def _bulk_sleep(self, interrupted: threading.Event) -> SleepFn:
         """The sleep between a bulk message's attempts: it ends the retries (raising
@@ -494,6 +504,9 @@ class Mailer:
             bucket=self._bucket,
             bucket_sleep=sleep,  # send_many's: an interrupt ends the wait, sends nothing
         )
+        on_retry = self._on_retry
+        if self._hooks is not None and prepared.event is not None:
+            on_retry = self._hooks.retry_hook(prepared.event, on_retry)
         start = self._clock()
         error: SMTPKitError | None = None
         try:
@@ -503,8 +516,23 @@ class Mailer:
                 sleep=self._sleep if sleep is None else sleep,
                 clock=self._clock,
                 rng=self._rng,
-                on_retry=self._on_retry,
+                on_retry=on_retry,
             )
         except Exception as exc:  # re-raised when no recipient has it
             error = ended_with(attempt, exc)
         return concluded(attempt, elapsed=self._clock() - start, error=error)
+
+
+def _reporting(
+    hooks: HookRunner, ready: list[tuple[int, Prepared]], report: Report
+) -> Report:
+    """*report*, telling the hooks of each result of *ready*'s messages first."""
+    events = {index: item.event for index, item in ready}
+
+    def report_hooked(index: int, result: SendResult) -> None:
+        event = events.get(index)
+        if event is not None:
+            hooks.finished(event, result)
+        report(index, result)
+
+    return report_hooked
