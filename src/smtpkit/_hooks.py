@@ -55,6 +55,9 @@ _SINGLE_FIELDS: Final = frozenset(
         "to",
     }
 )
+# Control characters (TAB aside) and every line break str.splitlines() knows:
+# RFC 5322 §3.2.5 unstructured text is VCHAR and WSP only.
+_BAD_VALUE_RE: Final = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029]")
 _MAX_LINE: Final = 998  # RFC 5322 §2.1.1, without the CRLF
 
 
@@ -172,8 +175,11 @@ def _header_lines(headers: object) -> bytes:
         if name.lower() in _SINGLE_FIELDS:
             msg = f"a before_send hook may not add a {name} header (at most one)"
             raise InvalidMessageError(msg)
-        if not isinstance(value, str) or any(c in value for c in "\r\n\0"):
-            msg = f"a before_send hook returned an invalid value for {name}"
+        if not isinstance(value, str) or _BAD_VALUE_RE.search(value):
+            msg = (
+                f"a before_send hook returned an invalid value for {name}: only "
+                "text without control characters or line breaks can be added"
+            )
             raise InvalidMessageError(msg)
         charset = "us-ascii" if value.isascii() else "utf-8"
         folded = Header(value, charset, header_name=name).encode(linesep="\r\n")

@@ -530,9 +530,9 @@ def _reporting(
     events = {index: item.event for index, item in ready}
 
     def report_hooked(index: int, result: SendResult) -> None:
-        event = events.get(index)
-        if event is not None:
-            hooks.finished(event, result)
+        event = events[index]  # a message prepared with hooks has its event
+        assert event is not None  # noqa: S101 - see above
+        hooks.finished(event, result)
         report(index, result)
 
     return report_hooked
