@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from email.header import Header
-from typing import Final, TypeAlias
+from typing import TYPE_CHECKING, Final, TypeAlias
 
 from pydantic import BaseModel, ConfigDict
 
@@ -118,6 +118,18 @@ class Hooks(BaseModel):
     after_send: tuple[AfterSendHook, ...] = ()
     on_retry: tuple[RetryEventHook, ...] = ()
     on_failure: tuple[FailureHook, ...] = ()
+
+    if TYPE_CHECKING:  # lists too: validation makes them tuples
+
+        def __init__(
+            self,
+            *,
+            before_send: Sequence[BeforeSendHook] = (),
+            after_send: Sequence[AfterSendHook] = (),
+            on_retry: Sequence[RetryEventHook] = (),
+            on_failure: Sequence[FailureHook] = (),
+        ) -> None:
+            """Hold the hooks; each list runs in order."""
 
     def __add__(self, other: Hooks) -> Hooks:
         """Both values' hooks, this one's first."""
