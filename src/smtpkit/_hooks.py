@@ -230,9 +230,8 @@ class HookRunner:
         except SMTPKitError as exc:
             self.failed(event, exc)
             raise
-        return Prepared(
-            prepared.envelope, added + prepared.data, prepared.message_id, event
-        )
+        data = added + prepared.data if added else prepared.data  # no copy if none
+        return Prepared(prepared.envelope, data, prepared.message_id, event)
 
     def retry_hook(self, event: SendEvent, also: RetryHook | None) -> RetryHook | None:
         """The retry hook of one message: *also* (the mailer's), then ours."""
