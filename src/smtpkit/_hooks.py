@@ -4,8 +4,10 @@
 ``AsyncMailer`` call: before a message's first attempt (``before``, which may
 add header lines or veto), before each retry wait, and once with the outcome
 (``finished`` or ``failed``).  A hook that raises is logged and ignored, except
-``KeyboardInterrupt`` and ``SystemExit``, which propagate: a send never breaks
-because of a hook, but Ctrl-C still stops the program.
+``KeyboardInterrupt`` and ``SystemExit`` in the caller's thread, which
+propagate: a send never breaks because of a hook, but Ctrl-C still stops the
+program.  In a bulk send's worker threads those two are logged too: they
+cannot stop the caller there, and would lose the outcome of a whole batch.
 """
 
 from __future__ import annotations
@@ -93,9 +95,10 @@ class Hooks(BaseModel):
     Each list runs in order.  Hooks run in the thread that sends the message:
     the caller's for ``Mailer.send``, a worker's for ``send_many`` and
     ``send_iter`` (so they must be thread-safe there), the event loop's for
-    ``AsyncMailer``.  A hook that raises (anything but ``KeyboardInterrupt``
-    or ``SystemExit``) is logged at ERROR, with its exception type and text
-    but no addresses, and ignored.  Combine two values with ``+``.
+    ``AsyncMailer``.  A hook that raises is logged at ERROR, with its
+    exception type and text but no addresses, and ignored; only
+    ``KeyboardInterrupt`` and ``SystemExit`` raised in the caller's thread
+    (``send``, the event loop) propagate.  Combine two values with ``+``.
 
     Args:
         before_send: ``hook(event) -> headers | None``, before the first
@@ -149,8 +152,9 @@ class Hooks(BaseModel):
         )
 
 
-def _call(kind: str, hook: Callable[..., object], *args: object) -> object:
-    """Call *hook*; log and swallow what it raises, bar Ctrl-C and exit."""
+def _call(kind: str, hook: Callable[..., object], *args: object, stops: bool) -> object:
+    """Call *hook*; log and swallow what it raises, bar a veto from before_send
+    and, when *stops*, ``KeyboardInterrupt`` and ``SystemExit``."""
     try:
         return hook(*args)
     except SendVetoedError:
@@ -158,8 +162,11 @@ def _call(kind: str, hook: Callable[..., object], *args: object) -> object:
             _log(kind, hook, SendVetoedError("a veto is only for before_send"))
             return None
         raise
-    except (KeyboardInterrupt, SystemExit):
-        raise
+    except (KeyboardInterrupt, SystemExit) as exc:
+        if stops:
+            raise
+        _log(kind, hook, exc)
+        return None
     except BaseException as exc:  # a hook never breaks a send
         _log(kind, hook, exc)
         return None
@@ -204,12 +211,25 @@ def _header_lines(headers: object) -> bytes:
 
 
 class HookRunner:
-    """Calls one ``Hooks`` value's callables for the mailers."""
+    """Calls one ``Hooks`` value's callables for the mailers.
 
-    __slots__ = ("_hooks",)
+    Args:
+        hooks: The callables.
+        stops: Whether ``KeyboardInterrupt`` and ``SystemExit`` from a hook
+            propagate: in the caller's thread they do; in a bulk send's worker
+            threads they cannot stop the caller, and would lose the outcome
+            of the messages of the batch, so they are logged like the rest.
+    """
 
-    def __init__(self, hooks: Hooks) -> None:
+    __slots__ = ("_hooks", "_stops")
+
+    def __init__(self, hooks: Hooks, *, stops: bool = True) -> None:
         self._hooks = hooks
+        self._stops = stops
+
+    def in_workers(self) -> HookRunner:
+        """This runner for a bulk send's worker threads (see ``stops``)."""
+        return HookRunner(self._hooks, stops=False)
 
     def before(self, prepared: Prepared) -> Prepared:
         """Run the before_send hooks: *prepared* with its ``SendEvent`` and the
@@ -224,7 +244,7 @@ class HookRunner:
         added = b""
         try:
             for hook in self._hooks.before_send:
-                headers = _call("before_send", hook, event)
+                headers = _call("before_send", hook, event, stops=self._stops)
                 if headers is not None:
                     added += _header_lines(headers)
         except SMTPKitError as exc:
@@ -238,12 +258,13 @@ class HookRunner:
         hooks = self._hooks.on_retry
         if not hooks:
             return also
+        stops = self._stops
 
         def on_retry(details: RetryDetails) -> None:
             if also is not None:
                 also(details)
             for hook in hooks:
-                _call("on_retry", hook, event, details)
+                _call("on_retry", hook, event, details, stops=stops)
 
         return on_retry
 
@@ -264,11 +285,11 @@ class HookRunner:
             self.failed(event, result.error)
             return
         for hook in self._hooks.after_send:
-            _call("after_send", hook, event, result)
+            _call("after_send", hook, event, result, stops=self._stops)
 
     def failed(self, event: SendEvent, error: BaseException) -> None:
         """Report that a message failed for every recipient with *error*."""
         if not isinstance(error, SMTPKitError):
             return  # Ctrl-C, cancellation, a bug: no outcome to report
         for hook in self._hooks.on_failure:
-            _call("on_failure", hook, event, error)
+            _call("on_failure", hook, event, error, stops=self._stops)

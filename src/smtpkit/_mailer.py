@@ -129,6 +129,7 @@ class Mailer:
         )
         self._on_retry = on_retry
         self._hooks = HookRunner(hooks) if hooks else None
+        self._worker_hooks = self._hooks.in_workers() if self._hooks else None
         self._sleep = sleep
         self._clock = clock
         self._rng = rng or random.Random()
@@ -384,13 +385,13 @@ class Mailer:
                 message, envelope = (
                     bulk_item if isinstance(bulk_item, tuple) else (bulk_item, None)
                 )
-                ready.append((index, self._prepare(message, envelope)))
+                ready.append((index, self._prepare(message, envelope, worker=True)))
             except Exception as exc:  # anything one message causes is its own result
                 report(index, SendResult(envelope=None, error=invalid(exc), attempts=0))
         settled: set[int] = set()
         lock = threading.Lock()
-        if self._hooks is not None:
-            report = _reporting(self._hooks, ready, report)
+        if self._worker_hooks is not None:
+            report = _reporting(self._worker_hooks, ready, report)
 
         def on_result(position: int, outcome: object) -> None:
             """Report a message whose first attempt needs no retry, right away."""
@@ -435,7 +436,9 @@ class Mailer:
         that, and a backoff wait with the default sleep ends at once.
         """
         try:
-            return self._deliver(item, first=first, sleep=self._bulk_sleep(interrupted))
+            return self._deliver(
+                item, first=first, sleep=self._bulk_sleep(interrupted), worker=True
+            )
         except Interrupted:
             return unretried(item, first)
         except Exception as exc:  # SMTPKitError, or a hook of the caller's raised
@@ -476,9 +479,12 @@ class Mailer:
             self._transport, items, on_result if self._reports_results else None
         )
 
-    def _prepare(self, message: Sendable, envelope: Envelope | None) -> Prepared:
+    def _prepare(
+        self, message: Sendable, envelope: Envelope | None, *, worker: bool = False
+    ) -> Prepared:
         prepared = prepare(message, envelope, id_domain=self._id_domain)
-        return prepared if self._hooks is None else self._hooks.before(prepared)
+        hooks = self._worker_hooks if worker else self._hooks
+        return prepared if hooks is None else hooks.before(prepared)
 
     def _bulk_sleep(self, interrupted: threading.Event) -> SleepFn:
         """The sleep between a bulk message's attempts: it ends the retries (raising
@@ -501,6 +507,7 @@ class Mailer:
         *,
         first: SendResult | SMTPKitError | None = None,
         sleep: SleepFn | None = None,
+        worker: bool = False,
     ) -> SendResult:
         attempt = Attempt(
             prepared,
@@ -511,8 +518,9 @@ class Mailer:
             bucket_sleep=sleep,  # send_many's: an interrupt ends the wait, sends nothing
         )
         on_retry = self._on_retry
-        if self._hooks is not None and prepared.event is not None:
-            on_retry = self._hooks.retry_hook(prepared.event, on_retry)
+        hooks = self._worker_hooks if worker else self._hooks
+        if hooks is not None and prepared.event is not None:
+            on_retry = hooks.retry_hook(prepared.event, on_retry)
         start = self._clock()
         error: SMTPKitError | None = None
         try:

@@ -255,6 +255,23 @@ def test_ctrl_c_and_exit_from_a_hook_propagate(exc):
     assert len(fake.outbox) == 1  # it was sent; the hook stopped the caller
 
 
+@pytest.mark.parametrize("exc", [KeyboardInterrupt, SystemExit])
+def test_ctrl_c_from_a_hook_in_a_bulk_worker_loses_no_outcome(exc, caplog):
+    """In a worker thread it cannot stop the caller: logged, every result kept."""
+    fake = FakeTransport()
+    fake.fail_next(1)
+    bad = _raise(exc())
+    hooks = Hooks(before_send=[bad], after_send=[bad], on_retry=[bad], on_failure=[bad])
+    caplog.set_level(logging.ERROR, "smtpkit")
+    with _mailer(fake, hooks) as mailer:
+        results = mailer.send_many([MSG] * 5 + [(RAW, ENV)], concurrency=2)
+        with mailer.send_iter([MSG, MSG]) as stream:
+            streamed = list(stream)
+    assert all(r.accepted for r in [*results, *streamed])
+    assert len(fake.outbox) == 8
+    assert any(f"raised {exc.__name__}" in r.getMessage() for r in caplog.records)
+
+
 def test_send_many_and_send_iter_report_every_message():
     fake = FakeTransport(refuse={"x@example.com": "550 5.1.1 no"})
     fake.fail_next(1)

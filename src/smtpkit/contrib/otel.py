@@ -40,6 +40,7 @@ Metrics:
 
 from __future__ import annotations
 
+import collections
 import threading
 import time
 import weakref
@@ -93,13 +94,19 @@ class SMTPTelemetry:
             "smtpkit", __version__, tracer_provider=tracer_provider
         )
         meter = metrics.get_meter("smtpkit", __version__, meter_provider=meter_provider)
-        self._sent = meter.create_counter(
+        # Counted here and observed at collection time: an int under a lock
+        # costs far less per message than the SDK's per-call aggregation.
+        self._counts: collections.Counter[str | None] = collections.Counter()
+        self._counts_lock = threading.Lock()
+        meter.create_observable_counter(
             "smtp.client.messages.sent",
+            callbacks=[self._observe_sent],
             unit="{message}",
             description="Messages some recipient accepted.",
         )
-        self._failed = meter.create_counter(
+        meter.create_observable_counter(
             "smtp.client.messages.failed",
+            callbacks=[self._observe_failed],
             unit="{message}",
             description="Messages no recipient accepted (vetoes included).",
         )
@@ -182,7 +189,8 @@ class SMTPTelemetry:
             attributes["smtp.reply.code"] = result.reply.code
             if result.reply.enhanced is not None:
                 attributes["smtp.reply.enhanced_code"] = str(result.reply.enhanced)
-        self._sent.add(1)
+        with self._counts_lock:
+            self._counts[None] += 1
         self._end(event, attributes, error=None)
 
     def _failure(self, event: SendEvent, error: SMTPKitError) -> None:
@@ -191,7 +199,8 @@ class SMTPTelemetry:
             "error.type": type(error).__name__,
         }
         attributes.update(_reply_attributes(error))
-        self._failed.add(1, {"error.type": type(error).__name__})
+        with self._counts_lock:
+            self._counts[type(error).__name__] += 1
         self._end(event, attributes, error=error)
 
     def _end(
@@ -215,6 +224,21 @@ class SMTPTelemetry:
             # The type only: an error's text may quote an address.
             span.set_status(trace.Status(trace.StatusCode.ERROR, type(error).__name__))
         span.end()
+
+    def _observe_sent(
+        self, options: metrics.CallbackOptions
+    ) -> Iterable[metrics.Observation]:
+        with self._counts_lock:
+            sent = self._counts[None]
+        yield metrics.Observation(sent)
+
+    def _observe_failed(
+        self, options: metrics.CallbackOptions
+    ) -> Iterable[metrics.Observation]:
+        with self._counts_lock:
+            failed = [(k, n) for k, n in self._counts.items() if k is not None]
+        for error_type, count in failed:
+            yield metrics.Observation(count, {"error.type": error_type})
 
     def _in_use(
         self, options: metrics.CallbackOptions
