@@ -176,6 +176,39 @@ def test_header_values_never_inject_lines(value):
     assert sent.message.get_all("Bcc") is None
 
 
+@given(st.text(min_size=1, max_size=20))
+def test_header_names_are_checked(name):
+    fake = FakeTransport()
+    hooks = Hooks(before_send=[lambda e: {name: "v"}])
+    with _mailer(fake, hooks) as mailer:
+        try:
+            mailer.send(MSG)
+        except InvalidMessageError:
+            assert not all(
+                "!" <= c <= "~" and c != ":" for c in name
+            ) or name.lower() in {
+                "subject",
+                "to",
+                "from",
+                "date",
+                "message-id",
+                "cc",
+                "bcc",
+                "sender",
+                "reply-to",
+                "in-reply-to",
+                "references",
+            }
+            return
+    assert fake.outbox[0].message[name] == "v"
+    assert fake.outbox[0].data.startswith(name.encode() + b": v\r\n")
+
+
+def test_hooks_refuse_unknown_fields():
+    with pytest.raises(ValueError, match="extra"):
+        Hooks(after=[print])
+
+
 def test_veto_fails_the_message_and_nothing_is_sent():
     fake = FakeTransport()
     rec = Recorder()
