@@ -3,6 +3,10 @@ enhanced codes, errors without a reply, and events its before_send never saw."""
 
 from __future__ import annotations
 
+import importlib
+import subprocess
+import sys
+
 import pytest
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -66,3 +70,20 @@ def test_events_the_before_hook_never_saw_are_ignored(traced):
     hooks.on_retry[0](event, RetryDetails(1, 0.0, ConnectError("x"), 0.0))
     hooks.after_send[0](event, SendResult(envelope=ENV))
     assert exporter.get_finished_spans() == ()
+
+
+def test_import_smtpkit_never_imports_opentelemetry():
+    code = (
+        "import sys, smtpkit, smtpkit.testing\n"
+        "mailer = smtpkit.Mailer(transport=smtpkit.testing.FakeTransport(),"
+        " hooks=smtpkit.Hooks(after_send=[print]))\n"
+        "assert not [m for m in sys.modules if m.startswith('opentelemetry')]\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_without_opentelemetry_the_error_names_the_extra(monkeypatch):
+    monkeypatch.setitem(sys.modules, "opentelemetry", None)
+    monkeypatch.delitem(sys.modules, "smtpkit.contrib.otel")
+    with pytest.raises(ImportError, match=r"pip install 'pysmtpkit\[otel\]'"):
+        importlib.import_module("smtpkit.contrib.otel")

@@ -49,7 +49,7 @@ from collections.abc import Iterable, Mapping
 try:
     from opentelemetry import context as otel_context
     from opentelemetry import metrics, trace
-except ImportError as exc:  # pragma: no cover - exercised by a reload in the tests
+except ImportError as exc:
     msg = (
         "smtpkit.contrib.otel needs OpenTelemetry's API: pip install 'pysmtpkit[otel]'"
     )
