@@ -118,9 +118,11 @@ class AsyncMailer:
         retry: When to retry; ``RetryPolicy.never()`` disables retries.
         rate_limit: Messages per second across the mailer, or None.
         on_retry: Called on the loop before each wait between attempts.
-        hooks: Callables run on the loop around each message (see ``Hooks``);
-            a send cancelled meanwhile reports to neither after_send nor
-            on_failure (its outcome goes to *on_detached*).
+        hooks: Callables run on the loop around each message (see ``Hooks``).
+            A send cancelled after its transaction started reports its outcome
+            to after_send or on_failure when it is known, before *on_detached*
+            (maybe from a worker thread, as *on_detached*); one cancelled before
+            reports to neither.
         on_detached: Called on the loop with the result of a message whose
             caller was cancelled after its transaction started (see above);
             if it raises, the error is logged and ignored.  When the event
@@ -166,7 +168,10 @@ class AsyncMailer:
         self._bucket = TokenBucket(rate_limit, clock=clock) if rate_limit else None
         self._on_retry = on_retry
         self._hooks = HookRunner(hooks) if hooks else None
-        self._detached = Detached(on_detached, clock)
+        # No caller waits for a detached send: its hooks cannot stop one.
+        self._detached = Detached(
+            on_detached, clock, self._hooks.in_workers() if self._hooks else None
+        )
         self._sleep = sleep
         self._clock = clock
         self._rng = rng or random.Random()

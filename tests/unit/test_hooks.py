@@ -7,6 +7,7 @@ import email
 import logging
 import pickle
 import random
+import threading
 from email.policy import default
 
 import pytest
@@ -383,9 +384,10 @@ class TestAsync:
         assert len(failures) == 2
         assert fake.attempts == []
 
-    async def test_async_cancel_reports_neither(self):
+    async def test_cancelled_between_attempts_reports_the_failure(self):
         started = asyncio.Event()
         calls = []
+        detached = []
 
         async def sleep(seconds):
             started.set()
@@ -394,13 +396,42 @@ class TestAsync:
         fake = FakeTransport()
         fake.fail_next(1)
         hooks = Hooks(
-            after_send=[lambda e, r: calls.append("after")],
-            on_failure=[lambda e, x: calls.append("failure")],
+            after_send=[lambda e, r: calls.append(("after", r))],
+            on_failure=[lambda e, x: calls.append(("failure", x))],
         )
-        async with AsyncMailer(transport=fake, hooks=hooks, sleep=sleep) as mailer:
+        async with AsyncMailer(
+            transport=fake, hooks=hooks, sleep=sleep, on_detached=detached.append
+        ) as mailer:
             task = asyncio.ensure_future(mailer.send(MSG))
             await started.wait()
             task.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await task
-        assert calls == []
+        [(kind, error)] = calls
+        assert kind == "failure"
+        assert error is detached[0].error  # the outcome on_detached got
+
+    async def test_cancelled_in_flight_reports_the_late_outcome(self):
+        on_wire = threading.Event()
+        release = threading.Event()
+        calls = []
+
+        def handler(envelope, data):
+            on_wire.set()
+            release.wait(5)
+
+        hooks = Hooks(
+            after_send=[lambda e, r: calls.append(("after", r))],
+            on_failure=[lambda e, x: calls.append(("failure", x))],
+        )
+        async with AsyncMailer(transport=FakeTransport(handler), hooks=hooks) as mailer:
+            task = asyncio.ensure_future(mailer.send(MSG))
+            await asyncio.get_running_loop().run_in_executor(None, on_wire.wait, 5)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            assert calls == []
+            release.set()
+        [(kind, result)] = calls
+        assert kind == "after"
+        assert result.accepted == ("b@example.com",)
