@@ -3,7 +3,10 @@ in-memory exporter and reader."""
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import logging
+import threading
 
 import pytest
 from opentelemetry.sdk.metrics import MeterProvider
@@ -31,7 +34,7 @@ from smtpkit.auth import PlainAuth
 from smtpkit.contrib.otel import SMTPTelemetry
 from smtpkit.testing import FakeTransport, no_wait
 
-from .smtpd import free_port
+from .smtpd import RecordingHandler, free_port
 
 pytestmark = pytest.mark.integration
 
@@ -284,3 +287,35 @@ def test_a_session_thrown_away_after_421_ends(start_server, config_for, otel):
     [send] = otel.spans("smtp send")
     [event] = send.events
     assert event.attributes["smtp.reply.code"] == 421
+
+
+class _GatedHandler(RecordingHandler):
+    """Holds the reply to the final dot until the test releases it."""
+
+    def __init__(self):
+        super().__init__()
+        self.entered = threading.Event()
+        self.release = threading.Event()
+
+    async def handle_DATA(self, server, session, envelope):  # noqa: N802
+        self.entered.set()
+        while not self.release.is_set():
+            await asyncio.sleep(0.005)
+        return await super().handle_DATA(server, session, envelope)
+
+
+def test_the_in_use_gauge_counts_a_connection_lent_to_a_send(
+    start_server, config_for, otel
+):
+    handler = _GatedHandler()
+    server = start_server(handler=handler)
+    mailer = _mailer(server, config_for, otel)
+    with mailer, concurrent.futures.ThreadPoolExecutor(1) as pool:
+        sending = pool.submit(mailer.send, _message())
+        assert handler.entered.wait(5)
+        during = otel.metrics()["smtp.client.connections.in_use"]
+        handler.release.set()
+        assert sending.result(5).accepted
+        after = otel.metrics()["smtp.client.connections.in_use"]
+    assert [value for _, value in during] == [1]
+    assert [value for _, value in after] == [0]
