@@ -63,6 +63,7 @@ from ._render import render
 from ._reply import EnhancedStatus, ReplyCode, SMTPReply, parse_reply
 from ._retry import DEFAULT_RETRY_POLICY, RetryDetails, RetryHook, RetryPolicy
 from ._send_event import SendEvent
+from ._signing import MessageSigner, SigningError
 from ._stream import SendStream
 from ._transports._connection import SMTPConnection
 from ._transports._pool import PoolStats
@@ -104,6 +105,7 @@ __all__ = [
     "InvalidMessageError",
     "Mailer",
     "Message",
+    "MessageSigner",
     "NetworkError",
     "NotSentError",
     "NotSupportedError",
@@ -139,6 +141,7 @@ __all__ = [
     "Sendable",
     "SenderRefusedError",
     "ServerDisconnectedError",
+    "SigningError",
     "TLSError",
     "TLSMode",
     "TLSModeLike",

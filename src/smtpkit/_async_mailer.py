@@ -47,7 +47,7 @@ from ._outcomes import (
     not_sent,
     takes_on_result,
 )
-from ._prepare import BulkItem, Sendable, prepare
+from ._prepare import BulkItem, Sendable, prepare, sign_prepared
 from ._ratelimit import RateLimit, TokenBucket
 from ._retry import (
     DEFAULT_RETRY_POLICY,
@@ -55,6 +55,7 @@ from ._retry import (
     RetryPolicy,
     run_with_retries_async,
 )
+from ._signing import MessageSigner, check_signer
 from ._transports.base import SendResult, Transport
 
 __all__ = ["AsyncMailer"]
@@ -133,10 +134,12 @@ class AsyncMailer:
         clock: Monotonic clock in seconds (injectable).
         rng: Source of jitter (inject ``random.Random(seed)`` in tests).
         message_id_domain: The domain of generated Message-IDs (as for ``Mailer``).
+        signer: Signs each message's final bytes (as for ``Mailer``), in a
+            worker thread: the event loop is not blocked while it signs.
 
     Raises:
-        TypeError: *config* is not an ``SMTPConfig``, or *transport* is not a
-            ``Transport``.
+        TypeError: *config* is not an ``SMTPConfig``, *transport* is not a
+            ``Transport``, or *signer* has no ``sign`` method.
         ConfigurationError: Neither or both of *config* and *transport* are
             given, or *message_id_domain* is not a domain name.
     """
@@ -155,8 +158,10 @@ class AsyncMailer:
         clock: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
         message_id_domain: str | None = None,
+        signer: MessageSigner | None = None,
     ) -> None:
         check_arguments(config, transport)
+        self._signer = check_signer(signer)
         self._id_domain = (
             None if message_id_domain is None else id_domain(message_id_domain)
         )
@@ -363,6 +368,7 @@ class AsyncMailer:
 
         Raises:
             InvalidMessageError: No recipient, or raw bytes without an envelope.
+            SigningError: The mailer's signer failed; nothing was sent.
             TransportError: Nothing was delivered; ``attempts`` and ``history``
                 tell what was tried.  ``NotSentError`` when ``aclose()``'s
                 timeout came before the message was started;
@@ -381,7 +387,7 @@ class AsyncMailer:
                 raise
             except Exception as exc:
                 raise invalid(exc) from exc
-            return await self.deliver(prepared, dispatcher, None)
+            return await self.deliver(await self._sign(prepared), dispatcher, None)
         finally:
             self._leave()
 
@@ -553,11 +559,30 @@ class AsyncMailer:
     async def _prepare_item(self, item: BulkItem) -> Prepared:
         await self._render_turns.wait()
         message, envelope = item if isinstance(item, tuple) else (item, None)
-        return self._prepared(message, envelope)
+        return await self._sign(self._prepared(message, envelope))
 
     def _prepared(self, message: Sendable, envelope: Envelope | None) -> Prepared:
         prepared = prepare(message, envelope, id_domain=self._id_domain)
         return prepared if self._hooks is None else self._hooks.before(prepared)
+
+    async def _sign(self, prepared: Prepared) -> Prepared:
+        """*prepared* signed by the signer, in the loop's default executor.
+
+        Not in the mailer's own executor: its threads carry the batches, and a
+        signature waiting behind them would stall the pipeline.  A signer that
+        fails is the message's failure for its hooks too.
+        """
+        if self._signer is None:
+            return prepared
+        loop = asyncio.get_running_loop()
+        signing = loop.run_in_executor(None, sign_prepared, prepared, self._signer)
+        if self._hooks is None or prepared.event is None:
+            return await signing
+        try:
+            return await signing
+        except BaseException as exc:
+            self._hooks.failed(prepared.event, exc)
+            raise
 
     def _check_loop(self) -> asyncio.AbstractEventLoop:
         loop = asyncio.get_running_loop()

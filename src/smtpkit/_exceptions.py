@@ -7,6 +7,7 @@
     ├── InvalidMessageError (ValueError)       a message that cannot be sent as given
     ├── ClosedError (RuntimeError)             Mailer or transport used after close()
     ├── SendManyAbortedError (in _bulk)        send_many's input or on_progress raised
+    ├── SigningError (in _signing)             the mailer's signer= failed; nothing sent
     └── TransportError                         .is_transient .command .delivery_unknown .attempts
         ├── NetworkError (ConnectionError)             transient
         │   ├── ConnectError                           could not connect

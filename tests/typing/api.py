@@ -169,3 +169,14 @@ assert_type(hooks, Hooks)
 with Mailer(transport=FakeTransport(), hooks=hooks) as hooked:
     assert_type(hooked.send(message), SendResult)
 AsyncMailer(transport=FakeTransport(), hooks=hooks)
+
+# DKIM: a signer= on either mailer; any object with sign(bytes) -> bytes fits.
+from smtpkit import MessageSigner  # noqa: E402
+from smtpkit.contrib.dkim import Algorithm, DKIMSigner  # noqa: E402
+
+dkim_signer = DKIMSigner.from_pem_file("dkim.key", domain="example.com", selector="s1")
+assert_type(dkim_signer.algorithm, Algorithm)
+assert_type(dkim_signer.sign(b"From: a@example.com\r\n\r\n"), bytes)
+signer_protocol: MessageSigner = dkim_signer
+Mailer(transport=FakeTransport(), signer=dkim_signer)
+AsyncMailer(transport=FakeTransport(), signer=signer_protocol)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import email
+import hashlib
 import logging
 import pickle
 import random
@@ -25,6 +26,7 @@ from smtpkit import (
     RetryDetails,
     SendEvent,
     SendVetoedError,
+    SigningError,
     SMTPKitError,
 )
 from smtpkit.testing import FakeTransport, no_wait
@@ -435,3 +437,57 @@ class TestAsync:
         [(kind, result)] = calls
         assert kind == "after"
         assert result.accepted == ("b@example.com",)
+
+
+class _Signer:
+    """Signs by prepending a digest of everything it was given."""
+
+    def __init__(self, fail=False):
+        self.fail = fail
+
+    def sign(self, message):
+        if self.fail:
+            raise RuntimeError("no key")
+        return b"X-Digest: " + hashlib.sha256(message).hexdigest().encode() + b"\r\n"
+
+
+def test_hooks_run_before_the_signer_so_it_covers_their_headers():
+    fake = FakeTransport()
+    hooks = Hooks(before_send=[lambda e: {"X-Campaign": "spring"}])
+    mailer = Mailer(transport=fake, hooks=hooks, signer=_Signer())
+    with mailer:
+        mailer.send(MSG)
+        mailer.send_many([MSG])
+    for sent in fake.outbox:
+        digest, rest = sent.data.split(b"\r\n", 1)
+        assert rest.startswith(b"X-Campaign: spring\r\n")
+        assert digest == b"X-Digest: " + hashlib.sha256(rest).hexdigest().encode()
+
+
+def test_a_failing_signer_is_the_message_failure_for_the_hooks():
+    fake = FakeTransport()
+    rec = Recorder()
+    with Mailer(transport=fake, hooks=rec.hooks(), signer=_Signer(fail=True)) as m:
+        with pytest.raises(SigningError):
+            m.send(MSG)
+        [result] = m.send_many([MSG])
+    assert isinstance(result.error, SigningError)
+    assert rec.kinds() == ["before", "failure"] * 2
+    assert fake.attempts == []
+
+
+@pytest.mark.asyncio
+async def test_async_hooks_run_before_the_signer_and_see_its_failure():
+    fake = FakeTransport()
+    rec = Recorder({"X-Campaign": "spring"})
+    async with AsyncMailer(transport=fake, hooks=rec.hooks(), signer=_Signer()) as m:
+        await m.send(MSG)
+    digest, rest = fake.outbox[0].data.split(b"\r\n", 1)
+    assert rest.startswith(b"X-Campaign: spring\r\n")
+    assert digest == b"X-Digest: " + hashlib.sha256(rest).hexdigest().encode()
+    rec = Recorder()
+    failing = AsyncMailer(transport=fake, hooks=rec.hooks(), signer=_Signer(fail=True))
+    async with failing:
+        with pytest.raises(SigningError):
+            await failing.send(MSG)
+    assert rec.kinds() == ["before", "failure"]
