@@ -11,10 +11,12 @@ from typing_extensions import Unpack, assert_type
 from smtpkit import (
     Address,
     AddressLike,
+    AsyncMailer,
     Attachment,
     Envelope,
     FailoverConfig,
     FailoverTransport,
+    Hooks,
     Mailer,
     Message,
     PoolLimits,
@@ -22,10 +24,13 @@ from smtpkit import (
     RetryDetails,
     RetryPolicy,
     RoundRobinTransport,
+    SendEvent,
     SendResult,
+    SendVetoedError,
     ServerStats,
     SMTPConfig,
     SMTPConfigFields,
+    SMTPKitError,
     SMTPReply,
     SMTPReplyError,
     TLSMode,
@@ -128,8 +133,49 @@ assert_type(verified.timings, tuple[tuple[str, float], ...])
 assert_type(verified.certificate_expires, datetime | None)
 assert_type(verified.size_limit, int | None)
 
+# Send hooks: plain typed callables; lists are accepted.
+headers_added: list[str] = []
+
+
+def tag(event: SendEvent) -> dict[str, str]:
+    assert_type(event.recipient_count, int)
+    assert_type(event.state, dict[str, object])
+    return {"X-Campaign": "spring"}
+
+
+def veto(event: SendEvent) -> None:
+    if event.size > 10_000_000:
+        raise SendVetoedError("too big")
+
+
+def after_send(event: SendEvent, result: SendResult) -> None:
+    headers_added.append(str(event.message_id))
+
+
+def on_message_retry(event: SendEvent, details: RetryDetails) -> None:
+    assert_type(details.error, TransportError)
+
+
+def on_failure(event: SendEvent, error: SMTPKitError) -> None:
+    assert_type(error, SMTPKitError)
+
+
+hooks = (
+    Hooks(
+        before_send=[veto, tag],
+        after_send=[after_send],
+        on_retry=[on_message_retry],
+        on_failure=[on_failure],
+    )
+    + Hooks()
+)
+assert_type(hooks, Hooks)
+with Mailer(transport=FakeTransport(), hooks=hooks) as hooked:
+    assert_type(hooked.send(message), SendResult)
+AsyncMailer(transport=FakeTransport(), hooks=hooks)
+
 # DKIM: a signer= on either mailer; any object with sign(bytes) -> bytes fits.
-from smtpkit import AsyncMailer, MessageSigner  # noqa: E402
+from smtpkit import MessageSigner  # noqa: E402
 from smtpkit.contrib.dkim import Algorithm, DKIMSigner  # noqa: E402
 
 dkim_signer = DKIMSigner.from_pem_file("dkim.key", domain="example.com", selector="s1")

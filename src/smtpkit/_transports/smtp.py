@@ -40,6 +40,7 @@ from ._connection import SMTPConnection
 from ._errors import Progress, map_errors
 from ._hints import Endpoint, auth_refused_message, no_starttls_message
 from ._login_guard import LoginGuard
+from ._observer import SessionObserver, SessionTracker
 from ._pool import ConnectionPool, Pooled, PoolStats
 from ._sasl import sasl_exchange
 from ._session import (
@@ -81,6 +82,8 @@ class SMTPTransport(Transport):
         ConfigurationError: The TLS files in *config* cannot be loaded.
     """
 
+    _sessions: SessionTracker | None = None
+
     def __init__(self, config: SMTPConfig) -> None:
         self.config = config
         self._endpoint = Endpoint(
@@ -112,6 +115,15 @@ class SMTPTransport(Transport):
     def __repr__(self) -> str:
         cfg = self.config
         return f"<{type(self).__name__} {cfg.host}:{cfg.port} tls={cfg.tls.value}>"
+
+    @property
+    def session_observer(self) -> SessionObserver | None:
+        """Told when each session starts, is set up and ends (for telemetry)."""
+        return None if self._sessions is None else self._sessions.observer
+
+    @session_observer.setter
+    def session_observer(self, observer: SessionObserver | None) -> None:
+        self._sessions = None if observer is None else SessionTracker(observer)
 
     # -- extension points -------------------------------------------------------
 
@@ -249,6 +261,21 @@ class SMTPTransport(Transport):
         )
         if self.config.wants_auth:
             self._login_guard.check()  # refused for good: do not even connect
+        sessions = self._sessions
+        if sessions is None:
+            return self._set_up(progress, laps)
+        token = sessions.started(self._endpoint.host, self._endpoint.port)
+        try:
+            conn = self._set_up(progress, laps)
+        except BaseException as exc:
+            sessions.failed(token, exc)
+            raise
+        sessions.ready(token, conn)
+        return conn
+
+    def _set_up(
+        self, progress: Progress, laps: list[tuple[str, float]] | None
+    ) -> SMTPConnection:
         with map_errors(progress):
             conn = self.create_connection()
             if laps is not None:
@@ -292,6 +319,8 @@ class SMTPTransport(Transport):
             self._quit_all([conn])
         else:
             conn.close()
+            if self._sessions is not None:
+                self._sessions.closed(conn)
 
     def _quit_all(self, conns: list[SMTPConnection]) -> None:
         """QUIT every connection: all the commands first, then all the replies.
@@ -315,6 +344,8 @@ class SMTPTransport(Transport):
         finally:  # even when interrupted: no socket outlives close()
             for conn in conns:
                 conn.close()
+                if self._sessions is not None:
+                    self._sessions.closed(conn)
 
     # -- sending ----------------------------------------------------------------
 
