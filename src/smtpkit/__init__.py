@@ -62,6 +62,7 @@ from ._render import render
 from ._reply import EnhancedStatus, ReplyCode, SMTPReply, parse_reply
 from ._retry import DEFAULT_RETRY_POLICY, RetryDetails, RetryHook, RetryPolicy
 from ._stream import SendStream
+from ._token_cache import TokenFetchError
 from ._transports._connection import SMTPConnection
 from ._transports._pool import PoolStats
 from ._transports.base import RecipientResult, SendResult, Transport
@@ -137,6 +138,7 @@ __all__ = [
     "TLSError",
     "TLSMode",
     "TLSModeLike",
+    "TokenFetchError",
     "Transport",
     "TransportError",
     "VerifyReport",

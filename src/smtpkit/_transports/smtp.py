@@ -41,7 +41,7 @@ from ._errors import Progress, map_errors
 from ._hints import Endpoint, auth_refused_message, no_starttls_message
 from ._login_guard import LoginGuard
 from ._pool import ConnectionPool, Pooled, PoolStats
-from ._sasl import sasl_exchange
+from ._sasl import login_refused, sasl_exchange
 from ._session import (
     ConnectionLostError,
     Item,
@@ -221,8 +221,10 @@ class SMTPTransport(Transport):
             raise NotSupportedError(msg, command="AUTH")
         with self._login_guard.attempt():  # no login spiral (ProviderAdaptation)
             reply = sasl_exchange(conn, chosen)
-            if reply.code == 535 and chosen.retries_after_failure():
-                reply = sasl_exchange(conn, chosen)
+            if reply.code == 535:
+                login_refused(chosen)  # a token provider drops the refused token
+                if chosen.retries_after_failure():
+                    reply = sasl_exchange(conn, chosen)
             if reply.code != 235:
                 raise AuthenticationError(
                     reply,
