@@ -61,6 +61,7 @@ from ._ratelimit import RateLimit
 from ._render import render
 from ._reply import EnhancedStatus, ReplyCode, SMTPReply, parse_reply
 from ._retry import DEFAULT_RETRY_POLICY, RetryDetails, RetryHook, RetryPolicy
+from ._socket_factory import SocketFactory
 from ._stream import SendStream
 from ._token_cache import TokenFetchError
 from ._transports._connection import SMTPConnection
@@ -135,6 +136,7 @@ __all__ = [
     "Sendable",
     "SenderRefusedError",
     "ServerDisconnectedError",
+    "SocketFactory",
     "TLSError",
     "TLSMode",
     "TLSModeLike",

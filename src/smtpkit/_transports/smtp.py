@@ -136,6 +136,8 @@ class SMTPTransport(Transport):
             local_hostname=cfg.local_hostname or _local_fqdn(),
             tls_context=self._tls_context if cfg.tls is TLSMode.IMPLICIT else None,
             tls_session=self._tls_session,
+            socket_factory=cfg.socket_factory,
+            source_address=cfg.source_address,
         )
         progress = Progress(
             endpoint=endpoint,
