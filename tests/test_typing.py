@@ -38,7 +38,9 @@ from smtpkit import (
     _message,
     _ratelimit,
     _retry,
+    _token_cache,
 )
+from smtpkit.auth import AccessToken
 
 ROOT = Path(__file__).resolve().parents[1]
 TYPING = ROOT / "tests" / "typing"
@@ -178,6 +180,7 @@ MODELS: dict[type[pydantic.BaseModel], types.ModuleType] = {
     RateLimit: _ratelimit,
     RetryPolicy: _retry,
     SMTPConfig: _config,
+    AccessToken: _token_cache,
 }
 
 

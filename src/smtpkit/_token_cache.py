@@ -17,7 +17,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
@@ -65,6 +65,11 @@ class AccessToken(BaseModel):
     token: SecretStr = Field(min_length=1)
     lifetime: float = Field(gt=0, allow_inf_nan=False)
 
+    if TYPE_CHECKING:
+
+        def __init__(self, *, token: str | SecretStr, lifetime: float) -> None:
+            """Hold *token*, valid for *lifetime* seconds from when it was fetched."""
+
     @classmethod
     def expiring_at(
         cls,
@@ -86,8 +91,7 @@ class AccessToken(BaseModel):
         """
         current = now or _dt.datetime.now(_dt.timezone.utc)
         lifetime = (_aware(expires_at) - _aware(current)).total_seconds()
-        secret = SecretStr(token) if isinstance(token, str) else token
-        return cls(token=secret, lifetime=lifetime)
+        return cls(token=token, lifetime=lifetime)
 
 
 def _aware(instant: _dt.datetime) -> _dt.datetime:
