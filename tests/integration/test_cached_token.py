@@ -7,11 +7,13 @@ refused with 535, as Microsoft 365 and Gmail refuse a revoked or expired token.
 
 from __future__ import annotations
 
+import asyncio
 import threading
 
 import pytest
 
 from smtpkit import (
+    AsyncMailer,
     AuthenticationError,
     Mailer,
     Message,
@@ -157,3 +159,15 @@ def test_a_failing_fetch_is_a_token_fetch_error_and_not_retried(
     assert calls == [1]
     assert waits == []
     assert auth_server.messages == []
+
+
+@pytest.mark.asyncio
+async def test_async_mailer_refreshes_a_refused_token(auth_server, submission):
+    auth_server.handler.tokens[USER] = "token-2"  # token-1 has been revoked
+    tokens = Tokens("token-1", "token-2")
+    auth = XOAuth2Auth(USER, token_provider=CachedTokenProvider(tokens))
+    async with AsyncMailer(submission(auth)) as mailer:
+        results = await asyncio.gather(*(mailer.send(message(n)) for n in range(8)))
+    assert len(results) == 8
+    assert tokens.calls == 2
+    assert len(auth_server.messages) == 8
