@@ -330,3 +330,33 @@ def test_source_address_is_checked(bad):
 def test_socket_factory_must_be_callable():
     with pytest.raises(ValueError, match="socket_factory"):
         SMTPConfig(host="smtp.example.com", socket_factory="socks5://proxy")  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def silent_proxy() -> Iterator[int]:
+    """A port that accepts connections (the kernel's backlog) and never answers."""
+    listener = socket.create_server(("127.0.0.1", 0), backlog=8)
+    yield listener.getsockname()[1]
+    listener.close()
+
+
+@pytest.mark.parametrize("kind", ["socks5", "http"])
+def test_a_stalled_proxy_is_a_connect_timeout(silent_proxy, kind):
+    factory = (
+        socks_socket_factory(f"socks5://127.0.0.1:{silent_proxy}")
+        if kind == "socks5"
+        else http_connect_factory("127.0.0.1", silent_proxy)
+    )
+    config = SMTPConfig(
+        host="127.0.0.1",
+        port=25,
+        tls="none",
+        timeout=5.0,
+        connect_timeout=0.3,
+        socket_factory=factory,
+    )
+    waits: list[float] = []
+    with pytest.raises(ConnectTimeoutError) as info:
+        send(config, sleep=waits.append)
+    assert info.value.is_transient
+    assert len(waits) == 2  # retried like any connect timeout
