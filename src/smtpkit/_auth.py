@@ -243,9 +243,10 @@ class Auth(abc.ABC):
     def login_refused(self) -> None:
         """Hear that the server refused (535) the login this thread just made.
 
-        Called before :meth:`retries_after_failure` is asked, in the thread
-        that ran the refused login, so a token provider can drop the token it
-        handed out and fetch a fresh one.  Does nothing by default.
+        Called after every 535 to a login with this strategy (before
+        :meth:`retries_after_failure` is asked, and after the retry's own 535),
+        in the thread that ran the login, so a token provider can drop the
+        token it handed out and fetch a fresh one.  Does nothing by default.
         """
         return  # a hook with nothing to do by default (not abstract: B027)
 

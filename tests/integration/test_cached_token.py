@@ -124,13 +124,19 @@ def test_concurrent_refusals_fetch_one_fresh_token(auth_server, submission):
 
 def test_a_token_refused_twice_is_an_authentication_error(auth_server, submission):
     tokens = Tokens("revoked-token-0123456789")
-    auth = XOAuth2Auth(USER, token_provider=CachedTokenProvider(tokens))
+    provider = CachedTokenProvider(tokens)
+    auth = XOAuth2Auth(USER, token_provider=provider)
     with Mailer(submission(auth)) as mailer, pytest.raises(AuthenticationError) as info:
         mailer.send(message())
     assert info.value.reply.code == 535
     assert tokens.calls == 2  # the first and the forced refresh
     assert "revoked-token" not in str(info.value)
     assert auth_server.messages == []
+    # The second refused token is dropped too: the next login fetches again.
+    auth_server.handler.tokens[USER] = "revoked-token-0123456789"  # consent fixed
+    with Mailer(submission(auth)) as mailer:
+        mailer.send(message())
+    assert tokens.calls == 3
 
 
 def test_a_failing_fetch_is_a_token_fetch_error_and_not_retried(

@@ -227,6 +227,8 @@ class SMTPTransport(Transport):
                 login_refused(chosen)  # a token provider drops the refused token
                 if chosen.retries_after_failure():
                     reply = sasl_exchange(conn, chosen)
+                    if reply.code == 535:
+                        login_refused(chosen)  # the next login fetches anew
             if reply.code != 235:
                 raise AuthenticationError(
                     reply,
