@@ -72,7 +72,8 @@ class SMTPTransport(Transport):
 
     Thread-safe: each session belongs to one thread at a time (the pool lends it).
     Subclasses may override :meth:`create_connection`, :meth:`handshake` and
-    :meth:`is_usable`, e.g. for LMTP, a SOCKS proxy or extra checks.
+    :meth:`is_usable`, e.g. for LMTP or extra checks (a proxy needs no subclass:
+    ``SMTPConfig.socket_factory``).
 
     Args:
         config: Server, TLS, credentials and pool limits.
