@@ -184,6 +184,8 @@ class CachedTokenProvider:
         self._clock = clock
         self._lock = threading.Lock()  # guards the three fields below
         self._current: _Entry | None = None
+        # The last tokens fetched, dropped ones too: fetch errors never show them.
+        self._recent: tuple[str, ...] = ()
         self._flight: _Flight | None = None
         self._retry_at = -math.inf
         self._handed = threading.local()  # the entry each thread last returned
@@ -272,6 +274,7 @@ class CachedTokenProvider:
             self._flight = None
             if entry is not None:
                 self._current = entry
+                self._recent = (entry.token, *self._recent[:1])
                 self._retry_at = -math.inf
             else:
                 self._retry_at = self._clock() + _RETRY_AHEAD_AFTER
@@ -283,8 +286,7 @@ class CachedTokenProvider:
         Raises:
             TokenFetchError: It raised, or returned something else than a token.
         """
-        current = self._current
-        known = () if current is None else (current.token,)
+        known = self._recent
         started = self._clock()  # the lifetime runs from the request at the latest
         # Typed, but an untyped fetch may return anything.
         result: object = run_auth_code(

@@ -454,3 +454,21 @@ def test_property_never_expired_and_fetched_only_when_due(lifetime, ahead, steps
             assert age < lifetime - min(ahead, lifetime / 2)
         assert clock.now - fetched_at[token] < lifetime  # never expired
         last = token
+
+
+def test_an_error_quoting_a_refused_token_hides_it():
+    provider = CachedTokenProvider(
+        lambda: AccessToken(token="refused-token-0123456789", lifetime=3600)
+    )
+    provider()
+    provider.token_refused()  # dropped from the cache, still a secret
+
+    def quoting() -> AccessToken:
+        msg = "cannot refresh refused-token-0123456789"
+        raise ValueError(msg)
+
+    provider._fetch = quoting
+    with pytest.raises(TokenFetchError) as info:
+        provider()
+    assert "refused-token" not in str(info.value)
+    assert info.value.__cause__ is None
