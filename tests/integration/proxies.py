@@ -32,6 +32,7 @@ __all__ = [
     "PeerRecordingHandler",
     "load_doc_recipe",
     "microsocks",
+    "run_microsocks",
     "track_connections",
 ]
 
@@ -124,26 +125,33 @@ def _wait_for_port(port: int, deadline: float) -> bool:
     return False
 
 
-@pytest.fixture
-def microsocks() -> Iterator[str]:
-    """A microsocks SOCKS5 proxy on loopback; yields its ``socks5://`` URL."""
+@contextlib.contextmanager
+def run_microsocks(*options: str) -> Iterator[str]:
+    """Run microsocks on a loopback port with *options*; yield its ``host:port``."""
     binary = shutil.which("microsocks")
     if binary is None:
         _unavailable("microsocks is not installed (tests/mta/install.sh installs it)")
     assert binary is not None
     port = free_port()
     process = subprocess.Popen(
-        [binary, "-i", "127.0.0.1", "-p", str(port), "-b", SOCKS_SOURCE],
+        [binary, "-i", "127.0.0.1", "-p", str(port), "-b", SOCKS_SOURCE, *options],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
     try:
         if not _wait_for_port(port, time.monotonic() + 5):
             _unavailable("microsocks did not start listening within 5 s")
-        yield f"socks5://127.0.0.1:{port}"
+        yield f"127.0.0.1:{port}"
     finally:
         process.terminate()
         process.wait(5)
+
+
+@pytest.fixture
+def microsocks() -> Iterator[str]:
+    """A microsocks SOCKS5 proxy on loopback; yields its ``socks5://`` URL."""
+    with run_microsocks() as address:
+        yield f"socks5://{address}"
 
 
 class ConnectProxy:

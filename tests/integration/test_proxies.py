@@ -32,6 +32,7 @@ from .proxies import (
     PeerRecordingHandler,
     load_doc_recipe,
     microsocks,
+    run_microsocks,
     track_connections,
 )
 from .smtpd import Server, free_port
@@ -360,3 +361,26 @@ def test_a_stalled_proxy_is_a_connect_timeout(silent_proxy, kind):
         send(config, sleep=waits.append)
     assert info.value.is_transient
     assert len(waits) == 2  # retried like any connect timeout
+
+
+def test_socks5_with_credentials(start_server):
+    server = start_server(handler=PeerRecordingHandler())
+    secret = "proxy-secret-0123456789"
+    with run_microsocks("-u", "relay", "-P", secret) as address:
+        fields: dict[str, Any] = {
+            "host": server.host,
+            "port": server.port,
+            "tls": "none",
+            "timeout": 5.0,
+        }
+        good = socks_socket_factory(f"socks5://relay:{secret}@{address}")
+        send(SMTPConfig(socket_factory=good, **fields))
+        bad = socks_socket_factory(f"socks5://relay:wrong-{secret}@{address}")
+        waits: list[float] = []
+        with pytest.raises(ConnectError) as info:
+            send(SMTPConfig(socket_factory=bad, **fields), sleep=waits.append)
+    assert [peer[0] for peer in server.handler.peers] == [SOCKS_SOURCE]
+    assert not info.value.is_transient
+    assert waits == []
+    assert secret not in str(info.value)
+    assert secret not in repr(info.value)
