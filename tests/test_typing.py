@@ -40,6 +40,7 @@ from smtpkit import (
     _retry,
     _token_cache,
 )
+from smtpkit._transports import _failover_config
 from smtpkit.auth import AccessToken
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -180,6 +181,7 @@ MODELS: dict[type[pydantic.BaseModel], types.ModuleType] = {
     RateLimit: _ratelimit,
     RetryPolicy: _retry,
     SMTPConfig: _config,
+    smtpkit.FailoverConfig: _failover_config,
     AccessToken: _token_cache,
 }
 
