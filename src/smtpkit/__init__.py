@@ -64,7 +64,9 @@ from ._reply import EnhancedStatus, ReplyCode, SMTPReply, parse_reply
 from ._retry import DEFAULT_RETRY_POLICY, RetryDetails, RetryHook, RetryPolicy
 from ._send_event import SendEvent
 from ._signing import MessageSigner, SigningError
+from ._socket_factory import SocketFactory
 from ._stream import SendStream
+from ._token_cache import TokenFetchError
 from ._transports._connection import SMTPConnection
 from ._transports._failover_config import FailoverConfig
 from ._transports._pool import PoolStats
@@ -148,9 +150,11 @@ __all__ = [
     "ServerDisconnectedError",
     "ServerStats",
     "SigningError",
+    "SocketFactory",
     "TLSError",
     "TLSMode",
     "TLSModeLike",
+    "TokenFetchError",
     "Transport",
     "TransportError",
     "VerifyReport",

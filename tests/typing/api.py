@@ -3,6 +3,7 @@ and pyright in strict mode; never run.  tests/test_typing.py runs the checkers."
 
 from __future__ import annotations
 
+import socket
 from datetime import datetime, timezone
 
 from pydantic import SecretStr
@@ -33,12 +34,20 @@ from smtpkit import (
     SMTPKitError,
     SMTPReply,
     SMTPReplyError,
+    SocketFactory,
     TLSMode,
+    TokenFetchError,
     TransportError,
     VerifyReport,
     render,
 )
-from smtpkit.auth import PlainAuth
+from smtpkit.auth import (
+    DEFAULT_REFRESH_AHEAD,
+    AccessToken,
+    CachedTokenProvider,
+    PlainAuth,
+    XOAuth2Auth,
+)
 from smtpkit.testing import FakeTransport, no_wait
 
 # Addresses: every AddressLike form, one or many.
@@ -197,3 +206,31 @@ assert_type(
 )
 with Mailer(transport=robin) as failover_mailer:
     assert_type(failover_mailer.send(message).server, str | None)
+
+# OAuth2 tokens and proxies: CachedTokenProvider, AccessToken, SocketFactory.
+
+
+def fetch_token() -> AccessToken:
+    return AccessToken(token="t", lifetime=3600)
+
+
+tokens = CachedTokenProvider(fetch_token, refresh_ahead=DEFAULT_REFRESH_AHEAD)
+assert_type(tokens(), str)
+tokens.token_refused()
+tokens.invalidate()
+expiring = AccessToken.expiring_at("t", datetime.now(timezone.utc))
+assert_type(expiring.lifetime, float)
+oauth = XOAuth2Auth("a@example.com", token_provider=tokens)
+
+
+def via_proxy(
+    host: str, port: int, timeout: float, source_address: tuple[str, int] | None
+) -> socket.socket:
+    return socket.create_connection((host, port), timeout, source_address)
+
+
+factory: SocketFactory = via_proxy
+proxied = SMTPConfig(
+    host="smtp.example.com", socket_factory=via_proxy, source_address="192.0.2.1"
+)
+fetch_failed: type[TransportError] = TokenFetchError

@@ -42,7 +42,7 @@ from ._hints import Endpoint, auth_refused_message, no_starttls_message
 from ._login_guard import LoginGuard
 from ._observer import SessionObserver, SessionTracker
 from ._pool import ConnectionPool, Pooled, PoolStats
-from ._sasl import sasl_exchange
+from ._sasl import login_refused, sasl_exchange
 from ._session import (
     ConnectionLostError,
     Item,
@@ -73,7 +73,8 @@ class SMTPTransport(Transport):
 
     Thread-safe: each session belongs to one thread at a time (the pool lends it).
     Subclasses may override :meth:`create_connection`, :meth:`handshake` and
-    :meth:`is_usable`, e.g. for LMTP, a SOCKS proxy or extra checks.
+    :meth:`is_usable`, e.g. for LMTP or extra checks (a proxy needs no subclass:
+    ``SMTPConfig.socket_factory``).
 
     Args:
         config: Server, TLS, credentials and pool limits.
@@ -148,6 +149,8 @@ class SMTPTransport(Transport):
             local_hostname=cfg.local_hostname or _local_fqdn(),
             tls_context=self._tls_context if cfg.tls is TLSMode.IMPLICIT else None,
             tls_session=self._tls_session,
+            socket_factory=cfg.socket_factory,
+            source_address=cfg.source_address,
         )
         progress = Progress(
             endpoint=endpoint,
@@ -233,8 +236,12 @@ class SMTPTransport(Transport):
             raise NotSupportedError(msg, command="AUTH")
         with self._login_guard.attempt():  # no login spiral (ProviderAdaptation)
             reply = sasl_exchange(conn, chosen)
-            if reply.code == 535 and chosen.retries_after_failure():
-                reply = sasl_exchange(conn, chosen)
+            if reply.code == 535:
+                login_refused(chosen)  # a token provider drops the refused token
+                if chosen.retries_after_failure():
+                    reply = sasl_exchange(conn, chosen)
+                    if reply.code == 535:
+                        login_refused(chosen)  # the next login fetches anew
             if reply.code != 235:
                 raise AuthenticationError(
                     reply,
