@@ -1,0 +1,210 @@
+"""The body of the send task: claim each key, send what is pending, record outcomes.
+
+Runs in a worker process against the worker's own ``Mailer`` (no in-process
+retries: ``RetryPolicy.never()``) and Redis.  Nothing here talks to Celery, so the
+tests call it directly against real Redis and a real SMTP server.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from smtpkit import (
+    Envelope,
+    InvalidMessageError,
+    Mailer,
+    Message,
+    RetryPolicy,
+    SendResult,
+    TransportError,
+)
+
+from ._limiter import Limiter
+from ._payload import Item, load_item
+from ._state import Claim, DeliveryState, StateStore
+
+__all__ = ["ChunkOutcome", "Settings", "send_chunk"]
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """How the task treats each message (from ``MailQueue``'s arguments)."""
+
+    retry: RetryPolicy
+    at_least_once: bool
+    lease: float
+
+
+@dataclass(slots=True)
+class ChunkOutcome:
+    """What one run of the task did: final states and the items to send later.
+
+    Attributes:
+        states: Each key's state after this run (``"busy"`` when another worker
+            holds it).
+        later: ``(countdown seconds, items)`` to put back on the queue.
+    """
+
+    states: dict[str, str] = field(default_factory=dict)
+    later: list[tuple[float, list[Item]]] = field(default_factory=list)
+
+    def requeue(self, countdown: float, item: Item) -> None:
+        """Send *item* again after *countdown* seconds (grouped by whole second)."""
+        seconds = float(max(0, math.ceil(countdown)))
+        for when, items in self.later:
+            if when == seconds:
+                items.append(item)
+                return
+        self.later.append((seconds, [item]))
+
+
+@dataclass(frozen=True, slots=True)
+class _Run:
+    token: str
+    mailer: Mailer
+    store: StateStore
+    settings: Settings
+    outcome: ChunkOutcome
+    rng: random.Random
+
+
+@dataclass(frozen=True, slots=True)
+class _Pending:
+    item: Item
+    claim: Claim
+    message: Message | bytes
+    envelope: Envelope
+
+
+def send_chunk(
+    items: Sequence[Item],
+    *,
+    mailer: Mailer,
+    store: StateStore,
+    settings: Settings,
+    limiter: Limiter | None = None,
+    rng: random.Random | None = None,
+) -> ChunkOutcome:
+    """Send *items* once each, at most, and record every outcome in *store*."""
+    outcome = ChunkOutcome()
+    run = _Run(
+        uuid.uuid4().hex, mailer, store, settings, outcome, rng or random.Random()
+    )
+    if limiter is None:
+        _send(_claim_all(items, run), run)
+        return outcome
+    for item in items:  # one slot per message, taken before the key is claimed
+        slot = limiter.acquire()
+        if not slot.reserved:
+            outcome.states[item["key"]] = "rate_limited"
+            outcome.requeue(slot.wait, item)
+            continue
+        _send(_claim_all([item], run), run)
+    return outcome
+
+
+def _claim_all(items: Iterable[Item], run: _Run) -> list[_Pending]:
+    store, settings, outcome, token = run.store, run.settings, run.outcome, run.token
+    claimed: list[_Pending] = []
+    for item in items:
+        key = item["key"]
+        claim = store.claim(
+            key,
+            token,
+            lease=settings.lease,
+            at_least_once=settings.at_least_once,
+            attempts=settings.retry.attempts,
+        )
+        outcome.states[key] = claim.verdict
+        if claim.verdict == "busy":  # another worker holds it: look again later
+            outcome.requeue(claim.wait + 1.0, item)
+            continue
+        if claim.verdict != "go":
+            continue
+        try:
+            message, envelope = load_item(item)
+        except InvalidMessageError as exc:  # a poisoned message fails alone
+            outcome.states[key] = store.finish(
+                key, token, DeliveryState.FAILED, reason=str(exc)
+            )
+            continue
+        pending = tuple(r for r in envelope.recipients if r not in claim.accepted)
+        if not pending:
+            outcome.states[key] = store.finish(key, token, DeliveryState.DELIVERED)
+            continue
+        claimed.append(
+            _Pending(item, claim, message, envelope.with_recipients(pending))
+        )
+    return claimed
+
+
+def _send(batch: list[_Pending], run: _Run) -> None:
+    if not batch:
+        return
+    results = run.mailer.send_many([(p.message, p.envelope) for p in batch])
+    for pending, result in zip(batch, results, strict=True):
+        _record(pending, result, run)
+
+
+def _record(pending: _Pending, result: SendResult, run: _Run) -> None:
+    key = pending.item["key"]
+    settings = run.settings
+    policy = settings.retry
+    attempts = pending.claim.attempts
+    can_retry = attempts < policy.attempts
+    replies = {r: str(rr.reply) for r, rr in result.recipients.items()}
+    accepted = [r for r, rr in result.recipients.items() if rr.accepted]
+    error = result.error
+    if isinstance(error, TransportError):
+        replies.update({r: str(reply) for r, reply in _refused(error).items()})
+    state: DeliveryState
+    reason: str | None = None
+    duplicating = False
+    wait = policy.backoff(attempts, run.rng)
+    if error is not None and getattr(error, "delivery_unknown", False):
+        reason = f"delivery unknown: {error}"
+        if settings.at_least_once and can_retry:
+            state, duplicating = DeliveryState.RETRYING, True
+        else:
+            state = DeliveryState.UNKNOWN
+    elif error is not None and not accepted:
+        reason = str(error)
+        retry = policy.should_retry(error) and can_retry
+        state = DeliveryState.RETRYING if retry else DeliveryState.FAILED
+        wait = max(wait, policy.documented_wait(error))
+    else:
+        transient = [
+            r
+            for r, rr in result.recipients.items()
+            if not rr.accepted and policy.should_retry_reply(rr.reply)
+        ]
+        if transient and can_retry:
+            state = DeliveryState.RETRYING
+            reason = f"{len(transient)} recipient(s) deferred"
+        elif accepted or pending.claim.accepted:
+            state = DeliveryState.DELIVERED
+        else:
+            state = DeliveryState.FAILED
+            reason = "every recipient was refused"
+    stored = run.store.finish(
+        key,
+        run.token,
+        state,
+        accepted=accepted,
+        replies=replies,
+        reason=reason,
+        duplicating=duplicating,
+    )
+    run.outcome.states[key] = stored
+    if stored == DeliveryState.RETRYING.value:
+        run.outcome.requeue(wait, pending.item)
+
+
+def _refused(error: TransportError) -> dict[str, Any]:
+    refused = getattr(error, "refused", None)
+    return dict(refused) if refused else {}
