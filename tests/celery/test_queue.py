@@ -19,7 +19,7 @@ from smtpkit import (
     ServerDisconnectedError,
     SMTPConfig,
 )
-from smtpkit.contrib.celery import Delivery, DeliveryState, MailQueue
+from smtpkit.contrib.celery import Delivery, DeliveryState, FleetRateLimit, MailQueue
 from smtpkit.contrib.celery._queue import _close_all
 from smtpkit.contrib.celery._state import StateStore
 from smtpkit.testing import FakeTransport
@@ -328,3 +328,86 @@ def test_state_survives_a_bytes_client(redis_url) -> None:
     assert store.report(campaign="c") == {"queued": 1}
     assert store.get("x").state is DeliveryState.QUEUED
     store.client.close()
+
+
+def test_the_task_requeues_deferred_recipients(make_queue, smtp_server) -> None:
+    # Eager mode runs the re-queued task at once (Celery ignores the countdown).
+    smtp_server.handler.rcpt_replies["late@example.com"] = ["450 4.2.0 greylisted"]
+    queue = make_queue()
+    [key] = queue.enqueue([message(1, to=["now@example.com", "late@example.com"])])
+    assert queue.result(key).state is DeliveryState.DELIVERED
+    assert [m.rcpt_tos for m in smtp_server.messages] == [
+        ["now@example.com"],
+        ["late@example.com"],
+    ]
+
+
+def test_keys_held_elsewhere_come_back_together(make_queue, smtp_server) -> None:
+    queue = make_queue()
+    items = queue.items([message(1), message(2)])
+    for item in items:
+        _abandon(queue, item["key"], lease=30)
+    [(_countdown, later)] = queue.run(items).later
+    assert later == items
+
+
+def test_a_key_with_every_recipient_done_is_delivered_without_sending(
+    make_queue, smtp_server
+) -> None:
+    queue = make_queue()
+    items = queue.items([message(1)])
+    _abandon(queue, "<m1@example.com>", lease=30)
+    queue.store.finish(
+        "<m1@example.com>",
+        "dead-worker",
+        DeliveryState.RETRYING,
+        accepted=["rcpt@example.com"],
+    )
+    assert queue.run(items).states == {"<m1@example.com>": "delivered"}
+    assert smtp_server.messages == []
+
+
+def test_the_rate_limit_sends_what_it_may_and_requeues_the_rest(
+    make_queue, smtp_server
+) -> None:
+    limit = FleetRateLimit(account="t-day", per_second=1000, per_day=2)
+    queue = make_queue(rate_limit=limit)
+    items = queue.items([message(1), message(2), message(3)])
+    outcome = queue.run(items)
+    assert outcome.states == {
+        "<m1@example.com>": "delivered",
+        "<m2@example.com>": "delivered",
+        "<m3@example.com>": "rate_limited",
+    }
+    [(countdown, later)] = outcome.later
+    assert 0 < countdown <= 86400
+    assert later == items[2:]
+    assert len(smtp_server.messages) == 2
+
+
+def test_final_states() -> None:
+    assert {s for s in DeliveryState if s.is_final} == {
+        DeliveryState.DELIVERED,
+        DeliveryState.FAILED,
+        DeliveryState.UNKNOWN,
+    }
+
+
+def test_a_recipient_deferred_to_the_end_leaves_the_others_delivered(
+    make_queue, smtp_server
+) -> None:
+    smtp_server.handler.rcpt_replies["late@example.com"] = "451 4.7.1 greylisted"
+    queue = make_queue()
+    items = queue.items([message(1, to=["now@example.com", "late@example.com"])])
+    _abandon(queue, "held", lease=30)
+    held = queue.items([message(2)])
+    held[0]["key"] = "held"
+    first = queue.run([*items, *held])
+    assert sorted(len(later) for _, later in first.later) == [1, 1]  # 1 s and 31 s
+    assert queue.run(items).states == {"<m1@example.com>": "retrying"}
+    assert queue.run(items).states == {"<m1@example.com>": "delivered"}
+    result = queue.result("<m1@example.com>")
+    assert result.accepted == ("now@example.com",)
+    assert result.replies["late@example.com"].startswith("451")
+    assert "451" in (result.reason or "")
+    assert len(smtp_server.messages) == 1

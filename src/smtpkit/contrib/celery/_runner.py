@@ -174,10 +174,14 @@ def _record(pending: _Pending, result: SendResult, run: _Run) -> None:
             state = DeliveryState.UNKNOWN
     elif error is not None and not accepted:
         reason = str(error)
-        retry = policy.should_retry(error) and can_retry
-        state = DeliveryState.RETRYING if retry else DeliveryState.FAILED
-        wait = max(wait, policy.documented_wait(error))
-    else:
+        if policy.should_retry(error) and can_retry:
+            state = DeliveryState.RETRYING
+            wait = max(wait, policy.documented_wait(error))
+        elif pending.claim.accepted:  # earlier attempts reached the others
+            state = DeliveryState.DELIVERED
+        else:
+            state = DeliveryState.FAILED
+    else:  # no error: the server accepted some recipient
         transient = [
             r
             for r, rr in result.recipients.items()
@@ -186,11 +190,8 @@ def _record(pending: _Pending, result: SendResult, run: _Run) -> None:
         if transient and can_retry:
             state = DeliveryState.RETRYING
             reason = f"{len(transient)} recipient(s) deferred"
-        elif accepted or pending.claim.accepted:
-            state = DeliveryState.DELIVERED
         else:
-            state = DeliveryState.FAILED
-            reason = "every recipient was refused"
+            state = DeliveryState.DELIVERED
     stored = run.store.finish(
         key,
         run.token,
