@@ -47,7 +47,6 @@ class RedisServer:
                 "--bind", "127.0.0.1",
                 "--save", "",
                 "--appendonly", "yes",
-                "--appendfsync", "always",
                 "--dir", str(self.directory),
                 "--protected-mode", "no",
             ],

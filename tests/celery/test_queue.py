@@ -21,7 +21,7 @@ from smtpkit import (
 )
 from smtpkit.contrib.celery import Delivery, DeliveryState, FleetRateLimit, MailQueue
 from smtpkit.contrib.celery._queue import _close_all
-from smtpkit.contrib.celery._state import StateStore
+from smtpkit.contrib.celery._state import Outcome, StateStore
 from smtpkit.testing import FakeTransport
 
 from ..integration.smtpd import Server
@@ -85,7 +85,11 @@ def test_enqueue_sends_once_and_records_the_replies(make_queue, smtp_server) -> 
     assert keys == ["<m1@example.com>", "<m2@example.com>"]
     assert queue.enqueue([message(1), message(2)], campaign="spring") == keys
     assert sorted(ids(smtp_server)) == keys  # enqueued twice, sent once
-    received = email.message_from_bytes(smtp_server.messages[0].data)
+    received = next(
+        parsed
+        for parsed in (email.message_from_bytes(m.data) for m in smtp_server.messages)
+        if parsed["Message-ID"] == keys[0]
+    )
     part = next(p for p in received.walk() if p.get_filename() == "data.bin")
     assert part.get_payload(decode=True) == bytes(range(256))
     result = queue.result(keys[0])
@@ -204,10 +208,15 @@ def test_a_poisoned_message_fails_alone(make_queue, smtp_server) -> None:
 
 
 def _abandon(queue: MailQueue, key: str, lease: float) -> None:
-    claim = queue.store.claim(
-        key, "dead-worker", lease=lease, at_least_once=False, attempts=5
+    [claim] = queue.store.claim(
+        [key], "dead-worker", lease=lease, at_least_once=False, attempts=5
     )
     assert claim.verdict == "go"
+    # Asking again with the same token (a reply lost to a restart) is the same claim.
+    again = queue.store.claim(
+        [key], "dead-worker", lease=lease, at_least_once=False, attempts=5
+    )
+    assert again == [claim]
 
 
 def test_an_abandoned_send_ends_unknown_and_is_not_resent(
@@ -266,11 +275,10 @@ def test_a_finish_by_a_stale_owner_changes_nothing(make_queue) -> None:
     queue = make_queue()
     store = queue.store
     _abandon(queue, "k", lease=30)
-    assert store.finish("k", "intruder", DeliveryState.DELIVERED) == "stale"
-    assert (
-        store.finish("k", "dead-worker", DeliveryState.FAILED, reason="x") == "failed"
-    )
-    assert store.finish("k", "dead-worker", DeliveryState.DELIVERED) == "failed"
+    delivered = Outcome("k", DeliveryState.DELIVERED)
+    failed = Outcome("k", DeliveryState.FAILED, reason="x")
+    assert store.finish([delivered], "intruder") == ["stale"]
+    assert store.finish([failed, delivered], "dead-worker") == ["failed", "failed"]
     assert queue.result("k").state is DeliveryState.FAILED
 
 
@@ -358,10 +366,14 @@ def test_a_key_with_every_recipient_done_is_delivered_without_sending(
     items = queue.items([message(1)])
     _abandon(queue, "<m1@example.com>", lease=30)
     queue.store.finish(
-        "<m1@example.com>",
+        [
+            Outcome(
+                "<m1@example.com>",
+                DeliveryState.RETRYING,
+                accepted=["rcpt@example.com"],
+            )
+        ],
         "dead-worker",
-        DeliveryState.RETRYING,
-        accepted=["rcpt@example.com"],
     )
     assert queue.run(items).states == {"<m1@example.com>": "delivered"}
     assert smtp_server.messages == []

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import random
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,7 +26,7 @@ from smtpkit import (
 
 from ._limiter import Limiter
 from ._payload import Item, load_item
-from ._state import Claim, DeliveryState, StateStore
+from ._state import Claim, DeliveryState, Outcome, StateStore
 
 __all__ = ["ChunkOutcome", "Settings", "send_chunk"]
 
@@ -71,6 +71,7 @@ class _Run:
     settings: Settings
     outcome: ChunkOutcome
     rng: random.Random
+    items: dict[str, Item]
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,7 +94,13 @@ def send_chunk(
     """Send *items* once each, at most, and record every outcome in *store*."""
     outcome = ChunkOutcome()
     run = _Run(
-        uuid.uuid4().hex, mailer, store, settings, outcome, rng or random.Random()
+        uuid.uuid4().hex,
+        mailer,
+        store,
+        settings,
+        outcome,
+        rng or random.Random(),
+        {item["key"]: item for item in items},
     )
     if limiter is None:
         _send(_claim_all(items, run), run)
@@ -108,18 +115,19 @@ def send_chunk(
     return outcome
 
 
-def _claim_all(items: Iterable[Item], run: _Run) -> list[_Pending]:
-    store, settings, outcome, token = run.store, run.settings, run.outcome, run.token
+def _claim_all(items: Sequence[Item], run: _Run) -> list[_Pending]:
+    settings, outcome = run.settings, run.outcome
+    claims = run.store.claim(
+        [item["key"] for item in items],
+        run.token,
+        lease=settings.lease,
+        at_least_once=settings.at_least_once,
+        attempts=settings.retry.attempts,
+    )
     claimed: list[_Pending] = []
-    for item in items:
+    settled: list[Outcome] = []
+    for item, claim in zip(items, claims, strict=True):
         key = item["key"]
-        claim = store.claim(
-            key,
-            token,
-            lease=settings.lease,
-            at_least_once=settings.at_least_once,
-            attempts=settings.retry.attempts,
-        )
         outcome.states[key] = claim.verdict
         if claim.verdict == "busy":  # another worker holds it: look again later
             outcome.requeue(claim.wait + 1.0, item)
@@ -129,30 +137,41 @@ def _claim_all(items: Iterable[Item], run: _Run) -> list[_Pending]:
         try:
             message, envelope = load_item(item)
         except InvalidMessageError as exc:  # a poisoned message fails alone
-            outcome.states[key] = store.finish(
-                key, token, DeliveryState.FAILED, reason=str(exc)
-            )
+            settled.append(Outcome(key, DeliveryState.FAILED, reason=str(exc)))
             continue
         pending = tuple(r for r in envelope.recipients if r not in claim.accepted)
-        if not pending:
-            outcome.states[key] = store.finish(key, token, DeliveryState.DELIVERED)
+        if not pending:  # every recipient was done by earlier attempts
+            settled.append(Outcome(key, DeliveryState.DELIVERED))
             continue
         claimed.append(
             _Pending(item, claim, message, envelope.with_recipients(pending))
         )
+    _store(settled, run)
     return claimed
+
+
+def _store(
+    outcomes: list[Outcome], run: _Run, later: list[float] | None = None
+) -> None:
+    if not outcomes:
+        return
+    stored = run.store.finish(outcomes, run.token)
+    for n, (done, state) in enumerate(zip(outcomes, stored, strict=True)):
+        run.outcome.states[done.key] = state
+        if later is not None and state == DeliveryState.RETRYING.value:
+            run.outcome.requeue(later[n], run.items[done.key])
 
 
 def _send(batch: list[_Pending], run: _Run) -> None:
     if not batch:
         return
     results = run.mailer.send_many([(p.message, p.envelope) for p in batch])
-    for pending, result in zip(batch, results, strict=True):
-        _record(pending, result, run)
+    decided = [_decide(p, r, run) for p, r in zip(batch, results, strict=True)]
+    _store([d for d, _ in decided], run, [w for _, w in decided])
 
 
-def _record(pending: _Pending, result: SendResult, run: _Run) -> None:
-    key = pending.item["key"]
+def _decide(pending: _Pending, result: SendResult, run: _Run) -> tuple[Outcome, float]:
+    """The outcome of one send, and the countdown should it be retried."""
     settings = run.settings
     policy = settings.retry
     attempts = pending.claim.attempts
@@ -192,18 +211,9 @@ def _record(pending: _Pending, result: SendResult, run: _Run) -> None:
             reason = f"{len(transient)} recipient(s) deferred"
         else:
             state = DeliveryState.DELIVERED
-    stored = run.store.finish(
-        key,
-        run.token,
-        state,
-        accepted=accepted,
-        replies=replies,
-        reason=reason,
-        duplicating=duplicating,
-    )
-    run.outcome.states[key] = stored
-    if stored == DeliveryState.RETRYING.value:
-        run.outcome.requeue(wait, pending.item)
+    key = pending.item["key"]
+    done = Outcome(key, state, accepted, replies, reason, duplicating)
+    return done, wait
 
 
 def _refused(error: TransportError) -> dict[str, Any]:

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, Final
 if TYPE_CHECKING:
     import redis
 
-__all__ = ["Claim", "Delivery", "DeliveryState", "StateStore"]
+__all__ = ["Claim", "Delivery", "DeliveryState", "Outcome", "StateStore"]
 
 
 class DeliveryState(str, enum.Enum):
@@ -84,6 +84,18 @@ class Claim:
     attempts: int = 0
     wait: float = 0.0
     duplicated: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What one attempt at a key ended in, for ``StateStore.finish``."""
+
+    key: str
+    state: DeliveryState
+    accepted: Sequence[str] = ()
+    replies: Mapping[str, str] = field(default_factory=dict)
+    reason: str | None = None
+    duplicating: bool = False
 
 
 # KEYS[1]=hash; ARGV: token, lease seconds, at_least_once (0/1), max attempts.
@@ -206,43 +218,43 @@ class StateStore:
         pipe.execute()
 
     def claim(
-        self, key: str, token: str, *, lease: float, at_least_once: bool, attempts: int
-    ) -> Claim:
-        """Take *key* for sending under *token*, atomically (see the module doc)."""
-        args: list[str | float] = [token, lease, int(at_least_once), attempts, self.ttl]
-        reply = [_text(v) for v in self._claim(keys=[self._key(key)], args=args)]
-        if reply[0] == "go":
-            return Claim(
-                "go",
-                accepted=tuple(json.loads(reply[1])),
-                attempts=int(reply[2]),
-                duplicated=reply[3] == "1",
-            )
-        if reply[0] == "busy":
-            return Claim("busy", wait=float(reply[1]))
-        return Claim(reply[0])
-
-    def finish(
         self,
-        key: str,
+        keys: Sequence[str],
         token: str,
-        state: DeliveryState,
         *,
-        accepted: Sequence[str] = (),
-        replies: Mapping[str, str] | None = None,
-        reason: str | None = None,
-        duplicating: bool = False,
-    ) -> str:
-        """Record the outcome of the claim *token*; returns the state now stored."""
-        args: list[str | int] = [
-            token,
-            state.value,
-            json.dumps(list(accepted)),
-            json.dumps(dict(replies or {})),
-            reason or "",
-            int(duplicating),
-        ]
-        return _text(self._finish(keys=[self._key(key)], args=args))
+        lease: float,
+        at_least_once: bool,
+        attempts: int,
+    ) -> list[Claim]:
+        """Take *keys* for sending under *token*, each atomically (see the module doc).
+
+        One round trip for all of them; safe to repeat (the same *token* gets the
+        same answer), so a reply lost to a Redis restart is simply asked again.
+        """
+        args: list[str | float] = [token, lease, int(at_least_once), attempts, self.ttl]
+        pipe = self.client.pipeline(transaction=False)
+        for key in keys:
+            self._claim(keys=[self._key(key)], args=args, client=pipe)
+        return [_claim([_text(v) for v in reply]) for reply in pipe.execute()]
+
+    def finish(self, outcomes: Sequence[Outcome], token: str) -> list[str]:
+        """Record the outcomes of the claim *token*; return each state now stored.
+
+        Only the claim's owner may finish it (others get ``"stale"``), and
+        finishing twice changes nothing.
+        """
+        pipe = self.client.pipeline(transaction=False)
+        for outcome in outcomes:
+            args: list[str | int] = [
+                token,
+                outcome.state.value,
+                json.dumps(list(outcome.accepted)),
+                json.dumps(dict(outcome.replies)),
+                outcome.reason or "",
+                int(outcome.duplicating),
+            ]
+            self._finish(keys=[self._key(outcome.key)], args=args, client=pipe)
+        return [_text(v) for v in pipe.execute()]
 
     def get(self, key: str) -> Delivery:
         """Read what is known about *key*."""
@@ -281,6 +293,19 @@ class StateStore:
 
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _claim(reply: list[str]) -> Claim:
+    if reply[0] == "go":
+        return Claim(
+            "go",
+            accepted=tuple(json.loads(reply[1])),
+            attempts=int(reply[2]),
+            duplicated=reply[3] == "1",
+        )
+    if reply[0] == "busy":
+        return Claim("busy", wait=float(reply[1]))
+    return Claim(reply[0])
 
 
 def _delivery(key: str, raw: Mapping[str, str]) -> Delivery:
