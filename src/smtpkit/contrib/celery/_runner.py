@@ -165,7 +165,9 @@ def _store(
 def _send(batch: list[_Pending], run: _Run) -> None:
     if not batch:
         return
-    results = run.mailer.send_many([(p.message, p.envelope) for p in batch])
+    # One connection per task, pipelined: connections = worker slots, fleet-wide.
+    items = [(p.message, p.envelope) for p in batch]
+    results = run.mailer.send_many(items, concurrency=1)
     decided = [_decide(p, r, run) for p, r in zip(batch, results, strict=True)]
     _store([d for d, _ in decided], run, [w for _, w in decided])
 
