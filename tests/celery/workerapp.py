@@ -23,7 +23,7 @@ def build(settings: dict[str, Any]) -> tuple[Celery, MailQueue]:
     app.conf.update(
         task_ignore_result=True,
         worker_prefetch_multiplier=1,
-        broker_transport_options={"visibility_timeout": 20},
+        broker_transport_options={"visibility_timeout": 6},
         broker_connection_retry_on_startup=True,
         worker_hijack_root_logger=False,
         worker_disable_rate_limits=True,
