@@ -423,3 +423,32 @@ def test_a_recipient_deferred_to_the_end_leaves_the_others_delivered(
     assert result.replies["late@example.com"].startswith("451")
     assert "451" in (result.reason or "")
     assert len(smtp_server.messages) == 1
+
+
+def test_a_worker_that_cannot_build_its_mailer_leaves_the_keys_queued(
+    make_queue, smtp_server, caplog
+) -> None:
+    calls: list[int] = []
+
+    def flaky() -> FakeTransport:
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("the transport factory failed")
+        return FakeTransport()
+
+    queue = make_queue(transport=flaky)
+    [key] = queue.enqueue([message(1)])  # eager: the retry runs at once
+    assert len(calls) == 2
+    assert queue.result(key).state is DeliveryState.DELIVERED
+    assert "cannot build its mailer" in caplog.text
+
+
+def test_a_closed_mailer_sends_nothing_and_requeues(make_queue, smtp_server) -> None:
+    queue = make_queue()
+    items = queue.items([message(1)])
+    queue.local.mailer.close()
+    outcome = queue.run(items)
+    assert outcome.states == {"<m1@example.com>": "retrying"}
+    assert "closed" in (queue.result("<m1@example.com>").reason or "")
+    assert outcome.later[0][1] == items
+    assert smtp_server.messages == []

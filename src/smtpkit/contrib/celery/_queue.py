@@ -8,6 +8,7 @@ the process down (``worker_process_shutdown`` under prefork,
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import weakref
@@ -44,6 +45,8 @@ QUEUE_RETRY_POLICY: Final = RetryPolicy(
 """Retries through the queue: 30 s, 1 min, 2 min ... up to 30 min, 8 attempts."""
 
 _QUEUES: weakref.WeakSet[MailQueue] = weakref.WeakSet()
+_MAILER_RETRY: Final = 30.0  # seconds before a worker tries to build its mailer again
+logger = logging.getLogger("smtpkit")
 
 Enqueueable = Message | tuple[Message | bytes, Envelope]
 
@@ -278,6 +281,13 @@ class MailQueue:
 
 def _task_body(queue: MailQueue) -> Callable[..., dict[str, str]]:
     def send_messages(task: Any, items: list[Item]) -> dict[str, str]:
+        try:
+            queue.local.mailer  # noqa: B018 - built before any key is claimed
+        except Exception as exc:
+            # A worker that cannot build its mailer (a bad setting, a failing
+            # transport factory) leaves the keys queued and tries again later.
+            logger.exception("smtpkit: the worker cannot build its mailer")
+            raise task.retry(countdown=_MAILER_RETRY, max_retries=None) from exc
         outcome = queue.run(items)
         for countdown, later in outcome.later:
             task.apply_async(args=(later,), countdown=countdown)

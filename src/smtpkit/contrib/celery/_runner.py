@@ -21,6 +21,7 @@ from smtpkit import (
     Message,
     RetryPolicy,
     SendResult,
+    SMTPKitError,
     TransportError,
 )
 
@@ -167,7 +168,16 @@ def _send(batch: list[_Pending], run: _Run) -> None:
         return
     # One connection per task, pipelined: connections = worker slots, fleet-wide.
     items = [(p.message, p.envelope) for p in batch]
-    results = run.mailer.send_many(items, concurrency=1)
+    try:
+        results = run.mailer.send_many(items, concurrency=1)
+    except SMTPKitError as exc:  # the mailer was closed: nothing was sent
+        wait = run.settings.retry.backoff(1, run.rng)
+        unsent = [
+            Outcome(p.item["key"], DeliveryState.RETRYING, reason=str(exc))
+            for p in batch
+        ]
+        _store(unsent, run, [wait] * len(unsent))
+        return
     decided = [_decide(p, r, run) for p, r in zip(batch, results, strict=True)]
     _store([d for d, _ in decided], run, [w for _, w in decided])
 
