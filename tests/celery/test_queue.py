@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import email
+import importlib
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 
@@ -452,3 +455,81 @@ def test_a_closed_mailer_sends_nothing_and_requeues(make_queue, smtp_server) -> 
     assert "closed" in (queue.result("<m1@example.com>").reason or "")
     assert outcome.later[0][1] == items
     assert smtp_server.messages == []
+
+
+def _environ(redis_url: str, server: Server, **extra: str) -> dict[str, str]:
+    return {
+        "SMTPKIT_REDIS_URL": redis_url,
+        "SMTP_HOST": server.host,
+        "SMTP_PORT": str(server.port),
+        "SMTP_TLS": "none",
+        **extra,
+    }
+
+
+def test_the_ready_queue_is_configured_by_the_environment(
+    redis_url, smtp_server
+) -> None:
+    queue = MailQueue.from_env(environ=_environ(redis_url, smtp_server))
+    queue.app.conf.task_always_eager = True
+    try:
+        [key] = queue.enqueue([message(1)])
+        assert queue.result(key).state is DeliveryState.DELIVERED
+        assert queue.rate_limit is None
+        assert not queue.settings.at_least_once
+    finally:
+        queue.close()
+        queue.app.close()
+    given = Celery("given", broker="memory://", set_as_current=False)
+    limited = MailQueue.from_env(
+        given,
+        environ=_environ(
+            redis_url,
+            smtp_server,
+            SMTPKIT_RATE_ACCOUNT="acct",
+            SMTPKIT_RATE_PER_SECOND="2.5",
+            SMTPKIT_RATE_PER_DAY="1000",
+            SMTPKIT_AT_LEAST_ONCE="1",
+        ),
+    )
+    assert limited.rate_limit == FleetRateLimit(
+        account="acct", per_second=2.5, per_day=1000
+    )
+    assert limited.settings.at_least_once
+    assert limited.app is given
+    given.close()
+
+
+@pytest.mark.parametrize(
+    ("extra", "text"),
+    [
+        ({"SMTPKIT_REDIS_URL": ""}, "SMTPKIT_REDIS_URL"),
+        ({"SMTPKIT_RATE_ACCOUNT": "a", "SMTPKIT_RATE_PER_SECOND": "x"}, "SMTPKIT_RATE"),
+        ({"SMTPKIT_RATE_ACCOUNT": "a"}, "SMTPKIT_RATE"),
+    ],
+)
+def test_the_ready_queue_refuses_bad_settings(redis_url, smtp_server, extra, text):
+    with pytest.raises(ConfigurationError, match=text):
+        MailQueue.from_env(environ=_environ(redis_url, smtp_server, **extra))
+
+
+def test_the_ready_worker_module(redis_url, smtp_server, monkeypatch) -> None:
+    for name, value in _environ(redis_url, smtp_server).items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delitem(sys.modules, "smtpkit.contrib.celery.worker", raising=False)
+    worker = importlib.import_module("smtpkit.contrib.celery.worker")
+    try:
+        assert worker.app is worker.queue.app
+        assert worker.app.conf.broker_url == redis_url
+        assert "smtpkit.send" in worker.app.tasks
+    finally:
+        worker.app.close()
+        monkeypatch.delitem(sys.modules, "smtpkit.contrib.celery.worker")
+
+
+def test_import_smtpkit_imports_neither_celery_nor_redis() -> None:
+    code = (
+        "import sys, smtpkit, smtpkit.testing; "
+        "assert not {'celery', 'redis'} & set(sys.modules), sys.modules.keys()"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)

@@ -13,7 +13,7 @@ import os
 import threading
 import weakref
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from email.utils import make_msgid
 from typing import Any, Final
 
@@ -164,6 +164,7 @@ class MailQueue:
         self._local_lock = threading.Lock()
         self.task = app.task(
             name=name,
+            shared=False,  # this app only: not added to every app made later
             bind=True,
             acks_late=True,
             reject_on_worker_lost=True,
@@ -173,6 +174,55 @@ class MailQueue:
             max_retries=None,
         )(_task_body(self))
         _QUEUES.add(self)
+
+    @classmethod
+    def from_env(
+        cls,
+        app: Celery | None = None,
+        *,
+        environ: Mapping[str, str] | None = None,
+    ) -> MailQueue:
+        """The ready-made queue, configured by environment variables only.
+
+        ``SMTPKIT_REDIS_URL`` (required) holds the states; ``SMTPKIT_BROKER_URL``
+        is the broker when no *app* is given (default: the Redis URL); the SMTP
+        server comes from ``SMTP_URL`` or ``SMTP_HOST``... (``SMTPConfig.from_env``);
+        ``SMTPKIT_RATE_ACCOUNT`` with ``SMTPKIT_RATE_PER_SECOND`` and optionally
+        ``SMTPKIT_RATE_PER_DAY`` set a ``FleetRateLimit``; ``SMTPKIT_AT_LEAST_ONCE=1``
+        turns at-least-once on.  Workers can run it as they are:
+        ``celery -A smtpkit.contrib.celery.worker worker``.
+
+        Raises:
+            ConfigurationError: A variable is missing or malformed.
+        """
+        env = os.environ if environ is None else environ
+        redis_url = env.get("SMTPKIT_REDIS_URL")
+        if not redis_url:
+            msg = "set SMTPKIT_REDIS_URL (where smtpkit keeps delivery states)"
+            raise ConfigurationError(msg)
+        if app is None:
+            broker = env.get("SMTPKIT_BROKER_URL") or redis_url
+            app = Celery("smtpkit", broker=broker, set_as_current=False)
+        rate_limit = None
+        if env.get("SMTPKIT_RATE_ACCOUNT"):
+            try:
+                rate_limit = FleetRateLimit.model_validate(
+                    {
+                        "account": env["SMTPKIT_RATE_ACCOUNT"],
+                        "per_second": env.get("SMTPKIT_RATE_PER_SECOND", ""),
+                        "per_day": env.get("SMTPKIT_RATE_PER_DAY") or None,
+                    }
+                )
+            except ValueError as exc:
+                msg = f"SMTPKIT_RATE_* do not make a rate limit: {exc}"
+                raise ConfigurationError(msg) from exc
+        return cls(
+            app,
+            redis_url=redis_url,
+            config=SMTPConfig.from_env(environ=env),
+            rate_limit=rate_limit,
+            at_least_once=env.get("SMTPKIT_AT_LEAST_ONCE", "") in {"1", "true", "yes"},
+        )
 
     def build_mailer(self) -> Mailer:
         """Build this process's mailer: no in-process retries (the queue retries)."""
