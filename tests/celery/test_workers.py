@@ -130,15 +130,16 @@ def test_a_worker_child_killed_mid_batch(sink, fresh_redis, tmp_path) -> None:
     settings = settings_for(fresh_redis, sink.port, lease=2.0)
     app, queue = build(settings)
     with workers(settings, tmp_path, [("prefork", 4)]) as [worker]:
-        keys = queue.enqueue(messages("kill", 2000), campaign="kill")
+        keys = queue.enqueue(messages("kill", 1200), campaign="kill")
         wait_until(
-            lambda: queue.report(campaign="kill")["delivered"] >= 400, 60, "400 sent"
+            lambda: queue.report(campaign="kill")["delivered"] >= 250, 60, "250 sent"
         )
         victim = worker.children()[0]
         os.kill(victim, signal.SIGKILL)
-        wait_until(lambda: finished(queue, "kill", 2000), 90, "every key final", 0.5)
+        wait_until(lambda: finished(queue, "kill", 1200), 90, "every key final", 0.5)
     states = check_invariant(queue, keys, sink.message_ids())
-    assert states["delivered"] >= 1900
+    print(f"\nSIGKILL of a worker child mid-batch: {dict(states)}")
+    assert states["delivered"] >= 1100
     assert set(states) <= {"delivered", "unknown"}
     app.close()
 
@@ -148,14 +149,14 @@ def test_redis_restarted_mid_run(sink, fresh_redis, tmp_path) -> None:
     settings = settings_for(fresh_redis, sink.port)
     app, queue = build(settings)
     with workers(settings, tmp_path, [("prefork", 4)]):
-        keys = queue.enqueue(messages("restart", 2000), campaign="restart")
+        keys = queue.enqueue(messages("restart", 1200), campaign="restart")
         wait_until(
-            lambda: queue.report(campaign="restart")["delivered"] >= 400, 60, "400 sent"
+            lambda: queue.report(campaign="restart")["delivered"] >= 250, 60, "250 sent"
         )
         fresh_redis.restart(down=1.0)
-        wait_until(lambda: finished(queue, "restart", 2000), 90, "every key final", 0.5)
+        wait_until(lambda: finished(queue, "restart", 1200), 90, "every key final", 0.5)
     states = check_invariant(queue, keys, sink.message_ids())
-    assert states == {"delivered": 2000}
+    assert states == {"delivered": 1200}
     app.close()
 
 
