@@ -12,6 +12,7 @@ from collections.abc import Iterator
 import pytest
 import redis
 from celery import Celery
+from celery.exceptions import Reject
 
 from smtpkit import (
     Attachment,
@@ -533,3 +534,18 @@ def test_import_smtpkit_imports_neither_celery_nor_redis() -> None:
         "assert not {'celery', 'redis'} & set(sys.modules), sys.modules.keys()"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_a_task_that_loses_redis_goes_back_to_the_broker(make_queue, monkeypatch):
+    queue = make_queue()
+    queue.local.mailer  # noqa: B018 - built, as a worker would have
+    lost = redis.ConnectionError("Redis is restarting")
+
+    def run(items: object) -> None:
+        raise lost
+
+    monkeypatch.setattr(queue, "run", run)
+    with pytest.raises(Reject) as raised:
+        queue.task.run(queue.items([message(1)]))
+    assert raised.value.requeue
+    assert raised.value.reason is lost

@@ -228,13 +228,13 @@ def test_421_storms_greylisting_and_a_poisoned_message(
     settings = settings_for(fresh_redis, stormy.port, retry=retry, chunk_size=10)
     app, queue = build(settings)
     with workers(settings, tmp_path, [("prefork", 2)]):
-        keys = queue.enqueue(messages("storm", 120), campaign="storm")
+        keys = queue.enqueue(messages("storm", 60), campaign="storm")
         poisoned = {"key": "poisoned", "message": {"sender": "not an address"}}
         queue.store.mark_queued(["poisoned"], "storm")
         queue.task.apply_async(args=([poisoned],))
-        wait_until(lambda: finished(queue, "storm", 121), 60, "every key final", 0.5)
+        wait_until(lambda: finished(queue, "storm", 61), 60, "every key final", 0.5)
     states = check_invariant(queue, keys, stormy.handler.ids)  # type: ignore[attr-defined]
-    assert states == {"delivered": 120}
+    assert states == {"delivered": 60}
     assert all(queue.result(k).attempts >= 2 for k in keys)  # greylisted first
     poison = queue.result("poisoned")
     assert poison.state is DeliveryState.FAILED
@@ -249,7 +249,7 @@ def test_four_workers_share_one_rate_limit(stormy, fresh_redis, tmp_path) -> Non
     rate = {"account": "acct", "per_second": 50}
     settings = settings_for(fresh_redis, stormy.port, rate=rate, chunk_size=5)
     app, queue = build(settings)
-    pools = [("solo", 1), ("solo", 1), ("threads", 1), ("prefork", 1)]
+    pools = [("solo", 1), ("solo", 1), ("threads", 2), ("prefork", 2)]
     with workers(settings, tmp_path, pools):
         queue.enqueue(messages("rate", 1150), campaign="rate")
         wait_until(lambda: len(handler.arrivals) >= 1050, 60, "21 s of sending", 0.5)

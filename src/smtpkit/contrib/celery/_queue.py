@@ -19,6 +19,7 @@ from typing import Any, Final
 
 import redis
 from celery import Celery, signals
+from celery.exceptions import Reject
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
@@ -169,9 +170,6 @@ class MailQueue:
             acks_late=True,
             reject_on_worker_lost=True,
             serializer="json",
-            autoretry_for=(redis.RedisError,),
-            retry_backoff=True,
-            max_retries=None,
         )(_task_body(self))
         _QUEUES.add(self)
 
@@ -338,7 +336,14 @@ def _task_body(queue: MailQueue) -> Callable[..., dict[str, str]]:
             # transport factory) leaves the keys queued and tries again later.
             logger.exception("smtpkit: the worker cannot build its mailer")
             raise task.retry(countdown=_MAILER_RETRY, max_retries=None) from exc
-        outcome = queue.run(items)
+        try:
+            outcome = queue.run(items)
+        except redis.RedisError as exc:
+            # Redis stayed unreachable past the client's retries (about 30 s): put
+            # the task back on the broker rather than lose it.  Keys claimed before
+            # the error end ``unknown`` once their lease runs out.
+            logger.warning("smtpkit: Redis unreachable, task requeued: %s", exc)
+            raise Reject(exc, requeue=True) from exc
         for countdown, later in outcome.later:
             task.apply_async(args=(later,), countdown=countdown)
         return outcome.states
