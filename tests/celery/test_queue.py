@@ -115,10 +115,13 @@ def test_a_message_without_id_gets_one_and_raw_bytes_need_a_key(
     bare = Message(sender="a@example.com", to="b@example.com", text="x")
     [key] = queue.enqueue([bare])
     assert ids(smtp_server) == [key]
+    assert key.endswith("@example.com>")
     raw = b"From: a@example.com\r\nSubject: raw\r\n\r\nbody\r\n"
     envelope = Envelope("a@example.com", ["c@example.com"])
     with pytest.raises(ConfigurationError, match="keys="):
         queue.enqueue([(raw, envelope)])
+    with pytest.raises(ConfigurationError, match="one key per message"):
+        queue.enqueue([(raw, envelope), (raw, envelope)], keys=["only-one"])
     assert queue.enqueue([(raw, envelope)], keys=["raw-1"]) == ["raw-1"]
     assert smtp_server.messages[-1].rcpt_tos == ["c@example.com"]
     assert smtp_server.messages[-1].data.endswith(b"body\r\n")

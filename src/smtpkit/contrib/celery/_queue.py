@@ -264,8 +264,15 @@ class MailQueue:
         for entry in messages:
             message, envelope = entry if isinstance(entry, tuple) else (entry, None)
             if isinstance(message, Message) and message.message_id is None:
-                message = message.model_copy(update={"message_id": make_msgid()})
-            key = next(given) if given is not None else None
+                # The sender's domain, as Mailer does (make_msgid's default asks
+                # the resolver for this host's name on every call).
+                domain = message.sender.ascii_email.rpartition("@")[2]
+                message_id = make_msgid(domain=domain)
+                message = message.model_copy(update={"message_id": message_id})
+            key = next(given, None) if given is not None else None
+            if key is None and given is not None:
+                msg = "keys= must give one key per message"
+                raise ConfigurationError(msg)
             if key is None:
                 if not isinstance(message, Message):
                     msg = "raw bytes need a key: pass keys="
