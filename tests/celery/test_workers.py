@@ -13,6 +13,7 @@ import re
 import signal
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -45,9 +46,11 @@ def messages(prefix: str, count: int) -> list[Message]:
     ]
 
 
-def settings_for(redis_server: RedisServer, port: int, **extra: Any) -> dict[str, Any]:
+def settings_for(
+    redis_server: RedisServer, broker: RedisServer, port: int, **extra: Any
+) -> dict[str, Any]:
     return {
-        "broker": redis_server.db_url(0),
+        "broker": broker.url,
         "state": redis_server.db_url(1),
         "smtp_port": port,
         **extra,
@@ -77,6 +80,13 @@ def check_invariant(
     return states
 
 
+def logs(directory: Path) -> str:
+    """The workers' logs, for a failure message."""
+    return "\n".join(
+        p.read_text(errors="replace")[-3000:] for p in directory.glob("w*.log")
+    )
+
+
 def sending_pid(queue: MailQueue, children: list[int]) -> int:
     """The pid of a worker child holding a key in ``sending`` (mid-send)."""
     client = queue.store.client
@@ -104,14 +114,18 @@ def sink(redis_server: RedisServer) -> Iterator[SmtpSink]:
 
 
 @pytest.fixture
-def fresh_redis(redis_server: RedisServer) -> RedisServer:
+def fresh_redis(redis_server: RedisServer, broker_redis: RedisServer) -> RedisServer:
+    """The state's Redis, flushed, with an empty broker beside it."""
     redis_server.flush()
+    broker_redis.flush()
     return redis_server
 
 
 @pytest.mark.timeout(180)
-def test_ten_thousand_messages_exactly_once(sink, fresh_redis, tmp_path) -> None:
-    settings = settings_for(fresh_redis, sink.port)
+def test_ten_thousand_messages_exactly_once(
+    sink, fresh_redis, broker_redis, tmp_path
+) -> None:
+    settings = settings_for(fresh_redis, broker_redis, sink.port)
     app, queue = build(settings)
     load = messages("load", 10_000)
     with workers(settings, tmp_path, [("prefork", 4), ("prefork", 4)]):
@@ -140,8 +154,10 @@ def test_ten_thousand_messages_exactly_once(sink, fresh_redis, tmp_path) -> None
 
 
 @pytest.mark.timeout(120)
-def test_a_worker_child_killed_mid_batch(sink, fresh_redis, tmp_path) -> None:
-    settings = settings_for(fresh_redis, sink.port, lease=2.0)
+def test_a_worker_child_killed_mid_batch(
+    sink, fresh_redis, broker_redis, tmp_path
+) -> None:
+    settings = settings_for(fresh_redis, broker_redis, sink.port, lease=2.0)
     app, queue = build(settings)
     with workers(settings, tmp_path, [("prefork", 4)]) as [worker]:
         keys = queue.enqueue(messages("kill", 1200), campaign="kill")
@@ -160,8 +176,8 @@ def test_a_worker_child_killed_mid_batch(sink, fresh_redis, tmp_path) -> None:
 
 
 @pytest.mark.timeout(120)
-def test_redis_restarted_mid_run(sink, fresh_redis, tmp_path) -> None:
-    settings = settings_for(fresh_redis, sink.port)
+def test_redis_restarted_mid_run(sink, fresh_redis, broker_redis, tmp_path) -> None:
+    settings = settings_for(fresh_redis, broker_redis, sink.port)
     app, queue = build(settings)
     with workers(settings, tmp_path, [("prefork", 4)]):
         keys = queue.enqueue(messages("restart", 1200), campaign="restart")
@@ -169,7 +185,13 @@ def test_redis_restarted_mid_run(sink, fresh_redis, tmp_path) -> None:
             lambda: queue.report(campaign="restart")["delivered"] >= 250, 60, "250 sent"
         )
         fresh_redis.restart(down=1.0)
-        wait_until(lambda: finished(queue, "restart", 1200), 90, "every key final", 0.5)
+        wait_until(
+            lambda: finished(queue, "restart", 1200),
+            90,
+            "every key final",
+            0.5,
+            explain=lambda: (queue.report(campaign="restart"), logs(tmp_path)),
+        )
     states = check_invariant(queue, keys, sink.message_ids())
     assert states == {"delivered": 1200}
     app.close()
@@ -216,7 +238,7 @@ def stormy() -> Iterator[Server]:
 
 @pytest.mark.timeout(90)
 def test_421_storms_greylisting_and_a_poisoned_message(
-    stormy, fresh_redis, tmp_path
+    stormy, fresh_redis, broker_redis, tmp_path
 ) -> None:
     retry = {
         "attempts": 10,
@@ -225,7 +247,9 @@ def test_421_storms_greylisting_and_a_poisoned_message(
         "wait_jitter": 0.2,
         "timeout": None,
     }
-    settings = settings_for(fresh_redis, stormy.port, retry=retry, chunk_size=10)
+    settings = settings_for(
+        fresh_redis, broker_redis, stormy.port, retry=retry, chunk_size=10
+    )
     app, queue = build(settings)
     with workers(settings, tmp_path, [("prefork", 2)]):
         keys = queue.enqueue(messages("storm", 60), campaign="storm")
@@ -243,11 +267,15 @@ def test_421_storms_greylisting_and_a_poisoned_message(
 
 
 @pytest.mark.timeout(90)
-def test_four_workers_share_one_rate_limit(stormy, fresh_redis, tmp_path) -> None:
+def test_four_workers_share_one_rate_limit(
+    stormy, fresh_redis, broker_redis, tmp_path
+) -> None:
     handler: StormyHandler = stormy.handler  # type: ignore[assignment]
     handler.storm = False
     rate = {"account": "acct", "per_second": 50}
-    settings = settings_for(fresh_redis, stormy.port, rate=rate, chunk_size=5)
+    settings = settings_for(
+        fresh_redis, broker_redis, stormy.port, rate=rate, chunk_size=5
+    )
     app, queue = build(settings)
     pools = [("solo", 1), ("solo", 1), ("threads", 2), ("prefork", 2)]
     with workers(settings, tmp_path, pools):

@@ -89,10 +89,22 @@ def workers(
             worker.stop()
 
 
-def wait_until(predicate: Any, timeout: float, what: str, every: float = 0.1) -> None:
-    """Poll *predicate* every *every* seconds until true; fail after *timeout*."""
+def wait_until(
+    predicate: Any,
+    timeout: float,
+    what: str,
+    every: float = 0.1,
+    explain: Any = None,
+) -> None:
+    """Poll *predicate* every *every* seconds until true; fail after *timeout*.
+
+    *explain*, when given, is called on failure and its answer added to the error.
+    """
     deadline = time.monotonic() + timeout
     while not predicate():
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+            detail = f": {explain()}" if explain is not None else ""
+            raise AssertionError(
+                f"timed out after {timeout} s waiting for {what}{detail}"
+            )
         time.sleep(every)
