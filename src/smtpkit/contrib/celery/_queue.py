@@ -294,6 +294,13 @@ class MailQueue:
         Keys are recorded ``queued`` first (already known keys keep their state, so
         enqueueing twice sends nothing twice); *campaign* groups them for
         :meth:`report`.  *options* go to Celery's ``apply_async`` (``queue=`` ...).
+
+        Raises:
+            ConfigurationError: Raw bytes without a key, or fewer *keys* than
+                messages.
+            Exception: Whatever Celery raises when the broker refuses a task; keys
+                recorded before stay ``queued``, and enqueueing the same messages
+                again is safe.
         """
         items = self.items(messages, keys=keys)
         self.store.mark_queued((i["key"] for i in items), campaign)
