@@ -23,7 +23,12 @@ from ._delivery import (
     failed_result,
     is_settled,
 )
-from ._exceptions import ClosedError, ConfigurationError, SMTPKitError
+from ._exceptions import (
+    ClosedError,
+    ConfigurationError,
+    InvalidMessageError,
+    SMTPKitError,
+)
 from ._mailer_args import (
     check_arguments,
     id_domain,
@@ -461,7 +466,9 @@ class Mailer:
             self._transport, items, on_result if self._reports_results else None
         )
 
-    def _prepare(self, message: Sendable, envelope: Envelope | None) -> Prepared:
+    def _prepare(
+        self, message: Sendable | InvalidMessageError, envelope: Envelope | None
+    ) -> Prepared:
         return prepare(message, envelope, id_domain=self._id_domain)
 
     def _bulk_sleep(self, interrupted: threading.Event) -> SleepFn:
