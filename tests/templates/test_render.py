@@ -6,6 +6,7 @@ import importlib
 import pickle
 import sys
 import unicodedata
+from concurrent.futures import ThreadPoolExecutor
 from html.parser import HTMLParser
 
 import pytest
@@ -314,6 +315,18 @@ def test_from_directory_errors(tmp_path):
     template = MailTemplate.from_directory(tmp_path, "gap")
     with pytest.raises(TemplateRenderError, match=r"missing\.html"):
         template.render()
+
+
+def test_one_template_renders_from_many_threads_at_once():
+    template = MailTemplate(
+        "s {{ n }}", html="<style>p{margin:0}</style><p>{{ n }}</p>"
+    )
+    with ThreadPoolExecutor(8) as pool:
+        out = list(pool.map(lambda n: template.render({"n": n}), range(400)))
+    assert [r.html for r in out] == [
+        f'<html><head></head><body><p style="margin: 0;">{n}</p></body></html>'
+        for n in range(400)
+    ]
 
 
 def test_the_error_pickles_with_its_row():

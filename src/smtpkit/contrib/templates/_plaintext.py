@@ -31,6 +31,8 @@ _LINK_WITHOUT_SCHEME: Final = ("#", "cid:")
 
 
 class _TextWriter(HTMLParser):
+    """Collects the text of an HTML document in ``out``, one piece per event."""
+
     def __init__(self) -> None:
         super().__init__(convert_charrefs=True)
         self.out: list[str] = []

@@ -87,6 +87,8 @@ def scheme_of(url: str) -> str | None:
 
 
 class _URLChecker(HTMLParser):
+    """Raises at the first URL attribute whose scheme is not allowed."""
+
     def __init__(self, schemes: frozenset[str]) -> None:
         super().__init__(convert_charrefs=True)
         self.schemes = schemes
