@@ -9,6 +9,7 @@ import unicodedata
 from concurrent.futures import ThreadPoolExecutor
 from html.parser import HTMLParser
 
+import pydantic
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -129,6 +130,9 @@ def test_dangerous_url_schemes_from_the_context_are_refused(url):
         '<img srcset="https://x.test/a.png 1x, javascript:alert(1) 2x">',
         '<form action="javascript:alert(1)"></form>',
         '<table background="javascript:alert(1)"></table>',
+        '<meta http-equiv="Refresh" content="0; URL=\'javascript:alert(1)\'">',
+        '<meta http-equiv="refresh" content="0;javascript:alert(1)">',
+        '<img srcset=" , javascript:alert(1)">',
     ],
 )
 def test_dangerous_urls_written_in_the_template_are_refused(html):
@@ -153,6 +157,34 @@ def test_dangerous_urls_written_in_the_template_are_refused(html):
 )
 def test_safe_urls_pass(url):
     MailTemplate("s", html=HTML).render({"name": "Ann", "url": url})
+
+
+@pytest.mark.parametrize(
+    "html",
+    [
+        '<meta http-equiv="refresh" content="5; url=https://x.test/">',
+        '<meta http-equiv="refresh" content="5">',
+        '<meta name="description" content="javascript: the language">',
+        '<img srcset="/a.png 1x, https://x.test/b.png 2x" alt>',
+    ],
+)
+def test_safe_urls_written_in_the_template_pass(html):
+    MailTemplate("s", html=html).render()
+
+
+def test_an_attribute_without_a_value_passes():
+    rendered = MailTemplate("s", html="<a href>x</a>", inline_css=False).render()
+    assert rendered.html == "<a href>x</a>"
+
+
+def test_a_context_that_is_no_mapping_is_a_render_error():
+    with pytest.raises(TemplateRenderError, match="TypeError"):
+        MailTemplate("s", text="t").render(42)  # type: ignore[arg-type]
+
+
+def test_the_subject_keeps_no_break_spaces_of_the_data():
+    template = MailTemplate("{{ price }}\t€", text="t")
+    assert template.render({"price": "1\u00a0000"}).subject == "1\u00a0000 €"
 
 
 def test_url_schemes_are_configurable():
@@ -195,6 +227,9 @@ def test_no_context_value_can_add_a_header(value):
         )
     except TemplateRenderError:
         assert any(unicodedata.category(c) in {"Cc", "Zl", "Zp"} for c in value)
+        return
+    except pydantic.ValidationError:  # Message refuses lone surrogates
+        assert any(unicodedata.category(c) == "Cs" for c in value)
         return
     assert not any(
         unicodedata.category(c) in {"Cc", "Zl", "Zp"} for c in message.subject

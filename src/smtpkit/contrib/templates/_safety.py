@@ -27,12 +27,16 @@ DEFAULT_URL_SCHEMES: Final = frozenset({"http", "https", "mailto", "tel", "cid"}
 # Attributes whose value a mail client (or the browser it opens) follows as a URL.
 _URL_ATTRIBUTES: Final = frozenset(
     {"href", "src", "action", "formaction", "background", "poster", "cite",
-     "longdesc", "xlink:href", "data", "srcset"}
+     "longdesc", "xlink:href", "data"}
 )  # fmt: skip
 # WHATWG URL parsing drops leading C0 controls and spaces and every tab and line
 # break inside, so "java\tscript:" and " javascript:" are javascript: URLs.
 _IGNORED_BY_BROWSERS_RE: Final = re.compile(r"[\x00-\x20\x7f]+")
 _SCHEME_RE: Final = re.compile(r"([A-Za-z][A-Za-z0-9+.\-]*):")
+# <meta http-equiv="refresh" content="0; url=...">: a redirect some clients follow.
+_REFRESH_URL_RE: Final = re.compile(r"^[^;,]*[;,]\s*(?:url\s*=\s*)?['\"]?", re.I)
+# ASCII white space and what str.splitlines breaks at; other spaces (NBSP) stay.
+_LINE_SPACE_RE: Final = re.compile(r"[ \t\r\n\v\f\x1c-\x1f\x85\u2028\u2029]+")
 
 
 def _is_line_control(char: str) -> bool:
@@ -73,7 +77,7 @@ def one_line(subject: str) -> str:
         TemplateRenderError: A control character other than white space is left
             (written into the template itself).
     """
-    line = " ".join(subject.split())
+    line = _LINE_SPACE_RE.sub(" ", subject).strip(" ")
     if (char := _control_in(line)) is not None:
         msg = f"the subject holds the control character U+{ord(char):04X}"
         raise TemplateRenderError(msg)
@@ -95,21 +99,35 @@ class _URLChecker(HTMLParser):
 
     @override
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        fields = dict(attrs)
         for name, value in attrs:
-            if name not in _URL_ATTRIBUTES or value is None:
+            if value is None:
                 continue
-            urls = value.split(",") if name == "srcset" else [value]
+            if name == "srcset":
+                # Candidates "URL [descriptor]", separated by commas.
+                urls = [part.split()[0] for part in value.split(",") if part.split()]
+            elif name in _URL_ATTRIBUTES:
+                urls = [value]
+            elif (
+                tag == "meta"
+                and name == "content"
+                and (fields.get("http-equiv") or "").lower() == "refresh"
+            ):
+                urls = [_REFRESH_URL_RE.sub("", value, count=1)]
+            else:
+                continue
             for url in urls:
-                # A srcset candidate is "URL [descriptor]".
-                candidate = url.split()[0] if name == "srcset" and url.split() else url
-                scheme = scheme_of(candidate)
-                if scheme is not None and scheme not in self.schemes:
-                    # The URL itself stays out: it may hold a personal token.
-                    msg = (
-                        f"<{tag} {name}=...> uses the URL scheme {scheme!r}, which is "
-                        f"not allowed (allowed: {', '.join(sorted(self.schemes))})"
-                    )
-                    raise TemplateRenderError(msg)
+                self._check(tag, name, url)
+
+    def _check(self, tag: str, name: str, url: str) -> None:
+        scheme = scheme_of(url)
+        if scheme is not None and scheme not in self.schemes:
+            # The URL itself stays out: it may hold a personal token.
+            msg = (
+                f"<{tag} {name}=...> uses the URL scheme {scheme!r}, which is "
+                f"not allowed (allowed: {', '.join(sorted(self.schemes))})"
+            )
+            raise TemplateRenderError(msg)
 
 
 def check_urls(html: str, schemes: frozenset[str]) -> None:

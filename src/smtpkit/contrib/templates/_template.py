@@ -198,8 +198,8 @@ class MailTemplate:
                 while rendering (the ``__cause__``).  Exceptions that are not
                 ``Exception`` (``KeyboardInterrupt``) propagate unchanged.
         """
-        values = dict(context or {})
         try:
+            values = dict(context or {})
             subject = one_line(self._subject.render(values))
             text = None if self._text is None else self._text.render(values)
             html = None if self._html is None else self._render_html(self._html, values)
