@@ -37,3 +37,9 @@ __all__ = [
     "html_to_text",
     "merge",
 ]
+
+for _name in __all__:
+    _obj = globals()[_name]
+    if isinstance(_obj, type):  # reprs and docs name the public module
+        _obj.__module__ = __name__
+del _name, _obj
