@@ -63,6 +63,7 @@ def test_html_is_autoescaped_and_text_is_not():
         ("a", {"href": "https://shop.test/o?a=1&b=2", "title": name}),
     ]
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in rendered.html  # text
+    assert "<script" not in rendered.html  # attributes too, after CSS inlining
     assert rendered.text == f"Hi {name}"  # text is not HTML: not escaped
     assert rendered.subject == f"Hi {name}"
 
@@ -72,6 +73,21 @@ def test_css_is_inlined_and_the_style_block_dropped():
     assert rendered.html is not None
     assert '<p class="hi" style="color: red;">Hello Ann</p>' in rendered.html
     assert "<style>" not in rendered.html
+
+
+def test_brackets_in_attribute_values_stay_escaped_through_the_inliner():
+    template = MailTemplate(
+        "s",
+        html='<p title="{{ v }}" class=x>{{ v }}</p><img alt="{{ v }}" src="cid:a">'
+        '<br><a href="/x?a=1&b=2" data-x="a>b">k</a>',
+    )
+    rendered = template.render({"v": "<b>\"x'&>"})
+    assert rendered.html == (
+        "<html><head></head><body>"
+        '<p class="x" title="&lt;b&gt;&quot;x\'&amp;&gt;">&lt;b&gt;"x\'&amp;&gt;</p>'
+        '<img alt="&lt;b&gt;&quot;x\'&amp;&gt;" src="cid:a"><br>'
+        '<a href="/x?a=1&amp;b=2" data-x="a&gt;b">k</a></body></html>'
+    )
 
 
 def test_css_inlining_can_be_turned_off():

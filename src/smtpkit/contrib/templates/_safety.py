@@ -18,7 +18,13 @@ from typing_extensions import override
 
 from ._errors import TemplateRenderError
 
-__all__ = ["DEFAULT_URL_SCHEMES", "check_urls", "one_line", "subject_value"]
+__all__ = [
+    "DEFAULT_URL_SCHEMES",
+    "check_urls",
+    "escape_attribute_brackets",
+    "one_line",
+    "subject_value",
+]
 
 DEFAULT_URL_SCHEMES: Final = frozenset({"http", "https", "mailto", "tel", "cid"})
 """URL schemes a link or image in a rendered HTML part may use; a relative URL
@@ -37,6 +43,31 @@ _SCHEME_RE: Final = re.compile(r"([A-Za-z][A-Za-z0-9+.\-]*):")
 _REFRESH_URL_RE: Final = re.compile(r"^[^;,]*[;,]\s*(?:url\s*=\s*)?['\"]?", re.I)
 # ASCII white space and what str.splitlines breaks at; other spaces (NBSP) stay.
 _LINE_SPACE_RE: Final = re.compile(r"[ \t\r\n\v\f\x1c-\x1f\x85\u2028\u2029]+")
+
+
+# A start tag as an HTML5 serializer (css-inline's) writes it: every attribute
+# value double-quoted, with no raw '"' inside (but raw '<' and '>').
+_SERIALIZED_TAG_RE: Final = re.compile(
+    r'<[A-Za-z][^\s/>]*(?:\s+[^\s"\'<>/=]+(?:="[^"]*")?)*\s*/?>'
+)
+_QUOTED_VALUE_RE: Final = re.compile(r'="([^"]*)"')
+
+
+def _escape_brackets(value: re.Match[str]) -> str:
+    escaped = value[1].replace("<", "&lt;").replace(">", "&gt;")
+    return f'="{escaped}"'
+
+
+def escape_attribute_brackets(html: str) -> str:
+    """Write ``<`` and ``>`` inside attribute values as character references.
+
+    HTML5 serialization (what the CSS inliner writes) leaves them raw in quoted
+    attributes: harmless to a conforming parser, but the kind of text that naive
+    mail sanitizers have misread.  So escaped data stays escaped on the wire.
+    """
+    return _SERIALIZED_TAG_RE.sub(
+        lambda tag: _QUOTED_VALUE_RE.sub(_escape_brackets, tag[0]), html
+    )
 
 
 def _is_line_control(char: str) -> bool:

@@ -15,7 +15,13 @@ from smtpkit import AddressLike, ConfigurationError, Message
 
 from ._errors import TemplateRenderError
 from ._plaintext import html_to_text
-from ._safety import DEFAULT_URL_SCHEMES, check_urls, one_line, subject_value
+from ._safety import (
+    DEFAULT_URL_SCHEMES,
+    check_urls,
+    escape_attribute_brackets,
+    one_line,
+    subject_value,
+)
 
 __all__ = ["MailTemplate", "RenderedMail"]
 
@@ -215,7 +221,7 @@ class MailTemplate:
     def _render_html(self, template: jinja2.Template, values: dict[str, object]) -> str:
         html = template.render(values)
         if self._inliner is not None:
-            html = self._inliner.inline(html)
+            html = escape_attribute_brackets(self._inliner.inline(html))
         check_urls(html, self._url_schemes)
         return html
 
