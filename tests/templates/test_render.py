@@ -397,3 +397,74 @@ def test_a_missing_extra_is_named(monkeypatch):
     monkeypatch.setitem(sys.modules, "jinja2", None)
     with pytest.raises(ImportError, match=r'pip install "pysmtpkit\[templates\]"'):
         importlib.import_module("smtpkit.contrib.templates")
+
+
+def test_every_control_character_in_a_subject_value_fails_the_render():
+    template = MailTemplate("Hi {{ name }}", text="t")
+    passed = []
+    for char in CONTROL:
+        try:
+            template.render({"name": f"Ann{char}x"})
+        except TemplateRenderError:
+            continue
+        passed.append(char)
+    assert passed == []
+
+
+MARKUP = st.text(alphabet=st.sampled_from(list("<>\"'&=/ ;#!-ab\n\r\t")), max_size=40)
+
+
+@given(st.one_of(MARKUP, st.text(max_size=20)))
+def test_no_context_value_becomes_markup(value):
+    """Whatever the value, the HTML a client parses has exactly the template's
+    elements and attributes; the value is only ever text or an attribute value."""
+    template = MailTemplate(
+        "s",
+        html='<style>p{margin:0}</style><p title="{{ v }}">{{ v }}</p>'
+        '<a href="/p?q={{ v|urlencode }}">{{ v }}</a>',
+    )
+    try:
+        rendered = template.render({"v": value})
+    except TemplateRenderError:  # the inliner takes no lone surrogate
+        assert any(unicodedata.category(c) == "Cs" for c in value)
+        return
+    assert rendered.html is not None
+    tags = parse(rendered.html)
+    assert [(tag, sorted(attrs)) for tag, attrs in tags] == [
+        ("p", ["style", "title"]),
+        ("a", ["href"]),
+    ]
+    assert "<" not in rendered.html.replace("<p ", "").replace("</p>", "").replace(
+        "<a ", ""
+    ).replace("</a>", "").replace("<html>", "").replace("</html>", "").replace(
+        "<head>", ""
+    ).replace("</head>", "").replace("<body>", "").replace("</body>", "")
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["j", "J"]),
+            st.text(alphabet=st.sampled_from(["\t", "\n", "\r"]), max_size=2),
+        ),
+        min_size=1,
+        max_size=1,
+    ),
+    # NUL is left out: an HTML parser (the inliner's, a browser's) turns it into
+    # U+FFFD, which no URL parser strips, so "\0javascript:" is no javascript: URL.
+    st.text(alphabet=st.sampled_from([chr(c) for c in range(1, 0x21)]), max_size=3),
+    st.lists(st.booleans(), min_size=10, max_size=10),
+    st.text(alphabet=st.sampled_from(["\t", "\n"]), max_size=2),
+)
+def test_javascript_urls_are_refused_however_spelt(first, lead, upper, inside):
+    """Leading controls and spaces, tabs and line breaks inside, any letter case:
+    what a browser still runs as javascript: is refused, from data or template."""
+    word = "".join(
+        c.upper() if up else c for c, up in zip("javascript", upper, strict=True)
+    )
+    url = lead + first[0][0] + first[0][1] + word[1:5] + inside + word[5:] + ":x()"
+    with pytest.raises(TemplateRenderError, match="'javascript'"):
+        MailTemplate("s", html='<a href="{{ u }}">x</a>').render({"u": url})
+    written = url.replace("&", "&amp;").replace('"', "&quot;")
+    with pytest.raises(TemplateRenderError, match="'javascript'"):
+        MailTemplate("s", html=f'<a href="{written}">x</a>', inline_css=False).render()
