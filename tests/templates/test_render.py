@@ -299,6 +299,13 @@ def test_the_sandbox_refuses_reaching_python_internals():
         unsafe.render()
 
 
+def test_url_schemes_must_not_be_a_string():
+    with pytest.raises(
+        ConfigurationError, match="must be a set, not the string 'https'"
+    ):
+        MailTemplate("s", text="t", url_schemes="https")  # type: ignore[arg-type]
+
+
 def test_a_template_needs_a_body():
     with pytest.raises(ConfigurationError, match="text template, an HTML template"):
         MailTemplate("subject only")

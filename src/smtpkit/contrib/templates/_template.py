@@ -85,8 +85,8 @@ class MailTemplate:
             (default ``DEFAULT_URL_SCHEMES``); relative URLs are always allowed.
 
     Raises:
-        ConfigurationError: Neither *text* nor *html* was given, or a template
-            has a syntax error.
+        ConfigurationError: Neither *text* nor *html* was given, a template
+            has a syntax error, or *url_schemes* is a string.
     """
 
     def __init__(
@@ -160,6 +160,10 @@ class MailTemplate:
         self._inliner = (
             css_inline.CSSInliner(load_remote_stylesheets=False) if inline_css else None
         )
+        # Reachable from untyped callers: a string would allow its letters.
+        if isinstance(url_schemes, str):  # type: ignore[unreachable]
+            msg = f"url_schemes must be a set, not the string {url_schemes!r}"  # type: ignore[unreachable]
+            raise ConfigurationError(msg)
         self._url_schemes = frozenset(scheme.lower() for scheme in url_schemes)
 
     @staticmethod
