@@ -130,8 +130,9 @@ def test_text_only_template_has_no_html():
         "data:text/html;base64,PHNjcmlwdD4=",
     ],
 )
-def test_dangerous_url_schemes_from_the_context_are_refused(url):
-    template = MailTemplate("s", html=HTML)
+@pytest.mark.parametrize("text", [None, "a text part"], ids=["derived", "text"])
+def test_dangerous_url_schemes_from_the_context_are_refused(url, text):
+    template = MailTemplate("s", html=HTML, text=text)
     with pytest.raises(TemplateRenderError, match="URL scheme") as info:
         template.render({"name": "Ann", "url": url})
     assert url.strip() not in str(info.value)  # the URL itself may hold a token

@@ -9,12 +9,16 @@ script and head content dropped.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from html.parser import HTMLParser
 from typing import Final
 
 from typing_extensions import override
 
-__all__ = ["html_to_text"]
+__all__ = ["derive_text", "html_to_text"]
+
+OnTag = Callable[[str, list[tuple[str, str | None]]], None]
+"""``on_tag(tag, attrs)``: called with every start tag, to check it on the way."""
 
 _SKIPPED: Final = frozenset({"head", "script", "style", "template", "title"})
 _PARAGRAPHS: Final = frozenset(
@@ -33,8 +37,9 @@ _LINK_WITHOUT_SCHEME: Final = ("#", "cid:")
 class _TextWriter(HTMLParser):
     """Collects the text of an HTML document in ``out``, one piece per event."""
 
-    def __init__(self) -> None:
+    def __init__(self, on_tag: OnTag | None = None) -> None:
         super().__init__(convert_charrefs=True)
+        self.on_tag = on_tag
         self.out: list[str] = []
         self.skipping = 0  # depth inside head/script/style
         self.pre = 0  # depth inside <pre>: white space kept
@@ -51,6 +56,8 @@ class _TextWriter(HTMLParser):
 
     @override
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if self.on_tag is not None:
+            self.on_tag(tag, attrs)
         if tag in _SKIPPED:
             self.skipping += 1
         elif self.skipping:
@@ -123,7 +130,13 @@ def html_to_text(html: str) -> str:
         The text, lines stripped of trailing spaces, at most one blank line in a
         row, ending without a line break.
     """
-    writer = _TextWriter()
+    return derive_text(html, None)
+
+
+def derive_text(html: str, on_tag: OnTag | None) -> str:
+    """``html_to_text``, calling *on_tag* with every start tag (one parse for
+    deriving the text and checking the links)."""
+    writer = _TextWriter(on_tag)
     writer.feed(html)
     writer.close()
     lines = [line.rstrip() for line in "".join(writer.out).split("\n")]

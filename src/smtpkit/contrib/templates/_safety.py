@@ -20,6 +20,7 @@ from ._errors import TemplateRenderError
 
 __all__ = [
     "DEFAULT_URL_SCHEMES",
+    "check_tag",
     "check_urls",
     "escape_attribute_brackets",
     "one_line",
@@ -121,6 +122,42 @@ def scheme_of(url: str) -> str | None:
     return None if match is None else match[1].lower()
 
 
+def check_tag(
+    tag: str, attrs: list[tuple[str, str | None]], schemes: frozenset[str]
+) -> None:
+    """Refuse a start tag with a URL attribute whose scheme is not in *schemes*.
+
+    Raises:
+        TemplateRenderError: A link, image or form uses a scheme not allowed.
+    """
+    fields = dict(attrs)
+    for name, value in attrs:
+        if value is None:
+            continue
+        if name == "srcset":
+            # Candidates "URL [descriptor]", separated by commas.
+            urls = [part.split()[0] for part in value.split(",") if part.split()]
+        elif name in _URL_ATTRIBUTES:
+            urls = [value]
+        elif (
+            tag == "meta"
+            and name == "content"
+            and (fields.get("http-equiv") or "").lower() == "refresh"
+        ):
+            urls = [_REFRESH_URL_RE.sub("", value, count=1)]
+        else:
+            continue
+        for url in urls:
+            scheme = scheme_of(url)
+            if scheme is not None and scheme not in schemes:
+                # The URL itself stays out: it may hold a personal token.
+                msg = (
+                    f"<{tag} {name}=...> uses the URL scheme {scheme!r}, which is "
+                    f"not allowed (allowed: {', '.join(sorted(schemes))})"
+                )
+                raise TemplateRenderError(msg)
+
+
 class _URLChecker(HTMLParser):
     """Raises at the first URL attribute whose scheme is not allowed."""
 
@@ -130,35 +167,7 @@ class _URLChecker(HTMLParser):
 
     @override
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        fields = dict(attrs)
-        for name, value in attrs:
-            if value is None:
-                continue
-            if name == "srcset":
-                # Candidates "URL [descriptor]", separated by commas.
-                urls = [part.split()[0] for part in value.split(",") if part.split()]
-            elif name in _URL_ATTRIBUTES:
-                urls = [value]
-            elif (
-                tag == "meta"
-                and name == "content"
-                and (fields.get("http-equiv") or "").lower() == "refresh"
-            ):
-                urls = [_REFRESH_URL_RE.sub("", value, count=1)]
-            else:
-                continue
-            for url in urls:
-                self._check(tag, name, url)
-
-    def _check(self, tag: str, name: str, url: str) -> None:
-        scheme = scheme_of(url)
-        if scheme is not None and scheme not in self.schemes:
-            # The URL itself stays out: it may hold a personal token.
-            msg = (
-                f"<{tag} {name}=...> uses the URL scheme {scheme!r}, which is "
-                f"not allowed (allowed: {', '.join(sorted(self.schemes))})"
-            )
-            raise TemplateRenderError(msg)
+        check_tag(tag, attrs, self.schemes)
 
 
 def check_urls(html: str, schemes: frozenset[str]) -> None:

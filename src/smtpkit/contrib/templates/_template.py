@@ -14,9 +14,10 @@ from jinja2.sandbox import SandboxedEnvironment
 from smtpkit import AddressLike, ConfigurationError, Message
 
 from ._errors import TemplateRenderError
-from ._plaintext import html_to_text
+from ._plaintext import derive_text
 from ._safety import (
     DEFAULT_URL_SCHEMES,
+    check_tag,
     check_urls,
     escape_attribute_brackets,
     one_line,
@@ -212,22 +213,30 @@ class MailTemplate:
             values = dict(context or {})
             subject = one_line(self._subject.render(values))
             text = None if self._text is None else self._text.render(values)
-            html = None if self._html is None else self._render_html(self._html, values)
+            html = None
+            if self._html is not None:
+                html = self._render_html(self._html, values)
+                if text is None:  # one parse derives the text and checks the links
+                    text = derive_text(html, self._check_tag)
+                else:
+                    check_urls(html, self._url_schemes)
         except TemplateRenderError:
             raise
         except Exception as exc:
             msg = f"cannot render the template: {type(exc).__name__}: {exc}"
             raise TemplateRenderError(msg) from exc
-        if text is None:  # then there is an HTML template: _check_parts made sure
-            text = html_to_text(html or "")
-        return RenderedMail(subject=subject, text=text, html=html)
+        # _check_parts made sure there is a text or an HTML template.
+        return RenderedMail(subject=subject, text=text or "", html=html)
 
     def _render_html(self, template: jinja2.Template, values: dict[str, object]) -> str:
+        """The HTML as the client gets it: rendered, CSS inlined, not yet checked."""
         html = template.render(values)
         if self._inliner is not None:
             html = escape_attribute_brackets(self._inliner.inline(html))
-        check_urls(html, self._url_schemes)
         return html
+
+    def _check_tag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        check_tag(tag, attrs, self._url_schemes)
 
     def message(
         self,
