@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Protocol
 
 import clients_async
+import clients_dkim
 import clients_ext
 from clients import (
     CLIENTS,
@@ -56,6 +57,7 @@ from targets import Cell, Sample, TargetCheck, check_targets
 import smtpkit
 
 CLIENTS.update(clients_async.ASYNC_CLIENTS)
+CLIENTS.update(clients_dkim.DKIM_CLIENTS)
 SCENARIOS = ("plain", "starttls", "postfix")
 EXTERNAL = {
     "smtp-source": clients_ext.run_smtp_source,
@@ -270,6 +272,7 @@ def _missing(need: str | None) -> str | None:
         "smtp-source": lambda: None if clients_ext.SMTP_SOURCE
         else "smtp-source not installed (apt-get install postfix)",
         "node": clients_ext.nodemailer_problem,
+        "dkim": clients_dkim.dkim_problem,
     }  # fmt: skip
     return None if need is None else problems[need]()
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import smtplib
+import socket
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -284,6 +285,44 @@ def run_smtpkit_raw(
     check_results("smtpkit raw", results, count)
 
 
+def _dead_port() -> int:
+    """A loopback port nothing listens on (bound, then closed)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+def run_smtpkit_raw_failover(
+    target: Target, count: int, work: Workload, connections: int, *, dead: bool = False
+) -> None:
+    """run_smtpkit_raw through a FailoverTransport with one live server.
+
+    With *dead*, a dead port is listed first: the first batch moves on, and the
+    rest go straight to the live server while the dead one cools down.
+    """
+    live = smtpkit_config(target, connections)
+    servers = [live]
+    if dead:
+        dead_port = {"host": "127.0.0.1", "port": _dead_port()}
+        servers.insert(0, live.model_copy(update=dead_port))
+    transport = smtpkit.FailoverTransport(servers)
+    items = itertools.repeat((work.data, work.envelope), count)
+    with smtpkit.Mailer(transport=transport) as mailer:
+        results = mailer.send_many(items, concurrency=connections)
+    check_results("smtpkit raw failover", results, count)
+    if any(r.server != transport.stats()[-1].name for r in results):
+        msg = "smtpkit raw failover: a result does not name the live server"
+        raise BenchmarkError(msg)
+
+
+def run_smtpkit_raw_failover_dead(
+    target: Target, count: int, work: Workload, connections: int
+) -> None:
+    """run_smtpkit_raw_failover with a dead port listed before the live server."""
+    run_smtpkit_raw_failover(target, count, work, connections, dead=True)
+
+
 def run_smtpkit_raw_send(
     target: Target, count: int, work: Workload, connections: int, **extra: Any
 ) -> None:
@@ -391,6 +430,13 @@ _ALL = [
            "smtpkit send_many((bytes, Envelope)), pool of 1", round_trips=1),
     Client("smtpkit-raw-8", "raw", 8, run_smtpkit_raw,
            "smtpkit send_many((bytes, Envelope)), pool of 8", round_trips=1),
+    Client("smtpkit-raw-1-failover", "raw", 1, run_smtpkit_raw_failover,
+           "as smtpkit-raw-1, through FailoverTransport([live])", round_trips=1),
+    Client("smtpkit-raw-8-failover", "raw", 8, run_smtpkit_raw_failover,
+           "as smtpkit-raw-8, through FailoverTransport([live])", round_trips=1),
+    Client("smtpkit-raw-8-fo-dead", "raw", 8, run_smtpkit_raw_failover_dead,
+           "as smtpkit-raw-8, FailoverTransport([dead port, live])", round_trips=1,
+           optional=True),
     Client("smtpkit-raw-send", "raw", 1, run_smtpkit_raw_send,
            "smtpkit send(bytes, envelope=) per call, 1 connection", round_trips=2),
     Client("smtpkit-raw-send-data", "raw", 1, run_smtpkit_raw_send_nochunk,

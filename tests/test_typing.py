@@ -39,6 +39,7 @@ from smtpkit import (
     _ratelimit,
     _retry,
 )
+from smtpkit._transports import _failover_config
 
 ROOT = Path(__file__).resolve().parents[1]
 TYPING = ROOT / "tests" / "typing"
@@ -178,6 +179,7 @@ MODELS: dict[type[pydantic.BaseModel], types.ModuleType] = {
     RateLimit: _ratelimit,
     RetryPolicy: _retry,
     SMTPConfig: _config,
+    smtpkit.FailoverConfig: _failover_config,
 }
 
 

@@ -61,10 +61,13 @@ from ._ratelimit import RateLimit
 from ._render import render
 from ._reply import EnhancedStatus, ReplyCode, SMTPReply, parse_reply
 from ._retry import DEFAULT_RETRY_POLICY, RetryDetails, RetryHook, RetryPolicy
+from ._signing import MessageSigner, SigningError
 from ._stream import SendStream
 from ._transports._connection import SMTPConnection
+from ._transports._failover_config import FailoverConfig
 from ._transports._pool import PoolStats
 from ._transports.base import RecipientResult, SendResult, Transport
+from ._transports.failover import FailoverTransport, RoundRobinTransport, ServerStats
 from ._transports.smtp import SMTPTransport
 from ._verify_report import VerifyReport
 
@@ -96,11 +99,14 @@ __all__ = [
     "DataRefusedError",
     "EnhancedStatus",
     "Envelope",
+    "FailoverConfig",
+    "FailoverTransport",
     "GreetingRefusedError",
     "HeloRefusedError",
     "InvalidMessageError",
     "Mailer",
     "Message",
+    "MessageSigner",
     "NetworkError",
     "NotSentError",
     "NotSupportedError",
@@ -120,6 +126,7 @@ __all__ = [
     "RetryDetails",
     "RetryHook",
     "RetryPolicy",
+    "RoundRobinTransport",
     "SMTPConfig",
     "SMTPConfigFields",
     "SMTPConnection",
@@ -134,6 +141,8 @@ __all__ = [
     "Sendable",
     "SenderRefusedError",
     "ServerDisconnectedError",
+    "ServerStats",
+    "SigningError",
     "TLSError",
     "TLSMode",
     "TLSModeLike",

@@ -109,6 +109,7 @@ class BulkSend:
         self._abort: tuple[str, Exception] | None = None
         self._halt: QuotaExceededError | None = None
         self._orphaned = False  # the caller was cancelled: results go elsewhere
+        self._interrupted = False  # on_progress raised KeyboardInterrupt/SystemExit
 
     async def send(
         self, messages: Iterable[BulkItem] | AsyncIterable[BulkItem]
@@ -216,13 +217,25 @@ class BulkSend:
                 break
             self._reported += 1
             self._failed += done.error is not None
-            if self._on_progress is not None and self._abort is None:
-                try:
-                    self._on_progress(
-                        BulkProgress(self._reported, self._failed, self._total)
-                    )
-                except Exception as exc:
-                    self._abort = ("on_progress", exc)
+            if self._on_progress is None or self._abort or self._interrupted:
+                continue
+            try:
+                self._on_progress(
+                    BulkProgress(self._reported, self._failed, self._total)
+                )
+            except Exception as exc:
+                self._abort = ("on_progress", exc)
+            except BaseException:
+                # Ctrl-C ends the loop; asyncio.run then cancels the tasks, and
+                # results that end meanwhile must reach on_detached, not a callback
+                # that raises again and breaks that cleanup.
+                self._interrupted = True
+                raise
 
     def _reading_stopped(self) -> bool:
-        return self._abort is not None or self._halt is not None or self._stop.is_set
+        return (
+            self._abort is not None
+            or self._halt is not None
+            or self._stop.is_set
+            or self._interrupted
+        )

@@ -46,7 +46,7 @@ from ._outcomes import (
     not_sent,
     takes_on_result,
 )
-from ._prepare import BulkItem, Sendable, prepare
+from ._prepare import BulkItem, Sendable, prepare, sign_prepared
 from ._ratelimit import RateLimit, TokenBucket
 from ._retry import (
     DEFAULT_RETRY_POLICY,
@@ -54,6 +54,7 @@ from ._retry import (
     RetryPolicy,
     run_with_retries_async,
 )
+from ._signing import MessageSigner, check_signer
 from ._transports.base import SendResult, Transport
 
 __all__ = ["AsyncMailer"]
@@ -127,10 +128,12 @@ class AsyncMailer:
         clock: Monotonic clock in seconds (injectable).
         rng: Source of jitter (inject ``random.Random(seed)`` in tests).
         message_id_domain: The domain of generated Message-IDs (as for ``Mailer``).
+        signer: Signs each message's final bytes (as for ``Mailer``), in a
+            worker thread: the event loop is not blocked while it signs.
 
     Raises:
-        TypeError: *config* is not an ``SMTPConfig``, or *transport* is not a
-            ``Transport``.
+        TypeError: *config* is not an ``SMTPConfig``, *transport* is not a
+            ``Transport``, or *signer* has no ``sign`` method.
         ConfigurationError: Neither or both of *config* and *transport* are
             given, or *message_id_domain* is not a domain name.
     """
@@ -148,8 +151,10 @@ class AsyncMailer:
         clock: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
         message_id_domain: str | None = None,
+        signer: MessageSigner | None = None,
     ) -> None:
         check_arguments(config, transport)
+        self._signer = check_signer(signer)
         self._id_domain = (
             None if message_id_domain is None else id_domain(message_id_domain)
         )
@@ -352,6 +357,7 @@ class AsyncMailer:
 
         Raises:
             InvalidMessageError: No recipient, or raw bytes without an envelope.
+            SigningError: The mailer's signer failed; nothing was sent.
             TransportError: Nothing was delivered; ``attempts`` and ``history``
                 tell what was tried.  ``NotSentError`` when ``aclose()``'s
                 timeout came before the message was started;
@@ -370,7 +376,7 @@ class AsyncMailer:
                 raise
             except Exception as exc:
                 raise invalid(exc) from exc
-            return await self.deliver(prepared, dispatcher, None)
+            return await self.deliver(await self._sign(prepared), dispatcher, None)
         finally:
             self._leave()
 
@@ -522,7 +528,18 @@ class AsyncMailer:
     async def _prepare_item(self, item: BulkItem) -> Prepared:
         await self._render_turns.wait()
         message, envelope = item if isinstance(item, tuple) else (item, None)
-        return prepare(message, envelope, id_domain=self._id_domain)
+        return await self._sign(prepare(message, envelope, id_domain=self._id_domain))
+
+    async def _sign(self, prepared: Prepared) -> Prepared:
+        """*prepared* signed by the signer, in the loop's default executor.
+
+        Not in the mailer's own executor: its threads carry the batches, and a
+        signature waiting behind them would stall the pipeline.
+        """
+        if self._signer is None:
+            return prepared
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(None, sign_prepared, prepared, self._signer)
 
     def _check_loop(self) -> asyncio.AbstractEventLoop:
         loop = asyncio.get_running_loop()

@@ -66,6 +66,7 @@ class Attempt:
         self.reply: SMTPReply | None = None
         self.number = 0
         self.possibly_duplicated = False
+        self.server: str | None = None  # the server of the last attempt with replies
 
     def __call__(self, number: int) -> None:
         """Make attempt *number* through the transport and record its outcome."""
@@ -97,6 +98,7 @@ class Attempt:
     def _record(self, outcome: SendResult | SMTPKitError) -> None:
         if isinstance(outcome, RecipientsRefusedError):
             replies = outcome.refused
+            self.server = outcome.server
         elif isinstance(outcome, TransportError):
             self._failed(outcome)
             if outcome.delivery_unknown and self.retry.should_retry(outcome):
@@ -106,6 +108,7 @@ class Attempt:
             raise outcome
         else:
             self.reply = outcome.reply
+            self.server = outcome.server
             replies = {r: rr.reply for r, rr in outcome.recipients.items()}
         retry = self.retry
         pending = []
@@ -152,15 +155,17 @@ class Attempt:
                 recipients[rcpt] = RecipientResult(
                     rcpt, self.last[rcpt], self.counts[rcpt]
                 )
+        delivered = any(r.accepted for r in recipients.values())
         return SendResult(
             envelope=self.prepared.envelope,
             recipients=recipients,
-            reply=self.reply if any(r.accepted for r in recipients.values()) else None,
+            reply=self.reply if delivered else None,
             message_id=self.prepared.message_id,
             elapsed=elapsed,
             attempts=self.number,
             error=error,
             possibly_duplicated=self.possibly_duplicated,
+            server=self.server if delivered else None,
         )
 
     def refused_error(self) -> TransportError:
@@ -182,4 +187,5 @@ class Attempt:
         )
         exc.attempts = self.number
         exc.history = tuple(self.history[:-1])
+        exc.server = self.server if last_error is None else last_error.server
         return exc

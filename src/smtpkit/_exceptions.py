@@ -7,6 +7,7 @@
     ├── InvalidMessageError (ValueError)       a message that cannot be sent as given
     ├── ClosedError (RuntimeError)             Mailer or transport used after close()
     ├── SendManyAbortedError (in _bulk)        send_many's input or on_progress raised
+    ├── SigningError (in _signing)             the mailer's signer= failed; nothing sent
     └── TransportError                         .is_transient .command .delivery_unknown .attempts
         ├── NetworkError (ConnectionError)             transient
         │   ├── ConnectError                           could not connect
@@ -109,6 +110,8 @@ class TransportError(SMTPKitError):
             have queued the message, so resending risks a duplicate.
         attempts: How many attempts were made before this error was given up on.
         history: The errors of the earlier attempts, oldest first.
+        server: The server that failed, as a ``FailoverTransport`` names it; None
+            from a transport with a single server.
 
     Args:
         message: What failed, and where possible what to do about it.
@@ -134,6 +137,7 @@ class TransportError(SMTPKitError):
         self.delivery_unknown = delivery_unknown
         self.attempts = 1
         self.history: tuple[TransportError, ...] = ()
+        self.server: str | None = None
         self._transient = transient
 
     @property

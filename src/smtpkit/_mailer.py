@@ -58,6 +58,7 @@ from ._retry import (
     SleepFn,
     run_with_retries,
 )
+from ._signing import MessageSigner, check_signer
 from ._stream import BulkRun, SendStream
 from ._transports.base import SendResult, Transport
 from ._verify_report import VerifyReport
@@ -93,11 +94,13 @@ class Mailer:
             ``Message`` objects without one (``<...@mail.example.com>``); by
             default the sender's domain, which for a ``@gmail.com`` sender tells
             the world the id did not come from Gmail.  Unicode is IDNA-encoded.
+        signer: Signs each message's final bytes, the ones sent after DATA
+            (``smtpkit.contrib.dkim.DKIMSigner``); its header fields go first.
 
     Raises:
         TypeError: *config* is not an ``SMTPConfig`` (a transport or a URL passed
-            positionally), or *transport* is not a ``Transport``; the message says
-            what to pass instead.
+            positionally), *transport* is not a ``Transport``, or *signer* has
+            no ``sign`` method; the message says what to pass instead.
         ConfigurationError: Neither or both of *config* and *transport* are
             given, or *message_id_domain* is not a domain name.
     """
@@ -114,8 +117,10 @@ class Mailer:
         clock: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
         message_id_domain: str | None = None,
+        signer: MessageSigner | None = None,
     ) -> None:
         check_arguments(config, transport)
+        self._signer = check_signer(signer)
         self._id_domain = (
             None if message_id_domain is None else id_domain(message_id_domain)
         )
@@ -212,6 +217,7 @@ class Mailer:
 
         Raises:
             InvalidMessageError: No recipient, or raw bytes without an envelope.
+            SigningError: The mailer's signer failed; nothing was sent.
             TransportError: Nothing was delivered; ``attempts`` and ``history``
                 tell what was tried.
             ClosedError: The mailer was closed.
@@ -469,7 +475,9 @@ class Mailer:
     def _prepare(
         self, message: Sendable | InvalidMessageError, envelope: Envelope | None
     ) -> Prepared:
-        return prepare(message, envelope, id_domain=self._id_domain)
+        return prepare(
+            message, envelope, id_domain=self._id_domain, signer=self._signer
+        )
 
     def _bulk_sleep(self, interrupted: threading.Event) -> SleepFn:
         """The sleep between a bulk message's attempts: it ends the retries (raising

@@ -67,6 +67,7 @@ def delivered_at_once(
         reply=first.reply,
         message_id=item.message_id,
         elapsed=clock() - start,
+        server=first.server,
     )
     log_sent(sent)
     return sent

@@ -14,8 +14,9 @@ from ._email_message import envelope_of, raw_message_id, render_email
 from ._exceptions import InvalidMessageError
 from ._message import Envelope, Message
 from ._mime import normalize_line_endings, render_with_id
+from ._signing import MessageSigner, sign
 
-__all__ = ["BulkItem", "Sendable", "prepare"]
+__all__ = ["BulkItem", "Sendable", "prepare", "sign_prepared"]
 
 Sendable = Message | EmailMessage | MIMEMessage | bytes
 """What ``Mailer.send`` takes: a ``Message``; a pre-built stdlib message, either an
@@ -35,6 +36,7 @@ def prepare(
     envelope: Envelope | None,
     *,
     id_domain: str | None,
+    signer: MessageSigner | None = None,
 ) -> Prepared:
     """Render *message* and pair it with its envelope (derived when None).
 
@@ -42,15 +44,37 @@ def prepare(
         message: A ``Message``, a stdlib message, or raw bytes.
         envelope: MAIL FROM / RCPT TO; required for raw bytes.
         id_domain: The domain of a generated Message-ID (None: the sender's).
+        signer: Signs the rendered bytes (see ``sign_prepared``), or None.
 
     Raises:
         InvalidMessageError: Raw bytes without an envelope, or something that is
             not a message; *message* itself when it is one (a bulk item standing
             in for a message that could not be built).  Rendering and addressing
             errors propagate as raised.
+        SigningError: The signer failed.
     """
     if isinstance(message, InvalidMessageError):
         raise message
+    prepared = _prepare(message, envelope, id_domain=id_domain)
+    return prepared if signer is None else sign_prepared(prepared, signer)
+
+
+def sign_prepared(prepared: Prepared, signer: MessageSigner) -> Prepared:
+    """*prepared* with its final bytes signed: the signer's header fields first.
+
+    The bytes are what the transport sends after DATA (CRLF line endings,
+    before dot-stuffing), so the signature covers exactly what is sent.
+
+    Raises:
+        SigningError: The signer failed.
+    """
+    data = normalize_line_endings(sign(signer, prepared.data))
+    return Prepared(prepared.envelope, data, prepared.message_id)
+
+
+def _prepare(
+    message: Sendable, envelope: Envelope | None, *, id_domain: str | None
+) -> Prepared:
     if envelope is not None and not isinstance(envelope, Envelope):
         # Reachable from untyped callers.
         msg = f"envelope must be an Envelope, not {type(envelope).__name__}"  # type: ignore[unreachable]

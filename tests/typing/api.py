@@ -13,13 +13,17 @@ from smtpkit import (
     AddressLike,
     Attachment,
     Envelope,
+    FailoverConfig,
+    FailoverTransport,
     Mailer,
     Message,
     PoolLimits,
     RateLimit,
     RetryDetails,
     RetryPolicy,
+    RoundRobinTransport,
     SendResult,
+    ServerStats,
     SMTPConfig,
     SMTPConfigFields,
     SMTPReply,
@@ -123,3 +127,27 @@ assert_type(verified.as_dict(), dict[str, object])
 assert_type(verified.timings, tuple[tuple[str, float], ...])
 assert_type(verified.certificate_expires, datetime | None)
 assert_type(verified.size_limit, int | None)
+
+# DKIM: a signer= on either mailer; any object with sign(bytes) -> bytes fits.
+from smtpkit import AsyncMailer, MessageSigner  # noqa: E402
+from smtpkit.contrib.dkim import Algorithm, DKIMSigner  # noqa: E402
+
+dkim_signer = DKIMSigner.from_pem_file("dkim.key", domain="example.com", selector="s1")
+assert_type(dkim_signer.algorithm, Algorithm)
+assert_type(dkim_signer.sign(b"From: a@example.com\r\n\r\n"), bytes)
+signer_protocol: MessageSigner = dkim_signer
+Mailer(transport=FakeTransport(), signer=dkim_signer)
+AsyncMailer(transport=FakeTransport(), signer=signer_protocol)
+# Failover: configs or transports, a URL, or a model; results name their server.
+failover = FailoverTransport([config, FakeTransport()], cooldown=30.0)
+assert_type(failover.stats(), tuple[ServerStats, ...])
+assert_type(
+    FailoverTransport.from_url("failover(smtp://a smtp://b)"), FailoverTransport
+)
+robin = RoundRobinTransport([config], names=["relay"])
+assert_type(FailoverConfig(servers=[config], strategy="roundrobin"), FailoverConfig)
+assert_type(
+    FailoverTransport.from_config(FailoverConfig(servers=[config])), FailoverTransport
+)
+with Mailer(transport=robin) as failover_mailer:
+    assert_type(failover_mailer.send(message).server, str | None)

@@ -89,6 +89,9 @@ class SendResult:
         error: Why the message failed, for results of ``send_many``.
         possibly_duplicated: The message was resent after an attempt whose
             outcome was unknown (``RetryPolicy(retry_ambiguous=True)``).
+        server: The server that took the message, as a ``FailoverTransport`` or
+            ``RoundRobinTransport`` names it (``"host:port"``); None from a
+            transport with a single server.
     """
 
     envelope: Envelope | None
@@ -99,6 +102,7 @@ class SendResult:
     attempts: int = 1
     error: SMTPKitError | None = None
     possibly_duplicated: bool = False
+    server: str | None = None
 
     @classmethod
     def delivered(cls, envelope: Envelope, reply: SMTPReply = _OK) -> SendResult:

@@ -37,8 +37,8 @@ class EmailBackend(BaseEmailBackend):
 
     Set ``EMAIL_BACKEND = "smtpkit.contrib.django.EmailBackend"``.  The server
     comes from Django's ``EMAIL_*`` settings, and from ``SMTPKIT`` (a URL, or a
-    dict of ``SMTPConfig`` fields plus ``url``, ``retry``, ``rate_limit`` and
-    ``message_id_domain``) for what those cannot express.  Keyword arguments
+    dict of ``SMTPConfig`` fields plus ``url``, ``retry``, ``rate_limit``,
+    ``message_id_domain`` and ``signer``) for what those cannot express.  Keyword arguments
     override both, with the stock backend's names (``host``, ``port``,
     ``username``, ``password``, ``use_tls``, ``use_ssl``, ``timeout``,
     ``ssl_keyfile``, ``ssl_certfile``) and smtpkit's (``pool``, ``retry``...).

@@ -35,6 +35,7 @@ from smtpkit import (
     DEFAULT_RETRY_POLICY,
     ConfigurationError,
     Mailer,
+    MessageSigner,
     RateLimit,
     RetryPolicy,
     SMTPConfig,
@@ -75,7 +76,9 @@ DJANGO_SETTINGS: Final = {
     "ssl_keyfile": "EMAIL_SSL_KEYFILE",
 }
 _SERVER_ARGUMENTS: Final = frozenset({"host", "port", "username", "password"})
-_MAILER_OPTIONS: Final = frozenset({"retry", "rate_limit", "message_id_domain"})
+_MAILER_OPTIONS: Final = frozenset(
+    {"retry", "rate_limit", "message_id_domain", "signer"}
+)
 _CONFIG_FIELDS: Final = frozenset(SMTPConfig.model_fields)
 KNOWN_OPTIONS: Final = frozenset(
     DJANGO_SETTINGS.keys() | _CONFIG_FIELDS | _MAILER_OPTIONS | {"url"}
@@ -125,6 +128,7 @@ class BackendSettings:
         retry: The retry policy.
         rate_limit: Messages per second across the process, or None.
         message_id_domain: See ``Mailer(message_id_domain=...)``.
+        signer: See ``Mailer(signer=...)`` (a ``DKIMSigner``), or None.
     """
 
     django: Mapping[str, Any]
@@ -132,11 +136,18 @@ class BackendSettings:
     retry: RetryPolicy
     rate_limit: RateLimit | None
     message_id_domain: str | None
+    signer: MessageSigner | None = None
 
     @property
     def key(self) -> tuple[object, ...]:
         """What identifies the shared mailer: equal settings, one pool."""
-        return (self.config, self.retry, self.rate_limit, self.message_id_domain)
+        return (
+            self.config,
+            self.retry,
+            self.rate_limit,
+            self.message_id_domain,
+            self.signer,  # the same signer object (signers compare by identity)
+        )
 
     def make_mailer(self) -> Mailer:
         """Build the mailer these settings describe."""
@@ -145,6 +156,7 @@ class BackendSettings:
             retry=self.retry,
             rate_limit=self.rate_limit,
             message_id_domain=self.message_id_domain,
+            signer=self.signer,
         )
 
     def shared_mailer(self) -> Mailer:
@@ -228,7 +240,8 @@ def _resolve(arguments: Mapping[str, Any], *, mailers: bool) -> BackendSettings:
     domain = mailer_options.get("message_id_domain")
     if mailers:  # the stock backend's attributes show what is used
         django_values.update(_used_values(config))
-    resolved = BackendSettings(django_values, config, retry, rate_limit, domain)
+    signer = mailer_options.get("signer")
+    resolved = BackendSettings(django_values, config, retry, rate_limit, domain, signer)
     resolved.shared_mailer()  # what Mailer refuses is refused now
     return resolved
 

@@ -1,0 +1,344 @@
+"""FailoverTransport and RoundRobinTransport against real servers on loopback.
+
+Every test counts what each server really received (by Message-ID): nothing
+lost, nothing sent twice, and each result names the server that took it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import re
+import threading
+
+import pytest
+
+from smtpkit import (
+    ConnectError,
+    FailoverTransport,
+    Message,
+    PoolLimits,
+    RecipientsRefusedError,
+    RoundRobinTransport,
+    SMTPConfig,
+    TransportError,
+)
+from smtpkit.testing import no_wait
+
+from .faults import FaultHandler, fault_servers
+from .rawserver import RawServer
+from .smtpd import RecordingHandler, Server, free_port
+
+MESSAGE_ID = re.compile(rb"^Message-ID: (<[^>]+>)\r$", re.MULTILINE | re.IGNORECASE)
+
+
+def message(i: int, to: str = "rcpt@example.com") -> Message:
+    return Message(
+        sender="sender@example.com",
+        to=to,
+        subject=f"m{i}",
+        text="hi",
+        message_id=f"<m{i}@failover>",
+    )
+
+
+def received_ids(server) -> list[str]:
+    ids = []
+    for received in server.messages:
+        match = MESSAGE_ID.search(received.data)
+        assert match is not None
+        ids.append(match.group(1).decode())
+    return ids
+
+
+def name(server) -> str:
+    return f"{server.host}:{server.port}"
+
+
+def dead_port() -> int:
+    """A loopback port nothing listens on (bound, then closed)."""
+    return free_port()
+
+
+def dead_config(port: int | None = None) -> SMTPConfig:
+    return SMTPConfig(
+        host="127.0.0.1", port=port or dead_port(), tls="none", timeout=5.0
+    )
+
+
+def test_dead_port_first_live_second(make_mailer, start_server, config_for):
+    live = start_server()
+    dead = dead_config()
+    transport = FailoverTransport([dead, config_for(live)])
+    with make_mailer(transport=transport, retry=no_wait()) as mailer:
+        first = mailer.send(message(1))
+        second = mailer.send(message(2))
+    assert first.ok
+    assert second.ok
+    assert first.server == second.server == name(live)
+    assert received_ids(live) == ["<m1@failover>", "<m2@failover>"]
+    dead_stats, live_stats = transport.stats()
+    # The dead server was tried once, then set aside: the second send went
+    # straight to the live one.
+    assert (dead_stats.failures, dead_stats.moved, dead_stats.delivered) == (1, 1, 0)
+    assert not dead_stats.available
+    assert dead_stats.cooldown_left > 0
+    assert (live_stats.delivered, live_stats.failures, live_stats.available) == (
+        2,
+        0,
+        True,
+    )
+
+
+def test_url_form(make_mailer, start_server):
+    live = start_server()
+    url = (
+        f"failover(smtp://127.0.0.1:{dead_port()}?tls=none "
+        f"smtp://127.0.0.1:{live.port}?tls=none)"
+    )
+    transport = FailoverTransport.from_url(url)
+    assert type(transport) is FailoverTransport
+    with make_mailer(transport=transport, retry=no_wait()) as mailer:
+        result = mailer.send(message(1))
+    assert result.server == name(live)
+    assert received_ids(live) == ["<m1@failover>"]
+
+
+@pytest.mark.parametrize("command", ["MAIL", "RCPT", "EOD"])
+def test_421_moves_the_message_on(make_mailer, start_server, config_for, command):
+    primary = start_server()
+    backup = start_server()
+    primary.handler.queue(command, "421 4.3.2 shutting down")
+    transport = FailoverTransport([config_for(primary), config_for(backup)])
+    with make_mailer(transport=transport, retry=no_wait()) as mailer:
+        result = mailer.send(message(1))
+    assert result.ok
+    assert result.server == name(backup)
+    assert result.attempts == 1  # moving on is part of one attempt
+    assert received_ids(primary) == []
+    assert received_ids(backup) == ["<m1@failover>"]
+    assert transport.stats()[0].moved == 1
+
+
+def test_5xx_never_moves(make_mailer, start_server, config_for):
+    primary = start_server()
+    backup = start_server()
+    primary.handler.rcpt_replies["rcpt@example.com"] = "550 5.1.1 no such user"
+    transport = FailoverTransport([config_for(primary), config_for(backup)])
+    with (
+        make_mailer(transport=transport, retry=no_wait()) as mailer,
+        pytest.raises(RecipientsRefusedError) as caught,
+    ):
+        mailer.send(message(1))
+    assert caught.value.server == name(primary)
+    assert backup.handler.commands == []  # never even connected to
+    stats = transport.stats()
+    assert (stats[0].failed, stats[0].failures, stats[0].available) == (1, 0, True)
+
+
+def test_other_4xx_is_retried_by_the_mailer_not_moved(
+    make_mailer, start_server, config_for
+):
+    primary = start_server()
+    backup = start_server()
+    primary.handler.queue("MAIL", "451 4.3.0 try again")
+    transport = FailoverTransport([config_for(primary), config_for(backup)])
+    with make_mailer(transport=transport, retry=no_wait()) as mailer:
+        result = mailer.send(message(1))
+    assert (result.server, result.attempts) == (name(primary), 2)
+    assert received_ids(primary) == ["<m1@failover>"]
+    assert backup.handler.commands == []
+
+
+def test_never_moved_after_the_data_was_sent(make_mailer, config_for):
+    with fault_servers() as start:
+        primary = start(handler=FaultHandler(drop_next=1))  # queued, then dropped
+        backup = start()
+        transport = FailoverTransport([config_for(primary), config_for(backup)])
+        with (
+            make_mailer(transport=transport, retry=no_wait()) as mailer,
+            pytest.raises(TransportError) as caught,
+        ):
+            mailer.send(message(1))
+        assert caught.value.delivery_unknown
+        assert caught.value.server == name(primary)
+        assert received_ids(primary) == ["<m1@failover>"]
+        assert received_ids(backup) == []
+
+
+class StallingHandler(RecordingHandler):
+    """Holds the first MAIL reply for *stall* seconds."""
+
+    def __init__(self, stall: float, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.stall = stall
+
+    async def handle_MAIL(self, server, session, envelope, address, mail_options):  # noqa: N802
+        if self.stall:
+            self.stall, stall = 0.0, self.stall
+            await asyncio.sleep(stall)
+        return await super().handle_MAIL(
+            server, session, envelope, address, mail_options
+        )
+
+
+def test_a_server_stalling_before_the_data_moves_on(
+    make_mailer, start_server, config_for
+):
+    primary = start_server(handler=StallingHandler(1.5))
+    backup = start_server()
+    transport = FailoverTransport(
+        [config_for(primary, timeout=0.4), config_for(backup)]
+    )
+    with make_mailer(transport=transport, retry=no_wait()) as mailer:
+        result = mailer.send(message(1))
+    assert (result.server, result.attempts) == (name(backup), 1)
+    assert received_ids(backup) == ["<m1@failover>"]
+    assert received_ids(primary) == []  # its session ended before any DATA
+
+
+def test_a_server_stalling_after_the_data_keeps_the_message(make_mailer, config_for):
+    with fault_servers() as start:
+        primary = start(handler=FaultHandler(stall_next=1, stall_for=1.5))
+        backup = start()
+        transport = FailoverTransport(
+            [config_for(primary, timeout=0.4), config_for(backup)]
+        )
+        with (
+            make_mailer(transport=transport, retry=no_wait()) as mailer,
+            pytest.raises(TransportError) as caught,
+        ):
+            mailer.send(message(1))
+        assert caught.value.delivery_unknown
+        assert caught.value.server == name(primary)
+        assert received_ids(backup) == []
+        assert transport.stats()[0].failures == 0  # not the server's failure
+
+
+def test_every_server_down(make_mailer):
+    first, second = dead_port(), dead_port()
+    transport = FailoverTransport([dead_config(first), dead_config(second)])
+    with (
+        make_mailer(transport=transport, retry=no_wait()) as mailer,
+        pytest.raises(ConnectError) as caught,
+    ):
+        mailer.send(message(1))
+    # The last server's error, after every attempt of the retry policy.
+    assert caught.value.server == f"127.0.0.1:{second}"
+    assert caught.value.attempts == 3
+    assert [s.failures for s in transport.stats()] == [3, 3]
+
+
+def test_cooldown_ends(make_mailer, start_server, config_for):
+    primary = start_server()
+    backup = start_server()
+    now = [0.0]
+    primary.handler.queue("MAIL", "421 4.3.2 busy")
+    transport = FailoverTransport(
+        [config_for(primary), config_for(backup)], cooldown=30.0, clock=lambda: now[0]
+    )
+    with make_mailer(transport=transport, retry=no_wait()) as mailer:
+        assert mailer.send(message(1)).server == name(backup)
+        now[0] = 29.0
+        assert mailer.send(message(2)).server == name(backup)
+        now[0] = 30.0
+        assert mailer.send(message(3)).server == name(primary)
+    assert received_ids(primary) == ["<m3@failover>"]
+    assert received_ids(backup) == ["<m1@failover>", "<m2@failover>"]
+
+
+class DyingHandler(RecordingHandler):
+    """Takes *survive* messages, then hangs at the next MAIL until it is stopped."""
+
+    def __init__(self, survive: int, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.survive = survive
+        self.dying = threading.Event()
+
+    async def handle_MAIL(self, server, session, envelope, address, mail_options):  # noqa: N802
+        if len(self.messages) >= self.survive:
+            self.dying.set()
+            await asyncio.sleep(30)  # cancelled when the server stops
+        return await super().handle_MAIL(
+            server, session, envelope, address, mail_options
+        )
+
+
+@pytest.mark.parametrize("pipelining", [False, True], ids=["lockstep", "pipelined"])
+def test_server_dies_mid_send_many(make_mailer, start_server, config_for, pipelining):
+    primary = Server(DyingHandler(30, pipelining=pipelining))  # stopped here
+    backup = start_server(pipelining=pipelining)
+    one = PoolLimits(max_connections=1)  # one session on the wire when it dies
+    transport = FailoverTransport(
+        [config_for(primary, pool=one), config_for(backup, pool=one)]
+    )
+
+    def kill() -> None:
+        primary.handler.dying.wait(20)
+        primary.stop()  # the port closes: the server is gone
+
+    killer = threading.Thread(target=kill)
+    killer.start()
+    try:
+        with make_mailer(transport=transport, retry=no_wait()) as mailer:
+            results = mailer.send_many([message(i) for i in range(100)])
+    finally:
+        primary.handler.dying.set()
+        killer.join()
+    assert all(r.ok for r in results), [r.error for r in results if not r.ok]
+    on_primary, on_backup = received_ids(primary), received_ids(backup)
+    counted = collections.Counter(on_primary + on_backup)
+    assert sorted(counted) == sorted(f"<m{i}@failover>" for i in range(100))
+    assert set(counted.values()) == {1}  # nothing duplicated
+    assert len(on_primary) == 30
+    for result in results:
+        took = on_primary if result.server == name(primary) else on_backup
+        assert result.server in {name(primary), name(backup)}
+        assert result.message_id in took
+
+
+def test_round_robin_shares_the_mail(make_mailer, start_server, config_for):
+    servers = [start_server(pipelining=True) for _ in range(2)]
+    transport = RoundRobinTransport([config_for(s) for s in servers])
+    with make_mailer(transport=transport, retry=no_wait()) as mailer:
+        singles = [mailer.send(message(i)) for i in range(4)]
+        many = mailer.send_many([message(i) for i in range(4, 200)])
+    assert [r.server for r in singles] == [name(s) for s in servers] * 2
+    assert all(r.ok for r in many)
+    everything = received_ids(servers[0]) + received_ids(servers[1])
+    assert sorted(everything) == sorted(f"<m{i}@failover>" for i in range(200))
+    assert all(received_ids(s) for s in servers)
+    for result in [*singles, *many]:
+        owner = next(s for s in servers if name(s) == result.server)
+        assert result.message_id in received_ids(owner)
+    assert sum(s.delivered for s in transport.stats()) == 200
+
+
+def test_round_robin_skips_a_dead_server(make_mailer, start_server, config_for):
+    live = start_server()
+    url = (
+        f"roundrobin(smtp://127.0.0.1:{dead_port()}?tls=none "
+        f"smtp://127.0.0.1:{live.port}?tls=none)"
+    )
+    transport = FailoverTransport.from_url(url)
+    assert type(transport) is RoundRobinTransport
+    with make_mailer(transport=transport, retry=no_wait()) as mailer:
+        servers = [mailer.send(message(i)).server for i in range(4)]
+    assert servers == [name(live)] * 4
+    assert len(received_ids(live)) == 4
+    assert transport.stats()[0].failures == 1  # then set aside
+
+
+def test_greeting_421_moves_on(make_mailer, config_for):
+    def refuse(conn) -> None:
+        conn.send(b"421 4.3.2 not now\r\n")
+
+    with fault_servers() as start, RawServer(refuse) as refusing:
+        backup = start()
+        transport = FailoverTransport([config_for(refusing), config_for(backup)])
+        with make_mailer(transport=transport, retry=no_wait()) as mailer:
+            result = mailer.send(message(1))
+        assert result.server == name(backup)
+        assert received_ids(backup) == ["<m1@failover>"]
+        assert transport.stats()[0].failures == 1
+        assert refusing.errors == []
