@@ -69,7 +69,7 @@ def sign_prepared(prepared: Prepared, signer: MessageSigner) -> Prepared:
         SigningError: The signer failed.
     """
     data = normalize_line_endings(sign(signer, prepared.data))
-    return Prepared(prepared.envelope, data, prepared.message_id)
+    return Prepared(prepared.envelope, data, prepared.message_id, prepared.event)
 
 
 def _prepare(
