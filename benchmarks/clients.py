@@ -27,9 +27,15 @@ from email.policy import SMTP
 from email.utils import format_datetime, make_msgid
 from typing import Any
 
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from rawclient import send_pipelined
 
 import smtpkit
+from smtpkit.contrib.otel import SMTPTelemetry
 
 try:
     import aiosmtplib
@@ -321,6 +327,49 @@ def run_smtpkit_raw_failover_dead(
 ) -> None:
     """run_smtpkit_raw_failover with a dead port listed before the live server."""
     run_smtpkit_raw_failover(target, count, work, connections, dead=True)
+def _noop(*args: object) -> None:
+    """A hook that does nothing: what calling hooks costs by itself."""
+
+
+NOOP_HOOKS = smtpkit.Hooks(
+    before_send=[_noop], after_send=[_noop], on_retry=[_noop], on_failure=[_noop]
+)
+
+
+def run_smtpkit_raw_hooks(
+    target: Target, count: int, work: Workload, connections: int
+) -> None:
+    """run_smtpkit_raw with a no-op hook of each kind (before, after, retry, failure)."""
+    items = itertools.repeat((work.data, work.envelope), count)
+    config = smtpkit_config(target, connections)
+    with smtpkit.Mailer(config, hooks=NOOP_HOOKS) as mailer:
+        results = mailer.send_many(items, concurrency=connections)
+    check_results("smtpkit raw hooks", results, count)
+
+
+def run_smtpkit_raw_otel(
+    target: Target, count: int, work: Workload, connections: int
+) -> None:
+    """run_smtpkit_raw with SMTPTelemetry on: the SDK's tracer (batch processor,
+    in-memory exporter) and meter (in-memory reader); every span is checked."""
+    exporter = InMemorySpanExporter()
+    tracer_provider = TracerProvider()
+    tracer_provider.add_span_processor(BatchSpanProcessor(exporter))
+    meter_provider = MeterProvider(metric_readers=[InMemoryMetricReader()])
+    telemetry = SMTPTelemetry(tracer_provider, meter_provider=meter_provider)
+    items = itertools.repeat((work.data, work.envelope), count)
+    mailer = smtpkit.Mailer(smtpkit_config(target, connections), hooks=telemetry.hooks)
+    telemetry.watch(mailer.transport)
+    with mailer:
+        results = mailer.send_many(items, concurrency=connections)
+    check_results("smtpkit raw otel", results, count)
+    tracer_provider.force_flush()
+    sends = [s for s in exporter.get_finished_spans() if s.name == "smtp send"]
+    if len(sends) != count:
+        msg = f"smtpkit raw otel: {len(sends)} spans for {count} messages"
+        raise BenchmarkError(msg)
+    tracer_provider.shutdown()
+    meter_provider.shutdown()
 
 
 def run_smtpkit_raw_send(
@@ -442,6 +491,18 @@ _ALL = [
     Client("smtpkit-raw-send-data", "raw", 1, run_smtpkit_raw_send_nochunk,
            "the same with SMTPConfig(chunking=False): DATA, today's path",
            round_trips=2, needs="chunking"),
+    Client("smtpkit-raw-1-hooks", "raw", 1, run_smtpkit_raw_hooks,
+           "smtpkit-raw-1 with a no-op hook of each kind", round_trips=1,
+           optional=True),
+    Client("smtpkit-raw-8-hooks", "raw", 8, run_smtpkit_raw_hooks,
+           "smtpkit-raw-8 with a no-op hook of each kind", round_trips=1,
+           optional=True),
+    Client("smtpkit-raw-1-otel", "raw", 1, run_smtpkit_raw_otel,
+           "smtpkit-raw-1 with SMTPTelemetry (SDK, batch processor)",
+           round_trips=1, optional=True),
+    Client("smtpkit-raw-8-otel", "raw", 8, run_smtpkit_raw_otel,
+           "smtpkit-raw-8 with SMTPTelemetry (SDK, batch processor)",
+           round_trips=1, optional=True),
     Client("smtpkit-raw-1-data", "raw", 1, run_smtpkit_raw_nochunk,
            "send_many with SMTPConfig(chunking=False), pool of 1", round_trips=1,
            needs="chunking", optional=True),

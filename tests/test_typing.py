@@ -38,8 +38,10 @@ from smtpkit import (
     _message,
     _ratelimit,
     _retry,
+    _token_cache,
 )
 from smtpkit._transports import _failover_config
+from smtpkit.auth import AccessToken
 
 ROOT = Path(__file__).resolve().parents[1]
 TYPING = ROOT / "tests" / "typing"
@@ -180,6 +182,7 @@ MODELS: dict[type[pydantic.BaseModel], types.ModuleType] = {
     RetryPolicy: _retry,
     SMTPConfig: _config,
     smtpkit.FailoverConfig: _failover_config,
+    AccessToken: _token_cache,
 }
 
 

@@ -54,6 +54,7 @@ from ._exceptions import (
     TLSError,
     TransportError,
 )
+from ._hooks import Hooks, SendVetoedError
 from ._mailer import BulkItem, BulkProgress, Mailer, Sendable
 from ._message import Attachment, Envelope, Message
 from ._provider_replies import ReplyExplanation, ReplyReason, explain_reply
@@ -61,8 +62,11 @@ from ._ratelimit import RateLimit
 from ._render import render
 from ._reply import EnhancedStatus, ReplyCode, SMTPReply, parse_reply
 from ._retry import DEFAULT_RETRY_POLICY, RetryDetails, RetryHook, RetryPolicy
+from ._send_event import SendEvent
 from ._signing import MessageSigner, SigningError
+from ._socket_factory import SocketFactory
 from ._stream import SendStream
+from ._token_cache import TokenFetchError
 from ._transports._connection import SMTPConnection
 from ._transports._failover_config import FailoverConfig
 from ._transports._pool import PoolStats
@@ -103,6 +107,7 @@ __all__ = [
     "FailoverTransport",
     "GreetingRefusedError",
     "HeloRefusedError",
+    "Hooks",
     "InvalidMessageError",
     "Mailer",
     "Message",
@@ -135,17 +140,21 @@ __all__ = [
     "SMTPReplyError",
     "SMTPTimeoutError",
     "SMTPTransport",
+    "SendEvent",
     "SendManyAbortedError",
     "SendResult",
     "SendStream",
+    "SendVetoedError",
     "Sendable",
     "SenderRefusedError",
     "ServerDisconnectedError",
     "ServerStats",
     "SigningError",
+    "SocketFactory",
     "TLSError",
     "TLSMode",
     "TLSModeLike",
+    "TokenFetchError",
     "Transport",
     "TransportError",
     "VerifyReport",

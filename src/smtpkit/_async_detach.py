@@ -3,7 +3,8 @@
 A caller cancelled after its attempt started gets ``CancelledError`` at once;
 the attempt runs to its end in its worker, and its outcome is recorded here like
 any other (``Attempt.record``), logged at WARNING (no addresses) and handed to
-``on_detached``.  Nothing is retried after the cancel, so nothing is resent.
+the send hooks (``after_send`` or ``on_failure``) and ``on_detached``.  Nothing
+is retried after the cancel, so nothing is resent.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from ._attempt import Attempt
 from ._delivery import concluded, ended_with, failed_result
 from ._dispatch import Dispatcher, Job
 from ._exceptions import SMTPKitError
+from ._hooks import HookRunner
+from ._send_event import SendEvent
 from ._transports.base import SendResult
 
 __all__ = ["Detached"]
@@ -30,9 +33,11 @@ class Detached:
         self,
         on_detached: Callable[[SendResult], None] | None,
         clock: Callable[[], float],
+        hooks: HookRunner | None = None,
     ) -> None:
         self._on_detached = on_detached
         self._clock = clock
+        self._hooks = hooks
 
     def detach(
         self,
@@ -56,7 +61,7 @@ class Detached:
             return
         if attempt.number >= 1:  # an earlier attempt reached the server
             last = attempt.history[-1] if attempt.history else None
-            self.report(self.final(attempt, last, start))
+            self.report(self.final(attempt, last, start), attempt.prepared.event)
 
     def final(
         self,
@@ -85,12 +90,13 @@ class Detached:
         try:
             attempt.record(attempt.number + 1, outcome)
         except Exception as exc:  # a refusal or an error: part of the result
-            self.report(self.final(attempt, exc, start))
+            self.report(self.final(attempt, exc, start), attempt.prepared.event)
         else:
-            self.report(self.final(attempt, None, start))
+            self.report(self.final(attempt, None, start), attempt.prepared.event)
 
-    def report(self, result: SendResult) -> None:
-        """Log the result of a send whose caller stopped waiting; pass it on."""
+    def report(self, result: SendResult, event: SendEvent | None = None) -> None:
+        """Log the result of a send whose caller stopped waiting; pass it on (to
+        the hooks too, with the message's *event*, when they have not seen it)."""
         if result.error is None:
             outcome = "delivered"
         elif getattr(result.error, "delivery_unknown", False):
@@ -102,6 +108,8 @@ class Detached:
             outcome,
             result.message_id,
         )
+        if event is not None and self._hooks is not None:
+            self._hooks.finished(event, result)
         if self._on_detached is None:
             return
         try:

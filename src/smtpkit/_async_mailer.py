@@ -30,7 +30,13 @@ from ._bulk import MAX_BATCH, BulkProgress, NotSentError
 from ._config import SMTPConfig
 from ._delivery import concluded, ended_with
 from ._dispatch import Dispatcher, Job
-from ._exceptions import ClosedError, ConfigurationError, SMTPKitError
+from ._exceptions import (
+    ClosedError,
+    ConfigurationError,
+    InvalidMessageError,
+    SMTPKitError,
+)
+from ._hooks import HookRunner, Hooks
 from ._mailer_args import (
     check_arguments,
     id_domain,
@@ -118,6 +124,11 @@ class AsyncMailer:
         retry: When to retry; ``RetryPolicy.never()`` disables retries.
         rate_limit: Messages per second across the mailer, or None.
         on_retry: Called on the loop before each wait between attempts.
+        hooks: Callables run on the loop around each message (see ``Hooks``).
+            A send cancelled after its transaction started reports its outcome
+            to after_send or on_failure when it is known, before *on_detached*
+            (maybe from a worker thread, as *on_detached*); one cancelled before
+            reports to neither.
         on_detached: Called on the loop with the result of a message whose
             caller was cancelled after its transaction started (see above);
             if it raises, the error is logged and ignored.  When the event
@@ -146,6 +157,7 @@ class AsyncMailer:
         retry: RetryPolicy = DEFAULT_RETRY_POLICY,
         rate_limit: RateLimit | None = None,
         on_retry: RetryHook | None = None,
+        hooks: Hooks | None = None,
         on_detached: Callable[[SendResult], None] | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         clock: Callable[[], float] = time.monotonic,
@@ -165,7 +177,11 @@ class AsyncMailer:
         self.retry = retry
         self._bucket = TokenBucket(rate_limit, clock=clock) if rate_limit else None
         self._on_retry = on_retry
-        self._detached = Detached(on_detached, clock)
+        self._hooks = HookRunner(hooks) if hooks else None
+        # No caller waits for a detached send: its hooks cannot stop one.
+        self._detached = Detached(
+            on_detached, clock, self._hooks.in_workers() if self._hooks else None
+        )
         self._sleep = sleep
         self._clock = clock
         self._rng = rng or random.Random()
@@ -371,7 +387,7 @@ class AsyncMailer:
         try:
             await self._render_turns.wait()
             try:
-                prepared = prepare(message, envelope, id_domain=self._id_domain)
+                prepared = self._prepared(message, envelope)
             except SMTPKitError:
                 raise
             except Exception as exc:
@@ -459,6 +475,26 @@ class AsyncMailer:
         Used by ``send`` and by ``send_many``'s messages (which pass their run's
         *stop*).  Raises ``NotSentError`` when stopped before its first attempt.
         """
+        hooks, event = self._hooks, prepared.event
+        if hooks is None or event is None:
+            return await self._deliver(prepared, dispatcher, stop, self._on_retry)
+        try:
+            result = await self._deliver(
+                prepared, dispatcher, stop, hooks.retry_hook(event, self._on_retry)
+            )
+        except BaseException as exc:
+            hooks.failed(event, exc)
+            raise
+        hooks.finished(event, result)
+        return result
+
+    async def _deliver(
+        self,
+        prepared: Prepared,
+        dispatcher: Dispatcher,
+        stop: Stop | None,
+        on_retry: RetryHook | None,
+    ) -> SendResult:
         attempt = Attempt(
             prepared, None, transport=self._transport, retry=self.retry, bucket=None
         )
@@ -502,7 +538,7 @@ class AsyncMailer:
                 sleep=self._wait,
                 clock=self._clock,
                 rng=self._rng,
-                on_retry=self._on_retry,
+                on_retry=on_retry,
             )
         except asyncio.CancelledError:
             job = in_flight[0] if in_flight else None
@@ -528,18 +564,32 @@ class AsyncMailer:
     async def _prepare_item(self, item: BulkItem) -> Prepared:
         await self._render_turns.wait()
         message, envelope = item if isinstance(item, tuple) else (item, None)
-        return await self._sign(prepare(message, envelope, id_domain=self._id_domain))
+        return await self._sign(self._prepared(message, envelope))
+
+    def _prepared(
+        self, message: Sendable | InvalidMessageError, envelope: Envelope | None
+    ) -> Prepared:
+        prepared = prepare(message, envelope, id_domain=self._id_domain)
+        return prepared if self._hooks is None else self._hooks.before(prepared)
 
     async def _sign(self, prepared: Prepared) -> Prepared:
         """*prepared* signed by the signer, in the loop's default executor.
 
         Not in the mailer's own executor: its threads carry the batches, and a
-        signature waiting behind them would stall the pipeline.
+        signature waiting behind them would stall the pipeline.  A signer that
+        fails is the message's failure for its hooks too.
         """
         if self._signer is None:
             return prepared
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(None, sign_prepared, prepared, self._signer)
+        signing = loop.run_in_executor(None, sign_prepared, prepared, self._signer)
+        if self._hooks is None or prepared.event is None:
+            return await signing
+        try:
+            return await signing
+        except BaseException as exc:
+            self._hooks.failed(prepared.event, exc)
+            raise
 
     def _check_loop(self) -> asyncio.AbstractEventLoop:
         loop = asyncio.get_running_loop()

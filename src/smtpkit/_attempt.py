@@ -16,6 +16,7 @@ from ._message import Envelope
 from ._ratelimit import TokenBucket
 from ._reply import SMTPReply
 from ._retry import RetryPolicy
+from ._send_event import SendEvent
 from ._transports.base import (
     RecipientResult,
     SendResult,
@@ -32,11 +33,13 @@ class Interrupted(Exception):  # noqa: N818 - a signal, not an error
 
 @dataclass(frozen=True, slots=True)
 class Prepared:
-    """A message rendered for sending: its envelope, bytes and Message-ID."""
+    """A message rendered for sending: its envelope, bytes and Message-ID, and
+    the ``SendEvent`` its hooks share (None when the mailer has no hooks)."""
 
     envelope: Envelope
     data: bytes
     message_id: str | None
+    event: SendEvent | None = None
 
 
 class Attempt:

@@ -57,7 +57,8 @@ TokenProvider = Callable[[], str]
 
 Called at every login, and once more after a refused login, so a provider that caches
 tokens should refresh when it is called again shortly after a failure or when its
-token is close to expiry.
+token is close to expiry.  A provider with a ``token_refused()`` method is told of
+the refusal first (``smtpkit.auth.CachedTokenProvider`` is such a provider).
 """
 
 
@@ -107,7 +108,11 @@ def auth_secrets(auth: object) -> tuple[str, ...]:
 
 
 def run_auth_code(
-    source: str, call: Callable[[], _T], *, secrets: Iterable[str] = ()
+    source: str,
+    call: Callable[[], _T],
+    *,
+    secrets: Iterable[str] = (),
+    error: type[TransportError] = TransportError,
 ) -> _T:
     """Run the caller's SASL code *call*, its errors made ``TransportError``.
 
@@ -126,6 +131,7 @@ def run_auth_code(
         source: Who runs, as messages name it (``"PlainAuth (PLAIN)"``).
         call: What to run.
         secrets: Credentials the code may quote in its errors.
+        error: The class of the error raised for any other exception.
     """
     forms = SecretForms(secrets)
     try:
@@ -148,8 +154,8 @@ def run_auth_code(
         else:
             msg = raised(source, exc, forms=forms)
         if not _shows_secrets([exc, *_linked(exc)], forms):
-            raise TransportError(msg, command="AUTH") from exc
-    raise TransportError(msg, command="AUTH")  # outside the handler: no __context__
+            raise error(msg, command="AUTH") from exc
+    raise error(msg, command="AUTH")  # outside the handler: no __context__
 
 
 def _linked(exc: BaseException) -> list[BaseException]:
@@ -233,6 +239,16 @@ class Auth(abc.ABC):
         Token providers use this to hand out a fresh token.
         """
         return False
+
+    def login_refused(self) -> None:
+        """Hear that the server refused (535) the login this thread just made.
+
+        Called after every 535 to a login with this strategy (before
+        :meth:`retries_after_failure` is asked, and after the retry's own 535),
+        in the thread that ran the login, so a token provider can drop the
+        token it handed out and fetch a fresh one.  Does nothing by default.
+        """
+        return  # a hook with nothing to do by default (not abstract: B027)
 
     @abc.abstractmethod
     def responder(self) -> Responder:
@@ -349,6 +365,16 @@ class _TokenAuth(Auth):
     def retries_after_failure(self) -> bool:
         """Retry once when a provider can hand out a fresh token."""
         return self.token_provider is not None
+
+    @override
+    def login_refused(self) -> None:
+        """Tell a provider with a ``token_refused()`` method that its token failed.
+
+        ``CachedTokenProvider`` has one: the retry then logs in with a fresh token.
+        """
+        notify = getattr(self.token_provider, "token_refused", None)
+        if callable(notify):
+            run_auth_code(f"{self.mechanism} token_provider.token_refused", notify)
 
     def current_token(self) -> str:
         """Return the configured token, or ask the provider for one.

@@ -28,6 +28,7 @@ from ._adaptation import DEFAULT_PROVIDER_ADAPTATION, ProviderAdaptation
 from ._address import FORBIDDEN_CHARS, ascii_domain
 from ._auth import Auth, has_lone_surrogates, password_strategies
 from ._exceptions import ConfigurationError
+from ._socket_factory import SocketFactory
 from ._tls_mode import TLSMode, TLSModeLike, known_tls_mode
 from ._url import smtp_url_fields
 
@@ -149,6 +150,7 @@ _SHOWN_FIELDS: Final = frozenset(
         "host", "port", "tls", "timeout", "connect_timeout", "local_hostname",
         "allow_insecure_auth", "ca_file", "ca_path", "client_cert", "client_key",
         "tls_min_version", "pool", "pipelining", "chunking", "adapt",
+        "source_address",
     }
 )  # fmt: skip
 _REDACTED: Final = "<redacted>"
@@ -183,6 +185,8 @@ class SMTPConfigFields(TypedDict, total=False):
     pipelining: bool
     chunking: bool
     adapt: ProviderAdaptation
+    socket_factory: SocketFactory | None
+    source_address: str | tuple[str, int] | None
 
 
 def _redacted(error: ValidationError) -> ValidationError:
@@ -268,6 +272,12 @@ class SMTPConfig(BaseModel):
             the message then go out together, one round trip per message.
         adapt: Which provider replies to adapt to (a message limit per
             connection, a connection limit, a spent quota); all on by default.
+        socket_factory: Opens the TCP connection instead of
+            ``socket.create_connection`` (a SOCKS5 or HTTP CONNECT proxy); see
+            ``SocketFactory``.  TLS still wraps its socket and verifies ``host``.
+        source_address: Local address to connect from: an IP address (any
+            port) or an ``(address, port)`` tuple, as ``socket.create_connection``
+            takes it; passed on to a ``socket_factory``.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid", arbitrary_types_allowed=True)
@@ -292,6 +302,8 @@ class SMTPConfig(BaseModel):
     pipelining: bool = True
     chunking: bool = True
     adapt: ProviderAdaptation = DEFAULT_PROVIDER_ADAPTATION
+    socket_factory: SocketFactory | None = None
+    source_address: tuple[str, int] | None = None
 
     if TYPE_CHECKING:
 
@@ -318,6 +330,8 @@ class SMTPConfig(BaseModel):
             pipelining: bool = True,
             chunking: bool = True,
             adapt: ProviderAdaptation = DEFAULT_PROVIDER_ADAPTATION,
+            socket_factory: SocketFactory | None = None,
+            source_address: str | tuple[str, int] | None = None,
         ) -> None:
             """Describe one server; see the class docstring for each field."""
 
@@ -416,6 +430,21 @@ class SMTPConfig(BaseModel):
             if not isinstance(exc, UnicodeError):
                 msg = f"{msg}: {exc}"
             raise ValueError(msg) from None
+        return value
+
+    @field_validator("source_address", mode="before")
+    @classmethod
+    def _address_and_any_port(cls, value: Any) -> Any:
+        return (value, 0) if isinstance(value, str) else value
+
+    @field_validator("source_address")
+    @classmethod
+    def _valid_source_address(
+        cls, value: tuple[str, int] | None
+    ) -> tuple[str, int] | None:
+        if value is not None and not (value[0] and 0 <= value[1] <= 65535):
+            msg = "source_address must be a local address and a port from 0 to 65535"
+            raise ValueError(msg)
         return value
 
     @field_validator("local_hostname")

@@ -17,6 +17,7 @@
         │   └── ReadTimeoutError
         ├── PoolTimeoutError                           no connection free in time
         ├── NotSentError (in _bulk)                    a stopped bulk send never sent it
+        ├── TokenFetchError (in _token_cache)          a CachedTokenProvider's fetch failed
         ├── TLSError                                   handshake or certificate failure
         ├── ProtocolError                              malformed or oversize reply
         ├── NotSupportedError                          STARTTLS, AUTH, SMTPUTF8 or SIZE missing

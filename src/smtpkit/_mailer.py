@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import enum
 import logging
 import random
@@ -23,7 +24,13 @@ from ._delivery import (
     failed_result,
     is_settled,
 )
-from ._exceptions import ClosedError, ConfigurationError, SMTPKitError
+from ._exceptions import (
+    ClosedError,
+    ConfigurationError,
+    InvalidMessageError,
+    SMTPKitError,
+)
+from ._hooks import HookRunner, Hooks
 from ._mailer_args import (
     check_arguments,
     id_domain,
@@ -44,7 +51,7 @@ from ._outcomes import (
     takes_on_result,
     unretried,
 )
-from ._prepare import BulkItem, Sendable, prepare
+from ._prepare import BulkItem, Sendable, prepare, sign_prepared
 from ._ratelimit import RateLimit, TokenBucket
 from ._retry import (
     DEFAULT_RETRY_POLICY,
@@ -82,6 +89,8 @@ class Mailer:
         retry: When to retry; ``RetryPolicy.never()`` disables retries.
         rate_limit: Messages per second across all threads, or None.
         on_retry: Called before each wait between attempts.
+        hooks: Callables run around each message (before, after, on retry,
+            on failure); see ``Hooks``.
         sleep: Waits between attempts and for the rate limit (injectable).
         clock: Monotonic clock in seconds (injectable).
         rng: Source of jitter (inject ``random.Random(seed)`` in tests).
@@ -108,6 +117,7 @@ class Mailer:
         retry: RetryPolicy = DEFAULT_RETRY_POLICY,
         rate_limit: RateLimit | None = None,
         on_retry: RetryHook | None = None,
+        hooks: Hooks | None = None,
         sleep: SleepFn = time.sleep,
         clock: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
@@ -128,6 +138,8 @@ class Mailer:
             TokenBucket(rate_limit, sleep=sleep, clock=clock) if rate_limit else None
         )
         self._on_retry = on_retry
+        self._hooks = HookRunner(hooks) if hooks else None
+        self._worker_hooks = self._hooks.in_workers() if self._hooks else None
         self._sleep = sleep
         self._clock = clock
         self._rng = rng or random.Random()
@@ -225,7 +237,9 @@ class Mailer:
             raise
         except Exception as exc:
             raise invalid(exc) from exc
-        return self._deliver(prepared)
+        if self._hooks is None or prepared.event is None:
+            return self._deliver(prepared)
+        return self._hooks.around(prepared.event, partial(self._deliver, prepared))
 
     def send_many(
         self,
@@ -346,9 +360,14 @@ class Mailer:
             raise ConfigurationError(msg)
         limit = max_concurrency(self._transport)
         interrupted = threading.Event()
+        send_batch = partial(self._send_batch, interrupted=interrupted)
+        if self._hooks is not None:
+            # Hooks see the caller's context (its current span) in the workers.
+            caller = contextvars.copy_context()
+            send_batch = partial(_in_context, caller, send_batch)
         run = BulkRun(
             messages,
-            lambda batch, report: self._send_batch(batch, report, interrupted),
+            send_batch,
             name=name,
             # More threads than the transport can serve would only queue for a
             # connection (and SMTPTransport's pool would time them out).
@@ -377,11 +396,13 @@ class Mailer:
                 message, envelope = (
                     bulk_item if isinstance(bulk_item, tuple) else (bulk_item, None)
                 )
-                ready.append((index, self._prepare(message, envelope)))
+                ready.append((index, self._prepare(message, envelope, worker=True)))
             except Exception as exc:  # anything one message causes is its own result
                 report(index, SendResult(envelope=None, error=invalid(exc), attempts=0))
         settled: set[int] = set()
         lock = threading.Lock()
+        if self._worker_hooks is not None:
+            report = _reporting(self._worker_hooks, ready, report)
 
         def on_result(position: int, outcome: object) -> None:
             """Report a message whose first attempt needs no retry, right away."""
@@ -426,7 +447,9 @@ class Mailer:
         that, and a backoff wait with the default sleep ends at once.
         """
         try:
-            return self._deliver(item, first=first, sleep=self._bulk_sleep(interrupted))
+            return self._deliver(
+                item, first=first, sleep=self._bulk_sleep(interrupted), worker=True
+            )
         except Interrupted:
             return unretried(item, first)
         except Exception as exc:  # SMTPKitError, or a hook of the caller's raised
@@ -467,10 +490,25 @@ class Mailer:
             self._transport, items, on_result if self._reports_results else None
         )
 
-    def _prepare(self, message: Sendable, envelope: Envelope | None) -> Prepared:
-        return prepare(
-            message, envelope, id_domain=self._id_domain, signer=self._signer
-        )
+    def _prepare(
+        self,
+        message: Sendable | InvalidMessageError,
+        envelope: Envelope | None,
+        *,
+        worker: bool = False,
+    ) -> Prepared:
+        prepared = prepare(message, envelope, id_domain=self._id_domain)
+        hooks = self._worker_hooks if worker else self._hooks
+        if hooks is not None:  # before signing: the signature covers what they add
+            prepared = hooks.before(prepared)
+        if self._signer is None:
+            return prepared
+        try:
+            return sign_prepared(prepared, self._signer)
+        except BaseException as exc:  # a failing signer fails the message
+            if hooks is not None and prepared.event is not None:
+                hooks.failed(prepared.event, exc)
+            raise
 
     def _bulk_sleep(self, interrupted: threading.Event) -> SleepFn:
         """The sleep between a bulk message's attempts: it ends the retries (raising
@@ -493,6 +531,7 @@ class Mailer:
         *,
         first: SendResult | SMTPKitError | None = None,
         sleep: SleepFn | None = None,
+        worker: bool = False,
     ) -> SendResult:
         attempt = Attempt(
             prepared,
@@ -502,6 +541,10 @@ class Mailer:
             bucket=self._bucket,
             bucket_sleep=sleep,  # send_many's: an interrupt ends the wait, sends nothing
         )
+        on_retry = self._on_retry
+        hooks = self._worker_hooks if worker else self._hooks
+        if hooks is not None and prepared.event is not None:
+            on_retry = hooks.retry_hook(prepared.event, on_retry)
         start = self._clock()
         error: SMTPKitError | None = None
         try:
@@ -511,8 +554,33 @@ class Mailer:
                 sleep=self._sleep if sleep is None else sleep,
                 clock=self._clock,
                 rng=self._rng,
-                on_retry=self._on_retry,
+                on_retry=on_retry,
             )
         except Exception as exc:  # re-raised when no recipient has it
             error = ended_with(attempt, exc)
         return concluded(attempt, elapsed=self._clock() - start, error=error)
+
+
+def _reporting(
+    hooks: HookRunner, ready: list[tuple[int, Prepared]], report: Report
+) -> Report:
+    """*report*, telling the hooks of each result of *ready*'s messages first."""
+    events = {index: item.event for index, item in ready}
+
+    def report_hooked(index: int, result: SendResult) -> None:
+        event = events[index]  # a message prepared with hooks has its event
+        assert event is not None  # noqa: S101 - see above
+        hooks.finished(event, result)
+        report(index, result)
+
+    return report_hooked
+
+
+def _in_context(
+    context: contextvars.Context,
+    send_batch: Callable[[list[BulkItem], Report], None],
+    batch: list[BulkItem],
+    report: Report,
+) -> None:
+    """Run *send_batch* in a copy of *context* (one per batch: workers run at once)."""
+    context.copy().run(send_batch, batch, report)

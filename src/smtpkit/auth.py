@@ -17,9 +17,13 @@ from ._auth import (
     TokenProvider,
     XOAuth2Auth,
 )
+from ._token_cache import DEFAULT_REFRESH_AHEAD, AccessToken, CachedTokenProvider
 
 __all__ = [
+    "DEFAULT_REFRESH_AHEAD",
+    "AccessToken",
     "Auth",
+    "CachedTokenProvider",
     "CramMD5Auth",
     "LoginAuth",
     "OAuthBearerAuth",

@@ -3,6 +3,7 @@ and pyright in strict mode; never run.  tests/test_typing.py runs the checkers."
 
 from __future__ import annotations
 
+import socket
 from datetime import datetime, timezone
 
 from pydantic import SecretStr
@@ -11,10 +12,12 @@ from typing_extensions import Unpack, assert_type
 from smtpkit import (
     Address,
     AddressLike,
+    AsyncMailer,
     Attachment,
     Envelope,
     FailoverConfig,
     FailoverTransport,
+    Hooks,
     Mailer,
     Message,
     PoolLimits,
@@ -22,18 +25,29 @@ from smtpkit import (
     RetryDetails,
     RetryPolicy,
     RoundRobinTransport,
+    SendEvent,
     SendResult,
+    SendVetoedError,
     ServerStats,
     SMTPConfig,
     SMTPConfigFields,
+    SMTPKitError,
     SMTPReply,
     SMTPReplyError,
+    SocketFactory,
     TLSMode,
+    TokenFetchError,
     TransportError,
     VerifyReport,
     render,
 )
-from smtpkit.auth import PlainAuth
+from smtpkit.auth import (
+    DEFAULT_REFRESH_AHEAD,
+    AccessToken,
+    CachedTokenProvider,
+    PlainAuth,
+    XOAuth2Auth,
+)
 from smtpkit.testing import FakeTransport, no_wait
 
 # Addresses: every AddressLike form, one or many.
@@ -128,8 +142,49 @@ assert_type(verified.timings, tuple[tuple[str, float], ...])
 assert_type(verified.certificate_expires, datetime | None)
 assert_type(verified.size_limit, int | None)
 
+# Send hooks: plain typed callables; lists are accepted.
+headers_added: list[str] = []
+
+
+def tag(event: SendEvent) -> dict[str, str]:
+    assert_type(event.recipient_count, int)
+    assert_type(event.state, dict[str, object])
+    return {"X-Campaign": "spring"}
+
+
+def veto(event: SendEvent) -> None:
+    if event.size > 10_000_000:
+        raise SendVetoedError("too big")
+
+
+def after_send(event: SendEvent, result: SendResult) -> None:
+    headers_added.append(str(event.message_id))
+
+
+def on_message_retry(event: SendEvent, details: RetryDetails) -> None:
+    assert_type(details.error, TransportError)
+
+
+def on_failure(event: SendEvent, error: SMTPKitError) -> None:
+    assert_type(error, SMTPKitError)
+
+
+hooks = (
+    Hooks(
+        before_send=[veto, tag],
+        after_send=[after_send],
+        on_retry=[on_message_retry],
+        on_failure=[on_failure],
+    )
+    + Hooks()
+)
+assert_type(hooks, Hooks)
+with Mailer(transport=FakeTransport(), hooks=hooks) as hooked:
+    assert_type(hooked.send(message), SendResult)
+AsyncMailer(transport=FakeTransport(), hooks=hooks)
+
 # DKIM: a signer= on either mailer; any object with sign(bytes) -> bytes fits.
-from smtpkit import AsyncMailer, MessageSigner  # noqa: E402
+from smtpkit import MessageSigner  # noqa: E402
 from smtpkit.contrib.dkim import Algorithm, DKIMSigner  # noqa: E402
 
 dkim_signer = DKIMSigner.from_pem_file("dkim.key", domain="example.com", selector="s1")
@@ -151,3 +206,31 @@ assert_type(
 )
 with Mailer(transport=robin) as failover_mailer:
     assert_type(failover_mailer.send(message).server, str | None)
+
+# OAuth2 tokens and proxies: CachedTokenProvider, AccessToken, SocketFactory.
+
+
+def fetch_token() -> AccessToken:
+    return AccessToken(token="t", lifetime=3600)
+
+
+tokens = CachedTokenProvider(fetch_token, refresh_ahead=DEFAULT_REFRESH_AHEAD)
+assert_type(tokens(), str)
+tokens.token_refused()
+tokens.invalidate()
+expiring = AccessToken.expiring_at("t", datetime.now(timezone.utc))
+assert_type(expiring.lifetime, float)
+oauth = XOAuth2Auth("a@example.com", token_provider=tokens)
+
+
+def via_proxy(
+    host: str, port: int, timeout: float, source_address: tuple[str, int] | None
+) -> socket.socket:
+    return socket.create_connection((host, port), timeout, source_address)
+
+
+factory: SocketFactory = via_proxy
+proxied = SMTPConfig(
+    host="smtp.example.com", socket_factory=via_proxy, source_address="192.0.2.1"
+)
+fetch_failed: type[TransportError] = TokenFetchError

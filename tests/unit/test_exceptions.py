@@ -78,14 +78,16 @@ def round_trip(exc: SMTPKitError) -> SMTPKitError:
 
 def test_every_public_error_is_covered():
     # SendManyAbortedError, QuotaExceededError and NotSentError live beside
-    # the bulk engine.
+    # the bulk engine, TokenFetchError beside CachedTokenProvider.
     names = {cls.__name__ for cls in ERROR_CLASSES}
     assert names == {
         *smtpkit._exceptions.__all__,
         "SendManyAbortedError",
         "NotSentError",
         "QuotaExceededError",
+        "TokenFetchError",
         "SigningError",  # beside the signer= seam (_signing.py)
+        "SendVetoedError",  # beside the send hooks
     }
 
 

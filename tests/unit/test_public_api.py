@@ -69,6 +69,9 @@ def test_auth_classes_live_in_smtpkit_auth(name):
 
 def test_auth_module_contents():
     assert set(smtpkit.auth.__all__) == {
+        "DEFAULT_REFRESH_AHEAD",
+        "AccessToken",
+        "CachedTokenProvider",
         "Auth",
         "CramMD5Auth",
         "LoginAuth",

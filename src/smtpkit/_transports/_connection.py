@@ -9,13 +9,10 @@ reply has a deadline and caps on line length, line count and total size.
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import select
 import smtplib
 import socket
 import ssl
-import sys
 import time
 from typing import Final
 
@@ -33,7 +30,10 @@ from .._exceptions import (
 )
 from .._redaction import SecretForms
 from .._reply import SMTPReply, parse_reply, parse_reply_line
+from .._socket_factory import SocketFactory
+from ._connect import open_socket
 from ._hints import is_tls_refusal, looks_like_tls
+from ._readiness import ReadableCheck, unacked_bytes
 
 __all__ = ["MAX_REPLY_BYTES", "MAX_REPLY_LINE", "MAX_REPLY_LINES", "SMTPConnection"]
 
@@ -50,63 +50,10 @@ _PROGRESS_POLL: Final = 0.2  # seconds between looks at a draining send queue
 _WRITE_CHUNK: Final = 256 * 1024  # bytes per send() on a plain socket
 _TLS_PIECE: Final = 16 * 1024  # one TLS record (RFC 8446 §5.1)
 _TIMEOUT_SLACK: Final = 0.01  # seconds a read may outlast its reply's deadline
-_HAS_POLL: Final = hasattr(select, "poll")
 _HAS_SENDMSG: Final = hasattr(socket.socket, "sendmsg")  # not on Windows
 _MAX_GATHER: Final = 64  # pieces per sendmsg, well under any IOV_MAX
 _SPACE: Final = ord(" ")
 _QUICKACK: Final[int | None] = getattr(socket, "TCP_QUICKACK", None)  # Linux
-
-try:  # Linux: how much of what we sent the peer has not acknowledged yet
-    import fcntl
-    import termios
-
-    _OUTQ: int | None = termios.TIOCOUTQ
-except (ImportError, AttributeError):  # pragma: no cover - Windows
-    _OUTQ = None
-
-
-def _unacked_bytes(sock: socket.socket | None) -> int | None:
-    """Bytes still in the socket's send queue, or None where that is unknown.
-
-    A shrinking queue means the server is reading: with it, a wait for the reply
-    to a large message times out on silence rather than on total duration.
-    """
-    if _OUTQ is None or sock is None:
-        return None
-    try:
-        raw = fcntl.ioctl(sock.fileno(), _OUTQ, b"\0\0\0\0")
-    except (OSError, ValueError):
-        return None
-    return int.from_bytes(raw, sys.byteorder, signed=True)
-
-
-class _ReadableCheck:
-    """Tells, without blocking, whether a socket has something to read.
-
-    ``poll`` where the platform has it: ``select`` cannot watch a descriptor
-    numbered 1024 or more, which is common in a busy process.  The poll object
-    is kept for the socket it was made for (asked twice per pipelined write).
-    """
-
-    def __init__(self) -> None:
-        self._sock: socket.socket | None = None
-        self._poller: select.poll | None = None
-
-    def __call__(self, sock: socket.socket) -> bool:
-        """True when *sock* has something to read (data, EOF or an error), now."""
-        if isinstance(sock, ssl.SSLSocket) and sock.pending():
-            return True  # already decrypted, waiting inside the TLS layer
-        fd = sock.fileno()
-        if fd < 0:
-            return True
-        if not _HAS_POLL:  # pragma: no cover - Windows
-            readable, _, _ = select.select([sock], [], [], 0)
-            return bool(readable)
-        if sock is not self._sock or self._poller is None:
-            self._poller = select.poll()
-            self._poller.register(fd, select.POLLIN | select.POLLPRI)
-            self._sock = sock
-        return bool(self._poller.poll(0))
 
 
 class SMTPConnection(smtplib.SMTP):
@@ -118,6 +65,9 @@ class SMTPConnection(smtplib.SMTP):
         local_hostname: Name for EHLO.
         tls_session: A TLS session of an earlier connection to the same server
             with the same context, to resume (implicit TLS or STARTTLS).
+        socket_factory: Opens the TCP connection instead of
+            ``socket.create_connection`` (``SMTPConfig.socket_factory``).
+        source_address: Local (address, port) to connect from.
     """
 
     def __init__(
@@ -127,9 +77,13 @@ class SMTPConnection(smtplib.SMTP):
         local_hostname: str,
         tls_context: ssl.SSLContext | None = None,
         tls_session: ssl.SSLSession | None = None,
+        socket_factory: SocketFactory | None = None,
+        source_address: tuple[str, int] | None = None,
     ) -> None:
+        self._socket_factory = socket_factory
+        self._source_address = source_address
         self._rbuf = bytearray()
-        self._readable = _ReadableCheck()
+        self._readable = ReadableCheck()
         self.tls_session = tls_session
         self._deadline: float | None = None
         self._reply_deadline = 0.0
@@ -164,18 +118,23 @@ class SMTPConnection(smtplib.SMTP):
         self.auth_mechanism: str | None = None  # set by the transport's AUTH
         self.laps: list[tuple[str, float]] | None = None  # only verify() sets it
         self.last_used = time.monotonic()
-        super().__init__(local_hostname=local_hostname, timeout=timeout)
+        super().__init__(
+            local_hostname=local_hostname,
+            timeout=timeout,
+            source_address=source_address,
+        )
 
     def _get_socket(  # overrides smtplib's private hook, absent from typeshed
         self, host: str, port: int, timeout: float
     ) -> socket.socket:
         self.connect_stage = "tcp"
-        sock = socket.create_connection((host, port), timeout)
-        # Every write is a whole request group, joined here already; Nagle's
-        # algorithm would hold its last, short segment back until the server
-        # ACKs, and a server that waits for the whole BDAT chunk ACKs late.
-        with contextlib.suppress(OSError):  # not every socket family has it
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock = open_socket(
+            host,
+            port,
+            timeout,
+            factory=self._socket_factory,
+            source_address=self._source_address,
+        )
         if self._implicit_tls is not None:
             self.connect_stage = "tls"
             try:
@@ -556,7 +515,7 @@ class SMTPConnection(smtplib.SMTP):
         self._reply_deadline = self._deadline or (time.monotonic() + self.reply_timeout)
         # Only a large write can still be draining: no syscall per small reply.
         self._unacked = (
-            _unacked_bytes(self.sock) if self.written >= _DRAIN_WATCH else None
+            unacked_bytes(self.sock) if self.written >= _DRAIN_WATCH else None
         )
 
     def _receive(self) -> None:
@@ -631,7 +590,7 @@ class SMTPConnection(smtplib.SMTP):
         queue is watched every ``_PROGRESS_POLL`` seconds, so the deadline runs
         from (at most that long after) the last progress.
         """
-        unacked = _unacked_bytes(self.sock)
+        unacked = unacked_bytes(self.sock)
         if (
             unacked is not None
             and self._unacked is not None

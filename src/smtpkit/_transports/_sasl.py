@@ -21,7 +21,7 @@ from .._redaction import SecretForms
 from .._reply import SMTPReply
 from ._connection import SMTPConnection
 
-__all__ = ["sasl_exchange"]
+__all__ = ["login_refused", "sasl_exchange"]
 
 _MAX_SASL_CHALLENGES: Final = 8
 _MIN_HIDDEN: Final = 4  # bytes: a shorter SASL response hides nothing
@@ -66,6 +66,15 @@ def sasl_exchange(conn: SMTPConnection, auth: Auth) -> SMTPReply:
         conn.reply_forms = None
     msg = f"server sent more than {_MAX_SASL_CHALLENGES} SASL challenges"
     raise ProtocolError(msg, command="AUTH")
+
+
+def login_refused(auth: Auth) -> None:
+    """Tell *auth* the server refused its login (535), its errors made typed.
+
+    ``Auth.login_refused`` is the caller's code, guarded like its responder.
+    """
+    source = f"{type(auth).__name__} ({auth.mechanism})"
+    run_auth_code(source, auth.login_refused, secrets=auth_secrets(auth))
 
 
 class _Hidden:

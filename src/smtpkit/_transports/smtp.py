@@ -40,8 +40,9 @@ from ._connection import SMTPConnection
 from ._errors import Progress, map_errors
 from ._hints import Endpoint, auth_refused_message, no_starttls_message
 from ._login_guard import LoginGuard
+from ._observer import SessionObserver, SessionTracker
 from ._pool import ConnectionPool, Pooled, PoolStats
-from ._sasl import sasl_exchange
+from ._sasl import login_refused, sasl_exchange
 from ._session import (
     ConnectionLostError,
     Item,
@@ -72,7 +73,8 @@ class SMTPTransport(Transport):
 
     Thread-safe: each session belongs to one thread at a time (the pool lends it).
     Subclasses may override :meth:`create_connection`, :meth:`handshake` and
-    :meth:`is_usable`, e.g. for LMTP, a SOCKS proxy or extra checks.
+    :meth:`is_usable`, e.g. for LMTP or extra checks (a proxy needs no subclass:
+    ``SMTPConfig.socket_factory``).
 
     Args:
         config: Server, TLS, credentials and pool limits.
@@ -80,6 +82,8 @@ class SMTPTransport(Transport):
     Raises:
         ConfigurationError: The TLS files in *config* cannot be loaded.
     """
+
+    _sessions: SessionTracker | None = None
 
     def __init__(self, config: SMTPConfig) -> None:
         self.config = config
@@ -113,6 +117,15 @@ class SMTPTransport(Transport):
         cfg = self.config
         return f"<{type(self).__name__} {cfg.host}:{cfg.port} tls={cfg.tls.value}>"
 
+    @property
+    def session_observer(self) -> SessionObserver | None:
+        """Told when each session starts, is set up and ends (for telemetry)."""
+        return None if self._sessions is None else self._sessions.observer
+
+    @session_observer.setter
+    def session_observer(self, observer: SessionObserver | None) -> None:
+        self._sessions = None if observer is None else SessionTracker(observer)
+
     # -- extension points -------------------------------------------------------
 
     def create_connection(self) -> SMTPConnection:
@@ -136,6 +149,8 @@ class SMTPTransport(Transport):
             local_hostname=cfg.local_hostname or _local_fqdn(),
             tls_context=self._tls_context if cfg.tls is TLSMode.IMPLICIT else None,
             tls_session=self._tls_session,
+            socket_factory=cfg.socket_factory,
+            source_address=cfg.source_address,
         )
         progress = Progress(
             endpoint=endpoint,
@@ -221,8 +236,12 @@ class SMTPTransport(Transport):
             raise NotSupportedError(msg, command="AUTH")
         with self._login_guard.attempt():  # no login spiral (ProviderAdaptation)
             reply = sasl_exchange(conn, chosen)
-            if reply.code == 535 and chosen.retries_after_failure():
-                reply = sasl_exchange(conn, chosen)
+            if reply.code == 535:
+                login_refused(chosen)  # a token provider drops the refused token
+                if chosen.retries_after_failure():
+                    reply = sasl_exchange(conn, chosen)
+                    if reply.code == 535:
+                        login_refused(chosen)  # the next login fetches anew
             if reply.code != 235:
                 raise AuthenticationError(
                     reply,
@@ -249,6 +268,21 @@ class SMTPTransport(Transport):
         )
         if self.config.wants_auth:
             self._login_guard.check()  # refused for good: do not even connect
+        sessions = self._sessions
+        if sessions is None:
+            return self._set_up(progress, laps)
+        token = sessions.started(self._endpoint.host, self._endpoint.port)
+        try:
+            conn = self._set_up(progress, laps)
+        except BaseException as exc:
+            sessions.failed(token, exc)
+            raise
+        sessions.ready(token, conn)
+        return conn
+
+    def _set_up(
+        self, progress: Progress, laps: list[tuple[str, float]] | None
+    ) -> SMTPConnection:
         with map_errors(progress):
             conn = self.create_connection()
             if laps is not None:
@@ -292,6 +326,8 @@ class SMTPTransport(Transport):
             self._quit_all([conn])
         else:
             conn.close()
+            if self._sessions is not None:
+                self._sessions.closed(conn)
 
     def _quit_all(self, conns: list[SMTPConnection]) -> None:
         """QUIT every connection: all the commands first, then all the replies.
@@ -315,6 +351,8 @@ class SMTPTransport(Transport):
         finally:  # even when interrupted: no socket outlives close()
             for conn in conns:
                 conn.close()
+                if self._sessions is not None:
+                    self._sessions.closed(conn)
 
     # -- sending ----------------------------------------------------------------
 
