@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import inspect
 import pickle
+import re
 import subprocess
 import sys
+from importlib.metadata import version
+from pathlib import Path
+
+from packaging.requirements import Requirement
 
 from smtpkit.contrib import templates
 
@@ -44,3 +49,19 @@ def test_import_smtpkit_imports_no_template_engine():
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     )
     assert out.stdout.strip() == "[]"
+
+
+def test_the_extra_requires_a_jinja2_whose_sandbox_holds():
+    # Jinja2 <= 3.1.5: a sandboxed template escapes through |attr and str.format
+    # (CVE-2025-27516).  The extra must refuse those; the installed one satisfies it.
+    pyproject = Path(__file__).parents[2] / "pyproject.toml"
+    line = re.search(r"^templates = \[(.*)\]$", pyproject.read_text("utf-8"), re.M)
+    assert line is not None
+    (jinja,) = [
+        Requirement(spec.strip().strip('"'))
+        for spec in line[1].split(",")
+        if spec.strip().strip('"').startswith("jinja2")
+    ]
+    assert not jinja.specifier.contains("3.1.5")
+    assert jinja.specifier.contains("3.1.6")
+    assert jinja.specifier.contains(version("jinja2"))
