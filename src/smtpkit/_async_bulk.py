@@ -28,6 +28,7 @@ from ._attempt import Prepared
 from ._bulk import MAX_BATCH, BulkProgress, QuotaExceededError, SendManyAbortedError
 from ._delivery import failed_result
 from ._dispatch import Dispatcher, Job
+from ._exceptions import InvalidMessageError
 from ._outcomes import invalid, not_sent, quota_spent
 from ._prepare import BulkItem
 from ._transports.base import SendResult
@@ -178,6 +179,10 @@ class BulkSend:
         return True
 
     async def _one(self, item: BulkItem) -> SendResult:
+        if isinstance(item, InvalidMessageError):
+            # A stand-in for a message: reported as it is, never raised, so its
+            # __traceback__ holds no frame of the run.
+            return SendResult(envelope=None, error=item, attempts=0)
         try:
             prepared = await self._prepare(item)
         except Exception as exc:  # anything one message causes is its own result

@@ -392,6 +392,11 @@ class Mailer:
         """
         ready: list[tuple[int, Prepared]] = []
         for index, bulk_item in enumerate(messages):
+            if isinstance(bulk_item, InvalidMessageError):
+                # A stand-in for a message: reported as it is, never raised, so
+                # its __traceback__ does not hold this frame (and the batch).
+                report(index, SendResult(envelope=None, error=bulk_item, attempts=0))
+                continue
             try:
                 message, envelope = (
                     bulk_item if isinstance(bulk_item, tuple) else (bulk_item, None)
