@@ -55,6 +55,13 @@ class _TextWriter(HTMLParser):
             self.out.append("\n" * (newlines - have))
 
     @override
+    def handle_comment(self, data: str) -> None:
+        # Not text; but Outlook renders the markup of conditional comments
+        # (<!--[if mso]>...<![endif]-->), so their tags are checked too.
+        if self.on_tag is not None and "<" in data:
+            derive_text(data, self.on_tag)
+
+    @override
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         if self.on_tag is not None:
             self.on_tag(tag, attrs)

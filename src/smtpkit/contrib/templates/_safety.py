@@ -169,12 +169,21 @@ class _URLChecker(HTMLParser):
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         check_tag(tag, attrs, self.schemes)
 
+    @override
+    def handle_comment(self, data: str) -> None:
+        # Outlook renders the markup of a conditional comment (<!--[if mso]>
+        # <v:roundrect href=...>...<![endif]-->, its "bulletproof" buttons), so
+        # the tags of every comment are checked like those outside.
+        if "<" in data:
+            check_urls(data, self.schemes)
+
 
 def check_urls(html: str, schemes: frozenset[str]) -> None:
     """Refuse a URL attribute in *html* whose scheme is not in *schemes*.
 
     Character references are decoded first (``&#106;avascript:`` is
-    ``javascript:``), then what browsers ignore in a URL is dropped.
+    ``javascript:``), then what browsers ignore in a URL is dropped.  Tags
+    inside comments are checked too (Outlook renders conditional comments).
 
     Raises:
         TemplateRenderError: A link, image or form uses a scheme not allowed.
