@@ -7,6 +7,7 @@ import logging
 import tracemalloc
 from collections.abc import Iterator
 
+import pydantic
 import pytest
 from typing_extensions import override
 
@@ -95,6 +96,34 @@ def test_a_key_that_raises_leaves_the_error_unnamed():
     (error,) = merge([{"email": "x"}], build, key=lambda row: row["missing"])
     assert isinstance(error, TemplateRenderError)
     assert (error.index, error.key) == (0, None)
+
+
+def test_a_validation_error_names_fields_and_kinds_never_the_row_data():
+    def with_unsubscribe(row: dict[str, object]) -> Message:
+        return TEMPLATE.message(
+            row,
+            sender="news@example.com",
+            to=str(row["email"]),
+            list_unsubscribe=[str(row["unsub"])],
+        )
+
+    secret = {"code": 1, "url": "/", "name": "Ann"}
+    rows = [
+        {**secret, "email": "ssn-123-45-6789", "unsub": "https://x.test/u"},
+        {**secret, "email": "a@example.com", "unsub": "https://x.test/?t=TOKEN-2 x"},
+    ]
+    first, second = merge(rows, with_unsubscribe)
+    assert isinstance(first, TemplateRenderError)
+    assert isinstance(second, TemplateRenderError)
+    assert str(first) == "row 0: ValidationError: Message: to.0.email [value_error]"
+    assert str(second) == (
+        "row 1: ValidationError: Message: list_unsubscribe [value_error]"
+    )
+    for error, value in ((first, "123-45-6789"), (second, "TOKEN-2")):
+        assert value not in str(error)
+        assert value not in repr(error)
+        assert isinstance(error.__cause__, pydantic.ValidationError)
+        assert value in str(error.__cause__)  # the whole error stays the cause
 
 
 def test_keyboard_interrupt_in_build_propagates():

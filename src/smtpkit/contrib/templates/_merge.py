@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator
 from typing import TypeVar
 
+from pydantic import ValidationError
+
 from smtpkit import Message
 
 from ._errors import TemplateRenderError
@@ -60,11 +62,20 @@ def _row_error(
             name = str(key(row))
         except Exception:  # a row too broken to name stays unnamed
             name = None
-    detail = (
-        str(exc)
-        if isinstance(exc, TemplateRenderError)
-        else (f"{type(exc).__name__}: {exc}")
-    )
-    error = TemplateRenderError(f"row {index}: {detail}", index=index, key=name)
+    error = TemplateRenderError(f"row {index}: {_detail(exc)}", index=index, key=name)
     error.__cause__ = exc
     return error
+
+
+def _detail(exc: Exception) -> str:
+    if isinstance(exc, TemplateRenderError):
+        return str(exc)
+    if isinstance(exc, ValidationError):
+        # Its text quotes the input (an address, a link with a token): only where
+        # and which kind of error; the whole error stays the __cause__.
+        fields = "; ".join(
+            f"{'.'.join(map(str, item['loc'])) or '(model)'} [{item['type']}]"
+            for item in exc.errors(include_url=False, include_input=False)
+        )
+        return f"ValidationError: {exc.title}: {fields}"
+    return f"{type(exc).__name__}: {exc}"
