@@ -3,7 +3,12 @@ and escaping brackets in attribute values in linear time."""
 
 from __future__ import annotations
 
+import time
+from html import unescape as html_unescape
+
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from smtpkit.contrib.templates import MailTemplate, TemplateRenderError
 
@@ -47,3 +52,50 @@ def test_any_comment_holding_a_tag_is_checked():
 def test_comments_without_tags_pass():
     html = "<!-- javascript:alert(1) is only text here --><p>Hi</p>"
     assert MailTemplate("s", html=html).render().text == "Hi"
+
+
+# Tags a hand-written template may hold (a stray quote is a common typo); the
+# serializer makes the quote an attribute named '"'.
+ODD_TAGS = [
+    '<td width="100%" title="{{ t }}">x</td>',
+    '<td title="{{ t }}" width="100%"">x</td>',
+    '<td title="{{ t }}" align="left"" width="1">x</td>',
+    '<td title="{{ t }}" \'q="1" =x>x</td>',
+    '<td title="{{ t }}" / >x</td>',
+]
+
+
+def title_of(html: str) -> str:
+    start = html.index('title="') + len('title="')
+    return html[start : html.index('"', start)]  # a value holds no raw '"'
+
+
+@pytest.mark.parametrize("tag", ODD_TAGS)
+def test_brackets_stay_escaped_in_odd_tags_in_linear_time(tag):
+    template = MailTemplate("s", html=f"<table><tr>{tag}</tr></table>")
+    for data in ("<a" * 20_000, "<a x" * 10_000, "<a x=" * 10_000, "<b>" * 10_000):
+        start = time.perf_counter()
+        html = template.render({"t": data}).html
+        elapsed = time.perf_counter() - start
+        assert html is not None
+        title = title_of(html)
+        assert "<" not in title
+        assert ">" not in title
+        assert html_unescape(title) == data
+        # Measured: 20 to 40 ms; super-linear was 14 s for 20,000 characters.
+        assert elapsed < 2.0, (tag, data[:5], elapsed)
+
+
+@given(data=st.text(alphabet=list("<>\"'= a/"), max_size=60))
+@pytest.mark.parametrize("tag", ODD_TAGS)
+def test_no_attribute_data_is_written_with_raw_brackets(tag, data):
+    html = (
+        MailTemplate("s", html=f"<table><tr>{tag}</tr></table>")
+        .render({"t": data})
+        .html
+    )
+    assert html is not None
+    title = title_of(html)
+    assert "<" not in title
+    assert ">" not in title
+    assert html_unescape(title) == data

@@ -46,17 +46,20 @@ _REFRESH_URL_RE: Final = re.compile(r"^[^;,]*[;,]\s*(?:url\s*=\s*)?['\"]?", re.I
 _LINE_SPACE_RE: Final = re.compile(r"[ \t\r\n\v\f\x1c-\x1f\x85\u2028\u2029]+")
 
 
-# A start tag as an HTML5 serializer (css-inline's) writes it: every attribute
-# value double-quoted, with no raw '"' inside (but raw '<' and '>').
+# A start tag as an HTML5 serializer (css-inline's) writes it: the name, then each
+# attribute as ' name="value"', the value with no raw '"' (but raw '<' and '>').
+# A name may hold odd characters ('"', a leading '='), never '=' after its first
+# or white space.  No part can match what another does, and the tag name stops at
+# '<', so a scan is linear even when a start in recipient data fails.
 _SERIALIZED_TAG_RE: Final = re.compile(
-    r'<[A-Za-z][^\s/>]*(?:\s+[^\s"\'<>/=]+(?:="[^"]*")?)*\s*/?>'
+    r'<[A-Za-z][^\s/>"\'<=]*(?: =?[^\s/>=]*="[^"]*")*\s*/?>'
 )
-_QUOTED_VALUE_RE: Final = re.compile(r'="([^"]*)"')
+_ATTRIBUTE_RE: Final = re.compile(r' (=?[^\s/>=]*)="([^"]*)"')
 
 
-def _escape_brackets(value: re.Match[str]) -> str:
-    escaped = value[1].replace("<", "&lt;").replace(">", "&gt;")
-    return f'="{escaped}"'
+def _escape_brackets(attribute: re.Match[str]) -> str:
+    escaped = attribute[2].replace("<", "&lt;").replace(">", "&gt;")
+    return f' {attribute[1]}="{escaped}"'
 
 
 def escape_attribute_brackets(html: str) -> str:
@@ -67,7 +70,7 @@ def escape_attribute_brackets(html: str) -> str:
     mail sanitizers have misread.  So escaped data stays escaped on the wire.
     """
     return _SERIALIZED_TAG_RE.sub(
-        lambda tag: _QUOTED_VALUE_RE.sub(_escape_brackets, tag[0]), html
+        lambda tag: _ATTRIBUTE_RE.sub(_escape_brackets, tag[0]), html
     )
 
 
