@@ -99,3 +99,54 @@ def test_no_attribute_data_is_written_with_raw_brackets(tag, data):
     assert "<" not in title
     assert ">" not in title
     assert html_unescape(title) == data
+
+
+@pytest.mark.parametrize(
+    ("html", "url"),
+    [
+        ('<meta http-equiv="refresh" content="{{ u }}">', "0; url=javascript:x"),
+        ('<meta http-equiv="refresh" content="{{ u }}">', "0 url=javascript:x"),
+        ('<meta http-equiv="refresh" content="{{ u }}">', "0url=javascript:x"),
+        ('<meta http-equiv="refresh" content="{{ u }}">', "0 URL='javascript:x'"),
+        ('<meta http-equiv="refresh" content="{{ u }}">', "x; javascript:x"),
+        ('<img srcset="{{ u }} 1x">', "\x01\x1fjavascript:x"),
+        ('<img srcset="/a.png 1x, {{ u }} 2x">', "\x01\x1cjavascript:x"),
+        ('<img srcset="{{ u }}">', "\x0bjavascript:x"),
+        ('<a href="/x" ping="{{ u }}">x</a>', "javascript:x"),
+        ('<a href="/x" ping="https://x.test/p {{ u }}">x</a>', "javascript:x"),
+        (
+            '<svg><a href="/x"><animate attributeName="href" to="{{ u }}"/></a></svg>',
+            "javascript:x",
+        ),
+        (
+            '<svg><a><set attributeName="xlink:href" from="/" to="{{ u }}"/></a></svg>',
+            "javascript:x",
+        ),
+        (
+            '<svg><a><animate attributeName="HREF" values="/a;{{ u }}"/></a></svg>',
+            "javascript:x",
+        ),
+    ],
+)
+@pytest.mark.parametrize("text", [None, "a text part"], ids=["derived", "text"])
+def test_more_places_a_client_reads_a_url_are_checked(html, url, text):
+    with pytest.raises(TemplateRenderError, match="'javascript'"):
+        MailTemplate("s", html=f"<html><body>{html}</body></html>", text=text).render(
+            {"u": url}
+        )
+
+
+@pytest.mark.parametrize(
+    "html",
+    [
+        '<meta http-equiv="refresh" content="5 url=https://x.test/">',
+        '<meta http-equiv="refresh" content="5,https://x.test/">',
+        '<meta http-equiv="refresh" content="  ">',
+        '<img srcset=" , /a.png 1x,  ,https://x.test/b.png\t2x">',
+        '<a href="/x" ping="https://x.test/p  /q">x</a>',
+        '<svg><rect><animate attributeName="fill" to="javascript:red"/></rect></svg>',
+        '<svg><rect><set attributeName="x" values="a:b;c:d"/></rect></svg>',
+    ],
+)
+def test_safe_values_in_those_places_pass(html):
+    MailTemplate("s", html=html).render()

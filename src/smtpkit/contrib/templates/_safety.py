@@ -41,7 +41,16 @@ _URL_ATTRIBUTES: Final = frozenset(
 _IGNORED_BY_BROWSERS_RE: Final = re.compile(r"[\x00-\x20\x7f]+")
 _SCHEME_RE: Final = re.compile(r"([A-Za-z][A-Za-z0-9+.\-]*):")
 # <meta http-equiv="refresh" content="0; url=...">: a redirect some clients follow.
-_REFRESH_URL_RE: Final = re.compile(r"^[^;,]*[;,]\s*(?:url\s*=\s*)?['\"]?", re.I)
+# The delay's ';' or ',' is optional ("0 url=X"); either reading is checked.
+_REFRESH_URL_RES: Final = (
+    re.compile(r"^[\s\d.]*[;,]?\s*(?:url\s*=\s*)?['\"]?", re.I),
+    re.compile(r"^[^;,]*[;,]\s*(?:url\s*=\s*)?['\"]?", re.I),
+)
+_ASCII_SPACE: Final = "\t\n\f\r "
+_ASCII_SPACE_RE: Final = re.compile(r"[\t\n\f\r ]+")
+# SVG animations that can set a link's URL (attributeName="href").
+_ANIMATIONS: Final = frozenset({"animate", "set"})
+_ANIMATED_VALUES: Final = frozenset({"to", "from", "by", "values"})
 # ASCII white space and what str.splitlines breaks at; other spaces (NBSP) stay.
 _LINE_SPACE_RE: Final = re.compile(r"[ \t\r\n\v\f\x1c-\x1f\x85\u2028\u2029]+")
 
@@ -125,6 +134,42 @@ def scheme_of(url: str) -> str | None:
     return None if match is None else match[1].lower()
 
 
+def _urls_in(
+    tag: str, name: str, value: str, fields: dict[str, str | None]
+) -> list[str]:
+    """The URLs a client may follow in attribute *name*'s *value*."""
+    if name == "srcset":
+        # Candidates "URL [descriptor]", separated by commas; only ASCII white
+        # space separates (a browser's URL parser drops other controls).
+        parts = (
+            _ASCII_SPACE_RE.split(part.strip(_ASCII_SPACE)) for part in value.split(",")
+        )
+        return [part[0] for part in parts if part[0]]
+    if name in _URL_ATTRIBUTES:
+        return [value]
+    if name == "ping":  # URLs separated by ASCII white space
+        return _ASCII_SPACE_RE.split(value)
+    if tag == "meta" and name == "content":
+        return _refresh_urls(value, fields)
+    if tag in _ANIMATIONS and name in _ANIMATED_VALUES:
+        return _animated_urls(name, value, fields)
+    return []
+
+
+def _refresh_urls(content: str, fields: dict[str, str | None]) -> list[str]:
+    if (fields.get("http-equiv") or "").lower() != "refresh":
+        return []
+    # "5; url=X" as the HTML spec reads it, and as lenient clients do.
+    return [pattern.sub("", content, count=1) for pattern in _REFRESH_URL_RES]
+
+
+def _animated_urls(name: str, value: str, fields: dict[str, str | None]) -> list[str]:
+    # SVG <animate attributeName="href" to="javascript:...">: a link's URL.
+    if (fields.get("attributename") or "").lower() not in _URL_ATTRIBUTES:
+        return []
+    return value.split(";") if name == "values" else [value]
+
+
 def check_tag(
     tag: str, attrs: list[tuple[str, str | None]], schemes: frozenset[str]
 ) -> None:
@@ -137,20 +182,7 @@ def check_tag(
     for name, value in attrs:
         if value is None:
             continue
-        if name == "srcset":
-            # Candidates "URL [descriptor]", separated by commas.
-            urls = [part.split()[0] for part in value.split(",") if part.split()]
-        elif name in _URL_ATTRIBUTES:
-            urls = [value]
-        elif (
-            tag == "meta"
-            and name == "content"
-            and (fields.get("http-equiv") or "").lower() == "refresh"
-        ):
-            urls = [_REFRESH_URL_RE.sub("", value, count=1)]
-        else:
-            continue
-        for url in urls:
+        for url in _urls_in(tag, name, value, fields):
             scheme = scheme_of(url)
             if scheme is not None and scheme not in schemes:
                 # The URL itself stays out: it may hold a personal token.
