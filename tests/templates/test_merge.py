@@ -126,6 +126,46 @@ def test_a_validation_error_names_fields_and_kinds_never_the_row_data():
         assert value in str(error.__cause__)  # the whole error stays the cause
 
 
+class UnprintableError(Exception):
+    @override
+    def __str__(self) -> str:
+        raise RuntimeError("no text")
+
+
+def test_an_exception_without_text_is_still_one_rows_failure():
+    def build_or_fail(row: dict[str, object]) -> Message:
+        if row["name"] == "Cy":
+            raise UnprintableError
+        return TEMPLATE.message(
+            {**row, "code": 0, "url": "/"}, sender="a@example.com", to=str(row["email"])
+        )
+
+    rows = [
+        {"email": f"{name.lower()}@example.com", "name": name}
+        for name in ["Ann", "Cy", "Di"]
+    ]
+    fake = FakeTransport()
+    with Mailer(transport=fake) as mailer:
+        results = mailer.send_many(merge(rows, build_or_fail))
+    assert [r.ok for r in results] == [True, False, True]
+    error = results[1].error
+    assert isinstance(error, TemplateRenderError)
+    assert str(error) == "row 1: UnprintableError (its text cannot be shown)"
+    assert isinstance(error.__cause__, UnprintableError)
+    assert len(fake.outbox) == 2
+
+
+def test_an_exception_without_text_inside_a_template_is_a_render_error():
+    def fail() -> str:
+        raise UnprintableError
+
+    with pytest.raises(TemplateRenderError) as info:
+        MailTemplate("s", text="{{ fail() }}").render({"fail": fail})
+    assert str(info.value) == (
+        "cannot render the template: UnprintableError (its text cannot be shown)"
+    )
+
+
 def test_keyboard_interrupt_in_build_propagates():
     def stop(row: object) -> Message:
         raise KeyboardInterrupt

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from smtpkit import InvalidMessageError
 
-__all__ = ["TemplateRenderError"]
+__all__ = ["TemplateRenderError", "describe"]
 
 
 class TemplateRenderError(InvalidMessageError):
@@ -28,3 +28,11 @@ class TemplateRenderError(InvalidMessageError):
         super().__init__(message)
         self.index = index
         self.key = key
+
+
+def describe(exc: BaseException) -> str:
+    """``Type: text`` of *exc*; its type alone when its ``__str__`` raises."""
+    try:
+        return f"{type(exc).__name__}: {exc}"
+    except Exception:  # an error message must not fail in turn
+        return f"{type(exc).__name__} (its text cannot be shown)"

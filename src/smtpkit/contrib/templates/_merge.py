@@ -9,7 +9,7 @@ from pydantic import ValidationError
 
 from smtpkit import Message
 
-from ._errors import TemplateRenderError
+from ._errors import TemplateRenderError, describe
 
 __all__ = ["merge"]
 
@@ -78,4 +78,4 @@ def _detail(exc: Exception) -> str:
             for item in exc.errors(include_url=False, include_input=False)
         )
         return f"ValidationError: {exc.title}: {fields}"
-    return f"{type(exc).__name__}: {exc}"
+    return describe(exc)  # the type alone when its __str__ raises

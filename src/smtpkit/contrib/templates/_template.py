@@ -13,7 +13,7 @@ from jinja2.sandbox import SandboxedEnvironment
 
 from smtpkit import AddressLike, ConfigurationError, Message
 
-from ._errors import TemplateRenderError
+from ._errors import TemplateRenderError, describe
 from ._plaintext import derive_text
 from ._safety import (
     DEFAULT_URL_SCHEMES,
@@ -223,7 +223,7 @@ class MailTemplate:
         except TemplateRenderError:
             raise
         except Exception as exc:
-            msg = f"cannot render the template: {type(exc).__name__}: {exc}"
+            msg = f"cannot render the template: {describe(exc)}"
             raise TemplateRenderError(msg) from exc
         # _check_parts made sure there is a text or an HTML template.
         return RenderedMail(subject=subject, text=text or "", html=html)
