@@ -225,6 +225,29 @@ def test_an_invalid_message_error_item_is_that_items_failure():
     assert len(fake.outbox) == 1
 
 
+@pytest.mark.asyncio
+async def test_async_send_many_reports_a_stand_in_as_it_is():
+    fake = FakeTransport()
+    stand_in = InvalidMessageError("row 0: no address")
+    async with AsyncMailer(transport=fake) as mailer:
+        first, second = await mailer.send_many([stand_in, build(ROWS[0])])
+        assert first.error is stand_in
+        assert stand_in.__traceback__ is None  # reported, never raised
+        with pytest.raises(InvalidMessageError) as info:
+            await mailer.send(stand_in)  # type: ignore[arg-type]
+    assert second.ok
+    assert info.value is stand_in  # send() raises it: it has no result to be
+    assert len(fake.outbox) == 1
+
+
+def test_send_raises_a_stand_in_as_it_is():
+    stand_in = InvalidMessageError("row 0: no address")
+    with Mailer(transport=FakeTransport()) as mailer:
+        with pytest.raises(InvalidMessageError) as info:
+            mailer.send(stand_in)  # type: ignore[arg-type]
+    assert info.value is stand_in
+
+
 class Sink(Transport):
     """Accepts everything and, unlike FakeTransport's outbox, keeps nothing."""
 

@@ -52,6 +52,7 @@ def test_any_comment_holding_a_tag_is_checked():
 def test_comments_without_tags_pass():
     html = "<!-- javascript:alert(1) is only text here --><p>Hi</p>"
     assert MailTemplate("s", html=html).render().text == "Hi"
+    assert MailTemplate("s", html=html, text="t").render().text == "t"
 
 
 # Tags a hand-written template may hold (a stray quote is a common typo); the
