@@ -112,10 +112,10 @@ class _Entry:
 class _Flight:
     """One fetch in progress, whose result every waiting thread shares."""
 
-    __slots__ = ("_done", "entry", "error", "generation", "leader")
+    __slots__ = ("done", "entry", "error", "generation", "leader")
 
     def __init__(self, generation: int) -> None:
-        self._done = threading.Event()
+        self.done = threading.Event()
         self.entry: _Entry | None = None
         self.error: TransportError | None = None
         # The thread that fetches: if it asks again, waiting would never end.
@@ -125,10 +125,10 @@ class _Flight:
 
     def finish(self, entry: _Entry | None, error: TransportError | None) -> None:
         self.entry, self.error = entry, error
-        self._done.set()
+        self.done.set()
 
     def wait(self) -> _Entry:
-        self._done.wait()
+        self.done.wait()
         if self.entry is not None:
             return self.entry
         error = self.error
@@ -224,16 +224,30 @@ class CachedTokenProvider:
         """Drop the cached token, so that the next call fetches a new one.
 
         A fetch already running when this is called (started, say, before the
-        app's secret was rotated) is not cached, and later calls do not wait
-        for it: they fetch anew.
+        app's secret was rotated) is not cached: later calls wait for it to end
+        (one fetch at a time) and then fetch anew.
         """
         with self._lock:
             self._current = None
             self._generation += 1
-            self._flight = None
             self._retry_at = -math.inf
 
     def _entry(self) -> _Entry:
+        while True:
+            decided = self._decide()
+            if isinstance(decided, _Entry):
+                return decided
+            flight, valid, role = decided
+            if role == "lead":
+                return self._refresh(flight, valid)
+            if role == "wait":
+                return flight.wait()
+            # A fetch begun before invalidate(): its token will not be cached.
+            # Wait for it to end (one fetch at a time), then ask again.
+            flight.done.wait()
+
+    def _decide(self) -> _Entry | tuple[_Flight, _Entry | None, str]:
+        """Under the lock: a token to return, or a flight to lead, wait for or outwait."""
         now = self._clock()
         with self._lock:
             entry = self._current
@@ -250,15 +264,12 @@ class CachedTokenProvider:
                         "token while fetching one: it would wait for itself"
                     )
                     raise TokenFetchError(msg, command="AUTH")
-                leader = False
-            elif valid is not None and now < self._retry_at:
+                stale = flight.generation != self._generation
+                return flight, None, "outwait" if stale else "wait"
+            if valid is not None and now < self._retry_at:
                 return valid  # a refresh ahead of expiry failed a moment ago
-            else:
-                flight = self._flight = _Flight(self._generation)
-                leader = True
-        if not leader:
-            return flight.wait()
-        return self._refresh(flight, valid)
+            flight = self._flight = _Flight(self._generation)
+            return flight, valid, "lead"
 
     def _refresh(self, flight: _Flight, valid: _Entry | None) -> _Entry:
         """Fetch a token for *flight*; on failure fall back to *valid*, if any."""
@@ -292,9 +303,9 @@ class CachedTokenProvider:
         with self._lock:
             if entry is not None:  # fetch errors never show it, cached or not
                 self._recent = (entry.token, *self._recent[:1])
+            self._flight = None
             # After invalidate(), a fetch begun before it leaves no trace.
             if flight.generation == self._generation:
-                self._flight = None
                 if entry is not None:
                     self._current = entry
                     self._retry_at = -math.inf

@@ -133,26 +133,37 @@ def test_a_fetch_asking_again_during_a_refresh_ahead_gets_the_valid_token():
 def test_invalidate_during_a_fetch_keeps_its_token_out_of_the_cache():
     started, release = threading.Event(), threading.Event()
     calls: list[int] = []
+    inflight: list[int] = []
 
     def fetch() -> AccessToken:
         calls.append(1)
-        if len(calls) == 1:
-            started.set()
-            release.wait(5)
-            return AccessToken(token="issued-with-old-secret", lifetime=3600)
-        return AccessToken(token="issued-with-new-secret", lifetime=3600)
+        inflight.append(1)
+        assert len(inflight) == 1  # one fetch at a time, invalidate() or not
+        try:
+            if len(calls) == 1:
+                started.set()
+                release.wait(5)
+                return AccessToken(token="issued-with-old-secret", lifetime=3600)
+            return AccessToken(token="issued-with-new-secret", lifetime=3600)
+        finally:
+            inflight.pop()
 
     provider = CachedTokenProvider(fetch)
     early: list[str] = []
-    thread = threading.Thread(target=lambda: early.append(provider()))
-    thread.start()
+    late: list[str] = []
+    first = threading.Thread(target=lambda: early.append(provider()))
+    first.start()
     assert started.wait(5)
     provider.invalidate()  # the app's secret was rotated
-    # A call after invalidate() does not wait for the stale fetch.
-    assert provider() == "issued-with-new-secret"
+    second = threading.Thread(target=lambda: late.append(provider()))
+    second.start()
+    second.join(0.1)
+    assert second.is_alive()  # it waits for the stale fetch to end...
     release.set()
-    thread.join(5)
+    first.join(5)
+    second.join(5)
     assert early == ["issued-with-old-secret"]  # asked before invalidate()
+    assert late == ["issued-with-new-secret"]  # ...then fetches anew
     assert provider() == "issued-with-new-secret"
     assert len(calls) == 2
 
