@@ -86,23 +86,29 @@ def _connect_from(
     last: OSError | None = None
     for af, kind, proto, _, address in candidates:
         sock = socket.socket(af, kind, proto)
+        connected = False
         try:
             sock.settimeout(timeout)
             try:
                 sock.bind(source_address)
-            except OSError as exc:
+            except OSError as exc:  # ConnectError is an OSError: raised outside
                 reason = (exc.strerror or str(exc)).lower()
                 where = f"{source_address[0]}:{source_address[1]}"
-                msg = f"cannot bind source_address {where}: {reason}"
-                raise ConnectError(msg, command="connect", transient=False) from exc
-            sock.connect(address)
-        except OSError as exc:
-            sock.close()
-            last = exc
-        except BaseException:
-            sock.close()
-            raise
-        else:
+                bind_error = ConnectError(
+                    f"cannot bind source_address {where}: {reason}",
+                    command="connect",
+                    transient=False,
+                )
+                raise bind_error from exc
+            try:
+                sock.connect(address)
+                connected = True
+            except OSError as exc:
+                last = exc
+        finally:
+            if not connected:
+                sock.close()
+        if connected:
             return sock
     assert last is not None  # noqa: S101 - getaddrinfo returns at least one or raises
     raise last
