@@ -10,6 +10,7 @@ reply has a deadline and caps on line length, line count and total size.
 from __future__ import annotations
 
 import logging
+import math
 import smtplib
 import socket
 import ssl
@@ -129,8 +130,9 @@ class SMTPConnection(smtplib.SMTP):
         self, host: str, port: int, timeout: float
     ) -> socket.socket:
         self.connect_stage = "tcp"
-        if self._deadline is not None:  # open(): the time left of connect_timeout
-            timeout = max(self._deadline - time.monotonic(), _MIN_CONNECT_WAIT)
+        # open() set the deadline: the factory gets the time left of connect_timeout.
+        deadline = self._deadline if self._deadline is not None else math.inf
+        timeout = max(min(deadline - time.monotonic(), timeout), _MIN_CONNECT_WAIT)
         sock = open_socket(
             host,
             port,
