@@ -193,10 +193,10 @@ def test_a_trickling_proxy_is_a_connect_timeout_naming_the_factory(kind):
     assert "socket_factory" in str(info.value)
     assert "greeting" not in str(info.value)
     assert info.value.is_transient
-    if kind == "http":  # the recipe keeps one deadline for the whole exchange
-        assert took < 0.3 + 0.25
+    if kind == "http":  # one deadline for the whole exchange (per read: 2.3 s)
+        assert took < 1.0
     else:  # python-socks: a timeout per read, the deadline checked on return
-        assert took < 12 * 0.06 + 0.5
+        assert took < 3.0
 
 
 def test_a_factory_returning_late_gets_a_timeout_and_its_socket_closed(start_server):
