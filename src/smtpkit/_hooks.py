@@ -21,9 +21,10 @@ from typing import TYPE_CHECKING, Final, TypeAlias
 from pydantic import BaseModel, ConfigDict
 
 from ._attempt import Prepared
-from ._exceptions import InvalidMessageError, SMTPKitError
+from ._bulk import NotSentError
+from ._exceptions import InvalidMessageError, SMTPKitError, TransportError
 from ._retry import RetryDetails, RetryHook
-from ._send_event import SendEvent
+from ._send_event import SendEvent, claim_outcome
 from ._transports.base import SendResult
 
 __all__ = [
@@ -247,8 +248,8 @@ class HookRunner:
                 headers = _call("before_send", hook, event, stops=self._stops)
                 if headers is not None:
                     added += _header_lines(headers)
-        except SMTPKitError as exc:
-            self.failed(event, exc)
+        except BaseException as exc:  # a veto, bad headers, Ctrl-C: nothing sent
+            self.failed(event, exc, sent=False)
             raise
         data = added + prepared.data if added else prepared.data  # no copy if none
         return Prepared(prepared.envelope, data, prepared.message_id, event)
@@ -284,12 +285,39 @@ class HookRunner:
         if result.error is not None and not result.accepted:
             self.failed(event, result.error)
             return
+        if not claim_outcome(event):
+            return
         for hook in self._hooks.after_send:
             _call("after_send", hook, event, result, stops=self._stops)
 
-    def failed(self, event: SendEvent, error: BaseException) -> None:
-        """Report that a message failed for every recipient with *error*."""
+    def failed(
+        self, event: SendEvent, error: BaseException, *, sent: bool = True
+    ) -> None:
+        """Report that a message failed for every recipient with *error*.
+
+        Only the first outcome reported for a message reaches the hooks.  An
+        *error* that is no ``SMTPKitError`` (Ctrl-C, a cancellation) stopped
+        the send: the hooks get a ``NotSentError`` when nothing was *sent*, else
+        a ``TransportError`` with ``delivery_unknown`` set; either is caused by
+        *error*.
+        """
+        if not claim_outcome(event):
+            return
         if not isinstance(error, SMTPKitError):
-            return  # Ctrl-C, cancellation, a bug: no outcome to report
+            error = _stopped(error, sent=sent)
         for hook in self._hooks.on_failure:
             _call("on_failure", hook, event, error, stops=self._stops)
+
+
+def _stopped(cause: BaseException, *, sent: bool) -> SMTPKitError:
+    """The error the on_failure hooks get for a send *cause* stopped."""
+    name = type(cause).__name__
+    error: TransportError
+    if sent:
+        text = f"sending was stopped by {name}: the message may or may not be delivered"
+        error = TransportError(text, delivery_unknown=True)
+    else:
+        error = NotSentError(f"not sent: stopped by {name} before its first attempt")
+        error.attempts = 0
+    error.__cause__ = cause
+    return error

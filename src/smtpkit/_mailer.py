@@ -498,7 +498,7 @@ class Mailer:
             return sign_prepared(prepared, self._signer)
         except BaseException as exc:  # a failing signer fails the message
             if hooks is not None and prepared.event is not None:
-                hooks.failed(prepared.event, exc)
+                hooks.failed(prepared.event, exc, sent=False)
             raise
 
     def _bulk_sleep(self, interrupted: threading.Event) -> SleepFn:

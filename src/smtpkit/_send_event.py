@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 
 from ._message import Envelope
 
-__all__ = ["SendEvent"]
+__all__ = ["SendEvent", "claim_outcome"]
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -30,8 +31,18 @@ class SendEvent:
     message_id: str | None
     size: int
     state: dict[str, object] = field(default_factory=dict, repr=False)
+    # Taken by the first outcome reported, never released: exactly one of
+    # after_send and on_failure runs per message, whichever thread reports it.
+    _outcome: threading.Lock = field(
+        default_factory=threading.Lock, init=False, repr=False
+    )
 
     @property
     def recipient_count(self) -> int:
         """How many recipients the envelope has."""
         return len(self.envelope.recipients)
+
+
+def claim_outcome(event: SendEvent) -> bool:
+    """Whether this is the first outcome reported for *event* (then it is claimed)."""
+    return event._outcome.acquire(blocking=False)
