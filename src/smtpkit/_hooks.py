@@ -59,8 +59,11 @@ _SINGLE_FIELDS: Final = frozenset(
     }
 )
 # Control characters (TAB aside) and every line break str.splitlines() knows:
-# RFC 5322 §3.2.5 unstructured text is VCHAR and WSP only.
-_BAD_VALUE_RE: Final = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029]")
+# RFC 5322 §3.2.5 unstructured text is VCHAR and WSP only.  Lone surrogates
+# (a file name decoded with surrogateescape) cannot be encoded at all.
+_BAD_VALUE_RE: Final = re.compile(
+    r"[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]"
+)
 _MAX_LINE: Final = 998  # RFC 5322 §2.1.1, without the CRLF
 
 
@@ -179,6 +182,21 @@ def _log(kind: str, hook: Callable[..., object], exc: BaseException) -> None:
     logger.error("%s hook %s raised %s: %s", kind, name, type(exc).__name__, exc)
 
 
+def _checked_lines(headers: object) -> bytes:
+    """``_header_lines(headers)``; whatever else goes wrong there (a mapping
+    whose ``items()`` raises, a value the encoder refuses) is the message's
+    ``InvalidMessageError`` too."""
+    try:
+        return _header_lines(headers)
+    except SMTPKitError:
+        raise
+    except Exception as exc:
+        msg = (
+            f"a before_send hook's headers cannot be added: {type(exc).__name__}: {exc}"
+        )
+        raise InvalidMessageError(msg) from exc
+
+
 def _header_lines(headers: object) -> bytes:
     """*headers* (what a before_send hook returned) as CRLF-ended header lines."""
     if not isinstance(headers, Mapping):
@@ -198,7 +216,8 @@ def _header_lines(headers: object) -> bytes:
         if not isinstance(value, str) or _BAD_VALUE_RE.search(value):
             msg = (
                 f"a before_send hook returned an invalid value for {name}: only "
-                "text without control characters or line breaks can be added"
+                "text without control characters, line breaks or lone surrogates "
+                "can be added"
             )
             raise InvalidMessageError(msg)
         charset = "us-ascii" if value.isascii() else "utf-8"
@@ -247,7 +266,7 @@ class HookRunner:
             for hook in self._hooks.before_send:
                 headers = _call("before_send", hook, event, stops=self._stops)
                 if headers is not None:
-                    added += _header_lines(headers)
+                    added += _checked_lines(headers)
         except BaseException as exc:  # a veto, bad headers, Ctrl-C: nothing sent
             self.failed(event, exc, sent=False)
             raise

@@ -3,14 +3,26 @@ be encoded, once-only MIME fields, interrupts from hooks, coroutine hooks."""
 
 from __future__ import annotations
 
+import asyncio
+
+import pytest
+
 from smtpkit import (
+    AsyncMailer,
     Envelope,
     Hooks,
+    InvalidMessageError,
+    Mailer,
+    Message,
     SendEvent,
     SendResult,
+    SMTPKitError,
     TransportError,
 )
 from smtpkit._hooks import HookRunner
+from smtpkit.testing import FakeTransport
+
+MSG = Message(sender="a@example.com", to=["b@example.com"], subject="Hi", text="Hi")
 
 ENV = Envelope(sender="a@example.com", recipients=("b@example.com",))
 
@@ -39,3 +51,42 @@ def test_only_the_first_outcome_of_a_message_reaches_the_hooks():
     runner.finished(other, SendResult.delivered(ENV))
     runner.failed(other, TransportError("late"))
     assert calls.calls == [("failure", event), ("after", other)]
+
+
+class _ItemsRaise(dict):
+    def items(self):
+        raise RuntimeError("broken mapping")
+
+
+def _send_every_way(hooks):
+    """The error each face gives one message, and what was sent."""
+    fake = FakeTransport()
+    errors = []
+    with Mailer(transport=fake, hooks=hooks) as mailer:
+        with pytest.raises(SMTPKitError) as raised:
+            mailer.send(MSG)
+        errors.append(raised.value)
+        errors.append(mailer.send_many([MSG])[0].error)
+
+    async def send_async():
+        async with AsyncMailer(transport=fake, hooks=hooks) as mailer:
+            with pytest.raises(SMTPKitError) as raised:
+                await mailer.send(MSG)
+            return raised.value
+
+    errors.append(asyncio.run(send_async()))
+    return errors, fake.attempts
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [{"X-Tag": "caf\udce9"}, {"X-Tag": "\ud800"}, _ItemsRaise({"X-Tag": "a"})],
+    ids=["surrogateescape", "lone-high", "items-raises"],
+)
+def test_headers_that_cannot_be_added_are_the_messages_failure(headers):
+    calls = Calls()
+    hooks = calls.hooks(before_send=[lambda event: headers])
+    errors, attempts = _send_every_way(hooks)
+    assert all(type(error) is InvalidMessageError for error in errors)
+    assert [kind for kind, _ in calls.calls] == ["failure"] * 3
+    assert attempts == []  # nothing sent
