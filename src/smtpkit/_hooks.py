@@ -42,17 +42,23 @@ logger = logging.getLogger("smtpkit")
 # RFC 5322 §2.2: a field name is printable US-ASCII except the colon.
 _NAME_RE: Final = re.compile(r"[!-9;-~]+")
 # RFC 5322 §3.6: fields a message has at most once; a hook adding one would
-# make a second (or smuggle a Bcc onto the wire).
+# make a second (or smuggle a Bcc onto the wire).  RFC 2045 §3: the MIME
+# fields too (a second Content-Type changes how the body is read), and
+# Return-Path, which only the delivering MTA adds (RFC 5321 §4.4).
 _SINGLE_FIELDS: Final = frozenset(
     {
         "bcc",
         "cc",
+        "content-transfer-encoding",
+        "content-type",
         "date",
         "from",
         "in-reply-to",
         "message-id",
+        "mime-version",
         "references",
         "reply-to",
+        "return-path",
         "sender",
         "subject",
         "to",
@@ -109,7 +115,8 @@ class Hooks(BaseModel):
             attempt.  The returned mapping's header lines are put on top of
             the message as sent (for a ``Message``, an ``EmailMessage`` and
             raw bytes alike); a name must be a valid field name and not one a
-            message has only once (To, Subject, Message-ID...), a value must
+            message has only once (To, Subject, Message-ID, Content-Type,
+            MIME-Version...) nor Return-Path, a value must
             not hold CR, LF or NUL; non-ASCII values are RFC 2047 encoded.
             Otherwise the message fails with ``InvalidMessageError``, unsent.
             Raising ``SendVetoedError`` vetoes the message.

@@ -5,6 +5,8 @@ against aiosmtpd on 127.0.0.1."""
 from __future__ import annotations
 
 import asyncio
+import email
+import email.policy
 import threading
 
 import pytest
@@ -17,6 +19,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import (
 from smtpkit import (
     AsyncMailer,
     Hooks,
+    InvalidMessageError,
     Mailer,
     Message,
     NotSentError,
@@ -194,3 +197,35 @@ async def test_async_send_many_cancelled_reports_every_message(
     failures = [error for kind, _, error in seen.outcomes if kind == "failure"]
     assert all(isinstance(error, NotSentError) for error in failures)
     assert len(server.messages) == len(seen.outcomes) - len(failures)
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "Content-Type",
+        "content-transfer-encoding",
+        "MIME-Version",
+        "Return-Path",
+        "TO",
+        "Bcc",
+    ],
+)
+def test_once_only_fields_cannot_be_added(start_server, config_for, name):
+    server = start_server()
+    seen = Outcomes()
+    headers = iter([{"X-Ok": "1", name: "text/html"}, {"X-Ok": "1"}])
+    extra = Hooks(before_send=[lambda event: next(headers)])
+    html = Message(
+        sender="a@example.com", to="b@example.com", subject="s", text="t", html="<p/>"
+    )
+    with Mailer(config_for(server), hooks=extra + seen.hooks()) as mailer:
+        with pytest.raises(InvalidMessageError, match=f"may not add a {name} header"):
+            mailer.send(html)
+        assert mailer.send(_message()).ok  # a hook without such fields is fine
+    [(kind, _, error)] = seen.outcomes[:1]
+    assert (kind, type(error)) == ("failure", InvalidMessageError)
+    [received] = server.messages  # only the second message
+    parsed = email.message_from_bytes(received.data, policy=email.policy.default)
+    assert parsed["X-Ok"] == "1"
+    assert len(parsed.get_all("Content-Type")) == 1
+    assert len(parsed.get_all("MIME-Version")) == 1
