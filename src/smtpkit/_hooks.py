@@ -5,9 +5,10 @@
 add header lines or veto), before each retry wait, and once with the outcome
 (``finished`` or ``failed``).  A hook that raises is logged and ignored, except
 ``KeyboardInterrupt`` and ``SystemExit`` in the caller's thread, which
-propagate: a send never breaks because of a hook, but Ctrl-C still stops the
-program.  In a bulk send's worker threads those two are logged too: they
-cannot stop the caller there, and would lose the outcome of a whole batch.
+propagate once the other hooks of that kind have run: a send never breaks
+because of a hook, but Ctrl-C still stops the program.  In a bulk send's
+worker threads those two are logged too: they cannot stop the caller there,
+and would lose the outcome of a whole batch.
 """
 
 from __future__ import annotations
@@ -108,7 +109,8 @@ class Hooks(BaseModel):
     ``AsyncMailer``.  A hook that raises is logged at ERROR, with its
     exception type and text but no addresses, and ignored; only
     ``KeyboardInterrupt`` and ``SystemExit`` raised in the caller's thread
-    (``send``, the event loop) propagate.  Combine two values with ``+``.
+    (``send``, the event loop) propagate, once the other hooks of that kind
+    have run.  Combine two values with ``+``.
 
     Args:
         before_send: ``hook(event) -> headers | None``, before the first
@@ -181,6 +183,22 @@ def _call(kind: str, hook: Callable[..., object], *args: object, stops: bool) ->
     except BaseException as exc:  # a hook never breaks a send
         _log(kind, hook, exc)
         return None
+
+
+def _run_all(
+    kind: str, hooks: Sequence[Callable[..., object]], *args: object, stops: bool
+) -> None:
+    """Call every hook (see ``_call``); a ``KeyboardInterrupt`` or ``SystemExit``
+    that one raises is raised again once the others have run, so hooks that
+    end what ``before_send`` began (a span) still run."""
+    stop: BaseException | None = None
+    for hook in hooks:
+        try:
+            _call(kind, hook, *args, stops=stops)
+        except BaseException as exc:  # only KeyboardInterrupt and SystemExit
+            stop = stop or exc
+    if stop is not None:
+        raise stop
 
 
 def _log(kind: str, hook: Callable[..., object], exc: BaseException) -> None:
@@ -266,19 +284,38 @@ class HookRunner:
             SendVetoedError: A hook vetoed the message (on_failure was told).
             InvalidMessageError: A hook returned headers that cannot be added
                 (on_failure was told).
+            KeyboardInterrupt: A hook raised it (or ``SystemExit``), with
+                ``stops``; the other hooks ran first, on_failure was told.
         """
         event = SendEvent(prepared.envelope, prepared.message_id, len(prepared.data))
-        added = b""
         try:
-            for hook in self._hooks.before_send:
-                headers = _call("before_send", hook, event, stops=self._stops)
-                if headers is not None:
-                    added += _checked_lines(headers)
-        except BaseException as exc:  # a veto, bad headers, Ctrl-C: nothing sent
+            added, stop = self._run_before(event)
+        except BaseException as exc:  # a veto, bad headers: nothing sent
             self.failed(event, exc, sent=False)
             raise
+        if stop is not None:  # Ctrl-C from a hook, raised once the others ran
+            self.failed(event, stop, sent=False)
+            raise stop
         data = added + prepared.data if added else prepared.data  # no copy if none
         return Prepared(prepared.envelope, data, prepared.message_id, event)
+
+    def _run_before(self, event: SendEvent) -> tuple[bytes, BaseException | None]:
+        """The before_send hooks' header lines, and the first ``KeyboardInterrupt``
+        or ``SystemExit`` one raised (the hooks after it still run)."""
+        added = b""
+        stop: BaseException | None = None
+        for hook in self._hooks.before_send:
+            try:
+                headers = _call("before_send", hook, event, stops=self._stops)
+                if headers is not None and stop is None:
+                    added += _checked_lines(headers)
+            except (KeyboardInterrupt, SystemExit) as exc:
+                stop = stop or exc
+            except SMTPKitError:  # a veto or bad headers end the hooks
+                if stop is not None:
+                    break  # Ctrl-C came first: it wins
+                raise
+        return added, stop
 
     def retry_hook(self, event: SendEvent, also: RetryHook | None) -> RetryHook | None:
         """The retry hook of one message: *also* (the mailer's), then ours."""
@@ -290,8 +327,7 @@ class HookRunner:
         def on_retry(details: RetryDetails) -> None:
             if also is not None:
                 also(details)
-            for hook in hooks:
-                _call("on_retry", hook, event, details, stops=stops)
+            _run_all("on_retry", hooks, event, details, stops=stops)
 
         return on_retry
 
@@ -313,8 +349,7 @@ class HookRunner:
             return
         if not claim_outcome(event):
             return
-        for hook in self._hooks.after_send:
-            _call("after_send", hook, event, result, stops=self._stops)
+        _run_all("after_send", self._hooks.after_send, event, result, stops=self._stops)
 
     def failed(
         self, event: SendEvent, error: BaseException, *, sent: bool = True
@@ -331,8 +366,7 @@ class HookRunner:
             return
         if not isinstance(error, SMTPKitError):
             error = _stopped(error, sent=sent)
-        for hook in self._hooks.on_failure:
-            _call("on_failure", hook, event, error, stops=self._stops)
+        _run_all("on_failure", self._hooks.on_failure, event, error, stops=self._stops)
 
 
 def _stopped(cause: BaseException, *, sent: bool) -> SMTPKitError:

@@ -25,9 +25,11 @@ from smtpkit import (
     NotSentError,
     PoolLimits,
     RateLimit,
+    SendVetoedError,
     TransportError,
 )
 from smtpkit.contrib.otel import SMTPTelemetry
+from smtpkit.testing import no_wait
 
 from .smtpd import RecordingHandler
 
@@ -229,3 +231,67 @@ def test_once_only_fields_cannot_be_added(start_server, config_for, name):
     assert parsed["X-Ok"] == "1"
     assert len(parsed.get_all("Content-Type")) == 1
     assert len(parsed.get_all("MIME-Version")) == 1
+
+
+def _raise(exc):
+    def hook(*args):
+        raise exc
+
+    return hook
+
+
+def _stops_cases():
+    ki, bye = KeyboardInterrupt(), SystemExit(3)
+    return {
+        "after_send, user hooks first": (Hooks(after_send=[_raise(ki)]), ki, "after"),
+        "two stops: the first wins": (
+            Hooks(after_send=[_raise(ki), _raise(bye)]),
+            ki,
+            "after",
+        ),
+        "before_send, telemetry first": (
+            None,
+            ki,
+            "failure",
+        ),
+        "before_send, then a veto": (Hooks(before_send=[_raise(ki)]), ki, "failure"),
+        "on_failure, user hooks first": (
+            Hooks(on_failure=[_raise(bye)]),
+            bye,
+            "failure",
+        ),
+        "on_retry, user hooks first": (Hooks(on_retry=[_raise(bye)]), bye, "failure"),
+    }
+
+
+@pytest.mark.parametrize("case", list(_stops_cases()))
+def test_a_stop_from_one_hook_lets_the_others_run(start_server, config_for, case):
+    user, stop, outcome = _stops_cases()[case]
+    server = start_server()
+    seen = Outcomes()
+    retried = []
+    if user is None:  # the documented order reversed: ours after the user's
+        hooks = seen.hooks() + Hooks(before_send=[_raise(stop)])
+    else:
+        hooks = user + seen.hooks() + Hooks(on_retry=[lambda e, d: retried.append(d)])
+    if "veto" in case:
+        hooks += Hooks(before_send=[_raise(SendVetoedError("no"))])
+    to = "b@example.com"
+    if "on_failure" in case:
+        server.handler.rcpt_replies[to] = "550 5.1.1 no such user"
+    if "on_retry" in case:
+        server.handler.rcpt_replies[to] = ["451 4.3.0 later"]
+    mailer = Mailer(config_for(server), hooks=hooks, retry=no_wait())
+    with mailer, pytest.raises(type(stop)) as raised:
+        mailer.send(_message(to=to))
+    assert raised.value is stop
+    assert seen.each_once() == {outcome}
+    assert len(retried) == ("on_retry" in case)
+    [(_, _, error)] = seen.outcomes
+    if "before_send" in case:
+        assert isinstance(error, NotSentError)
+        assert error.__cause__ is stop
+        assert server.messages == []
+    if "on_retry" in case:  # stopped in the wait: the send is the failure
+        assert error.delivery_unknown
+        assert error.__cause__ is stop
