@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextvars
 import enum
 import logging
 import random
@@ -356,10 +355,6 @@ class Mailer:
         limit = max_concurrency(self._transport)
         interrupted = threading.Event()
         send_batch = partial(self._send_batch, interrupted=interrupted)
-        if self._hooks is not None:
-            # Hooks see the caller's context (its current span) in the workers.
-            caller = contextvars.copy_context()
-            send_batch = partial(_in_context, caller, send_batch)
         run = BulkRun(
             messages,
             send_batch,
@@ -565,13 +560,3 @@ def _reporting(
         report(index, result)
 
     return report_hooked
-
-
-def _in_context(
-    context: contextvars.Context,
-    send_batch: Callable[[list[BulkItem], Report], None],
-    batch: list[BulkItem],
-    report: Report,
-) -> None:
-    """Run *send_batch* in a copy of *context* (one per batch: workers run at once)."""
-    context.copy().run(send_batch, batch, report)

@@ -49,9 +49,9 @@ class Outcomes:
         self.outcomes = []  # (kind, event, result or error)
         self.reported = threading.Event()
         self.exporter = InMemorySpanExporter()
-        provider = TracerProvider()
-        provider.add_span_processor(SimpleSpanProcessor(self.exporter))
-        self.telemetry = SMTPTelemetry(provider)
+        self.provider = TracerProvider()
+        self.provider.add_span_processor(SimpleSpanProcessor(self.exporter))
+        self.telemetry = SMTPTelemetry(self.provider)
 
     def hooks(self):
         mine = Hooks(
@@ -295,3 +295,19 @@ def test_a_stop_from_one_hook_lets_the_others_run(start_server, config_for, case
     if "on_retry" in case:  # stopped in the wait: the send is the failure
         assert error.delivery_unknown
         assert error.__cause__ is stop
+
+
+def test_send_iter_spans_are_children_of_the_span_it_is_iterated_in(
+    start_server, config_for
+):
+    server = start_server(pipelining=True)
+    seen = Outcomes()
+    tracer = seen.provider.get_tracer("app")
+    with Mailer(config_for(server), hooks=seen.hooks()) as mailer:
+        stream = mailer.send_iter([_message(n) for n in range(3)], concurrency=2)
+        with tracer.start_as_current_span("request") as request:
+            assert all(result.ok for result in stream)
+    assert seen.each_once() == {"after"}
+    spans = [s for s in seen.exporter.get_finished_spans() if s.name == "smtp send"]
+    parent = request.get_span_context().span_id
+    assert [span.parent.span_id for span in spans] == [parent] * 3
