@@ -319,3 +319,15 @@ def test_the_in_use_gauge_counts_a_connection_lent_to_a_send(
         after = otel.metrics()["smtp.client.connections.in_use"]
     assert [value for _, value in during] == [1]
     assert [value for _, value in after] == [0]
+
+
+def test_two_telemetries_on_one_mailer_keep_their_own_spans(server, config_for):
+    first, second = Telemetry(), Telemetry()
+    hooks = first.telemetry.hooks + second.telemetry.hooks
+    with Mailer(config_for(server), hooks=hooks) as mailer:
+        assert mailer.send(_message()).ok
+    for otel in (first, second):
+        [span] = otel.spans("smtp send")
+        assert span.attributes["smtp.reply.code"] == 250
+        [(attributes, count)] = otel.metrics()["smtp.client.send.duration"]
+        assert (attributes, count) == ({"smtp.outcome": "sent"}, 1)

@@ -41,6 +41,7 @@ Metrics:
 from __future__ import annotations
 
 import collections
+import itertools
 import threading
 import time
 import weakref
@@ -66,8 +67,7 @@ from .._transports.smtp import SMTPTransport
 
 __all__ = ["SMTPTelemetry"]
 
-_SPAN = "smtpkit.otel.span"  # SendEvent.state keys
-_START = "smtpkit.otel.start"
+_INSTANCES = itertools.count()  # each SMTPTelemetry's own SendEvent.state keys
 _EMPTY_CONTEXT = otel_context.Context()
 
 
@@ -90,6 +90,9 @@ class SMTPTelemetry:
         *,
         meter_provider: metrics.MeterProvider | None = None,
     ) -> None:
+        number = next(_INSTANCES)  # two instances on one mailer keep apart
+        self._span_key = f"smtpkit.otel.{number}.span"
+        self._start_key = f"smtpkit.otel.{number}.start"
         self._tracer = trace.get_tracer(
             "smtpkit", __version__, tracer_provider=tracer_provider
         )
@@ -165,11 +168,11 @@ class SMTPTelemetry:
                 "smtp.recipients.count": event.recipient_count,
             },
         )
-        event.state[_SPAN] = span
-        event.state[_START] = time.perf_counter()
+        event.state[self._span_key] = span
+        event.state[self._start_key] = time.perf_counter()
 
     def _retry(self, event: SendEvent, details: RetryDetails) -> None:
-        span = event.state.get(_SPAN)
+        span = event.state.get(self._span_key)
         if isinstance(span, trace.Span):
             attributes: dict[str, str | int | float] = {
                 "smtp.attempt": details.attempt,
@@ -210,13 +213,13 @@ class SMTPTelemetry:
         *,
         error: SMTPKitError | None,
     ) -> None:
-        start = event.state.pop(_START, None)
+        start = event.state.pop(self._start_key, None)
         outcome = "failed" if error is not None else "sent"
         if isinstance(start, float):
             self._duration.record(
                 time.perf_counter() - start, {"smtp.outcome": outcome}
             )
-        span = event.state.pop(_SPAN, None)
+        span = event.state.pop(self._span_key, None)
         if not isinstance(span, trace.Span):
             return  # before_send was not ours to run (an earlier veto)
         span.set_attributes(attributes)
