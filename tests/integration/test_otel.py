@@ -21,6 +21,7 @@ from opentelemetry.trace import SpanKind, StatusCode
 from smtpkit import (
     AsyncMailer,
     AuthenticationError,
+    ConfigurationError,
     ConnectError,
     Hooks,
     Mailer,
@@ -331,3 +332,21 @@ def test_two_telemetries_on_one_mailer_keep_their_own_spans(server, config_for):
         assert span.attributes["smtp.reply.code"] == 250
         [(attributes, count)] = otel.metrics()["smtp.client.send.duration"]
         assert (attributes, count) == ({"smtp.outcome": "sent"}, 1)
+
+
+def test_one_observer_per_transport_so_no_session_span_is_orphaned(
+    server, config_for, otel
+):
+    other = Telemetry()
+    with _mailer(server, config_for, otel) as mailer:
+        assert mailer.send(_message()).ok  # a pooled session is open
+        otel.telemetry.watch(mailer.transport)  # again: changes nothing
+        with pytest.raises(ConfigurationError, match="another SMTPTelemetry"):
+            other.telemetry.watch(mailer.transport)
+        with pytest.raises(ConfigurationError, match="already has a session observer"):
+            mailer.transport.session_observer = object()
+        assert mailer.send(_message()).ok
+    assert len(otel.spans("smtp session")) == 1  # ended by close(), not orphaned
+    assert other.spans("smtp session") == []
+    mailer.transport.session_observer = None  # then another may watch it
+    other.telemetry.watch(mailer.transport)

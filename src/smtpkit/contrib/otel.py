@@ -57,7 +57,7 @@ except ImportError as exc:
     raise ImportError(msg) from exc
 
 from .. import __version__
-from .._exceptions import SMTPKitError, SMTPReplyError
+from .._exceptions import ConfigurationError, SMTPKitError, SMTPReplyError
 from .._hooks import Hooks
 from .._retry import RetryDetails
 from .._send_event import SendEvent
@@ -143,9 +143,14 @@ class SMTPTelemetry:
         Args:
             transport: An ``SMTPTransport`` (such as ``mailer.transport``).
 
+        Watching the same transport again changes nothing.
+
         Raises:
             TypeError: *transport* is not an ``SMTPTransport`` (other
                 transports have no sessions to watch).
+            ConfigurationError: Another ``SMTPTelemetry`` (or another session
+                observer) watches *transport* already: one transport has one
+                observer, so that no open session span is left unended.
         """
         if not isinstance(transport, SMTPTransport):
             msg = (
@@ -153,7 +158,11 @@ class SMTPTelemetry:
                 f"not {type(transport).__name__}"
             )
             raise TypeError(msg)
-        transport.session_observer = _SessionSpans(self._tracer)
+        if not isinstance(transport.session_observer, _SessionSpans):
+            transport.session_observer = _SessionSpans(self._tracer)
+        elif transport.session_observer.tracer is not self._tracer:
+            msg = "this transport is watched by another SMTPTelemetry already"
+            raise ConfigurationError(msg)
         with self._lock:
             self._transports.add(transport)
 
@@ -262,10 +271,10 @@ class _SessionSpans:
     """A ``SessionObserver`` that makes one span per SMTP session."""
 
     def __init__(self, tracer: trace.Tracer) -> None:
-        self._tracer = tracer
+        self.tracer = tracer
 
     def session_started(self, host: str, port: int) -> object:
-        return self._tracer.start_span(
+        return self.tracer.start_span(
             "smtp session",
             context=_EMPTY_CONTEXT,  # a root: pooled sessions outlive their sends
             kind=trace.SpanKind.CLIENT,
