@@ -350,3 +350,66 @@ def test_one_observer_per_transport_so_no_session_span_is_orphaned(
     assert other.spans("smtp session") == []
     mailer.transport.session_observer = None  # then another may watch it
     other.telemetry.watch(mailer.transport)
+
+
+class _Stray(BaseException):
+    """Not an Exception: what a careless observer might still raise."""
+
+
+class _Observer:
+    def __init__(self, raises=None, where=()):
+        self.raises = raises
+        self.where = where
+        self.conns = []
+        self.ended = []
+
+    def _maybe(self, method):
+        if method in self.where:
+            raise self.raises
+
+    def session_started(self, host, port):
+        self._maybe("started")
+        return len(self.conns)
+
+    def session_ready(self, token, conn):
+        self.conns.append(conn)
+        self._maybe("ready")
+
+    def session_ended(self, token, error):
+        self.ended.append(token)
+        self._maybe("ended")
+
+
+def test_an_observer_raising_a_base_exception_never_breaks_a_send(
+    server, config_for, caplog
+):
+    caplog.set_level(logging.ERROR, "smtpkit")
+    observer = _Observer(_Stray("observer"), where=("started", "ready", "ended"))
+    mailer = Mailer(config_for(server))
+    mailer.transport.session_observer = observer
+    mailer.transport.session_observer = observer  # the same one again: kept
+    with mailer:
+        assert mailer.send(_message()).ok
+    assert "session observer's session_ready raised _Stray" in caplog.text
+    assert "session observer's session_ended raised _Stray" in caplog.text
+    assert all(conn.sock is None for conn in observer.conns)
+
+
+@pytest.mark.parametrize("stop", [_Stray("observer"), KeyboardInterrupt()])
+def test_close_closes_every_connection_when_the_observer_raises(
+    start_server, config_for, stop, caplog
+):
+    server = start_server(pipelining=True)
+    observer = _Observer(stop, where=("ended",))
+    mailer = Mailer(config_for(server))
+    mailer.transport.session_observer = observer
+    messages = [_message() for _ in range(120)]
+    assert all(result.ok for result in mailer.send_many(messages, concurrency=3))
+    assert len(observer.conns) >= 2
+    if isinstance(stop, KeyboardInterrupt):  # raised once all are closed
+        with pytest.raises(KeyboardInterrupt):
+            mailer.close()
+    else:
+        mailer.close()
+    assert all(conn.sock is None for conn in observer.conns)
+    assert len(observer.ended) == len(observer.conns)  # each session reported

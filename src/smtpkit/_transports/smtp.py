@@ -369,8 +369,8 @@ class SMTPTransport(Transport):
         finally:  # even when interrupted: no socket outlives close()
             for conn in conns:
                 conn.close()
-                if self._sessions is not None:
-                    self._sessions.closed(conn)
+            if self._sessions is not None:  # every socket is closed first
+                self._sessions.closed(*conns)
 
     # -- sending ----------------------------------------------------------------
 
