@@ -413,3 +413,17 @@ def test_close_closes_every_connection_when_the_observer_raises(
         mailer.close()
     assert all(conn.sock is None for conn in observer.conns)
     assert len(observer.ended) == len(observer.conns)  # each session reported
+
+
+@pytest.mark.parametrize("where", ["started", "ready"])
+def test_ctrl_c_from_the_observer_stops_the_send_and_leaks_no_socket(
+    server, config_for, where
+):
+    observer = _Observer(KeyboardInterrupt(), where=(where,))
+    mailer = Mailer(config_for(server), retry=RetryPolicy.never())
+    mailer.transport.session_observer = observer
+    with mailer, pytest.raises(KeyboardInterrupt):
+        mailer.send(_message())
+    assert all(conn.sock is None for conn in observer.conns)
+    assert len(observer.ended) == len(observer.conns)
+    assert server.messages == []

@@ -295,7 +295,11 @@ class SMTPTransport(Transport):
         except BaseException as exc:
             sessions.failed(token, exc)
             raise
-        sessions.ready(token, conn)
+        try:
+            sessions.ready(token, conn)
+        except BaseException:  # Ctrl-C from the observer: no socket outlives it
+            self._dispose(conn, polite=False)
+            raise
         return conn
 
     def _set_up(
