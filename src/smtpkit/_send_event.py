@@ -22,8 +22,9 @@ class SendEvent:
     Attributes:
         envelope: MAIL FROM and RCPT TO.
         message_id: The Message-ID header, if the message has one.
-        size: The message's size in bytes, as first rendered (before the
-            header lines ``before_send`` hooks add).
+        size: The message's size in bytes, as first rendered: before the
+            header lines ``before_send`` hooks add and before a ``signer=``
+            signs it (the bytes sent are larger by both).
         state: Free for hooks, per message.
     """
 

@@ -311,3 +311,18 @@ def test_send_iter_spans_are_children_of_the_span_it_is_iterated_in(
     spans = [s for s in seen.exporter.get_finished_spans() if s.name == "smtp send"]
     parent = request.get_span_context().span_id
     assert [span.parent.span_id for span in spans] == [parent] * 3
+
+
+def test_message_size_is_as_rendered_before_the_hooks_headers(start_server, config_for):
+    server = start_server()
+    seen = Outcomes()
+    tag = Hooks(before_send=[lambda event: {"X-Big": "y" * 500}])
+    with Mailer(config_for(server), hooks=tag + seen.hooks()) as mailer:
+        assert mailer.send(_message()).ok
+    [event] = seen.before
+    [span] = seen.exporter.get_finished_spans()
+    assert span.attributes["smtp.message.size"] == event.size
+    data = server.messages[0].data
+    added = data.index(b"\r\n", data.index(b"yyy")) + 2  # the folded X-Big line
+    assert data.startswith(b"X-Big:")
+    assert len(data) == event.size + added

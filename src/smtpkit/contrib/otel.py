@@ -22,7 +22,9 @@ Spans:
     ``smtp.recipients.count``, ``smtp.recipients.accepted``,
     ``smtp.recipients.refused``, ``smtp.attempts``, ``smtp.reply.code``,
     ``smtp.reply.enhanced_code``, ``error.type``; an ``smtp.retry`` event per
-    retry wait.
+    retry wait.  ``smtp.message.size`` is ``SendEvent.size``: the message as
+    rendered, before the header lines of ``before_send`` hooks and a DKIM
+    signature are added (the bytes sent are that much larger).
 
     ``smtp session`` (CLIENT), one per SMTP connection of a watched
     transport, from connect to close: a root span (a pooled session outlives
