@@ -13,13 +13,14 @@ and would lose the outcome of a whole batch.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import re
 from collections.abc import Callable, Mapping, Sequence
 from email.header import Header
 from typing import TYPE_CHECKING, Final, TypeAlias
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, ValidationInfo, field_validator
 
 from ._attempt import Prepared
 from ._bulk import NotSentError
@@ -146,6 +147,25 @@ class Hooks(BaseModel):
             on_failure: Sequence[FailureHook] = (),
         ) -> None:
             """Hold the hooks; each list runs in order."""
+
+    @field_validator("before_send", "after_send", "on_retry", "on_failure")
+    @classmethod
+    def _not_async(
+        cls, hooks: tuple[Callable[..., object], ...], info: ValidationInfo
+    ) -> tuple[Callable[..., object], ...]:
+        # Called and never awaited, an async def hook would silently not run.
+        for hook in hooks:
+            if inspect.iscoroutinefunction(hook) or inspect.iscoroutinefunction(
+                getattr(hook, "__call__", None)  # noqa: B004 - an async __call__
+            ):
+                name = getattr(hook, "__qualname__", type(hook).__qualname__)
+                msg = (
+                    f"{info.field_name} hook {name} is an async function: hooks "
+                    "are called, never awaited, by Mailer and AsyncMailer alike; "
+                    "pass a plain function (start a task from it if need be)"
+                )
+                raise ValueError(msg)
+        return hooks
 
     def __add__(self, other: Hooks) -> Hooks:
         """Both values' hooks, this one's first."""

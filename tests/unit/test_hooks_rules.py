@@ -4,8 +4,10 @@ be encoded, once-only MIME fields, interrupts from hooks, coroutine hooks."""
 from __future__ import annotations
 
 import asyncio
+import functools
 
 import pytest
+from pydantic import ValidationError
 
 from smtpkit import (
     AsyncMailer,
@@ -90,3 +92,31 @@ def test_headers_that_cannot_be_added_are_the_messages_failure(headers):
     assert all(type(error) is InvalidMessageError for error in errors)
     assert [kind for kind, _ in calls.calls] == ["failure"] * 3
     assert attempts == []  # nothing sent
+
+
+async def _async_after(event, result):
+    return None
+
+
+class _AsyncCallable:
+    async def __call__(self, event, error):
+        return None
+
+
+@pytest.mark.parametrize(
+    ("field", "hook", "name"),
+    [
+        ("after_send", _async_after, "_async_after"),
+        ("after_send", functools.partial(_async_after), "partial"),
+        ("on_failure", _AsyncCallable(), "_AsyncCallable"),
+        ("before_send", Calls().hooks, None),  # plain: accepted
+    ],
+)
+def test_async_def_hooks_are_refused_when_hooks_are_built(field, hook, name):
+    if name is None:
+        assert Hooks(**{field: [hook]})
+        return
+    with pytest.raises(ValidationError, match=f"{field} hook {name}.* is an async"):
+        Hooks(**{field: [hook]})
+    with pytest.raises(ValidationError, match="never awaited"):
+        Hooks() + Hooks.model_construct(**{field: (hook,)})
