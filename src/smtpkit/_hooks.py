@@ -119,8 +119,8 @@ class Hooks(BaseModel):
             the message as sent (for a ``Message``, an ``EmailMessage`` and
             raw bytes alike); a name must be a valid field name and not one a
             message has only once (To, Subject, Message-ID, Content-Type,
-            MIME-Version...) nor Return-Path, a value must
-            not hold CR, LF or NUL; non-ASCII values are RFC 2047 encoded.
+            MIME-Version...) nor Return-Path, a value must not hold CR, LF,
+            NUL or a lone surrogate; non-ASCII values are RFC 2047 encoded.
             Otherwise the message fails with ``InvalidMessageError``, unsent.
             Raising ``SendVetoedError`` vetoes the message.
         after_send: ``hook(event, result)`` once some recipient accepted it.
