@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
+from typing import Final
 
 from ._message import Envelope
 
@@ -32,11 +33,9 @@ class SendEvent:
     message_id: str | None
     size: int
     state: dict[str, object] = field(default_factory=dict, repr=False)
-    # Taken by the first outcome reported, never released: exactly one of
+    # Set by the first outcome reported (see claim_outcome): exactly one of
     # after_send and on_failure runs per message, whichever thread reports it.
-    _outcome: threading.Lock = field(
-        default_factory=threading.Lock, init=False, repr=False
-    )
+    _claimed: bool = field(default=False, init=False, repr=False)
 
     @property
     def recipient_count(self) -> int:
@@ -44,6 +43,13 @@ class SendEvent:
         return len(self.envelope.recipients)
 
 
+_CLAIMS: Final = threading.Lock()  # held for a flag's test-and-set only
+
+
 def claim_outcome(event: SendEvent) -> bool:
     """Whether this is the first outcome reported for *event* (then it is claimed)."""
-    return event._outcome.acquire(blocking=False)
+    with _CLAIMS:
+        if event._claimed:
+            return False
+        object.__setattr__(event, "_claimed", True)  # frozen to the hooks only
+        return True
