@@ -7,6 +7,8 @@ import asyncio
 import functools
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from smtpkit import (
@@ -120,3 +122,22 @@ def test_async_def_hooks_are_refused_when_hooks_are_built(field, hook, name):
         Hooks(**{field: [hook]})
     with pytest.raises(ValidationError, match="never awaited"):
         Hooks() + Hooks.model_construct(**{field: (hook,)})
+
+
+@given(st.text(st.characters(blacklist_categories=()), max_size=40))
+def test_any_value_is_added_or_refused_and_reported_once(value):
+    calls = Calls()
+    fake = FakeTransport()
+    hooks = calls.hooks(before_send=[lambda event: {"X-Value": value}])
+    with Mailer(transport=fake, hooks=hooks) as mailer:
+        try:
+            mailer.send(MSG)
+        except InvalidMessageError:
+            outcome = "failure"
+        else:
+            outcome = "after"
+    assert [kind for kind, _ in calls.calls] == [outcome]
+    unencodable = any("\ud800" <= char <= "\udfff" for char in value)
+    assert len(fake.outbox) == (outcome == "after")
+    if unencodable:
+        assert outcome == "failure"
