@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextvars
 import enum
 import logging
 import random
@@ -361,10 +360,6 @@ class Mailer:
         limit = max_concurrency(self._transport)
         interrupted = threading.Event()
         send_batch = partial(self._send_batch, interrupted=interrupted)
-        if self._hooks is not None:
-            # Hooks see the caller's context (its current span) in the workers.
-            caller = contextvars.copy_context()
-            send_batch = partial(_in_context, caller, send_batch)
         run = BulkRun(
             messages,
             send_batch,
@@ -507,7 +502,7 @@ class Mailer:
             return sign_prepared(prepared, self._signer)
         except BaseException as exc:  # a failing signer fails the message
             if hooks is not None and prepared.event is not None:
-                hooks.failed(prepared.event, exc)
+                hooks.failed(prepared.event, exc, sent=False)
             raise
 
     def _bulk_sleep(self, interrupted: threading.Event) -> SleepFn:
@@ -574,13 +569,3 @@ def _reporting(
         report(index, result)
 
     return report_hooked
-
-
-def _in_context(
-    context: contextvars.Context,
-    send_batch: Callable[[list[BulkItem], Report], None],
-    batch: list[BulkItem],
-    report: Report,
-) -> None:
-    """Run *send_batch* in a copy of *context* (one per batch: workers run at once)."""
-    context.copy().run(send_batch, batch, report)
