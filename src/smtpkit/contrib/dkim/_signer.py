@@ -73,7 +73,8 @@ class DKIMSigner:
         selector: The selector (``s=``): the key's TXT record is at
             ``<selector>._domainkey.<domain>``.
         headers: The header fields to sign when present; ``From`` is required.
-        oversign: The fields signed one extra time (``From`` by default).
+        oversign: The fields signed once more than they occur, whether or not
+            *headers* lists them (``From`` by default).
         canonicalization: Header and body canonicalization (RFC 6376 §3.4).
 
     Raises:
@@ -196,9 +197,12 @@ class DKIMSigner:
         if b"from" not in lowered:
             msg = "cannot DKIM-sign a message without a From header field"
             raise SigningError(msg)
-        # Each present field as often as it occurs, then the oversigned ones
-        # once more: listed past its occurrences, a name signs "no further field"
-        include = [name for name in lowered if name in self._headers]
+        # Each present field of headers or oversign as often as it occurs, then
+        # the oversigned ones once more: listed past its occurrences, a name
+        # signs "no further field of this name" (RFC 6376 §5.4.2).
+        include = [
+            name for name in lowered if name in self._headers or name in self._oversign
+        ]
         include += self._oversign
         policy = dkim.CanonicalizationPolicy.from_c_value(b"/".join(self._canon))
         body = policy.canonicalize_body(signer.body)
