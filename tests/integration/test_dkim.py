@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import email.message
+import time
 
 import pytest
 
-from smtpkit import Envelope, Message, RetryPolicy
+from smtpkit import AsyncMailer, Envelope, Message, RetryPolicy
 from smtpkit.contrib.dkim import DKIMSigner
 
 from ..dkimkeys import (
@@ -19,6 +21,7 @@ from ..dkimkeys import (
     verify,
 )
 
+ENVELOPE = Envelope(sender="ann@example.com", recipients=["bob@example.org"])
 KEYS = {"rsa": rsa_key, "ed25519": ed25519_key}
 
 
@@ -85,3 +88,58 @@ def test_an_oversigned_field_is_signed_even_when_headers_omits_it(
     assert forged_below != received.data
     assert not verify(forged_top, key)
     assert not verify(forged_below, key)
+
+
+@pytest.mark.parametrize("canonicalization", ["relaxed", "simple"])
+def test_white_space_runs_verify_as_received(
+    make_mailer, server, config_for, canonicalization
+):
+    key = rsa_key()
+    signer = DKIMSigner.from_pem(
+        key.pem,
+        domain=DOMAIN,
+        selector=SELECTOR,
+        canonicalization=(canonicalization, canonicalization),
+    )
+    body = b" " * 300 + b"x \t y\r\n" + b"\t " * 200 + b"\r\nlast \t\r\n\r\n \r\n\r\n"
+    raw = b"From: ann@example.com\r\nTo: bob@example.org\r\n\r\n" + body
+    with make_mailer(
+        config_for(server), retry=RetryPolicy.never(), signer=signer
+    ) as mailer:
+        assert mailer.send(raw, envelope=ENVELOPE).ok
+    [received] = server.messages
+    assert received.data.endswith(body)
+    assert verify(received.data, key)
+
+
+def test_signing_long_white_space_runs_does_not_stall_the_event_loop(
+    server, config_for
+):
+    # dkimpy's own canonicalization held the GIL for about 8 s on this body.
+    signer = DKIMSigner.from_pem(ed25519_key().pem, domain=DOMAIN, selector=SELECTOR)
+    raw = b"From: ann@example.com\r\n\r\n" + (b" " * 990 + b"x\r\n") * 1000
+
+    async def main() -> tuple[bool, float]:
+        gaps: list[float] = []
+        stop = asyncio.Event()
+
+        async def tick() -> None:
+            last = time.perf_counter()
+            while not stop.is_set():
+                await asyncio.sleep(0.01)
+                now = time.perf_counter()
+                gaps.append(now - last)
+                last = now
+
+        ticker = asyncio.create_task(tick())
+        async with AsyncMailer(config_for(server), signer=signer) as mailer:
+            result = await mailer.send(raw, envelope=ENVELOPE)
+        stop.set()
+        await ticker
+        return result.ok, max(gaps)
+
+    ok, longest_gap = asyncio.run(main())
+    assert ok
+    assert longest_gap < 1.0
+    [received] = server.messages
+    assert received.data.endswith(raw)

@@ -15,6 +15,7 @@ from typing_extensions import Self
 
 from ..._exceptions import ConfigurationError
 from ..._signing import SigningError
+from ._canon import canonicalize_body
 from ._keys import Algorithm, PrivateKey, read_key
 
 __all__ = ["DEFAULT_HEADERS", "Algorithm", "Canonicalization", "DKIMSigner"]
@@ -52,6 +53,7 @@ _NEVER_SIGNED: Final = frozenset(
 )
 _FIELD_NAME_RE: Final = re.compile(r"[\x21-\x39\x3b-\x7e]+")
 _LABEL_RE: Final = re.compile(r"(?!-)[A-Za-z0-9_-]{1,63}(?<!-)")
+_MAX_LINE: Final = 998  # RFC 5322 §2.1.1, octets without the CRLF
 
 
 class DKIMSigner:
@@ -177,10 +179,20 @@ class DKIMSigner:
         """Return the ``DKIM-Signature`` field for *message* (CRLF lines).
 
         Raises:
-            SigningError: The message has no From field, or dkimpy cannot sign
-                it (malformed header section).
+            SigningError: The message has no From field, has a line over 998
+                octets (relays split those, breaking the signature), or dkimpy
+                cannot sign it (malformed header section).
         """
         import dkim  # noqa: PLC0415 - the extra is imported on use
+
+        # A bare CR or LF ends a line too (the mailer sends CRLF only).
+        longest = max(map(len, message.replace(b"\r", b"\n").split(b"\n")))
+        if longest > _MAX_LINE:
+            msg = (
+                f"cannot DKIM-sign a message with a line of {longest} octets, over "
+                f"the {_MAX_LINE} RFC 5322 §2.1.1 allows: relays split such lines"
+            )
+            raise SigningError(msg)
 
         try:
             return self._sign(dkim, message)
@@ -205,7 +217,8 @@ class DKIMSigner:
         ]
         include += self._oversign
         policy = dkim.CanonicalizationPolicy.from_c_value(b"/".join(self._canon))
-        body = policy.canonicalize_body(signer.body)
+        # Not dkimpy's: its relaxed form is quadratic in a run of spaces.
+        body = canonicalize_body(signer.body, self._canon[1])
         signer.hasher = hashlib.sha256  # both algorithms hash with SHA-256
         # gen_header() signs through key.sign(digest) on this branch; the RSA key
         # has that shape and signs in OpenSSL (_keys._OpenSSLRSAKey).  The a= tag
