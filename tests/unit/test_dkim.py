@@ -11,6 +11,8 @@ import time
 
 import dkim
 import pytest
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.serialization import load_pem_private_key
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -332,3 +334,56 @@ def test_a_line_over_998_octets_is_not_signed_nor_sent(newline):
         with pytest.raises(SigningError, match="a line of 999 octets, over the 998"):
             mailer.send(raw(999), envelope=envelope)
     assert fake.outbox == []
+
+
+def _der_long_int(value: int) -> bytes:
+    raw = value.to_bytes(value.bit_length() // 8 + 1, "big")
+    return b"\x02\x82" + len(raw).to_bytes(2, "big") + raw
+
+
+def _pkcs1(numbers: list[int]) -> bytes:
+    body = b"".join(_der_long_int(n) for n in numbers)
+    der = b"\x30\x82" + len(body).to_bytes(2, "big") + body
+    return b"-----BEGIN RSA PRIVATE KEY-----\n%b\n-----END RSA PRIVATE KEY-----\n" % (
+        base64.b64encode(der)
+    )
+
+
+def test_an_rsa_key_with_inconsistent_numbers_is_refused():
+    key = load_pem_private_key(rsa_key().pem, None)
+    assert isinstance(key, rsa.RSAPrivateKey)
+    numbers = key.private_numbers()
+    public = numbers.public_numbers
+    fields = [0, public.n, public.e, numbers.d, numbers.p, numbers.q]
+    fields += [numbers.dmp1, numbers.dmq1, numbers.iqmp]
+    DKIMSigner(_pkcs1(fields), domain=DOMAIN, selector=SELECTOR)  # as it is: fine
+    fields[6] += 2  # d mod (p - 1) no longer matches d
+    with pytest.raises(ConfigurationError, match="inconsistent numbers") as info:
+        DKIMSigner(_pkcs1(fields), domain=DOMAIN, selector=SELECTOR)
+    assert info.value.__cause__ is None
+    assert info.value.__suppress_context__
+    assert str(fields[6]) not in str(info.value)
+
+
+@given(
+    changes=st.lists(
+        st.tuples(st.integers(0, 10_000), st.integers(0, 255)), min_size=1, max_size=3
+    )
+)
+def test_a_corrupted_rsa_key_is_accepted_or_refused_cleanly(changes):
+    der = bytearray(
+        base64.b64decode(b"".join(rsa_key().traditional.split(b"\n")[1:-2]))
+    )
+    for where, value in changes:
+        der[where % len(der)] = value
+    pem = b"-----BEGIN RSA PRIVATE KEY-----\n%b\n-----END RSA PRIVATE KEY-----\n" % (
+        base64.b64encode(der)
+    )
+    error: ConfigurationError | None = None
+    try:
+        DKIMSigner(pem, domain=DOMAIN, selector=SELECTOR)
+    except ConfigurationError as exc:  # anything else fails the test
+        error = exc
+    if error is not None:
+        assert error.__cause__ is None
+        assert "not a valid RSA key" in str(error) or "bits" in str(error)
