@@ -22,6 +22,15 @@ __all__ = ["MessageSigner", "SigningError", "check_signer", "sign"]
 _FIELDS_RE: Final = re.compile(
     rb"(?:[\x21-\x39\x3b-\x7e]+[ \t]*:[^\r\n\x00]*\r\n(?:[ \t][^\r\n\x00]*\r\n)*)+"
 )
+_NAME_RE: Final = re.compile(rb"^([\x21-\x39\x3b-\x7e]+)[ \t]*:", re.MULTILINE)
+# Fields a signer never adds: RFC 5322 §3.6's once-only originator, destination,
+# identification and informational fields and the MIME ones.  A second one would
+# change who the message is from or to (a Bcc would even be sent) or how it reads.
+_NOT_A_SIGNERS: Final = frozenset(
+    {b"date", b"from", b"sender", b"reply-to", b"to", b"cc", b"bcc"}
+    | {b"message-id", b"in-reply-to", b"references", b"subject"}
+    | {b"mime-version", b"content-type", b"content-transfer-encoding"}
+)
 
 
 class SigningError(SMTPKitError):
@@ -52,6 +61,8 @@ class MessageSigner(Protocol):
         Returns:
             One or more complete header fields, each line ending in CRLF
             (``b"DKIM-Signature: v=1; ...\\r\\n"``), or ``b""`` to add none.
+            Never a field of the message's own (From, To, Cc, Bcc, Subject,
+            Date, Message-ID, MIME-Version, Content-Type...): those are refused.
         """
         ...  # pragma: no cover - a Protocol's body is never run
 
@@ -97,4 +108,11 @@ def sign(signer: MessageSigner, data: bytes) -> bytes:
             f"in CRLF ({len(fields)} bytes returned were not)"
         )
         raise SigningError(msg)
+    for field in _NAME_RE.findall(fields):
+        if field.lower() in _NOT_A_SIGNERS:
+            msg = (
+                f"{name}.sign() returned a {field.decode()} field: a signer adds "
+                "signature fields, never the message's own"
+            )
+            raise SigningError(msg)
     return fields + data

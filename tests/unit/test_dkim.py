@@ -387,3 +387,20 @@ def test_a_corrupted_rsa_key_is_accepted_or_refused_cleanly(changes):
     if error is not None:
         assert error.__cause__ is None
         assert "not a valid RSA key" in str(error) or "bits" in str(error)
+
+
+def test_domain_and_selector_cannot_be_changed_after_the_checks():
+    key = ed25519_key()
+    signer = signer_for(key)
+    with pytest.raises(AttributeError):
+        signer.domain = "example.com\r\nBcc: leak@example.net"  # type: ignore[misc]
+    with pytest.raises(AttributeError):
+        signer.selector = "x"  # type: ignore[misc]
+    assert (signer.domain, signer.selector) == (DOMAIN, SELECTOR)
+    # Reaching past the properties still cannot add a field of its own.
+    signer._domain = "example.com\r\nX-Injected: yes;"
+    fake = FakeTransport()
+    with Mailer(transport=fake, signer=signer) as mailer:
+        with pytest.raises(SigningError, match="more than one header field"):
+            mailer.send(message())
+    assert fake.outbox == []

@@ -53,6 +53,7 @@ _NEVER_SIGNED: Final = frozenset(
 )
 _FIELD_NAME_RE: Final = re.compile(r"[\x21-\x39\x3b-\x7e]+")
 _LABEL_RE: Final = re.compile(r"(?!-)[A-Za-z0-9_-]{1,63}(?<!-)")
+_LINE_BREAK_RE: Final = re.compile(rb"\r\n(?![ \t])(?!\Z)")
 _MAX_LINE: Final = 998  # RFC 5322 §2.1.1, octets without the CRLF
 
 
@@ -85,7 +86,7 @@ class DKIMSigner:
             (``From`` missing, or a field relays change such as ``Received``).
     """
 
-    __slots__ = ("_canon", "_headers", "_key", "_oversign", "domain", "selector")
+    __slots__ = ("_canon", "_domain", "_headers", "_key", "_oversign", "_selector")
 
     def __init__(
         self,
@@ -100,8 +101,8 @@ class DKIMSigner:
             "relaxed",
         ),
     ) -> None:
-        self.domain: str = _dns_name(domain, "domain")
-        self.selector: str = _dns_name(selector, "selector")
+        self._domain = _dns_name(domain, "domain")
+        self._selector = _dns_name(selector, "selector")
         self._headers = _field_names(headers, "headers")
         if b"from" not in self._headers:
             msg = "DKIMSigner(headers=...) must include From (RFC 6376 §5.4)"
@@ -166,6 +167,16 @@ class DKIMSigner:
             oversign=oversign,
             canonicalization=canonicalization,
         )
+
+    @property
+    def domain(self) -> str:
+        """The signing domain (``d=``), checked when the signer was made."""
+        return self._domain
+
+    @property
+    def selector(self) -> str:
+        """The selector (``s=``), checked when the signer was made."""
+        return self._selector
 
     @property
     def algorithm(self) -> Algorithm:
@@ -243,6 +254,10 @@ class DKIMSigner:
         value: bytes = signer.gen_header(
             fields, tuple(include), policy, b"DKIM-Signature", self._key.parsed
         )
+        if _LINE_BREAK_RE.search(value):
+            # One field only: a CRLF not followed by white space starts another.
+            msg = "DKIMSigner made more than one header field; nothing was sent"
+            raise SigningError(msg)
         return b"DKIM-Signature: " + value
 
 
