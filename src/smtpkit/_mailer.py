@@ -60,7 +60,7 @@ from ._retry import (
     SleepFn,
     run_with_retries,
 )
-from ._signing import MessageSigner, check_signer
+from ._signing import MessageSigner, check_signer, interrupted_in_worker
 from ._stream import BulkRun, SendStream
 from ._transports.base import SendResult, Transport
 from ._verify_report import VerifyReport
@@ -508,6 +508,8 @@ class Mailer:
         except BaseException as exc:  # a failing signer fails the message
             if hooks is not None and prepared.event is not None:
                 hooks.failed(prepared.event, exc)
+            if worker and isinstance(exc, KeyboardInterrupt | SystemExit):
+                raise interrupted_in_worker(self._signer, exc) from exc
             raise
 
     def _bulk_sleep(self, interrupted: threading.Event) -> SleepFn:

@@ -14,7 +14,13 @@ from typing import Final, Protocol, runtime_checkable
 
 from ._exceptions import SMTPKitError
 
-__all__ = ["MessageSigner", "SigningError", "check_signer", "sign"]
+__all__ = [
+    "MessageSigner",
+    "SigningError",
+    "check_signer",
+    "interrupted_in_worker",
+    "sign",
+]
 
 # RFC 5322 §2.2: a field name is printable US-ASCII except the colon; a line
 # ends in CRLF, a continuation line starts with white space (§2.2.3); no bare CR
@@ -116,3 +122,18 @@ def sign(signer: MessageSigner, data: bytes) -> bytes:
             )
             raise SigningError(msg)
     return fields + data
+
+
+def interrupted_in_worker(signer: MessageSigner, exc: BaseException) -> SigningError:
+    """The error of a message whose signer raised *exc* (``KeyboardInterrupt``,
+    ``SystemExit``) in a bulk send's worker thread.
+
+    There it cannot stop the caller, who is in another thread; so it fails that
+    message alone (chain *exc* as the cause), as a hook's would be logged.
+    """
+    name = type(signer).__name__
+    msg = (
+        f"{name}.sign() raised {type(exc).__name__} in a send_many worker thread, "
+        "where it cannot stop the caller: this message was not sent"
+    )
+    return SigningError(msg)

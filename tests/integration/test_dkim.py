@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from smtpkit import AsyncMailer, Envelope, Message, RetryPolicy
+from smtpkit import AsyncMailer, Envelope, Mailer, Message, RetryPolicy, SigningError
 from smtpkit.contrib.dkim import DKIMSigner
 
 from ..dkimkeys import (
@@ -143,3 +143,40 @@ def test_signing_long_white_space_runs_does_not_stall_the_event_loop(
     assert longest_gap < 1.0
     [received] = server.messages
     assert received.data.endswith(raw)
+
+
+class InterruptOn:
+    """A DKIMSigner that raises *exc* for the message whose Subject is *subject*."""
+
+    def __init__(self, signer: DKIMSigner, subject: bytes, exc: BaseException) -> None:
+        self.signer, self.subject, self.exc = signer, subject, exc
+
+    def sign(self, message: bytes, /) -> bytes:
+        if b"\r\nSubject: " + self.subject + b"\r\n" in message:
+            raise self.exc
+        return self.signer.sign(message)
+
+
+@pytest.mark.parametrize("exc", [KeyboardInterrupt(), SystemExit(3)])
+def test_an_interrupt_in_a_bulk_worker_fails_that_message_alone(
+    server, config_for, exc
+):
+    key = ed25519_key()
+    dkim_signer = DKIMSigner.from_pem(key.pem, domain=DOMAIN, selector=SELECTOR)
+    messages = [
+        Message(
+            sender="ann@example.com", to="bob@example.org", subject=f"m{n}", text="x"
+        )
+        for n in range(6)
+    ]
+    signer = InterruptOn(dkim_signer, b"m2", exc)
+    with Mailer(config_for(server), retry=RetryPolicy.never(), signer=signer) as mailer:
+        results = mailer.send_many(messages, concurrency=2)
+    assert [result.ok for result in results] == [True, True, False, True, True, True]
+    error = results[2].error
+    assert isinstance(error, SigningError)
+    assert f"raised {type(exc).__name__} in a send_many worker thread" in str(error)
+    assert error.__cause__ is exc
+    assert len(server.messages) == 5
+    assert all(verify(received.data, key) for received in server.messages)
+    assert b"Subject: m2\r\n" not in b"".join(r.data for r in server.messages)
