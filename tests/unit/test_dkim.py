@@ -404,3 +404,20 @@ def test_domain_and_selector_cannot_be_changed_after_the_checks():
         with pytest.raises(SigningError, match="more than one header field"):
             mailer.send(message())
     assert fake.outbox == []
+
+
+def test_white_space_before_a_colon_is_refused_as_the_guide_says():
+    # RFC 5322 §4.5's obsolete "Subject : hi": dkimpy cannot parse it.
+    envelope = Envelope(sender="ann@example.com", recipients=["bob@example.org"])
+    fake = FakeTransport()
+    with Mailer(transport=fake, signer=signer_for(ed25519_key())) as mailer:
+        with pytest.raises(SigningError, match="dkimpy cannot sign"):
+            mailer.send(
+                b"From: a@example.com\r\nSubject : hi\r\n\r\nb\r\n", envelope=envelope
+            )
+    assert fake.outbox == []
+
+
+def test_any_44_character_base64_text_is_an_ed25519_seed():
+    signer = DKIMSigner(base64.b64encode(bytes(32)), domain=DOMAIN, selector=SELECTOR)
+    assert signer.algorithm == "ed25519-sha256"
