@@ -59,7 +59,7 @@ from ._retry import (
     SleepFn,
     run_with_retries,
 )
-from ._signing import MessageSigner, check_signer
+from ._signing import MessageSigner, check_signer, interrupted_in_worker
 from ._stream import BulkRun, SendStream
 from ._transports.base import SendResult, Transport
 from ._verify_report import VerifyReport
@@ -501,9 +501,15 @@ class Mailer:
         try:
             return sign_prepared(prepared, self._signer)
         except BaseException as exc:  # a failing signer fails the message
+            error = exc
+            if worker and isinstance(exc, KeyboardInterrupt | SystemExit):
+                # Not the caller's thread: that message fails, the others go on.
+                error = interrupted_in_worker(self._signer, exc)
             if hooks is not None and prepared.event is not None:
-                hooks.failed(prepared.event, exc, sent=False)
-            raise
+                hooks.failed(prepared.event, error, sent=False)
+            if error is exc:
+                raise
+            raise error from exc
 
     def _bulk_sleep(self, interrupted: threading.Event) -> SleepFn:
         """The sleep between a bulk message's attempts: it ends the retries (raising
