@@ -11,7 +11,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Final, Literal
 
-from typing_extensions import Self
+from typing_extensions import NotRequired, Self, TypedDict, Unpack
 
 from ..._exceptions import ConfigurationError
 from ..._signing import SigningError
@@ -55,6 +55,16 @@ _FIELD_NAME_RE: Final = re.compile(r"[\x21-\x39\x3b-\x7e]+")
 _LABEL_RE: Final = re.compile(r"(?!-)[A-Za-z0-9_-]{1,63}(?<!-)")
 _LINE_BREAK_RE: Final = re.compile(rb"\r\n(?![ \t])(?!\Z)")
 _MAX_LINE: Final = 998  # RFC 5322 §2.1.1, octets without the CRLF
+
+
+class SignerOptions(TypedDict):
+    """The keyword arguments of ``DKIMSigner``, shared by its constructors."""
+
+    domain: str
+    selector: str
+    headers: NotRequired[Iterable[str]]
+    oversign: NotRequired[Iterable[str]]
+    canonicalization: NotRequired[tuple[Canonicalization, Canonicalization]]
 
 
 class DKIMSigner:
@@ -112,43 +122,12 @@ class DKIMSigner:
         self._key: PrivateKey = read_key(key)
 
     @classmethod
-    def from_pem(
-        cls,
-        pem: bytes | str,
-        *,
-        domain: str,
-        selector: str,
-        headers: Iterable[str] = DEFAULT_HEADERS,
-        oversign: Iterable[str] = ("From",),
-        canonicalization: tuple[Canonicalization, Canonicalization] = (
-            "relaxed",
-            "relaxed",
-        ),
-    ) -> Self:
+    def from_pem(cls, pem: bytes | str, **options: Unpack[SignerOptions]) -> Self:
         """A signer for the PEM private key *pem* (the arguments of the class)."""
-        return cls(
-            pem,
-            domain=domain,
-            selector=selector,
-            headers=headers,
-            oversign=oversign,
-            canonicalization=canonicalization,
-        )
+        return cls(pem, **options)
 
     @classmethod
-    def from_pem_file(
-        cls,
-        path: str | Path,
-        *,
-        domain: str,
-        selector: str,
-        headers: Iterable[str] = DEFAULT_HEADERS,
-        oversign: Iterable[str] = ("From",),
-        canonicalization: tuple[Canonicalization, Canonicalization] = (
-            "relaxed",
-            "relaxed",
-        ),
-    ) -> Self:
+    def from_pem_file(cls, path: str | Path, **options: Unpack[SignerOptions]) -> Self:
         """A signer for the private key in the file *path* (read once, now).
 
         Raises:
@@ -159,14 +138,7 @@ class DKIMSigner:
         except OSError as exc:
             msg = f"cannot read the DKIM private key file {str(path)!r}: {exc.strerror}"
             raise ConfigurationError(msg) from None
-        return cls(
-            pem,
-            domain=domain,
-            selector=selector,
-            headers=headers,
-            oversign=oversign,
-            canonicalization=canonicalization,
-        )
+        return cls(pem, **options)
 
     @property
     def domain(self) -> str:
