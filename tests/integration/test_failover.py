@@ -204,15 +204,20 @@ def test_a_server_stalling_after_the_data_keeps_the_message(make_mailer, config_
         transport = FailoverTransport(
             [config_for(primary, timeout=0.4), config_for(backup)]
         )
-        with (
-            make_mailer(transport=transport, retry=no_wait()) as mailer,
-            pytest.raises(TransportError) as caught,
-        ):
-            mailer.send(message(1))
-        assert caught.value.delivery_unknown
-        assert caught.value.server == name(primary)
-        assert received_ids(backup) == []
-        assert transport.stats()[0].failures == 0  # not the server's failure
+        with make_mailer(transport=transport, retry=no_wait()) as mailer:
+            with pytest.raises(TransportError) as caught:
+                mailer.send(message(1))
+            assert caught.value.delivery_unknown
+            assert caught.value.server == name(primary)
+            assert received_ids(backup) == []
+            # Not moved, but a server that takes the data and never answers is
+            # set aside: the next messages go to the backup.
+            stats = transport.stats()[0]
+            assert (stats.failures, stats.failed, stats.available) == (1, 1, False)
+            later = mailer.send_many([message(i) for i in range(2, 6)])
+        assert [(r.ok, r.server) for r in later] == [(True, name(backup))] * 4
+        assert set(received_ids(primary)) <= {"<m1@failover>"}
+        assert sorted(received_ids(backup)) == [f"<m{i}@failover>" for i in range(2, 6)]
 
 
 def test_every_server_down(make_mailer):
@@ -342,3 +347,40 @@ def test_greeting_421_moves_on(make_mailer, config_for):
         assert received_ids(backup) == ["<m1@failover>"]
         assert transport.stats()[0].failures == 1
         assert refusing.errors == []
+
+
+class SlowDataHandler(RecordingHandler):
+    """Takes each message's data slowly, so a batch holds its connection a while."""
+
+    async def handle_DATA(self, server, session, envelope):  # noqa: N802
+        await asyncio.sleep(0.05)
+        return await super().handle_DATA(server, session, envelope)
+
+
+@pytest.mark.parametrize("kind", ["roundrobin", "failover"])
+def test_a_dead_server_does_not_overload_the_survivor(
+    make_mailer, start_server, config_for, kind
+):
+    # Twelve-message batches hold a connection 0.6 s, longer than acquire_timeout:
+    # the workers meant for the dead server wait on the survivor's pool, time
+    # out there, and wait again rather than fail with PoolTimeoutError.
+    live = start_server(handler=SlowDataHandler())
+    small = PoolLimits(max_connections=2, acquire_timeout=0.5)
+    if kind == "roundrobin":
+        dead = dead_config().model_copy(update={"pool": small})
+        transport: FailoverTransport = RoundRobinTransport(
+            [dead, config_for(live, pool=small)]
+        )
+    else:  # the dead primary has more connections than the backup
+        big = PoolLimits(max_connections=4, acquire_timeout=0.5)
+        dead = dead_config().model_copy(update={"pool": big})
+        transport = FailoverTransport([dead, config_for(live, pool=small)])
+    assert transport.max_concurrency == 4
+    with make_mailer(transport=transport, retry=no_wait()) as mailer:
+        results = mailer.send_many([message(i) for i in range(48)])
+    assert [r.error for r in results if not r.ok] == []
+    assert {r.server for r in results} == {name(live)}
+    assert sorted(received_ids(live)) == sorted(f"<m{i}@failover>" for i in range(48))
+    dead_stats, live_stats = transport.stats()
+    assert (live_stats.delivered, live_stats.failures, live_stats.moved) == (48, 0, 0)
+    assert dead_stats.failures >= 1

@@ -16,6 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from smtpkit import (
+    AuthenticationError,
     ClosedError,
     ConfigurationError,
     ConnectError,
@@ -25,9 +26,11 @@ from smtpkit import (
     FailoverConfig,
     FailoverTransport,
     GreetingRefusedError,
+    HeloRefusedError,
     Mailer,
     Message,
     NetworkError,
+    NotSupportedError,
     PoolTimeoutError,
     ProtocolError,
     ReadTimeoutError,
@@ -45,7 +48,7 @@ from smtpkit import (
     Transport,
     TransportError,
 )
-from smtpkit._transports._failover_parts import moves_on
+from smtpkit._transports._failover_parts import moves_on, sets_aside
 from smtpkit._transports.base import OnResult
 from smtpkit.testing import FakeTransport, no_wait
 
@@ -105,29 +108,68 @@ class Scripted(Transport):
 
 
 @pytest.mark.parametrize(
-    ("error", "moves"),
+    ("error", "moves", "aside"),
     [
-        (ConnectError("refused"), True),
-        (ConnectTimeoutError("slow"), True),
-        (ServerDisconnectedError("lost", command="MAIL"), True),
-        (ReadTimeoutError("slow", command="RCPT"), True),
-        (TLSError("bad certificate"), True),
-        (GreetingRefusedError(reply("421 4.3.2 busy"), command="connect"), True),
-        (GreetingRefusedError(reply("450 4.3.2 busy"), command="connect"), True),
-        (GreetingRefusedError(reply("554 5.7.1 go away"), command="connect"), False),
-        (SenderRefusedError(reply("421 4.3.2 bye"), sender="me@example.com"), True),
-        (SenderRefusedError(reply("451 4.3.0 later"), sender="me@example.com"), False),
-        (RecipientsRefusedError({"a@example.com": reply("550 5.1.1 no")}), False),
-        (lost_after_data(), False),
-        (ReadTimeoutError("slow", command="end of data", delivery_unknown=True), False),
-        (ProtocolError("garbled"), False),
-        (PoolTimeoutError("busy"), False),
-        (ClosedError("closed"), False),
-        (SendResult.delivered(ENV), False),
+        (ConnectError("refused"), True, True),
+        (ConnectTimeoutError("slow"), True, True),
+        (ServerDisconnectedError("lost", command="MAIL"), True, True),
+        (ReadTimeoutError("slow", command="RCPT"), True, True),
+        (TLSError("bad certificate"), True, True),
+        (GreetingRefusedError(reply("421 4.3.2 busy"), command="connect"), True, True),
+        (GreetingRefusedError(reply("450 4.3.2 busy"), command="connect"), True, True),
+        # Set-up is the server's own, whatever the code: decided by phase.
+        (
+            GreetingRefusedError(reply("554 5.7.1 go away"), command="connect"),
+            True,
+            True,
+        ),
+        (GreetingRefusedError(reply("554 5.7.1 go away")), True, True),
+        (HeloRefusedError(reply("550 5.7.1 no"), command="HELO"), True, True),
+        (HeloRefusedError(reply("550 5.7.1 no")), True, True),
+        (ProtocolError("not SMTP", command="connect"), True, True),
+        (NotSupportedError("no STARTTLS", command="STARTTLS"), True, True),
+        (AuthenticationError(reply("535 5.7.8 no"), command="AUTH"), True, True),
+        (AuthenticationError(reply("454 4.7.0 later"), command="AUTH"), True, True),
+        (
+            SenderRefusedError(reply("421 4.3.2 bye"), sender="me@example.com"),
+            True,
+            True,
+        ),
+        (
+            SenderRefusedError(reply("451 4.3.0 later"), sender="me@example.com"),
+            False,
+            False,
+        ),
+        (
+            SenderRefusedError(reply("550 5.7.1 no"), sender="me@example.com"),
+            False,
+            False,
+        ),
+        (
+            RecipientsRefusedError({"a@example.com": reply("550 5.1.1 no")}),
+            False,
+            False,
+        ),
+        (NotSupportedError("no SMTPUTF8", command="MAIL"), False, False),
+        # After the data: never moved, but the server is set aside all the same.
+        (lost_after_data(), False, True),
+        (
+            ReadTimeoutError("slow", command="end of data", delivery_unknown=True),
+            False,
+            True,
+        ),
+        (DataRefusedError(reply("421 4.3.2 bye"), command="end of data"), True, True),
+        (ProtocolError("garbled", command="RCPT"), False, False),
+        (ProtocolError("garbled"), False, False),
+        # A full pool moves the message but does not set a busy server aside.
+        (PoolTimeoutError("busy"), True, False),
+        (ClosedError("closed"), False, False),
+        (SendResult.delivered(ENV), False, False),
     ],
 )
-def test_what_moves_on(error, moves):
+def test_what_moves_on_and_what_sets_a_server_aside(error, moves, aside):
     assert moves_on(error) is moves
+    assert sets_aside(error) is aside
 
 
 @settings(max_examples=150, deadline=None)
