@@ -384,3 +384,81 @@ def test_a_dead_server_does_not_overload_the_survivor(
     dead_stats, live_stats = transport.stats()
     assert (live_stats.delivered, live_stats.failures, live_stats.moved) == (48, 0, 0)
     assert dead_stats.failures >= 1
+
+
+def _answering(replies: dict[bytes, bytes], ehlo: bytes = b"250 relay1\r\n"):
+    """A raw server script: a 220 greeting, then *replies* by command."""
+
+    def script(conn) -> None:
+        conn.send(b"220 relay1 ESMTP\r\n")
+        while not conn.stopping:
+            line = conn.readline()
+            if not line:
+                return
+            verb = line.split(b" ", 1)[0].strip().upper()
+            if verb == b"QUIT":
+                conn.send(b"221 bye\r\n")
+                return
+            conn.send(ehlo if verb == b"EHLO" else replies.get(verb, b"500 what\r\n"))
+
+    return script
+
+
+def _greeting(banner: bytes):
+    def script(conn) -> None:
+        conn.send(banner)
+        conn.readline()
+
+    return script
+
+
+AUTH = {"username": "u", "password": "p", "allow_insecure_auth": True}
+SET_UP_FAILURES = {
+    "greeting 554": (_greeting(b"554 5.3.2 in maintenance\r\n"), {}),
+    "not SMTP": (_greeting(b"HTTP/1.1 400 Bad Request\r\n\r\n"), {}),
+    "EHLO and HELO refused": (
+        _answering({b"HELO": b"550 5.7.1 go away\r\n"}, ehlo=b"550 5.7.1 no\r\n"),
+        {},
+    ),
+    "no STARTTLS": (_answering({}), {"tls": "starttls"}),
+    "AUTH 454": (
+        _answering(
+            {b"AUTH": b"454 4.7.0 try later\r\n"},
+            ehlo=b"250-relay1\r\n250 AUTH PLAIN\r\n",
+        ),
+        AUTH,
+    ),
+    "AUTH 535": (
+        _answering(
+            {b"AUTH": b"535 5.7.8 bad credentials\r\n"},
+            ehlo=b"250-relay1\r\n250 AUTH PLAIN\r\n",
+        ),
+        AUTH,
+    ),
+    "EHLO answered twice": (
+        _answering({}, ehlo=b"250 relay1\r\n250 relay1\r\n"),
+        {},
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(SET_UP_FAILURES))
+def test_a_failure_before_mail_from_moves_on(
+    make_mailer, start_server, config_for, case
+):
+    # Decided by phase, not by code: a 5xx while setting up the session is the
+    # server's own (no message was offered yet), so the message moves on.
+    script, settings = SET_UP_FAILURES[case]
+    backup = start_server()
+    with RawServer(script) as broken:
+        transport = FailoverTransport(
+            [config_for(broken, **settings), config_for(backup)]
+        )
+        with make_mailer(transport=transport, retry=no_wait()) as mailer:
+            result = mailer.send(message(1))
+            second = mailer.send(message(2))
+        assert (result.server, result.attempts) == (name(backup), 1)
+        assert second.server == name(backup)
+        assert received_ids(backup) == ["<m1@failover>", "<m2@failover>"]
+        stats = transport.stats()[0]
+        assert (stats.failures, stats.moved, stats.available) == (1, 1, False)

@@ -159,8 +159,12 @@ class Scripted(Transport):
             True,
         ),
         (DataRefusedError(reply("421 4.3.2 bye"), command="end of data"), True, True),
-        (ProtocolError("garbled", command="RCPT"), False, False),
-        (ProtocolError("garbled"), False, False),
+        # A server breaking the protocol before the data: moved (nothing sent).
+        (ProtocolError("stray bytes", command="MAIL"), True, True),
+        (ProtocolError("garbled", command="RCPT"), True, True),
+        (ProtocolError("garbled"), True, True),
+        (ProtocolError("garbled", command="end of data"), False, True),
+        (ProtocolError("garbled", command="BDAT"), False, True),
         # A full pool moves the message but does not set a busy server aside.
         (PoolTimeoutError("busy"), True, False),
         (ClosedError("closed"), False, False),

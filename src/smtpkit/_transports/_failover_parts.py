@@ -23,6 +23,7 @@ from .._exceptions import (
     HeloRefusedError,
     NetworkError,
     PoolTimeoutError,
+    ProtocolError,
     SMTPKitError,
     SMTPReplyError,
     SMTPTimeoutError,
@@ -53,13 +54,16 @@ NOT_BACK: Final = math.inf
 # The steps of setting up a session, before MAIL FROM: a failure there is the
 # server's own, whatever its reply code (no message was offered yet).
 _SET_UP: Final = frozenset({"connect", "EHLO", "HELO", "STARTTLS", "AUTH"})
+# A garbled reply to these may have followed the data: the message stays.
+_DATA: Final = frozenset({"DATA", "BDAT", "end of data"})
 
 
 def sets_aside(outcome: Outcome) -> bool:
     """True when *outcome* is the server's own failure: it is set aside.
 
     A connection, network, timeout or TLS failure (also after the message data,
-    ``delivery_unknown``), a 421 (the server is closing the session), or any
+    ``delivery_unknown``), a reply that breaks the protocol (``ProtocolError``),
+    a 421 (the server is closing the session), or any
     failure while setting up the session, before MAIL FROM: connect, greeting,
     EHLO/HELO, STARTTLS, AUTH.  Not a full pool (``PoolTimeoutError``: the server
     is busy, not broken), nor a refusal of MAIL, RCPT or DATA.
@@ -72,7 +76,9 @@ def sets_aside(outcome: Outcome) -> bool:
         return True
     if isinstance(outcome, SMTPReplyError):
         return outcome.reply.code == 421
-    return isinstance(outcome, NetworkError | SMTPTimeoutError | TLSError)
+    return isinstance(
+        outcome, NetworkError | SMTPTimeoutError | TLSError | ProtocolError
+    )
 
 
 def moves_on(outcome: Outcome) -> bool:
@@ -85,9 +91,12 @@ def moves_on(outcome: Outcome) -> bool:
     """
     if isinstance(outcome, PoolTimeoutError):
         return True
-    return sets_aside(outcome) and not (
-        isinstance(outcome, TransportError) and outcome.delivery_unknown
-    )
+    if not sets_aside(outcome):
+        return False
+    assert isinstance(outcome, TransportError)  # noqa: S101 - sets_aside says so
+    if isinstance(outcome, ProtocolError) and outcome.command in _DATA:
+        return False
+    return not outcome.delivery_unknown
 
 
 @dataclass(frozen=True, slots=True)
