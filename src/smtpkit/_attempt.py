@@ -69,7 +69,8 @@ class Attempt:
         self.reply: SMTPReply | None = None
         self.number = 0
         self.possibly_duplicated = False
-        self.server: str | None = None  # the server of the last attempt with replies
+        # The last server that accepted a recipient (an attempt may only refuse).
+        self.server: str | None = None
 
     def __call__(self, number: int) -> None:
         """Make attempt *number* through the transport and record its outcome."""
@@ -100,8 +101,7 @@ class Attempt:
 
     def _record(self, outcome: SendResult | SMTPKitError) -> None:
         if isinstance(outcome, RecipientsRefusedError):
-            replies = outcome.refused
-            self.server = outcome.server
+            replies = outcome.refused  # took nothing: the server stays the last taker
         elif isinstance(outcome, TransportError):
             self._failed(outcome)
             if outcome.delivery_unknown and self.retry.should_retry(outcome):
@@ -110,9 +110,10 @@ class Attempt:
         elif isinstance(outcome, SMTPKitError):  # ClosedError: not an attempt's error
             raise outcome
         else:
-            self.reply = outcome.reply
-            self.server = outcome.server
             replies = {r: rr.reply for r, rr in outcome.recipients.items()}
+            if any(200 <= reply.code < 300 for reply in replies.values()):
+                self.reply = outcome.reply
+                self.server = outcome.server
         retry = self.retry
         pending = []
         for rcpt, reply in replies.items():

@@ -32,7 +32,7 @@ from .smtpd import RecordingHandler, Server, free_port
 MESSAGE_ID = re.compile(rb"^Message-ID: (<[^>]+>)\r$", re.MULTILINE | re.IGNORECASE)
 
 
-def message(i: int, to: str = "rcpt@example.com") -> Message:
+def message(i: int, to: str | list[str] = "rcpt@example.com") -> Message:
     return Message(
         sender="sender@example.com",
         to=to,
@@ -462,3 +462,20 @@ def test_a_failure_before_mail_from_moves_on(
         assert received_ids(backup) == ["<m1@failover>", "<m2@failover>"]
         stats = transport.stats()[0]
         assert (stats.failures, stats.moved, stats.available) == (1, 1, False)
+
+
+def test_result_names_the_server_that_accepted_not_the_last_one_asked(
+    make_mailer, start_server, config_for
+):
+    first, second = start_server(), start_server()
+    first.handler.rcpt_replies["y@example.com"] = "450 4.2.1 try later"
+    second.handler.rcpt_replies["y@example.com"] = "550 5.1.1 no such user"
+    transport = RoundRobinTransport([config_for(first), config_for(second)])
+    with make_mailer(transport=transport, retry=no_wait()) as mailer:
+        result = mailer.send(message(1, to=["x@example.com", "y@example.com"]))
+    assert result.accepted == ("x@example.com",)
+    assert list(result.refused) == ["y@example.com"]
+    assert result.attempts == 2
+    assert received_ids(first) == ["<m1@failover>"]
+    assert received_ids(second) == []  # it only refused y
+    assert result.server == name(first)
