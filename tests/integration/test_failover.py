@@ -15,6 +15,7 @@ import pytest
 
 from smtpkit import (
     ConnectError,
+    FailoverConfig,
     FailoverTransport,
     Message,
     PoolLimits,
@@ -479,3 +480,17 @@ def test_result_names_the_server_that_accepted_not_the_last_one_asked(
     assert received_ids(first) == ["<m1@failover>"]
     assert received_ids(second) == []  # it only refused y
     assert result.server == name(first)
+
+
+def test_failover_config_from_url_strings(make_mailer, start_server):
+    live = start_server()
+    config = FailoverConfig(
+        servers=[
+            f"smtp://127.0.0.1:{dead_port()}?tls=none",
+            f"smtp://127.0.0.1:{live.port}?tls=none",
+        ]
+    )
+    transport = FailoverTransport.from_config(config)
+    with make_mailer(transport=transport, retry=no_wait()) as mailer:
+        assert mailer.send(message(1)).server == name(live)
+    assert received_ids(live) == ["<m1@failover>"]

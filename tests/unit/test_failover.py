@@ -7,6 +7,7 @@ servers are in tests/integration/test_failover.py.
 from __future__ import annotations
 
 import collections
+import json
 import pickle
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -509,6 +510,55 @@ def test_failover_config_validation(fields):
 def test_failover_config_refuses_infinite_cooldown():
     with pytest.raises(ValueError, match="finite"):
         FailoverConfig(servers=(SMTPConfig(host="a.example"),), cooldown=float("inf"))
+
+
+SECRET = "Hunter2Secret"
+SECRET_URL = f"smtp://alice:{SECRET}@relay1.example.com"
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"servers": SECRET_URL},  # a string, not a list of servers
+        {"servers": [SECRET_URL, f"ftp://alice:{SECRET}@b.example"]},
+        {"servers": [f"smtp://alice:{SECRET}@a.example:notaport"]},
+        {"servers": [{"host": "a.example", "password": SECRET, "port": "x"}]},
+        {"servers": [SECRET_URL], "strategy": "sideways"},
+        {"servers": [SECRET_URL], "passwrd": SECRET},
+        {"servers": 7, "cooldown": -1},
+    ],
+)
+@pytest.mark.parametrize("how", ["init", "json"])
+def test_failover_config_errors_never_quote_a_password(fields, how):
+    def validate() -> object:
+        if how == "init":
+            return FailoverConfig(**fields)
+        return FailoverConfig.model_validate_json(json.dumps(fields))
+
+    with pytest.raises(ValueError, match="FailoverConfig") as caught:
+        validate()
+    error = caught.value
+    assert SECRET not in str(error)
+    assert SECRET not in repr(error.errors())
+    assert SECRET not in str(pickle.loads(pickle.dumps(error)))  # noqa: S301
+    assert error.__cause__ is None
+    assert error.__context__ is None or SECRET not in str(error.__context__)
+
+
+def test_failover_config_json_syntax_error_does_not_quote_the_document():
+    with pytest.raises(ValueError, match="json") as caught:
+        FailoverConfig.model_validate_json(f'{{"servers": ["{SECRET_URL}"')
+    assert SECRET not in str(caught.value)
+
+
+def test_failover_config_takes_server_urls():
+    config = FailoverConfig(
+        servers=[SECRET_URL, SMTPConfig(host="b.example")], strategy="roundrobin"
+    )
+    assert [s.host for s in config.servers] == ["relay1.example.com", "b.example"]
+    assert config.servers[0].password is not None
+    assert SECRET not in repr(config)
+    assert FailoverConfig.model_validate_json(json.dumps({"servers": [SECRET_URL]}))
 
 
 def test_network_error_from_a_fake_moves_on():
