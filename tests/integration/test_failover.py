@@ -19,11 +19,15 @@ from smtpkit import (
     FailoverTransport,
     Message,
     PoolLimits,
+    ProviderAdaptation,
+    QuotaExceededError,
     RecipientsRefusedError,
+    RetryPolicy,
     RoundRobinTransport,
     SMTPConfig,
     TransportError,
 )
+from smtpkit._outcomes import acquire_timeout_of, adaptation_of
 from smtpkit.testing import no_wait
 
 from .faults import FaultHandler, fault_servers
@@ -494,3 +498,26 @@ def test_failover_config_from_url_strings(make_mailer, start_server):
     with make_mailer(transport=transport, retry=no_wait()) as mailer:
         assert mailer.send(message(1)).server == name(live)
     assert received_ids(live) == ["<m1@failover>"]
+
+
+@pytest.mark.parametrize("stop_on_quota", [False, True])
+def test_the_mailer_reads_the_first_servers_adapt_and_acquire_timeout(
+    make_mailer, start_server, config_for, stop_on_quota
+):
+    live = start_server()
+    live.handler.queue("MAIL", "451 MI:SFQ http://mail.163.com/help/help_spam_16.htm")
+    adapt = ProviderAdaptation(stop_on_quota=stop_on_quota)
+    pool = PoolLimits(acquire_timeout=2.5)
+    transport = RoundRobinTransport(
+        [config_for(live, adapt=adapt, pool=pool), config_for(start_server())]
+    )
+    assert acquire_timeout_of(transport) == 2.5
+    assert adaptation_of(FailoverTransport([transport])) == adapt
+    with make_mailer(transport=transport, retry=RetryPolicy(attempts=1)) as mailer:
+        messages = [message(i) for i in range(5)]
+        if stop_on_quota:
+            with pytest.raises(QuotaExceededError):
+                mailer.send_many(messages, concurrency=1)
+        else:
+            results = mailer.send_many(messages, concurrency=1)
+            assert sum(r.ok for r in results) == 4

@@ -62,6 +62,7 @@ from .._retry import RetryDetails
 from .._send_event import SendEvent
 from .._transports._connection import SMTPConnection
 from .._transports.base import SendResult
+from .._transports.failover import FailoverTransport
 from .._transports.smtp import SMTPTransport
 
 __all__ = ["SMTPTelemetry"]
@@ -138,21 +139,27 @@ class SMTPTelemetry:
         """Make session spans for *transport* and report its pool's in-use gauge.
 
         Args:
-            transport: An ``SMTPTransport`` (such as ``mailer.transport``).
+            transport: An ``SMTPTransport`` (such as ``mailer.transport``), or a
+                ``FailoverTransport``/``RoundRobinTransport``: each
+                ``SMTPTransport`` among its servers is watched.
 
         Raises:
-            TypeError: *transport* is not an ``SMTPTransport`` (other
-                transports have no sessions to watch).
+            TypeError: *transport* is neither (other transports have no
+                sessions to watch), or a failover transport has no
+                ``SMTPTransport`` among its servers.
         """
-        if not isinstance(transport, SMTPTransport):
+        found = _smtp_transports(transport)
+        if not found:
             msg = (
-                "SMTPTelemetry.watch() takes an SMTPTransport (mailer.transport), "
+                "SMTPTelemetry.watch() takes an SMTPTransport (mailer.transport) "
+                "or a FailoverTransport of them, "
                 f"not {type(transport).__name__}"
             )
             raise TypeError(msg)
-        transport.session_observer = _SessionSpans(self._tracer)
+        for smtp in found:
+            smtp.session_observer = _SessionSpans(self._tracer)
         with self._lock:
-            self._transports.add(transport)
+            self._transports.update(found)
 
     # -- message hooks ----------------------------------------------------------
 
@@ -253,6 +260,17 @@ class SMTPTelemetry:
                     "server.port": transport.config.port,
                 },
             )
+
+
+def _smtp_transports(transport: object) -> list[SMTPTransport]:
+    """Every ``SMTPTransport`` in *transport*: itself, or a failover's servers."""
+    if isinstance(transport, SMTPTransport):
+        return [transport]
+    if isinstance(transport, FailoverTransport):
+        return [
+            smtp for inner in transport.transports for smtp in _smtp_transports(inner)
+        ]
+    return []
 
 
 class _SessionSpans:
