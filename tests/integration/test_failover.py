@@ -14,6 +14,7 @@ import threading
 import pytest
 
 from smtpkit import (
+    ConfigurationError,
     ConnectError,
     FailoverConfig,
     FailoverTransport,
@@ -521,3 +522,15 @@ def test_the_mailer_reads_the_first_servers_adapt_and_acquire_timeout(
         else:
             results = mailer.send_many(messages, concurrency=1)
             assert sum(r.ok for r in results) == 4
+
+
+def test_servers_from_a_generator(make_mailer, start_server, config_for):
+    servers = [start_server(), start_server()]
+    transport = RoundRobinTransport(config_for(s) for s in servers)
+    assert len(transport.transports) == 2
+    with make_mailer(transport=transport, retry=no_wait()) as mailer:
+        results = [mailer.send(message(i)) for i in range(2)]
+    assert [r.server for r in results] == [name(s) for s in servers]
+    assert [received_ids(s) for s in servers] == [["<m0@failover>"], ["<m1@failover>"]]
+    with pytest.raises(ConfigurationError, match="at least one server"):
+        FailoverTransport(config_for(s) for s in [])

@@ -18,7 +18,7 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 from typing_extensions import override
 
@@ -83,7 +83,7 @@ class FailoverTransport(Transport):
 
     Args:
         servers: Transports, or ``SMTPConfig`` values (each gets its own
-            ``SMTPTransport``), in order of preference.
+            ``SMTPTransport``), in order of preference (any iterable, read once).
         cooldown: Seconds a failed server is set aside.
         names: One name per server, for results and stats; by default
             ``"host:port"`` for an SMTP server, the class name otherwise.
@@ -97,13 +97,13 @@ class FailoverTransport(Transport):
 
     def __init__(
         self,
-        servers: Sequence[Transport | SMTPConfig],
+        servers: Iterable[Transport | SMTPConfig],
         *,
         cooldown: float = DEFAULT_COOLDOWN,
         names: Sequence[str] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        given: list[object] = list(servers)  # untyped callers pass anything
+        given: list[object] = list(servers)  # read once: a generator is fine
         if not given:
             msg = f"{type(self).__name__} needs at least one server"
             raise ConfigurationError(msg)
@@ -118,11 +118,12 @@ class FailoverTransport(Transport):
                     f"not {type(value).__name__}"
                 )
                 raise TypeError(msg)
-        labels = server_names(servers, names)
+        listed = [v for v in given if isinstance(v, Transport | SMTPConfig)]
+        labels = server_names(listed, names)
         transports: list[Transport] = []
         built: list[Transport] = []  # closed again if a later one cannot be built
         try:
-            for server in servers:
+            for server in listed:
                 if isinstance(server, SMTPConfig):
                     transport: Transport = SMTPTransport(server)
                     built.append(transport)
@@ -407,7 +408,7 @@ class RoundRobinTransport(FailoverTransport):
 
     def __init__(
         self,
-        servers: Sequence[Transport | SMTPConfig],
+        servers: Iterable[Transport | SMTPConfig],
         *,
         cooldown: float = DEFAULT_COOLDOWN,
         names: Sequence[str] | None = None,
