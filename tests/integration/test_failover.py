@@ -534,3 +534,21 @@ def test_servers_from_a_generator(make_mailer, start_server, config_for):
     assert [received_ids(s) for s in servers] == [["<m0@failover>"], ["<m1@failover>"]]
     with pytest.raises(ConfigurationError, match="at least one server"):
         FailoverTransport(config_for(s) for s in [])
+
+
+def test_an_error_names_the_server_that_refused_last(
+    make_mailer, start_server, config_for
+):
+    first, second = start_server(), start_server()
+    first.handler.rcpt_replies["rcpt@example.com"] = "450 4.2.1 try later"
+    second.handler.rcpt_replies["rcpt@example.com"] = "451 4.3.0 later"
+    transport = RoundRobinTransport([config_for(first), config_for(second)])
+    with (
+        make_mailer(transport=transport, retry=no_wait()) as mailer,
+        pytest.raises(RecipientsRefusedError) as caught,
+    ):
+        mailer.send(message(1))
+    assert caught.value.attempts == 3
+    assert caught.value.server == name(first)  # attempts 1 and 3 went to the first
+    assert [e.server for e in caught.value.history] == [name(first), name(second)]
+    assert received_ids(first) == received_ids(second) == []
