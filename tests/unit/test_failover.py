@@ -79,8 +79,9 @@ KINDS = {
     "550": lambda: RecipientsRefusedError({"a@example.com": reply("550 5.1.1 no")}),
     "451": lambda: DataRefusedError(reply("451 4.3.0 later"), command="end of data"),
     "unknown": lost_after_data,
+    "busy": lambda: PoolTimeoutError("no free connection"),
 }
-MOVES = {"connect", "421"}
+MOVES = {"connect", "421", "busy"}
 
 
 class Scripted(Transport):
@@ -214,8 +215,22 @@ def test_every_message_reported_once_with_its_first_final_outcome(scripts, repor
         # A server saw the message only if every server before it moved it on.
         for n, server in enumerate(servers):
             assert (index in server.seen) == (n <= final)
-    total = sum(s.delivered + s.failed for s in transport.stats())
-    assert total == 6
+    stats = transport.stats()
+    assert sum(s.delivered + s.failed for s in stats) == 6
+    # Each message moved once per server before the one whose outcome stands.
+    finals = [
+        next((n for n, kind in enumerate(k) if kind not in MOVES), len(k) - 1)
+        for k in zip(*scripts, strict=True)
+    ]
+    assert sum(s.moved for s in stats) == sum(finals)
+    # A busy server is not set aside; a failing one is.
+    for n, script in enumerate(scripts):
+        fails = any(
+            kind in {"connect", "421", "unknown"}
+            for kind, final in zip(script, finals, strict=True)
+            if n <= final
+        )
+        assert stats[n].failures == int(fails)
 
 
 def test_results_and_errors_name_their_server():
