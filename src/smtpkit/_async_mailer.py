@@ -30,7 +30,12 @@ from ._bulk import MAX_BATCH, BulkProgress, NotSentError
 from ._config import SMTPConfig
 from ._delivery import concluded, ended_with
 from ._dispatch import Dispatcher, Job
-from ._exceptions import ClosedError, ConfigurationError, SMTPKitError
+from ._exceptions import (
+    ClosedError,
+    ConfigurationError,
+    InvalidMessageError,
+    SMTPKitError,
+)
 from ._hooks import HookRunner, Hooks
 from ._mailer_args import (
     check_arguments,
@@ -561,7 +566,9 @@ class AsyncMailer:
         message, envelope = item if isinstance(item, tuple) else (item, None)
         return await self._sign(self._prepared(message, envelope))
 
-    def _prepared(self, message: Sendable, envelope: Envelope | None) -> Prepared:
+    def _prepared(
+        self, message: Sendable | InvalidMessageError, envelope: Envelope | None
+    ) -> Prepared:
         prepared = prepare(message, envelope, id_domain=self._id_domain)
         return prepared if self._hooks is None else self._hooks.before(prepared)
 

@@ -24,7 +24,12 @@ from ._delivery import (
     failed_result,
     is_settled,
 )
-from ._exceptions import ClosedError, ConfigurationError, SMTPKitError
+from ._exceptions import (
+    ClosedError,
+    ConfigurationError,
+    InvalidMessageError,
+    SMTPKitError,
+)
 from ._hooks import HookRunner, Hooks
 from ._mailer_args import (
     check_arguments,
@@ -486,7 +491,11 @@ class Mailer:
         )
 
     def _prepare(
-        self, message: Sendable, envelope: Envelope | None, *, worker: bool = False
+        self,
+        message: Sendable | InvalidMessageError,
+        envelope: Envelope | None,
+        *,
+        worker: bool = False,
     ) -> Prepared:
         prepared = prepare(message, envelope, id_domain=self._id_domain)
         hooks = self._worker_hooks if worker else self._hooks

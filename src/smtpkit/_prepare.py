@@ -24,12 +24,15 @@ Sendable = Message | EmailMessage | MIMEMessage | bytes
 ``email.message_from_bytes`` returns by default, and Django's
 ``EmailMessage.message()``); or raw bytes with an explicit envelope."""
 
-BulkItem = Sendable | tuple[Sendable, Envelope]
-"""What ``Mailer.send_many`` takes: a message, or a message with its envelope."""
+BulkItem = Sendable | tuple[Sendable, Envelope] | InvalidMessageError
+"""What ``Mailer.send_many`` takes: a message, or a message with its envelope; or an
+``InvalidMessageError`` standing in for a message its producer could not build (a
+mail merge's row that failed to render), reported as that item's failed result
+with nothing sent, so one bad row neither vanishes nor stops the run."""
 
 
 def prepare(
-    message: Sendable,
+    message: Sendable | InvalidMessageError,
     envelope: Envelope | None,
     *,
     id_domain: str | None,
@@ -45,9 +48,13 @@ def prepare(
 
     Raises:
         InvalidMessageError: Raw bytes without an envelope, or something that is
-            not a message.  Rendering and addressing errors propagate as raised.
+            not a message; *message* itself when it is one (a bulk item standing
+            in for a message that could not be built).  Rendering and addressing
+            errors propagate as raised.
         SigningError: The signer failed.
     """
+    if isinstance(message, InvalidMessageError):
+        raise message
     prepared = _prepare(message, envelope, id_domain=id_domain)
     return prepared if signer is None else sign_prepared(prepared, signer)
 

@@ -129,7 +129,7 @@ def test_a_long_address_list_is_read_in_linear_time():
         msg["From"] = "a@example.com"
         msg["To"] = ", ".join(f"user{i}@example.com" for i in range(count))
         times = []
-        for _ in range(2):
+        for _ in range(5):  # the best of five: a loaded machine slows single runs
             start = time.perf_counter()
             [sent] = send(msg).outbox
             times.append(time.perf_counter() - start)

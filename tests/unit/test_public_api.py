@@ -114,3 +114,17 @@ def test_distribution_is_pysmtpkit_and_registers_the_plugin():
 def test_py_typed_shipped():
     package_dir = Path(smtpkit.__file__).parent
     assert (package_dir / "py.typed").is_file()
+
+
+def test_contrib_celery_surface():
+    """smtpkit.contrib.celery: a sorted, complete ``__all__`` of existing names."""
+    celery_contrib = pytest.importorskip("smtpkit.contrib.celery")
+    names = celery_contrib.__all__
+    assert names == sorted(names, key=_isort_key)
+    assert all(hasattr(celery_contrib, name) for name in names)
+    public = {
+        name
+        for name, value in vars(celery_contrib).items()
+        if not name.startswith("_") and not inspect.ismodule(value)
+    }
+    assert public - set(names) == {"annotations"}

@@ -1,0 +1,240 @@
+"""The body of the send task: claim each key, send what is pending, record outcomes.
+
+Runs in a worker process against the worker's own ``Mailer`` (no in-process
+retries: ``RetryPolicy.never()``) and Redis.  Nothing here talks to Celery, so the
+tests call it directly against real Redis and a real SMTP server.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import platform
+import random
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from smtpkit import (
+    Envelope,
+    InvalidMessageError,
+    Mailer,
+    Message,
+    RetryPolicy,
+    SendResult,
+    SMTPKitError,
+    TransportError,
+)
+
+from ._limiter import Limiter
+from ._payload import Item, load_item
+from ._state import Claim, DeliveryState, Outcome, StateStore
+
+__all__ = ["ChunkOutcome", "Settings", "send_chunk"]
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """How the task treats each message (from ``MailQueue``'s arguments)."""
+
+    retry: RetryPolicy
+    at_least_once: bool
+    lease: float
+
+
+@dataclass(slots=True)
+class ChunkOutcome:
+    """What one run of the task did: final states and the items to send later.
+
+    Attributes:
+        states: Each key's state after this run (``"busy"`` when another worker
+            holds it).
+        later: ``(countdown seconds, items)`` to put back on the queue.
+    """
+
+    states: dict[str, str] = field(default_factory=dict)
+    later: list[tuple[float, list[Item]]] = field(default_factory=list)
+
+    def requeue(self, countdown: float, item: Item) -> None:
+        """Send *item* again after *countdown* seconds (grouped by whole second)."""
+        seconds = float(max(0, math.ceil(countdown)))
+        for when, items in self.later:
+            if when == seconds:
+                items.append(item)
+                return
+        self.later.append((seconds, [item]))
+
+
+@dataclass(frozen=True, slots=True)
+class _Run:
+    token: str
+    mailer: Mailer
+    store: StateStore
+    settings: Settings
+    outcome: ChunkOutcome
+    rng: random.Random
+    items: dict[str, Item]
+
+
+@dataclass(frozen=True, slots=True)
+class _Pending:
+    item: Item
+    claim: Claim
+    message: Message | bytes
+    envelope: Envelope
+
+
+def send_chunk(
+    items: Sequence[Item],
+    *,
+    mailer: Mailer,
+    store: StateStore,
+    settings: Settings,
+    limiter: Limiter | None = None,
+    rng: random.Random | None = None,
+) -> ChunkOutcome:
+    """Send *items* once each, at most, and record every outcome in *store*."""
+    outcome = ChunkOutcome()
+    run = _Run(
+        _token(),
+        mailer,
+        store,
+        settings,
+        outcome,
+        rng or random.Random(),
+        {item["key"]: item for item in items},
+    )
+    if limiter is None:
+        _send(_claim_all(items, run), run)
+        return outcome
+    for item in items:  # one slot per message, taken before the key is claimed
+        slot = limiter.acquire()
+        if not slot.reserved:
+            outcome.states[item["key"]] = "rate_limited"
+            outcome.requeue(slot.wait, item)
+            continue
+        _send(_claim_all([item], run), run)
+    return outcome
+
+
+def _token() -> str:
+    # Unique per run; the host and pid tell an operator who holds a key.
+    return f"{platform.node()}:{os.getpid()}:{uuid.uuid4().hex[:16]}"
+
+
+def _claim_all(items: Sequence[Item], run: _Run) -> list[_Pending]:
+    settings, outcome = run.settings, run.outcome
+    claims = run.store.claim(
+        [item["key"] for item in items],
+        run.token,
+        lease=settings.lease,
+        at_least_once=settings.at_least_once,
+        attempts=settings.retry.attempts,
+    )
+    claimed: list[_Pending] = []
+    settled: list[Outcome] = []
+    for item, claim in zip(items, claims, strict=True):
+        key = item["key"]
+        outcome.states[key] = claim.verdict
+        if claim.verdict == "busy":  # another worker holds it: look again later
+            outcome.requeue(claim.wait + 1.0, item)
+            continue
+        if claim.verdict != "go":
+            continue
+        try:
+            message, envelope = load_item(item)
+        except InvalidMessageError as exc:  # a poisoned message fails alone
+            settled.append(Outcome(key, DeliveryState.FAILED, reason=str(exc)))
+            continue
+        pending = tuple(r for r in envelope.recipients if r not in claim.accepted)
+        if not pending:  # every recipient was done by earlier attempts
+            settled.append(Outcome(key, DeliveryState.DELIVERED))
+            continue
+        claimed.append(
+            _Pending(item, claim, message, envelope.with_recipients(pending))
+        )
+    _store(settled, run)
+    return claimed
+
+
+def _store(
+    outcomes: list[Outcome], run: _Run, later: list[float] | None = None
+) -> None:
+    if not outcomes:
+        return
+    stored = run.store.finish(outcomes, run.token)
+    for n, (done, state) in enumerate(zip(outcomes, stored, strict=True)):
+        run.outcome.states[done.key] = state
+        if later is not None and state == DeliveryState.RETRYING.value:
+            run.outcome.requeue(later[n], run.items[done.key])
+
+
+def _send(batch: list[_Pending], run: _Run) -> None:
+    if not batch:
+        return
+    # One connection per task, pipelined: connections = worker slots, fleet-wide.
+    items = [(p.message, p.envelope) for p in batch]
+    try:
+        results = run.mailer.send_many(items, concurrency=1)
+    except SMTPKitError as exc:  # the mailer was closed: nothing was sent
+        wait = run.settings.retry.backoff(1, run.rng)
+        unsent = [
+            Outcome(p.item["key"], DeliveryState.RETRYING, reason=str(exc))
+            for p in batch
+        ]
+        _store(unsent, run, [wait] * len(unsent))
+        return
+    decided = [_decide(p, r, run) for p, r in zip(batch, results, strict=True)]
+    _store([d for d, _ in decided], run, [w for _, w in decided])
+
+
+def _decide(pending: _Pending, result: SendResult, run: _Run) -> tuple[Outcome, float]:
+    """The outcome of one send, and the countdown should it be retried."""
+    settings = run.settings
+    policy = settings.retry
+    attempts = pending.claim.attempts
+    can_retry = attempts < policy.attempts
+    replies = {r: str(rr.reply) for r, rr in result.recipients.items()}
+    accepted = [r for r, rr in result.recipients.items() if rr.accepted]
+    error = result.error
+    if isinstance(error, TransportError):
+        replies.update({r: str(reply) for r, reply in _refused(error).items()})
+    state: DeliveryState
+    reason: str | None = None
+    duplicating = False
+    wait = policy.backoff(attempts, run.rng)
+    if error is not None and getattr(error, "delivery_unknown", False):
+        reason = f"delivery unknown: {error}"
+        if settings.at_least_once and can_retry:
+            state, duplicating = DeliveryState.RETRYING, True
+        else:
+            state = DeliveryState.UNKNOWN
+    elif error is not None and not accepted:
+        reason = str(error)
+        if policy.should_retry(error) and can_retry:
+            state = DeliveryState.RETRYING
+            wait = max(wait, policy.documented_wait(error))
+        elif pending.claim.accepted:  # earlier attempts reached the others
+            state = DeliveryState.DELIVERED
+        else:
+            state = DeliveryState.FAILED
+    else:  # no error: the server accepted some recipient
+        transient = [
+            r
+            for r, rr in result.recipients.items()
+            if not rr.accepted and policy.should_retry_reply(rr.reply)
+        ]
+        if transient and can_retry:
+            state = DeliveryState.RETRYING
+            reason = f"{len(transient)} recipient(s) deferred"
+        else:
+            state = DeliveryState.DELIVERED
+    key = pending.item["key"]
+    done = Outcome(key, state, accepted, replies, reason, duplicating)
+    return done, wait
+
+
+def _refused(error: TransportError) -> dict[str, Any]:
+    refused = getattr(error, "refused", None)
+    return dict(refused) if refused else {}

@@ -1,0 +1,3 @@
+class Reject(Exception):  # noqa: N818 - Celery's name
+    requeue: bool
+    def __init__(self, reason: object = None, requeue: bool = False) -> None: ...

@@ -1,0 +1,4 @@
+from typing import Any
+
+worker_process_shutdown: Any
+worker_shutdown: Any
