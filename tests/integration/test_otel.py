@@ -23,6 +23,7 @@ from smtpkit import (
     AuthenticationError,
     ConfigurationError,
     ConnectError,
+    FailoverTransport,
     Hooks,
     Mailer,
     Message,
@@ -239,7 +240,27 @@ async def test_async_send_span_is_a_child_of_the_current_span(server, config_for
 def test_watch_takes_an_smtp_transport_only(otel):
     with pytest.raises(TypeError, match="SMTPTransport"):
         otel.telemetry.watch(FakeTransport())
+    with pytest.raises(TypeError, match="SMTPTransport"):
+        otel.telemetry.watch(FailoverTransport([FakeTransport()]))
     assert repr(otel.telemetry) == "<SMTPTelemetry watching 0 transport(s)>"
+
+
+def test_watch_a_failover_transport_watches_each_server(server, config_for, otel):
+    dead = SMTPConfig(host="127.0.0.1", port=free_port(), tls="none", timeout=5.0)
+    inner = FailoverTransport([config_for(server), FakeTransport()])
+    transport = FailoverTransport([dead, inner])
+    otel.telemetry.watch(transport)
+    assert repr(otel.telemetry) == "<SMTPTelemetry watching 2 transport(s)>"
+    with Mailer(transport=transport, retry=no_wait(), hooks=otel.telemetry.hooks) as m:
+        assert m.send(_message()).ok
+        gauge = otel.metrics()["smtp.client.connections.in_use"]
+    transport.close()
+    assert sorted(attrs["server.port"] for attrs, _ in gauge) == sorted(
+        [dead.port, server.port]
+    )
+    ports = [s.attributes["server.port"] for s in otel.spans("smtp session")]
+    assert sorted(set(ports)) == sorted([dead.port, server.port])
+    assert len(server.messages) == 1
 
 
 def test_a_broken_observer_never_breaks_a_send(server, config_for, caplog):

@@ -65,6 +65,7 @@ from .._retry import RetryDetails
 from .._send_event import SendEvent
 from .._transports._connection import SMTPConnection
 from .._transports.base import SendResult
+from .._transports.failover import FailoverTransport
 from .._transports.smtp import SMTPTransport
 
 __all__ = ["SMTPTelemetry"]
@@ -143,30 +144,42 @@ class SMTPTelemetry:
         """Make session spans for *transport* and report its pool's in-use gauge.
 
         Args:
-            transport: An ``SMTPTransport`` (such as ``mailer.transport``).
+            transport: An ``SMTPTransport`` (such as ``mailer.transport``), or a
+                ``FailoverTransport``/``RoundRobinTransport``: each
+                ``SMTPTransport`` among its servers is watched.
 
         Watching the same transport again changes nothing.
 
         Raises:
-            TypeError: *transport* is not an ``SMTPTransport`` (other
-                transports have no sessions to watch).
+            TypeError: *transport* is neither (other transports have no
+                sessions to watch), or a failover transport has no
+                ``SMTPTransport`` among its servers.
             ConfigurationError: Another ``SMTPTelemetry`` (or another session
-                observer) watches *transport* already: one transport has one
-                observer, so that no open session span is left unended.
+                observer) watches *transport* (or one of its servers) already:
+                one transport has one observer, so that no open session span is
+                left unended.
         """
-        if not isinstance(transport, SMTPTransport):
+        found = _smtp_transports(transport)
+        if not found:
             msg = (
-                "SMTPTelemetry.watch() takes an SMTPTransport (mailer.transport), "
+                "SMTPTelemetry.watch() takes an SMTPTransport (mailer.transport) "
+                "or a FailoverTransport of them, "
                 f"not {type(transport).__name__}"
             )
             raise TypeError(msg)
-        if not isinstance(transport.session_observer, _SessionSpans):
-            transport.session_observer = _SessionSpans(self._tracer)
-        elif transport.session_observer.tracer is not self._tracer:
-            msg = "this transport is watched by another SMTPTelemetry already"
-            raise ConfigurationError(msg)
+        for smtp in found:  # all checked before any is changed
+            observer = smtp.session_observer
+            if observer is not None and (
+                not isinstance(observer, _SessionSpans)
+                or observer.tracer is not self._tracer
+            ):
+                msg = "this transport is watched by another SMTPTelemetry already"
+                raise ConfigurationError(msg)
+        for smtp in found:
+            if smtp.session_observer is None:
+                smtp.session_observer = _SessionSpans(self._tracer)
         with self._lock:
-            self._transports.add(transport)
+            self._transports.update(found)
 
     # -- message hooks ----------------------------------------------------------
 
@@ -267,6 +280,17 @@ class SMTPTelemetry:
                     "server.port": transport.config.port,
                 },
             )
+
+
+def _smtp_transports(transport: object) -> list[SMTPTransport]:
+    """Every ``SMTPTransport`` in *transport*: itself, or a failover's servers."""
+    if isinstance(transport, SMTPTransport):
+        return [transport]
+    if isinstance(transport, FailoverTransport):
+        return [
+            smtp for inner in transport.transports for smtp in _smtp_transports(inner)
+        ]
+    return []
 
 
 class _SessionSpans:
