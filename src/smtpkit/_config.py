@@ -190,12 +190,15 @@ class SMTPConfigFields(TypedDict, total=False):
     source_address: str | tuple[str, int] | None
 
 
-def _redacted(error: ValidationError) -> ValidationError:
-    """Return *error* again, with every input that might hold a secret replaced."""
+def redacted(
+    error: ValidationError, shown_fields: frozenset[str] = _SHOWN_FIELDS
+) -> ValidationError:
+    """Return *error* again, with every input that might hold a secret replaced:
+    only the inputs of *shown_fields* are quoted (``FailoverConfig`` shares this)."""
     details: list[InitErrorDetails] = []
     for item in error.errors(include_url=False):
         loc = item["loc"]
-        shown = bool(loc) and loc[0] in _SHOWN_FIELDS
+        shown = bool(loc) and loc[0] in shown_fields
         detail = InitErrorDetails(
             type=item["type"], loc=loc, input=item["input"] if shown else _REDACTED
         )
@@ -357,7 +360,7 @@ class SMTPConfig(BaseModel):
                 json_data, strict=strict, context=context, **kwargs
             )
         except ValidationError as exc:
-            error = _redacted(exc)
+            error = redacted(exc)
         raise error from None  # outside the except block: no chained original
 
     @model_validator(mode="wrap")
@@ -375,7 +378,7 @@ class SMTPConfig(BaseModel):
         try:
             config = handler(_with_default_port(data))
         except ValidationError as exc:
-            error = _redacted(exc)
+            error = redacted(exc)
         else:
             conflict = config._conflict()
             if conflict is None:
@@ -494,7 +497,7 @@ class SMTPConfig(BaseModel):
         try:
             super().__setattr__(name, value)
         except ValidationError as exc:
-            error = _redacted(exc)
+            error = redacted(exc)
         else:  # pragma: no cover - the model is frozen, so assignment always fails
             return
         raise error from None  # outside the except block: no chained original

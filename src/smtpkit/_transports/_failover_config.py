@@ -16,10 +16,9 @@ from pydantic import (
     model_validator,
 )
 from pydantic.functional_validators import ModelWrapValidatorHandler
-from pydantic_core import InitErrorDetails
 from typing_extensions import Self, override
 
-from .._config import SMTPConfig
+from .._config import SMTPConfig, redacted
 from .._exceptions import ConfigurationError
 
 __all__ = ["DEFAULT_COOLDOWN", "FailoverConfig", "Strategy"]
@@ -33,22 +32,6 @@ _FORM: Final = re.compile(r"\s*(failover|roundrobin)\s*\((.*)\)\s*", re.DOTALL)
 # Only these inputs are quoted in errors: the servers may hold passwords (a URL's
 # userinfo), and an unknown key may be a misspelt secret.
 _SHOWN_FIELDS: Final = frozenset({"strategy", "cooldown"})
-_REDACTED: Final = "<redacted>"
-
-
-def _redacted(error: ValidationError) -> ValidationError:
-    """*error* again, with every input that might hold a secret replaced."""
-    details: list[InitErrorDetails] = []
-    for item in error.errors(include_url=False):
-        loc = item["loc"]
-        shown = bool(loc) and loc[0] in _SHOWN_FIELDS
-        detail = InitErrorDetails(
-            type=item["type"], loc=loc, input=item["input"] if shown else _REDACTED
-        )
-        if "ctx" in item:
-            detail["ctx"] = item["ctx"]
-        details.append(detail)
-    return ValidationError.from_exception_data(error.title, details)
 
 
 class FailoverConfig(BaseModel):
@@ -99,7 +82,7 @@ class FailoverConfig(BaseModel):
                 json_data, strict=strict, context=context, **kwargs
             )
         except ValidationError as exc:
-            error = _redacted(exc)
+            error = redacted(exc, _SHOWN_FIELDS)
         raise error from None  # outside the except block: no chained original
 
     @model_validator(mode="wrap")
@@ -109,7 +92,7 @@ class FailoverConfig(BaseModel):
         try:
             return handler(data)
         except ValidationError as exc:
-            error = _redacted(exc)
+            error = redacted(exc, _SHOWN_FIELDS)
         raise error from None  # outside the except block: no chained original
 
     @field_validator("servers", mode="before")

@@ -137,6 +137,7 @@ class FailoverTransport(Transport):
         self._servers = [Server(n, t) for n, t in zip(labels, transports, strict=True)]
         self._cooldown = float(cooldown)
         self._clock = clock
+        self._turn = itertools.count()  # where RoundRobinTransport starts a batch
         self._lock = threading.Lock()
         self._closed = False
 
@@ -405,17 +406,6 @@ class RoundRobinTransport(FailoverTransport):
         names: As for ``FailoverTransport``.
         clock: As for ``FailoverTransport``.
     """
-
-    def __init__(
-        self,
-        servers: Iterable[Transport | SMTPConfig],
-        *,
-        cooldown: float = DEFAULT_COOLDOWN,
-        names: Sequence[str] | None = None,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        super().__init__(servers, cooldown=cooldown, names=names, clock=clock)
-        self._turn = itertools.count()
 
     @override
     def _first(self) -> int:
