@@ -45,12 +45,17 @@ class Detached:
         dispatcher: Dispatcher,
         job: Job | None,
         start: float,
-    ) -> None:
+    ) -> bool:
         """A cancelled caller: drop its unstarted attempt, or report it later.
 
         *job* is the attempt in flight, if any; when it started, its outcome is
         reported as soon as it is known.  Without one (cancelled while waiting
-        to retry), the earlier attempts' outcome is reported now.
+        to retry, or withdrawn before it started), the earlier attempts'
+        outcome is reported now.
+
+        Returns:
+            Whether an outcome is reported (now or later); False when nothing
+            reached the server, which the caller reports as not sent.
         """
         if job is not None and not dispatcher.withdraw(job):
             settle = functools.partial(self._settle, attempt, start=start)
@@ -58,10 +63,12 @@ class Detached:
                 settle(job.outcome)
             else:
                 job.on_late = settle
-            return
+            return True
         if attempt.number >= 1:  # an earlier attempt reached the server
             last = attempt.history[-1] if attempt.history else None
             self.report(self.final(attempt, last, start), attempt.prepared.event)
+            return True
+        return False
 
     def final(
         self,

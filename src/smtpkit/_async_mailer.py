@@ -482,6 +482,8 @@ class AsyncMailer:
             result = await self._deliver(
                 prepared, dispatcher, stop, hooks.retry_hook(event, self._on_retry)
             )
+        except asyncio.CancelledError:
+            raise  # _deliver reported it, or the late outcome will be
         except BaseException as exc:
             hooks.failed(event, exc)
             raise
@@ -540,9 +542,12 @@ class AsyncMailer:
                 rng=self._rng,
                 on_retry=on_retry,
             )
-        except asyncio.CancelledError:
+        except asyncio.CancelledError as exc:
             job = in_flight[0] if in_flight else None
-            self._detached.detach(attempt, dispatcher, job, start)
+            reported = self._detached.detach(attempt, dispatcher, job, start)
+            event = prepared.event
+            if not reported and self._hooks is not None and event is not None:
+                self._hooks.failed(event, exc, sent=False)  # withdrawn or never begun
             raise
         except Interrupted:
             if attempt.number == 0:
@@ -588,7 +593,7 @@ class AsyncMailer:
         try:
             return await signing
         except BaseException as exc:
-            self._hooks.failed(prepared.event, exc)
+            self._hooks.failed(prepared.event, exc, sent=False)
             raise
 
     def _check_loop(self) -> asyncio.AbstractEventLoop:

@@ -69,7 +69,10 @@ class Attempt:
         self.reply: SMTPReply | None = None
         self.number = 0
         self.possibly_duplicated = False
-        self.server: str | None = None  # the server of the last attempt with replies
+        # The last server that accepted a recipient (an attempt may only refuse),
+        # and the last one that refused them all (named by the error).
+        self.server: str | None = None
+        self.refused_by: str | None = None
 
     def __call__(self, number: int) -> None:
         """Make attempt *number* through the transport and record its outcome."""
@@ -100,8 +103,8 @@ class Attempt:
 
     def _record(self, outcome: SendResult | SMTPKitError) -> None:
         if isinstance(outcome, RecipientsRefusedError):
-            replies = outcome.refused
-            self.server = outcome.server
+            replies = outcome.refused  # took nothing: not the result's server
+            self.refused_by = outcome.server
         elif isinstance(outcome, TransportError):
             self._failed(outcome)
             if outcome.delivery_unknown and self.retry.should_retry(outcome):
@@ -110,9 +113,10 @@ class Attempt:
         elif isinstance(outcome, SMTPKitError):  # ClosedError: not an attempt's error
             raise outcome
         else:
-            self.reply = outcome.reply
-            self.server = outcome.server
             replies = {r: rr.reply for r, rr in outcome.recipients.items()}
+            if any(200 <= reply.code < 300 for reply in replies.values()):
+                self.reply = outcome.reply
+                self.server = outcome.server
         retry = self.retry
         pending = []
         for rcpt, reply in replies.items():
@@ -126,6 +130,7 @@ class Attempt:
             # must never receive the message twice.
             self.pending = self.pending.with_recipients(tuple(pending))
             refusal = RecipientsRefusedError({r: replies[r] for r in pending})
+            refusal.server = outcome.server  # the server that deferred them
             self._failed(refusal)
             raise refusal
 
@@ -190,5 +195,5 @@ class Attempt:
         )
         exc.attempts = self.number
         exc.history = tuple(self.history[:-1])
-        exc.server = self.server if last_error is None else last_error.server
+        exc.server = self.refused_by if last_error is None else last_error.server
         return exc

@@ -6,6 +6,7 @@ connections.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import ssl
 from collections.abc import Mapping, Sequence
@@ -143,14 +144,14 @@ _ENV_FIELDS: Final = (
 
 # Fields whose rejected value an error may show.  Every other input is replaced by
 # _REDACTED: password, username and auth (secrets, or part of a URL's userinfo),
-# unknown keys (a misspelt "passwrd"), and the whole input dict that pydantic
-# attaches to cross-field errors, because pydantic prints and pickles the input.
+# source_address (a proxy URL pasted there), unknown keys (a misspelt "passwrd"),
+# and the whole input dict that pydantic attaches to cross-field errors, because
+# pydantic prints and pickles the input.
 _SHOWN_FIELDS: Final = frozenset(
     {
         "host", "port", "tls", "timeout", "connect_timeout", "local_hostname",
         "allow_insecure_auth", "ca_file", "ca_path", "client_cert", "client_key",
         "tls_min_version", "pool", "pipelining", "chunking", "adapt",
-        "source_address",
     }
 )  # fmt: skip
 _REDACTED: Final = "<redacted>"
@@ -189,12 +190,15 @@ class SMTPConfigFields(TypedDict, total=False):
     source_address: str | tuple[str, int] | None
 
 
-def _redacted(error: ValidationError) -> ValidationError:
-    """Return *error* again, with every input that might hold a secret replaced."""
+def redacted(
+    error: ValidationError, shown_fields: frozenset[str] = _SHOWN_FIELDS
+) -> ValidationError:
+    """Return *error* again, with every input that might hold a secret replaced:
+    only the inputs of *shown_fields* are quoted (``FailoverConfig`` shares this)."""
     details: list[InitErrorDetails] = []
     for item in error.errors(include_url=False):
         loc = item["loc"]
-        shown = bool(loc) and loc[0] in _SHOWN_FIELDS
+        shown = bool(loc) and loc[0] in shown_fields
         detail = InitErrorDetails(
             type=item["type"], loc=loc, input=item["input"] if shown else _REDACTED
         )
@@ -302,7 +306,8 @@ class SMTPConfig(BaseModel):
     pipelining: bool = True
     chunking: bool = True
     adapt: ProviderAdaptation = DEFAULT_PROVIDER_ADAPTATION
-    socket_factory: SocketFactory | None = None
+    # A proxy client often holds its URL and credentials: not in reprs or dumps.
+    socket_factory: SocketFactory | None = Field(default=None, repr=False, exclude=True)
     source_address: tuple[str, int] | None = None
 
     if TYPE_CHECKING:
@@ -355,7 +360,7 @@ class SMTPConfig(BaseModel):
                 json_data, strict=strict, context=context, **kwargs
             )
         except ValidationError as exc:
-            error = _redacted(exc)
+            error = redacted(exc)
         raise error from None  # outside the except block: no chained original
 
     @model_validator(mode="wrap")
@@ -373,7 +378,7 @@ class SMTPConfig(BaseModel):
         try:
             config = handler(_with_default_port(data))
         except ValidationError as exc:
-            error = _redacted(exc)
+            error = redacted(exc)
         else:
             conflict = config._conflict()
             if conflict is None:
@@ -442,9 +447,15 @@ class SMTPConfig(BaseModel):
     def _valid_source_address(
         cls, value: tuple[str, int] | None
     ) -> tuple[str, int] | None:
-        if value is not None and not (value[0] and 0 <= value[1] <= 65535):
-            msg = "source_address must be a local address and a port from 0 to 65535"
+        if value is None:
+            return value
+        msg = "source_address must be an IP address, or an (IP address, port 0-65535) pair"
+        if not 0 <= value[1] <= 65535:
             raise ValueError(msg)
+        try:  # a scoped IPv6 address keeps its %zone: the kernel needs it
+            ipaddress.ip_address(value[0])
+        except ValueError:
+            raise ValueError(msg) from None
         return value
 
     @field_validator("local_hostname")
@@ -486,7 +497,7 @@ class SMTPConfig(BaseModel):
         try:
             super().__setattr__(name, value)
         except ValidationError as exc:
-            error = _redacted(exc)
+            error = redacted(exc)
         else:  # pragma: no cover - the model is frozen, so assignment always fails
             return
         raise error from None  # outside the except block: no chained original

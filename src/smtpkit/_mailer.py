@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextvars
 import enum
 import logging
 import random
@@ -60,7 +59,7 @@ from ._retry import (
     SleepFn,
     run_with_retries,
 )
-from ._signing import MessageSigner, check_signer
+from ._signing import MessageSigner, check_signer, interrupted_in_worker
 from ._stream import BulkRun, SendStream
 from ._transports.base import SendResult, Transport
 from ._verify_report import VerifyReport
@@ -361,10 +360,6 @@ class Mailer:
         limit = max_concurrency(self._transport)
         interrupted = threading.Event()
         send_batch = partial(self._send_batch, interrupted=interrupted)
-        if self._hooks is not None:
-            # Hooks see the caller's context (its current span) in the workers.
-            caller = contextvars.copy_context()
-            send_batch = partial(_in_context, caller, send_batch)
         run = BulkRun(
             messages,
             send_batch,
@@ -511,9 +506,15 @@ class Mailer:
         try:
             return sign_prepared(prepared, self._signer)
         except BaseException as exc:  # a failing signer fails the message
+            error = exc
+            if worker and isinstance(exc, KeyboardInterrupt | SystemExit):
+                # Not the caller's thread: that message fails, the others go on.
+                error = interrupted_in_worker(self._signer, exc)
             if hooks is not None and prepared.event is not None:
-                hooks.failed(prepared.event, exc)
-            raise
+                hooks.failed(prepared.event, error, sent=False)
+            if error is exc:
+                raise
+            raise error from exc
 
     def _bulk_sleep(self, interrupted: threading.Event) -> SleepFn:
         """The sleep between a bulk message's attempts: it ends the retries (raising
@@ -579,13 +580,3 @@ def _reporting(
         report(index, result)
 
     return report_hooked
-
-
-def _in_context(
-    context: contextvars.Context,
-    send_batch: Callable[[list[BulkItem], Report], None],
-    batch: list[BulkItem],
-    report: Report,
-) -> None:
-    """Run *send_batch* in a copy of *context* (one per batch: workers run at once)."""
-    context.copy().run(send_batch, batch, report)

@@ -21,6 +21,7 @@ from ._exceptions import (
 )
 from ._provider_replies import ReplyReason, explain_reply
 from ._transports.base import RecipientResult, SendResult, Transport, contract_breach
+from ._transports.failover import FailoverTransport
 
 __all__ = [
     "Interrupted",
@@ -142,12 +143,21 @@ def unretried(item: Prepared, first: SendResult | SMTPKitError) -> SendResult:
     )
 
 
-def adaptation_of(transport: Transport) -> ProviderAdaptation:
-    """The ``SMTPConfig.adapt`` of *transport*'s configuration; the default if none."""
+def _config_of(transport: Transport) -> SMTPConfig | None:
+    """*transport*'s ``SMTPConfig``; a ``FailoverTransport``'s first server's."""
+    while isinstance(transport, FailoverTransport):
+        transport = transport.transports[0]
     config = getattr(transport, "config", None)
-    if isinstance(config, SMTPConfig):
-        return config.adapt
-    return DEFAULT_PROVIDER_ADAPTATION
+    return config if isinstance(config, SMTPConfig) else None
+
+
+def adaptation_of(transport: Transport) -> ProviderAdaptation:
+    """The ``SMTPConfig.adapt`` of *transport*'s configuration; the default if none.
+
+    For a ``FailoverTransport`` or ``RoundRobinTransport``, its first server's.
+    """
+    config = _config_of(transport)
+    return DEFAULT_PROVIDER_ADAPTATION if config is None else config.adapt
 
 
 def acquire_timeout_of(transport: Transport) -> float | None:
@@ -155,12 +165,11 @@ def acquire_timeout_of(transport: Transport) -> float | None:
 
     None for a transport without an ``SMTPConfig`` (``FakeTransport``): its
     ``send`` never times out waiting for a connection, so nor does a send
-    waiting for a worker to call it.
+    waiting for a worker to call it.  For a ``FailoverTransport`` or
+    ``RoundRobinTransport``, its first server's.
     """
-    config = getattr(transport, "config", None)
-    if isinstance(config, SMTPConfig):
-        return config.pool.acquire_timeout
-    return None
+    config = _config_of(transport)
+    return None if config is None else config.pool.acquire_timeout
 
 
 def quota_spent(result: SendResult, name: str) -> QuotaExceededError | None:

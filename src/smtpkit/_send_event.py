@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
+from typing import Final
 
 from ._message import Envelope
 
-__all__ = ["SendEvent"]
+__all__ = ["SendEvent", "claim_outcome"]
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -21,8 +23,9 @@ class SendEvent:
     Attributes:
         envelope: MAIL FROM and RCPT TO.
         message_id: The Message-ID header, if the message has one.
-        size: The message's size in bytes, as first rendered (before the
-            header lines ``before_send`` hooks add).
+        size: The message's size in bytes, as first rendered: before the
+            header lines ``before_send`` hooks add and before a ``signer=``
+            signs it (the bytes sent are larger by both).
         state: Free for hooks, per message.
     """
 
@@ -30,8 +33,23 @@ class SendEvent:
     message_id: str | None
     size: int
     state: dict[str, object] = field(default_factory=dict, repr=False)
+    # Set by the first outcome reported (see claim_outcome): exactly one of
+    # after_send and on_failure runs per message, whichever thread reports it.
+    _claimed: bool = field(default=False, init=False, repr=False)
 
     @property
     def recipient_count(self) -> int:
         """How many recipients the envelope has."""
         return len(self.envelope.recipients)
+
+
+_CLAIMS: Final = threading.Lock()  # held for a flag's test-and-set only
+
+
+def claim_outcome(event: SendEvent) -> bool:
+    """Whether this is the first outcome reported for *event* (then it is claimed)."""
+    with _CLAIMS:
+        if event._claimed:
+            return False
+        object.__setattr__(event, "_claimed", True)  # frozen to the hooks only
+        return True

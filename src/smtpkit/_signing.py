@@ -14,13 +14,28 @@ from typing import Final, Protocol, runtime_checkable
 
 from ._exceptions import SMTPKitError
 
-__all__ = ["MessageSigner", "SigningError", "check_signer", "sign"]
+__all__ = [
+    "MessageSigner",
+    "SigningError",
+    "check_signer",
+    "interrupted_in_worker",
+    "sign",
+]
 
 # RFC 5322 §2.2: a field name is printable US-ASCII except the colon; a line
 # ends in CRLF, a continuation line starts with white space (§2.2.3); no bare CR
 # or LF and no NUL anywhere (RFC 5321 §2.3.8).
 _FIELDS_RE: Final = re.compile(
     rb"(?:[\x21-\x39\x3b-\x7e]+[ \t]*:[^\r\n\x00]*\r\n(?:[ \t][^\r\n\x00]*\r\n)*)+"
+)
+_NAME_RE: Final = re.compile(rb"^([\x21-\x39\x3b-\x7e]+)[ \t]*:", re.MULTILINE)
+# Fields a signer never adds: RFC 5322 §3.6's once-only originator, destination,
+# identification and informational fields and the MIME ones.  A second one would
+# change who the message is from or to (a Bcc would even be sent) or how it reads.
+_NOT_A_SIGNERS: Final = frozenset(
+    {b"date", b"from", b"sender", b"reply-to", b"to", b"cc", b"bcc"}
+    | {b"message-id", b"in-reply-to", b"references", b"subject"}
+    | {b"mime-version", b"content-type", b"content-transfer-encoding"}
 )
 
 
@@ -52,6 +67,8 @@ class MessageSigner(Protocol):
         Returns:
             One or more complete header fields, each line ending in CRLF
             (``b"DKIM-Signature: v=1; ...\\r\\n"``), or ``b""`` to add none.
+            Never a field of the message's own (From, To, Cc, Bcc, Subject,
+            Date, Message-ID, MIME-Version, Content-Type...): those are refused.
         """
         ...  # pragma: no cover - a Protocol's body is never run
 
@@ -97,4 +114,26 @@ def sign(signer: MessageSigner, data: bytes) -> bytes:
             f"in CRLF ({len(fields)} bytes returned were not)"
         )
         raise SigningError(msg)
+    for field in _NAME_RE.findall(fields):
+        if field.lower() in _NOT_A_SIGNERS:
+            msg = (
+                f"{name}.sign() returned a {field.decode()} field: a signer adds "
+                "signature fields, never the message's own"
+            )
+            raise SigningError(msg)
     return fields + data
+
+
+def interrupted_in_worker(signer: MessageSigner, exc: BaseException) -> SigningError:
+    """The error of a message whose signer raised *exc* (``KeyboardInterrupt``,
+    ``SystemExit``) in a bulk send's worker thread.
+
+    There it cannot stop the caller, who is in another thread; so it fails that
+    message alone (chain *exc* as the cause), as a hook's would be logged.
+    """
+    name = type(signer).__name__
+    msg = (
+        f"{name}.sign() raised {type(exc).__name__} in a send_many worker thread, "
+        "where it cannot stop the caller: this message was not sent"
+    )
+    return SigningError(msg)

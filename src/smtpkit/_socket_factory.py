@@ -26,8 +26,11 @@ class SocketFactory(Protocol):
 
     Raise ``OSError`` (``ConnectionRefusedError``, ``TimeoutError``...) for a
     failure that may heal: it is a transient ``ConnectError`` (or
-    ``ConnectTimeoutError``).  Any other exception is a permanent
-    ``ConnectError`` whose message names the factory.
+    ``ConnectTimeoutError``).  Any other exception, and a TLS failure with the
+    proxy, is a permanent ``ConnectError``.  Every one names the factory; only
+    an ``OSError`` is kept as its cause (another may quote the proxy's
+    credentials).  Spend at most *timeout* seconds in all: a factory that
+    returns later gets a ``ConnectTimeoutError``.
     """
 
     def __call__(
@@ -43,7 +46,8 @@ class SocketFactory(Protocol):
             host: The server as configured (a name is not resolved first, so a
                 proxy can resolve it: SOCKS5 with a domain name, HTTP CONNECT).
             port: The server's TCP port.
-            timeout: Seconds allowed for connecting.
+            timeout: Seconds left of the connect timeout: a deadline for the
+                whole exchange with the proxy, not for each read.
             source_address: ``SMTPConfig.source_address``: the local address
                 (host, port) to bind to before connecting, or None.
         """

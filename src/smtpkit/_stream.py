@@ -19,6 +19,7 @@ from ``on_progress``, a signal handler or another thread only raises a flag
 from __future__ import annotations
 
 import collections
+import contextvars
 import logging
 import threading
 from collections.abc import Callable, Generator, Iterable, Iterator, Sized
@@ -243,7 +244,10 @@ class BulkRun(Generic[T]):
         # In the window before it is submitted: stop() accounts for a batch
         # even when a Ctrl-C lands inside submit() (which starts a thread).
         self._window.append(batch)
-        pool.submit(run_batch, self._send_batch, batch)
+        # A copy of the consuming thread's context as it is now, when the batch
+        # is read: hooks in the worker see the caller's current span (of the
+        # iteration, not of the send_iter() call that made the stream).
+        pool.submit(contextvars.copy_context().run, run_batch, self._send_batch, batch)
 
     def _report_progress(self, failed: int) -> None:
         if self._on_progress is None or self._abort is not None:

@@ -112,19 +112,23 @@ class _Entry:
 class _Flight:
     """One fetch in progress, whose result every waiting thread shares."""
 
-    __slots__ = ("_done", "entry", "error")
+    __slots__ = ("done", "entry", "error", "generation", "leader")
 
-    def __init__(self) -> None:
-        self._done = threading.Event()
+    def __init__(self, generation: int) -> None:
+        self.done = threading.Event()
         self.entry: _Entry | None = None
         self.error: TransportError | None = None
+        # The thread that fetches: if it asks again, waiting would never end.
+        self.leader = threading.get_ident()
+        # invalidate() calls before it began: one since means its token is stale.
+        self.generation = generation
 
     def finish(self, entry: _Entry | None, error: TransportError | None) -> None:
         self.entry, self.error = entry, error
-        self._done.set()
+        self.done.set()
 
     def wait(self) -> _Entry:
-        self._done.wait()
+        self.done.wait()
         if self.entry is not None:
             return self.entry
         error = self.error
@@ -188,6 +192,7 @@ class CachedTokenProvider:
         self._recent: tuple[str, ...] = ()
         self._flight: _Flight | None = None
         self._retry_at = -math.inf
+        self._generation = 0  # invalidate() calls so far
         self._handed = threading.local()  # the entry each thread last returned
 
     def __repr__(self) -> str:
@@ -216,11 +221,33 @@ class CachedTokenProvider:
                 self._current = None
 
     def invalidate(self) -> None:
-        """Drop the cached token, so that the next call fetches a new one."""
+        """Drop the cached token, so that the next call fetches a new one.
+
+        A fetch already running when this is called (started, say, before the
+        app's secret was rotated) is not cached: later calls wait for it to end
+        (one fetch at a time) and then fetch anew.
+        """
         with self._lock:
             self._current = None
+            self._generation += 1
+            self._retry_at = -math.inf
 
     def _entry(self) -> _Entry:
+        while True:
+            decided = self._decide()
+            if isinstance(decided, _Entry):
+                return decided
+            flight, valid, role = decided
+            if role == "lead":
+                return self._refresh(flight, valid)
+            if role == "wait":
+                return flight.wait()
+            # A fetch begun before invalidate(): its token will not be cached.
+            # Wait for it to end (one fetch at a time), then ask again.
+            flight.done.wait()
+
+    def _decide(self) -> _Entry | tuple[_Flight, _Entry | None, str]:
+        """Under the lock: a token to return, or a flight to lead, wait for or outwait."""
         now = self._clock()
         with self._lock:
             entry = self._current
@@ -231,15 +258,18 @@ class CachedTokenProvider:
             if flight is not None:
                 if valid is not None:
                     return valid  # another thread refreshes it ahead of expiry
-                leader = False
-            elif valid is not None and now < self._retry_at:
+                if flight.leader == threading.get_ident():
+                    msg = (
+                        f"{_SOURCE} asked the same CachedTokenProvider for a "
+                        "token while fetching one: it would wait for itself"
+                    )
+                    raise TokenFetchError(msg, command="AUTH")
+                stale = flight.generation != self._generation
+                return flight, None, "outwait" if stale else "wait"
+            if valid is not None and now < self._retry_at:
                 return valid  # a refresh ahead of expiry failed a moment ago
-            else:
-                flight = self._flight = _Flight()
-                leader = True
-        if not leader:
-            return flight.wait()
-        return self._refresh(flight, valid)
+            flight = self._flight = _Flight(self._generation)
+            return flight, valid, "lead"
 
     def _refresh(self, flight: _Flight, valid: _Entry | None) -> _Entry:
         """Fetch a token for *flight*; on failure fall back to *valid*, if any."""
@@ -257,8 +287,8 @@ class CachedTokenProvider:
         if entry is not None:
             return entry
         assert error is not None  # noqa: S101 - one of the two is set
-        if valid is None:
-            raise error
+        if valid is None or self._clock() >= valid.expires_at:
+            raise error  # nothing to fall back on: the fetch outlasted the token
         logger.warning(
             "refreshing the OAuth2 token failed, the current one is used for "
             "%.0f s more: %s",
@@ -271,13 +301,16 @@ class CachedTokenProvider:
         self, flight: _Flight, entry: _Entry | None, error: TransportError | None
     ) -> None:
         with self._lock:
-            self._flight = None
-            if entry is not None:
-                self._current = entry
+            if entry is not None:  # fetch errors never show it, cached or not
                 self._recent = (entry.token, *self._recent[:1])
-                self._retry_at = -math.inf
-            else:
-                self._retry_at = self._clock() + _RETRY_AHEAD_AFTER
+            self._flight = None
+            # After invalidate(), a fetch begun before it leaves no trace.
+            if flight.generation == self._generation:
+                if entry is not None:
+                    self._current = entry
+                    self._retry_at = -math.inf
+                else:
+                    self._retry_at = self._clock() + _RETRY_AHEAD_AFTER
         flight.finish(entry, error)
 
     def _fetched(self) -> _Entry:
@@ -297,5 +330,12 @@ class CachedTokenProvider:
             raise TokenFetchError(msg, command="AUTH")
         lifetime = result.lifetime
         expires_at = started + lifetime
+        took = self._clock() - started
+        if took >= lifetime:
+            msg = (
+                f"{_SOURCE} took {took:.3g} s, and the token it returned was valid "
+                f"for {lifetime:.3g} s from the request: it has expired"
+            )
+            raise TokenFetchError(msg, command="AUTH")
         refresh_at = expires_at - min(self._refresh_ahead, lifetime / 2)
         return _Entry(result.token.get_secret_value(), expires_at, refresh_at)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 
 import pytest
 
@@ -18,6 +19,7 @@ from smtpkit import (
     Mailer,
     Message,
     PoolLimits,
+    ProviderAdaptation,
     TokenFetchError,
 )
 from smtpkit.auth import AccessToken, CachedTokenProvider, OAuthBearerAuth, XOAuth2Auth
@@ -177,3 +179,27 @@ async def test_async_mailer_refreshes_a_refused_token(auth_server, submission):
     assert len(results) == 8
     assert tokens.calls == 2
     assert len(auth_server.messages) == 8
+
+
+def test_after_two_refusals_logins_wait_for_the_pause_then_fetch_anew(
+    auth_server, submission
+):
+    """docs/guide/oauth2.md "Errors": the refusal is held, then a new token is fetched."""
+    tokens = Tokens("wrong-scope-token")
+    auth = XOAuth2Auth(USER, token_provider=CachedTokenProvider(tokens))
+    config = submission(auth).model_copy(
+        update={"adapt": ProviderAdaptation(auth_refusal_pause=0.3)}
+    )
+    with Mailer(config) as mailer:
+        with pytest.raises(AuthenticationError):
+            mailer.send(message(1))
+        assert tokens.calls == 2
+        auth_server.handler.tokens[USER] = "wrong-scope-token"  # permission fixed
+        with pytest.raises(AuthenticationError, match="not tried again"):
+            mailer.send(message(2))  # within the pause: no login, no fetch
+        assert tokens.calls == 2
+        time.sleep(0.35)
+        mailer.send(message(3))
+    assert tokens.calls == 3
+    assert len(auth_server.messages) == 1
+    assert b"Subject: m3" in auth_server.messages[0].data

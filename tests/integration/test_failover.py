@@ -14,15 +14,21 @@ import threading
 import pytest
 
 from smtpkit import (
+    ConfigurationError,
     ConnectError,
+    FailoverConfig,
     FailoverTransport,
     Message,
     PoolLimits,
+    ProviderAdaptation,
+    QuotaExceededError,
     RecipientsRefusedError,
+    RetryPolicy,
     RoundRobinTransport,
     SMTPConfig,
     TransportError,
 )
+from smtpkit._outcomes import acquire_timeout_of, adaptation_of
 from smtpkit.testing import no_wait
 
 from .faults import FaultHandler, fault_servers
@@ -32,7 +38,7 @@ from .smtpd import RecordingHandler, Server, free_port
 MESSAGE_ID = re.compile(rb"^Message-ID: (<[^>]+>)\r$", re.MULTILINE | re.IGNORECASE)
 
 
-def message(i: int, to: str = "rcpt@example.com") -> Message:
+def message(i: int, to: str | list[str] = "rcpt@example.com") -> Message:
     return Message(
         sender="sender@example.com",
         to=to,
@@ -204,15 +210,20 @@ def test_a_server_stalling_after_the_data_keeps_the_message(make_mailer, config_
         transport = FailoverTransport(
             [config_for(primary, timeout=0.4), config_for(backup)]
         )
-        with (
-            make_mailer(transport=transport, retry=no_wait()) as mailer,
-            pytest.raises(TransportError) as caught,
-        ):
-            mailer.send(message(1))
-        assert caught.value.delivery_unknown
-        assert caught.value.server == name(primary)
-        assert received_ids(backup) == []
-        assert transport.stats()[0].failures == 0  # not the server's failure
+        with make_mailer(transport=transport, retry=no_wait()) as mailer:
+            with pytest.raises(TransportError) as caught:
+                mailer.send(message(1))
+            assert caught.value.delivery_unknown
+            assert caught.value.server == name(primary)
+            assert received_ids(backup) == []
+            # Not moved, but a server that takes the data and never answers is
+            # set aside: the next messages go to the backup.
+            stats = transport.stats()[0]
+            assert (stats.failures, stats.failed, stats.available) == (1, 1, False)
+            later = mailer.send_many([message(i) for i in range(2, 6)])
+        assert [(r.ok, r.server) for r in later] == [(True, name(backup))] * 4
+        assert set(received_ids(primary)) <= {"<m1@failover>"}
+        assert sorted(received_ids(backup)) == [f"<m{i}@failover>" for i in range(2, 6)]
 
 
 def test_every_server_down(make_mailer):
@@ -342,3 +353,202 @@ def test_greeting_421_moves_on(make_mailer, config_for):
         assert received_ids(backup) == ["<m1@failover>"]
         assert transport.stats()[0].failures == 1
         assert refusing.errors == []
+
+
+class SlowDataHandler(RecordingHandler):
+    """Takes each message's data slowly, so a batch holds its connection a while."""
+
+    async def handle_DATA(self, server, session, envelope):  # noqa: N802
+        await asyncio.sleep(0.05)
+        return await super().handle_DATA(server, session, envelope)
+
+
+@pytest.mark.parametrize("kind", ["roundrobin", "failover"])
+def test_a_dead_server_does_not_overload_the_survivor(
+    make_mailer, start_server, config_for, kind
+):
+    # Twelve-message batches hold a connection 0.6 s, longer than acquire_timeout:
+    # the workers meant for the dead server wait on the survivor's pool, time
+    # out there, and wait again rather than fail with PoolTimeoutError.
+    live = start_server(handler=SlowDataHandler())
+    small = PoolLimits(max_connections=2, acquire_timeout=0.5)
+    if kind == "roundrobin":
+        dead = dead_config().model_copy(update={"pool": small})
+        transport: FailoverTransport = RoundRobinTransport(
+            [dead, config_for(live, pool=small)]
+        )
+    else:  # the dead primary has more connections than the backup
+        big = PoolLimits(max_connections=4, acquire_timeout=0.5)
+        dead = dead_config().model_copy(update={"pool": big})
+        transport = FailoverTransport([dead, config_for(live, pool=small)])
+    assert transport.max_concurrency == 4
+    with make_mailer(transport=transport, retry=no_wait()) as mailer:
+        results = mailer.send_many([message(i) for i in range(48)])
+    assert [r.error for r in results if not r.ok] == []
+    assert {r.server for r in results} == {name(live)}
+    assert sorted(received_ids(live)) == sorted(f"<m{i}@failover>" for i in range(48))
+    dead_stats, live_stats = transport.stats()
+    assert (live_stats.delivered, live_stats.failures, live_stats.moved) == (48, 0, 0)
+    assert dead_stats.failures >= 1
+
+
+def _answering(replies: dict[bytes, bytes], ehlo: bytes = b"250 relay1\r\n"):
+    """A raw server script: a 220 greeting, then *replies* by command."""
+
+    def script(conn) -> None:
+        conn.send(b"220 relay1 ESMTP\r\n")
+        while not conn.stopping:
+            line = conn.readline()
+            if not line:
+                return
+            verb = line.split(b" ", 1)[0].strip().upper()
+            if verb == b"QUIT":
+                conn.send(b"221 bye\r\n")
+                return
+            conn.send(ehlo if verb == b"EHLO" else replies.get(verb, b"500 what\r\n"))
+
+    return script
+
+
+def _greeting(banner: bytes):
+    def script(conn) -> None:
+        conn.send(banner)
+        conn.readline()
+
+    return script
+
+
+AUTH = {"username": "u", "password": "p", "allow_insecure_auth": True}
+SET_UP_FAILURES = {
+    "greeting 554": (_greeting(b"554 5.3.2 in maintenance\r\n"), {}),
+    "not SMTP": (_greeting(b"HTTP/1.1 400 Bad Request\r\n\r\n"), {}),
+    "EHLO and HELO refused": (
+        _answering({b"HELO": b"550 5.7.1 go away\r\n"}, ehlo=b"550 5.7.1 no\r\n"),
+        {},
+    ),
+    "no STARTTLS": (_answering({}), {"tls": "starttls"}),
+    "AUTH 454": (
+        _answering(
+            {b"AUTH": b"454 4.7.0 try later\r\n"},
+            ehlo=b"250-relay1\r\n250 AUTH PLAIN\r\n",
+        ),
+        AUTH,
+    ),
+    "AUTH 535": (
+        _answering(
+            {b"AUTH": b"535 5.7.8 bad credentials\r\n"},
+            ehlo=b"250-relay1\r\n250 AUTH PLAIN\r\n",
+        ),
+        AUTH,
+    ),
+    "EHLO answered twice": (
+        _answering({}, ehlo=b"250 relay1\r\n250 relay1\r\n"),
+        {},
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(SET_UP_FAILURES))
+def test_a_failure_before_mail_from_moves_on(
+    make_mailer, start_server, config_for, case
+):
+    # Decided by phase, not by code: a 5xx while setting up the session is the
+    # server's own (no message was offered yet), so the message moves on.
+    script, settings = SET_UP_FAILURES[case]
+    backup = start_server()
+    with RawServer(script) as broken:
+        transport = FailoverTransport(
+            [config_for(broken, **settings), config_for(backup)]
+        )
+        with make_mailer(transport=transport, retry=no_wait()) as mailer:
+            result = mailer.send(message(1))
+            second = mailer.send(message(2))
+        assert (result.server, result.attempts) == (name(backup), 1)
+        assert second.server == name(backup)
+        assert received_ids(backup) == ["<m1@failover>", "<m2@failover>"]
+        stats = transport.stats()[0]
+        assert (stats.failures, stats.moved, stats.available) == (1, 1, False)
+
+
+def test_result_names_the_server_that_accepted_not_the_last_one_asked(
+    make_mailer, start_server, config_for
+):
+    first, second = start_server(), start_server()
+    first.handler.rcpt_replies["y@example.com"] = "450 4.2.1 try later"
+    second.handler.rcpt_replies["y@example.com"] = "550 5.1.1 no such user"
+    transport = RoundRobinTransport([config_for(first), config_for(second)])
+    with make_mailer(transport=transport, retry=no_wait()) as mailer:
+        result = mailer.send(message(1, to=["x@example.com", "y@example.com"]))
+    assert result.accepted == ("x@example.com",)
+    assert list(result.refused) == ["y@example.com"]
+    assert result.attempts == 2
+    assert received_ids(first) == ["<m1@failover>"]
+    assert received_ids(second) == []  # it only refused y
+    assert result.server == name(first)
+
+
+def test_failover_config_from_url_strings(make_mailer, start_server):
+    live = start_server()
+    config = FailoverConfig(
+        servers=[
+            f"smtp://127.0.0.1:{dead_port()}?tls=none",
+            f"smtp://127.0.0.1:{live.port}?tls=none",
+        ]
+    )
+    transport = FailoverTransport.from_config(config)
+    with make_mailer(transport=transport, retry=no_wait()) as mailer:
+        assert mailer.send(message(1)).server == name(live)
+    assert received_ids(live) == ["<m1@failover>"]
+
+
+@pytest.mark.parametrize("stop_on_quota", [False, True])
+def test_the_mailer_reads_the_first_servers_adapt_and_acquire_timeout(
+    make_mailer, start_server, config_for, stop_on_quota
+):
+    live = start_server()
+    live.handler.queue("MAIL", "451 MI:SFQ http://mail.163.com/help/help_spam_16.htm")
+    adapt = ProviderAdaptation(stop_on_quota=stop_on_quota)
+    pool = PoolLimits(acquire_timeout=2.5)
+    transport = RoundRobinTransport(
+        [config_for(live, adapt=adapt, pool=pool), config_for(start_server())]
+    )
+    assert acquire_timeout_of(transport) == 2.5
+    assert adaptation_of(FailoverTransport([transport])) == adapt
+    with make_mailer(transport=transport, retry=RetryPolicy(attempts=1)) as mailer:
+        messages = [message(i) for i in range(5)]
+        if stop_on_quota:
+            with pytest.raises(QuotaExceededError):
+                mailer.send_many(messages, concurrency=1)
+        else:
+            results = mailer.send_many(messages, concurrency=1)
+            assert sum(r.ok for r in results) == 4
+
+
+def test_servers_from_a_generator(make_mailer, start_server, config_for):
+    servers = [start_server(), start_server()]
+    transport = RoundRobinTransport(config_for(s) for s in servers)
+    assert len(transport.transports) == 2
+    with make_mailer(transport=transport, retry=no_wait()) as mailer:
+        results = [mailer.send(message(i)) for i in range(2)]
+    assert [r.server for r in results] == [name(s) for s in servers]
+    assert [received_ids(s) for s in servers] == [["<m0@failover>"], ["<m1@failover>"]]
+    with pytest.raises(ConfigurationError, match="at least one server"):
+        FailoverTransport(config_for(s) for s in [])
+
+
+def test_an_error_names_the_server_that_refused_last(
+    make_mailer, start_server, config_for
+):
+    first, second = start_server(), start_server()
+    first.handler.rcpt_replies["rcpt@example.com"] = "450 4.2.1 try later"
+    second.handler.rcpt_replies["rcpt@example.com"] = "451 4.3.0 later"
+    transport = RoundRobinTransport([config_for(first), config_for(second)])
+    with (
+        make_mailer(transport=transport, retry=no_wait()) as mailer,
+        pytest.raises(RecipientsRefusedError) as caught,
+    ):
+        mailer.send(message(1))
+    assert caught.value.attempts == 3
+    assert caught.value.server == name(first)  # attempts 1 and 3 went to the first
+    assert [e.server for e in caught.value.history] == [name(first), name(second)]
+    assert received_ids(first) == received_ids(second) == []

@@ -21,7 +21,9 @@ from opentelemetry.trace import SpanKind, StatusCode
 from smtpkit import (
     AsyncMailer,
     AuthenticationError,
+    ConfigurationError,
     ConnectError,
+    FailoverTransport,
     Hooks,
     Mailer,
     Message,
@@ -238,7 +240,27 @@ async def test_async_send_span_is_a_child_of_the_current_span(server, config_for
 def test_watch_takes_an_smtp_transport_only(otel):
     with pytest.raises(TypeError, match="SMTPTransport"):
         otel.telemetry.watch(FakeTransport())
+    with pytest.raises(TypeError, match="SMTPTransport"):
+        otel.telemetry.watch(FailoverTransport([FakeTransport()]))
     assert repr(otel.telemetry) == "<SMTPTelemetry watching 0 transport(s)>"
+
+
+def test_watch_a_failover_transport_watches_each_server(server, config_for, otel):
+    dead = SMTPConfig(host="127.0.0.1", port=free_port(), tls="none", timeout=5.0)
+    inner = FailoverTransport([config_for(server), FakeTransport()])
+    transport = FailoverTransport([dead, inner])
+    otel.telemetry.watch(transport)
+    assert repr(otel.telemetry) == "<SMTPTelemetry watching 2 transport(s)>"
+    with Mailer(transport=transport, retry=no_wait(), hooks=otel.telemetry.hooks) as m:
+        assert m.send(_message()).ok
+        gauge = otel.metrics()["smtp.client.connections.in_use"]
+    transport.close()
+    assert sorted(attrs["server.port"] for attrs, _ in gauge) == sorted(
+        [dead.port, server.port]
+    )
+    ports = [s.attributes["server.port"] for s in otel.spans("smtp session")]
+    assert sorted(set(ports)) == sorted([dead.port, server.port])
+    assert len(server.messages) == 1
 
 
 def test_a_broken_observer_never_breaks_a_send(server, config_for, caplog):
@@ -319,3 +341,110 @@ def test_the_in_use_gauge_counts_a_connection_lent_to_a_send(
         after = otel.metrics()["smtp.client.connections.in_use"]
     assert [value for _, value in during] == [1]
     assert [value for _, value in after] == [0]
+
+
+def test_two_telemetries_on_one_mailer_keep_their_own_spans(server, config_for):
+    first, second = Telemetry(), Telemetry()
+    hooks = first.telemetry.hooks + second.telemetry.hooks
+    with Mailer(config_for(server), hooks=hooks) as mailer:
+        assert mailer.send(_message()).ok
+    for otel in (first, second):
+        [span] = otel.spans("smtp send")
+        assert span.attributes["smtp.reply.code"] == 250
+        [(attributes, count)] = otel.metrics()["smtp.client.send.duration"]
+        assert (attributes, count) == ({"smtp.outcome": "sent"}, 1)
+
+
+def test_one_observer_per_transport_so_no_session_span_is_orphaned(
+    server, config_for, otel
+):
+    other = Telemetry()
+    with _mailer(server, config_for, otel) as mailer:
+        assert mailer.send(_message()).ok  # a pooled session is open
+        otel.telemetry.watch(mailer.transport)  # again: changes nothing
+        with pytest.raises(ConfigurationError, match="another SMTPTelemetry"):
+            other.telemetry.watch(mailer.transport)
+        with pytest.raises(ConfigurationError, match="already has a session observer"):
+            mailer.transport.session_observer = object()
+        assert mailer.send(_message()).ok
+    assert len(otel.spans("smtp session")) == 1  # ended by close(), not orphaned
+    assert other.spans("smtp session") == []
+    mailer.transport.session_observer = None  # then another may watch it
+    other.telemetry.watch(mailer.transport)
+
+
+class _Stray(BaseException):
+    """Not an Exception: what a careless observer might still raise."""
+
+
+class _Observer:
+    def __init__(self, raises=None, where=()):
+        self.raises = raises
+        self.where = where
+        self.conns = []
+        self.ended = []
+
+    def _maybe(self, method):
+        if method in self.where:
+            raise self.raises
+
+    def session_started(self, host, port):
+        self._maybe("started")
+        return len(self.conns)
+
+    def session_ready(self, token, conn):
+        self.conns.append(conn)
+        self._maybe("ready")
+
+    def session_ended(self, token, error):
+        self.ended.append(token)
+        self._maybe("ended")
+
+
+def test_an_observer_raising_a_base_exception_never_breaks_a_send(
+    server, config_for, caplog
+):
+    caplog.set_level(logging.ERROR, "smtpkit")
+    observer = _Observer(_Stray("observer"), where=("started", "ready", "ended"))
+    mailer = Mailer(config_for(server))
+    mailer.transport.session_observer = observer
+    mailer.transport.session_observer = observer  # the same one again: kept
+    with mailer:
+        assert mailer.send(_message()).ok
+    assert "session observer's session_ready raised _Stray" in caplog.text
+    assert "session observer's session_ended raised _Stray" in caplog.text
+    assert all(conn.sock is None for conn in observer.conns)
+
+
+@pytest.mark.parametrize("stop", [_Stray("observer"), KeyboardInterrupt()])
+def test_close_closes_every_connection_when_the_observer_raises(
+    start_server, config_for, stop, caplog
+):
+    server = start_server(pipelining=True)
+    observer = _Observer(stop, where=("ended",))
+    mailer = Mailer(config_for(server))
+    mailer.transport.session_observer = observer
+    messages = [_message() for _ in range(120)]
+    assert all(result.ok for result in mailer.send_many(messages, concurrency=3))
+    assert len(observer.conns) >= 2
+    if isinstance(stop, KeyboardInterrupt):  # raised once all are closed
+        with pytest.raises(KeyboardInterrupt):
+            mailer.close()
+    else:
+        mailer.close()
+    assert all(conn.sock is None for conn in observer.conns)
+    assert len(observer.ended) == len(observer.conns)  # each session reported
+
+
+@pytest.mark.parametrize("where", ["started", "ready"])
+def test_ctrl_c_from_the_observer_stops_the_send_and_leaks_no_socket(
+    server, config_for, where
+):
+    observer = _Observer(KeyboardInterrupt(), where=(where,))
+    mailer = Mailer(config_for(server), retry=RetryPolicy.never())
+    mailer.transport.session_observer = observer
+    with mailer, pytest.raises(KeyboardInterrupt):
+        mailer.send(_message())
+    assert all(conn.sock is None for conn in observer.conns)
+    assert len(observer.ended) == len(observer.conns)
+    assert server.messages == []

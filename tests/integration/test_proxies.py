@@ -151,7 +151,10 @@ def test_a_pool_of_sessions_through_socks5(microsocks, start_server):
 @pytest.mark.parametrize(
     ("reply", "shown"),
     [
-        (b"HTTP/1.1 403 Forbidden\r\n\r\n", "proxy refused CONNECT: HTTP/1.1 403"),
+        (
+            b"HTTP/1.1 503 Unavailable\r\n\r\n",
+            "could not open the tunnel: HTTP/1.1 503",
+        ),
         (b"HTTP/1.1 200 OK\r\n", "the proxy closed or sent no end"),
     ],
 )
@@ -187,9 +190,9 @@ def test_a_socks_proxy_refusing_the_destination(microsocks):
     with pytest.raises(ConnectError) as info:
         send(config, sleep=waits.append)
     assert "socket_factory" in str(info.value)
-    assert "ProxyError" in str(info.value)
-    assert not info.value.is_transient
-    assert waits == []
+    assert "connection refused" in str(info.value).lower()
+    assert info.value.is_transient  # the server may come back: retried
+    assert len(waits) == 2
 
 
 def test_source_address_without_a_factory(start_server):
@@ -227,7 +230,10 @@ def test_the_factory_gets_the_server_timeout_and_source_address(start_server):
         socket_factory=factory,
     )
     send(config)
-    assert calls == [(server.host, server.port, 2.5, ("127.0.0.5", 0))]
+    assert [(c[0], c[1], c[3]) for c in calls] == [
+        (server.host, server.port, ("127.0.0.5", 0))
+    ]
+    assert 2.0 < calls[0][2] <= 2.5  # what is left of connect_timeout
     assert [peer[0] for peer in server.handler.peers] == ["127.0.0.5"]
 
 

@@ -143,6 +143,17 @@ def test_other_tls_failures_name_the_server_and_step(exc, tail):
     )
 
 
+def test_a_hand_built_cert_error_without_verify_attributes():
+    # A proxy client or a test may build one without verify_message/verify_code.
+    exc = ssl.SSLCertVerificationError(
+        1, "certificate verify failed: Hostname mismatch"
+    )
+    error = tls_failure(exc, STARTTLS_587, step="STARTTLS", min_version=None)
+    assert isinstance(error, TLSError)
+    assert "Hostname mismatch" in str(error)
+    assert "AttributeError" not in str(error)
+
+
 def test_an_eof_in_the_handshake_without_a_minimum_says_only_that():
     error = tls_failure(
         ssl.SSLEOFError(8, "EOF"), STARTTLS_587, step="connect", min_version=None

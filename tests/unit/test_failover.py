@@ -7,6 +7,7 @@ servers are in tests/integration/test_failover.py.
 from __future__ import annotations
 
 import collections
+import json
 import pickle
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -16,6 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from smtpkit import (
+    AuthenticationError,
     ClosedError,
     ConfigurationError,
     ConnectError,
@@ -25,9 +27,11 @@ from smtpkit import (
     FailoverConfig,
     FailoverTransport,
     GreetingRefusedError,
+    HeloRefusedError,
     Mailer,
     Message,
     NetworkError,
+    NotSupportedError,
     PoolTimeoutError,
     ProtocolError,
     ReadTimeoutError,
@@ -45,7 +49,7 @@ from smtpkit import (
     Transport,
     TransportError,
 )
-from smtpkit._transports._failover_parts import moves_on
+from smtpkit._transports._failover_parts import moves_on, sets_aside
 from smtpkit._transports.base import OnResult
 from smtpkit.testing import FakeTransport, no_wait
 
@@ -75,8 +79,9 @@ KINDS = {
     "550": lambda: RecipientsRefusedError({"a@example.com": reply("550 5.1.1 no")}),
     "451": lambda: DataRefusedError(reply("451 4.3.0 later"), command="end of data"),
     "unknown": lost_after_data,
+    "busy": lambda: PoolTimeoutError("no free connection"),
 }
-MOVES = {"connect", "421"}
+MOVES = {"connect", "421", "busy"}
 
 
 class Scripted(Transport):
@@ -105,29 +110,72 @@ class Scripted(Transport):
 
 
 @pytest.mark.parametrize(
-    ("error", "moves"),
+    ("error", "moves", "aside"),
     [
-        (ConnectError("refused"), True),
-        (ConnectTimeoutError("slow"), True),
-        (ServerDisconnectedError("lost", command="MAIL"), True),
-        (ReadTimeoutError("slow", command="RCPT"), True),
-        (TLSError("bad certificate"), True),
-        (GreetingRefusedError(reply("421 4.3.2 busy"), command="connect"), True),
-        (GreetingRefusedError(reply("450 4.3.2 busy"), command="connect"), True),
-        (GreetingRefusedError(reply("554 5.7.1 go away"), command="connect"), False),
-        (SenderRefusedError(reply("421 4.3.2 bye"), sender="me@example.com"), True),
-        (SenderRefusedError(reply("451 4.3.0 later"), sender="me@example.com"), False),
-        (RecipientsRefusedError({"a@example.com": reply("550 5.1.1 no")}), False),
-        (lost_after_data(), False),
-        (ReadTimeoutError("slow", command="end of data", delivery_unknown=True), False),
-        (ProtocolError("garbled"), False),
-        (PoolTimeoutError("busy"), False),
-        (ClosedError("closed"), False),
-        (SendResult.delivered(ENV), False),
+        (ConnectError("refused"), True, True),
+        (ConnectTimeoutError("slow"), True, True),
+        (ServerDisconnectedError("lost", command="MAIL"), True, True),
+        (ReadTimeoutError("slow", command="RCPT"), True, True),
+        (TLSError("bad certificate"), True, True),
+        (GreetingRefusedError(reply("421 4.3.2 busy"), command="connect"), True, True),
+        (GreetingRefusedError(reply("450 4.3.2 busy"), command="connect"), True, True),
+        # Set-up is the server's own, whatever the code: decided by phase.
+        (
+            GreetingRefusedError(reply("554 5.7.1 go away"), command="connect"),
+            True,
+            True,
+        ),
+        (GreetingRefusedError(reply("554 5.7.1 go away")), True, True),
+        (HeloRefusedError(reply("550 5.7.1 no"), command="HELO"), True, True),
+        (HeloRefusedError(reply("550 5.7.1 no")), True, True),
+        (ProtocolError("not SMTP", command="connect"), True, True),
+        (NotSupportedError("no STARTTLS", command="STARTTLS"), True, True),
+        (AuthenticationError(reply("535 5.7.8 no"), command="AUTH"), True, True),
+        (AuthenticationError(reply("454 4.7.0 later"), command="AUTH"), True, True),
+        (
+            SenderRefusedError(reply("421 4.3.2 bye"), sender="me@example.com"),
+            True,
+            True,
+        ),
+        (
+            SenderRefusedError(reply("451 4.3.0 later"), sender="me@example.com"),
+            False,
+            False,
+        ),
+        (
+            SenderRefusedError(reply("550 5.7.1 no"), sender="me@example.com"),
+            False,
+            False,
+        ),
+        (
+            RecipientsRefusedError({"a@example.com": reply("550 5.1.1 no")}),
+            False,
+            False,
+        ),
+        (NotSupportedError("no SMTPUTF8", command="MAIL"), False, False),
+        # After the data: never moved, but the server is set aside all the same.
+        (lost_after_data(), False, True),
+        (
+            ReadTimeoutError("slow", command="end of data", delivery_unknown=True),
+            False,
+            True,
+        ),
+        (DataRefusedError(reply("421 4.3.2 bye"), command="end of data"), True, True),
+        # A server breaking the protocol before the data: moved (nothing sent).
+        (ProtocolError("stray bytes", command="MAIL"), True, True),
+        (ProtocolError("garbled", command="RCPT"), True, True),
+        (ProtocolError("garbled"), True, True),
+        (ProtocolError("garbled", command="end of data"), False, True),
+        (ProtocolError("garbled", command="BDAT"), False, True),
+        # A full pool moves the message but does not set a busy server aside.
+        (PoolTimeoutError("busy"), True, False),
+        (ClosedError("closed"), False, False),
+        (SendResult.delivered(ENV), False, False),
     ],
 )
-def test_what_moves_on(error, moves):
+def test_what_moves_on_and_what_sets_a_server_aside(error, moves, aside):
     assert moves_on(error) is moves
+    assert sets_aside(error) is aside
 
 
 @settings(max_examples=150, deadline=None)
@@ -167,8 +215,22 @@ def test_every_message_reported_once_with_its_first_final_outcome(scripts, repor
         # A server saw the message only if every server before it moved it on.
         for n, server in enumerate(servers):
             assert (index in server.seen) == (n <= final)
-    total = sum(s.delivered + s.failed for s in transport.stats())
-    assert total == 6
+    stats = transport.stats()
+    assert sum(s.delivered + s.failed for s in stats) == 6
+    # Each message moved once per server before the one whose outcome stands.
+    finals = [
+        next((n for n, kind in enumerate(k) if kind not in MOVES), len(k) - 1)
+        for k in zip(*scripts, strict=True)
+    ]
+    assert sum(s.moved for s in stats) == sum(finals)
+    # A busy server is not set aside; a failing one is.
+    for n, script in enumerate(scripts):
+        fails = any(
+            kind in {"connect", "421", "unknown"}
+            for kind, final in zip(script, finals, strict=True)
+            if n <= final
+        )
+        assert stats[n].failures == int(fails)
 
 
 def test_results_and_errors_name_their_server():
@@ -463,6 +525,55 @@ def test_failover_config_validation(fields):
 def test_failover_config_refuses_infinite_cooldown():
     with pytest.raises(ValueError, match="finite"):
         FailoverConfig(servers=(SMTPConfig(host="a.example"),), cooldown=float("inf"))
+
+
+SECRET = "Hunter2Secret"
+SECRET_URL = f"smtp://alice:{SECRET}@relay1.example.com"
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"servers": SECRET_URL},  # a string, not a list of servers
+        {"servers": [SECRET_URL, f"ftp://alice:{SECRET}@b.example"]},
+        {"servers": [f"smtp://alice:{SECRET}@a.example:notaport"]},
+        {"servers": [{"host": "a.example", "password": SECRET, "port": "x"}]},
+        {"servers": [SECRET_URL], "strategy": "sideways"},
+        {"servers": [SECRET_URL], "passwrd": SECRET},
+        {"servers": 7, "cooldown": -1},
+    ],
+)
+@pytest.mark.parametrize("how", ["init", "json"])
+def test_failover_config_errors_never_quote_a_password(fields, how):
+    def validate() -> object:
+        if how == "init":
+            return FailoverConfig(**fields)
+        return FailoverConfig.model_validate_json(json.dumps(fields))
+
+    with pytest.raises(ValueError, match="FailoverConfig") as caught:
+        validate()
+    error = caught.value
+    assert SECRET not in str(error)
+    assert SECRET not in repr(error.errors())
+    assert SECRET not in str(pickle.loads(pickle.dumps(error)))  # noqa: S301
+    assert error.__cause__ is None
+    assert error.__context__ is None or SECRET not in str(error.__context__)
+
+
+def test_failover_config_json_syntax_error_does_not_quote_the_document():
+    with pytest.raises(ValueError, match="json") as caught:
+        FailoverConfig.model_validate_json(f'{{"servers": ["{SECRET_URL}"')
+    assert SECRET not in str(caught.value)
+
+
+def test_failover_config_takes_server_urls():
+    config = FailoverConfig(
+        servers=[SECRET_URL, SMTPConfig(host="b.example")], strategy="roundrobin"
+    )
+    assert [s.host for s in config.servers] == ["relay1.example.com", "b.example"]
+    assert config.servers[0].password is not None
+    assert SECRET not in repr(config)
+    assert FailoverConfig.model_validate_json(json.dumps({"servers": [SECRET_URL]}))
 
 
 def test_network_error_from_a_fake_moves_on():

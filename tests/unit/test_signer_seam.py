@@ -103,6 +103,9 @@ def _raise(exc: BaseException) -> Callable[[], None]:
         (Signer(b"no colon\r\n"), "whole header fields"),
         (Signer(b" X-A: 1\r\n"), "whole header fields"),
         (Signer(b"X-A: 1\x00\r\n"), "whole header fields"),
+        (Signer(b"X-A: 1\r\nBcc: leak@example.net\r\n"), "returned a Bcc field"),
+        (Signer(b"X-A: 1\r\n x\r\nfrom : eve@example.net\r\n"), "a from field"),
+        (Signer(b"Content-Type: text/html\r\n"), "never the message's own"),
     ],
 )
 def test_a_failing_signer_sends_nothing(signer, text):

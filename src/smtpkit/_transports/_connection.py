@@ -10,6 +10,7 @@ reply has a deadline and caps on line length, line count and total size.
 from __future__ import annotations
 
 import logging
+import math
 import smtplib
 import socket
 import ssl
@@ -50,6 +51,7 @@ _PROGRESS_POLL: Final = 0.2  # seconds between looks at a draining send queue
 _WRITE_CHUNK: Final = 256 * 1024  # bytes per send() on a plain socket
 _TLS_PIECE: Final = 16 * 1024  # one TLS record (RFC 8446 §5.1)
 _TIMEOUT_SLACK: Final = 0.01  # seconds a read may outlast its reply's deadline
+_MIN_CONNECT_WAIT: Final = 0.001  # seconds: a socket timeout of 0 is non-blocking
 _HAS_SENDMSG: Final = hasattr(socket.socket, "sendmsg")  # not on Windows
 _MAX_GATHER: Final = 64  # pieces per sendmsg, well under any IOV_MAX
 _SPACE: Final = ord(" ")
@@ -128,6 +130,9 @@ class SMTPConnection(smtplib.SMTP):
         self, host: str, port: int, timeout: float
     ) -> socket.socket:
         self.connect_stage = "tcp"
+        # open() set the deadline: the factory gets the time left of connect_timeout.
+        deadline = self._deadline if self._deadline is not None else math.inf
+        timeout = max(min(deadline - time.monotonic(), timeout), _MIN_CONNECT_WAIT)
         sock = open_socket(
             host,
             port,

@@ -5,12 +5,20 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Final, Literal
+from typing import TYPE_CHECKING, Any, Final, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
-from typing_extensions import Self
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic.functional_validators import ModelWrapValidatorHandler
+from typing_extensions import Self, override
 
-from .._config import SMTPConfig
+from .._config import SMTPConfig, redacted
 from .._exceptions import ConfigurationError
 
 __all__ = ["DEFAULT_COOLDOWN", "FailoverConfig", "Strategy"]
@@ -21,16 +29,24 @@ Strategy = Literal["failover", "roundrobin"]
 
 _FORM: Final = re.compile(r"\s*(failover|roundrobin)\s*\((.*)\)\s*", re.DOTALL)
 
+# Only these inputs are quoted in errors: the servers may hold passwords (a URL's
+# userinfo), and an unknown key may be a misspelt secret.
+_SHOWN_FIELDS: Final = frozenset({"strategy", "cooldown"})
+
 
 class FailoverConfig(BaseModel):
     """Several SMTP servers behind one transport (``FailoverTransport.from_config``).
 
+    Validation errors never quote the servers (a URL's password): their inputs
+    read ``<redacted>``.
+
     Attributes:
-        servers: The servers, in order of preference for ``"failover"``.
+        servers: The servers, in order of preference for ``"failover"``; each an
+            ``SMTPConfig``, or a URL as ``SMTPConfig.from_url`` reads it.
         strategy: ``"failover"`` sends to the first server that works;
             ``"roundrobin"`` starts each send at the next server in turn.
-        cooldown: Seconds a server that failed (connection, TLS, greeting or
-            421) is set aside before it is tried first again.
+        cooldown: Seconds a server that failed on its own (set-up, network
+            error, timeout, 421) is set aside before it is tried first again.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -44,11 +60,51 @@ class FailoverConfig(BaseModel):
         def __init__(
             self,
             *,
-            servers: Sequence[SMTPConfig],
+            servers: Sequence[SMTPConfig | str],
             strategy: Strategy = "failover",
             cooldown: float = DEFAULT_COOLDOWN,
         ) -> None:
             """Pass the servers in order of preference."""
+
+    @classmethod
+    @override
+    def model_validate_json(
+        cls,
+        json_data: str | bytes | bytearray,
+        *,
+        strict: bool | None = None,
+        context: Any | None = None,
+        **kwargs: Any,
+    ) -> Self:
+        """Validate JSON; no error quotes the document (it may hold passwords)."""
+        try:
+            return super().model_validate_json(
+                json_data, strict=strict, context=context, **kwargs
+            )
+        except ValidationError as exc:
+            error = redacted(exc, _SHOWN_FIELDS)
+        raise error from None  # outside the except block: no chained original
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _validate(cls, data: Any, handler: ModelWrapValidatorHandler[Self]) -> Self:
+        """Keep the servers' inputs (passwords) out of every error."""
+        try:
+            return handler(data)
+        except ValidationError as exc:
+            error = redacted(exc, _SHOWN_FIELDS)
+        raise error from None  # outside the except block: no chained original
+
+    @field_validator("servers", mode="before")
+    @classmethod
+    def _urls(cls, value: Any) -> Any:
+        """Read each URL string among the servers (``SMTPConfig.from_url``)."""
+        if isinstance(value, str | bytes) or not isinstance(value, Sequence):
+            return value  # pydantic refuses it (the error is redacted)
+        return tuple(
+            SMTPConfig.from_url(item) if isinstance(item, str) else item
+            for item in value
+        )
 
     @field_validator("cooldown")
     @classmethod

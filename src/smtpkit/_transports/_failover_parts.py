@@ -20,7 +20,10 @@ from .._config import SMTPConfig
 from .._exceptions import (
     ConfigurationError,
     GreetingRefusedError,
+    HeloRefusedError,
     NetworkError,
+    PoolTimeoutError,
+    ProtocolError,
     SMTPKitError,
     SMTPReplyError,
     SMTPTimeoutError,
@@ -41,27 +44,59 @@ __all__ = [
     "moves_on",
     "named",
     "server_names",
+    "sets_aside",
 ]
 
 Outcome = SendResult | SMTPKitError
 NOT_BACK: Final = math.inf
 
 
-def moves_on(outcome: Outcome) -> bool:
-    """True when *outcome* is a server's own failure that another server may retry.
+# The steps of setting up a session, before MAIL FROM: a failure there is the
+# server's own, whatever its reply code (no message was offered yet).
+_SET_UP: Final = frozenset({"connect", "EHLO", "HELO", "STARTTLS", "AUTH"})
+# A garbled reply to these may have followed the data: the message stays.
+_DATA: Final = frozenset({"DATA", "BDAT", "end of data"})
 
-    A connection, TLS or greeting failure, a 421 (the server is closing the
-    session), or a session lost or timed out before the message data was sent.
-    Never a ``delivery_unknown`` error, a 5xx, or another 4xx reply.
+
+def sets_aside(outcome: Outcome) -> bool:
+    """True when *outcome* is the server's own failure: it is set aside.
+
+    A connection, network, timeout or TLS failure (also after the message data,
+    ``delivery_unknown``), a reply that breaks the protocol (``ProtocolError``),
+    a 421 (the server is closing the session), or any
+    failure while setting up the session, before MAIL FROM: connect, greeting,
+    EHLO/HELO, STARTTLS, AUTH.  Not a full pool (``PoolTimeoutError``: the server
+    is busy, not broken), nor a refusal of MAIL, RCPT or DATA.
     """
-    if not isinstance(outcome, TransportError) or outcome.delivery_unknown:
+    if not isinstance(outcome, TransportError) or isinstance(outcome, PoolTimeoutError):
         return False
+    if outcome.command in _SET_UP or isinstance(
+        outcome, GreetingRefusedError | HeloRefusedError
+    ):
+        return True
     if isinstance(outcome, SMTPReplyError):
-        code = outcome.reply.code
-        return code == 421 or (
-            isinstance(outcome, GreetingRefusedError) and 400 <= code < 500
-        )
-    return isinstance(outcome, NetworkError | SMTPTimeoutError | TLSError)
+        return outcome.reply.code == 421
+    return isinstance(
+        outcome, NetworkError | SMTPTimeoutError | TLSError | ProtocolError
+    )
+
+
+def moves_on(outcome: Outcome) -> bool:
+    """True when another server may take the message *outcome* is about.
+
+    The server's own failure (``sets_aside``) before the message data was sent,
+    or a full pool (``PoolTimeoutError``).  Never a ``delivery_unknown`` error
+    (another server would risk a duplicate), nor a refusal of MAIL, RCPT or
+    DATA (a 5xx, a 4xx other than 421): those stand, as from one server.
+    """
+    if isinstance(outcome, PoolTimeoutError):
+        return True
+    if not sets_aside(outcome):
+        return False
+    assert isinstance(outcome, TransportError)  # noqa: S101 - sets_aside says so
+    if isinstance(outcome, ProtocolError) and outcome.command in _DATA:
+        return False
+    return not outcome.delivery_unknown
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,6 +185,7 @@ class Run:
         self.on_result = on_result
         self.outcomes: list[Outcome | None] = [None] * len(items)
         self.final = [False] * len(items)
+        self.by: list[Server | None] = [None] * len(items)  # the latest outcome's
 
     def settle(self, index: int) -> None:
         """Make item *index*'s latest outcome its final one, and report it."""

@@ -384,8 +384,9 @@ def tls_failure(
     """
     where = tls_step_text(step, after_handshake=after_handshake)
     if isinstance(exc, ssl.SSLCertVerificationError):
-        detail = exc.verify_message or str(exc)
-        code = exc.verify_code
+        # One built by hand (a proxy client, a test) may lack both attributes.
+        detail = getattr(exc, "verify_message", None) or str(exc)
+        code = getattr(exc, "verify_code", None)
         if code == _HOSTNAME_MISMATCH:
             hint = (
                 f"the certificate is not valid for {endpoint.host!r} ({detail}); "

@@ -21,7 +21,9 @@ class SessionObserver(Protocol):
     """Told when each session of a transport starts, is set up and ends.
 
     Called from the thread that opens or closes the connection; it must be
-    thread-safe.  What it raises is logged and ignored.
+    thread-safe.  What it raises is logged and ignored, bar ``KeyboardInterrupt``
+    and ``SystemExit``, which propagate (from ``close()``, once every
+    connection is closed and every other session reported).
     """
 
     def session_started(self, host: str, port: int) -> object:
@@ -46,7 +48,9 @@ class SessionTracker:
         """The token of a session about to start (None when the observer raised)."""
         try:
             return self.observer.session_started(host, port)
-        except Exception as exc:  # an observer never breaks a send
+        except _STOPS:
+            raise
+        except BaseException as exc:  # an observer never breaks a send
             _log("session_started", exc)
             return None
 
@@ -56,27 +60,43 @@ class SessionTracker:
             self._open[conn] = token
         try:
             self.observer.session_ready(token, conn)
-        except Exception as exc:
+        except _STOPS:
+            raise
+        except BaseException as exc:
             _log("session_ready", exc)
 
     def failed(self, token: object, error: BaseException) -> None:
         """The session that *token* stands for failed before it was set up."""
         self._end(token, error)
 
-    def closed(self, conn: SMTPConnection) -> None:
-        """*conn* closed; its session ends if it was set up (reported once)."""
-        with self._lock:
-            if conn not in self._open:
-                return
-            token = self._open.pop(conn)
-        self._end(token, None)
+    def closed(self, *conns: SMTPConnection) -> None:
+        """*conns* closed; each one's session ends if it was set up (reported
+        once).  A ``KeyboardInterrupt`` or ``SystemExit`` from the observer is
+        raised again once every session is reported."""
+        stop: BaseException | None = None
+        for conn in conns:
+            with self._lock:
+                if conn not in self._open:
+                    continue
+                token = self._open.pop(conn)
+            try:
+                self._end(token, None)
+            except _STOPS as exc:
+                stop = stop or exc
+        if stop is not None:
+            raise stop
 
     def _end(self, token: object, error: BaseException | None) -> None:
         try:
             self.observer.session_ended(token, error)
-        except Exception as exc:
+        except _STOPS:
+            raise
+        except BaseException as exc:
             _log("session_ended", exc)
 
 
-def _log(method: str, exc: Exception) -> None:
+_STOPS = (KeyboardInterrupt, SystemExit)  # propagate, as from any other code
+
+
+def _log(method: str, exc: BaseException) -> None:
     logger.error("session observer's %s raised %s: %s", method, type(exc).__name__, exc)

@@ -89,9 +89,11 @@ class SendResult:
         error: Why the message failed, for results of ``send_many``.
         possibly_duplicated: The message was resent after an attempt whose
             outcome was unknown (``RetryPolicy(retry_ambiguous=True)``).
-        server: The server that took the message, as a ``FailoverTransport`` or
-            ``RoundRobinTransport`` names it (``"host:port"``); None from a
-            transport with a single server.
+        server: The server that accepted the message, as a ``FailoverTransport``
+            or ``RoundRobinTransport`` names it (``"host:port"``); None from a
+            transport with a single server, or when no server accepted it.  When
+            a retry splits the recipients across servers, the last server that
+            accepted any of them (each server's refusals are in ``recipients``).
     """
 
     envelope: Envelope | None

@@ -2,11 +2,13 @@
 
 Each server keeps its own transport (an ``SMTPTransport`` keeps its own pool and
 pipelines its batches).  A batch goes to one server; the messages that server
-could not take because *it* failed (no connection, TLS, greeting, a 421, a lost
-session before the data) move on to the next server, and the failed server is set
-aside for a cool-down.  A message whose data reached a server
-(``delivery_unknown``) or that a server refused for itself (a 5xx, a 4xx other
-than 421) never moves: another server would risk a duplicate or repeat a refusal.
+could not take because *it* failed (anything before MAIL FROM: connection, TLS,
+greeting, EHLO, STARTTLS, AUTH; a 421; a lost session before the data) move on to
+the next server, and the failed server is set aside for a cool-down.  A server
+that fails after a message's data (``delivery_unknown``) is set aside too, but
+that message never moves (another server would risk a duplicate), nor does one
+refused at MAIL, RCPT or DATA (a 5xx, a 4xx other than 421).  A full pool
+(``PoolTimeoutError``) moves the message without setting the server aside.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 from typing_extensions import override
 
@@ -24,6 +26,7 @@ from .._config import SMTPConfig
 from .._exceptions import (
     ClosedError,
     ConfigurationError,
+    PoolTimeoutError,
     SMTPKitError,
     TransportError,
 )
@@ -41,6 +44,7 @@ from ._failover_parts import (
     moves_on,
     named,
     server_names,
+    sets_aside,
 )
 from .base import OnResult, SendResult, Transport, contract_breach
 from .smtp import SMTPTransport
@@ -59,13 +63,16 @@ class FailoverTransport(Transport):
     """Send through the first server that works; the others stand by.
 
     A batch goes to the preferred server (the first one, unless it is set aside
-    after a failure).  When a server fails with a connection, TLS or greeting
-    error, a 421, or loses the session before a message's data was sent, it is
-    set aside for *cooldown* seconds and the messages it did not take move to the
+    after a failure).  When a server fails on its own (anything while setting up
+    the session, before MAIL FROM; a 421; a network error or a timeout) it is set
+    aside for *cooldown* seconds, and the messages it did not take move to the
     next server.  A message is never moved after its data was sent
-    (``delivery_unknown``) nor after a 5xx or another 4xx: those outcomes are
-    final for this attempt, as from a single server (the ``Mailer``'s retry
-    policy then decides).  When every server fails, each message gets the last
+    (``delivery_unknown``: the server is set aside all the same) nor after a 5xx
+    or another 4xx to MAIL, RCPT or DATA: those outcomes are final for this
+    attempt, as from a single server (the ``Mailer``'s retry policy then
+    decides).  A server with no free connection (``PoolTimeoutError``) is busy,
+    not broken: its messages move on, and the last server that works is waited
+    for once more.  When every server fails, each message gets the last
     server's error.  Servers set aside are still tried, last, rather than
     failing a message no server was asked for.
 
@@ -76,7 +83,7 @@ class FailoverTransport(Transport):
 
     Args:
         servers: Transports, or ``SMTPConfig`` values (each gets its own
-            ``SMTPTransport``), in order of preference.
+            ``SMTPTransport``), in order of preference (any iterable, read once).
         cooldown: Seconds a failed server is set aside.
         names: One name per server, for results and stats; by default
             ``"host:port"`` for an SMTP server, the class name otherwise.
@@ -90,13 +97,13 @@ class FailoverTransport(Transport):
 
     def __init__(
         self,
-        servers: Sequence[Transport | SMTPConfig],
+        servers: Iterable[Transport | SMTPConfig],
         *,
         cooldown: float = DEFAULT_COOLDOWN,
         names: Sequence[str] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        given: list[object] = list(servers)  # untyped callers pass anything
+        given: list[object] = list(servers)  # read once: a generator is fine
         if not given:
             msg = f"{type(self).__name__} needs at least one server"
             raise ConfigurationError(msg)
@@ -111,11 +118,12 @@ class FailoverTransport(Transport):
                     f"not {type(value).__name__}"
                 )
                 raise TypeError(msg)
-        labels = server_names(servers, names)
+        listed = [v for v in given if isinstance(v, Transport | SMTPConfig)]
+        labels = server_names(listed, names)
         transports: list[Transport] = []
         built: list[Transport] = []  # closed again if a later one cannot be built
         try:
-            for server in servers:
+            for server in listed:
                 if isinstance(server, SMTPConfig):
                     transport: Transport = SMTPTransport(server)
                     built.append(transport)
@@ -129,6 +137,7 @@ class FailoverTransport(Transport):
         self._servers = [Server(n, t) for n, t in zip(labels, transports, strict=True)]
         self._cooldown = float(cooldown)
         self._clock = clock
+        self._turn = itertools.count()  # where RoundRobinTransport starts a batch
         self._lock = threading.Lock()
         self._closed = False
 
@@ -172,8 +181,11 @@ class FailoverTransport(Transport):
         """Where this send starts in the list (always the first server here)."""
         return 0
 
-    def _order(self) -> list[Server]:
-        """The servers to try for one batch: available ones first, in turn."""
+    def _order(self) -> tuple[list[Server], int]:
+        """The servers to try for one batch, and how many of them are available.
+
+        Available servers come first, in turn; those set aside follow.
+        """
         start = self._first()
         turn = self._servers[start:] + self._servers[:start]
         now = self._clock()
@@ -181,13 +193,14 @@ class FailoverTransport(Transport):
             back = {
                 id(s): (s.down_until if s.down_until > now else -NOT_BACK) for s in turn
             }
-        return sorted(turn, key=lambda s: back[id(s)])  # stable: keeps the turn
+        order = sorted(turn, key=lambda s: back[id(s)])  # stable: keeps the turn
+        return order, sum(1 for s in turn if back[id(s)] == -NOT_BACK)
 
     @property
     @override
     def max_concurrency(self) -> int:
         """The preferred server's ``max_concurrency`` (it gets every batch)."""
-        return self._order()[0].transport.max_concurrency
+        return self._order()[0][0].transport.max_concurrency
 
     # -- sending -----------------------------------------------------------------
 
@@ -224,26 +237,59 @@ class FailoverTransport(Transport):
             raise ClosedError(msg)
         run = Run(items, on_result)
         pending = list(range(len(items)))
-        order = self._order()
+        order, available = self._order()
         for number, server in enumerate(order, 1):
             if not pending:
                 break
-            pending = self._send_on(server, run, pending, last=number == len(order))
-        for index in pending:  # every server failed: the last one's error stands
+            pending = self._send_on(server, run, pending)
+            if number == available and pending:
+                # The last server that works found its pool full: the servers set
+                # aside left it their share, so what it could not take waits for
+                # it once more rather than going to a server known to fail.
+                pending = self._wait_again(server, run, pending)
+        with self._lock:  # every server failed: the last one's error stands
+            for index in pending:
+                last = run.by[index]
+                assert last is not None  # noqa: S101 - a server answered for it
+                last.moved -= 1
+                last.failed += 1
+        for index in pending:
             run.settle(index)
         return run.results()
 
-    def _send_on(
-        self, server: Server, run: Run, pending: list[int], *, last: bool
-    ) -> list[int]:
-        """Send the *pending* items of *run* through *server*; return those that move on."""
+    def _wait_again(self, server: Server, run: Run, pending: list[int]) -> list[int]:
+        """Send the *pending* items *server* was too busy for to it once more."""
+        busy = [i for i in pending if isinstance(run.outcomes[i], PoolTimeoutError)]
+        if not busy:
+            return pending
+        with self._lock:
+            server.moved -= len(busy)  # they did not move after all
+        logger.info(
+            "server %s had no free connection; %d message(s) wait for it again",
+            server.name,
+            len(busy),
+        )
+        still = set(self._send_on(server, run, busy))
+        return [i for i in pending if i in still or i not in busy]
+
+    def _send_on(self, server: Server, run: Run, pending: list[int]) -> list[int]:
+        """Send the *pending* items of *run* through *server*; return those that move on.
+
+        A failure of the server's own (``sets_aside``) sets it aside, whether
+        or not the message moves: a server that takes the data and never
+        answers is no better than one that refuses the connection.
+        """
         counts = {"delivered": 0, "failed": 0}
+        down: list[Outcome] = []
 
         def arrived(position: int, outcome: Outcome) -> None:
             index = pending[position]
             if run.final[index]:
                 return  # reported already (on_result, then the returned list)
             run.outcomes[index] = tagged = named(outcome, server.name)
+            run.by[index] = server
+            if sets_aside(tagged):
+                down.append(tagged)
             if not moves_on(tagged):
                 counts["delivered" if isinstance(tagged, SendResult) else "failed"] += 1
                 run.settle(index)
@@ -273,19 +319,18 @@ class FailoverTransport(Transport):
         moving = [index for index in pending if not run.final[index]]
         with self._lock:
             server.delivered += counts["delivered"]
-            server.failed += counts["failed"] + (len(moving) if last else 0)
-            if moving:
-                server.moved += 0 if last else len(moving)
+            server.failed += counts["failed"]
+            server.moved += len(moving)
+            if down:
                 server.failures += 1
                 server.down_until = self._clock() + self._cooldown
-        if moving:
+        if down:
             logger.warning(
-                "server %s failed (%s); set aside for %.0f s, %d message(s) %s",
+                "server %s failed (%s); set aside for %.0f s, %d message(s) move on",
                 server.name,
-                type(run.outcomes[moving[0]]).__name__,
+                type(down[0]).__name__,
                 self._cooldown,
                 len(moving),
-                "failed on every server" if last else "move on",
             )
         return moving
 
@@ -361,17 +406,6 @@ class RoundRobinTransport(FailoverTransport):
         names: As for ``FailoverTransport``.
         clock: As for ``FailoverTransport``.
     """
-
-    def __init__(
-        self,
-        servers: Sequence[Transport | SMTPConfig],
-        *,
-        cooldown: float = DEFAULT_COOLDOWN,
-        names: Sequence[str] | None = None,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        super().__init__(servers, cooldown=cooldown, names=names, clock=clock)
-        self._turn = itertools.count()
 
     @override
     def _first(self) -> int:

@@ -23,6 +23,7 @@ from .._config import SMTPConfig, TLSMode
 from .._exceptions import (
     AuthenticationError,
     ClosedError,
+    ConfigurationError,
     GreetingRefusedError,
     HeloRefusedError,
     NetworkError,
@@ -119,12 +120,29 @@ class SMTPTransport(Transport):
 
     @property
     def session_observer(self) -> SessionObserver | None:
-        """Told when each session starts, is set up and ends (for telemetry)."""
+        """Told when each session starts, is set up and ends (for telemetry).
+
+        One observer at a time: setting another while one is set raises
+        ``ConfigurationError`` (replacing it would leave the sessions it was
+        told of without their end).  Set None first to change it; the sessions
+        open then are not reported to either.
+        """
         return None if self._sessions is None else self._sessions.observer
 
     @session_observer.setter
     def session_observer(self, observer: SessionObserver | None) -> None:
-        self._sessions = None if observer is None else SessionTracker(observer)
+        current = self._sessions
+        if observer is None:
+            self._sessions = None
+        elif current is None:
+            self._sessions = SessionTracker(observer)
+        elif current.observer is not observer:
+            msg = (
+                "this SMTPTransport already has a session observer (a second "
+                "SMTPTelemetry.watch()?); set transport.session_observer = None "
+                "first to replace it"
+            )
+            raise ConfigurationError(msg)
 
     # -- extension points -------------------------------------------------------
 
@@ -277,7 +295,11 @@ class SMTPTransport(Transport):
         except BaseException as exc:
             sessions.failed(token, exc)
             raise
-        sessions.ready(token, conn)
+        try:
+            sessions.ready(token, conn)
+        except BaseException:  # Ctrl-C from the observer: no socket outlives it
+            self._dispose(conn, polite=False)
+            raise
         return conn
 
     def _set_up(
@@ -351,8 +373,8 @@ class SMTPTransport(Transport):
         finally:  # even when interrupted: no socket outlives close()
             for conn in conns:
                 conn.close()
-                if self._sessions is not None:
-                    self._sessions.closed(conn)
+            if self._sessions is not None:  # every socket is closed first
+                self._sessions.closed(*conns)
 
     # -- sending ----------------------------------------------------------------
 

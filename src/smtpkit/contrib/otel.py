@@ -22,7 +22,9 @@ Spans:
     ``smtp.recipients.count``, ``smtp.recipients.accepted``,
     ``smtp.recipients.refused``, ``smtp.attempts``, ``smtp.reply.code``,
     ``smtp.reply.enhanced_code``, ``error.type``; an ``smtp.retry`` event per
-    retry wait.
+    retry wait.  ``smtp.message.size`` is ``SendEvent.size``: the message as
+    rendered, before the header lines of ``before_send`` hooks and a DKIM
+    signature are added (the bytes sent are that much larger).
 
     ``smtp session`` (CLIENT), one per SMTP connection of a watched
     transport, from connect to close: a root span (a pooled session outlives
@@ -41,6 +43,7 @@ Metrics:
 from __future__ import annotations
 
 import collections
+import itertools
 import threading
 import time
 import weakref
@@ -56,18 +59,18 @@ except ImportError as exc:
     raise ImportError(msg) from exc
 
 from .. import __version__
-from .._exceptions import SMTPKitError, SMTPReplyError
+from .._exceptions import ConfigurationError, SMTPKitError, SMTPReplyError
 from .._hooks import Hooks
 from .._retry import RetryDetails
 from .._send_event import SendEvent
 from .._transports._connection import SMTPConnection
 from .._transports.base import SendResult
+from .._transports.failover import FailoverTransport
 from .._transports.smtp import SMTPTransport
 
 __all__ = ["SMTPTelemetry"]
 
-_SPAN = "smtpkit.otel.span"  # SendEvent.state keys
-_START = "smtpkit.otel.start"
+_INSTANCES = itertools.count()  # each SMTPTelemetry's own SendEvent.state keys
 _EMPTY_CONTEXT = otel_context.Context()
 
 
@@ -90,6 +93,9 @@ class SMTPTelemetry:
         *,
         meter_provider: metrics.MeterProvider | None = None,
     ) -> None:
+        number = next(_INSTANCES)  # two instances on one mailer keep apart
+        self._span_key = f"smtpkit.otel.{number}.span"
+        self._start_key = f"smtpkit.otel.{number}.start"
         self._tracer = trace.get_tracer(
             "smtpkit", __version__, tracer_provider=tracer_provider
         )
@@ -138,21 +144,42 @@ class SMTPTelemetry:
         """Make session spans for *transport* and report its pool's in-use gauge.
 
         Args:
-            transport: An ``SMTPTransport`` (such as ``mailer.transport``).
+            transport: An ``SMTPTransport`` (such as ``mailer.transport``), or a
+                ``FailoverTransport``/``RoundRobinTransport``: each
+                ``SMTPTransport`` among its servers is watched.
+
+        Watching the same transport again changes nothing.
 
         Raises:
-            TypeError: *transport* is not an ``SMTPTransport`` (other
-                transports have no sessions to watch).
+            TypeError: *transport* is neither (other transports have no
+                sessions to watch), or a failover transport has no
+                ``SMTPTransport`` among its servers.
+            ConfigurationError: Another ``SMTPTelemetry`` (or another session
+                observer) watches *transport* (or one of its servers) already:
+                one transport has one observer, so that no open session span is
+                left unended.
         """
-        if not isinstance(transport, SMTPTransport):
+        found = _smtp_transports(transport)
+        if not found:
             msg = (
-                "SMTPTelemetry.watch() takes an SMTPTransport (mailer.transport), "
+                "SMTPTelemetry.watch() takes an SMTPTransport (mailer.transport) "
+                "or a FailoverTransport of them, "
                 f"not {type(transport).__name__}"
             )
             raise TypeError(msg)
-        transport.session_observer = _SessionSpans(self._tracer)
+        for smtp in found:  # all checked before any is changed
+            observer = smtp.session_observer
+            if observer is not None and (
+                not isinstance(observer, _SessionSpans)
+                or observer.tracer is not self._tracer
+            ):
+                msg = "this transport is watched by another SMTPTelemetry already"
+                raise ConfigurationError(msg)
+        for smtp in found:
+            if smtp.session_observer is None:
+                smtp.session_observer = _SessionSpans(self._tracer)
         with self._lock:
-            self._transports.add(transport)
+            self._transports.update(found)
 
     # -- message hooks ----------------------------------------------------------
 
@@ -165,11 +192,11 @@ class SMTPTelemetry:
                 "smtp.recipients.count": event.recipient_count,
             },
         )
-        event.state[_SPAN] = span
-        event.state[_START] = time.perf_counter()
+        event.state[self._span_key] = span
+        event.state[self._start_key] = time.perf_counter()
 
     def _retry(self, event: SendEvent, details: RetryDetails) -> None:
-        span = event.state.get(_SPAN)
+        span = event.state.get(self._span_key)
         if isinstance(span, trace.Span):
             attributes: dict[str, str | int | float] = {
                 "smtp.attempt": details.attempt,
@@ -210,13 +237,13 @@ class SMTPTelemetry:
         *,
         error: SMTPKitError | None,
     ) -> None:
-        start = event.state.pop(_START, None)
+        start = event.state.pop(self._start_key, None)
         outcome = "failed" if error is not None else "sent"
         if isinstance(start, float):
             self._duration.record(
                 time.perf_counter() - start, {"smtp.outcome": outcome}
             )
-        span = event.state.pop(_SPAN, None)
+        span = event.state.pop(self._span_key, None)
         if not isinstance(span, trace.Span):
             return  # before_send was not ours to run (an earlier veto)
         span.set_attributes(attributes)
@@ -255,14 +282,25 @@ class SMTPTelemetry:
             )
 
 
+def _smtp_transports(transport: object) -> list[SMTPTransport]:
+    """Every ``SMTPTransport`` in *transport*: itself, or a failover's servers."""
+    if isinstance(transport, SMTPTransport):
+        return [transport]
+    if isinstance(transport, FailoverTransport):
+        return [
+            smtp for inner in transport.transports for smtp in _smtp_transports(inner)
+        ]
+    return []
+
+
 class _SessionSpans:
     """A ``SessionObserver`` that makes one span per SMTP session."""
 
     def __init__(self, tracer: trace.Tracer) -> None:
-        self._tracer = tracer
+        self.tracer = tracer
 
     def session_started(self, host: str, port: int) -> object:
-        return self._tracer.start_span(
+        return self.tracer.start_span(
             "smtp session",
             context=_EMPTY_CONTEXT,  # a root: pooled sessions outlive their sends
             kind=trace.SpanKind.CLIENT,

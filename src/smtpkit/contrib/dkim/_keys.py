@@ -139,7 +139,13 @@ def read_key(data: object) -> PrivateKey:
             raise ConfigurationError(msg)
         return _ed25519(seed)
     if label in (b"RSA PRIVATE KEY", b"PRIVATE KEY"):
-        return PrivateKey("rsa-sha256", _OpenSSLRSAKey(_checked_rsa(label, der)))
+        numbers = _checked_rsa(label, der)
+        try:
+            return PrivateKey("rsa-sha256", _OpenSSLRSAKey(numbers))
+        except ValueError:
+            # OpenSSL's checks (p*q = n...) failed; not chained, as above.
+            msg = "the DKIM private key is not a valid RSA key (inconsistent numbers)"
+            raise ConfigurationError(msg) from None
     msg = (
         f"the DKIM private key must be an unencrypted RSA or Ed25519 key "
         f"(BEGIN PRIVATE KEY or BEGIN RSA PRIVATE KEY), not BEGIN {label.decode()}"

@@ -11,10 +11,11 @@ from pathlib import Path
 from types import ModuleType
 from typing import Final, Literal
 
-from typing_extensions import Self
+from typing_extensions import NotRequired, Self, TypedDict, Unpack
 
 from ..._exceptions import ConfigurationError
 from ..._signing import SigningError
+from ._canon import canonicalize_body
 from ._keys import Algorithm, PrivateKey, read_key
 
 __all__ = ["DEFAULT_HEADERS", "Algorithm", "Canonicalization", "DKIMSigner"]
@@ -52,6 +53,18 @@ _NEVER_SIGNED: Final = frozenset(
 )
 _FIELD_NAME_RE: Final = re.compile(r"[\x21-\x39\x3b-\x7e]+")
 _LABEL_RE: Final = re.compile(r"(?!-)[A-Za-z0-9_-]{1,63}(?<!-)")
+_LINE_BREAK_RE: Final = re.compile(rb"\r\n(?![ \t])(?!\Z)")
+_MAX_LINE: Final = 998  # RFC 5322 §2.1.1, octets without the CRLF
+
+
+class SignerOptions(TypedDict):
+    """The keyword arguments of ``DKIMSigner``, shared by its constructors."""
+
+    domain: str
+    selector: str
+    headers: NotRequired[Iterable[str]]
+    oversign: NotRequired[Iterable[str]]
+    canonicalization: NotRequired[tuple[Canonicalization, Canonicalization]]
 
 
 class DKIMSigner:
@@ -73,7 +86,8 @@ class DKIMSigner:
         selector: The selector (``s=``): the key's TXT record is at
             ``<selector>._domainkey.<domain>``.
         headers: The header fields to sign when present; ``From`` is required.
-        oversign: The fields signed one extra time (``From`` by default).
+        oversign: The fields signed once more than they occur, whether or not
+            *headers* lists them (``From`` by default).
         canonicalization: Header and body canonicalization (RFC 6376 §3.4).
 
     Raises:
@@ -82,7 +96,7 @@ class DKIMSigner:
             (``From`` missing, or a field relays change such as ``Received``).
     """
 
-    __slots__ = ("_canon", "_headers", "_key", "_oversign", "domain", "selector")
+    __slots__ = ("_canon", "_domain", "_headers", "_key", "_oversign", "_selector")
 
     def __init__(
         self,
@@ -97,8 +111,8 @@ class DKIMSigner:
             "relaxed",
         ),
     ) -> None:
-        self.domain: str = _dns_name(domain, "domain")
-        self.selector: str = _dns_name(selector, "selector")
+        self._domain = _dns_name(domain, "domain")
+        self._selector = _dns_name(selector, "selector")
         self._headers = _field_names(headers, "headers")
         if b"from" not in self._headers:
             msg = "DKIMSigner(headers=...) must include From (RFC 6376 §5.4)"
@@ -108,43 +122,12 @@ class DKIMSigner:
         self._key: PrivateKey = read_key(key)
 
     @classmethod
-    def from_pem(
-        cls,
-        pem: bytes | str,
-        *,
-        domain: str,
-        selector: str,
-        headers: Iterable[str] = DEFAULT_HEADERS,
-        oversign: Iterable[str] = ("From",),
-        canonicalization: tuple[Canonicalization, Canonicalization] = (
-            "relaxed",
-            "relaxed",
-        ),
-    ) -> Self:
+    def from_pem(cls, pem: bytes | str, **options: Unpack[SignerOptions]) -> Self:
         """A signer for the PEM private key *pem* (the arguments of the class)."""
-        return cls(
-            pem,
-            domain=domain,
-            selector=selector,
-            headers=headers,
-            oversign=oversign,
-            canonicalization=canonicalization,
-        )
+        return cls(pem, **options)
 
     @classmethod
-    def from_pem_file(
-        cls,
-        path: str | Path,
-        *,
-        domain: str,
-        selector: str,
-        headers: Iterable[str] = DEFAULT_HEADERS,
-        oversign: Iterable[str] = ("From",),
-        canonicalization: tuple[Canonicalization, Canonicalization] = (
-            "relaxed",
-            "relaxed",
-        ),
-    ) -> Self:
+    def from_pem_file(cls, path: str | Path, **options: Unpack[SignerOptions]) -> Self:
         """A signer for the private key in the file *path* (read once, now).
 
         Raises:
@@ -155,14 +138,17 @@ class DKIMSigner:
         except OSError as exc:
             msg = f"cannot read the DKIM private key file {str(path)!r}: {exc.strerror}"
             raise ConfigurationError(msg) from None
-        return cls(
-            pem,
-            domain=domain,
-            selector=selector,
-            headers=headers,
-            oversign=oversign,
-            canonicalization=canonicalization,
-        )
+        return cls(pem, **options)
+
+    @property
+    def domain(self) -> str:
+        """The signing domain (``d=``), checked when the signer was made."""
+        return self._domain
+
+    @property
+    def selector(self) -> str:
+        """The selector (``s=``), checked when the signer was made."""
+        return self._selector
 
     @property
     def algorithm(self) -> Algorithm:
@@ -176,10 +162,20 @@ class DKIMSigner:
         """Return the ``DKIM-Signature`` field for *message* (CRLF lines).
 
         Raises:
-            SigningError: The message has no From field, or dkimpy cannot sign
-                it (malformed header section).
+            SigningError: The message has no From field, has a line over 998
+                octets (relays split those, breaking the signature), or dkimpy
+                cannot sign it (malformed header section).
         """
         import dkim  # noqa: PLC0415 - the extra is imported on use
+
+        # A bare CR or LF ends a line too (the mailer sends CRLF only).
+        longest = max(map(len, message.replace(b"\r", b"\n").split(b"\n")))
+        if longest > _MAX_LINE:
+            msg = (
+                f"cannot DKIM-sign a message with a line of {longest} octets, over "
+                f"the {_MAX_LINE} RFC 5322 §2.1.1 allows: relays split such lines"
+            )
+            raise SigningError(msg)
 
         try:
             return self._sign(dkim, message)
@@ -196,12 +192,16 @@ class DKIMSigner:
         if b"from" not in lowered:
             msg = "cannot DKIM-sign a message without a From header field"
             raise SigningError(msg)
-        # Each present field as often as it occurs, then the oversigned ones
-        # once more: listed past its occurrences, a name signs "no further field"
-        include = [name for name in lowered if name in self._headers]
+        # Each present field of headers or oversign as often as it occurs, then
+        # the oversigned ones once more: listed past its occurrences, a name
+        # signs "no further field of this name" (RFC 6376 §5.4.2).
+        include = [
+            name for name in lowered if name in self._headers or name in self._oversign
+        ]
         include += self._oversign
         policy = dkim.CanonicalizationPolicy.from_c_value(b"/".join(self._canon))
-        body = policy.canonicalize_body(signer.body)
+        # Not dkimpy's: its relaxed form is quadratic in a run of spaces.
+        body = canonicalize_body(signer.body, self._canon[1])
         signer.hasher = hashlib.sha256  # both algorithms hash with SHA-256
         # gen_header() signs through key.sign(digest) on this branch; the RSA key
         # has that shape and signs in OpenSSL (_keys._OpenSSLRSAKey).  The a= tag
@@ -226,6 +226,10 @@ class DKIMSigner:
         value: bytes = signer.gen_header(
             fields, tuple(include), policy, b"DKIM-Signature", self._key.parsed
         )
+        if _LINE_BREAK_RE.search(value):
+            # One field only: a CRLF not followed by white space starts another.
+            msg = "DKIMSigner made more than one header field; nothing was sent"
+            raise SigningError(msg)
         return b"DKIM-Signature: " + value
 
 
