@@ -129,10 +129,10 @@ def test_a_long_address_list_is_read_in_linear_time():
         msg["From"] = "a@example.com"
         msg["To"] = ", ".join(f"user{i}@example.com" for i in range(count))
         times = []
-        for _ in range(5):  # the best of five: a loaded machine slows single runs
-            start = time.perf_counter()
+        for _ in range(3):  # CPU time, the best of three: other processes' load
+            start = time.process_time()  # does not count, as wall time would
             [sent] = send(msg).outbox
-            times.append(time.perf_counter() - start)
+            times.append(time.process_time() - start)
         assert len(sent.envelope.recipients) == count
         return min(times)
 
