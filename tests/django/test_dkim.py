@@ -10,6 +10,9 @@ from django.test.utils import override_settings
 from smtpkit.contrib.dkim import DKIMSigner
 
 from ..dkimkeys import DOMAIN, SELECTOR, ed25519_key, verify
+from . import modes
+
+pytestmark = modes.LEGACY
 
 
 def test_a_signer_in_smtpkit_signs_every_message(server):
