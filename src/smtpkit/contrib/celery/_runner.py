@@ -94,7 +94,15 @@ def send_chunk(
     limiter: Limiter | None = None,
     rng: random.Random | None = None,
 ) -> ChunkOutcome:
-    """Send *items* once each, at most, and record every outcome in *store*."""
+    """Send *items* once each, at most, and record every outcome in *store*.
+
+    A key given twice (the same message enqueued twice in one call, colliding
+    ``keys=``) is sent once: only its first item is kept.
+    """
+    first: dict[str, Item] = {}
+    for item in items:
+        first.setdefault(item["key"], item)
+    items = list(first.values())
     outcome = ChunkOutcome()
     run = _Run(
         _token(),
