@@ -421,7 +421,7 @@ def test_a_closed_mailer_sends_nothing_and_requeues(make_queue, smtp_server) -> 
     items = queue.items([message(1)])
     queue.local.mailer.close()
     outcome = queue.run(items)
-    assert outcome.states == {"<m1@example.com>": "retrying"}
+    assert outcome.states == {"<m1@example.com>": "queued"}  # no attempt counted
     assert "closed" in (queue.result("<m1@example.com>").reason or "")
     assert outcome.later[0][1] == items
     assert smtp_server.messages == []

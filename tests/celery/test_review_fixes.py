@@ -3,10 +3,18 @@ real aiosmtpd server received, with the states in a real Redis."""
 
 from __future__ import annotations
 
+import asyncio
+import threading
+import time
+
 import pytest
 
-from smtpkit.contrib.celery import DeliveryState
+from smtpkit import SMTPConfig
+from smtpkit.contrib.celery import DeliveryState, FleetRateLimit, MailQueue
+from smtpkit.contrib.celery._runner import ChunkOutcome
+from smtpkit.contrib.celery._state import Outcome
 
+from ..integration.smtpd import RecordingHandler, Server
 from .test_queue import ids, message
 
 pytestmark = pytest.mark.celery
@@ -25,3 +33,146 @@ def test_the_same_key_twice_in_one_chunk_is_sent_once(make_queue, smtp_server):
     # Through enqueue (one chunk) too.
     assert queue.enqueue([message(4), message(4)]) == ["<m4@example.com>"] * 2
     assert ids(smtp_server).count("<m4@example.com>") == 1
+
+
+class _QuotaOnSecondMail(RecordingHandler):
+    """Answers the second MAIL FROM with Amazon SES's daily-quota reply."""
+
+    mails = 0
+
+    async def handle_MAIL(self, server, session, envelope, address, mail_options):  # noqa: N802
+        self.mails += 1
+        if self.mails == 2:
+            return "454 Throttling failure: Daily message quota exceeded"
+        return await super().handle_MAIL(
+            server, session, envelope, address, mail_options
+        )
+
+
+def test_a_quota_reply_mid_chunk_resends_only_the_refused(make_queue) -> None:
+    server = Server(_QuotaOnSecondMail())
+    try:
+        queue = make_queue(
+            config=SMTPConfig(host=server.host, port=server.port, tls="none", timeout=5)
+        )
+        items = queue.items([message(1), message(2), message(3)])
+        first = queue.run(items)
+        assert first.states == {
+            "<m1@example.com>": "delivered",
+            "<m2@example.com>": "queued",  # refused for the account: not counted
+            "<m3@example.com>": "delivered",  # already on the wire
+        }
+        [(countdown, later)] = first.later
+        assert countdown >= 1.0
+        assert [i["key"] for i in later] == ["<m2@example.com>"]
+        assert queue.result("<m2@example.com>").attempts == 0
+        assert "quota" in (queue.result("<m2@example.com>").reason or "")
+        assert queue.run(later).states == {"<m2@example.com>": "delivered"}
+        assert sorted(ids(server)) == [f"<m{n}@example.com>" for n in (1, 2, 3)]
+    finally:
+        server.stop()
+
+
+def test_postpone_keeps_later_countdowns_and_delays_earlier_ones() -> None:
+    outcome = ChunkOutcome()
+    a, b, c = ({"key": k} for k in "abc")
+    outcome.requeue(1, a)  # type: ignore[arg-type]
+    outcome.requeue(1, b)  # type: ignore[arg-type]
+    outcome.requeue(90, c)  # type: ignore[arg-type]
+    outcome.postpone({"a", "c"}, 60)
+    assert outcome.later == [(1.0, [b]), (90.0, [c]), (60.0, [a])]
+
+
+class _SlowData(RecordingHandler):
+    async def handle_DATA(self, server, session, envelope):  # noqa: N802
+        await asyncio.sleep(0.4)
+        return await super().handle_DATA(server, session, envelope)
+
+
+@pytest.mark.parametrize("at_least_once", [False, True])
+def test_a_live_worker_keeps_its_keys_past_one_lease(
+    app, redis_url, at_least_once
+) -> None:
+    """A chunk takes 1.2 s, the lease is 0.6 s: renewed after each message, it
+    never runs out under the worker, so a duplicate task sends nothing."""
+    server = Server(_SlowData())
+    config = SMTPConfig(host=server.host, port=server.port, tls="none", timeout=5)
+    a = MailQueue(app, redis_url=redis_url, config=config, lease=0.6, name="a")
+    b = MailQueue(
+        app,
+        redis_url=redis_url,
+        config=config,
+        lease=0.6,
+        name="b",
+        at_least_once=at_least_once,
+    )
+    try:
+        items = a.items([message(1), message(2), message(3)])
+        b.local.mailer  # noqa: B018 - connected before the race
+        states: dict[str, dict[str, str]] = {}
+        worker = threading.Thread(target=lambda: states.update(a=a.run(items).states))
+        worker.start()
+        time.sleep(0.9)  # m1 and m2 done, m3 on the wire; claimed 0.9 s ago
+        states["b"] = b.run(items).states
+        assert b.sweep() == 0
+        worker.join()
+        assert set(states["a"].values()) == {"delivered"}
+        assert "busy" in states["b"].values()
+        assert sorted(ids(server)) == [f"<m{n}@example.com>" for n in (1, 2, 3)]
+        for item in items:
+            result = a.result(item["key"])
+            assert result.state is DeliveryState.DELIVERED
+            assert not result.possibly_duplicated
+    finally:
+        a.close()
+        b.close()
+        server.stop()
+
+
+def test_an_owner_finishing_late_records_its_real_outcome(make_queue) -> None:
+    queue = make_queue()
+    store = queue.store
+    store.mark_queued(["k"])
+    store.claim(["k"], "slow", lease=0.01, at_least_once=False, attempts=3)
+    time.sleep(0.05)
+    assert queue.sweep() == 1
+    assert queue.result("k").state is DeliveryState.UNKNOWN
+    done = Outcome("k", DeliveryState.DELIVERED, accepted=["a@example.org"])
+    assert store.finish([done], "intruder") == ["stale"]
+    assert store.finish([done], "slow") == ["delivered"]
+    assert store.finish([done], "slow") == ["delivered"]  # twice changes nothing
+    assert queue.result("k").accepted == ("a@example.org",)
+    assert queue.result("k").reason is None
+
+
+def test_the_day_quota_is_spent_only_on_messages_sent(make_queue, smtp_server):
+    limit = FleetRateLimit(account="t-quota", per_second=1000, per_day=4)
+    queue = make_queue(rate_limit=limit)
+    items = queue.items([message(1), message(2), message(3)])
+    assert set(queue.run(items).states.values()) == {"delivered"}
+    # A duplicate task sends nothing and spends nothing.
+    assert set(queue.run(items).states.values()) == {"delivered"}
+    fresh = queue.items([message(4), message(5)])
+    outcome = queue.run(fresh)
+    assert outcome.states == {
+        "<m4@example.com>": "delivered",
+        "<m5@example.com>": "rate_limited",
+    }
+    held = queue.result("<m5@example.com>")
+    assert held.state is DeliveryState.QUEUED  # the claim was given back
+    assert held.attempts == 0
+    assert held.reason == "daily quota spent"
+    assert len(smtp_server.messages) == 4
+
+
+def test_a_released_claim_after_attempts_is_retrying(make_queue) -> None:
+    store = make_queue().store
+    store.mark_queued(["k"])
+    for token in ("one", "two"):
+        store.claim(["k"], token, lease=30, at_least_once=False, attempts=5)
+        if token == "one":
+            store.finish([Outcome("k", DeliveryState.RETRYING)], token)
+    assert store.release(["k"], "other", "x") == ["stale"]
+    assert store.release(["k"], "two", "rate limited") == ["retrying"]
+    assert store.release(["k"], "two", "rate limited") == ["stale"]
+    assert store.get("k").attempts == 1

@@ -111,7 +111,7 @@ if st == 'sending' then
     local lease = tonumber(redis.call('HGET', KEYS[1], 'lease') or '0')
     if lease > now then return {'busy', tostring(lease - now)} end
     if ARGV[3] ~= '1' then
-      redis.call('HSET', KEYS[1], 'state', 'unknown', 'reason',
+      redis.call('HSET', KEYS[1], 'state', 'unknown', 'expired', '1', 'reason',
         'a worker died or stalled while sending (its lease expired); '
         .. 'the message may have been accepted')
       return {'unknown'}
@@ -136,11 +136,14 @@ return {'go', redis.call('HGET', KEYS[1], 'done') or '[]', tostring(attempts), d
 
 # KEYS[1]=hash; ARGV: token, new state, newly accepted (JSON list), replies (JSON
 # object), reason ('' for none), '1' to flag a resend of an unknown outcome.
-# Only the owner of the claim may finish it.
+# Only the owner of the claim may finish it: while sending, or late, after its lease
+# ran out and the key was ended 'unknown' for it (the owner knows better).
 _FINISH: Final = """
 if redis.call('HGET', KEYS[1], 'owner') ~= ARGV[1] then return 'stale' end
 local st = redis.call('HGET', KEYS[1], 'state')
-if st ~= 'sending' then return st end
+local late = st == 'unknown' and redis.call('HGET', KEYS[1], 'expired') == '1'
+if st ~= 'sending' and not late then return st end
+redis.call('HDEL', KEYS[1], 'expired')
 local done = cjson.decode(redis.call('HGET', KEYS[1], 'done') or '[]')
 local seen = {}
 for _, r in ipairs(done) do seen[r] = true end
@@ -160,6 +163,31 @@ if ARGV[6] == '1' then redis.call('HSET', KEYS[1], 'dup', '1') end
 return ARGV[2]
 """
 
+# KEYS[1]=hash; ARGV: token, lease seconds.  Extends the owner's lease.
+_RENEW: Final = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1e6
+if redis.call('HGET', KEYS[1], 'owner') ~= ARGV[1] then return 0 end
+if redis.call('HGET', KEYS[1], 'state') ~= 'sending' then return 0 end
+redis.call('HSET', KEYS[1], 'lease', tostring(now + tonumber(ARGV[2])))
+return 1
+"""
+
+# KEYS[1]=hash; ARGV: token, reason.  Gives back a claim whose message was never
+# sent (no rate-limit slot, a quota reply before it): the attempt is not counted.
+_RELEASE: Final = """
+if redis.call('HGET', KEYS[1], 'owner') ~= ARGV[1] then return 'stale' end
+local st = redis.call('HGET', KEYS[1], 'state')
+if st ~= 'sending' then return st end
+local attempts = tonumber(redis.call('HGET', KEYS[1], 'attempts') or '1') - 1
+if attempts < 0 then attempts = 0 end
+st = 'queued'
+if attempts > 0 then st = 'retrying' end
+redis.call('HSET', KEYS[1], 'state', st, 'attempts', attempts, 'reason', ARGV[2])
+redis.call('HDEL', KEYS[1], 'lease', 'owner')
+return st
+"""
+
 # KEYS[1]=hash; ARGV: ttl.  Marks a key queued unless it is known already.
 _QUEUE: Final = """
 if redis.call('HSETNX', KEYS[1], 'state', 'queued') == 1 then
@@ -176,7 +204,7 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1e6
 if redis.call('HGET', KEYS[1], 'state') ~= 'sending' then return 0 end
 if tonumber(redis.call('HGET', KEYS[1], 'lease') or '0') > now then return 0 end
-redis.call('HSET', KEYS[1], 'state', 'unknown', 'reason',
+redis.call('HSET', KEYS[1], 'state', 'unknown', 'expired', '1', 'reason',
   'a worker died or stalled while sending (found by sweep); '
   .. 'the message may have been accepted')
 return 1
@@ -202,6 +230,8 @@ class StateStore:
         self._finish = client.register_script(_FINISH)
         self._queue = client.register_script(_QUEUE)
         self._sweep = client.register_script(_SWEEP)
+        self._renew = client.register_script(_RENEW)
+        self._release = client.register_script(_RELEASE)
 
     def _key(self, key: str) -> str:
         return f"{self.prefix}d:{key}"
@@ -237,11 +267,21 @@ class StateStore:
             self._claim(keys=[self._key(key)], args=args, client=pipe)
         return [_claim([_text(v) for v in reply]) for reply in pipe.execute()]
 
-    def finish(self, outcomes: Sequence[Outcome], token: str) -> list[str]:
+    def finish(
+        self,
+        outcomes: Sequence[Outcome],
+        token: str,
+        *,
+        renew: Sequence[str] = (),
+        lease: float = 0.0,
+    ) -> list[str]:
         """Record the outcomes of the claim *token*; return each state now stored.
 
         Only the claim's owner may finish it (others get ``"stale"``), and
-        finishing twice changes nothing.
+        finishing twice changes nothing.  An owner whose lease ran out may still
+        record its real outcome over the ``unknown`` that the expiry left.  The
+        leases of the keys in *renew* (still being sent) are extended by *lease*
+        seconds in the same round trip.
         """
         pipe = self.client.pipeline(transaction=False)
         for outcome in outcomes:
@@ -254,6 +294,19 @@ class StateStore:
                 int(outcome.duplicating),
             ]
             self._finish(keys=[self._key(outcome.key)], args=args, client=pipe)
+        for key in renew:
+            self._renew(keys=[self._key(key)], args=[token, lease], client=pipe)
+        return [_text(v) for v in pipe.execute()][: len(outcomes)]
+
+    def release(self, keys: Sequence[str], token: str, reason: str) -> list[str]:
+        """Give back the claims *token* holds on *keys*, unsent and uncounted.
+
+        Each key goes back to ``queued`` (or ``retrying`` after earlier attempts);
+        returns each state now stored (``"stale"`` for a claim not held).
+        """
+        pipe = self.client.pipeline(transaction=False)
+        for key in keys:
+            self._release(keys=[self._key(key)], args=[token, reason], client=pipe)
         return [_text(v) for v in pipe.execute()]
 
     def get(self, key: str) -> Delivery:
