@@ -4,13 +4,20 @@ real aiosmtpd server received, with the states in a real Redis."""
 from __future__ import annotations
 
 import asyncio
+import base64
+import json
 import threading
 import time
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
+import redis
+from celery import Celery
 
 from smtpkit import SMTPConfig
 from smtpkit.contrib.celery import DeliveryState, FleetRateLimit, MailQueue
+from smtpkit.contrib.celery._queue import _routing_of
 from smtpkit.contrib.celery._runner import ChunkOutcome
 from smtpkit.contrib.celery._state import Outcome
 
@@ -176,3 +183,49 @@ def test_a_released_claim_after_attempts_is_retrying(make_queue) -> None:
     assert store.release(["k"], "two", "rate limited") == ["retrying"]
     assert store.release(["k"], "two", "rate limited") == ["stale"]
     assert store.get("k").attempts == 1
+
+
+def _take(broker: redis.Redis, queue: str) -> tuple[list[Any], dict[str, Any]]:
+    """Pop one task from a Redis broker queue: its (args, kwargs)."""
+    raw = broker.lpop(queue)
+    assert raw is not None, f"nothing on {queue}"
+    body = json.loads(base64.b64decode(json.loads(raw)["body"]))
+    return body[0], body[1]
+
+
+def test_requeues_go_where_the_task_was_enqueued(
+    redis_url, broker_redis, smtp_server
+) -> None:
+    smtp_server.handler.rcpt_replies["rcpt@example.com"] = ["451 4.7.1 greylisted"]
+    app = Celery("rq", broker=broker_redis.url, backend=None, set_as_current=False)
+    config = SMTPConfig(
+        host=smtp_server.host, port=smtp_server.port, tls="none", timeout=5
+    )
+    queue = MailQueue(app, redis_url=redis_url, config=config)
+    broker = redis.Redis.from_url(broker_redis.url)
+    try:
+        broker.delete("mail", "celery")
+        [key] = queue.enqueue([message(1)], queue="mail", countdown=0)
+        args, kwargs = _take(broker, "mail")
+        assert kwargs == {"routing": {"queue": "mail"}}
+        queue.task.apply(args=args, kwargs=kwargs)  # a worker on -Q mail runs it
+        assert queue.result(key).state is DeliveryState.RETRYING
+        assert broker.llen("celery") == 0
+        args, kwargs = _take(broker, "mail")  # the retry, on the same queue
+        queue.task.apply(args=args, kwargs=kwargs)
+        assert queue.result(key).state is DeliveryState.DELIVERED
+        assert ids(smtp_server) == [key]
+    finally:
+        broker.close()
+        queue.close()
+        app.close()
+
+
+def test_without_enqueue_options_a_requeue_follows_the_delivery_info() -> None:
+    delivered = SimpleNamespace(
+        delivery_info={"exchange": "", "routing_key": "mail", "priority": None}
+    )
+    task = SimpleNamespace(request=delivered)
+    assert _routing_of(task, None) == {"routing_key": "mail"}
+    assert _routing_of(task, {"queue": "q"}) == {"queue": "q"}
+    assert _routing_of(SimpleNamespace(request=SimpleNamespace()), None) == {}

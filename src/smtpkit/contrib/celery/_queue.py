@@ -45,6 +45,7 @@ QUEUE_RETRY_POLICY: Final = RetryPolicy(
 )
 """Retries through the queue: 30 s, 1 min, 2 min ... up to 30 min, 8 attempts."""
 
+_ROUTING: Final = frozenset({"queue", "exchange", "routing_key", "priority"})
 _QUEUES: weakref.WeakSet[MailQueue] = weakref.WeakSet()
 _MAILER_RETRY: Final = 30.0  # seconds before a worker tries to build its mailer again
 logger = logging.getLogger("smtpkit")
@@ -304,9 +305,19 @@ class MailQueue:
         """
         items = self.items(messages, keys=keys)
         self.store.mark_queued((i["key"] for i in items), campaign)
+        # Retries and requeues go where the first task went (workers started
+        # with -Q mail never see the default queue).
+        routing = {
+            k: v
+            for k, v in options.items()
+            if k in _ROUTING and isinstance(v, (str, int))
+        }
+        kwargs = {"routing": routing} if routing else {}
         for start in range(0, len(items), self.chunk_size):
             self.task.apply_async(
-                args=(items[start : start + self.chunk_size],), **options
+                args=(items[start : start + self.chunk_size],),
+                kwargs=kwargs,
+                **options,
             )
         return [i["key"] for i in items]
 
@@ -341,15 +352,27 @@ class MailQueue:
         )
 
 
+def _routing_of(task: Any, routing: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Where to publish a requeue: as enqueued, else as this task was delivered."""
+    if routing:
+        return dict(routing)
+    info = getattr(task.request, "delivery_info", None) or {}
+    return {k: info[k] for k in ("exchange", "routing_key", "priority") if info.get(k)}
+
+
 def _task_body(queue: MailQueue) -> Callable[..., dict[str, str]]:
-    def send_messages(task: Any, items: list[Item]) -> dict[str, str]:
+    def send_messages(
+        task: Any, items: list[Item], routing: Mapping[str, Any] | None = None
+    ) -> dict[str, str]:
         try:
             queue.local.mailer  # noqa: B018 - built before any key is claimed
         except Exception as exc:
             # A worker that cannot build its mailer (a bad setting, a failing
             # transport factory) leaves the keys queued and tries again later.
             logger.exception("smtpkit: the worker cannot build its mailer")
-            raise task.retry(countdown=_MAILER_RETRY, max_retries=None) from exc
+            raise task.retry(
+                countdown=_MAILER_RETRY, max_retries=None, **_routing_of(task, routing)
+            ) from exc
         try:
             outcome = queue.run(items)
         except redis.RedisError as exc:
@@ -358,8 +381,12 @@ def _task_body(queue: MailQueue) -> Callable[..., dict[str, str]]:
             # the error end ``unknown`` once their lease runs out.
             logger.warning("smtpkit: Redis unreachable, task requeued: %s", exc)
             raise Reject(exc, requeue=True) from exc
+        options = _routing_of(task, routing)
+        kwargs = {"routing": routing} if routing else {}
         for countdown, later in outcome.later:
-            task.apply_async(args=(later,), countdown=countdown)
+            task.apply_async(
+                args=(later,), kwargs=kwargs, countdown=countdown, **options
+            )
         return outcome.states
 
     send_messages.__doc__ = "Send a chunk of serialised messages (smtpkit)."
