@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import socket
 import threading
 import time
 from types import SimpleNamespace
@@ -14,6 +15,7 @@ from typing import Any
 import pytest
 import redis
 from celery import Celery
+from celery.exceptions import Reject
 
 from smtpkit import SMTPConfig
 from smtpkit.contrib.celery import DeliveryState, FleetRateLimit, MailQueue
@@ -22,6 +24,7 @@ from smtpkit.contrib.celery._runner import ChunkOutcome
 from smtpkit.contrib.celery._state import Outcome
 
 from ..integration.smtpd import RecordingHandler, Server
+from .conftest import FAST
 from .test_queue import ids, message
 
 pytestmark = pytest.mark.celery
@@ -172,6 +175,15 @@ def test_the_day_quota_is_spent_only_on_messages_sent(make_queue, smtp_server):
     assert len(smtp_server.messages) == 4
 
 
+def test_a_retry_not_yet_due_is_not_flagged(make_queue) -> None:
+    store = make_queue().store
+    store.mark_queued(["k", "old"])
+    store.claim(["k", "old"], "w", lease=30, at_least_once=False, attempts=5)
+    store.finish([Outcome("k", DeliveryState.RETRYING, retry_in=60)], "w")
+    store.client.hset(store._key("old"), mapping={"state": "retrying"})  # no due
+    assert store.sweep(grace=0) == 0
+
+
 def test_a_released_claim_after_attempts_is_retrying(make_queue) -> None:
     store = make_queue().store
     store.mark_queued(["k"])
@@ -229,3 +241,39 @@ def test_without_enqueue_options_a_requeue_follows_the_delivery_info() -> None:
     assert _routing_of(task, None) == {"routing_key": "mail"}
     assert _routing_of(task, {"queue": "q"}) == {"queue": "q"}
     assert _routing_of(SimpleNamespace(request=SimpleNamespace()), None) == {}
+
+
+def test_a_lost_retry_gives_the_task_back_and_is_flagged_by_sweep(
+    redis_url, smtp_server
+) -> None:
+    smtp_server.handler.rcpt_replies["rcpt@example.com"] = ["451 4.7.1 greylisted"]
+    with socket.socket() as probe:  # a port nobody listens on: the broker is down
+        probe.bind(("127.0.0.1", 0))
+        dead = probe.getsockname()[1]
+    app = Celery("lost", broker=f"redis://127.0.0.1:{dead}/0", set_as_current=False)
+    app.conf.task_publish_retry = False
+    app.conf.broker_connection_max_retries = 0
+    app.conf.broker_connection_timeout = 0.5
+    config = SMTPConfig(
+        host=smtp_server.host, port=smtp_server.port, tls="none", timeout=5
+    )
+    queue = MailQueue(app, redis_url=redis_url, config=config, lease=0.3, retry=FAST)
+    try:
+        items = queue.items([message(1)])
+        queue.store.mark_queued(["<m1@example.com>"])
+        given_back = queue.task.apply(args=(items,))
+        assert given_back.state == "REJECTED"
+        assert isinstance(given_back.result, Reject)
+        assert given_back.result.requeue
+        assert queue.result("<m1@example.com>").state is DeliveryState.RETRYING
+        time.sleep(1.5)  # its countdown (1 s) and the grace (the lease)
+        assert queue.sweep() == 1
+        flagged = queue.result("<m1@example.com>")
+        assert flagged.state is DeliveryState.RETRYING
+        assert "overdue" in (flagged.reason or "")
+        # Enqueueing it again (here: running its task) sends it.
+        assert queue.run(items).states == {"<m1@example.com>": "delivered"}
+        assert ids(smtp_server) == ["<m1@example.com>"]
+    finally:
+        queue.close()
+        app.close()

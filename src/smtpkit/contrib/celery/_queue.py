@@ -335,8 +335,11 @@ class MailQueue:
         return self.store.report(keys, campaign=campaign)
 
     def sweep(self) -> int:
-        """End abandoned ``sending`` keys as ``unknown``; see ``StateStore.sweep``."""
-        return self.store.sweep()
+        """End abandoned keys as ``unknown``, flag lost retries (``StateStore.sweep``).
+
+        A retry is overdue when it has not run a lease after its countdown.
+        """
+        return self.store.sweep(grace=self.settings.lease)
 
     # -- worker side ----------------------------------------------------------------
 
@@ -383,10 +386,16 @@ def _task_body(queue: MailQueue) -> Callable[..., dict[str, str]]:
             raise Reject(exc, requeue=True) from exc
         options = _routing_of(task, routing)
         kwargs = {"routing": routing} if routing else {}
-        for countdown, later in outcome.later:
-            task.apply_async(
-                args=(later,), kwargs=kwargs, countdown=countdown, **options
-            )
+        try:
+            for countdown, later in outcome.later:
+                task.apply_async(
+                    args=(later,), kwargs=kwargs, countdown=countdown, **options
+                )
+        except Exception as exc:
+            # The broker refused the retry: give this task back instead, so its
+            # keys come round again (delivered ones send nothing twice).
+            logger.warning("smtpkit: requeue failed, task given back: %s", exc)
+            raise Reject(exc, requeue=True) from exc
         return outcome.states
 
     send_messages.__doc__ = "Send a chunk of serialised messages (smtpkit)."

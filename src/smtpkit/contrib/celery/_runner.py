@@ -7,6 +7,7 @@ tests call it directly against real Redis and a real SMTP server.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import platform
@@ -197,6 +198,11 @@ def _store(
 ) -> None:
     if not outcomes:
         return
+    if later is not None:
+        outcomes = [
+            dataclasses.replace(done, retry_in=math.ceil(max(0.0, wait)))
+            for done, wait in zip(outcomes, later, strict=True)
+        ]
     stored = run.store.finish(
         outcomes, run.token, renew=renew, lease=run.settings.lease
     )

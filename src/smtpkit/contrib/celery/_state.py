@@ -96,6 +96,7 @@ class Outcome:
     replies: Mapping[str, str] = field(default_factory=dict)
     reason: str | None = None
     duplicating: bool = False
+    retry_in: float = 0.0
 
 
 # KEYS[1]=hash; ARGV: token, lease seconds, at_least_once (0/1), max attempts.
@@ -135,7 +136,8 @@ return {'go', redis.call('HGET', KEYS[1], 'done') or '[]', tostring(attempts), d
 """
 
 # KEYS[1]=hash; ARGV: token, new state, newly accepted (JSON list), replies (JSON
-# object), reason ('' for none), '1' to flag a resend of an unknown outcome.
+# object), reason ('' for none), '1' to flag a resend of an unknown outcome,
+# seconds until a retrying key's retry task is due.
 # Only the owner of the claim may finish it: while sending, or late, after its lease
 # ran out and the key was ended 'unknown' for it (the owner knows better).
 _FINISH: Final = """
@@ -160,6 +162,10 @@ redis.call('HSET', KEYS[1], 'state', ARGV[2], 'done', encoded_done,
   'replies', encoded_replies, 'reason', ARGV[5])
 redis.call('HDEL', KEYS[1], 'lease')
 if ARGV[6] == '1' then redis.call('HSET', KEYS[1], 'dup', '1') end
+if ARGV[2] == 'retrying' then
+  local t = redis.call('TIME')
+  redis.call('HSET', KEYS[1], 'due', tostring(tonumber(t[1]) + tonumber(ARGV[7])))
+end
 return ARGV[2]
 """
 
@@ -198,11 +204,20 @@ end
 return 0
 """
 
-# KEYS[1]=hash.  Ends a stale 'sending' key as unknown (see StateStore.sweep).
+# KEYS[1]=hash; ARGV: grace seconds.  Ends a stale 'sending' key as unknown, flags
+# a 'retrying' key whose retry task is overdue by the grace (see StateStore.sweep).
 _SWEEP: Final = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1e6
-if redis.call('HGET', KEYS[1], 'state') ~= 'sending' then return 0 end
+local st = redis.call('HGET', KEYS[1], 'state')
+if st == 'retrying' then
+  local due = redis.call('HGET', KEYS[1], 'due')
+  if not due or tonumber(due) + tonumber(ARGV[1]) > now then return 0 end
+  redis.call('HSET', KEYS[1], 'reason', 'its retry is overdue: the task was '
+    .. 'lost (a failed re-publish?); enqueue the message again to send it')
+  return 1
+end
+if st ~= 'sending' then return 0 end
 if tonumber(redis.call('HGET', KEYS[1], 'lease') or '0') > now then return 0 end
 redis.call('HSET', KEYS[1], 'state', 'unknown', 'expired', '1', 'reason',
   'a worker died or stalled while sending (found by sweep); '
@@ -285,13 +300,14 @@ class StateStore:
         """
         pipe = self.client.pipeline(transaction=False)
         for outcome in outcomes:
-            args: list[str | int] = [
+            args: list[str | float] = [
                 token,
                 outcome.state.value,
                 json.dumps(list(outcome.accepted)),
                 json.dumps(dict(outcome.replies)),
                 outcome.reason or "",
                 int(outcome.duplicating),
+                outcome.retry_in,
             ]
             self._finish(keys=[self._key(outcome.key)], args=args, client=pipe)
         for key in renew:
@@ -331,16 +347,19 @@ class StateStore:
             pipe.hget(self._key(key), "state")
         return Counter("missing" if s is None else _text(s) for s in pipe.execute())
 
-    def sweep(self) -> int:
-        """End every ``sending`` key whose lease ran out as ``unknown``; return how many.
+    def sweep(self, grace: float = 300.0) -> int:
+        """End ``sending`` keys whose lease ran out as ``unknown``, flag lost retries.
 
         A worker that dies mid-send leaves its keys ``sending``; a redelivered task
         resolves them too, but when the task itself is lost (a broker without
-        persistence), run this from a periodic task.
+        persistence), run this from a periodic task.  A ``retrying`` key whose
+        retry task is overdue by *grace* seconds (its re-publish failed) keeps its
+        state and gets a reason saying so: enqueueing the message again sends it.
+        Returns how many keys were ended or flagged.
         """
         swept = 0
         for name in self.client.scan_iter(match=f"{self.prefix}d:*", count=500):
-            swept += int(self._sweep(keys=[name]))
+            swept += int(self._sweep(keys=[name], args=[grace]))
         return swept
 
 
