@@ -16,6 +16,7 @@ import pytest
 import redis
 from celery import Celery
 from celery.exceptions import Reject
+from redis.exceptions import NoScriptError
 
 from smtpkit import SMTPConfig
 from smtpkit.contrib.celery import DeliveryState, FleetRateLimit, MailQueue
@@ -193,7 +194,7 @@ def test_a_released_claim_after_attempts_is_retrying(make_queue) -> None:
             store.finish([Outcome("k", DeliveryState.RETRYING)], token)
     assert store.release(["k"], "other", "x") == ["stale"]
     assert store.release(["k"], "two", "rate limited") == ["retrying"]
-    assert store.release(["k"], "two", "rate limited") == ["stale"]
+    assert store.release(["k"], "two", "rate limited") == ["retrying"]  # same answer
     assert store.get("k").attempts == 1
 
 
@@ -277,3 +278,26 @@ def test_a_lost_retry_gives_the_task_back_and_is_flagged_by_sweep(
     finally:
         queue.close()
         app.close()
+
+
+def test_scripts_lost_to_a_redis_restart_are_reloaded(make_queue, monkeypatch):
+    store = make_queue().store
+    store.mark_queued(["k"])
+    loads: list[int] = []
+    real = redis.client.Pipeline.load_scripts
+
+    def first_load_misses(pipe: Any) -> None:
+        loads.append(1)
+        if len(loads) > 1:
+            real(pipe)
+        else:  # Redis restarted after the scripts were loaded: they are gone
+            store.client.script_flush()
+
+    monkeypatch.setattr(redis.client.Pipeline, "load_scripts", first_load_misses)
+    [claim] = store.claim(["k"], "w", lease=30, at_least_once=False, attempts=3)
+    assert claim.verdict == "go"
+    assert len(loads) == 2
+    monkeypatch.setattr(redis.client.Pipeline, "load_scripts", lambda pipe: None)
+    store.client.script_flush()
+    with pytest.raises(NoScriptError):
+        store.finish([Outcome("k", DeliveryState.DELIVERED)], "w")

@@ -184,13 +184,13 @@ return 1
 _RELEASE: Final = """
 if redis.call('HGET', KEYS[1], 'owner') ~= ARGV[1] then return 'stale' end
 local st = redis.call('HGET', KEYS[1], 'state')
-if st ~= 'sending' then return st end
+if st ~= 'sending' then return st end  -- released already: the same answer
 local attempts = tonumber(redis.call('HGET', KEYS[1], 'attempts') or '1') - 1
 if attempts < 0 then attempts = 0 end
 st = 'queued'
 if attempts > 0 then st = 'retrying' end
 redis.call('HSET', KEYS[1], 'state', st, 'attempts', attempts, 'reason', ARGV[2])
-redis.call('HDEL', KEYS[1], 'lease', 'owner')
+redis.call('HDEL', KEYS[1], 'lease')
 return st
 """
 
@@ -253,14 +253,34 @@ class StateStore:
 
     def mark_queued(self, keys: Iterable[str], campaign: str | None = None) -> None:
         """Record *keys* as queued (keys already known keep their state)."""
-        pipe = self.client.pipeline(transaction=False)
         keys = list(keys)
-        for key in keys:
-            self._queue(keys=[self._key(key)], args=[self.ttl], client=pipe)
+        self._run([(self._queue, self._key(key), [self.ttl]) for key in keys])
         if campaign is not None and keys:
+            pipe = self.client.pipeline(transaction=False)
             pipe.sadd(f"{self.prefix}c:{campaign}", *keys)
             pipe.expire(f"{self.prefix}c:{campaign}", self.ttl)
-        pipe.execute()
+            pipe.execute()
+
+    def _run(self, calls: Sequence[tuple[Any, str, list[Any]]]) -> list[Any]:
+        """Run ``(script, key, args)`` calls in one round trip.
+
+        The scripts are idempotent, so a pipeline that met a Redis restarted
+        between loading its scripts and running them (``NoScriptError``) is simply
+        run again, scripts reloaded.
+        """
+        from redis.exceptions import NoScriptError  # noqa: PLC0415 - celery extra
+
+        tries = 3
+        while True:
+            pipe = self.client.pipeline(transaction=False)
+            for script, key, args in calls:
+                script(keys=[key], args=args, client=pipe)
+            try:
+                return list(pipe.execute())
+            except NoScriptError:
+                tries -= 1
+                if not tries:
+                    raise
 
     def claim(
         self,
@@ -277,10 +297,8 @@ class StateStore:
         same answer), so a reply lost to a Redis restart is simply asked again.
         """
         args: list[str | float] = [token, lease, int(at_least_once), attempts, self.ttl]
-        pipe = self.client.pipeline(transaction=False)
-        for key in keys:
-            self._claim(keys=[self._key(key)], args=args, client=pipe)
-        return [_claim([_text(v) for v in reply]) for reply in pipe.execute()]
+        replies = self._run([(self._claim, self._key(key), args) for key in keys])
+        return [_claim([_text(v) for v in reply]) for reply in replies]
 
     def finish(
         self,
@@ -298,7 +316,7 @@ class StateStore:
         leases of the keys in *renew* (still being sent) are extended by *lease*
         seconds in the same round trip.
         """
-        pipe = self.client.pipeline(transaction=False)
+        calls: list[tuple[Any, str, list[Any]]] = []
         for outcome in outcomes:
             args: list[str | float] = [
                 token,
@@ -309,10 +327,9 @@ class StateStore:
                 int(outcome.duplicating),
                 outcome.retry_in,
             ]
-            self._finish(keys=[self._key(outcome.key)], args=args, client=pipe)
-        for key in renew:
-            self._renew(keys=[self._key(key)], args=[token, lease], client=pipe)
-        return [_text(v) for v in pipe.execute()][: len(outcomes)]
+            calls.append((self._finish, self._key(outcome.key), args))
+        calls += [(self._renew, self._key(key), [token, lease]) for key in renew]
+        return [_text(v) for v in self._run(calls)][: len(outcomes)]
 
     def release(self, keys: Sequence[str], token: str, reason: str) -> list[str]:
         """Give back the claims *token* holds on *keys*, unsent and uncounted.
@@ -320,10 +337,8 @@ class StateStore:
         Each key goes back to ``queued`` (or ``retrying`` after earlier attempts);
         returns each state now stored (``"stale"`` for a claim not held).
         """
-        pipe = self.client.pipeline(transaction=False)
-        for key in keys:
-            self._release(keys=[self._key(key)], args=[token, reason], client=pipe)
-        return [_text(v) for v in pipe.execute()]
+        calls = [(self._release, self._key(key), [token, reason]) for key in keys]
+        return [_text(v) for v in self._run(calls)]
 
     def get(self, key: str) -> Delivery:
         """Read what is known about *key*."""
