@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import math
 import socket
 import threading
 import time
@@ -20,6 +21,7 @@ from redis.exceptions import NoScriptError
 
 from smtpkit import SMTPConfig
 from smtpkit.contrib.celery import DeliveryState, FleetRateLimit, MailQueue
+from smtpkit.contrib.celery._limiter import Limiter
 from smtpkit.contrib.celery._queue import _routing_of
 from smtpkit.contrib.celery._runner import ChunkOutcome
 from smtpkit.contrib.celery._state import Outcome
@@ -301,3 +303,22 @@ def test_scripts_lost_to_a_redis_restart_are_reloaded(make_queue, monkeypatch):
     store.client.script_flush()
     with pytest.raises(NoScriptError):
         store.finish([Outcome("k", DeliveryState.DELIVERED)], "w")
+
+
+@pytest.mark.parametrize("rate", [30, 100, 3000, 7000, 15000])
+def test_the_rate_limit_is_exact_at_high_rates(make_queue, rate: int) -> None:
+    """Slots booked 100 s ahead (so the clock plays no part) are spaced exactly
+    one interval apart: no float rounding of a 1.7e9 s timestamp."""
+    client = make_queue().store.client
+    limiter = Limiter(
+        client, FleetRateLimit(account=f"exact{rate}", per_second=rate, max_wait=1e6)
+    )
+    seconds, micros = client.time()
+    start = (seconds + 100) * 1_000_000 + micros + 12345
+    client.set(limiter._keys[0], start)
+    for _ in range(1000):
+        assert limiter.reserve().reserved
+    span = (int(client.get(limiter._keys[0])) - start) / 1e6
+    interval = math.ceil(1e6 / rate) / 1e6
+    assert span == pytest.approx(1000 * interval, abs=1e-9)
+    assert 0.995 * rate <= 1000 / span <= rate  # never faster than the limit
