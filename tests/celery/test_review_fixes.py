@@ -19,12 +19,13 @@ from celery import Celery
 from celery.exceptions import Reject
 from redis.exceptions import NoScriptError
 
-from smtpkit import SMTPConfig
+from smtpkit import ConfigurationError, SMTPConfig
 from smtpkit.contrib.celery import DeliveryState, FleetRateLimit, MailQueue
 from smtpkit.contrib.celery._limiter import Limiter
 from smtpkit.contrib.celery._queue import _routing_of
 from smtpkit.contrib.celery._runner import ChunkOutcome
 from smtpkit.contrib.celery._state import Outcome
+from smtpkit.testing import FakeTransport
 
 from ..integration.smtpd import RecordingHandler, Server
 from .conftest import FAST
@@ -322,3 +323,15 @@ def test_the_rate_limit_is_exact_at_high_rates(make_queue, rate: int) -> None:
     interval = math.ceil(1e6 / rate) / 1e6
     assert span == pytest.approx(1000 * interval, abs=1e-9)
     assert 0.995 * rate <= 1000 / span <= rate  # never faster than the limit
+
+
+def test_a_second_queue_with_the_same_name_on_one_app_is_refused(
+    app, make_queue
+) -> None:
+    make_queue()
+    with pytest.raises(ConfigurationError, match=r"'smtpkit\.send' exists"):
+        make_queue()
+    other = Celery("other", broker="memory://", set_as_current=False)
+    assert MailQueue(other, redis_url="redis://127.0.0.1:1/0", transport=FakeTransport)
+    assert make_queue(name="second").task is not app.tasks["smtpkit.send"]
+    other.close()

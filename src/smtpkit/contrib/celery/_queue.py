@@ -154,6 +154,7 @@ class MailQueue:
             msg = f"chunk_size must be >= 1 and lease > 0: {chunk_size}, {lease}"
             raise ConfigurationError(msg)
         self.app = app
+        self.name = name
         self.redis_url = redis_url
         self.config = config
         self._transport = transport
@@ -162,6 +163,11 @@ class MailQueue:
         self.prefix = prefix
         self.ttl = ttl
         self.settings = Settings(retry=retry, at_least_once=at_least_once, lease=lease)
+        if any(q.app is app and q.name == name for q in list(_QUEUES)):
+            # Celery would hand back the first queue's task: this queue's
+            # messages would go through the first one's server and settings.
+            msg = f"a MailQueue named {name!r} exists on this app already: pass name="
+            raise ConfigurationError(msg)
         self._local: _Local | None = None
         self._local_lock = threading.Lock()
         self.task = app.task(
