@@ -476,6 +476,9 @@ def test_the_ready_queue_is_configured_by_the_environment(
         ({"SMTPKIT_REDIS_URL": ""}, "SMTPKIT_REDIS_URL"),
         ({"SMTPKIT_RATE_ACCOUNT": "a", "SMTPKIT_RATE_PER_SECOND": "x"}, "SMTPKIT_RATE"),
         ({"SMTPKIT_RATE_ACCOUNT": "a"}, "SMTPKIT_RATE"),
+        ({"SMTPKIT_RATE_PER_SECOND": "10"}, "need SMTPKIT_RATE_ACCOUNT"),
+        ({"SMTPKIT_RATE_PER_DAY": "1000"}, "need SMTPKIT_RATE_ACCOUNT"),
+        ({"SMTPKIT_AT_LEAST_ONCE": "maybe"}, "SMTPKIT_AT_LEAST_ONCE"),
     ],
 )
 def test_the_ready_queue_refuses_bad_settings(redis_url, smtp_server, extra, text):

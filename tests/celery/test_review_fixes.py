@@ -335,3 +335,52 @@ def test_a_second_queue_with_the_same_name_on_one_app_is_refused(
     assert MailQueue(other, redis_url="redis://127.0.0.1:1/0", transport=FakeTransport)
     assert make_queue(name="second").task is not app.tasks["smtpkit.send"]
     other.close()
+
+
+@pytest.mark.parametrize(
+    ("flag", "on"),
+    [("True", True), ("YES", True), ("1", True), (" on ", True), ("False", False)],
+)
+def test_at_least_once_from_the_environment(redis_url, flag, on) -> None:
+    environ = {
+        "SMTPKIT_REDIS_URL": redis_url,
+        "SMTP_URL": "smtp://127.0.0.1:25",
+        "SMTPKIT_AT_LEAST_ONCE": flag,
+    }
+    queue = MailQueue.from_env(environ=environ)
+    assert queue.settings.at_least_once is on
+    queue.app.close()
+
+
+def test_a_malformed_smtp_url_is_a_configuration_error(redis_url) -> None:
+    environ = {
+        "SMTPKIT_REDIS_URL": redis_url,
+        "SMTP_URL": "smtp://127.0.0.1:25?timeout=abc",
+    }
+    with pytest.raises(ConfigurationError, match="SMTP_"):
+        MailQueue.from_env(environ=environ)
+
+
+def test_at_least_once_whose_last_attempt_died_ends_unknown(make_queue) -> None:
+    store = make_queue().store
+    store.mark_queued(["k"])
+
+    def claim(token: str, lease: float) -> list[str]:
+        claims = store.claim(["k"], token, lease=lease, at_least_once=True, attempts=2)
+        return [c.verdict for c in claims]
+
+    assert claim("A", 30) == ["go"]
+    deferred = Outcome(
+        "k", DeliveryState.RETRYING, accepted=["a@example.org"], reason="b deferred"
+    )
+    store.finish([deferred], "A")
+    assert claim("B", 0.01) == ["go"]
+    time.sleep(0.05)  # B, on the last attempt, died after the final dot
+    assert claim("C", 30) == ["unknown"]
+    result = store.get("k")
+    assert result.state is DeliveryState.UNKNOWN
+    assert "may have been accepted" in (result.reason or "")
+    assert result.accepted == ("a@example.org",)
+    # B finishing late records what really happened.
+    done = Outcome("k", DeliveryState.DELIVERED, accepted=["b@example.org"])
+    assert store.finish([done], "B") == ["delivered"]

@@ -45,6 +45,8 @@ QUEUE_RETRY_POLICY: Final = RetryPolicy(
 )
 """Retries through the queue: 30 s, 1 min, 2 min ... up to 30 min, 8 attempts."""
 
+_TRUE: Final = frozenset({"1", "true", "yes", "on"})
+_FALSE: Final = frozenset({"", "0", "false", "no", "off"})
 _ROUTING: Final = frozenset({"queue", "exchange", "routing_key", "priority"})
 _QUEUES: weakref.WeakSet[MailQueue] = weakref.WeakSet()
 _MAILER_RETRY: Final = 30.0  # seconds before a worker tries to build its mailer again
@@ -193,8 +195,9 @@ class MailQueue:
         is the broker when no *app* is given (default: the Redis URL); the SMTP
         server comes from ``SMTP_URL`` or ``SMTP_HOST``... (``SMTPConfig.from_env``);
         ``SMTPKIT_RATE_ACCOUNT`` with ``SMTPKIT_RATE_PER_SECOND`` and optionally
-        ``SMTPKIT_RATE_PER_DAY`` set a ``FleetRateLimit``; ``SMTPKIT_AT_LEAST_ONCE=1``
-        turns at-least-once on.  Workers can run it as they are:
+        ``SMTPKIT_RATE_PER_DAY`` set a ``FleetRateLimit`` (a rate without an account
+        is an error); ``SMTPKIT_AT_LEAST_ONCE`` set to ``1``/``true``/``yes``/``on``
+        (any case) turns at-least-once on.  Workers can run it as they are:
         ``celery -A smtpkit.contrib.celery.worker worker``.
 
         Raises:
@@ -209,6 +212,12 @@ class MailQueue:
             broker = env.get("SMTPKIT_BROKER_URL") or redis_url
             app = Celery("smtpkit", broker=broker, set_as_current=False)
         rate_limit = None
+        rate_vars = ("SMTPKIT_RATE_PER_SECOND", "SMTPKIT_RATE_PER_DAY")
+        if not env.get("SMTPKIT_RATE_ACCOUNT") and any(env.get(v) for v in rate_vars):
+            msg = (
+                "SMTPKIT_RATE_PER_* need SMTPKIT_RATE_ACCOUNT (the account they limit)"
+            )
+            raise ConfigurationError(msg)
         if env.get("SMTPKIT_RATE_ACCOUNT"):
             try:
                 rate_limit = FleetRateLimit.model_validate(
@@ -221,12 +230,21 @@ class MailQueue:
             except ValueError as exc:
                 msg = f"SMTPKIT_RATE_* do not make a rate limit: {exc}"
                 raise ConfigurationError(msg) from exc
+        flag = env.get("SMTPKIT_AT_LEAST_ONCE", "").strip().lower()
+        if flag not in _TRUE | _FALSE:
+            msg = f"SMTPKIT_AT_LEAST_ONCE must be 1/true/yes or 0/false/no: {flag!r}"
+            raise ConfigurationError(msg)
+        try:
+            config = SMTPConfig.from_env(environ=env)
+        except ValueError as exc:  # pydantic's ValidationError
+            msg = f"the SMTP_* variables do not make an SMTPConfig: {exc}"
+            raise ConfigurationError(msg) from exc
         return cls(
             app,
             redis_url=redis_url,
-            config=SMTPConfig.from_env(environ=env),
+            config=config,
             rate_limit=rate_limit,
-            at_least_once=env.get("SMTPKIT_AT_LEAST_ONCE", "") in {"1", "true", "yes"},
+            at_least_once=flag in _TRUE,
         )
 
     def build_mailer(self) -> Mailer:

@@ -106,6 +106,7 @@ local now = tonumber(t[1]) + tonumber(t[2]) / 1e6
 local st = redis.call('HGET', KEYS[1], 'state')
 if st == 'delivered' or st == 'failed' or st == 'unknown' then return {st} end
 local dup = redis.call('HGET', KEYS[1], 'dup') or '0'
+local taken = false
 if st == 'sending' then
   local owner = redis.call('HGET', KEYS[1], 'owner')
   if owner ~= ARGV[1] then
@@ -117,11 +118,18 @@ if st == 'sending' then
         .. 'the message may have been accepted')
       return {'unknown'}
     end
-    dup = '1'
+    dup, taken = '1', true
   end
 end
 local attempts = tonumber(redis.call('HGET', KEYS[1], 'attempts') or '0')
 if st ~= 'sending' or redis.call('HGET', KEYS[1], 'owner') ~= ARGV[1] then
+  if attempts >= tonumber(ARGV[4]) and taken then
+    -- The last attempt died while sending: it may have been accepted.
+    redis.call('HSET', KEYS[1], 'state', 'unknown', 'expired', '1', 'reason',
+      'the last attempt (' .. attempts .. ') died or stalled while sending '
+      .. '(its lease expired); the message may have been accepted')
+    return {'unknown'}
+  end
   if attempts >= tonumber(ARGV[4]) then
     redis.call('HSET', KEYS[1], 'state', 'failed', 'reason',
       'gave up after ' .. attempts .. ' attempts')
