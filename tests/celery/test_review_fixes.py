@@ -21,9 +21,9 @@ from redis.exceptions import NoScriptError
 
 from smtpkit import ConfigurationError, SMTPConfig
 from smtpkit.contrib.celery import DeliveryState, FleetRateLimit, MailQueue
-from smtpkit.contrib.celery._limiter import Limiter
+from smtpkit.contrib.celery._limiter import Limiter, Reservation
 from smtpkit.contrib.celery._queue import _routing_of
-from smtpkit.contrib.celery._runner import ChunkOutcome
+from smtpkit.contrib.celery._runner import ChunkOutcome, send_chunk
 from smtpkit.contrib.celery._state import Outcome
 from smtpkit.testing import FakeTransport
 
@@ -50,21 +50,33 @@ def test_the_same_key_twice_in_one_chunk_is_sent_once(make_queue, smtp_server):
 
 
 class _QuotaOnSecondMail(RecordingHandler):
-    """Answers the second MAIL FROM with Amazon SES's daily-quota reply."""
+    """Answers the second MAIL FROM with a provider's quota reply."""
 
     mails = 0
+    reply = "454 Throttling failure: Daily message quota exceeded"  # Amazon SES
 
     async def handle_MAIL(self, server, session, envelope, address, mail_options):  # noqa: N802
         self.mails += 1
         if self.mails == 2:
-            return "454 Throttling failure: Daily message quota exceeded"
+            return self.reply
         return await super().handle_MAIL(
             server, session, envelope, address, mail_options
         )
 
 
-def test_a_quota_reply_mid_chunk_resends_only_the_refused(make_queue) -> None:
-    server = Server(_QuotaOnSecondMail())
+@pytest.mark.parametrize(
+    ("reply", "resume"),
+    [
+        ("454 Throttling failure: Daily message quota exceeded", None),
+        ("451 MI:SFQ the sender's 15-minute quota is spent", 900.0),  # NetEase
+    ],
+)
+def test_a_quota_reply_mid_chunk_resends_only_the_refused(
+    make_queue, reply, resume
+) -> None:
+    handler = _QuotaOnSecondMail()
+    handler.reply = reply
+    server = Server(handler)
     try:
         queue = make_queue(
             config=SMTPConfig(host=server.host, port=server.port, tls="none", timeout=5)
@@ -77,7 +89,7 @@ def test_a_quota_reply_mid_chunk_resends_only_the_refused(make_queue) -> None:
             "<m3@example.com>": "delivered",  # already on the wire
         }
         [(countdown, later)] = first.later
-        assert countdown >= 1.0
+        assert countdown == (resume or 1.0)  # the provider's word, else the backoff
         assert [i["key"] for i in later] == ["<m2@example.com>"]
         assert queue.result("<m2@example.com>").attempts == 0
         assert "quota" in (queue.result("<m2@example.com>").reason or "")
@@ -384,3 +396,29 @@ def test_at_least_once_whose_last_attempt_died_ends_unknown(make_queue) -> None:
     # B finishing late records what really happened.
     done = Outcome("k", DeliveryState.DELIVERED, accepted=["b@example.org"])
     assert store.finish([done], "B") == ["delivered"]
+
+
+class _StolenBeforeRelease:
+    """A limiter that refuses the slot after another worker took the key."""
+
+    def __init__(self, store: Any) -> None:
+        self.store = store
+
+    def acquire(self) -> Reservation:
+        self.store.client.hset(self.store._key("<m1@example.com>"), "owner", "thief")
+        return Reservation(False, 5.0)
+
+
+def test_a_claim_taken_meanwhile_is_not_requeued_by_the_loser(make_queue, smtp_server):
+    queue = make_queue()
+    items = queue.items([message(1)])
+    outcome = send_chunk(
+        items,
+        mailer=queue.local.mailer,
+        store=queue.store,
+        settings=queue.settings,
+        limiter=_StolenBeforeRelease(queue.store),  # type: ignore[arg-type]
+    )
+    assert outcome.states == {"<m1@example.com>": "stale"}
+    assert outcome.later == []  # the thief sends it, not us
+    assert smtp_server.messages == []

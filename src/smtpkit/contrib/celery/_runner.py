@@ -15,7 +15,7 @@ import random
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 from smtpkit import (
     Envelope,
@@ -38,6 +38,9 @@ from ._payload import Item, load_item
 from ._state import Claim, DeliveryState, Outcome, StateStore
 
 __all__ = ["ChunkOutcome", "Settings", "send_chunk"]
+
+
+_REQUEUED: Final = frozenset({DeliveryState.QUEUED.value, DeliveryState.RETRYING.value})
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,9 +145,9 @@ def send_chunk(
         slot = limiter.acquire()
         if not slot.reserved:
             reason = "daily quota spent" if slot.quota_spent else "rate limited"
-            store.release([item["key"]], run.token, reason)
-            outcome.states[item["key"]] = "rate_limited"
-            outcome.requeue(slot.wait, item)
+            _release(batch, run, reason, slot.wait)
+            if outcome.states[item["key"]] in _REQUEUED:
+                outcome.states[item["key"]] = "rate_limited"
             continue
         _send(batch, run)
     return outcome
@@ -221,7 +224,7 @@ def _release(batch: Sequence[_Pending], run: _Run, reason: str, wait: float) -> 
         keys, run.store.release(keys, run.token, reason), strict=True
     ):
         run.outcome.states[key] = state
-        if state in {DeliveryState.QUEUED.value, DeliveryState.RETRYING.value}:
+        if state in _REQUEUED:  # else another worker took it meanwhile
             run.outcome.requeue(wait, run.items[key])
 
 
