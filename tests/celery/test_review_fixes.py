@@ -369,8 +369,17 @@ def test_a_malformed_smtp_url_is_a_configuration_error(redis_url) -> None:
         "SMTPKIT_REDIS_URL": redis_url,
         "SMTP_URL": "smtp://127.0.0.1:25?timeout=abc",
     }
-    with pytest.raises(ConfigurationError, match="SMTP_"):
+    with pytest.raises(ConfigurationError, match="SMTP_") as raised:
         MailQueue.from_env(environ=environ)
+    assert "timeout" in str(raised.value)
+    assert "abc" not in str(raised.value)  # values stay out: one may be a password
+    assert raised.value.__cause__ is None
+    environ["SMTP_URL"] = "smtp://127.0.0.1:25"
+    environ["SMTPKIT_RATE_ACCOUNT"] = "acct"
+    environ["SMTPKIT_RATE_PER_SECOND"] = "S3cret"
+    with pytest.raises(ConfigurationError, match="per_second") as raised:
+        MailQueue.from_env(environ=environ)
+    assert "S3cret" not in str(raised.value)
 
 
 def test_at_least_once_whose_last_attempt_died_ends_unknown(make_queue) -> None:

@@ -20,6 +20,7 @@ from typing import Any, Final
 import redis
 from celery import Celery, signals
 from celery.exceptions import Reject
+from pydantic import ValidationError
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
@@ -227,18 +228,19 @@ class MailQueue:
                         "per_day": env.get("SMTPKIT_RATE_PER_DAY") or None,
                     }
                 )
-            except ValueError as exc:
-                msg = f"SMTPKIT_RATE_* do not make a rate limit: {exc}"
-                raise ConfigurationError(msg) from exc
+            except ValidationError as exc:
+                msg = f"SMTPKIT_RATE_* do not make a rate limit: {_describe(exc)}"
+                raise ConfigurationError(msg) from None
         flag = env.get("SMTPKIT_AT_LEAST_ONCE", "").strip().lower()
         if flag not in _TRUE | _FALSE:
             msg = f"SMTPKIT_AT_LEAST_ONCE must be 1/true/yes or 0/false/no: {flag!r}"
             raise ConfigurationError(msg)
         try:
             config = SMTPConfig.from_env(environ=env)
-        except ValueError as exc:  # pydantic's ValidationError
-            msg = f"the SMTP_* variables do not make an SMTPConfig: {exc}"
-            raise ConfigurationError(msg) from exc
+        except ValidationError as exc:
+            # The values are left out: SMTP_PASSWORD may be among them.
+            msg = f"the SMTP_* variables do not make an SMTPConfig: {_describe(exc)}"
+            raise ConfigurationError(msg) from None
         return cls(
             app,
             redis_url=redis_url,
@@ -377,6 +379,14 @@ class MailQueue:
             settings=self.settings,
             limiter=local.limiter,
         )
+
+
+def _describe(exc: ValidationError) -> str:
+    """What is wrong, field by field, without the (possibly secret) values."""
+    return "; ".join(
+        f"{'.'.join(str(part) for part in error['loc']) or 'value'}: {error['msg']}"
+        for error in exc.errors(include_url=False, include_input=False)
+    )
 
 
 def _routing_of(task: Any, routing: Mapping[str, Any] | None) -> dict[str, Any]:
