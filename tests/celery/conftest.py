@@ -10,11 +10,17 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from celery import Celery
+
+from smtpkit import RetryPolicy, SMTPConfig
+from smtpkit.contrib.celery import MailQueue
 
 from ..integration.smtpd import RecordingHandler, Server
 from .redisproc import RedisServer, redis_unavailable_reason, skip_or_fail
 
 pytestmark = pytest.mark.celery
+
+FAST = RetryPolicy(attempts=3, wait_initial=1.0, wait_jitter=0.0, timeout=None)
 
 
 @pytest.fixture(scope="session")
@@ -53,3 +59,33 @@ def smtp_server() -> Iterator[Server]:
     server = Server(RecordingHandler(pipelining=True))
     yield server
     server.stop()
+
+
+@pytest.fixture
+def app() -> Iterator[Celery]:
+    app = Celery("smtpkit-test", broker="memory://", backend=None, set_as_current=False)
+    app.conf.task_always_eager = True
+    yield app
+    app.close()
+
+
+@pytest.fixture
+def make_queue(app: Celery, redis_url: str, smtp_server: Server) -> Iterator[object]:
+    queues: list[MailQueue] = []
+
+    def make(**kwargs: object) -> MailQueue:
+        if "transport" not in kwargs:
+            kwargs.setdefault(
+                "config",
+                SMTPConfig(
+                    host=smtp_server.host, port=smtp_server.port, tls="none", timeout=5
+                ),
+            )
+        kwargs.setdefault("retry", FAST)
+        queue = MailQueue(app, redis_url=redis_url, **kwargs)  # type: ignore[arg-type]
+        queues.append(queue)
+        return queue
+
+    yield make
+    for queue in queues:
+        queue.close()

@@ -7,7 +7,6 @@ import importlib
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 
 import pytest
 import redis
@@ -19,7 +18,6 @@ from smtpkit import (
     ConfigurationError,
     Envelope,
     Message,
-    RetryPolicy,
     ServerDisconnectedError,
     SMTPConfig,
 )
@@ -32,8 +30,6 @@ from ..integration.smtpd import Server
 
 pytestmark = pytest.mark.celery
 
-FAST = RetryPolicy(attempts=3, wait_initial=1.0, wait_jitter=0.0, timeout=None)
-
 
 def message(n: int = 0, **fields: object) -> Message:
     fields.setdefault("to", "rcpt@example.com")
@@ -44,36 +40,6 @@ def message(n: int = 0, **fields: object) -> Message:
         message_id=f"<m{n}@example.com>",
         **fields,  # type: ignore[arg-type]
     )
-
-
-@pytest.fixture
-def app() -> Iterator[Celery]:
-    app = Celery("smtpkit-test", broker="memory://", backend=None, set_as_current=False)
-    app.conf.task_always_eager = True
-    yield app
-    app.close()
-
-
-@pytest.fixture
-def make_queue(app: Celery, redis_url: str, smtp_server: Server) -> Iterator[object]:
-    queues: list[MailQueue] = []
-
-    def make(**kwargs: object) -> MailQueue:
-        if "transport" not in kwargs:
-            kwargs.setdefault(
-                "config",
-                SMTPConfig(
-                    host=smtp_server.host, port=smtp_server.port, tls="none", timeout=5
-                ),
-            )
-        kwargs.setdefault("retry", FAST)
-        queue = MailQueue(app, redis_url=redis_url, **kwargs)  # type: ignore[arg-type]
-        queues.append(queue)
-        return queue
-
-    yield make
-    for queue in queues:
-        queue.close()
 
 
 def ids(server: Server) -> list[str]:
@@ -455,7 +421,7 @@ def test_a_closed_mailer_sends_nothing_and_requeues(make_queue, smtp_server) -> 
     items = queue.items([message(1)])
     queue.local.mailer.close()
     outcome = queue.run(items)
-    assert outcome.states == {"<m1@example.com>": "retrying"}
+    assert outcome.states == {"<m1@example.com>": "queued"}  # no attempt counted
     assert "closed" in (queue.result("<m1@example.com>").reason or "")
     assert outcome.later[0][1] == items
     assert smtp_server.messages == []
@@ -510,6 +476,9 @@ def test_the_ready_queue_is_configured_by_the_environment(
         ({"SMTPKIT_REDIS_URL": ""}, "SMTPKIT_REDIS_URL"),
         ({"SMTPKIT_RATE_ACCOUNT": "a", "SMTPKIT_RATE_PER_SECOND": "x"}, "SMTPKIT_RATE"),
         ({"SMTPKIT_RATE_ACCOUNT": "a"}, "SMTPKIT_RATE"),
+        ({"SMTPKIT_RATE_PER_SECOND": "10"}, "need SMTPKIT_RATE_ACCOUNT"),
+        ({"SMTPKIT_RATE_PER_DAY": "1000"}, "need SMTPKIT_RATE_ACCOUNT"),
+        ({"SMTPKIT_AT_LEAST_ONCE": "maybe"}, "SMTPKIT_AT_LEAST_ONCE"),
     ],
 )
 def test_the_ready_queue_refuses_bad_settings(redis_url, smtp_server, extra, text):

@@ -14,6 +14,7 @@ Redis server, so the machines' clocks need not agree.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -27,32 +28,35 @@ if TYPE_CHECKING:
 __all__ = ["FleetRateLimit", "Limiter", "Reservation"]
 
 # KEYS[1]=theoretical arrival time, KEYS[2]=per-day counter prefix.
-# ARGV: interval (s), per-day limit (0: none), longest wait to reserve (s).
-# Returns {verdict, wait}: 1 reserved (send after wait), 0 too far ahead (retry
-# after wait), -1 the day's quota is spent (retry after wait, at the next UTC day).
+# ARGV: interval (integer microseconds), per-day limit (0: none), longest wait to
+# reserve (integer microseconds).  Times are whole microseconds, exact in a Lua
+# number (a double holds integers to 2^53), so no step is rounded at any rate.
+# Returns {verdict, wait in microseconds}: 1 reserved (send after wait), 0 too far
+# ahead (retry after wait), -1 the day's quota is spent (retry at the next UTC day).
 _RESERVE: Final = """
 local t = redis.call('TIME')
-local now = tonumber(t[1]) + tonumber(t[2]) / 1e6
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local per_day = tonumber(ARGV[2])
-local day_key = KEYS[2] .. math.floor(now / 86400)
+local day = math.floor(tonumber(t[1]) / 86400)
+local day_key = KEYS[2] .. day
 if per_day > 0 then
   local used = tonumber(redis.call('GET', day_key) or '0')
   if used >= per_day then
-    return {-1, tostring(86400 - (now % 86400))}
+    return {-1, string.format('%d', (day + 1) * 86400000000 - now)}
   end
 end
 local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
 if tat < now then tat = now end
 local wait = tat - now
-if wait > tonumber(ARGV[3]) then return {0, tostring(wait)} end
+if wait > tonumber(ARGV[3]) then return {0, string.format('%d', wait)} end
 local interval = tonumber(ARGV[1])
-redis.call('SET', KEYS[1], tostring(tat + interval), 'PX',
-  math.ceil((wait + interval) * 1000) + 1000)
+redis.call('SET', KEYS[1], string.format('%d', tat + interval), 'PX',
+  math.ceil((wait + interval) / 1000) + 1000)
 if per_day > 0 then
   redis.call('INCR', day_key)
   redis.call('EXPIRE', day_key, 2 * 86400)
 end
-return {1, tostring(wait)}
+return {1, string.format('%d', wait)}
 """
 
 
@@ -98,7 +102,7 @@ class Limiter:
     ) -> None:
         self.limit = limit
         self._keys = [
-            f"{prefix}rl:{limit.account}:tat",
+            f"{prefix}rl:{limit.account}:tat_us",
             f"{prefix}rl:{limit.account}:day:",
         ]
         self._script = client.register_script(_RESERVE)
@@ -107,9 +111,13 @@ class Limiter:
     def reserve(self) -> Reservation:
         """Reserve the next slot, without waiting for it."""
         limit = self.limit
-        args = [1.0 / limit.per_second, limit.per_day or 0, limit.max_wait]
+        args = [
+            math.ceil(1e6 / limit.per_second),  # never faster than the limit
+            limit.per_day or 0,
+            round(limit.max_wait * 1e6),
+        ]
         verdict, wait = self._script(keys=self._keys, args=args)
-        return Reservation(int(verdict) == 1, float(wait), int(verdict) == -1)
+        return Reservation(int(verdict) == 1, int(wait) / 1e6, int(verdict) == -1)
 
     def acquire(self) -> Reservation:
         """Reserve a slot and sleep until it comes; a far one is returned unslept."""

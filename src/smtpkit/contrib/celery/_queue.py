@@ -20,6 +20,7 @@ from typing import Any, Final
 import redis
 from celery import Celery, signals
 from celery.exceptions import Reject
+from pydantic import ValidationError
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
@@ -45,6 +46,9 @@ QUEUE_RETRY_POLICY: Final = RetryPolicy(
 )
 """Retries through the queue: 30 s, 1 min, 2 min ... up to 30 min, 8 attempts."""
 
+_TRUE: Final = frozenset({"1", "true", "yes", "on"})
+_FALSE: Final = frozenset({"", "0", "false", "no", "off"})
+_ROUTING: Final = frozenset({"queue", "exchange", "routing_key", "priority"})
 _QUEUES: weakref.WeakSet[MailQueue] = weakref.WeakSet()
 _MAILER_RETRY: Final = 30.0  # seconds before a worker tries to build its mailer again
 logger = logging.getLogger("smtpkit")
@@ -153,6 +157,7 @@ class MailQueue:
             msg = f"chunk_size must be >= 1 and lease > 0: {chunk_size}, {lease}"
             raise ConfigurationError(msg)
         self.app = app
+        self.name = name
         self.redis_url = redis_url
         self.config = config
         self._transport = transport
@@ -161,6 +166,11 @@ class MailQueue:
         self.prefix = prefix
         self.ttl = ttl
         self.settings = Settings(retry=retry, at_least_once=at_least_once, lease=lease)
+        if any(q.app is app and q.name == name for q in list(_QUEUES)):
+            # Celery would hand back the first queue's task: this queue's
+            # messages would go through the first one's server and settings.
+            msg = f"a MailQueue named {name!r} exists on this app already: pass name="
+            raise ConfigurationError(msg)
         self._local: _Local | None = None
         self._local_lock = threading.Lock()
         self.task = app.task(
@@ -186,8 +196,9 @@ class MailQueue:
         is the broker when no *app* is given (default: the Redis URL); the SMTP
         server comes from ``SMTP_URL`` or ``SMTP_HOST``... (``SMTPConfig.from_env``);
         ``SMTPKIT_RATE_ACCOUNT`` with ``SMTPKIT_RATE_PER_SECOND`` and optionally
-        ``SMTPKIT_RATE_PER_DAY`` set a ``FleetRateLimit``; ``SMTPKIT_AT_LEAST_ONCE=1``
-        turns at-least-once on.  Workers can run it as they are:
+        ``SMTPKIT_RATE_PER_DAY`` set a ``FleetRateLimit`` (a rate without an account
+        is an error); ``SMTPKIT_AT_LEAST_ONCE`` set to ``1``/``true``/``yes``/``on``
+        (any case) turns at-least-once on.  Workers can run it as they are:
         ``celery -A smtpkit.contrib.celery.worker worker``.
 
         Raises:
@@ -202,6 +213,12 @@ class MailQueue:
             broker = env.get("SMTPKIT_BROKER_URL") or redis_url
             app = Celery("smtpkit", broker=broker, set_as_current=False)
         rate_limit = None
+        rate_vars = ("SMTPKIT_RATE_PER_SECOND", "SMTPKIT_RATE_PER_DAY")
+        if not env.get("SMTPKIT_RATE_ACCOUNT") and any(env.get(v) for v in rate_vars):
+            msg = (
+                "SMTPKIT_RATE_PER_* need SMTPKIT_RATE_ACCOUNT (the account they limit)"
+            )
+            raise ConfigurationError(msg)
         if env.get("SMTPKIT_RATE_ACCOUNT"):
             try:
                 rate_limit = FleetRateLimit.model_validate(
@@ -211,15 +228,25 @@ class MailQueue:
                         "per_day": env.get("SMTPKIT_RATE_PER_DAY") or None,
                     }
                 )
-            except ValueError as exc:
-                msg = f"SMTPKIT_RATE_* do not make a rate limit: {exc}"
-                raise ConfigurationError(msg) from exc
+            except ValidationError as exc:
+                msg = f"SMTPKIT_RATE_* do not make a rate limit: {_describe(exc)}"
+                raise ConfigurationError(msg) from None
+        flag = env.get("SMTPKIT_AT_LEAST_ONCE", "").strip().lower()
+        if flag not in _TRUE | _FALSE:
+            msg = f"SMTPKIT_AT_LEAST_ONCE must be 1/true/yes or 0/false/no: {flag!r}"
+            raise ConfigurationError(msg)
+        try:
+            config = SMTPConfig.from_env(environ=env)
+        except ValidationError as exc:
+            # The values are left out: SMTP_PASSWORD may be among them.
+            msg = f"the SMTP_* variables do not make an SMTPConfig: {_describe(exc)}"
+            raise ConfigurationError(msg) from None
         return cls(
             app,
             redis_url=redis_url,
-            config=SMTPConfig.from_env(environ=env),
+            config=config,
             rate_limit=rate_limit,
-            at_least_once=env.get("SMTPKIT_AT_LEAST_ONCE", "") in {"1", "true", "yes"},
+            at_least_once=flag in _TRUE,
         )
 
     def build_mailer(self) -> Mailer:
@@ -304,9 +331,19 @@ class MailQueue:
         """
         items = self.items(messages, keys=keys)
         self.store.mark_queued((i["key"] for i in items), campaign)
+        # Retries and requeues go where the first task went (workers started
+        # with -Q mail never see the default queue).
+        routing = {
+            k: v
+            for k, v in options.items()
+            if k in _ROUTING and isinstance(v, (str, int))
+        }
+        kwargs = {"routing": routing} if routing else {}
         for start in range(0, len(items), self.chunk_size):
             self.task.apply_async(
-                args=(items[start : start + self.chunk_size],), **options
+                args=(items[start : start + self.chunk_size],),
+                kwargs=kwargs,
+                **options,
             )
         return [i["key"] for i in items]
 
@@ -324,8 +361,11 @@ class MailQueue:
         return self.store.report(keys, campaign=campaign)
 
     def sweep(self) -> int:
-        """End abandoned ``sending`` keys as ``unknown``; see ``StateStore.sweep``."""
-        return self.store.sweep()
+        """End abandoned keys as ``unknown``, flag lost retries (``StateStore.sweep``).
+
+        A retry is overdue when it has not run a lease after its countdown.
+        """
+        return self.store.sweep(grace=self.settings.lease)
 
     # -- worker side ----------------------------------------------------------------
 
@@ -341,15 +381,35 @@ class MailQueue:
         )
 
 
+def _describe(exc: ValidationError) -> str:
+    """What is wrong, field by field, without the (possibly secret) values."""
+    return "; ".join(
+        f"{'.'.join(str(part) for part in error['loc']) or 'value'}: {error['msg']}"
+        for error in exc.errors(include_url=False, include_input=False)
+    )
+
+
+def _routing_of(task: Any, routing: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Where to publish a requeue: as enqueued, else as this task was delivered."""
+    if routing:
+        return dict(routing)
+    info = getattr(task.request, "delivery_info", None) or {}
+    return {k: info[k] for k in ("exchange", "routing_key", "priority") if info.get(k)}
+
+
 def _task_body(queue: MailQueue) -> Callable[..., dict[str, str]]:
-    def send_messages(task: Any, items: list[Item]) -> dict[str, str]:
+    def send_messages(
+        task: Any, items: list[Item], routing: Mapping[str, Any] | None = None
+    ) -> dict[str, str]:
         try:
             queue.local.mailer  # noqa: B018 - built before any key is claimed
         except Exception as exc:
             # A worker that cannot build its mailer (a bad setting, a failing
             # transport factory) leaves the keys queued and tries again later.
             logger.exception("smtpkit: the worker cannot build its mailer")
-            raise task.retry(countdown=_MAILER_RETRY, max_retries=None) from exc
+            raise task.retry(
+                countdown=_MAILER_RETRY, max_retries=None, **_routing_of(task, routing)
+            ) from exc
         try:
             outcome = queue.run(items)
         except redis.RedisError as exc:
@@ -358,8 +418,18 @@ def _task_body(queue: MailQueue) -> Callable[..., dict[str, str]]:
             # the error end ``unknown`` once their lease runs out.
             logger.warning("smtpkit: Redis unreachable, task requeued: %s", exc)
             raise Reject(exc, requeue=True) from exc
-        for countdown, later in outcome.later:
-            task.apply_async(args=(later,), countdown=countdown)
+        options = _routing_of(task, routing)
+        kwargs = {"routing": routing} if routing else {}
+        try:
+            for countdown, later in outcome.later:
+                task.apply_async(
+                    args=(later,), kwargs=kwargs, countdown=countdown, **options
+                )
+        except Exception as exc:
+            # The broker refused the retry: give this task back instead, so its
+            # keys come round again (delivered ones send nothing twice).
+            logger.warning("smtpkit: requeue failed, task given back: %s", exc)
+            raise Reject(exc, requeue=True) from exc
         return outcome.states
 
     send_messages.__doc__ = "Send a chunk of serialised messages (smtpkit)."

@@ -7,6 +7,7 @@ tests call it directly against real Redis and a real SMTP server.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import platform
@@ -14,17 +15,22 @@ import random
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 from smtpkit import (
     Envelope,
     InvalidMessageError,
     Mailer,
     Message,
+    NotSentError,
+    QuotaExceededError,
+    ReplyReason,
     RetryPolicy,
     SendResult,
     SMTPKitError,
+    SMTPReplyError,
     TransportError,
+    explain_reply,
 )
 
 from ._limiter import Limiter
@@ -32,6 +38,9 @@ from ._payload import Item, load_item
 from ._state import Claim, DeliveryState, Outcome, StateStore
 
 __all__ = ["ChunkOutcome", "Settings", "send_chunk"]
+
+
+_REQUEUED: Final = frozenset({DeliveryState.QUEUED.value, DeliveryState.RETRYING.value})
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +64,17 @@ class ChunkOutcome:
 
     states: dict[str, str] = field(default_factory=dict)
     later: list[tuple[float, list[Item]]] = field(default_factory=list)
+
+    def postpone(self, keys: set[str], countdown: float) -> None:
+        """Send the items of *keys* again no sooner than *countdown* seconds."""
+        moved: list[tuple[float, Item]] = []
+        for n, (when, items) in enumerate(self.later):
+            keep = [i for i in items if i["key"] not in keys or when >= countdown]
+            moved += [(max(when, countdown), i) for i in items if i not in keep]
+            self.later[n] = (when, keep)
+        self.later = [(when, items) for when, items in self.later if items]
+        for when, item in moved:
+            self.requeue(when, item)
 
     def requeue(self, countdown: float, item: Item) -> None:
         """Send *item* again after *countdown* seconds (grouped by whole second)."""
@@ -94,7 +114,15 @@ def send_chunk(
     limiter: Limiter | None = None,
     rng: random.Random | None = None,
 ) -> ChunkOutcome:
-    """Send *items* once each, at most, and record every outcome in *store*."""
+    """Send *items* once each, at most, and record every outcome in *store*.
+
+    A key given twice (the same message enqueued twice in one call, colliding
+    ``keys=``) is sent once: only its first item is kept.
+    """
+    first: dict[str, Item] = {}
+    for item in items:
+        first.setdefault(item["key"], item)
+    items = list(first.values())
     outcome = ChunkOutcome()
     run = _Run(
         _token(),
@@ -108,13 +136,20 @@ def send_chunk(
     if limiter is None:
         _send(_claim_all(items, run), run)
         return outcome
-    for item in items:  # one slot per message, taken before the key is claimed
+    for item in items:
+        # Claim first: a slot (and a unit of the day's quota) only for a message
+        # that will really be sent.
+        batch = _claim_all([item], run)
+        if not batch:
+            continue
         slot = limiter.acquire()
         if not slot.reserved:
-            outcome.states[item["key"]] = "rate_limited"
-            outcome.requeue(slot.wait, item)
+            reason = "daily quota spent" if slot.quota_spent else "rate limited"
+            _release(batch, run, reason, slot.wait)
+            if outcome.states[item["key"]] in _REQUEUED:
+                outcome.states[item["key"]] = "rate_limited"
             continue
-        _send(_claim_all([item], run), run)
+        _send(batch, run)
     return outcome
 
 
@@ -159,34 +194,81 @@ def _claim_all(items: Sequence[Item], run: _Run) -> list[_Pending]:
 
 
 def _store(
-    outcomes: list[Outcome], run: _Run, later: list[float] | None = None
+    outcomes: list[Outcome],
+    run: _Run,
+    later: list[float] | None = None,
+    renew: Sequence[str] = (),
 ) -> None:
     if not outcomes:
         return
-    stored = run.store.finish(outcomes, run.token)
+    if later is not None:
+        outcomes = [
+            dataclasses.replace(done, retry_in=math.ceil(max(0.0, wait)))
+            for done, wait in zip(outcomes, later, strict=True)
+        ]
+    stored = run.store.finish(
+        outcomes, run.token, renew=renew, lease=run.settings.lease
+    )
     for n, (done, state) in enumerate(zip(outcomes, stored, strict=True)):
         run.outcome.states[done.key] = state
         if later is not None and state == DeliveryState.RETRYING.value:
             run.outcome.requeue(later[n], run.items[done.key])
 
 
+def _release(batch: Sequence[_Pending], run: _Run, reason: str, wait: float) -> None:
+    """Give back claims on messages never sent, and send them again after *wait*."""
+    if not batch:
+        return
+    keys = [p.item["key"] for p in batch]
+    for key, state in zip(
+        keys, run.store.release(keys, run.token, reason), strict=True
+    ):
+        run.outcome.states[key] = state
+        if state in _REQUEUED:  # else another worker took it meanwhile
+            run.outcome.requeue(wait, run.items[key])
+
+
 def _send(batch: list[_Pending], run: _Run) -> None:
+    """Send *batch* on one connection, recording each outcome as it comes.
+
+    After each message its outcome is stored and the leases of the messages still
+    to send are renewed, so a lease only has to outlast one message, never the
+    chunk, and a duplicate task never takes over keys a live worker is sending.
+    """
     if not batch:
         return
     # One connection per task, pipelined: connections = worker slots, fleet-wide.
     items = [(p.message, p.envelope) for p in batch]
+    done = 0
+    retrying: list[str] = []
     try:
-        results = run.mailer.send_many(items, concurrency=1)
-    except SMTPKitError as exc:  # the mailer was closed: nothing was sent
+        for result in run.mailer.send_iter(items, concurrency=1):
+            pending = batch[done]
+            done += 1
+            rest = [p.item["key"] for p in batch[done:]]
+            if isinstance(result.error, NotSentError) or _quota_refused(result):
+                # Not sent (stopped before it), or refused for the account's
+                # quota, not for itself: the attempt is given back, not counted.
+                wait = run.settings.retry.backoff(1, run.rng)
+                _release([pending], run, f"not sent: {result.error}", wait)
+                retrying.append(pending.item["key"])
+                continue
+            decided, wait = _decide(pending, result, run)
+            if decided.state is DeliveryState.RETRYING:
+                retrying.append(pending.item["key"])
+            _store([decided], run, [wait], renew=rest)
+    except QuotaExceededError as exc:
+        # The server said the quota is spent: what it accepted stays delivered;
+        # the messages not sent wait for the quota (resume_after when given).
+        resume = exc.resume_after
+        if resume is None:
+            resume = run.settings.retry.backoff(1, run.rng)
+        _release(batch[done:], run, f"not sent: {exc}", resume)
+        unsent = {p.item["key"] for p in batch[done:]}
+        run.outcome.postpone({*retrying, *unsent}, resume)
+    except SMTPKitError as exc:  # the mailer was closed: the rest was not sent
         wait = run.settings.retry.backoff(1, run.rng)
-        unsent = [
-            Outcome(p.item["key"], DeliveryState.RETRYING, reason=str(exc))
-            for p in batch
-        ]
-        _store(unsent, run, [wait] * len(unsent))
-        return
-    decided = [_decide(p, r, run) for p, r in zip(batch, results, strict=True)]
-    _store([d for d, _ in decided], run, [w for _, w in decided])
+        _release(batch[done:], run, str(exc), wait)
 
 
 def _decide(pending: _Pending, result: SendResult, run: _Run) -> tuple[Outcome, float]:
@@ -233,6 +315,17 @@ def _decide(pending: _Pending, result: SendResult, run: _Run) -> tuple[Outcome, 
     key = pending.item["key"]
     done = Outcome(key, state, accepted, replies, reason, duplicating)
     return done, wait
+
+
+def _quota_refused(result: SendResult) -> bool:
+    """True when the server refused the whole message because the quota is spent."""
+    error = result.error
+    if not isinstance(error, SMTPReplyError) or any(
+        r.accepted for r in result.recipients.values()
+    ):
+        return False
+    explanation = explain_reply(error.reply)
+    return explanation is not None and explanation.reason is ReplyReason.QUOTA_EXCEEDED
 
 
 def _refused(error: TransportError) -> dict[str, Any]:
