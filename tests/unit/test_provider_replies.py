@@ -8,7 +8,7 @@ import re
 from pathlib import Path
 
 import pytest
-from hypothesis import given
+from hypothesis import assume, given
 from hypothesis import strategies as st
 
 import smtpkit
@@ -182,6 +182,8 @@ def test_text_that_matches_no_rule_is_never_explained(code: int, text: str) -> N
 def test_hints_are_constants_that_never_carry_reply_text(
     rule: _Rule, secret: str
 ) -> None:
+    # A word the hint holds anyway ("before") proves nothing: leave it out.
+    assume(secret not in rule.hint and secret not in (rule.hint_zh or ""))
     reply = wire(f"{rule.example} {secret}")
     explanation = explain_reply(reply)
     if explanation is not None:
