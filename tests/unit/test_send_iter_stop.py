@@ -247,7 +247,10 @@ def test_ctrl_c_inside_submit_still_accounts_for_the_batch():
         finally:
             sys.settrace(previous)  # give coverage its tracer back
     assert fired
-    assert len(fake.outbox) == 5  # the batch being submitted did go out
+    # The batch being submitted went out, or its booted worker saw the stop
+    # before it began (a race of the two threads; 1 of about 5 whole-suite
+    # runs): either way each message is accounted for exactly once.
+    assert len(fake.outbox) in (0, 5)
     exactly_once(10, yielded, stream, fake)
 
 
