@@ -4,7 +4,6 @@ transport's answer checked, a caller's hook that raised, an interrupted run."""
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import logging
 from collections.abc import Callable
 
@@ -20,7 +19,13 @@ from ._exceptions import (
     TransportError,
 )
 from ._provider_replies import ReplyReason, explain_reply
-from ._transports.base import RecipientResult, SendResult, Transport, contract_breach
+from ._transports.base import (
+    RecipientResult,
+    SendResult,
+    Transport,
+    contract_breach,
+    takes_on_result,
+)
 from ._transports.failover import FailoverTransport
 
 __all__ = [
@@ -83,18 +88,6 @@ def log_sent(result: SendResult) -> None:
             len(result.accepted),
             result.reply.text if result.reply else "",
         )
-
-
-def takes_on_result(transport: Transport) -> bool:
-    """Whether ``transport.send_batch`` accepts ``on_result=`` (older ones do not)."""
-    try:
-        parameters = inspect.signature(transport.send_batch).parameters.values()
-    except (TypeError, ValueError):  # a builtin or otherwise opaque callable
-        return False
-    return any(
-        p.name == "on_result" or p.kind is inspect.Parameter.VAR_KEYWORD
-        for p in parameters
-    )
 
 
 def checked(outcome: object) -> SendResult | SMTPKitError:

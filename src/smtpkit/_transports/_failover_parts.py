@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import inspect
 import math
 import operator
 from collections.abc import Sequence
@@ -31,7 +30,7 @@ from .._exceptions import (
     TransportError,
 )
 from .._message import Envelope
-from .base import OnResult, SendResult, Transport, contract_breach
+from .base import OnResult, SendResult, Transport, contract_breach, takes_on_result
 
 __all__ = [
     "NOT_BACK",
@@ -140,7 +139,7 @@ class Server:
     def __init__(self, name: str, transport: Transport) -> None:
         self.name = name
         self.transport = transport
-        self.takes_on_result = _takes_on_result(transport)
+        self.takes_on_result = takes_on_result(transport)
         self.down_until = -NOT_BACK
         self.delivered = self.failed = self.moved = self.failures = 0
 
@@ -232,15 +231,3 @@ def copy_error(exc: SMTPKitError) -> SMTPKitError:
     duplicate = copy.copy(exc)
     duplicate.__cause__ = exc.__cause__
     return duplicate
-
-
-def _takes_on_result(transport: Transport) -> bool:
-    """Whether ``transport.send_batch`` accepts ``on_result=`` (older ones do not)."""
-    try:
-        parameters = inspect.signature(transport.send_batch).parameters.values()
-    except (TypeError, ValueError):  # a builtin or otherwise opaque callable
-        return False
-    return any(
-        p.name == "on_result" or p.kind is inspect.Parameter.VAR_KEYWORD
-        for p in parameters
-    )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+import inspect
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from types import TracebackType
@@ -23,6 +24,7 @@ __all__ = [
     "SendResult",
     "Transport",
     "contract_breach",
+    "takes_on_result",
 ]
 
 _OK = SMTPReply(250, "OK")
@@ -287,3 +289,15 @@ class Transport(abc.ABC):
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+def takes_on_result(transport: Transport) -> bool:
+    """Whether ``transport.send_batch`` accepts ``on_result=`` (older ones do not)."""
+    try:
+        parameters = inspect.signature(transport.send_batch).parameters.values()
+    except (TypeError, ValueError):  # a builtin or otherwise opaque callable
+        return False
+    return any(
+        p.name == "on_result" or p.kind is inspect.Parameter.VAR_KEYWORD
+        for p in parameters
+    )
