@@ -35,6 +35,9 @@ class Limits:
     quota: int | None = None
     refuse_at_mail: bool = False
     dmc_once_at: int | None = None  # the MAIL (0-based, per connection) refused
+    # Seconds a closed session still counts as active, as Postfix's anvil
+    # counts one until its smtpd has reported the disconnect.
+    linger: float = 0.0
     active: int = 0
     peak: int = 0  # most sessions served at once
     sessions: int = 0  # connections served (greeted with 220)
@@ -83,9 +86,16 @@ class LimitedSMTP(SMTP):
         with self.limits.lock:
             if self.served:
                 self.served = False
-                self.limits.active -= 1
                 self.limits.carried.append(self.messages)
+                if self.limits.linger:
+                    self.loop.call_later(self.limits.linger, self._forget_session)
+                else:
+                    self.limits.active -= 1
         super().connection_lost(error)
+
+    def _forget_session(self) -> None:
+        with self.limits.lock:
+            self.limits.active -= 1
 
     async def smtp_MAIL(self, arg: str) -> None:  # noqa: N802 - aiosmtpd's naming
         limits = self.limits

@@ -285,3 +285,30 @@ def test_a_message_limit_refusal_mid_batch_leaves_the_others_delivered_once(limi
     assert server.messages[-1].data.count(b"Subject: n3\r\n") == 1
     assert max_messages == 3  # what the connection carried before the refusal
     assert limits.sessions == 2
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("linger", [0.05, 0.3])
+def test_a_server_still_counting_a_closed_session_is_waited_for(limited, linger):
+    # Postfix's anvil counts a session until its smtpd reports the disconnect,
+    # a moment after our QUIT: the connection replacing a spent one (every 10
+    # messages here) is then refused "too many connections" while, as far as
+    # the pool knows, nothing of ours is open.  Waiting is right; failing the
+    # messages is not.
+    limits = Limits(max_connections=2, linger=linger)
+    server = limited(limits)
+    config = _config(
+        server, pool=PoolLimits(max_connections=4, max_messages_per_connection=10)
+    )
+    with Mailer(config, retry=NEVER) as mailer:
+        results = mailer.send_many(_messages(200))
+        pool_size = mailer.transport._pool.size
+    assert [r.error for r in results if r.error is not None] == []
+    assert all(r.attempts == 1 for r in results)
+    subjects = sorted(
+        m.data.split(b"Subject: ")[1].split(b"\r\n")[0] for m in server.messages
+    )
+    assert subjects == sorted(f"n{i}".encode() for i in range(200))
+    # A refusal while the other connection was open teaches 1 for a while.
+    assert 1 <= pool_size <= 2
+    assert limits.peak <= 2

@@ -250,3 +250,32 @@ def test_a_refusal_at_the_learnt_limit_requeues_without_warning(caplog):
     assert h.pool.max_messages == 3
     assert caplog.records == []
     h.pool.release(pooled, reusable=True)
+
+
+def test_a_refusal_right_after_our_quit_waits_and_keeps_the_size(monkeypatch):
+    # The server may still count the session we just ended (Postfix's anvil
+    # hears of it from smtpd a moment later): with nothing of ours open, that
+    # refusal is waited out (pausing longer each time in a row), not failed,
+    # and it teaches no smaller size.  A connection that broke, or was refused,
+    # was not ended by us and counts for nothing.
+    pauses: list[float] = []
+    monkeypatch.setattr("smtpkit._transports._adaptive.time.sleep", pauses.append)
+    h = Harness(max_connections=3, max_messages_per_connection=1)
+    adapter = PoolAdapter(h.pool, ProviderAdaptation())
+    broken = h.pool.acquire()
+    h.pool.release(broken, reusable=False)  # closed without QUIT
+    assert h.pool.recently_closed(2.0) == 0
+    assert not adapter.connection_refused(ICC)
+    spent = h.pool.acquire()
+    spent.messages = 1  # spent: the release QUITs it
+    h.pool.release(spent, reusable=True)
+    assert h.disposed[-1] == (spent.conn, True)
+    assert h.pool.recently_closed(2.0) == 1
+    assert adapter.connection_refused(ICC)
+    assert adapter.connection_refused(ICC, 3)
+    assert adapter.connection_refused(ICC, 10)
+    assert pauses == [0.05, 0.4, 2.0]
+    assert h.pool.size == 3
+    h.now += 2.5  # long enough ago: the refusal is real
+    assert h.pool.recently_closed(2.0) == 0
+    assert not adapter.connection_refused(ICC)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from typing import Final, Generic, TypeVar
 
@@ -28,6 +29,7 @@ from .._exceptions import RecipientsRefusedError, SMTPKitError, SMTPReplyError
 from .._provider_replies import ReplyExplanation, ReplyReason, explain_reply
 from ._pool import ConnectionPool, Pooled
 from ._session import Item
+from .base import SendResult
 
 __all__ = ["PoolAdapter", "explained"]
 
@@ -35,9 +37,13 @@ logger = logging.getLogger("smtpkit")
 
 C = TypeVar("C")
 
-# Refused connections a single send_batch call absorbs before the refusal is
-# the messages' error (the server may refuse for other clients' connections).
+# Refused connections in a row (with no message delivered between them) that a
+# send_batch call absorbs before the refusal is the messages' error (the server
+# may refuse for other clients' connections).
 MAX_ABSORBED_REFUSALS: Final = 8
+# Seconds after our close during which a server may still count a session
+# (Postfix's anvil hears of a disconnect from smtpd a moment after the QUIT).
+_SERVER_COUNT_LAG: Final = 2.0
 _MAX_GROW_AFTER: Final = 1_000_000  # messages: growing back never stops entirely
 
 
@@ -153,10 +159,17 @@ class PoolAdapter(Generic[C]):
             self._pool.limit_messages(carried)
         return len(refused)
 
-    def connection_refused(self, exc: SMTPKitError) -> bool:
+    def connection_refused(self, exc: SMTPKitError, in_a_row: int = 0) -> bool:
         """Shrink the pool when *exc* says "too many connections".
 
-        Called once the refused connection's slot is given back.
+        Called once the refused connection's slot is given back, with the
+        refusals absorbed just before this one (no message delivered since).
+
+        With nothing of ours open, a refusal is the messages' error, unless
+        we ended a connection a moment ago: the server may still count it (see
+        ``ConnectionPool.recently_closed``).  Then the pool keeps its size and
+        the sending thread pauses, a little longer at each refusal in a row, so
+        the server has time to notice the close before the next try.
 
         Returns:
             True when the messages should wait for an open connection instead
@@ -167,7 +180,10 @@ class PoolAdapter(Generic[C]):
         pool = self._pool
         established, connecting = pool.established()
         if established + connecting == 0:
-            return False  # nothing of ours to wait for: a real failure
+            if not pool.recently_closed(_SERVER_COUNT_LAG):
+                return False  # nothing of ours to wait for: a real failure
+            time.sleep(min(0.05 * 2**in_a_row, 2.0))  # 0.05 s, 0.1 s, ... 2 s
+            return True
         with self._lock:
             # The number the server did accept is a sharper signal than halving,
             # and concurrent refusals cannot shrink it below that together.  The
@@ -190,7 +206,9 @@ class PoolAdapter(Generic[C]):
             self._delivered = 0
         return True
 
-    def refused_midway(self, batch: list[Item], error: SMTPKitError) -> bool:
+    def refused_midway(
+        self, batch: list[Item], error: SMTPKitError, in_a_row: int = 0
+    ) -> bool:
         """Undo a "too many connections" 421 that came after the greeting.
 
         Some servers greet first and refuse at EHLO, MAIL or RCPT.  The messages
@@ -210,7 +228,7 @@ class PoolAdapter(Generic[C]):
             and not item.data_sent
             and self._is_connection_limit(item.outcome)
         ]
-        if not undone or not self.connection_refused(error):
+        if not undone or not self.connection_refused(error, in_a_row):
             return False
         for item in undone:
             _forget(item)
@@ -223,6 +241,12 @@ class PoolAdapter(Generic[C]):
             and explanation is not None
             and explanation.reason is ReplyReason.TOO_MANY_CONNECTIONS
         )
+
+    def delivered_in(self, batch: list[Item]) -> int:
+        """Count the messages of *batch* delivered (see :meth:`delivered`)."""
+        count = sum(isinstance(item.outcome, SendResult) for item in batch)
+        self.delivered(count)
+        return count
 
     def delivered(self, count: int) -> None:
         """Count *count* delivered messages; raise the learnt limits now and then."""

@@ -11,9 +11,10 @@ import contextlib
 import os
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Generic, TypeVar
+from typing import Final, Generic, TypeVar
 
 from .._config import PoolLimits
 from .._exceptions import ClosedError, PoolTimeoutError
@@ -21,6 +22,9 @@ from .._exceptions import ClosedError, PoolTimeoutError
 __all__ = ["ConnectionPool", "PoolStats", "Pooled"]
 
 C = TypeVar("C")
+
+# How long the close time of a connection is kept for recently_closed().
+_CLOSES_KEPT: Final = 60.0  # seconds
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,6 +159,25 @@ class ConnectionPool(Generic[C]):
         # Bumped whenever a message is settled or a slot comes back: a wait for a
         # pool the adapter shrank lasts as long as the pool keeps moving.
         self._progress = 0
+        # When open connections were last closed (see recently_closed).
+        self._closed_at: deque[float] = deque()
+
+    def recently_closed(self, within: float) -> int:
+        """Connections this pool ended with QUIT in the last *within* seconds.
+
+        A server counts a session until it has noticed the close (Postfix's
+        anvil hears of it from smtpd a moment after our QUIT), so a connection
+        replacing a spent one may be refused "too many connections" while none
+        of ours is open: these are the ones the server may still count.
+        """
+        with self._cond:
+            self._forget_closes(self._clock() - within)
+            return len(self._closed_at)
+
+    def _forget_closes(self, before: float) -> None:
+        closed_at = self._closed_at
+        while closed_at and closed_at[0] < before:
+            closed_at.popleft()
 
     def progressed(self) -> None:
         """Note that a connection settled a message (see :meth:`acquire`)."""
@@ -307,6 +330,10 @@ class ConnectionPool(Generic[C]):
                 self._in_use -= 1
                 self._discarded += counted
                 self._progress += 1
+                if polite:  # ended by us with QUIT, not refused or broken
+                    now = self._clock()
+                    self._forget_closes(now - _CLOSES_KEPT)
+                    self._closed_at.append(now)
                 self._cond.notify()
 
     def close(self) -> None:

@@ -431,14 +431,14 @@ class SMTPTransport(Transport):
         all_items = list(pending)
         report = Reporter(all_items, on_result)
         stale_retry_used = False
-        refusals = 0  # "too many connections" refusals absorbed so far
+        refusals = 0  # "too many connections" refusals absorbed in a row
         while pending:
             try:
                 pooled = self._pool.acquire()
             except (TransportError, ClosedError) as exc:
                 if (
                     refusals < MAX_ABSORBED_REFUSALS
-                    and self._adapter.connection_refused(exc)
+                    and self._adapter.connection_refused(exc, refusals)
                 ):
                     refusals += 1  # the server allows fewer: wait for an open one
                     continue
@@ -462,13 +462,12 @@ class SMTPTransport(Transport):
                 pooled.messages += len([i for i in batch if i.outcome is not None])
             finally:
                 self._pool.release(pooled, reusable=reusable)
-            self._adapter.delivered(
-                len([i for i in batch if isinstance(i.outcome, SendResult)])
-            )
+            # Progress: the refusals so far were passing, none in a row now.
+            refusals = 0 if self._adapter.delivered_in(batch) else refusals
             if (
                 error is not None
                 and refusals < MAX_ABSORBED_REFUSALS
-                and self._adapter.refused_midway(batch, error)
+                and self._adapter.refused_midway(batch, error, refusals)
             ):
                 refusals += 1  # "too many connections" after the greeting
                 requeued = 1
