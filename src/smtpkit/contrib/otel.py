@@ -238,10 +238,12 @@ class SMTPTelemetry:
         error: SMTPKitError | None,
     ) -> None:
         start = event.state.pop(self._start_key, None)
-        outcome = "failed" if error is not None else "sent"
         if isinstance(start, float):
+            # As HTTP's request duration does: error.type on failures only, so a
+            # delivered message costs the SDK no attribute set to clean and hash.
             self._duration.record(
-                time.perf_counter() - start, {"smtp.outcome": outcome}
+                time.perf_counter() - start,
+                None if error is None else {"error.type": type(error).__name__},
             )
         span = event.state.pop(self._span_key, None)
         if not isinstance(span, trace.Span):
