@@ -62,6 +62,27 @@ def _config(server, **fields) -> SMTPConfig:
     return SMTPConfig(host=server.host, port=server.port, tls="none", **fields)
 
 
+def _subjects(server) -> list[bytes]:
+    return sorted(
+        m.data.split(b"Subject: ")[1].split(b"\r\n")[0] for m in server.messages
+    )
+
+
+def _each_delivered_once(server, config: SMTPConfig, count: int) -> int:
+    """send_many *count* messages: each delivered once, at its first attempt.
+
+    Returns:
+        The pool's size afterwards (what the adapter learnt).
+    """
+    with Mailer(config, retry=NEVER) as mailer:
+        results = mailer.send_many(_messages(count))
+        pool_size = mailer.transport._pool.size
+    assert [r.error for r in results if r.error is not None] == []
+    assert all(r.attempts == 1 for r in results)
+    assert _subjects(server) == sorted(f"n{i}".encode() for i in range(count))
+    return pool_size
+
+
 @pytest.mark.timeout(120)
 def test_two_connections_and_fifty_messages_are_learnt_not_fought(limited):
     limits = Limits(max_connections=2, max_messages=50)
@@ -243,12 +264,6 @@ def test_stop_on_quota_can_be_switched_off(limited):
     assert sum(r.error is not None for r in results) == 5
 
 
-def _subjects(server) -> list[bytes]:
-    return sorted(
-        m.data.split(b"Subject: ")[1].split(b"\r\n")[0] for m in server.messages
-    )
-
-
 @pytest.mark.timeout(60)
 def test_too_many_connections_refused_at_mail_costs_no_attempt(limited):
     # The server greets every connection and refuses the extra ones' MAIL with
@@ -256,12 +271,7 @@ def test_too_many_connections_refused_at_mail_costs_no_attempt(limited):
     limits = Limits(max_connections=2, refuse_at_mail=True)
     server = limited(limits)
     config = _config(server, pool=PoolLimits(max_connections=4))
-    with Mailer(config, retry=NEVER) as mailer:
-        results = mailer.send_many(_messages(400))
-        pool_size = mailer.transport._pool.size
-    assert [r.error for r in results if r.error is not None] == []
-    assert all(r.attempts == 1 for r in results)
-    assert _subjects(server) == sorted(f"n{i}".encode() for i in range(400))
+    pool_size = _each_delivered_once(server, config, 400)
     assert limits.refused >= 1
     assert pool_size <= 2
 
@@ -297,12 +307,7 @@ def test_a_server_still_counting_a_closed_session_is_waited_for(limited, linger)
     config = _config(
         server, pool=PoolLimits(max_connections=4, max_messages_per_connection=10)
     )
-    with Mailer(config, retry=NEVER) as mailer:
-        results = mailer.send_many(_messages(200))
-        pool_size = mailer.transport._pool.size
-    assert [r.error for r in results if r.error is not None] == []
-    assert all(r.attempts == 1 for r in results)
-    assert _subjects(server) == sorted(f"n{i}".encode() for i in range(200))
+    pool_size = _each_delivered_once(server, config, 200)
     # A refusal while the other connection was open teaches 1 for a while.
     assert 1 <= pool_size <= 2
     assert limits.peak <= 2
