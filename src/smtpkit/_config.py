@@ -10,7 +10,7 @@ import ipaddress
 import os
 import ssl
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Final, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Final, Literal
 
 from pydantic import (
     BaseModel,
@@ -208,6 +208,39 @@ def redacted(
     return ValidationError.from_exception_data(error.title, details)
 
 
+class RedactingModel(BaseModel):
+    """A model whose validation errors quote the inputs of ``_shown_in_errors`` only.
+
+    The models that hold passwords (``SMTPConfig``, ``FailoverConfig``) derive
+    from it; their own validators redact the errors of validation proper.
+    """
+
+    _shown_in_errors: ClassVar[frozenset[str]] = frozenset()
+
+    @classmethod
+    @override
+    def model_validate_json(
+        cls,
+        json_data: str | bytes | bytearray,
+        *,
+        strict: bool | None = None,
+        context: Any | None = None,
+        **kwargs: Any,
+    ) -> Self:
+        """Validate JSON; a JSON syntax error does not quote the document.
+
+        pydantic reports invalid JSON before any validator runs, with the whole
+        document (password included) as the error's input.
+        """
+        try:
+            return super().model_validate_json(
+                json_data, strict=strict, context=context, **kwargs
+            )
+        except ValidationError as exc:
+            error = redacted(exc, cls._shown_in_errors)
+        raise error from None  # outside the except block: no chained original
+
+
 def _model_error(message: str) -> ValidationError:
     """Build the error of a cross-field check, without the input dict pydantic adds."""
     detail = InitErrorDetails(
@@ -239,7 +272,7 @@ def _no_line_breaks(value: str | None, what: str) -> str | None:
     return value
 
 
-class SMTPConfig(BaseModel):
+class SMTPConfig(RedactingModel):
     """Everything needed to reach and log in to one SMTP server.
 
     Secrets are ``SecretStr``: they never appear in ``repr()``, ``str()``, logs,
@@ -285,6 +318,7 @@ class SMTPConfig(BaseModel):
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid", arbitrary_types_allowed=True)
+    _shown_in_errors: ClassVar[frozenset[str]] = _SHOWN_FIELDS
 
     host: str = Field(min_length=1)
     port: int = Field(default=0, ge=1, le=65535, validate_default=False)
@@ -339,29 +373,6 @@ class SMTPConfig(BaseModel):
             source_address: str | tuple[str, int] | None = None,
         ) -> None:
             """Describe one server; see the class docstring for each field."""
-
-    @classmethod
-    @override
-    def model_validate_json(
-        cls,
-        json_data: str | bytes | bytearray,
-        *,
-        strict: bool | None = None,
-        context: Any | None = None,
-        **kwargs: Any,
-    ) -> Self:
-        """Validate JSON; a JSON syntax error does not quote the document.
-
-        pydantic reports invalid JSON before any validator runs, with the whole
-        document (password included) as the error's input.
-        """
-        try:
-            return super().model_validate_json(
-                json_data, strict=strict, context=context, **kwargs
-            )
-        except ValidationError as exc:
-            error = redacted(exc)
-        raise error from None  # outside the except block: no chained original
 
     @model_validator(mode="wrap")
     @classmethod

@@ -5,10 +5,9 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, Final, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Final, Literal
 
 from pydantic import (
-    BaseModel,
     ConfigDict,
     Field,
     ValidationError,
@@ -16,9 +15,9 @@ from pydantic import (
     model_validator,
 )
 from pydantic.functional_validators import ModelWrapValidatorHandler
-from typing_extensions import Self, override
+from typing_extensions import Self
 
-from .._config import SMTPConfig, redacted
+from .._config import RedactingModel, SMTPConfig, redacted
 from .._exceptions import ConfigurationError
 
 __all__ = ["DEFAULT_COOLDOWN", "FailoverConfig", "Strategy"]
@@ -34,7 +33,7 @@ _FORM: Final = re.compile(r"\s*(failover|roundrobin)\s*\((.*)\)\s*", re.DOTALL)
 _SHOWN_FIELDS: Final = frozenset({"strategy", "cooldown"})
 
 
-class FailoverConfig(BaseModel):
+class FailoverConfig(RedactingModel):
     """Several SMTP servers behind one transport (``FailoverTransport.from_config``).
 
     Validation errors never quote the servers (a URL's password): their inputs
@@ -50,6 +49,7 @@ class FailoverConfig(BaseModel):
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
+    _shown_in_errors: ClassVar[frozenset[str]] = _SHOWN_FIELDS
 
     servers: tuple[SMTPConfig, ...] = Field(min_length=1)
     strategy: Strategy = "failover"
@@ -65,25 +65,6 @@ class FailoverConfig(BaseModel):
             cooldown: float = DEFAULT_COOLDOWN,
         ) -> None:
             """Pass the servers in order of preference."""
-
-    @classmethod
-    @override
-    def model_validate_json(
-        cls,
-        json_data: str | bytes | bytearray,
-        *,
-        strict: bool | None = None,
-        context: Any | None = None,
-        **kwargs: Any,
-    ) -> Self:
-        """Validate JSON; no error quotes the document (it may hold passwords)."""
-        try:
-            return super().model_validate_json(
-                json_data, strict=strict, context=context, **kwargs
-            )
-        except ValidationError as exc:
-            error = redacted(exc, _SHOWN_FIELDS)
-        raise error from None  # outside the except block: no chained original
 
     @model_validator(mode="wrap")
     @classmethod
