@@ -1,5 +1,7 @@
 """Proxies on loopback for the socket_factory tests: microsocks and an HTTP CONNECT proxy.
 
+Also the two socket factories of docs/guide/proxies.md, loaded as printed.
+
 Both connect onward from a source address of their own (127.0.0.2 for microsocks,
 127.0.0.3 for the CONNECT proxy; all of 127/8 is loopback on Linux), so the SMTP
 server sees by the peer address alone that a session came through the proxy.
@@ -23,6 +25,8 @@ from typing import Any
 import pytest
 from aiosmtpd.smtp import SMTP
 
+from smtpkit import SocketFactory
+
 from .smtpd import RecordingHandler, Server, free_port
 
 __all__ = [
@@ -30,9 +34,12 @@ __all__ = [
     "SOCKS_SOURCE",
     "ConnectProxy",
     "PeerRecordingHandler",
+    "connect_proxy",
+    "http_connect_factory",
     "load_doc_recipe",
     "microsocks",
     "run_microsocks",
+    "socks_socket_factory",
     "track_connections",
 ]
 
@@ -55,6 +62,14 @@ def load_doc_recipe(page: str, name: str) -> Any:
             return namespace[name]
     msg = f"no python block of {page} defines {name}"
     raise LookupError(msg)
+
+
+socks_socket_factory: Callable[[str], SocketFactory] = load_doc_recipe(
+    "proxies.md", "socks_socket_factory"
+)
+http_connect_factory: Callable[..., SocketFactory] = load_doc_recipe(
+    "proxies.md", "http_connect_factory"
+)
 
 
 @dataclass
@@ -231,3 +246,11 @@ class ConnectProxy:
                 sock.close()
         for thread in self._threads:
             thread.join(5)
+
+
+@pytest.fixture
+def connect_proxy() -> Iterator[ConnectProxy]:
+    """A ConnectProxy on loopback, stopped after the test."""
+    proxy = ConnectProxy()
+    yield proxy
+    proxy.stop()
