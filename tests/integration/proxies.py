@@ -10,7 +10,6 @@ server sees by the peer address alone that a session came through the proxy.
 from __future__ import annotations
 
 import contextlib
-import os
 import re
 import shutil
 import socket
@@ -27,6 +26,7 @@ from aiosmtpd.smtp import SMTP
 
 from smtpkit import SocketFactory
 
+from ..services import service_unavailable
 from .smtpd import RecordingHandler, Server, free_port
 
 __all__ = [
@@ -123,12 +123,6 @@ def track_connections(server: Server) -> Callable[[], None]:
     return wait_until_closed
 
 
-def _unavailable(reason: str) -> None:
-    if os.environ.get("CI"):
-        pytest.fail(reason, pytrace=False)
-    pytest.skip(reason)
-
-
 def _wait_for_port(port: int, deadline: float) -> bool:
     while time.monotonic() < deadline:
         with (
@@ -145,8 +139,9 @@ def run_microsocks(*options: str) -> Iterator[str]:
     """Run microsocks on a loopback port with *options*; yield its ``host:port``."""
     binary = shutil.which("microsocks")
     if binary is None:
-        _unavailable("microsocks is not installed (tests/mta/install.sh installs it)")
-    assert binary is not None
+        service_unavailable(
+            "microsocks", "not installed (tests/mta/install.sh installs it)"
+        )
     port = free_port()
     process = subprocess.Popen(
         [binary, "-i", "127.0.0.1", "-p", str(port), "-b", SOCKS_SOURCE, *options],
@@ -155,7 +150,7 @@ def run_microsocks(*options: str) -> Iterator[str]:
     )
     try:
         if not _wait_for_port(port, time.monotonic() + 5):
-            _unavailable("microsocks did not start listening within 5 s")
+            service_unavailable("microsocks", "not listening within 5 s of its start")
         yield f"127.0.0.1:{port}"
     finally:
         process.terminate()
