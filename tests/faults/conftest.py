@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -10,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from ..services import service_unavailable
 from .smtpsink import smtp_sink_unavailable_reason
 
 
@@ -22,9 +22,7 @@ def sink_directory() -> Iterator[Path]:
     """
     reason = smtp_sink_unavailable_reason()
     if reason is not None:
-        if os.environ.get("CI"):
-            pytest.fail(f"smtp-sink is required under CI: {reason}", pytrace=False)
-        pytest.skip(reason)
+        service_unavailable("smtp-sink", reason)
     directory = Path(tempfile.mkdtemp(prefix="smtpkit-faults-"))
     try:
         yield directory

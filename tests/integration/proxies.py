@@ -1,5 +1,7 @@
 """Proxies on loopback for the socket_factory tests: microsocks and an HTTP CONNECT proxy.
 
+Also the two socket factories of docs/guide/proxies.md, loaded as printed.
+
 Both connect onward from a source address of their own (127.0.0.2 for microsocks,
 127.0.0.3 for the CONNECT proxy; all of 127/8 is loopback on Linux), so the SMTP
 server sees by the peer address alone that a session came through the proxy.
@@ -8,7 +10,6 @@ server sees by the peer address alone that a session came through the proxy.
 from __future__ import annotations
 
 import contextlib
-import os
 import re
 import shutil
 import socket
@@ -23,6 +24,9 @@ from typing import Any
 import pytest
 from aiosmtpd.smtp import SMTP
 
+from smtpkit import SocketFactory
+
+from ..services import service_unavailable
 from .smtpd import RecordingHandler, Server, free_port
 
 __all__ = [
@@ -30,9 +34,12 @@ __all__ = [
     "SOCKS_SOURCE",
     "ConnectProxy",
     "PeerRecordingHandler",
+    "connect_proxy",
+    "http_connect_factory",
     "load_doc_recipe",
     "microsocks",
     "run_microsocks",
+    "socks_socket_factory",
     "track_connections",
 ]
 
@@ -55,6 +62,14 @@ def load_doc_recipe(page: str, name: str) -> Any:
             return namespace[name]
     msg = f"no python block of {page} defines {name}"
     raise LookupError(msg)
+
+
+socks_socket_factory: Callable[[str], SocketFactory] = load_doc_recipe(
+    "proxies.md", "socks_socket_factory"
+)
+http_connect_factory: Callable[..., SocketFactory] = load_doc_recipe(
+    "proxies.md", "http_connect_factory"
+)
 
 
 @dataclass
@@ -108,12 +123,6 @@ def track_connections(server: Server) -> Callable[[], None]:
     return wait_until_closed
 
 
-def _unavailable(reason: str) -> None:
-    if os.environ.get("CI"):
-        pytest.fail(reason, pytrace=False)
-    pytest.skip(reason)
-
-
 def _wait_for_port(port: int, deadline: float) -> bool:
     while time.monotonic() < deadline:
         with (
@@ -130,8 +139,9 @@ def run_microsocks(*options: str) -> Iterator[str]:
     """Run microsocks on a loopback port with *options*; yield its ``host:port``."""
     binary = shutil.which("microsocks")
     if binary is None:
-        _unavailable("microsocks is not installed (tests/mta/install.sh installs it)")
-    assert binary is not None
+        service_unavailable(
+            "microsocks", "not installed (tests/mta/install.sh installs it)"
+        )
     port = free_port()
     process = subprocess.Popen(
         [binary, "-i", "127.0.0.1", "-p", str(port), "-b", SOCKS_SOURCE, *options],
@@ -140,7 +150,7 @@ def run_microsocks(*options: str) -> Iterator[str]:
     )
     try:
         if not _wait_for_port(port, time.monotonic() + 5):
-            _unavailable("microsocks did not start listening within 5 s")
+            service_unavailable("microsocks", "not listening within 5 s of its start")
         yield f"127.0.0.1:{port}"
     finally:
         process.terminate()
@@ -231,3 +241,11 @@ class ConnectProxy:
                 sock.close()
         for thread in self._threads:
             thread.join(5)
+
+
+@pytest.fixture
+def connect_proxy() -> Iterator[ConnectProxy]:
+    """A ConnectProxy on loopback, stopped after the test."""
+    proxy = ConnectProxy()
+    yield proxy
+    proxy.stop()

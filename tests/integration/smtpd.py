@@ -2,11 +2,13 @@
 
 ``RecordingHandler`` records exactly what the server received (envelope, MAIL
 parameters, the raw DATA bytes, TLS and AUTH state) and can be scripted to answer
-any command with any reply, per call or per recipient.
+any command with any reply, per call or per recipient.  ``GatedHandler`` also
+holds its reply to the final dot until the test releases it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import collections
 import hashlib
@@ -161,6 +163,23 @@ class RecordingHandler:
             return AuthResult(success=True, auth_data=user)
         await server.challenge_auth(b'{"status":"invalid_token"}')
         return AuthResult(success=False, handled=False)
+
+
+@dataclass
+class GatedHandler(RecordingHandler):
+    """A RecordingHandler that holds its reply to the final dot until ``release`` is set.
+
+    ``entered`` is set when the first final dot has arrived.
+    """
+
+    entered: threading.Event = field(default_factory=threading.Event)
+    release: threading.Event = field(default_factory=threading.Event)
+
+    async def handle_DATA(self, server, session, envelope):  # noqa: N802
+        self.entered.set()
+        while not self.release.is_set():  # set from the test's thread
+            await asyncio.sleep(0.005)
+        return await super().handle_DATA(server, session, envelope)
 
 
 def check_password(server, session, envelope, mechanism, auth_data):

@@ -81,6 +81,27 @@ def test_messages_waiting_for_a_shrunk_pool_do_not_time_out(slow_limited):
     assert limits.peak <= 2
 
 
+def _answer_data_or_quit(
+    conn: RawConn, verb: bytes, received: list[bytes] | None = None
+) -> bool:
+    """Take a message after DATA (into *received*), bid QUIT goodbye, 502 the rest.
+
+    Returns False after QUIT: the script ends there.
+    """
+    if verb == b"DATA":
+        conn.send(b"354 go\r\n")
+        data = conn.read_data()
+        if received is not None:
+            received.append(data)
+        conn.send(b"250 queued\r\n")
+    elif verb == b"QUIT":
+        conn.send(b"221 bye\r\n")
+        return False
+    else:
+        conn.send(b"502 no\r\n")
+    return True
+
+
 def _auth_script(auths: list[bytes], replies: list[bytes]):
     lock = threading.Lock()
 
@@ -99,15 +120,8 @@ def _auth_script(auths: list[bytes], replies: list[bytes]):
                 conn.send(answer)
             elif verb in (b"MAIL", b"RCPT"):
                 conn.send(b"250 ok\r\n")
-            elif verb == b"DATA":
-                conn.send(b"354 go\r\n")
-                conn.read_data()
-                conn.send(b"250 queued\r\n")
-            elif verb == b"QUIT":
-                conn.send(b"221 bye\r\n")
+            elif not _answer_data_or_quit(conn, verb):
                 return
-            else:
-                conn.send(b"502 no\r\n")
 
     return script
 
@@ -196,15 +210,8 @@ def _dmc_then_hang_up(pipelining: bool, received: list[bytes]):
                 conn.send(b"250 ok\r\n")
             elif verb in (b"RCPT", b"RSET"):
                 conn.send(b"250 ok\r\n")
-            elif verb == b"DATA":
-                conn.send(b"354 go\r\n")
-                received.append(conn.read_data())
-                conn.send(b"250 queued\r\n")
-            elif verb == b"QUIT":
-                conn.send(b"221 bye\r\n")
+            elif not _answer_data_or_quit(conn, verb, received):
                 return
-            else:
-                conn.send(b"502 no\r\n")
 
     return script
 
@@ -248,15 +255,8 @@ def test_a_spurious_message_limit_refusal_is_not_kept_forever():
                 conn.send(b"250 ok\r\n")
             elif verb in (b"RCPT", b"RSET"):
                 conn.send(b"250 ok\r\n")
-            elif verb == b"DATA":
-                conn.send(b"354 go\r\n")
-                conn.read_data()
-                conn.send(b"250 queued\r\n")
-            elif verb == b"QUIT":
-                conn.send(b"221 bye\r\n")
+            elif not _answer_data_or_quit(conn, verb):
                 return
-            else:
-                conn.send(b"502 no\r\n")
 
     with RawServer(script) as server:
         config = SMTPConfig(

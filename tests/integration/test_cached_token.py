@@ -25,6 +25,7 @@ from smtpkit import (
 from smtpkit.auth import AccessToken, CachedTokenProvider, OAuthBearerAuth, XOAuth2Auth
 
 from .scripted import wiretap
+from .threaded import send_from_threads
 
 pytestmark = pytest.mark.integration
 
@@ -55,22 +56,8 @@ def test_fifty_concurrent_sends_fetch_one_token(auth_server, submission, auth_cl
     tokens = Tokens("good-token")
     auth = auth_class(USER, token_provider=CachedTokenProvider(tokens))
     config = submission(auth).model_copy(update={"pool": PoolLimits(max_connections=8)})
-    barrier = threading.Barrier(50)
-    failures: list[BaseException] = []
     with Mailer(config) as mailer:
-
-        def send(number: int) -> None:
-            barrier.wait(5)
-            try:
-                mailer.send(message(number))
-            except BaseException as exc:  # the test collects it
-                failures.append(exc)
-
-        threads = [threading.Thread(target=send, args=(n,)) for n in range(50)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(10)
+        failures = send_from_threads(mailer, [message(n) for n in range(50)])
     assert failures == []
     assert tokens.calls == 1
     assert len(auth_server.messages) == 50
@@ -103,22 +90,8 @@ def test_concurrent_refusals_fetch_one_fresh_token(auth_server, submission):
         mailer.send(message())
     auth_server.handler.tokens[USER] = "rotated-token"  # good-token revoked
     tokens.queue = ["rotated-token"]
-    barrier = threading.Barrier(8)
-    failures: list[BaseException] = []
     with Mailer(config) as mailer:  # a new pool: every connection logs in
-
-        def send(number: int) -> None:
-            barrier.wait(5)
-            try:
-                mailer.send(message(number))
-            except BaseException as exc:  # the test collects it
-                failures.append(exc)
-
-        threads = [threading.Thread(target=send, args=(n,)) for n in range(8)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(10)
+        failures = send_from_threads(mailer, [message(n) for n in range(8)])
     assert failures == []
     assert tokens.calls == 2
     assert len(auth_server.messages) == 9

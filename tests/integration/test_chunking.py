@@ -7,6 +7,10 @@ more to send, so ``flushes`` counts the round trips the client waited for.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
 import pytest
 
 from smtpkit import (
@@ -28,9 +32,22 @@ from .scriptsmtp import NEVER, config
 pytestmark = pytest.mark.integration
 
 ENVELOPE = Envelope(sender="a@example.com", recipients="b@example.com")
+TWO_RECIPIENTS = Envelope(
+    sender="a@example.com", recipients=["x@example.com", "y@example.com"]
+)
 # Lines that DATA would have to dot-stuff, a lone ".", 8-bit bytes, a bare LF.
 RAW = b"Subject: dots\r\n\r\n.leading dot\r\n.\r\n..two\r\nnaive caf\xc3\xa9\nend\r\n"
 SENT = RAW.replace(b"\xc3\xa9\nend", b"\xc3\xa9\r\nend")  # CRLF-normalised only
+
+
+@contextlib.contextmanager
+def mailer_for(make_mailer, script: ChunkSMTP, **fields: object) -> Iterator[Any]:
+    """A mailer that never retries, with a session to a RawServer playing *script*."""
+    with (
+        RawServer(script) as server,
+        make_mailer(config(server, **fields), retry=NEVER) as mailer,
+    ):
+        yield mailer
 
 
 def sent_commands(script: ChunkSMTP) -> list[str]:
@@ -65,10 +82,7 @@ def test_proven_session_sends_each_message_in_one_round_trip(make_mailer):
 
 def test_mail_options_size_and_8bitmime_match_the_chunk(make_mailer):
     script = ChunkSMTP(extensions=("PIPELINING", "CHUNKING", "8BITMIME", "SIZE 100000"))
-    with (
-        RawServer(script) as server,
-        make_mailer(config(server), retry=NEVER) as mailer,
-    ):
+    with mailer_for(make_mailer, script) as mailer:
         mailer.send(RAW, envelope=ENVELOPE)
     assert f"MAIL FROM:<a@example.com> SIZE={len(SENT)} BODY=8BITMIME" in script.log
     assert script.chunks == [SENT]
@@ -78,10 +92,7 @@ def test_bulk_sends_use_bdat_one_round_trip_per_message(make_mailer):
     script = ChunkSMTP()
     items = [(RAW + str(n).encode(), ENVELOPE) for n in range(5)]
     one = PoolLimits(max_connections=1)
-    with (
-        RawServer(script) as server,
-        make_mailer(config(server, pool=one), retry=NEVER) as mailer,
-    ):
+    with mailer_for(make_mailer, script, pool=one) as mailer:
         results = mailer.send_many(items)
     assert all(not isinstance(r, Exception) for r in results)
     assert script.chunks == [SENT + str(n).encode() + b"\r\n" for n in range(5)]
@@ -100,10 +111,7 @@ def test_bulk_sends_use_bdat_one_round_trip_per_message(make_mailer):
 )
 def test_falls_back_to_data(make_mailer, extensions, fields):
     script = ChunkSMTP(extensions=extensions)
-    with (
-        RawServer(script) as server,
-        make_mailer(config(server, **fields), retry=NEVER) as mailer,
-    ):
+    with mailer_for(make_mailer, script, **fields) as mailer:
         mailer.send(RAW, envelope=ENVELOPE)
         mailer.send(RAW, envelope=ENVELOPE)
     assert "BDAT" not in " ".join(script.log)
@@ -116,10 +124,7 @@ def test_mail_refused_on_a_new_session_sends_no_chunk(make_mailer):
     script = ChunkSMTP(
         faults=Faults(replies={"MAIL": [b"530 5.7.0 STARTTLS first\r\n"]})
     )
-    with (
-        RawServer(script) as server,
-        make_mailer(config(server), retry=NEVER) as mailer,
-    ):
+    with mailer_for(make_mailer, script) as mailer:
         with pytest.raises(SMTPReplyError) as info:
             mailer.send(RAW, envelope=ENVELOPE)
         result = mailer.send(RAW, envelope=ENVELOPE)
@@ -132,10 +137,7 @@ def test_mail_refused_on_a_new_session_sends_no_chunk(make_mailer):
 
 def test_mail_refused_on_a_proven_session_keeps_the_session_in_step(make_mailer):
     script = ChunkSMTP()
-    with (
-        RawServer(script) as server,
-        make_mailer(config(server), retry=NEVER) as mailer,
-    ):
+    with mailer_for(make_mailer, script) as mailer:
         mailer.send(RAW, envelope=ENVELOPE)
         script.faults.replies["MAIL"] = [b"450 4.7.1 too much mail\r\n"]
         with pytest.raises(SenderRefusedError) as info:
@@ -152,17 +154,11 @@ def test_mail_refused_on_a_proven_session_keeps_the_session_in_step(make_mailer)
 
 def test_every_recipient_refused_on_a_proven_session(make_mailer):
     script = ChunkSMTP()
-    envelope = Envelope(
-        sender="a@example.com", recipients=["x@example.com", "y@example.com"]
-    )
-    with (
-        RawServer(script) as server,
-        make_mailer(config(server), retry=NEVER) as mailer,
-    ):
+    with mailer_for(make_mailer, script) as mailer:
         mailer.send(RAW, envelope=ENVELOPE)
         script.faults.replies["RCPT"] = [b"550 5.1.1 no\r\n", b"450 4.2.1 busy\r\n"]
         with pytest.raises(RecipientsRefusedError) as info:
-            mailer.send(RAW, envelope=envelope)
+            mailer.send(RAW, envelope=TWO_RECIPIENTS)
         last = mailer.send(RAW, envelope=ENVELOPE)
     assert {r: reply.code for r, reply in info.value.refused.items()} == {
         "x@example.com": 550,
@@ -175,16 +171,10 @@ def test_every_recipient_refused_on_a_proven_session(make_mailer):
 
 def test_some_recipients_refused_the_rest_get_the_bdat_reply(make_mailer):
     script = ChunkSMTP()
-    envelope = Envelope(
-        sender="a@example.com", recipients=["x@example.com", "y@example.com"]
-    )
-    with (
-        RawServer(script) as server,
-        make_mailer(config(server), retry=NEVER) as mailer,
-    ):
+    with mailer_for(make_mailer, script) as mailer:
         mailer.send(RAW, envelope=ENVELOPE)
         script.faults.replies["RCPT"] = [b"550 5.1.1 no\r\n"]
-        result = mailer.send(RAW, envelope=envelope)
+        result = mailer.send(RAW, envelope=TWO_RECIPIENTS)
     assert result.accepted == ("y@example.com",)
     assert [reply.code for reply in result.refused.values()] == [550]
     assert result.reply.text == "queued as C2"
@@ -192,10 +182,7 @@ def test_some_recipients_refused_the_rest_get_the_bdat_reply(make_mailer):
 
 def test_chunk_refused_is_a_data_refusal_at_end_of_data(make_mailer):
     script = ChunkSMTP(faults=Faults(replies={"BDAT": [b"554 5.7.1 spam\r\n"]}))
-    with (
-        RawServer(script) as server,
-        make_mailer(config(server), retry=NEVER) as mailer,
-    ):
+    with mailer_for(make_mailer, script) as mailer:
         with pytest.raises(DataRefusedError) as info:
             mailer.send(RAW, envelope=ENVELOPE)
         mailer.send(RAW, envelope=ENVELOPE)
@@ -209,10 +196,7 @@ def test_421_after_bdat_is_a_certain_refusal_and_drops_the_session(make_mailer):
     script = ChunkSMTP(
         faults=Faults(replies={"BDAT": [b"421 4.3.2 shutting down\r\n"]})
     )
-    with (
-        RawServer(script) as server,
-        make_mailer(config(server), retry=NEVER) as mailer,
-    ):
+    with mailer_for(make_mailer, script) as mailer:
         with pytest.raises(DataRefusedError) as info:
             mailer.send(RAW, envelope=ENVELOPE)
         mailer.send(RAW, envelope=ENVELOPE)
@@ -242,10 +226,7 @@ def test_connection_cut_before_the_last_byte_left_is_certain(make_mailer):
 
 def test_connection_lost_after_the_whole_chunk_is_delivery_unknown(make_mailer):
     script = ChunkSMTP()
-    with (
-        RawServer(script) as server,
-        make_mailer(config(server), retry=NEVER) as mailer,
-    ):
+    with mailer_for(make_mailer, script) as mailer:
         mailer.send(RAW, envelope=ENVELOPE)
         script.faults.silent_after_chunk = True
         with pytest.raises(ServerDisconnectedError) as info:
@@ -257,10 +238,7 @@ def test_connection_lost_after_the_whole_chunk_is_delivery_unknown(make_mailer):
 
 def test_bdat_answered_twice_is_out_of_step_and_the_session_is_dropped(make_mailer):
     script = ChunkSMTP()
-    with (
-        RawServer(script) as server,
-        make_mailer(config(server), retry=NEVER) as mailer,
-    ):
+    with mailer_for(make_mailer, script) as mailer:
         mailer.send(RAW, envelope=ENVELOPE)
         script.faults.double_bdat = True
         result = mailer.send(RAW, envelope=ENVELOPE)  # its own reply was fine
@@ -271,10 +249,7 @@ def test_bdat_answered_twice_is_out_of_step_and_the_session_is_dropped(make_mail
 
 def test_chunk_accepted_after_mail_was_refused_is_out_of_step(make_mailer):
     script = ChunkSMTP()
-    with (
-        RawServer(script) as server,
-        make_mailer(config(server), retry=NEVER) as mailer,
-    ):
+    with mailer_for(make_mailer, script) as mailer:
         mailer.send(RAW, envelope=ENVELOPE)
         script.faults.replies["MAIL"] = [b"550 5.7.1 no\r\n"]
         script.faults.replies["BDAT"] = [b"250 2.0.0 queued anyway\r\n"]
@@ -290,10 +265,7 @@ def test_421_to_mail_on_a_reused_session_is_replayed_free_on_a_new_one(make_mail
     # The chunk had left, but a 421 to MAIL means the server took no message:
     # the stale-session rule still applies, without costing an attempt.
     script = ChunkSMTP()
-    with (
-        RawServer(script) as server,
-        make_mailer(config(server), retry=NEVER) as mailer,
-    ):
+    with mailer_for(make_mailer, script) as mailer:
         mailer.send(RAW, envelope=ENVELOPE)
         script.faults.replies["MAIL"] = [b"421 4.4.2 idle too long\r\n"]
         result = mailer.send(RAW, envelope=ENVELOPE)

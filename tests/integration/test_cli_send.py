@@ -19,6 +19,11 @@ def plain_url(server) -> str:
     return f"smtp://{server.host}:{server.port}?tls=none&timeout=5"
 
 
+def send_from_me(server, *options: str) -> list[str]:
+    """``smtpkit send``'s arguments: to *server*, from me@example.com, *options*."""
+    return ["send", plain_url(server), "--from", "me@example.com", *options]
+
+
 def parsed(received) -> email.message.EmailMessage:
     return email.message_from_bytes(received.data, policy=email.policy.default)
 
@@ -28,11 +33,8 @@ def test_send_text_file(cli: Cli, start_server, tmp_path: Path):
     body = tmp_path / "body.txt"
     body.write_text("Grüße from the command line\n", encoding="utf-8")
     run = cli(
-        [
-            "send",
-            plain_url(server),
-            "--from",
-            "me@example.com",
+        send_from_me(
+            server,
             "--to",
             "you@example.com",
             "--bcc",
@@ -41,7 +43,7 @@ def test_send_text_file(cli: Cli, start_server, tmp_path: Path):
             "CLI test",
             "--text",
             str(body),
-        ]
+        )
     )
     assert run.code == 0, run.both
     [received] = server.messages
@@ -62,18 +64,9 @@ def test_send_text_file(cli: Cli, start_server, tmp_path: Path):
 def test_send_text_from_stdin(cli: Cli, start_server):
     server = start_server()
     run = cli(
-        [
-            "send",
-            plain_url(server),
-            "--from",
-            "me@example.com",
-            "--to",
-            "you@example.com",
-            "--subject",
-            "piped",
-            "--text",
-            "-",
-        ],
+        send_from_me(
+            server, "--to", "you@example.com", "--subject", "piped", "--text", "-"
+        ),
         stdin=b"from a pipe\n",
     )
     assert run.code == 0, run.both
@@ -88,11 +81,8 @@ def test_send_html_and_attachment(cli: Cli, start_server, tmp_path: Path):
     report = tmp_path / "report.pdf"
     report.write_bytes(b"%PDF-1.4 \x00\xff binary")
     run = cli(
-        [
-            "send",
-            plain_url(server),
-            "--from",
-            "me@example.com",
+        send_from_me(
+            server,
             "--to",
             "you@example.com",
             "--cc",
@@ -105,7 +95,7 @@ def test_send_html_and_attachment(cli: Cli, start_server, tmp_path: Path):
             str(tmp_path / "body.html"),
             "--attach",
             str(report),
-        ]
+        )
     )
     assert run.code == 0, run.both
     message = parsed(server.messages[0])
@@ -165,18 +155,15 @@ def test_partial_refusal_prints_each_recipient_and_exits_1(cli: Cli, start_serve
     server = start_server()
     server.handler.rcpt_replies["nobody@example.com"] = "550 5.1.1 no such user"
     run = cli(
-        [
-            "send",
-            plain_url(server),
-            "--from",
-            "me@example.com",
+        send_from_me(
+            server,
             "--to",
             "you@example.com",
             "--to",
             "nobody@example.com",
             "--subject",
             "s",
-        ]
+        )
     )
     assert run.code == 1, run.both
     assert "accepted you@example.com: 250" in run.out
@@ -187,18 +174,7 @@ def test_partial_refusal_prints_each_recipient_and_exits_1(cli: Cli, start_serve
 def test_every_recipient_refused_exits_1(cli: Cli, start_server):
     server = start_server()
     server.handler.rcpt_replies["nobody@example.com"] = "550 5.1.1 no such user"
-    run = cli(
-        [
-            "send",
-            plain_url(server),
-            "--from",
-            "me@example.com",
-            "--to",
-            "nobody@example.com",
-            "--subject",
-            "s",
-        ]
-    )
+    run = cli(send_from_me(server, "--to", "nobody@example.com", "--subject", "s"))
     assert run.code == 1, run.both
     assert "every recipient refused" in run.out
     assert "refused  nobody@example.com: 550 5.1.1 no such user" in run.out
@@ -216,9 +192,7 @@ def test_jsonl_sends_each_line_quietly_when_not_a_tty(cli: Cli, start_server, tm
     path.write_text(
         "\n".join(json.dumps(line) for line in lines) + "\n\n", encoding="utf-8"
     )
-    run = cli(
-        ["send", plain_url(server), "--jsonl", str(path), "--from", "me@example.com"]
-    )
+    run = cli(send_from_me(server, "--jsonl", str(path)))
     assert run.code == 0, run.both
     assert sorted(m.rcpt_tos[0] for m in server.messages) == [
         f"user{n}@example.com" for n in range(5)
@@ -237,9 +211,7 @@ def test_jsonl_with_a_bad_line_sends_nothing(cli: Cli, start_server, tmp_path):
         '{"to": ["a@example.com"], "text": "ok"}\n{"to": ["not an address"]}\n',
         encoding="utf-8",
     )
-    run = cli(
-        ["send", plain_url(server), "--jsonl", str(path), "--from", "me@example.com"]
-    )
+    run = cli(send_from_me(server, "--jsonl", str(path)))
     assert run.code == 2
     assert "line 2" in run.err
     assert server.messages == []

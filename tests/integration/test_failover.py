@@ -66,6 +66,11 @@ def dead_port() -> int:
     return free_port()
 
 
+def plain_url(port: int) -> str:
+    """The URL of a server on 127.0.0.1:*port* without TLS."""
+    return f"smtp://127.0.0.1:{port}?tls=none"
+
+
 def dead_config(port: int | None = None) -> SMTPConfig:
     return SMTPConfig(
         host="127.0.0.1", port=port or dead_port(), tls="none", timeout=5.0
@@ -98,10 +103,7 @@ def test_dead_port_first_live_second(make_mailer, start_server, config_for):
 
 def test_url_form(make_mailer, start_server):
     live = start_server()
-    url = (
-        f"failover(smtp://127.0.0.1:{dead_port()}?tls=none "
-        f"smtp://127.0.0.1:{live.port}?tls=none)"
-    )
+    url = f"failover({plain_url(dead_port())} {plain_url(live.port)})"
     transport = FailoverTransport.from_url(url)
     assert type(transport) is FailoverTransport
     with make_mailer(transport=transport, retry=no_wait()) as mailer:
@@ -327,10 +329,7 @@ def test_round_robin_shares_the_mail(make_mailer, start_server, config_for):
 
 def test_round_robin_skips_a_dead_server(make_mailer, start_server, config_for):
     live = start_server()
-    url = (
-        f"roundrobin(smtp://127.0.0.1:{dead_port()}?tls=none "
-        f"smtp://127.0.0.1:{live.port}?tls=none)"
-    )
+    url = f"roundrobin({plain_url(dead_port())} {plain_url(live.port)})"
     transport = FailoverTransport.from_url(url)
     assert type(transport) is RoundRobinTransport
     with make_mailer(transport=transport, retry=no_wait()) as mailer:
@@ -489,12 +488,7 @@ def test_result_names_the_server_that_accepted_not_the_last_one_asked(
 
 def test_failover_config_from_url_strings(make_mailer, start_server):
     live = start_server()
-    config = FailoverConfig(
-        servers=[
-            f"smtp://127.0.0.1:{dead_port()}?tls=none",
-            f"smtp://127.0.0.1:{live.port}?tls=none",
-        ]
-    )
+    config = FailoverConfig(servers=[plain_url(dead_port()), plain_url(live.port)])
     transport = FailoverTransport.from_config(config)
     with make_mailer(transport=transport, retry=no_wait()) as mailer:
         assert mailer.send(message(1)).server == name(live)

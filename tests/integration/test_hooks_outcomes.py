@@ -31,7 +31,7 @@ from smtpkit import (
 from smtpkit.contrib.otel import SMTPTelemetry
 from smtpkit.testing import no_wait
 
-from .smtpd import RecordingHandler
+from .smtpd import GatedHandler
 
 pytestmark = pytest.mark.integration
 
@@ -81,21 +81,6 @@ class Outcomes:
         return {kind for kind, _, _ in self.outcomes}
 
 
-class _GatedHandler(RecordingHandler):
-    """Holds the reply to the first final dot until the test releases it."""
-
-    def __init__(self):
-        super().__init__()
-        self.entered = threading.Event()
-        self.release = threading.Event()
-
-    async def handle_DATA(self, server, session, envelope):  # noqa: N802
-        self.entered.set()
-        while not self.release.is_set():
-            await asyncio.sleep(0.005)
-        return await super().handle_DATA(server, session, envelope)
-
-
 def test_ctrl_c_in_a_retry_wait_is_the_messages_failure(start_server, config_for):
     server = start_server()
     server.handler.rcpt_replies["t@example.com"] = ["451 4.3.0 later"]
@@ -140,7 +125,7 @@ async def test_async_send_timed_out_before_its_attempt(start_server, config_for)
 async def test_async_send_cancelled_on_the_wire_reports_its_late_outcome(
     start_server, config_for
 ):
-    handler = _GatedHandler()
+    handler = GatedHandler()
     server = start_server(handler=handler)
     seen = Outcomes()
     async with AsyncMailer(config_for(server), hooks=seen.hooks()) as mailer:
@@ -160,7 +145,7 @@ async def test_async_send_cancelled_on_the_wire_reports_its_late_outcome(
 async def test_async_send_withdrawn_from_the_queue_is_not_sent(
     start_server, config_for
 ):
-    handler = _GatedHandler()
+    handler = GatedHandler()
     server = start_server(handler=handler)
     seen = Outcomes()
     config = config_for(server, pool=PoolLimits(max_connections=1))

@@ -7,7 +7,6 @@ revokes the token the client holds, as Microsoft 365 and Gmail do.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -24,6 +23,7 @@ from .oauth_stubs import (
     Request,
 )
 from .proxies import load_doc_recipe
+from .threaded import send_from_threads
 
 pytestmark = pytest.mark.integration
 
@@ -79,22 +79,8 @@ def test_fifty_concurrent_sends_cost_one_token(auth_server, submission, recipe):
     config = submission(XOAuth2Auth(USER, token_provider=tokens)).model_copy(
         update={"pool": PoolLimits(max_connections=8)}
     )
-    barrier = threading.Barrier(50)
-    failures: list[BaseException] = []
     with Mailer(config) as mailer:
-
-        def one() -> None:
-            barrier.wait(5)
-            try:
-                mailer.send(MESSAGE)
-            except BaseException as exc:  # the test collects it
-                failures.append(exc)
-
-        threads = [threading.Thread(target=one) for _ in range(50)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(10)
+        failures = send_from_threads(mailer, [MESSAGE] * 50)
     assert failures == []
     assert idp.issued == ["tok-1"]
     assert len(auth_server.messages) == 50

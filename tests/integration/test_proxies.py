@@ -21,40 +21,27 @@ from smtpkit import (
     Mailer,
     Message,
     SMTPConfig,
-    SocketFactory,
     TLSError,
 )
 
 from .proxies import (
     CONNECT_SOURCE,
     SOCKS_SOURCE,
-    ConnectProxy,
     PeerRecordingHandler,
-    load_doc_recipe,
+    connect_proxy,
+    http_connect_factory,
     microsocks,
     run_microsocks,
+    socks_socket_factory,
     track_connections,
 )
 from .smtpd import Server, free_port
 
-__all__ = ["microsocks"]  # a fixture, used by name
+__all__ = ["connect_proxy", "microsocks"]  # fixtures, used by name
 
 pytestmark = pytest.mark.integration
 
 MESSAGE = Message(sender="a@example.com", to="b@example.com", subject="s", text="x")
-socks_socket_factory: Callable[[str], SocketFactory] = load_doc_recipe(
-    "proxies.md", "socks_socket_factory"
-)
-http_connect_factory: Callable[..., SocketFactory] = load_doc_recipe(
-    "proxies.md", "http_connect_factory"
-)
-
-
-@pytest.fixture
-def connect_proxy() -> Iterator[ConnectProxy]:
-    proxy = ConnectProxy()
-    yield proxy
-    proxy.stop()
 
 
 @pytest.fixture(params=["starttls", "implicit"])

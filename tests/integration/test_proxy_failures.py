@@ -29,23 +29,22 @@ from smtpkit import (
     Message,
     RetryPolicy,
     SMTPConfig,
-    SocketFactory,
 )
 
-from .proxies import ConnectProxy, load_doc_recipe, microsocks, run_microsocks
+from .proxies import (
+    connect_proxy,
+    http_connect_factory,
+    microsocks,
+    run_microsocks,
+    socks_socket_factory,
+)
 from .smtpd import Server, free_port
 
-__all__ = ["microsocks"]  # a fixture, used by name
+__all__ = ["connect_proxy", "microsocks"]  # fixtures, used by name
 
 pytestmark = pytest.mark.integration
 
 MESSAGE = Message(sender="a@example.com", to="b@example.com", subject="s", text="x")
-socks_socket_factory: Callable[[str], SocketFactory] = load_doc_recipe(
-    "proxies.md", "socks_socket_factory"
-)
-http_connect_factory: Callable[..., SocketFactory] = load_doc_recipe(
-    "proxies.md", "http_connect_factory"
-)
 
 
 def send(config: SMTPConfig, **kwargs: Any) -> None:
@@ -281,19 +280,15 @@ def test_a_socks_proxy_refusing_the_credentials_is_permanent(start_server):
         (b"HTTP/1.1\r\n\r\n", True),
     ],
 )
-def test_http_connect_refusals(start_server, reply, transient):
+def test_http_connect_refusals(start_server, connect_proxy, reply, transient):
     server = start_server()
-    proxy = ConnectProxy()
-    proxy.reply = reply
-    try:
-        factory = http_connect_factory("127.0.0.1", proxy.port, auth=("u", "pw"))
-        waits: list[float] = []
-        with pytest.raises(ConnectError) as info:
-            send(config(server.port, factory), sleep=waits.append)
-    finally:
-        proxy.stop()
+    connect_proxy.reply = reply
+    factory = http_connect_factory("127.0.0.1", connect_proxy.port, auth=("u", "pw"))
+    waits: list[float] = []
+    with pytest.raises(ConnectError) as info:
+        send(config(server.port, factory), sleep=waits.append)
     assert info.value.is_transient is transient
-    assert len(proxy.requests) == (3 if transient else 1)
+    assert len(connect_proxy.requests) == (3 if transient else 1)
     assert server.messages == []
 
 

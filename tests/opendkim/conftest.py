@@ -6,7 +6,6 @@ Skipped with the reason when a program is missing, but failing under CI (the
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import uuid
@@ -18,19 +17,13 @@ import pytest
 from ..dkimkeys import TestKey, ed25519_key, rsa_key
 from ..mailers import mailer_kind, make_mailer
 from ..postfix.mta import MTAUnavailableError, PostfixInstance, mta_unavailable_reason
+from ..services import service_unavailable
 from .verifier import DNS, OpenDKIM, new_directory, verifier_unavailable_reason
 
 __all__ = ["mailer_kind", "make_mailer"]
 
 DOMAIN = "dkim.smtpkit.test"
 KEYS = {"rsa": rsa_key, "ed25519": ed25519_key}
-
-
-def _unavailable(reason: str) -> None:
-    message = f"OpenDKIM verifier unavailable: {reason}"
-    if os.environ.get("CI"):
-        pytest.fail(message, pytrace=False)
-    pytest.skip(message)
 
 
 @pytest.fixture(scope="session")
@@ -46,7 +39,7 @@ def opendkim(verifier_dir: Path) -> Iterator[OpenDKIM]:
     ``rsa`` and ``ed25519``), checked with opendkim-testkey first."""
     reason = verifier_unavailable_reason() or mta_unavailable_reason()
     if reason is not None:
-        _unavailable(reason)
+        service_unavailable("OpenDKIM verifier", reason)
     dns = DNS(
         verifier_dir,
         {f"{sel}._domainkey.{DOMAIN}": key().txt for sel, key in KEYS.items()},
@@ -64,7 +57,7 @@ def opendkim(verifier_dir: Path) -> Iterator[OpenDKIM]:
     except MTAUnavailableError as exc:
         verifier.stop()
         dns.stop()
-        _unavailable(str(exc))
+        service_unavailable("OpenDKIM verifier", exc)
     try:
         yield verifier
     finally:
@@ -88,7 +81,7 @@ def postfix(opendkim: OpenDKIM) -> Iterator[PostfixInstance]:
     try:
         mta.start()
     except MTAUnavailableError as exc:
-        _unavailable(str(exc))
+        service_unavailable("OpenDKIM verifier", exc)
     try:
         yield mta
     finally:

@@ -20,19 +20,13 @@ import pytest
 import trustme
 
 from ..mailers import mailer_kind, make_mailer
+from ..services import service_unavailable
 from .mta import MTAUnavailableError, PostfixInstance, mta_unavailable_reason
 
 # Fixtures: every test asking for make_mailer runs for Mailer and AsyncMailer.
 __all__ = ["mailer_kind", "make_mailer"]
 
 AddressFactory = Callable[..., str]
-
-
-def _unavailable(reason: str) -> None:
-    message = f"private Postfix instance unavailable: {reason}"
-    if os.environ.get("CI"):
-        pytest.fail(message, pytrace=False)
-    pytest.skip(message)
 
 
 @pytest.fixture(scope="session")
@@ -52,12 +46,12 @@ def postfix(postfix_ca: trustme.CA) -> Iterator[PostfixInstance]:
     """
     reason = mta_unavailable_reason()
     if reason is not None:
-        _unavailable(reason)
+        service_unavailable("private Postfix instance", reason)
     mta = PostfixInstance(ca=postfix_ca)
     try:
         mta.start()
     except MTAUnavailableError as exc:
-        _unavailable(str(exc))
+        service_unavailable("private Postfix instance", exc)
     try:
         yield mta
     finally:

@@ -21,7 +21,6 @@ from smtpkit import (
     AsyncMailer,
     BulkProgress,
     Envelope,
-    Message,
     PoolLimits,
     PoolTimeoutError,
     SendResult,
@@ -30,13 +29,9 @@ from smtpkit import (
 )
 from smtpkit._transports.base import OnResult, Transport
 
+from .numbered import message
+
 WAIT = 10.0  # seconds a test waits for something that must happen
-
-
-def message(n: int = 0) -> Message:
-    return Message(
-        sender="alice@example.com", to=[f"u{n}@example.com"], subject=f"m{n}", text="x"
-    )
 
 
 class HoldingTransport(Transport):

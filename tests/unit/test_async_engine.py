@@ -14,7 +14,6 @@ from hypothesis import strategies as st
 from smtpkit import (
     AsyncMailer,
     Envelope,
-    Message,
     NotSentError,
     RateLimit,
     RetryPolicy,
@@ -25,11 +24,7 @@ from smtpkit import (
 from smtpkit._transports.base import OnResult, Transport
 from smtpkit.testing import FakeTransport, no_wait
 
-
-def message(n: int = 0) -> Message:
-    return Message(
-        sender="alice@example.com", to=[f"u{n}@example.com"], subject=f"m{n}", text="x"
-    )
+from .numbered import message
 
 
 class GatedTransport(Transport):

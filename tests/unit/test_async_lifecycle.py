@@ -13,7 +13,6 @@ from smtpkit import (
     ConnectError,
     DataRefusedError,
     Envelope,
-    Message,
     NotSentError,
     QuotaExceededError,
     RateLimit,
@@ -23,15 +22,11 @@ from smtpkit import (
 )
 from smtpkit.testing import FakeTransport, no_wait
 
+from .numbered import message
+
 pytestmark = pytest.mark.asyncio
 
 SFQ = "451 MI:SFQ 4.7.1 sending quota exceeded"
-
-
-def message(n: int = 0) -> Message:
-    return Message(
-        sender="alice@example.com", to=[f"u{n}@example.com"], subject=f"m{n}", text="x"
-    )
 
 
 class FlakyOpen(FakeTransport):

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -20,24 +19,18 @@ from smtpkit import (
     AsyncMailer,
     DataRefusedError,
     Envelope,
-    Message,
     NotSentError,
     RateLimit,
     RetryPolicy,
     SendResult,
-    TransportError,
 )
 from smtpkit._dispatch import Dispatcher
-from smtpkit._transports.base import OnResult, Transport
+from smtpkit._transports.base import Transport
 from smtpkit.testing import FakeTransport
 
+from .numbered import message
+
 WAIT = 10.0  # seconds a test waits for something that must happen
-
-
-def message(n: int = 0) -> Message:
-    return Message(
-        sender="alice@example.com", to=[f"u{n}@example.com"], subject=f"m{n}", text="x"
-    )
 
 
 class SlowTransport(Transport):
@@ -69,17 +62,6 @@ class SlowTransport(Transport):
         with self.lock:
             self.sent.append(envelope)
         return SendResult.delivered(envelope)
-
-    def send_batch(
-        self,
-        items: Sequence[tuple[Envelope, bytes]],
-        *,
-        on_result: OnResult | None = None,
-    ) -> list[SendResult | TransportError]:  # type: ignore[override]
-        return super().send_batch(items, on_result=on_result)  # type: ignore[return-value]
-
-    def close(self) -> None:
-        pass
 
 
 async def until(condition: object, timeout: float = WAIT) -> None:

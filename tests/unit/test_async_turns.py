@@ -16,7 +16,6 @@ from hypothesis import strategies as st
 from smtpkit import (
     AsyncMailer,
     Envelope,
-    Message,
     RateLimit,
     SendResult,
     TransportError,
@@ -28,11 +27,7 @@ from smtpkit._ratelimit import TokenBucket
 from smtpkit._transports.base import OnResult, Transport
 from smtpkit.testing import FakeTransport
 
-
-def message(n: int = 0) -> Message:
-    return Message(
-        sender="alice@example.com", to=[f"u{n}@example.com"], subject=f"m{n}", text="x"
-    )
+from .numbered import message
 
 
 class Ticker:

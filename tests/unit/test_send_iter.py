@@ -361,14 +361,7 @@ def test_a_second_ctrl_c_while_waiting_leaves_the_outcome_unknown(caplog):
         assert next(stream).ok
         assert started.wait(5)
         # The close waits for message 1's attempt; a second Ctrl-C cuts it short.
-        timer = threading.Timer(0.2, os.kill, (os.getpid(), signal.SIGINT))
-        timer.start()
-        try:
-            with pytest.raises(KeyboardInterrupt):
-                stream.close()
-        finally:
-            release.set()
-            timer.join()
+        close_under_a_second_ctrl_c(stream, release)
     unknown = [r for r in stream.leftover if r.error is not None]
     assert len(stream.leftover) == 2
     assert unknown
@@ -385,6 +378,21 @@ def wait_until(condition, timeout: float = 5.0) -> bool:
             return False
         time.sleep(0.01)
     return True
+
+
+def close_under_a_second_ctrl_c(stream: SendStream, release: threading.Event) -> None:
+    """Close *stream*, pressing Ctrl-C 0.2 s into the close's wait; then *release*.
+
+    The close must end in that KeyboardInterrupt; *release* frees the stuck send.
+    """
+    timer = threading.Timer(0.2, os.kill, (os.getpid(), signal.SIGINT))
+    timer.start()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            stream.close()
+    finally:
+        release.set()
+        timer.join()
 
 
 def test_ctrl_c_before_the_input_yields_anything_leaves_nothing_over():

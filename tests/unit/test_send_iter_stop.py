@@ -30,7 +30,13 @@ from smtpkit import (
 )
 from smtpkit.testing import FakeTransport
 
-from .test_send_iter import message, pool_threads, pulling, wait_until
+from .test_send_iter import (
+    close_under_a_second_ctrl_c,
+    message,
+    pool_threads,
+    pulling,
+    wait_until,
+)
 
 NEVER = RetryPolicy.never()
 
@@ -326,14 +332,7 @@ def test_a_second_ctrl_c_leaves_batches_not_started_as_not_sent():
         stream = mailer.send_iter([message(n) for n in range(40)], concurrency=1)
         assert next(stream).ok
         assert started.wait(5)
-        timer = threading.Timer(0.2, os.kill, (os.getpid(), signal.SIGINT))
-        timer.start()
-        try:
-            with pytest.raises(KeyboardInterrupt):
-                stream.close()
-        finally:
-            release.set()
-            timer.join()
+        close_under_a_second_ctrl_c(stream, release)
     leftover = stream.leftover
     assert len(leftover) == 39
     # The batch under way: unknown, an attempt was on its way.
