@@ -16,7 +16,13 @@ from smtpkit import (
     SMTPReplyError,
 )
 from smtpkit._message import Envelope
-from smtpkit._transports._adaptive import PoolAdapter, explained
+from smtpkit._transports._adaptive import (
+    LAG_WINDOW,
+    MAX_ABSORBED_REFUSALS,
+    PoolAdapter,
+    Refusals,
+    explained,
+)
 from smtpkit._transports._session import Item
 from smtpkit.testing import reply
 
@@ -203,20 +209,20 @@ def test_refused_midway_forgets_only_messages_that_never_started():
     after_data = _item(DataRefusedError(reply("421 HL:ICC x"), command="end of data"))
     after_data.data_sent = True
     batch = [delivered, refused, after_data]
-    assert adapter.refused_midway(batch, icc)
+    assert adapter.refused_midway(batch, icc, Refusals())
     assert refused.outcome is None
     assert delivered.outcome is not None
     assert after_data.outcome is not None  # the server may have it
     assert h.pool.size == 1
     other = SMTPReplyError(reply("421 4.3.2 bye"), command="MAIL")
-    assert not adapter.refused_midway([_item(other)], other)
-    assert not adapter.refused_midway([after_data], icc)  # nothing to undo
+    assert not adapter.refused_midway([_item(other)], other, Refusals())
+    assert not adapter.refused_midway([after_data], icc, Refusals())  # nothing to undo
     off = PoolAdapter(h.pool, ProviderAdaptation(learn_connection_limit=False))
-    assert not off.refused_midway([_item(icc)], icc)
+    assert not off.refused_midway([_item(icc)], icc, Refusals())
     h.pool.release(held, reusable=False)
     # Nothing of ours open: the refusal is the message's error.
     alone = _item(icc)
-    assert not adapter.refused_midway([alone], icc)
+    assert not adapter.refused_midway([alone], icc, Refusals())
     assert alone.outcome is icc
 
 
@@ -252,30 +258,50 @@ def test_a_refusal_at_the_learnt_limit_requeues_without_warning(caplog):
     h.pool.release(pooled, reusable=True)
 
 
-def test_a_refusal_right_after_our_quit_waits_and_keeps_the_size(monkeypatch):
+def test_a_refusal_soon_after_an_unreplaced_quit_pauses_and_teaches_nothing():
     # The server may still count the session we just ended (Postfix's anvil
-    # hears of it from smtpd a moment later): with nothing of ours open, that
-    # refusal is waited out (pausing longer each time in a row), not failed,
-    # and it teaches no smaller size.  A connection that broke, or was refused,
-    # was not ended by us and counts for nothing.
+    # hears of it from smtpd a moment later): within LAG_WINDOW of that QUIT, a
+    # refusal pauses (0.05 s, doubling, at most 0.4 s) and teaches nothing;
+    # later, or once a new connection matched the QUIT, the open connections
+    # judge as before.  A connection that broke was not ended with QUIT.
     pauses: list[float] = []
-    monkeypatch.setattr("smtpkit._transports._adaptive.time.sleep", pauses.append)
     h = Harness(max_connections=3, max_messages_per_connection=1)
-    adapter = PoolAdapter(h.pool, ProviderAdaptation())
+    adapter = PoolAdapter(h.pool, ProviderAdaptation(), sleep=pauses.append)
     broken = h.pool.acquire()
     h.pool.release(broken, reusable=False)  # closed without QUIT
-    assert h.pool.recently_closed(2.0) == 0
-    assert not adapter.connection_refused(ICC)
+    assert h.pool.unmatched_quit_age() is None
+    assert not adapter.absorbs(ICC, Refusals())
     spent = h.pool.acquire()
     spent.messages = 1  # spent: the release QUITs it
     h.pool.release(spent, reusable=True)
     assert h.disposed[-1] == (spent.conn, True)
-    assert h.pool.recently_closed(2.0) == 1
-    assert adapter.connection_refused(ICC)
-    assert adapter.connection_refused(ICC, 3)
-    assert adapter.connection_refused(ICC, 10)
-    assert pauses == [0.05, 0.4, 2.0]
-    assert h.pool.size == 3
-    h.now += 2.5  # long enough ago: the refusal is real
-    assert h.pool.recently_closed(2.0) == 0
-    assert not adapter.connection_refused(ICC)
+    assert h.pool.unmatched_quit_age() == 0.0
+    held = h.pool.acquire()  # a new connection matches the QUIT
+    assert h.pool.unmatched_quit_age() is None
+    other = h.pool.acquire()
+    other.messages = 1
+    h.pool.release(other, reusable=True)  # QUIT again, one of ours still open
+    refusals = Refusals()
+    assert all(adapter.absorbs(ICC, refusals) for _ in range(5))
+    assert pauses == [0.05, 0.1, 0.2, 0.4, 0.4]
+    assert (refusals.pauses, refusals.in_a_row) == (5, 0)
+    assert h.pool.size == 3  # nothing learnt from those
+    h.now += LAG_WINDOW  # long enough ago: judged by the open connection
+    assert adapter.absorbs(ICC, refusals)
+    assert h.pool.size == 1
+    assert (refusals.pauses, refusals.in_a_row) == (5, 1)
+    h.pool.release(held, reusable=False)
+    assert not adapter.absorbs(ICC, refusals)  # none open: a real failure
+    refusals.progressed()
+    assert (refusals.pauses, refusals.in_a_row) == (0, 0)
+    assert len(pauses) == 5
+
+
+def test_judged_refusals_are_absorbed_at_most_eight_in_a_row():
+    h = Harness(max_connections=3)
+    adapter = PoolAdapter(h.pool, ProviderAdaptation())
+    held = h.pool.acquire()
+    refusals = Refusals()
+    assert all(adapter.absorbs(ICC, refusals) for _ in range(MAX_ABSORBED_REFUSALS))
+    assert not adapter.absorbs(ICC, refusals)
+    h.pool.release(held, reusable=True)

@@ -22,6 +22,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Final, Generic, TypeVar
 
 from .._adaptation import ProviderAdaptation
@@ -31,7 +32,7 @@ from ._pool import ConnectionPool, Pooled
 from ._session import Item
 from .base import SendResult
 
-__all__ = ["PoolAdapter", "explained"]
+__all__ = ["PoolAdapter", "Refusals", "explained"]
 
 logger = logging.getLogger("smtpkit")
 
@@ -41,9 +42,11 @@ C = TypeVar("C")
 # send_batch call absorbs before the refusal is the messages' error (the server
 # may refuse for other clients' connections).
 MAX_ABSORBED_REFUSALS: Final = 8
-# Seconds after our close during which a server may still count a session
-# (Postfix's anvil hears of a disconnect from smtpd a moment after the QUIT).
-_SERVER_COUNT_LAG: Final = 2.0
+# For this long after the pool ended a session with QUIT (and opened none
+# since), a refusal may be the server still counting that session (Postfix's
+# anvil hears of the disconnect from smtpd a moment after the QUIT).
+LAG_WINDOW: Final = 0.5  # seconds
+_FIRST_LAG_PAUSE: Final = 0.05  # seconds, doubled at each pause, at most 0.4 s
 _MAX_GROW_AFTER: Final = 1_000_000  # messages: growing back never stops entirely
 
 
@@ -79,15 +82,38 @@ def _forget(item: Item) -> None:
     item.outcome = None
 
 
+@dataclass
+class Refusals:
+    """The "too many connections" refusals one ``send_batch`` call absorbed.
+
+    Both counts start again whenever a message of the call is delivered.
+    """
+
+    in_a_row: int = 0  # judged by the open connections (MAX_ABSORBED_REFUSALS)
+    pauses: int = 0  # taken for a server still counting a session we ended
+
+    def progressed(self) -> None:
+        """A message was delivered: the refusals so far were passing."""
+        self.in_a_row = 0
+        self.pauses = 0
+
+
 class PoolAdapter(Generic[C]):
     """Learns a server's connection and message limits for one pool.
 
     Thread-safe: every send thread reports to the same adapter.
     """
 
-    def __init__(self, pool: ConnectionPool[C], adapt: ProviderAdaptation) -> None:
+    def __init__(
+        self,
+        pool: ConnectionPool[C],
+        adapt: ProviderAdaptation,
+        *,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
         self._pool = pool
         self._adapt = adapt
+        self._sleep = sleep
         self._lock = threading.Lock()
         self._delivered = 0  # messages delivered since the last change of size
         self._grow_after = adapt.grow_after  # doubles whenever growing failed
@@ -159,17 +185,49 @@ class PoolAdapter(Generic[C]):
             self._pool.limit_messages(carried)
         return len(refused)
 
-    def connection_refused(self, exc: SMTPKitError, in_a_row: int = 0) -> bool:
+    def absorbs(self, exc: SMTPKitError, refusals: Refusals) -> bool:
+        """Whether the messages waiting for a connection try again, not fail.
+
+        Called when opening a connection failed with *exc*, once its slot is
+        given back.  A "too many connections" refusal within ``LAG_WINDOW`` of
+        the pool ending a session it has not replaced yet may be the server
+        still counting that session: the sending thread pauses (0.05 s,
+        doubling, at most 0.4 s) and tries again, and nothing is learnt from
+        it.  Otherwise the refusal is judged by :meth:`connection_refused`,
+        at most ``MAX_ABSORBED_REFUSALS`` times in a row.
+        """
+        if not self._is_connection_limit(exc):
+            return False
+        if self._server_may_lag(refusals):
+            return True
+        if refusals.in_a_row >= MAX_ABSORBED_REFUSALS or not self.connection_refused(
+            exc
+        ):
+            return False
+        refusals.in_a_row += 1
+        return True
+
+    def _server_may_lag(self, refusals: Refusals) -> bool:
+        """Pause and return True when a session we ended may still be counted."""
+        age = self._pool.unmatched_quit_age()
+        if age is None or age >= LAG_WINDOW:
+            return False
+        pause = min(_FIRST_LAG_PAUSE * 2**refusals.pauses, 0.4)
+        refusals.pauses += 1
+        logger.debug(
+            "refused (too many connections) %.2f s after we ended a session the "
+            "server may still count; trying again in %.2f s",
+            age,
+            pause,
+        )
+        self._sleep(pause)
+        return True
+
+    def connection_refused(self, exc: SMTPKitError) -> bool:
         """Shrink the pool when *exc* says "too many connections".
 
-        Called once the refused connection's slot is given back, with the
-        refusals absorbed just before this one (no message delivered since).
-
-        With nothing of ours open, a refusal is the messages' error, unless
-        we ended a connection a moment ago: the server may still count it (see
-        ``ConnectionPool.recently_closed``).  Then the pool keeps its size and
-        the sending thread pauses, a little longer at each refusal in a row, so
-        the server has time to notice the close before the next try.
+        Judged by the connections of ours that are open or opening: with none,
+        the refusal is the messages' error.
 
         Returns:
             True when the messages should wait for an open connection instead
@@ -180,10 +238,7 @@ class PoolAdapter(Generic[C]):
         pool = self._pool
         established, connecting = pool.established()
         if established + connecting == 0:
-            if not pool.recently_closed(_SERVER_COUNT_LAG):
-                return False  # nothing of ours to wait for: a real failure
-            time.sleep(min(0.05 * 2**in_a_row, 2.0))  # 0.05 s, 0.1 s, ... 2 s
-            return True
+            return False  # nothing of ours to wait for: a real failure
         with self._lock:
             # The number the server did accept is a sharper signal than halving,
             # and concurrent refusals cannot shrink it below that together.  The
@@ -207,7 +262,7 @@ class PoolAdapter(Generic[C]):
         return True
 
     def refused_midway(
-        self, batch: list[Item], error: SMTPKitError, in_a_row: int = 0
+        self, batch: list[Item], error: SMTPKitError, refusals: Refusals
     ) -> bool:
         """Undo a "too many connections" 421 that came after the greeting.
 
@@ -228,7 +283,7 @@ class PoolAdapter(Generic[C]):
             and not item.data_sent
             and self._is_connection_limit(item.outcome)
         ]
-        if not undone or not self.connection_refused(error, in_a_row):
+        if not undone or not self.absorbs(error, refusals):
             return False
         for item in undone:
             _forget(item)
@@ -242,11 +297,12 @@ class PoolAdapter(Generic[C]):
             and explanation.reason is ReplyReason.TOO_MANY_CONNECTIONS
         )
 
-    def delivered_in(self, batch: list[Item]) -> int:
+    def delivered_in(self, batch: list[Item], refusals: Refusals) -> None:
         """Count the messages of *batch* delivered (see :meth:`delivered`)."""
         count = sum(isinstance(item.outcome, SendResult) for item in batch)
+        if count:
+            refusals.progressed()
         self.delivered(count)
-        return count
 
     def delivered(self, count: int) -> None:
         """Count *count* delivered messages; raise the learnt limits now and then."""

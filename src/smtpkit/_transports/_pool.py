@@ -11,10 +11,9 @@ import contextlib
 import os
 import threading
 import time
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Final, Generic, TypeVar
+from typing import Generic, TypeVar
 
 from .._config import PoolLimits
 from .._exceptions import ClosedError, PoolTimeoutError
@@ -22,9 +21,6 @@ from .._exceptions import ClosedError, PoolTimeoutError
 __all__ = ["ConnectionPool", "PoolStats", "Pooled"]
 
 C = TypeVar("C")
-
-# How long the close time of a connection is kept for recently_closed().
-_CLOSES_KEPT: Final = 60.0  # seconds
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,25 +155,24 @@ class ConnectionPool(Generic[C]):
         # Bumped whenever a message is settled or a slot comes back: a wait for a
         # pool the adapter shrank lasts as long as the pool keeps moving.
         self._progress = 0
-        # When open connections were last closed (see recently_closed).
-        self._closed_at: deque[float] = deque()
+        # Sessions ended with QUIT since the last connection opened, and when the
+        # last one was (see unmatched_quit_age).
+        self._unmatched_quits = 0
+        self._last_quit_at = 0.0
 
-    def recently_closed(self, within: float) -> int:
-        """Connections this pool ended with QUIT in the last *within* seconds.
+    def unmatched_quit_age(self) -> float | None:
+        """Seconds since the pool last ended a session with QUIT, if not replaced.
 
         A server counts a session until it has noticed the close (Postfix's
-        anvil hears of it from smtpd a moment after our QUIT), so a connection
-        replacing a spent one may be refused "too many connections" while none
-        of ours is open: these are the ones the server may still count.
+        anvil hears of it from smtpd a moment after our QUIT), so the connection
+        that replaces a spent one may be refused "too many connections" by a
+        server whose count is a moment behind.  Each connection opened since
+        matches one QUIT; None when every QUIT is matched.
         """
         with self._cond:
-            self._forget_closes(self._clock() - within)
-            return len(self._closed_at)
-
-    def _forget_closes(self, before: float) -> None:
-        closed_at = self._closed_at
-        while closed_at and closed_at[0] < before:
-            closed_at.popleft()
+            if not self._unmatched_quits:
+                return None
+            return self._clock() - self._last_quit_at
 
     def progressed(self) -> None:
         """Note that a connection settled a message (see :meth:`acquire`)."""
@@ -284,6 +279,7 @@ class ConnectionPool(Generic[C]):
         with self._cond:
             self._created += 1
             self._connecting -= 1
+            self._unmatched_quits = max(0, self._unmatched_quits - 1)
         return pooled
 
     def _unreserve(self) -> None:
@@ -331,9 +327,8 @@ class ConnectionPool(Generic[C]):
                 self._discarded += counted
                 self._progress += 1
                 if polite:  # ended by us with QUIT, not refused or broken
-                    now = self._clock()
-                    self._forget_closes(now - _CLOSES_KEPT)
-                    self._closed_at.append(now)
+                    self._unmatched_quits += 1
+                    self._last_quit_at = self._clock()
                 self._cond.notify()
 
     def close(self) -> None:

@@ -36,7 +36,7 @@ from .._exceptions import (
 from .._message import Envelope
 from .._reply import parse_reply
 from .._verify_report import VerifyReport
-from ._adaptive import MAX_ABSORBED_REFUSALS, PoolAdapter
+from ._adaptive import PoolAdapter, Refusals
 from ._connection import SMTPConnection
 from ._errors import Progress, map_errors
 from ._hints import Endpoint, auth_refused_message, no_starttls_message
@@ -431,17 +431,13 @@ class SMTPTransport(Transport):
         all_items = list(pending)
         report = Reporter(all_items, on_result)
         stale_retry_used = False
-        refusals = 0  # "too many connections" refusals absorbed in a row
+        refusals = Refusals()  # "too many connections" refusals absorbed
         while pending:
             try:
                 pooled = self._pool.acquire()
             except (TransportError, ClosedError) as exc:
-                if (
-                    refusals < MAX_ABSORBED_REFUSALS
-                    and self._adapter.connection_refused(exc, refusals)
-                ):
-                    refusals += 1  # the server allows fewer: wait for an open one
-                    continue
+                if self._adapter.absorbs(exc, refusals):
+                    continue  # the server allows fewer: wait for an open one
                 # Could not connect (or log in), or close() came first: every
                 # message still waiting shares the fate, each with its own copy
                 # for retry bookkeeping.  Messages already sent keep their outcome.
@@ -462,15 +458,11 @@ class SMTPTransport(Transport):
                 pooled.messages += len([i for i in batch if i.outcome is not None])
             finally:
                 self._pool.release(pooled, reusable=reusable)
-            # Progress: the refusals so far were passing, none in a row now.
-            refusals = 0 if self._adapter.delivered_in(batch) else refusals
-            if (
-                error is not None
-                and refusals < MAX_ABSORBED_REFUSALS
-                and self._adapter.refused_midway(batch, error, refusals)
+            self._adapter.delivered_in(batch, refusals)
+            if error is not None and self._adapter.refused_midway(
+                batch, error, refusals
             ):
-                refusals += 1  # "too many connections" after the greeting
-                requeued = 1
+                requeued = 1  # "too many connections" after the greeting
             if error is None or requeued:
                 # Refused for "too many messages" or "connections": they go to
                 # another connection (this one carried some, or others are open:
