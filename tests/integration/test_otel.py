@@ -3,10 +3,8 @@ in-memory exporter and reader."""
 
 from __future__ import annotations
 
-import asyncio
 import concurrent.futures
 import logging
-import threading
 
 import pytest
 from opentelemetry.sdk.metrics import MeterProvider
@@ -36,7 +34,7 @@ from smtpkit.auth import PlainAuth
 from smtpkit.contrib.otel import SMTPTelemetry
 from smtpkit.testing import FakeTransport, no_wait
 
-from .smtpd import RecordingHandler, free_port
+from .smtpd import GatedHandler, free_port
 
 pytestmark = pytest.mark.integration
 
@@ -316,25 +314,10 @@ def test_a_session_thrown_away_after_421_ends(start_server, config_for, otel):
     assert event.attributes["smtp.reply.code"] == 421
 
 
-class _GatedHandler(RecordingHandler):
-    """Holds the reply to the final dot until the test releases it."""
-
-    def __init__(self):
-        super().__init__()
-        self.entered = threading.Event()
-        self.release = threading.Event()
-
-    async def handle_DATA(self, server, session, envelope):  # noqa: N802
-        self.entered.set()
-        while not self.release.is_set():
-            await asyncio.sleep(0.005)
-        return await super().handle_DATA(server, session, envelope)
-
-
 def test_the_in_use_gauge_counts_a_connection_lent_to_a_send(
     start_server, config_for, otel
 ):
-    handler = _GatedHandler()
+    handler = GatedHandler()
     server = start_server(handler=handler)
     mailer = _mailer(server, config_for, otel)
     with mailer, concurrent.futures.ThreadPoolExecutor(1) as pool:
