@@ -11,6 +11,7 @@ is refused with ``450 MI:DMC`` and the ones after it are accepted again.
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from dataclasses import dataclass, field
 from typing import Any
@@ -35,9 +36,9 @@ class Limits:
     quota: int | None = None
     refuse_at_mail: bool = False
     dmc_once_at: int | None = None  # the MAIL (0-based, per connection) refused
-    # Seconds a closed session still counts as active, as Postfix's anvil
-    # counts one until its smtpd has reported the disconnect.
-    linger: float = 0.0
+    # Seconds between the 221 to QUIT and the close, the session counted all
+    # along (Postfix's smtpd reports the disconnect to anvil, then closes).
+    close_delay: float = 0.0
     active: int = 0
     peak: int = 0  # most sessions served at once
     sessions: int = 0  # connections served (greeted with 220)
@@ -86,16 +87,17 @@ class LimitedSMTP(SMTP):
         with self.limits.lock:
             if self.served:
                 self.served = False
+                self.limits.active -= 1
                 self.limits.carried.append(self.messages)
-                if self.limits.linger:
-                    self.loop.call_later(self.limits.linger, self._forget_session)
-                else:
-                    self.limits.active -= 1
         super().connection_lost(error)
 
-    def _forget_session(self) -> None:
-        with self.limits.lock:
-            self.limits.active -= 1
+    async def smtp_QUIT(self, arg: str) -> None:  # noqa: N802 - aiosmtpd's naming
+        if arg or not self.limits.close_delay:
+            await super().smtp_QUIT(arg)
+            return
+        await self.push("221 Bye")
+        await asyncio.sleep(self.limits.close_delay)
+        self.transport.close()  # the session counts until connection_lost
 
     async def smtp_MAIL(self, arg: str) -> None:  # noqa: N802 - aiosmtpd's naming
         limits = self.limits

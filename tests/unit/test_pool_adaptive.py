@@ -17,7 +17,6 @@ from smtpkit import (
 )
 from smtpkit._message import Envelope
 from smtpkit._transports._adaptive import (
-    LAG_WINDOW,
     MAX_ABSORBED_REFUSALS,
     PoolAdapter,
     Refusals,
@@ -258,45 +257,6 @@ def test_a_refusal_at_the_learnt_limit_requeues_without_warning(caplog):
     h.pool.release(pooled, reusable=True)
 
 
-def test_a_refusal_soon_after_an_unreplaced_quit_pauses_and_teaches_nothing():
-    # The server may still count the session we just ended (Postfix's anvil
-    # hears of it from smtpd a moment later): within LAG_WINDOW of that QUIT, a
-    # refusal pauses (0.05 s, doubling, at most 0.4 s) and teaches nothing;
-    # later, or once a new connection matched the QUIT, the open connections
-    # judge as before.  A connection that broke was not ended with QUIT.
-    pauses: list[float] = []
-    h = Harness(max_connections=3, max_messages_per_connection=1)
-    adapter = PoolAdapter(h.pool, ProviderAdaptation(), sleep=pauses.append)
-    broken = h.pool.acquire()
-    h.pool.release(broken, reusable=False)  # closed without QUIT
-    assert h.pool.unmatched_quit_age() is None
-    assert not adapter.absorbs(ICC, Refusals())
-    spent = h.pool.acquire()
-    spent.messages = 1  # spent: the release QUITs it
-    h.pool.release(spent, reusable=True)
-    assert h.disposed[-1] == (spent.conn, True)
-    assert h.pool.unmatched_quit_age() == 0.0
-    held = h.pool.acquire()  # a new connection matches the QUIT
-    assert h.pool.unmatched_quit_age() is None
-    other = h.pool.acquire()
-    other.messages = 1
-    h.pool.release(other, reusable=True)  # QUIT again, one of ours still open
-    refusals = Refusals()
-    assert all(adapter.absorbs(ICC, refusals) for _ in range(5))
-    assert pauses == [0.05, 0.1, 0.2, 0.4, 0.4]
-    assert (refusals.pauses, refusals.in_a_row) == (5, 0)
-    assert h.pool.size == 3  # nothing learnt from those
-    h.now += LAG_WINDOW  # long enough ago: judged by the open connection
-    assert adapter.absorbs(ICC, refusals)
-    assert h.pool.size == 1
-    assert (refusals.pauses, refusals.in_a_row) == (5, 1)
-    h.pool.release(held, reusable=False)
-    assert not adapter.absorbs(ICC, refusals)  # none open: a real failure
-    refusals.progressed()
-    assert (refusals.pauses, refusals.in_a_row) == (0, 0)
-    assert len(pauses) == 5
-
-
 def test_judged_refusals_are_absorbed_at_most_eight_in_a_row():
     h = Harness(max_connections=3)
     adapter = PoolAdapter(h.pool, ProviderAdaptation())
@@ -304,4 +264,8 @@ def test_judged_refusals_are_absorbed_at_most_eight_in_a_row():
     refusals = Refusals()
     assert all(adapter.absorbs(ICC, refusals) for _ in range(MAX_ABSORBED_REFUSALS))
     assert not adapter.absorbs(ICC, refusals)
+    refusals.progressed()  # a message delivered: the count starts again
+    assert adapter.absorbs(ICC, refusals)
+    other = GreetingRefusedError(reply("421 4.3.2 shutting down"), command="connect")
+    assert not adapter.absorbs(other, Refusals())
     h.pool.release(held, reusable=True)

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final, Generic, TypeVar
@@ -42,11 +41,6 @@ C = TypeVar("C")
 # send_batch call absorbs before the refusal is the messages' error (the server
 # may refuse for other clients' connections).
 MAX_ABSORBED_REFUSALS: Final = 8
-# For this long after the pool ended a session with QUIT (and opened none
-# since), a refusal may be the server still counting that session (Postfix's
-# anvil hears of the disconnect from smtpd a moment after the QUIT).
-LAG_WINDOW: Final = 0.5  # seconds
-_FIRST_LAG_PAUSE: Final = 0.05  # seconds, doubled at each pause, at most 0.4 s
 _MAX_GROW_AFTER: Final = 1_000_000  # messages: growing back never stops entirely
 
 
@@ -86,16 +80,15 @@ def _forget(item: Item) -> None:
 class Refusals:
     """The "too many connections" refusals one ``send_batch`` call absorbed.
 
-    Both counts start again whenever a message of the call is delivered.
+    Counted in a row: a message of the call delivered starts the count again,
+    so a long call that probes a larger pool now and then never runs out.
     """
 
-    in_a_row: int = 0  # judged by the open connections (MAX_ABSORBED_REFUSALS)
-    pauses: int = 0  # taken for a server still counting a session we ended
+    in_a_row: int = 0
 
     def progressed(self) -> None:
         """A message was delivered: the refusals so far were passing."""
         self.in_a_row = 0
-        self.pauses = 0
 
 
 class PoolAdapter(Generic[C]):
@@ -104,16 +97,9 @@ class PoolAdapter(Generic[C]):
     Thread-safe: every send thread reports to the same adapter.
     """
 
-    def __init__(
-        self,
-        pool: ConnectionPool[C],
-        adapt: ProviderAdaptation,
-        *,
-        sleep: Callable[[float], None] = time.sleep,
-    ) -> None:
+    def __init__(self, pool: ConnectionPool[C], adapt: ProviderAdaptation) -> None:
         self._pool = pool
         self._adapt = adapt
-        self._sleep = sleep
         self._lock = threading.Lock()
         self._delivered = 0  # messages delivered since the last change of size
         self._grow_after = adapt.grow_after  # doubles whenever growing failed
@@ -186,41 +172,17 @@ class PoolAdapter(Generic[C]):
         return len(refused)
 
     def absorbs(self, exc: SMTPKitError, refusals: Refusals) -> bool:
-        """Whether the messages waiting for a connection try again, not fail.
+        """Whether the messages waiting for a connection wait on, not fail.
 
         Called when opening a connection failed with *exc*, once its slot is
-        given back.  A "too many connections" refusal within ``LAG_WINDOW`` of
-        the pool ending a session it has not replaced yet may be the server
-        still counting that session: the sending thread pauses (0.05 s,
-        doubling, at most 0.4 s) and tries again, and nothing is learnt from
-        it.  Otherwise the refusal is judged by :meth:`connection_refused`,
-        at most ``MAX_ABSORBED_REFUSALS`` times in a row.
+        given back: a "too many connections" refusal is judged by
+        :meth:`connection_refused`, at most ``MAX_ABSORBED_REFUSALS`` in a row.
         """
-        if not self._is_connection_limit(exc):
-            return False
-        if self._server_may_lag(refusals):
-            return True
         if refusals.in_a_row >= MAX_ABSORBED_REFUSALS or not self.connection_refused(
             exc
         ):
             return False
         refusals.in_a_row += 1
-        return True
-
-    def _server_may_lag(self, refusals: Refusals) -> bool:
-        """Pause and return True when a session we ended may still be counted."""
-        age = self._pool.unmatched_quit_age()
-        if age is None or age >= LAG_WINDOW:
-            return False
-        pause = min(_FIRST_LAG_PAUSE * 2**refusals.pauses, 0.4)
-        refusals.pauses += 1
-        logger.debug(
-            "refused (too many connections) %.2f s after we ended a session the "
-            "server may still count; trying again in %.2f s",
-            age,
-            pause,
-        )
-        self._sleep(pause)
         return True
 
     def connection_refused(self, exc: SMTPKitError) -> bool:

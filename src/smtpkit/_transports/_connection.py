@@ -623,6 +623,22 @@ class SMTPConnection(smtplib.SMTP):
             self._read_unsolicited()
         return len(self._rbuf)
 
+    def wait_closed(self, deadline: float) -> None:
+        """After QUIT's reply: read until the server closes, or until *deadline*.
+
+        A server may count a session until it has closed it: Postfix's smtpd
+        reports the disconnect to anvil before it closes the socket, so a
+        connection opened before that close may be refused "too many
+        connections".  A server closes right after its 221 (RFC 5321
+        §4.1.1.10), so this costs no round trip.  Raises ``OSError`` on a
+        timeout or a broken connection, which ends the wait as well.
+        """
+        sock = self.sock
+        while sock is not None and (left := deadline - time.monotonic()) > 0:
+            sock.settimeout(left)
+            if not sock.recv(4096):
+                return
+
     @override
     def close(self) -> None:
         self._rbuf.clear()

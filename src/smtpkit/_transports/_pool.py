@@ -155,24 +155,6 @@ class ConnectionPool(Generic[C]):
         # Bumped whenever a message is settled or a slot comes back: a wait for a
         # pool the adapter shrank lasts as long as the pool keeps moving.
         self._progress = 0
-        # Sessions ended with QUIT since the last connection opened, and when the
-        # last one was (see unmatched_quit_age).
-        self._unmatched_quits = 0
-        self._last_quit_at = 0.0
-
-    def unmatched_quit_age(self) -> float | None:
-        """Seconds since the pool last ended a session with QUIT, if not replaced.
-
-        A server counts a session until it has noticed the close (Postfix's
-        anvil hears of it from smtpd a moment after our QUIT), so the connection
-        that replaces a spent one may be refused "too many connections" by a
-        server whose count is a moment behind.  Each connection opened since
-        matches one QUIT; None when every QUIT is matched.
-        """
-        with self._cond:
-            if not self._unmatched_quits:
-                return None
-            return self._clock() - self._last_quit_at
 
     def progressed(self) -> None:
         """Note that a connection settled a message (see :meth:`acquire`)."""
@@ -279,7 +261,6 @@ class ConnectionPool(Generic[C]):
         with self._cond:
             self._created += 1
             self._connecting -= 1
-            self._unmatched_quits = max(0, self._unmatched_quits - 1)
         return pooled
 
     def _unreserve(self) -> None:
@@ -326,9 +307,6 @@ class ConnectionPool(Generic[C]):
                 self._in_use -= 1
                 self._discarded += counted
                 self._progress += 1
-                if polite:  # ended by us with QUIT, not refused or broken
-                    self._unmatched_quits += 1
-                    self._last_quit_at = self._clock()
                 self._cond.notify()
 
     def close(self) -> None:

@@ -60,6 +60,8 @@ __all__ = ["SMTPTransport", "dot_stuff"]
 logger = logging.getLogger("smtpkit")
 
 _CLOSE_WITHIN: Final = 5.0  # seconds for all the QUITs of a closing pool together
+# Seconds QUIT waits for the server to close after its 221 (see wait_closed).
+_SERVER_CLOSES_WITHIN: Final = 0.5
 
 
 @functools.cache
@@ -356,7 +358,9 @@ class SMTPTransport(Transport):
 
         Closing a pool of N sessions then costs one round trip, not N, and a hung
         server holds ``close()`` for one shared deadline (at most 5 seconds),
-        not 5 seconds per session.  Errors are ignored: the sessions end either way.
+        not 5 seconds per session.  Then the server's close is awaited (at most
+        0.5 s more; see ``SMTPConnection.wait_closed``).  Errors are ignored:
+        the sessions end either way.
         """
         deadline = time.monotonic() + min(self.config.timeout, _CLOSE_WITHIN)
         try:
@@ -367,9 +371,17 @@ class SMTPTransport(Transport):
                     conn.log_command("QUIT", "")
                     conn.send_raw(b"QUIT\r\n", step="QUIT")
                     asked.append(conn)
+            answered = []
             for conn in asked:
                 with contextlib.suppress(OSError, smtplib.SMTPException, SMTPKitError):
                     conn.read_reply(deadline=deadline)
+                    answered.append(conn)
+            # Until the server has closed, it may still count the session: a
+            # pool replacing a spent connection would be refused for it.
+            closed_by = min(deadline, time.monotonic() + _SERVER_CLOSES_WITHIN)
+            for conn in answered:
+                with contextlib.suppress(OSError):
+                    conn.wait_closed(closed_by)
         finally:  # even when interrupted: no socket outlives close()
             for conn in conns:
                 conn.close()
