@@ -11,7 +11,6 @@ is refused with ``450 MI:DMC`` and the ones after it are accepted again.
 
 from __future__ import annotations
 
-import asyncio
 import threading
 from dataclasses import dataclass, field
 from typing import Any
@@ -96,8 +95,18 @@ class LimitedSMTP(SMTP):
             await super().smtp_QUIT(arg)
             return
         await self.push("221 Bye")
-        await asyncio.sleep(self.limits.close_delay)
-        self.transport.close()  # the session counts until connection_lost
+        # As Postfix: the session counts until the server's own close, even
+        # when the client closes first (aiosmtpd would end it on that EOF).
+        with self.limits.lock:
+            self.served = False
+            self.limits.carried.append(self.messages)
+        self.loop.call_later(self.limits.close_delay, self._close_counted_session)
+
+    def _close_counted_session(self) -> None:
+        with self.limits.lock:
+            self.limits.active -= 1
+        if self.transport is not None:
+            self.transport.close()
 
     async def smtp_MAIL(self, arg: str) -> None:  # noqa: N802 - aiosmtpd's naming
         limits = self.limits
